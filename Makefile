@@ -1,0 +1,52 @@
+# drx — every target sets up what it needs (a virtualenv in .venv) on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: install demo test lint fmt bench lab clean system-deps
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# OpenSSH server (real sshd hosts for tests and the lab) and Chromium (HTML report test).
+system-deps:
+	@if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/bin/chromium ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    openssh-server chromium >/dev/null; \
+	fi
+
+# A drill on the sample runbook with the local inventory (no SSH needed), then its report.
+demo: $(STAMP)
+	@rm -rf .drx/demo-world
+	$(BIN)/drx failback --yes --state-dir .drx >/dev/null 2>&1 || true
+	$(BIN)/drx failover site-b --yes
+	$(BIN)/drx report
+	$(BIN)/drx report --format html -o .drx/report.html
+
+test: $(STAMP) system-deps
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check orchestrator tests benchmarks
+	$(BIN)/ruff format --check orchestrator tests benchmarks
+	$(BIN)/mypy orchestrator
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix orchestrator tests benchmarks
+	$(BIN)/ruff format orchestrator tests benchmarks
+
+bench: $(STAMP) system-deps
+	$(BIN)/python benchmarks/run.py
+
+# Real sshd hosts for two sites on loopback, then the same drill over SSH.
+lab: $(STAMP) system-deps
+	$(BIN)/python -m orchestrator.lab drill
+
+clean:
+	rm -rf $(VENV) .drx lab .pytest_cache .mypy_cache .ruff_cache *.egg-info

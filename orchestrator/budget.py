@@ -1,0 +1,99 @@
+"""The live RTO budget: elapsed RTO plus the predicted remaining critical path, against the
+target; journals ``rto_budget_at_risk`` once each time the projection crosses the target."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from orchestrator.journal import Journal
+from orchestrator.plan import Plan, longest_path, topological
+
+
+class BudgetWatcher:
+    """Tracks step progress from journal events and projects the RTO."""
+
+    def __init__(self, plan: Plan, journal: Journal, tick_s: float = 0.5):
+        self.plan = plan
+        self.journal = journal
+        self.target = plan.runbook.rto_target
+        self.t_start: float | None = None
+        self.started: dict[str, float] = {}
+        self.finished: set[str] = set()
+        self.at_risk = False
+        self.projection: float | None = None
+        self._order = topological(plan.graph)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._tick_s = tick_s
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.journal.listeners.append(self.on_event)
+        if self.target is not None:
+            self._thread = threading.Thread(target=self._loop, name="rto-budget", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._tick_s):
+            self.check()
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        step = event.get("step")
+        with self._lock:
+            if kind == "step_started" and step in self.plan.steps:
+                self.started[step] = event["t"]
+                if self.t_start is None:
+                    self.t_start = event["t"]
+            elif kind in ("step_finished", "step_carried") and step in self.plan.steps:
+                self.finished.add(step)
+        if kind in ("step_started", "step_finished"):
+            self.check()
+
+    def remaining(self, now: float) -> float:
+        """Predicted time still needed: the heaviest path through unfinished steps, plus health."""
+
+        def weight(sid: str) -> float:
+            if sid in self.finished:
+                return 0.0
+            predicted = self.plan.steps[sid].predicted_s or 0.0
+            if sid in self.started:
+                return max(0.0, predicted - (now - self.started[sid]))
+            return predicted
+
+        total, _ = longest_path(self.plan.graph, self._order, weight)
+        return total + (self.plan.predicted_health_s or 0.0)
+
+    def check(self) -> None:
+        if self.target is None:
+            return
+        with self._lock:
+            if self.t_start is None:
+                return
+            now = self.journal.now()
+            elapsed = now - self.t_start
+            projection = elapsed + self.remaining(now)
+            self.projection = projection
+            crossing = projection > self.target and not self.at_risk
+            recovered = projection <= self.target and self.at_risk
+            if crossing:
+                self.at_risk = True
+            elif recovered:
+                self.at_risk = False
+        if crossing:
+            self.journal.write(
+                "rto_budget_at_risk",
+                elapsed_s=round(elapsed, 3),
+                projected_s=round(projection, 3),
+                target_s=self.target,
+            )
+        elif recovered:
+            self.journal.write(
+                "rto_budget_recovered",
+                elapsed_s=round(elapsed, 3),
+                projected_s=round(projection, 3),
+            )

@@ -1,0 +1,614 @@
+"""Runs a plan: starts each step the moment its needs are met, runs it on its hosts (bounded by
+``serial``), retries, polls checks, opens manual gates, and journals every event.
+
+The scheduler lives on the calling (main) thread, so Ctrl-C is seen at once: the first stops
+scheduling and lets running commands end, the second cancels them. Steps run on a thread pool
+bounded by ``max_parallel``; the hosts of one step on threads of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from orchestrator.errors import TransportError
+from orchestrator.inventory import Host
+from orchestrator.journal import Journal
+from orchestrator.plan import Plan, PlanStep
+from orchestrator.runbook import OnFailure, StepKind
+from orchestrator.templating import StepsView, evaluate, render
+from orchestrator.transport.base import TAIL_BYTES, CancelToken, CommandResult, Connection
+
+#: how much of stdout is journaled per host (for templates of a resumed run or a failback)
+JOURNAL_STDOUT_BYTES = 4096
+#: check polls journaled per host attempt before only every 10th is
+POLL_JOURNAL_FULL = 200
+
+
+class Status(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    NOT_RUN = "not_run"
+    UNKNOWN = "unknown"
+
+
+#: a gate asks the operator; returns True to approve
+GateFn = Callable[[str, str], bool]
+
+
+@dataclass
+class HostOutcome:
+    host: str
+    status: Status
+    rc: int | None = None
+    error: str | None = None
+    stdout: str = ""
+    value: Any = None
+    attempts: int = 0
+    t_end: float = 0.0  # run offset when it finished
+
+
+@dataclass
+class StepOutcome:
+    id: str
+    status: Status
+    error: str | None = None
+    hosts: dict[str, HostOutcome] = field(default_factory=dict)
+    attempts: int = 0
+    value: Any = None
+    outcome_unknown: bool = False
+    message: str | None = None
+
+    def template_view(self, order: Mapping[str, int]) -> dict[str, Any]:
+        """What ``steps['id']`` shows templates: the first host's rc/stdout/value + per host."""
+        hosts = sorted(self.hosts.values(), key=lambda h: order.get(h.host, 10**9))
+        first = hosts[0] if hosts else None
+        return {
+            "status": self.status.value,
+            "rc": first.rc if first else None,
+            "stdout": first.stdout if first else "",
+            "value": first.value if first else self.value,
+            "hosts": {
+                h.host: {"rc": h.rc, "stdout": h.stdout, "value": h.value, "status": h.status.value}
+                for h in hosts
+            },
+        }
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def capture_value(kind: str | None, stdout: str) -> Any:
+    """The captured value of ``stdout`` (SPEC §4 ``capture``); None when nothing is found."""
+    if kind is None:
+        return None
+    if kind == "text":
+        return stdout.strip()
+    if kind == "number":
+        match = _NUMBER.search(stdout)
+        if not match:
+            return None
+        text = match.group(0)
+        if re.fullmatch(r"[-+]?\d+", text):
+            return int(text)
+        return float(text)
+    if kind == "json":
+        try:
+            return json.loads(stdout)
+        except ValueError:
+            return None
+    match = re.search(kind, stdout, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+class Executor:
+    """Runs the steps of one plan on open connections, journaling every event."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        connections: Mapping[str, Connection],
+        journal: Journal,
+        run_dir: Path,
+        *,
+        max_parallel: int = 32,
+        gate: GateFn,
+        unreachable: Mapping[str, str] | None = None,
+        carried: Mapping[str, StepOutcome] | None = None,
+        extra_results: Mapping[str, StepOutcome] | None = None,
+    ):
+        self.plan = plan
+        self.connections = connections
+        self.journal = journal
+        self.run_dir = run_dir
+        self.max_parallel = max_parallel
+        self.gate = gate
+        self.unreachable = dict(unreachable or {})
+        self.cancel = CancelToken()
+        self.stopping = threading.Event()  # first Ctrl-C: start nothing new
+        self.outcomes: dict[str, StepOutcome] = dict(carried or {})
+        # results visible to templates: carried/earlier results, then this run's as they finish
+        self._results: dict[str, dict[str, Any]] = {}
+        order = plan.inventory.order
+        for sid, outcome in {**(extra_results or {}), **(carried or {})}.items():
+            self._results[sid] = outcome.template_view(order)
+        self._gate_lock = threading.Lock()
+        self.manual_wait_s = 0.0
+        self.aborted_by: str | None = None
+
+    # -- scheduling -------------------------------------------------------------------------
+    def interrupt(self) -> None:
+        """Ctrl-C: the first stops scheduling, the second cancels running commands."""
+        if self.stopping.is_set():
+            if not self.cancel.is_set():
+                self.journal.write("cancel_running")
+                self.cancel.set()
+            return
+        self.journal.write("interrupt")
+        self.stopping.set()
+
+    def _need_ok(self, need: str) -> bool | None:
+        """True: the need lets dependents run; False: it never will; None: not finished yet."""
+        outcome = self.outcomes.get(need)
+        if outcome is None:
+            return None
+        if outcome.status in (Status.SUCCEEDED, Status.SKIPPED):
+            return True
+        if outcome.status is Status.FAILED:
+            return self._tolerated(self.plan.steps[need]) if need in self.plan.steps else False
+        return False
+
+    def _tolerated(self, ps: PlanStep) -> bool:
+        """A failure of this step lets its dependents run (continue, or emergency at source)."""
+        if ps.step.on_failure is OnFailure.CONTINUE:
+            return True
+        return self.plan.emergency and self._all_at_source(ps)
+
+    def _all_at_source(self, ps: PlanStep) -> bool:
+        return bool(ps.hosts) and all(h.site == self.plan.source for h in ps.hosts)
+
+    def run(self) -> dict[str, StepOutcome]:
+        """Run every step; returns the outcome of each (carried ones included)."""
+        plan = self.plan
+        todo = [sid for sid in plan.steps if sid not in self.outcomes]
+        done_q: queue.Queue[tuple[str, StepOutcome]] = queue.Queue()
+        running: set[str] = set()
+        pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="step")
+        try:
+            while True:
+                if not self.stopping.is_set() and self.aborted_by is None:
+                    still: list[str] = []
+                    for sid in todo:  # declaration order: deterministic start order
+                        ps = plan.steps[sid]
+                        states = [self._need_ok(n) for n in ps.needs]
+                        if any(s is False for s in states):
+                            self._finish(
+                                sid,
+                                StepOutcome(
+                                    sid, Status.NOT_RUN, message="a step it needs did not succeed"
+                                ),
+                            )
+                        elif all(s is True for s in states) and len(running) < self.max_parallel:
+                            running.add(sid)
+                            pool.submit(self._step_thread, ps, done_q)
+                        else:
+                            still.append(sid)
+                    todo = still
+                if not running:
+                    break
+                try:
+                    sid, outcome = done_q.get(timeout=0.25)
+                except queue.Empty:
+                    continue
+                running.discard(sid)
+                self._finish(sid, outcome)
+                failed = outcome.status is Status.FAILED
+                if failed and not self._tolerated(plan.steps[sid]) and self.aborted_by is None:
+                    self.aborted_by = sid
+                    self.journal.write("run_aborting", step=sid)
+        finally:
+            pool.shutdown(wait=True)
+        final = Status.CANCELLED if self.stopping.is_set() else Status.NOT_RUN
+        for sid in todo:
+            self._finish(sid, StepOutcome(sid, final))
+        return self.outcomes
+
+    def _finish(self, sid: str, outcome: StepOutcome) -> None:
+        self.outcomes[sid] = outcome
+        if outcome.status in (Status.NOT_RUN, Status.CANCELLED) and not outcome.hosts:
+            self.journal.write(
+                "step_finished", step=sid, status=outcome.status.value, message=outcome.message
+            )
+        self._results[sid] = outcome.template_view(self.plan.inventory.order)
+
+    def _step_thread(self, ps: PlanStep, done_q: queue.Queue[tuple[str, StepOutcome]]) -> None:
+        try:
+            outcome = self.run_step(ps)
+        except Exception as exc:
+            self.journal.write(
+                "step_finished", step=ps.id, status="failed", error="internal", message=repr(exc)
+            )
+            outcome = StepOutcome(ps.id, Status.FAILED, error="internal", message=repr(exc))
+        done_q.put((ps.id, outcome))
+
+    # -- one step ---------------------------------------------------------------------------
+    def _steps_view(self, ps: PlanStep) -> StepsView:
+        return StepsView(ps.readable, self._results, for_step=ps.undo_of or ps.id)
+
+    def run_step(self, ps: PlanStep) -> StepOutcome:
+        step = ps.step
+        j = self.journal
+        t0 = j.now()
+        j.write(
+            "step_started",
+            t0,
+            step=ps.id,
+            kind=step.kind.value,
+            hosts=[h.name for h in ps.hosts],
+            wave=ps.wave,
+            undo_of=ps.undo_of,
+        )
+        if step.when:
+            try:
+                go = bool(evaluate(step.when, self.plan.context(steps=self._steps_view(ps))))
+            except (jinja2.TemplateError, TypeError, ValueError) as exc:
+                return self._end(
+                    ps, StepOutcome(ps.id, Status.FAILED, error="template", message=f"when: {exc}")
+                )
+            if not go:
+                return self._end(
+                    ps, StepOutcome(ps.id, Status.SKIPPED, message=f"when is false: {step.when}")
+                )
+        if step.kind is StepKind.MANUAL:
+            return self._end(ps, self._manual(ps))
+        if step.kind is StepKind.WAIT:
+            cancelled = self.cancel.event.wait(step.duration or 0.0)
+            status = Status.CANCELLED if cancelled else Status.SUCCEEDED
+            return self._end(ps, StepOutcome(ps.id, status, outcome_unknown=False))
+        return self._end(ps, self._on_hosts(ps))
+
+    def _end(self, ps: PlanStep, outcome: StepOutcome) -> StepOutcome:
+        self.journal.write(
+            "step_finished",
+            step=ps.id,
+            status=outcome.status.value,
+            error=outcome.error,
+            attempts=outcome.attempts,
+            value=outcome.value,
+            outcome_unknown=outcome.outcome_unknown or None,
+            message=outcome.message,
+        )
+        return outcome
+
+    def _manual(self, ps: PlanStep) -> StepOutcome:
+        prompt = render(
+            ps.step.prompt or ps.step.name, self.plan.context(steps=self._steps_view(ps))
+        )
+        with self._gate_lock:  # one question on the terminal at a time
+            t0 = self.journal.now()
+            self.journal.write("gate_waiting", t0, step=ps.id, prompt=prompt)
+            try:
+                approved = self.gate(ps.id, prompt)
+                problem = None if approved else "the operator declined"
+            except GateUnavailable as exc:
+                approved, problem = False, str(exc)
+            t1 = self.journal.now()
+            self.manual_wait_s += t1 - t0
+            self.journal.write(
+                "gate_answered",
+                t1,
+                step=ps.id,
+                approved=approved,
+                by=getattr(self.gate, "by", "operator"),
+                waited_s=round(t1 - t0, 6),
+                message=problem,
+            )
+        if approved:
+            return StepOutcome(ps.id, Status.SUCCEEDED)
+        return StepOutcome(
+            ps.id,
+            Status.FAILED,
+            error="declined" if problem == "the operator declined" else "no_terminal",
+            message=problem,
+        )
+
+    def _on_hosts(self, ps: PlanStep) -> StepOutcome:
+        """Run a command/check step on all its hosts, retrying only the hosts that failed."""
+        step = ps.step
+        pending = list(ps.hosts)
+        results: dict[str, HostOutcome] = {}
+        attempt = 0
+        while pending:
+            attempt += 1
+            workers = min(len(pending), step.serial or len(pending))
+            if workers == 1:
+                outs = [self._host_attempt(ps, h, attempt) for h in pending]
+            else:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{ps.id}") as pool:
+                    outs = list(
+                        pool.map(
+                            self._host_attempt,
+                            [ps] * len(pending),
+                            pending,
+                            [attempt] * len(pending),
+                        )
+                    )
+            for out in outs:
+                results[out.host] = out
+            pending = [
+                h
+                for h, out in zip(pending, outs, strict=True)
+                if out.status is Status.FAILED and out.error not in ("unreachable", "template")
+            ]
+            if (
+                not pending
+                or attempt > step.retries
+                or self.cancel.is_set()
+                or (self.stopping.is_set() and False)
+            ):
+                break
+            if self.cancel.event.wait(step.retry_delay):
+                break
+        statuses = {o.status for o in results.values()}
+        if Status.CANCELLED in statuses:
+            status, unknown = Status.CANCELLED, True
+        elif Status.FAILED in statuses:
+            status, unknown = Status.FAILED, False
+        else:
+            status, unknown = Status.SUCCEEDED, False
+        errors = [o.error for o in results.values() if o.error]
+        order = self.plan.inventory.order
+        first = min(results.values(), key=lambda o: order.get(o.host, 0), default=None)
+        return StepOutcome(
+            ps.id,
+            status,
+            error=errors[0] if errors and status is not Status.SUCCEEDED else None,
+            hosts=results,
+            attempts=max((o.attempts for o in results.values()), default=0),
+            value=first.value if first else None,
+            outcome_unknown=unknown,
+        )
+
+    def _log_path(self, ps: PlanStep, host: Host) -> Path:
+        return self.run_dir / "output" / ps.id / f"{host.name}.log"
+
+    def _host_attempt(self, ps: PlanStep, host: Host, attempt: int) -> HostOutcome:
+        j = self.journal
+        t0 = j.now()
+        j.write("host_started", t0, step=ps.id, host=host.name, attempt=attempt)
+        outcome = self._host_body(ps, host, attempt)
+        outcome.attempts = attempt
+        return outcome
+
+    def _host_body(self, ps: PlanStep, host: Host, attempt: int) -> HostOutcome:
+        step = ps.step
+        j = self.journal
+        t0 = j.now()
+
+        def done(
+            status: Status,
+            rc: int | None,
+            error: str | None,
+            tail: str = "",
+            stdout: str = "",
+            value: Any = None,
+            **extra: Any,
+        ) -> HostOutcome:
+            t1 = j.now()
+            j.write(
+                "host_finished",
+                t1,
+                step=ps.id,
+                host=host.name,
+                attempt=attempt,
+                status=status.value,
+                rc=rc,
+                error=error,
+                duration_s=round(t1 - t0, 6),
+                output_tail=tail[-TAIL_BYTES:],
+                stdout=stdout[-JOURNAL_STDOUT_BYTES:],
+                value=value,
+                **extra,
+            )
+            return HostOutcome(host.name, status, rc, error, stdout, value, t_end=t1)
+
+        if host.name in self.unreachable:
+            return done(Status.FAILED, None, "unreachable", self.unreachable[host.name])
+        conn = self.connections.get(host.name)
+        if conn is None:
+            return done(Status.FAILED, None, "unreachable", "no connection to this host")
+        ctx = self.plan.context(host=host, steps=self._steps_view(ps), active=ps.active)
+        try:
+            command = render(step.run or "", ctx)
+        except jinja2.TemplateError as exc:
+            return done(Status.FAILED, None, "template", f"template error: {exc}")
+        if step.kind is StepKind.CHECK:
+            return self._poll(ps, host, attempt, conn, command, ctx, done)
+        try:
+            res = conn.run(
+                command,
+                timeout=step.timeout,
+                env=step.env,
+                sudo=step.sudo,
+                log_path=self._log_path(ps, host),
+                redact=self.plan.redactor,
+                cancel=self.cancel,
+            )
+        except TransportError as exc:
+            return done(
+                Status.FAILED,
+                None,
+                exc.error if exc.error != "transport" else "disconnected",
+                str(exc),
+            )
+        if res.error == "cancelled":
+            return done(Status.CANCELLED, None, "cancelled", res.output_tail, res.stdout)
+        if not res.ok:
+            return done(Status.FAILED, res.rc, res.error, res.output_tail, res.stdout)
+        value = capture_value(step.capture, res.stdout)
+        if step.capture and value is None:
+            return done(
+                Status.FAILED,
+                res.rc,
+                "capture",
+                res.output_tail,
+                res.stdout,
+                message=f"capture {step.capture}: nothing found",
+            )
+        return done(Status.SUCCEEDED, res.rc, None, res.output_tail, res.stdout, value)
+
+    def _poll(
+        self,
+        ps: PlanStep,
+        host: Host,
+        attempt: int,
+        conn: Connection,
+        command: str,
+        ctx: dict[str, Any],
+        done: Callable[..., HostOutcome],
+    ) -> HostOutcome:
+        """Poll a check on one host until ``until`` holds or the window (``timeout``) closes."""
+        step = ps.step
+        j = self.journal
+        deadline = time.monotonic() + step.timeout
+        polls = 0
+        last: CommandResult | None = None
+        value: Any = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                tail = last.output_tail if last else ""
+                return done(
+                    Status.FAILED,
+                    last.rc if last else None,
+                    "timeout",
+                    tail,
+                    last.stdout if last else "",
+                    value,
+                    polls=polls,
+                )
+            polls += 1
+            p0 = j.now()
+            try:
+                res = conn.run(
+                    command,
+                    timeout=remaining,
+                    env=step.env,
+                    sudo=step.sudo,
+                    log_path=self._log_path(ps, host),
+                    redact=self.plan.redactor,
+                    cancel=self.cancel,
+                )
+            except TransportError as exc:
+                return done(
+                    Status.FAILED,
+                    None,
+                    exc.error if exc.error != "transport" else "disconnected",
+                    str(exc),
+                    polls=polls,
+                )
+            last = res
+            if res.error == "cancelled":
+                return done(
+                    Status.CANCELLED, None, "cancelled", res.output_tail, res.stdout, polls=polls
+                )
+            value = capture_value(step.capture, res.stdout)
+            ok = False
+            if res.error is None:
+                env = {
+                    **ctx,
+                    "rc": res.rc,
+                    "stdout": res.stdout,
+                    "stderr": getattr(res, "stderr", ""),
+                    "value": value,
+                }
+                if step.capture and value is None:
+                    ok = False
+                elif step.until:
+                    try:
+                        ok = bool(evaluate(step.until, env))
+                    except (jinja2.TemplateError, TypeError, ValueError):
+                        ok = False
+                else:
+                    ok = res.rc == 0
+            if polls <= POLL_JOURNAL_FULL or ok or polls % 10 == 0:
+                j.write(
+                    "poll",
+                    p0,
+                    step=ps.id,
+                    host=host.name,
+                    attempt=attempt,
+                    poll=polls,
+                    rc=res.rc,
+                    ok=ok,
+                    value=value,
+                    duration_s=round(res.duration_s, 6),
+                )
+            if ok:
+                return done(
+                    Status.SUCCEEDED, res.rc, None, res.output_tail, res.stdout, value, polls=polls
+                )
+            wait = min(step.interval, max(0.0, deadline - time.monotonic()))
+            if self.cancel.event.wait(wait):
+                return done(
+                    Status.CANCELLED, None, "cancelled", res.output_tail, res.stdout, polls=polls
+                )
+
+    # -- health ---------------------------------------------------------------------------------
+    def run_health(self, ps: PlanStep) -> tuple[bool, float]:
+        """Poll a health entry on all its hosts until it holds; (held, when it first held)."""
+        outcome = self._on_hosts(ps)
+        held = outcome.status is Status.SUCCEEDED
+        return held, max((h.t_end for h in outcome.hosts.values()), default=self.journal.now())
+
+    def poll_once(self, ps: PlanStep, host: Host) -> bool:
+        """One poll of a check on one host (the health check before a failover)."""
+        conn = self.connections.get(host.name)
+        if conn is None:
+            return False
+        step = ps.step
+        ctx = self.plan.context(host=host, active=ps.active)
+        try:
+            res = conn.run(
+                render(step.run or "", ctx),
+                timeout=step.timeout,
+                env=step.env,
+                redact=self.plan.redactor,
+            )
+        except TransportError:
+            return False
+        if res.error is not None:
+            return False
+        value = capture_value(step.capture, res.stdout)
+        if step.capture and value is None:
+            return False
+        if not step.until:
+            return res.rc == 0
+        env = {
+            **ctx,
+            "rc": res.rc,
+            "stdout": res.stdout,
+            "stderr": getattr(res, "stderr", ""),
+            "value": value,
+        }
+        try:
+            return bool(evaluate(step.until, env))
+        except (jinja2.TemplateError, TypeError, ValueError):
+            return False
+
+
+class GateUnavailable(Exception):
+    """No operator can answer a manual gate (no terminal and no --yes)."""

@@ -1,0 +1,319 @@
+"""The inventory: sites, their hosts, connection settings, and host selectors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import Problem, ValidationError
+from orchestrator.schema import Fields, Where, as_mapping, suggest
+from orchestrator.transport.base import HostSpec
+from orchestrator.yamlsrc import load_yaml
+
+CONTROL = "control"
+#: Connection settings that may be set in defaults, on a site or on a host (most specific wins).
+CONNECTION_FIELDS = (
+    "transport",
+    "user",
+    "port",
+    "identity_file",
+    "known_hosts",
+    "host_key_policy",
+    "connect_timeout",
+    "proxy_jump",
+    "env",
+)
+SITE_ALIASES = ("source", "target", "active")
+
+
+class HostKeyPolicy(StrEnum):
+    STRICT = "strict"
+    ACCEPT_NEW = "accept-new"
+    IGNORE = "ignore"
+
+
+class TransportKind(StrEnum):
+    SSH = "ssh"
+    LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class Host:
+    """One host of the inventory; ``spec`` holds its merged connection settings."""
+
+    name: str
+    site: str | None  # None for ``control``
+    address: str
+    roles: tuple[str, ...]
+    vars: dict[str, Any]
+    spec: HostSpec
+    line: int = 0
+
+    @property
+    def port(self) -> int:
+        return self.spec.port
+
+    @property
+    def user(self) -> str:
+        return self.spec.user
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    vars: dict[str, Any]
+    hosts: tuple[Host, ...]
+    line: int = 0
+
+
+@dataclass
+class Inventory:
+    path: str
+    active: str
+    vars: dict[str, Any]
+    sites: dict[str, Site]
+    hosts: dict[str, Host]  # every host (not control), in inventory order
+    control: Host
+    order: dict[str, int] = field(default_factory=dict)  # host name → position, control first
+
+    def host(self, name: str) -> Host:
+        return self.control if name == CONTROL else self.hosts[name]
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A parsed host selector: ``control``, a host name, ``ROLE@SITE`` or ``@SITE``."""
+
+    text: str
+    host: str | None = None
+    role: str | None = None
+    site: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Selector:
+        if "@" in text:
+            role, _, site = text.partition("@")
+            return cls(text, role=role or None, site=site)
+        return cls(text, host=text)
+
+
+class SelectorError(ValueError):
+    """A selector names an unknown site or matches no host."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+def select(inventory: Inventory, text: str, aliases: dict[str, str]) -> list[Host]:
+    """Hosts matched by selector ``text`` (inventory order); ``aliases`` maps source/target/active
+    to site names. Raise SelectorError if it names an unknown site/host or matches nothing."""
+    sel = Selector.parse(text.strip())
+    if sel.host is not None:
+        if sel.host == CONTROL:
+            return [inventory.control]
+        if sel.host in inventory.hosts:
+            return [inventory.hosts[sel.host]]
+        raise SelectorError(
+            f"selector '{text}' matches no host",
+            suggest(sel.host, [*inventory.hosts, CONTROL]),
+        )
+    assert sel.site is not None
+    site_name = aliases.get(sel.site, sel.site)
+    if site_name not in inventory.sites:
+        raise SelectorError(
+            f"selector '{text}' names unknown site '{sel.site}'",
+            suggest(sel.site, [*inventory.sites, *SITE_ALIASES]),
+        )
+    hosts = [h for h in inventory.sites[site_name].hosts if sel.role is None or sel.role in h.roles]
+    if not hosts:
+        roles = sorted({r for h in inventory.sites[site_name].hosts for r in h.roles})
+        hint = suggest(sel.role or "", roles) or (
+            f"roles at {site_name}: {', '.join(roles)}" if roles else None
+        )
+        raise SelectorError(
+            f"selector '{text}' matches no host (no role '{sel.role}' at site '{site_name}')", hint
+        )
+    return hosts
+
+
+def _connection(fields: Fields, inherited: dict[str, Any]) -> dict[str, Any]:
+    """Merge this level's connection settings over ``inherited``, recording bad values."""
+    merged = dict(inherited)
+    data = fields.data
+    if "transport" in data:
+        value = fields.str("transport")
+        if value is not None and value not in {t.value for t in TransportKind}:
+            fields.error("transport", f"transport must be ssh or local, not '{value}'")
+        elif value is not None:
+            merged["transport"] = value
+    for key in ("user", "identity_file", "known_hosts"):
+        if key in data:
+            merged[key] = fields.str(key, merged.get(key))
+    if "proxy_jump" in data:
+        merged["proxy_jump"] = fields.str("proxy_jump")
+    if "port" in data:
+        port = fields.int("port", merged.get("port"), minimum=1)
+        if isinstance(port, int) and port > 65535:
+            fields.error("port", "port must be at most 65535")
+        else:
+            merged["port"] = port
+    if "host_key_policy" in data:
+        value = fields.str("host_key_policy")
+        if value is not None and value not in {p.value for p in HostKeyPolicy}:
+            fields.error(
+                "host_key_policy",
+                f"host_key_policy must be strict, accept-new or ignore, not '{value}'",
+                suggest(value, [p.value for p in HostKeyPolicy]),
+            )
+        elif value is not None:
+            merged["host_key_policy"] = value
+    if "connect_timeout" in data:
+        merged["connect_timeout"] = fields.duration("connect_timeout", merged["connect_timeout"])
+    if "env" in data:
+        merged["env"] = {**merged.get("env", {}), **fields.env()}
+    return merged
+
+
+_DEFAULTS: dict[str, Any] = {
+    "transport": "ssh",
+    "user": "root",
+    "port": 22,
+    "identity_file": None,
+    "known_hosts": "~/.ssh/known_hosts",
+    "host_key_policy": "strict",
+    "connect_timeout": 10.0,
+    "proxy_jump": None,
+    "env": {},
+}
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Load and validate an inventory file; raise ValidationError listing every problem."""
+    inventory, problems = parse_inventory(path)
+    if any(p.severity == "error" for p in problems) or inventory is None:
+        raise ValidationError(problems)
+    return inventory
+
+
+def parse_inventory(path: str | Path) -> tuple[Inventory | None, list[Problem]]:
+    """Load an inventory, returning it (None if unusable) and every problem found."""
+    loaded = load_yaml(path)
+    problems = list(loaded.problems)
+    file = loaded.path
+    where = Where(file)
+    if loaded.data is None:
+        if not problems:
+            problems.append(where.problem(1, "the inventory is empty"))
+        return None, problems
+    top = as_mapping(loaded.data, where, 1, "the inventory", problems)
+    f = Fields(top, where, problems, "the inventory")
+    f.check_known(["active", "defaults", "vars", "sites"])
+    defaults_map = f.mapping("defaults")
+    df = Fields(defaults_map, where, problems, "defaults")
+    df.check_known(CONNECTION_FIELDS)
+    defaults = _connection(df, _DEFAULTS)
+    global_vars = dict(f.mapping("vars"))
+    sites_map = f.mapping("sites")
+    sites: dict[str, Site] = {}
+    hosts: dict[str, Host] = {}
+    host_lines: dict[str, tuple[str, int]] = {}
+    for site_name, site_data in sites_map.items():
+        site_line = sites_map.line_of(site_name)
+        sm = as_mapping(site_data, where, site_line, f"site '{site_name}'", problems)
+        sf = Fields(sm, where, problems, f"site '{site_name}'")
+        sf.check_known(["vars", "hosts", *CONNECTION_FIELDS])
+        site_conn = _connection(sf, defaults)
+        site_hosts: list[Host] = []
+        hosts_map = sf.mapping("hosts")
+        if not hosts_map:
+            problems.append(where.problem(site_line, f"site '{site_name}' has no hosts"))
+        for host_name, host_data in hosts_map.items():
+            line = hosts_map.line_of(host_name)
+            hm = as_mapping(host_data, where, line, f"host '{host_name}'", problems)
+            hf = Fields(hm, where, problems, f"host '{host_name}'")
+            hf.check_known(["address", "roles", "vars", *CONNECTION_FIELDS])
+            if host_name == CONTROL:
+                problems.append(
+                    where.problem(
+                        line,
+                        "the host name 'control' is reserved for the machine running drx",
+                        "rename the host",
+                    )
+                )
+                continue
+            if host_name in host_lines:
+                other_site, other_line = host_lines[host_name]
+                problems.append(
+                    where.problem(
+                        line,
+                        f"duplicate host name '{host_name}' (also in site '{other_site}' "
+                        f"on line {other_line}); host names must be unique across sites",
+                    )
+                )
+                continue
+            host_lines[host_name] = (site_name, line)
+            conn = _connection(hf, site_conn)
+            address = hf.text("address")
+            if address is None and conn["transport"] == "ssh":
+                hf.error(None, f"host '{host_name}' has no address (required with transport ssh)")
+            host = Host(
+                name=host_name,
+                site=site_name,
+                address=address or "localhost",
+                roles=tuple(hf.str_list("roles")),
+                vars=dict(hf.mapping("vars")),
+                spec=HostSpec(name=host_name, address=address or "localhost", **conn),
+                line=line,
+            )
+            site_hosts.append(host)
+            hosts[host_name] = host
+        sites[site_name] = Site(site_name, dict(sf.mapping("vars")), tuple(site_hosts), site_line)
+    if len(sites) < 2 and "sites" in top:
+        problems.append(
+            where.problem(
+                f.line("sites"), f"an inventory needs at least two sites, found {len(sites)}"
+            )
+        )
+    elif "sites" not in top:
+        f.error(None, "missing required field 'sites' in the inventory")
+    active = f.str("active")
+    if active is None:
+        f.error(None, "missing required field 'active' in the inventory")
+    elif sites and active not in sites:
+        f.error(
+            "active",
+            f"active site '{active}' is not a site of this inventory (sites: {', '.join(sites)})",
+            suggest(active, sites),
+        )
+    control = Host(
+        name=CONTROL,
+        site=None,
+        address="localhost",
+        roles=(),
+        vars={},
+        spec=HostSpec(name=CONTROL, address="localhost", transport="local", env=defaults["env"]),
+    )
+    order = {CONTROL: 0} | {name: i + 1 for i, name in enumerate(hosts)}
+    inv = Inventory(file, active or "", global_vars, sites, hosts, control, order)
+    return inv, problems
+
+
+def as_dict(host: Host) -> dict[str, Any]:
+    """The host as seen by templates: ``.name .address .port .user .roles .site .vars``."""
+    return {
+        "name": host.name,
+        "address": host.address,
+        "port": host.port,
+        "user": host.user,
+        "roles": list(host.roles),
+        "site": host.site,
+        "vars": host.vars,
+    }
+
+
+def site_dict(inventory: Inventory, name: str) -> dict[str, Any]:
+    site = inventory.sites[name]
+    return {"name": site.name, "vars": site.vars, "hosts": [as_dict(h) for h in site.hosts]}

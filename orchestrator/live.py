@@ -1,0 +1,242 @@
+"""What the operator sees during a run: a live table on a terminal (rich), or one log line per
+event (structlog, console or JSON) when not on a terminal. Both read the journal's events."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from orchestrator.budget import BudgetWatcher
+from orchestrator.journal import Journal
+from orchestrator.plan import Plan
+from orchestrator.units import format_duration
+
+_QUIET = {"poll", "host_started"}
+
+
+def configure_logging(log_format: str, verbose: int) -> None:
+    """Configure structlog once: console lines or JSON, on stderr."""
+    color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=color, pad_event_to=0)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+class LogView:
+    """One log line per meaningful journal event (the non-terminal view)."""
+
+    def __init__(self, plan: Plan, journal: Journal, verbose: int, budget: BudgetWatcher):
+        self.log = structlog.get_logger("drx").bind(run_id=plan.run_id)
+        self.verbose = verbose
+        self.budget = budget
+        journal.listeners.append(self.on_event)
+
+    def on_event(self, e: dict[str, Any]) -> None:
+        kind = e["event"]
+        if kind in _QUIET and self.verbose < 2:
+            return
+        fields = {
+            k: v
+            for k, v in e.items()
+            if k not in ("event", "ts", "steps", "output_tail", "stdout", "host_order", "wall0")
+            and v is not None
+        }
+        level = "info"
+        if kind == "host_finished":
+            if e.get("status") == "succeeded" and self.verbose < 1:
+                return
+            if e.get("status") != "succeeded":
+                level = "warning"
+                tail = (e.get("output_tail") or "").strip().splitlines()[-3:]
+                if tail:
+                    fields["output"] = " | ".join(tail)
+        elif kind in ("rto_budget_at_risk", "run_aborting", "health_timeout"):
+            level = "warning"
+        elif kind == "step_finished" and e.get("status") == "failed":
+            level = "error"
+        getattr(self.log, level)(kind, **fields)
+
+    def pause(self) -> Callable[[], None]:
+        return lambda: None
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self.budget.stop()
+
+
+class LiveView:
+    """A rich live table on the terminal: each step's status, hosts, elapsed, and the RTO clock
+    against the target with the projected RTO."""
+
+    ICON = {
+        "pending": "·",
+        "running": "▶",
+        "succeeded": "✔",
+        "failed": "✘",
+        "skipped": "↷",
+        "cancelled": "■",
+        "not_run": "–",
+        "waiting": "?",
+    }
+    STYLE = {
+        "running": "cyan",
+        "succeeded": "green",
+        "failed": "red",
+        "skipped": "dim",
+        "cancelled": "yellow",
+        "not_run": "dim",
+        "waiting": "magenta",
+    }
+
+    def __init__(self, plan: Plan, journal: Journal, budget: BudgetWatcher):
+        from rich.console import Console
+        from rich.live import Live
+
+        self.plan = plan
+        self.journal = journal
+        self.budget = budget
+        self.console = Console(stderr=True)
+        self.state: dict[str, dict[str, Any]] = {
+            sid: {"status": "pending", "t0": None, "t1": None, "hosts": {}} for sid in plan.steps
+        }
+        self.t_start: float | None = None
+        self.t_end: float | None = None
+        self.phase = "steps"
+        self.messages: list[str] = []
+        self._lock = threading.Lock()
+        self.live = Live(self.render(), console=self.console, refresh_per_second=4, transient=False)
+        self.live.__enter__()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._thread.start()
+        journal.listeners.append(self.on_event)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.25):
+            self.live.update(self.render())
+
+    def on_event(self, e: dict[str, Any]) -> None:
+        kind, sid = e["event"], e.get("step")
+        with self._lock:
+            st = self.state.get(sid) if sid else None
+            if kind == "step_started" and st is not None:
+                st.update(status="running", t0=e["t"])
+                if self.t_start is None:
+                    self.t_start = e["t"]
+            elif kind == "step_finished" and st is not None:
+                st.update(status=e["status"], t1=e["t"])
+            elif kind == "step_carried" and st is not None:
+                st.update(status="succeeded", carried=True)
+            elif kind == "host_finished" and st is not None:
+                st["hosts"][e["host"]] = e.get("status")
+            elif kind == "gate_waiting" and st is not None:
+                st["status"] = "waiting"
+            elif kind == "health_polling":
+                self.phase = "health"
+            elif kind == "health_held":
+                self.t_end = e["t"]
+                self.phase = "held"
+            elif kind == "rto_budget_at_risk":
+                self.messages.append(
+                    f"RTO at risk: projected {format_duration(e['projected_s'])} "
+                    f"> target {format_duration(e['target_s'])}"
+                )
+
+    def render(self) -> Any:
+        from rich.table import Table
+        from rich.text import Text
+
+        now = self.journal.now()
+        table = Table(box=None, expand=False, pad_edge=False)
+        table.add_column("", width=1)
+        table.add_column("step")
+        table.add_column("kind", style="dim")
+        table.add_column("hosts")
+        table.add_column("elapsed", justify="right")
+        with self._lock:
+            for sid, st in self.state.items():
+                status = st["status"]
+                ps = self.plan.steps[sid]
+                hosts = ps.hosts
+                done = sum(1 for v in st["hosts"].values() if v == "succeeded")
+                host_text = f"{done}/{len(hosts)}" if hosts else ""
+                if st["t0"] is not None:
+                    elapsed = (st["t1"] if st["t1"] is not None else now) - st["t0"]
+                    el = format_duration(elapsed)
+                else:
+                    el = "carried" if st.get("carried") else ""
+                style = self.STYLE.get(status, "")
+                table.add_row(
+                    Text(self.ICON.get(status, "?"), style=style),
+                    Text(sid, style=style),
+                    ps.kind.value,
+                    host_text,
+                    el,
+                )
+            t_start, t_end, phase = self.t_start, self.t_end, self.phase
+            messages = list(self.messages[-3:])
+        rto = 0.0 if t_start is None else ((t_end if t_end is not None else now) - t_start)
+        target = self.plan.runbook.rto_target
+        line = Text(f"RTO {format_duration(rto)}")
+        if target:
+            line.append(f" / target {format_duration(target)}")
+            proj = self.budget.projection
+            if proj is not None and phase != "held":
+                style = "bold red" if proj > target else "green"
+                line.append(f"  projected {format_duration(proj)}", style=style)
+        line.append(f"   [{phase}]", style="dim")
+        from rich.console import Group
+
+        parts: list[Any] = [
+            Text(
+                f"drx {self.plan.direction} → {self.plan.to_site}  ({self.plan.run_id})",
+                style="bold",
+            ),
+            table,
+            line,
+        ]
+        parts.extend(Text(m, style="bold red") for m in messages)
+        return Group(*parts)
+
+    def pause(self) -> Callable[[], None]:
+        """Stop drawing (a gate asks a question); the returned callable resumes."""
+        self.live.stop()
+        return self.live.start
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self._stop.set()
+        self.budget.stop()
+        self.live.update(self.render())
+        self.live.__exit__(None, None, None)
+
+
+def attach_output(plan: Plan, journal: Journal, opts: Any) -> Any:
+    """The view for this run: live on a terminal, log lines otherwise."""
+    configure_logging(opts.log_format, opts.verbose)
+    budget = BudgetWatcher(plan, journal)
+    budget.start()
+    use_live = (
+        opts.interactive
+        and opts.log_format == "console"
+        and sys.stderr.isatty()
+        and os.environ.get("TERM") != "dumb"
+    )
+    if use_live:
+        return LiveView(plan, journal, budget)
+    return LogView(plan, journal, opts.verbose, budget)

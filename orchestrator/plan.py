@@ -1,0 +1,550 @@
+"""Runbook + inventory + direction + target → the plan: a networkx DAG of steps resolved to hosts,
+waves, predicted durations, the predicted RTO and its critical path. Also the reverse plan of a
+failback, derived from what a failover run did.
+
+Every cross-file check (needs, cycles, selectors, templates) happens here, all problems collected
+at once, before anything connects to a host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import jinja2
+import networkx as nx
+
+from orchestrator.errors import Problem, UsageError, ValidationError
+from orchestrator.inventory import (
+    Host,
+    Inventory,
+    SelectorError,
+    as_dict,
+    select,
+    site_dict,
+)
+from orchestrator.runbook import HealthCheck, Runbook, Step, StepKind
+from orchestrator.schema import Where, suggest
+from orchestrator.templating import (
+    Placeholder,
+    Redactor,
+    StepAccessError,
+    StepsView,
+    collect_secrets,
+    evaluate,
+    render,
+)
+
+FAILOVER = "failover"
+FAILBACK = "failback"
+
+
+@dataclass
+class PlanStep:
+    """One node of the plan: a step resolved to hosts, with its place in the DAG."""
+
+    id: str
+    step: Step
+    hosts: list[Host]
+    needs: list[str]
+    wave: int = 0
+    index: int = 0  # declaration order: ready steps start in this order
+    predicted_s: float | None = None
+    prediction_source: str = "unknown"  # history | expect | unknown
+    undo_of: str | None = None
+    outcome_unknown: bool = False
+    #: steps whose templates this one may read (its transitive needs; for an undo, the failover
+    #: ancestors of the step it undoes, and that step itself)
+    readable: frozenset[str] = frozenset()
+    #: how each host's command reads in a preview (secrets redacted, run-time values as <…>)
+    preview: dict[str, str] = field(default_factory=dict)
+    prompt: str | None = None  # the rendered prompt of a manual step
+    active: str | None = None  # what ``active`` means in its templates (health after a run)
+
+    @property
+    def kind(self) -> StepKind:
+        return self.step.kind
+
+
+@dataclass
+class HealthPlan:
+    """A health entry resolved to hosts, for the check before a run and the poll after it."""
+
+    check: HealthCheck
+    hosts_before: list[Host]
+    hosts_after: list[Host]
+
+
+@dataclass
+class Plan:
+    runbook: Runbook
+    inventory: Inventory
+    direction: str
+    source: str
+    target: str
+    steps: dict[str, PlanStep]  # declaration order
+    graph: nx.DiGraph
+    waves: list[list[str]]
+    health: list[HealthPlan]
+    vars: dict[str, Any]  # runbook < inventory < --var (site and host vars are added per host)
+    redactor: Redactor
+    emergency: bool = False
+    run_id: str = "<run-id>"
+    predicted_rto_s: float = 0.0
+    predicted_rto_is_lower_bound: bool = True
+    predicted_health_s: float | None = None
+    critical_path: list[str] = field(default_factory=list)
+    parent_run: str | None = None
+    left_out: list[dict[str, str]] = field(default_factory=list)  # failback: steps not undone
+    warnings: list[Problem] = field(default_factory=list)
+    cli_vars: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def to_site(self) -> str:
+        """The site this run moves the service to."""
+        return self.target if self.direction == FAILOVER else self.source
+
+    @property
+    def from_site(self) -> str:
+        return self.source if self.direction == FAILOVER else self.target
+
+    def hosts(self) -> list[Host]:
+        """Every host the run will touch (steps and health), in inventory order, control first."""
+        seen: dict[str, Host] = {}
+        for ps in self.steps.values():
+            for h in ps.hosts:
+                seen.setdefault(h.name, h)
+        for hp in self.health:
+            for h in (*hp.hosts_before, *hp.hosts_after):
+                seen.setdefault(h.name, h)
+        order = self.inventory.order
+        return sorted(seen.values(), key=lambda h: order.get(h.name, 10**9))
+
+    # -- template context -------------------------------------------------------------------
+    def context(
+        self,
+        *,
+        host: Host | None = None,
+        steps: StepsView | None = None,
+        active: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The template context of SPEC §4 for one host (or none)."""
+        variables = self.vars
+        if host is not None and host.site is not None:
+            site = self.inventory.sites[host.site]
+            variables = {
+                **self.runbook.vars,
+                **self.inventory.vars,
+                **site.vars,
+                **host.vars,
+                **self.cli_vars,
+            }
+        aliases = self.aliases(active)
+        inventory = self.inventory
+
+        def site_fn(name: str) -> dict[str, Any]:
+            real = aliases.get(name, name)
+            if real not in inventory.sites:
+                raise jinja2.exceptions.UndefinedError(f"site({name!r}): no such site")
+            return site_dict(inventory, real)
+
+        def hosts_fn(selector: str) -> list[dict[str, Any]]:
+            try:
+                return [as_dict(h) for h in select(inventory, selector, aliases)]
+            except SelectorError as exc:
+                raise jinja2.exceptions.UndefinedError(f"hosts({selector!r}): {exc}") from None
+
+        ctx: dict[str, Any] = {
+            "source": self.source,
+            "target": self.target,
+            "active": aliases["active"],
+            "direction": self.direction,
+            "run_id": self.run_id,
+            "emergency": self.emergency,
+            "vars": variables,
+            "site": site_fn,
+            "hosts": hosts_fn,
+            "steps": steps if steps is not None else StepsView(()),
+        }
+        if host is not None:
+            ctx["host"] = as_dict(host)
+        if extra:
+            ctx.update(extra)
+        return ctx
+
+    def aliases(self, active: str | None = None) -> dict[str, str]:
+        return {"source": self.source, "target": self.target, "active": active or self.from_site}
+
+
+# -- building ---------------------------------------------------------------------------------
+
+
+def merged_vars(runbook: Runbook, inventory: Inventory, cli_vars: Mapping[str, Any]) -> dict:
+    return {**runbook.vars, **inventory.vars, **cli_vars}
+
+
+def _problem(runbook: Runbook, step: str | None, line: int, message: str, hint: str | None = None):
+    return Where(runbook.path, step).problem(line, message, hint)
+
+
+def _dag(runbook: Runbook, problems: list[Problem]) -> nx.DiGraph:
+    """The DAG of the runbook's steps, recording unknown/self needs and cycles as problems."""
+    graph = nx.DiGraph()
+    ids = [s.id for s in runbook.steps]
+    known = set(ids)
+    for index, step in enumerate(runbook.steps):
+        graph.add_node(step.id, index=index)
+    for step in runbook.steps:
+        for need in step.needs:
+            line = step.line_of("needs")
+            if need == step.id:
+                problems.append(_problem(runbook, step.id, line, "a step cannot need itself"))
+            elif need not in known:
+                problems.append(
+                    _problem(
+                        runbook,
+                        step.id,
+                        line,
+                        f"needs unknown step '{need}'",
+                        suggest(need, ids),
+                    )
+                )
+            else:
+                graph.add_edge(need, step.id)
+    if not nx.is_directed_acyclic_graph(graph):
+        reported: set[frozenset[str]] = set()
+        for cycle in nx.simple_cycles(graph):
+            key = frozenset(cycle)
+            if key in reported:
+                continue
+            reported.add(key)
+            # start the cycle at its first step in declaration order, follow the needs
+            order = {s: i for i, s in enumerate(ids)}
+            start = min(range(len(cycle)), key=lambda i: order[cycle[i]])
+            path = cycle[start:] + cycle[:start]
+            first = runbook.step(path[0])
+            problems.append(
+                _problem(
+                    runbook,
+                    first.id,
+                    first.line_of("needs"),
+                    "dependency cycle: " + " → ".join([*path, path[0]]),
+                    "a step cannot (transitively) need itself",
+                )
+            )
+            if len(reported) >= 20:
+                break
+    return graph
+
+
+def topological(graph: nx.DiGraph) -> list[str]:
+    """Topological order that is stable: ties broken by declaration order."""
+    return list(nx.lexicographical_topological_sort(graph, key=lambda n: graph.nodes[n]["index"]))
+
+
+def compute_waves(graph: nx.DiGraph, order: list[str]) -> dict[str, int]:
+    wave: dict[str, int] = {}
+    for node in order:
+        preds = list(graph.predecessors(node))
+        wave[node] = 1 + max(wave[p] for p in preds) if preds else 0
+    return wave
+
+
+def longest_path(
+    graph: nx.DiGraph, order: list[str], weight: Callable[[str], float]
+) -> tuple[float, list[str]]:
+    """The heaviest path (sum of node weights) from a source to a sink; ties → more steps, then
+    declaration order."""
+    best: dict[str, tuple[float, int, str | None]] = {}
+    for node in order:
+        w = weight(node)
+        preds = sorted(graph.predecessors(node), key=lambda n: graph.nodes[n]["index"])
+        if preds:
+            # max() keeps the first of equals: ties go to the earlier-declared need
+            p = max(preds, key=lambda n: (round(best[n][0], 9), best[n][1]))
+            best[node] = (best[p][0] + w, best[p][1] + 1, p)
+        else:
+            best[node] = (w, 1, None)
+    if not best:
+        return 0.0, []
+    sinks = [n for n in order if graph.out_degree(n) == 0]
+    end = max(sinks, key=lambda n: (round(best[n][0], 9), best[n][1], -order.index(n)))
+    path = [end]
+    while best[path[-1]][2] is not None:
+        path.append(best[path[-1]][2])  # type: ignore[arg-type]
+    path.reverse()
+    return best[end][0], path
+
+
+def _ancestors(graph: nx.DiGraph, node: str) -> frozenset[str]:
+    return frozenset(nx.ancestors(graph, node)) if node in graph else frozenset()
+
+
+def _resolve(
+    inventory: Inventory,
+    selectors: Iterable[str],
+    aliases: dict[str, str],
+    report: Callable[[str, str | None], None],
+) -> list[Host]:
+    hosts: dict[str, Host] = {}
+    for text in selectors:
+        try:
+            for h in select(inventory, text, aliases):
+                hosts.setdefault(h.name, h)
+        except SelectorError as exc:
+            report(str(exc), exc.hint)
+    return sorted(hosts.values(), key=lambda h: inventory.order.get(h.name, 0))
+
+
+class _Checker:
+    """Renders every template of a plan in its context, turning errors into problems."""
+
+    def __init__(self, plan: Plan, problems: list[Problem]):
+        self.plan = plan
+        self.problems = problems
+
+    def template(
+        self,
+        step_id: str | None,
+        line: int,
+        what: str,
+        source: str | None,
+        ctx: dict[str, Any],
+        *,
+        expression: bool = False,
+    ) -> str | None:
+        if source is None:
+            return None
+        try:
+            if expression:
+                evaluate(source, ctx)
+                return source
+            return render(source, ctx)
+        except StepAccessError as exc:
+            self._add(step_id, line, f"{what}: {exc.message}")
+        except jinja2.exceptions.UndefinedError as exc:
+            self._add(step_id, line, f"{what}: undefined name: {exc.message}")
+        except jinja2.exceptions.TemplateSyntaxError as exc:
+            self._add(
+                step_id,
+                line + (exc.lineno or 1) - 1,
+                f"{what}: template syntax error: {exc.message}",
+            )
+        except Exception:
+            return source
+        return None
+
+    def _add(self, step_id: str | None, line: int, message: str) -> None:
+        problem = Where(self.plan.runbook.path, step_id).problem(line, message)
+        if problem not in self.problems:
+            self.problems.append(problem)
+
+
+_UNTIL_PREVIEW = {"rc": 0, "stdout": "", "stderr": "", "value": Placeholder("value")}
+
+
+def _check_step_templates(
+    checker: _Checker, plan: Plan, ps: PlanStep, step: Step, label: str
+) -> dict[str, str]:
+    """Render run/prompt/when/until of ``step`` for each of its hosts; return the previews."""
+    steps_view = StepsView(ps.readable, for_step=ps.undo_of or ps.id)
+    base = plan.context(steps=steps_view)
+    previews: dict[str, str] = {}
+    prefix = "undo " if label == "undo" else ""
+    prompt = checker.template(
+        ps.id, step.line_of("prompt"), f"{prefix}prompt", step.prompt or step.name, base
+    )
+    if prompt is not None:
+        ps.prompt = plan.redactor(prompt)
+    checker.template(ps.id, step.line_of("when"), f"{prefix}when", step.when, base, expression=True)
+    for host in ps.hosts:
+        ctx = plan.context(host=host, steps=steps_view)
+        rendered = checker.template(ps.id, step.line_of("run"), f"{prefix}run", step.run, ctx)
+        if rendered is not None:
+            previews[host.name] = plan.redactor(rendered)
+        checker.template(
+            ps.id,
+            step.line_of("until"),
+            f"{prefix}until",
+            step.until,
+            {**ctx, **_UNTIL_PREVIEW},
+            expression=True,
+        )
+    return previews
+
+
+def build_plan(
+    runbook: Runbook,
+    inventory: Inventory,
+    target: str,
+    *,
+    direction: str = FAILOVER,
+    source: str | None = None,
+    cli_vars: Mapping[str, Any] | None = None,
+    secrets: Iterable[str] = (),
+    emergency: bool = False,
+    predictions: Mapping[str, float] | None = None,
+    predicted_health_s: float | None = None,
+    check_undo: bool = True,
+) -> Plan:
+    """The failover plan to ``target``; raise ValidationError with every problem found."""
+    problems: list[Problem] = []
+    cli_vars = dict(cli_vars or {})
+    source = source or inventory.active
+    graph = _dag(runbook, problems)
+    variables = merged_vars(runbook, inventory, cli_vars)
+    all_vars: dict[str, Any] = dict(variables)
+    for site in inventory.sites.values():
+        all_vars[f"site:{site.name}"] = site.vars
+        for h in site.hosts:
+            all_vars[f"host:{h.name}"] = h.vars
+    redactor = Redactor(collect_secrets(all_vars, secrets))
+    plan = Plan(
+        runbook=runbook,
+        inventory=inventory,
+        direction=direction,
+        source=source,
+        target=target,
+        steps={},
+        graph=graph,
+        waves=[],
+        health=[],
+        vars=variables,
+        redactor=redactor,
+        emergency=emergency,
+        cli_vars=cli_vars,
+        predicted_health_s=predicted_health_s,
+    )
+    aliases = plan.aliases()
+    acyclic = nx.is_directed_acyclic_graph(graph)
+    for index, step in enumerate(runbook.steps):
+
+        def report(message: str, hint: str | None, _s: Step = step) -> None:
+            problems.append(_problem(runbook, _s.id, _s.line_of("hosts"), message, hint))
+
+        hosts = _resolve(inventory, step.hosts, aliases, report) if step.runs_commands else []
+        ps = PlanStep(
+            id=step.id,
+            step=step,
+            hosts=hosts,
+            needs=[n for n in step.needs if n in graph and n != step.id],
+            index=index,
+            readable=_ancestors(graph, step.id) if acyclic else frozenset(),
+        )
+        plan.steps[step.id] = ps
+        if step.kind is StepKind.COMMAND and step.undo is None:
+            plan.warnings.append(
+                Where(runbook.path, step.id).problem(
+                    step.line,
+                    "command step has no 'undo': failback will leave it out",
+                    severity="warning",
+                )
+            )
+    for hc in runbook.health:
+
+        def hreport(message: str, hint: str | None, _h: HealthCheck = hc) -> None:
+            problems.append(
+                _problem(runbook, None, _h.line_of("hosts"), f"health '{_h.name}': {message}", hint)
+            )
+
+        before = _resolve(inventory, hc.hosts, plan.aliases(plan.from_site), hreport)
+        after = _resolve(inventory, hc.hosts, plan.aliases(plan.to_site), lambda m, h: None)
+        plan.health.append(HealthPlan(hc, before, after))
+    if acyclic:
+        checker = _Checker(plan, problems)
+        for ps in plan.steps.values():
+            ps.preview = _check_step_templates(checker, plan, ps, ps.step, "run")
+            undo = ps.step.undo
+            if check_undo and undo is not None:
+                _check_undo(checker, plan, ps, undo, problems)
+        for hp in plan.health:
+            for hosts, active in (
+                (hp.hosts_before, plan.from_site),
+                (hp.hosts_after, plan.to_site),
+            ):
+                for host in hosts:
+                    ctx = plan.context(host=host, active=active)
+                    line = hp.check.line_of("run")
+                    checker.template(None, line, f"health '{hp.check.name}' run", hp.check.run, ctx)
+                    checker.template(
+                        None,
+                        hp.check.line_of("until"),
+                        f"health '{hp.check.name}' until",
+                        hp.check.until,
+                        {**ctx, **_UNTIL_PREVIEW},
+                        expression=True,
+                    )
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise ValidationError(problems)
+    finish_plan(plan, predictions or {})
+    return plan
+
+
+def _check_undo(
+    checker: _Checker, plan: Plan, ps: PlanStep, undo: Step, problems: list[Problem]
+) -> None:
+    """Validate an undo action in the context of a failback of this plan."""
+    back = replace(plan, direction=FAILBACK)
+    hosts = ps.hosts
+    if undo.hosts != ps.step.hosts:
+
+        def report(message: str, hint: str | None) -> None:
+            problems.append(
+                _problem(plan.runbook, ps.id, undo.line_of("hosts"), f"undo: {message}", hint)
+            )
+
+        hosts = _resolve(plan.inventory, undo.hosts, back.aliases(), report)
+    undo_ps = PlanStep(
+        id=f"undo-{ps.id}",
+        step=undo,
+        hosts=hosts,
+        needs=[],
+        undo_of=ps.id,
+        readable=ps.readable | {ps.id},
+    )
+    _check_step_templates(checker, back, undo_ps, undo, "undo")
+
+
+def finish_plan(plan: Plan, predictions: Mapping[str, float]) -> None:
+    """Waves, predictions, predicted RTO and critical path of a plan whose steps are set."""
+    order = topological(plan.graph)
+    waves = compute_waves(plan.graph, order)
+    for node, wave in waves.items():
+        plan.steps[node].wave = wave
+    plan.waves = [[] for _ in range(max(waves.values(), default=-1) + 1)]
+    for ps in plan.steps.values():  # declaration order within a wave
+        plan.waves[ps.wave].append(ps.id)
+    unknown = False
+    for ps in plan.steps.values():
+        key = (ps.undo_of and f"undo-{ps.undo_of}") or ps.id
+        step = ps.step
+        if key in predictions:
+            ps.predicted_s, ps.prediction_source = predictions[key], "history"
+        elif step.kind is StepKind.WAIT and step.duration is not None:
+            ps.predicted_s, ps.prediction_source = step.duration, "expect"
+        elif step.expect is not None:
+            ps.predicted_s, ps.prediction_source = step.expect, "expect"
+        else:
+            ps.predicted_s, ps.prediction_source = None, "unknown"
+            unknown = True
+    total, path = longest_path(plan.graph, order, lambda n: plan.steps[n].predicted_s or 0.0)
+    health = plan.predicted_health_s
+    if plan.health and health is None:
+        unknown = True
+    plan.predicted_rto_s = round(total + (health or 0.0), 3)
+    plan.predicted_rto_is_lower_bound = unknown
+    plan.critical_path = path
+
+
+def parse_cli_vars(pairs: Iterable[str], *, option: str = "--var") -> dict[str, str]:
+    """``k=v`` pairs from the command line."""
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{option} expects NAME=VALUE, got {pair!r}")
+        result[key.strip()] = value
+    return result

@@ -1,0 +1,192 @@
+"""Plan previews: text (waves, hosts, rendered commands, predictions), JSON (SPEC §6), Graphviz
+dot and Mermaid."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from orchestrator.plan import Plan, PlanStep
+from orchestrator.runbook import StepKind
+from orchestrator.units import format_duration
+
+PLAN_FORMATS = ("text", "json", "dot", "mermaid")
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    """The plan as the JSON document of SPEC §6 (extended)."""
+    r = plan.redactor
+    steps = []
+    for ps in plan.steps.values():
+        step = ps.step
+        entry: dict[str, Any] = {
+            "id": ps.id,
+            "name": r(step.name),
+            "kind": step.kind.value,
+            "needs": ps.needs,
+            "wave": ps.wave,
+            "hosts": [h.name for h in ps.hosts],
+            "commands": dict(ps.preview),
+            "predicted_s": ps.predicted_s,
+            "prediction_source": ps.prediction_source,
+            "undo_of": ps.undo_of,
+            "on_failure": step.on_failure.value,
+            "timeout_s": step.timeout,
+            "retries": step.retries,
+        }
+        if step.when:
+            entry["when"] = r(step.when)
+        if step.kind is StepKind.CHECK:
+            entry["until"] = r(step.until or "rc == 0")
+            entry["interval_s"] = step.interval
+        if step.kind is StepKind.MANUAL:
+            entry["prompt"] = ps.prompt
+        if step.kind is StepKind.WAIT:
+            entry["duration_s"] = step.duration
+        if step.serial:
+            entry["serial"] = step.serial
+        if ps.outcome_unknown:
+            entry["outcome_unknown"] = True
+        if plan.direction == "failover":
+            entry["has_undo"] = step.undo is not None
+        steps.append(entry)
+    doc: dict[str, Any] = {
+        "runbook": plan.runbook.name,
+        "direction": plan.direction,
+        "source": plan.source,
+        "target": plan.target,
+        "moves_to": plan.to_site,
+        "parent_run": plan.parent_run,
+        "waves": plan.waves,
+        "steps": steps,
+        "predicted_rto_s": plan.predicted_rto_s,
+        "predicted_rto_is_lower_bound": plan.predicted_rto_is_lower_bound,
+        "predicted_health_s": plan.predicted_health_s,
+        "critical_path": plan.critical_path,
+        "rto_target_s": plan.runbook.rto_target,
+        "health": [
+            {"name": hp.check.name, "hosts": [h.name for h in hp.hosts_after]} for hp in plan.health
+        ],
+        "hosts": [h.name for h in plan.hosts()],
+    }
+    if plan.direction == "failback":
+        doc["left_out"] = plan.left_out
+    return doc
+
+
+def _prediction(ps: PlanStep) -> str:
+    if ps.predicted_s is None:
+        return "unknown"
+    return f"~{format_duration(ps.predicted_s)} ({ps.prediction_source})"
+
+
+def render_text(plan: Plan) -> str:
+    r = plan.redactor
+    out: list[str] = []
+    arrow = (
+        f"{plan.source} → {plan.target}"
+        if plan.direction == "failover"
+        else (f"{plan.target} → {plan.source} (reverses {plan.parent_run})")
+    )
+    out.append(f"Plan: {plan.runbook.name} — {plan.direction} {arrow}")
+    if plan.emergency:
+        out.append("EMERGENCY: source health check skipped; source-site failures do not abort")
+    hosts = plan.hosts()
+    out.append(f"{len(plan.steps)} steps in {len(plan.waves)} waves on {len(hosts)} hosts")
+    out.append("")
+    for number, wave in enumerate(plan.waves):
+        out.append(f"Wave {number}")
+        for sid in wave:
+            ps = plan.steps[sid]
+            step = ps.step
+            flags = []
+            if sid in plan.critical_path:
+                flags.append("critical")
+            if ps.undo_of:
+                flags.append(f"undoes {ps.undo_of}")
+            if ps.outcome_unknown:
+                flags.append("OUTCOME UNKNOWN: needs confirmation")
+            if step.on_failure.value == "continue":
+                flags.append("on_failure: continue")
+            if step.retries:
+                flags.append(f"retries {step.retries}")
+            extra = f"  [{', '.join(flags)}]" if flags else ""
+            out.append(f"  {sid} ({step.kind.value}) — {r(step.name)}  {_prediction(ps)}{extra}")
+            if ps.needs:
+                out.append(f"      needs: {', '.join(ps.needs)}")
+            if step.when:
+                out.append(f"      when: {r(step.when)}")
+            if step.kind is StepKind.MANUAL:
+                out.append(f"      prompt: {ps.prompt}")
+            elif step.kind is StepKind.WAIT:
+                out.append(f"      wait {format_duration(step.duration or 0)}")
+            for host in ps.hosts:
+                out.append(f"      {host.name}: {ps.preview.get(host.name, '')}")
+            if step.kind is StepKind.CHECK:
+                out.append(
+                    f"      until {r(step.until or 'rc == 0')} every "
+                    f"{format_duration(step.interval)}, within {format_duration(step.timeout)}"
+                )
+        out.append("")
+    for hp in plan.health:
+        names = ", ".join(h.name for h in hp.hosts_after)
+        out.append(f"Health '{hp.check.name}' polled at {plan.to_site} on {names}")
+    if plan.direction == "failback" and plan.left_out:
+        out.append("Left out of the failback:")
+        for item in plan.left_out:
+            out.append(f"  {item['id']}: {item['reason']}")
+    bound = (
+        " (lower bound: some steps have no prediction)" if plan.predicted_rto_is_lower_bound else ""
+    )
+    target = plan.runbook.rto_target
+    vs = f" vs target {format_duration(target)}" if target else ""
+    out.append(f"Predicted RTO: {format_duration(plan.predicted_rto_s)}{vs}{bound}")
+    out.append("Critical path: " + " → ".join(plan.critical_path))
+    return "\n".join(out) + "\n"
+
+
+def _dot_id(text: str) -> str:
+    return json.dumps(text)
+
+
+def render_dot(plan: Plan) -> str:
+    lines = [f"digraph {_dot_id(plan.runbook.name + ' ' + plan.direction)} {{", "  rankdir=LR;"]
+    crit = set(plan.critical_path)
+    for ps in plan.steps.values():
+        label = f"{ps.id}\\n{ps.step.kind.value} · {_prediction(ps)}"
+        style = ', color="red", penwidth=2' if ps.id in crit else ""
+        shape = "diamond" if ps.step.kind is StepKind.MANUAL else "box"
+        lines.append(f'  {_dot_id(ps.id)} [label="{label}", shape={shape}{style}];')
+    for a, b in plan.graph.edges:
+        style = ' [color="red", penwidth=2]' if a in crit and b in crit else ""
+        lines.append(f"  {_dot_id(a)} -> {_dot_id(b)}{style};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render_mermaid(plan: Plan) -> str:
+    lines = ["flowchart LR"]
+    ids = {sid: f"s{i}" for i, sid in enumerate(plan.steps)}
+    for ps in plan.steps.values():
+        label = f"{ps.id}<br/>{ps.step.kind.value} · {_prediction(ps)}".replace('"', "'")
+        if ps.step.kind is StepKind.MANUAL:
+            lines.append(f'  {ids[ps.id]}{{"{label}"}}')
+        else:
+            lines.append(f'  {ids[ps.id]}["{label}"]')
+    for a, b in plan.graph.edges:
+        lines.append(f"  {ids[a]} --> {ids[b]}")
+    crit = [ids[s] for s in plan.critical_path]
+    if crit:
+        lines.append("  classDef critical stroke:#d33,stroke-width:3px")
+        lines.append(f"  class {','.join(crit)} critical")
+    return "\n".join(lines) + "\n"
+
+
+def render_plan(plan: Plan, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(plan_document(plan), indent=2) + "\n"
+    if fmt == "dot":
+        return render_dot(plan)
+    if fmt == "mermaid":
+        return render_mermaid(plan)
+    return render_text(plan)

@@ -1,0 +1,540 @@
+"""Geometry of the HTML report's charts: the run timeline (a Gantt chart) and the RTO trend.
+
+Layout is computed here, in plain numbers, so the SVG templates only place what they are given and
+the geometry can be tested without parsing SVG.
+
+The timeline has a lane per step in start order and, inside a lane, a row per host; each host
+attempt is a bar, so retries show as separate bars and check polls as ticks on them. Its time axis
+always reaches the RTO target. When the target lies far beyond the end of the run, a linear axis
+would squeeze the whole run into a sliver, so the axis is broken: the run keeps most of the width,
+a visible break mark follows, and a short compressed segment carries the target line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from orchestrator.report.facts import HistoryPoint, Report, step_order
+from orchestrator.report.model import Attempt, Run, Step
+from orchestrator.report.units import clock, offset, parse_when, secs
+
+WIDTH = 1100
+PLOT_X0 = 214.0  # left of it: the step labels
+PLOT_X1 = 1060.0  # right of it: room for a duration label
+TOP = 58.0  # marker labels (two rows) and the tick labels sit above the lanes
+BOTTOM = 26.0
+LANE_PAD = 4.0
+ROW_SINGLE = 14.0  # bar row height when a step has one host
+ROW_MULTI = 10.0  # per-host row height otherwise
+LABEL_CHARS = 30
+# A target further than this factor beyond the run's end gets a broken axis (see module doc).
+BREAK_FACTOR = 1.6
+_BREAK_TAIL = 64.0  # width of the compressed segment that carries the target
+_BREAK_GAP = 26.0  # width of the break mark between the two segments
+_MAX_POLLS_PER_ATTEMPT = 300  # beyond this the ticks are a solid smear anyway
+_TICK_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Seconds from the RTO start → x; piecewise linear when the axis is broken."""
+
+    t0: float
+    t_split: float  # end of the first segment (== t_end when the axis is not broken)
+    t_end: float
+    broken: bool
+
+    @property
+    def x_split(self) -> float:
+        return PLOT_X1 - _BREAK_TAIL - _BREAK_GAP if self.broken else PLOT_X1
+
+    @property
+    def x_resume(self) -> float:
+        return PLOT_X1 - _BREAK_TAIL if self.broken else PLOT_X1
+
+    def x(self, t: float) -> float:
+        """The x of moment ``t`` (seconds from the RTO start), clamped to the plot."""
+        if not self.broken or t <= self.t_split:
+            span = (self.t_split - self.t0) or 1.0
+            frac = (t - self.t0) / span
+            return round(PLOT_X0 + max(0.0, min(frac, 1.0)) * (self.x_split - PLOT_X0), 2)
+        span = (self.t_end - self.t_split) or 1.0
+        frac = (t - self.t_split) / span
+        return round(self.x_resume + max(0.0, min(frac, 1.0)) * (PLOT_X1 - self.x_resume), 2)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A rectangle: one host attempt (class "bar"), or the health polling period."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    css: str
+    step: str
+    host: str
+    attempt: int
+    title: str
+    text: str  # drawn inside the bar when it fits, else ""
+
+
+@dataclass(frozen=True)
+class PollTick:
+    """One check poll, drawn as a short vertical tick on its attempt's bar."""
+
+    x: float
+    y1: float
+    y2: float
+    css: str
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One step's horizontal band."""
+
+    y: float
+    h: float
+    step: str
+    label: str
+    title: str
+    css: str
+    note: str  # the duration and status after the last bar, or why there is no bar
+    note_x: float
+
+
+@dataclass(frozen=True)
+class Tick:
+    """An axis tick with its label."""
+
+    x: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A vertical line across all lanes: the RTO target, health holding, the RTO end."""
+
+    x: float
+    css: str
+    label: str
+    label_y: float
+    anchor: str  # "start" | "end"
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Everything the SVG template draws for the run timeline."""
+
+    width: int
+    height: float
+    plot_x0: float
+    plot_x1: float
+    plot_y0: float
+    plot_y1: float
+    lanes: tuple[Lane, ...]
+    bars: tuple[Bar, ...]
+    polls: tuple[PollTick, ...]
+    health: Bar | None
+    ticks: tuple[Tick, ...]
+    markers: tuple[Marker, ...]
+    break_x: float | None  # where the axis break mark goes, when broken
+    caption: str
+
+
+def _nice_step(span: float, count: int = 9) -> float:
+    raw = span / count
+    return next((s for s in _TICK_STEPS if s >= raw), _TICK_STEPS[-1] * math.ceil(raw / 14400))
+
+
+def _tick_label(t: float, step: float) -> str:
+    if step >= 60:
+        return clock(t) if t else "0"
+    if step < 1:
+        return f"{t:.1f} s"
+    return f"{t:g} s"
+
+
+def _attempt_status(step: Step, attempt: Attempt) -> str:
+    return attempt.outcome
+
+
+def _truncate(text: str, limit: int = LABEL_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _scale(run: Run, ends: list[float], starts: list[float]) -> Scale:
+    t0 = min([0.0, *starts])
+    data_end = max(
+        [
+            *ends,
+            *(x for x in (run.rto.measured_s,) if x is not None),
+            *(x for x in ((run.health.held_offset_s if run.health else None),) if x is not None),
+            t0 + 1.0,
+        ]
+    )
+    target = run.rto.target_s
+    if target is not None and target > 0 and target > data_end * BREAK_FACTOR:
+        return Scale(t0, t0 + (data_end - t0) * 1.04, target * 1.03, True)
+    end = max(data_end, target or 0.0)
+    return Scale(t0, t0 + (end - t0) * 1.03, t0 + (end - t0) * 1.03, False)
+
+
+def _step_bars(
+    run: Run, step: Step, scale: Scale, y: float, row_h: float
+) -> tuple[list[Bar], list[PollTick]]:
+    """The bars (and poll ticks) of one step, a row per host from ``y``."""
+    bars: list[Bar] = []
+    polls: list[PollTick] = []
+    critical = " critical" if step.id in run.critical else ""
+    if not step.hosts:
+        # Manual gates and waits run on no host: one bar for the step itself.
+        if step.offset_s is None:
+            return bars, polls
+        outcome = {"succeeded": "ok", "failed": "failed", "cancelled": "cancelled"}.get(
+            step.status, "unknown"
+        )
+        x = scale.x(step.offset_s)
+        w = max(scale.x(step.offset_s + (step.duration_s or 0.0)) - x, 2.0)
+        if step.kind == "manual":
+            who = {"operator": "the operator", None: "nobody"}.get(
+                step.approved_by, step.approved_by
+            )
+            wait = step.manual_wait_s if step.manual_wait_s is not None else step.duration_s
+            title = (
+                f"{step.id}: waited {secs(wait)} for an operator from {offset(step.offset_s)}; "
+                f"approved by {who}"
+            )
+        else:
+            title = f"{step.id}: {step.kind} {secs(step.duration_s)} from {offset(step.offset_s)}"
+        bars.append(
+            Bar(
+                x,
+                y + 1,
+                w,
+                row_h - 2,
+                f"bar {step.kind} {outcome}{critical}",
+                step.id,
+                "",
+                1,
+                title,
+                "",
+            )
+        )
+        return bars, polls
+    for row, host in enumerate(step.hosts):
+        top = y + row * row_h + 1
+        height = row_h - 2
+        for attempt in host.attempts:
+            if attempt.offset_s is None:
+                continue
+            status = _attempt_status(step, attempt)
+            x = scale.x(attempt.offset_s)
+            w = max(scale.x(attempt.offset_s + (attempt.duration_s or 0.0)) - x, 2.0)
+            retry = " retry" if attempt.n > 1 else ""
+            detail = [f"{status}", f"{secs(attempt.duration_s)} from {offset(attempt.offset_s)}"]
+            if attempt.rc is not None:
+                detail.append(f"rc {attempt.rc}")
+            if attempt.error and attempt.error != status:
+                detail.append(attempt.error)
+            if attempt.polls:
+                detail.append(f"{len(attempt.polls)} polls")
+            title = (
+                f"{step.id} on {host.host}: attempt {attempt.n} of {len(host.attempts)} — "
+                + ", ".join(detail)
+            )
+            # ~5.6 px per character at the bar's font size; only label bars that can hold it.
+            text = host.host if w > len(host.host) * 5.6 + 8 else ""
+            bars.append(
+                Bar(
+                    x,
+                    top,
+                    w,
+                    height,
+                    f"bar {step.kind} {status}{retry}{critical}",
+                    step.id,
+                    host.host,
+                    attempt.n,
+                    title,
+                    text,
+                )
+            )
+            for poll in attempt.polls[-_MAX_POLLS_PER_ATTEMPT:]:
+                if poll.offset_s is None:
+                    continue
+                polls.append(
+                    PollTick(
+                        scale.x(poll.offset_s),
+                        top - 1,
+                        top + height + 1,
+                        "poll ok" if poll.ok else "poll",
+                    )
+                )
+    return bars, polls
+
+
+def _lane_note(step: Step) -> str:
+    if step.carried_from:
+        return f"carried from {step.carried_from}"
+    if not step.started:
+        return step.status.replace("_", " ")
+    note = secs(step.duration_s)
+    if step.status != "succeeded":
+        note += f" · {step.error or step.status}"
+    return note
+
+
+def timeline(report: Report) -> Timeline:
+    """Lay out the Gantt chart of ``report``'s run."""
+    run = report.run
+    steps = step_order(run)
+    starts: list[float] = []
+    ends: list[float] = []
+    for step in steps:
+        if not step.started:
+            continue
+        starts.append(step.offset_s or 0.0)
+        if step.end_offset_s is not None:
+            ends.append(step.end_offset_s)
+        for host in step.hosts:
+            for attempt in host.attempts:
+                if attempt.offset_s is not None:
+                    starts.append(attempt.offset_s)
+                    ends.append(attempt.end_offset_s or attempt.offset_s)
+    scale = _scale(run, ends, starts)
+
+    lanes: list[Lane] = []
+    bars: list[Bar] = []
+    polls: list[PollTick] = []
+    y = TOP
+    for index, step in enumerate(steps):
+        rows = max(len(step.hosts), 1)
+        row_h = ROW_SINGLE if rows == 1 else ROW_MULTI
+        height = rows * row_h + 2 * LANE_PAD
+        step_bars, step_polls = (
+            _step_bars(run, step, scale, y + LANE_PAD, row_h) if step.started else ([], [])
+        )
+        bars += step_bars
+        polls += step_polls
+        right = max((b.x + b.w for b in step_bars), default=PLOT_X0)
+        css = f"lane {step.status}" + (" critical" if step.id in run.critical else "")
+        css += " odd" if index % 2 else ""
+        lanes.append(
+            Lane(
+                y=y,
+                h=height,
+                step=step.id,
+                label=_truncate(step.id),
+                title=f"{step.id} — {step.name} ({step.kind}, {step.status}, "
+                f"{secs(step.duration_s)})",
+                css=css,
+                note=_lane_note(step),
+                note_x=right + 4,
+            )
+        )
+        y += height
+
+    health_bar = None
+    health = run.health
+    last_end = max(ends, default=None)
+    if health is not None and health.held_offset_s is not None and last_end is not None:
+        start = min(last_end, health.held_offset_s)
+        polls_text = f"{health.polls} polls" if health.polls is not None else "polls"
+        x = scale.x(start)
+        health_bar = Bar(
+            x,
+            y + LANE_PAD + 1,
+            max(scale.x(health.held_offset_s) - x, 2.0),
+            ROW_SINGLE - 2,
+            "health-wait",
+            "",
+            "",
+            0,
+            f"health at {run.to_site}: {polls_text} until it held at "
+            f"{offset(health.held_offset_s)}",
+            "",
+        )
+        lanes.append(
+            Lane(
+                y,
+                ROW_SINGLE + 2 * LANE_PAD,
+                "",
+                f"health @ {run.to_site}",
+                "post-run health",
+                "lane health",
+                f"held {offset(health.held_offset_s)}",
+                health_bar.x + health_bar.w + 4,
+            )
+        )
+        y += ROW_SINGLE + 2 * LANE_PAD
+    plot_y1 = y
+
+    step_size = _nice_step(scale.t_split - scale.t0)
+    ticks = []
+    t = math.floor(scale.t0 / step_size) * step_size
+    while t <= scale.t_split + 1e-9:
+        if t >= scale.t0 - 1e-9:
+            ticks.append(Tick(scale.x(t), _tick_label(round(t, 3), step_size)))
+        t += step_size
+
+    markers = []
+    target = run.rto.target_s
+    if target is not None:
+        x = scale.x(target)
+        if scale.broken:
+            ticks.append(Tick(x, _tick_label(target, 60 if target >= 120 else 1)))
+        markers.append(_marker(x, "rto-target", f"RTO target {secs(target)}", 30.0))
+    if health is not None and health.held_offset_s is not None:
+        markers.append(
+            _marker(
+                scale.x(health.held_offset_s),
+                "health-held",
+                f"health held {offset(health.held_offset_s)}",
+                14.0,
+            )
+        )
+    elif run.rto.measured_s is not None:
+        markers.append(
+            _marker(scale.x(run.rto.measured_s), "rto-end", f"RTO {secs(run.rto.measured_s)}", 14.0)
+        )
+
+    hidden = sum(1 for s in steps if not s.started)
+    caption = (
+        f"Time from the RTO start ({offset(0.0)}), one lane per step in start order; "
+        "a bar per host attempt."
+    )
+    if scale.broken:
+        caption += " The axis is broken after the run's end so the RTO target fits."
+    if hidden:
+        caption += f" {hidden} step(s) did not start in this run and have empty lanes."
+    return Timeline(
+        width=WIDTH,
+        height=plot_y1 + BOTTOM,
+        plot_x0=PLOT_X0,
+        plot_x1=PLOT_X1,
+        plot_y0=TOP,
+        plot_y1=plot_y1,
+        lanes=tuple(lanes),
+        bars=tuple(bars),
+        polls=tuple(polls),
+        health=health_bar,
+        ticks=tuple(ticks),
+        markers=tuple(markers),
+        break_x=(scale.x_split + scale.x_resume) / 2 if scale.broken else None,
+        caption=caption,
+    )
+
+
+def _marker(x: float, css: str, label: str, label_y: float) -> Marker:
+    # Labels near the right edge are drawn leftwards so they stay inside the chart.
+    anchor = "end" if x > PLOT_X1 - 170 else "start"
+    return Marker(x, css, label, label_y, anchor)
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """One run in the RTO trend chart."""
+
+    x: float
+    y: float
+    css: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Everything the SVG template draws for the RTO trend over earlier runs."""
+
+    width: int
+    height: int
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    points: tuple[TrendPoint, ...]
+    line: str  # SVG path data through the measured points
+    target: str  # SVG path data of the (possibly changing) target, as steps
+    y_ticks: tuple[tuple[float, str], ...]
+    x_labels: tuple[tuple[float, str], ...]
+
+
+def _short_date(point: HistoryPoint, index: int) -> str:
+    moment = parse_when(point.started_at)
+    return moment.strftime("%m-%d %H:%M") if moment else f"#{index + 1}"
+
+
+def trend(points: Sequence[HistoryPoint]) -> Trend | None:
+    """Lay out the RTO trend; None when there are fewer than two runs to draw."""
+    if len(points) < 2:
+        return None
+    width, height = 720, 230
+    x0, x1, y0, y1 = 62.0, width - 20.0, 16.0, height - 40.0
+    values = [v for p in points for v in (p.measured_s, p.target_s) if v is not None]
+    top = max(values, default=1.0) * 1.12 or 1.0
+    step = _nice_step(top, 5)
+    top = math.ceil(top / step) * step
+
+    def y_of(value: float) -> float:
+        return round(y1 - value / top * (y1 - y0), 2)
+
+    gap = (x1 - x0) / (len(points) - 1)
+    xs = [round(x0 + i * gap, 2) for i in range(len(points))]
+    out = []
+    line = []
+    pen_down = False
+    for x, point in zip(xs, points, strict=True):
+        if point.measured_s is None:
+            css, y, pen_down = "point unmeasured", y1, False
+            figure = "not measured"
+        else:
+            y = y_of(point.measured_s)
+            css = (
+                "point met"
+                if point.met
+                else ("point missed" if point.target_s is not None else "point")
+            )
+            line.append(f"{'L' if pen_down else 'M'}{x},{y}")
+            pen_down = True
+            figure = secs(point.measured_s)
+        if point.current:
+            css += " current"
+        target = f" (target {secs(point.target_s)})" if point.target_s is not None else ""
+        out.append(TrendPoint(x, y, css, f"{point.run_id}: RTO {figure}{target}, {point.status}"))
+    target_path = []
+    previous: float | None = None
+    for i, (x, point) in enumerate(zip(xs, points, strict=True)):
+        if point.target_s is None:
+            previous = None
+            continue
+        ty = y_of(point.target_s)
+        left = x - gap / 2 if i else x
+        right = x + gap / 2 if i < len(points) - 1 else x
+        target_path.append(f"{'M' if previous is None else 'L'}{left},{ty}")
+        target_path.append(f"L{right},{ty}")
+        previous = ty
+    y_ticks = []
+    value = 0.0
+    while value <= top + 1e-9:
+        y_ticks.append((y_of(value), _tick_label(value, step)))
+        value += step
+    every = max(1, math.ceil(len(points) / 8))
+    x_labels = tuple(
+        (x, _short_date(p, i))
+        for i, (x, p) in enumerate(zip(xs, points, strict=True))
+        if i % every == 0 or p.current
+    )
+    return Trend(
+        width=width,
+        height=height,
+        x0=x0,
+        x1=x1,
+        y0=y0,
+        y1=y1,
+        points=tuple(out),
+        line=" ".join(line),
+        target=" ".join(target_path),
+        y_ticks=tuple(y_ticks),
+        x_labels=x_labels,
+    )

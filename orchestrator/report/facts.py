@@ -1,0 +1,846 @@
+"""What a post-drill report says, independent of how it is formatted.
+
+Every renderer (text, Markdown, HTML) shows the same findings in the same words: the outcome, the
+RTO and RPO against their targets, the time spent at manual gates, the measured critical path, the
+failures with their output, and — on request — a comparison with another run and the RTO history.
+Computing them once here keeps the formats from drifting apart and keeps the templates free of
+arithmetic.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from orchestrator.report.model import HostResult, Run, Step
+from orchestrator.report.units import (
+    delta,
+    nbytes,
+    nbytes_exact,
+    offset,
+    pct,
+    secs,
+    tail,
+    when,
+)
+
+# Lines of output shown per failed host; the full output stays in the run's log files.
+TAIL_LINES = 20
+
+# Below this, a duration difference is noise from scheduling and clocks, not a change.
+_NOISE_S = 0.05
+
+# Step statuses in the order a reader scans for trouble.
+STATUS_ORDER = ("failed", "unknown", "cancelled", "not_run", "skipped", "succeeded")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A measured figure against its target, as one sentence.
+
+    ``state`` is "met", "missed", "unmeasured" (no figure; the target was not shown to hold) or
+    "no-target" (a figure, but nothing to compare it with).
+    """
+
+    state: str
+    text: str
+    margin: float | None = None  # target - measured; negative when missed
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The run's result in one or two sentences; ``state`` picks the colour."""
+
+    state: str  # succeeded | warning | failed | cancelled | crashed | unknown
+    text: str
+
+
+@dataclass(frozen=True)
+class RtoFacts:
+    """The RTO of this run and, for a resumed run, the end-to-end RTO the service experienced."""
+
+    label: str
+    verdict: Verdict
+    basis: str
+    end_to_end: Verdict | None
+    end_to_end_basis: str | None
+    prediction: str | None
+
+
+@dataclass(frozen=True)
+class RpoFacts:
+    """The RPO against its target, with where it was captured."""
+
+    verdict: Verdict
+    basis: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One manual step: how long the operator took and who approved it."""
+
+    step_id: str
+    prompt: str
+    wait_s: float | None
+    approved_by: str | None
+    status: str
+    critical: bool
+
+
+@dataclass(frozen=True)
+class ManualFacts:
+    """Time at manual gates against automated time."""
+
+    gates: tuple[Gate, ...]
+    total_s: float | None
+    on_path_s: float | None
+    automated_s: float | None
+    share: float | None  # % of the RTO spent waiting at gates on the critical path
+    text: str
+
+
+@dataclass(frozen=True)
+class PathRow:
+    """One row of the measured critical path: a step, the wait for health, or unattributed time."""
+
+    label: str
+    step_id: str | None
+    kind: str  # a step kind, or "health" / "gap"
+    status: str
+    duration_s: float | None
+    share: float | None
+    offset_s: float | None
+    note: str
+
+
+@dataclass(frozen=True)
+class CriticalPath:
+    """The chain of steps that determined when the run ended, with each link's share of the RTO."""
+
+    rows: tuple[PathRow, ...]
+    basis_s: float | None
+    basis_label: str
+    text: str
+
+
+@dataclass(frozen=True)
+class FailedHost:
+    """A host on which a step ended badly, with the tail of its output."""
+
+    host: str
+    rc: int | None
+    error: str | None
+    attempts: int
+    tail: str
+    tail_lines: int  # lines in the recorded tail (the shown part is at most TAIL_LINES)
+    log_path: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A step that failed or whose outcome is unknown."""
+
+    step_id: str
+    name: str
+    kind: str
+    status: str
+    phrase: str
+    error: str | None
+    hosts: tuple[FailedHost, ...]
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """One line of the per-step table, pre-formatted."""
+
+    step: Step
+    status: str
+    hosts: str
+    attempts: str
+    duration: str
+    offset: str
+    note: str
+    critical: bool
+
+
+@dataclass(frozen=True)
+class StepDelta:
+    """A step's duration in this run against the compared run."""
+
+    step_id: str
+    this_s: float | None
+    other_s: float | None
+    delta_s: float | None
+    this_status: str | None
+    other_status: str | None
+
+    @property
+    def note(self) -> str:
+        if self.this_status is None:
+            return f"only in the other run ({self.other_status})"
+        if self.other_status is None:
+            return f"new in this run ({self.this_status})"
+        if self.this_status != self.other_status:
+            return f"{self.other_status} → {self.this_status}"
+        return ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """This run against another run of the same runbook."""
+
+    other_run_id: str
+    other_started_at: str | None
+    other_status: str
+    rto_this: float | None
+    rto_other: float | None
+    rto_delta: float | None
+    rto_text: str
+    rows: tuple[StepDelta, ...]
+    largest_text: str
+    path_this: tuple[str, ...]
+    path_other: tuple[str, ...]
+    path_changed: bool
+    path_text: str
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """One run in the RTO trend."""
+
+    run_id: str
+    started_at: str | None
+    status: str
+    measured_s: float | None
+    target_s: float | None
+    met: bool | None
+    current: bool
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything a renderer shows, computed once."""
+
+    run: Run
+    title: str
+    route: str
+    outcome: Outcome
+    notes: tuple[str, ...]
+    rto: RtoFacts
+    rpo: RpoFacts | None
+    manual: ManualFacts
+    path: CriticalPath
+    failures: tuple[Failure, ...]
+    steps: tuple[StepRow, ...]
+    step_counts: str
+    health: str
+    comparison: Comparison | None
+    history: tuple[HistoryPoint, ...]
+    history_text: str | None
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """'1 step', '3 steps'."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+def target_verdict(
+    measured: float | None,
+    target: float | None,
+    *,
+    unmeasured: str,
+    show: Callable[[float | None], str] = secs,
+    show_measured: Callable[[float | None], str] | None = None,
+) -> Verdict:
+    """Compare a figure with its target in words: '61.2 s of 900 s target — met with … to spare'.
+
+    The verdict is recomputed from the two numbers rather than taken from the summary's ``met``, so
+    the sentence can never contradict the figures it quotes.
+    """
+    show_measured = show_measured or show
+    if measured is None:
+        if target is None:
+            return Verdict("unmeasured", f"not measured — {unmeasured}")
+        return Verdict(
+            "unmeasured", f"not measured — {unmeasured}; the {show(target)} target was not met"
+        )
+    if target is None:
+        return Verdict("no-target", f"{show_measured(measured)} (no target set)")
+    margin = target - measured
+    if measured <= target:
+        return Verdict(
+            "met",
+            f"{show_measured(measured)} of {show(target)} target — met with {show(margin)} to spare",
+            margin,
+        )
+    return Verdict(
+        "missed",
+        f"{show_measured(measured)} of {show(target)} target — missed by {show(-margin)}",
+        margin,
+    )
+
+
+def route(run: Run) -> str:
+    """'site-a → site-b': where the service moved from and to in this run."""
+    return f"{run.from_site or '?'} → {run.to_site or '?'}"
+
+
+def _host_detail(host: HostResult, verb: str) -> str:
+    reasons = []
+    if host.error and not (verb == "timed out" and host.error == "timeout"):
+        reasons.append(host.error)
+    if host.rc not in (None, 0):
+        reasons.append(f"rc {host.rc}")
+    return host.host + (f" ({', '.join(reasons)})" if reasons else "")
+
+
+def cause(step: Step) -> str:
+    """What went wrong with a step, in a phrase: 'promote-db timed out on db-b'."""
+    bad = [h for h in step.hosts if h.failed]
+    if step.status == "unknown" or step.outcome_unknown:
+        verb = "has an unknown outcome (it was running when the run stopped)"
+        bad = [h for h in step.hosts if h.status in (None, "unknown", "cancelled", "failed")]
+    elif step.error == "timeout" or (bad and all(h.error == "timeout" for h in bad)):
+        verb = "timed out"
+    else:
+        verb = "failed"
+    text = f"{step.id} {verb}"
+    if bad:
+        text += " on " + ", ".join(_host_detail(h, verb) for h in bad)
+    if step.error and step.error not in {h.error for h in bad} and verb != "timed out":
+        text += f" ({step.error})"
+    return text
+
+
+def _outcome(run: Run, rto: RtoFacts) -> Outcome:
+    direction = run.direction.capitalize()
+    moved = f"{direction} {route(run)}"
+    broken = [s for s in run.steps if s.broke]
+    never = [s for s in run.steps if s.status in ("not_run", "cancelled") and not s.outcome_unknown]
+    if run.status == "succeeded":
+        health = run.health
+        if health is not None and (health.held_at or health.held_offset_s is not None):
+            reached = f"health held at {run.to_site}"
+        else:
+            reached = "every step finished"
+        text = f"{moved} succeeded: {reached}"
+        if run.rto.measured_s is not None:
+            text += f" {secs(run.rto.measured_s)} after the RTO start"
+        state = "succeeded"
+        if rto.verdict.state == "met":
+            text += f", within the {secs(run.rto.target_s)} RTO target."
+        elif rto.verdict.state == "missed":
+            text += f", but the RTO target was missed by {secs(-(rto.verdict.margin or 0.0))}."
+            state = "warning"
+        else:
+            text += "."
+        if broken:
+            text += (
+                f" {plural(len(broken), 'step')} failed without stopping the run: "
+                + "; ".join(cause(s) for s in broken)
+                + "."
+            )
+            state = "warning"
+        return Outcome(state, text)
+    if run.status == "failed":
+        reasons = [cause(s) for s in broken]
+        if not reasons and run.health is not None and run.health.timed_out:
+            polls = run.health.polls
+            suffix = f" (gave up after {plural(polls, 'poll')})" if polls is not None else ""
+            reasons.append(f"health never held at {run.to_site}{suffix}")
+        text = (
+            f"{moved} failed: " + ("; ".join(reasons) if reasons else "see the steps below") + "."
+        )
+        if never:
+            text += f" {plural(len(never), 'step')} did not run."
+        if run.rto.measured_s is None:
+            text += f" The service was not shown to be restored at {run.to_site}."
+        return Outcome("failed", text)
+    if run.status == "cancelled":
+        text = f"{moved} was cancelled by the operator."
+        unknown = [s for s in run.steps if s.outcome_unknown or s.status == "unknown"]
+        if never:
+            text += f" {plural(len(never), 'step')} never started."
+        if unknown:
+            text += " Outcome unknown (interrupted mid-command): " + ", ".join(
+                s.id for s in unknown
+            )
+            text += "."
+        return Outcome("cancelled", text)
+    if run.status == "crashed":
+        unknown = [s for s in run.steps if s.status == "unknown" or s.outcome_unknown]
+        text = (
+            f"{moved} did not finish: the controller stopped mid-run and this report was "
+            "reconstructed from the journal."
+        )
+        if unknown:
+            text += " Outcome unknown: " + ", ".join(s.id for s in unknown) + "."
+        text += f" Continue it with `drx resume {run.run_id}` or undo it with `drx failback`."
+        return Outcome("crashed", text)
+    return Outcome("unknown", f"{moved}: status {run.status!r}.")
+
+
+def _notes(run: Run) -> tuple[str, ...]:
+    notes = []
+    if run.is_failback and run.parent_run:
+        notes.append(
+            f"This failback reverses failover run {run.parent_run} "
+            f"({run.source} → {run.target}), undoing its steps in reverse dependency order."
+        )
+    if run.is_resumed:
+        carried = [s for s in run.steps if s.carried_from]
+        notes.append(
+            f"This run continues run {run.parent_run}; "
+            f"{plural(len(carried), 'step')} that had succeeded there "
+            f"{'was' if len(carried) == 1 else 'were'} carried over, not re-run."
+        )
+    if run.emergency:
+        notes.append(
+            "Emergency mode: the source health check was skipped, and failures of steps confined "
+            "to the source site were recorded without stopping the run."
+        )
+    if run.yes:
+        notes.append("Every manual gate was approved in advance with --yes.")
+    return tuple(notes)
+
+
+def _rto(run: Run) -> RtoFacts:
+    rto = run.rto
+    health_word = (
+        f"health holding at {run.to_site}" if run.health is not None else "the end of the last step"
+    )
+    if run.status in ("cancelled", "crashed"):
+        reason = f"the run was {run.status} before {health_word}"
+    elif run.health is not None and run.health.timed_out:
+        reason = f"health never held at {run.to_site}"
+    else:
+        reason = f"the run ended before {health_word}"
+    verdict = target_verdict(rto.measured_s, rto.target_s, unmeasured=reason)
+    start = rto.start_step or next(iter(run.critical_path), None)
+    since = f"the start of {start}" if start else "the first step"
+    label, basis = "RTO", f"measured from {since} to {health_word}"
+    end_to_end = end_to_end_basis = None
+    if run.is_resumed:
+        label = "RTO of this run"
+        basis = f"measured from this run's own first step to {health_word}"
+        end_to_end = target_verdict(
+            rto.end_to_end_s,
+            rto.target_s,
+            unmeasured=f"the original run's start is not recorded ({reason})"
+            if rto.measured_s is not None
+            else reason,
+        )
+        end_to_end_basis = (
+            f"measured from the start of the original run (continued from {run.parent_run}) "
+            f"to {health_word}: the outage the service actually had"
+        )
+    prediction = None
+    if rto.predicted_s is not None and rto.measured_s is not None:
+        diff = rto.measured_s - rto.predicted_s
+        if abs(diff) < _NOISE_S:
+            prediction = f"The plan predicted {secs(rto.predicted_s)}; the run took as predicted."
+        else:
+            word = "longer" if diff > 0 else "shorter"
+            prediction = f"The plan predicted {secs(rto.predicted_s)}; the run took {secs(abs(diff))} {word}."
+    elif rto.predicted_s is not None:
+        prediction = f"The plan predicted {secs(rto.predicted_s)}."
+    return RtoFacts(label, verdict, basis, end_to_end, end_to_end_basis, prediction)
+
+
+def _rpo(run: Run) -> RpoFacts | None:
+    rpo = run.rpo
+    if rpo is None:
+        return None
+    where = f"captured by {rpo.step}" if rpo.step else "captured by the runbook's rpo_step"
+    missing = f"{rpo.step or 'the rpo_step'} captured no value"
+    if rpo.unit == "bytes":
+        verdict = target_verdict(
+            rpo.measured,
+            rpo.target,
+            unmeasured=missing,
+            show=nbytes,
+            show_measured=nbytes_exact,
+        )
+        return RpoFacts(verdict, f"data not yet replicated, in bytes, {where}", "bytes")
+    verdict = target_verdict(rpo.measured, rpo.target, unmeasured=missing)
+    return RpoFacts(verdict, f"data-loss window in seconds, {where}", "s")
+
+
+def _manual(run: Run) -> ManualFacts:
+    gates = tuple(
+        Gate(
+            step_id=s.id,
+            prompt=s.name,
+            wait_s=s.manual_wait_s if s.manual_wait_s is not None else s.duration_s,
+            approved_by=s.approved_by,
+            status=s.status,
+            critical=s.id in run.critical,
+        )
+        for s in run.steps
+        if s.kind == "manual"
+    )
+    if not gates:
+        return ManualFacts((), run.manual_wait_s, None, None, None, "No manual gates in this run.")
+    known = [g.wait_s for g in gates if g.wait_s is not None]
+    total = run.manual_wait_s if run.manual_wait_s is not None else (sum(known) if known else None)
+    on_path = sum(g.wait_s or 0.0 for g in gates if g.critical)
+    measured = run.rto.measured_s
+    automated = max(measured - on_path, 0.0) if measured is not None else None
+    share = on_path / measured * 100 if measured else None
+    text = f"{secs(total)} waiting at {plural(len(gates), 'manual gate')}"
+    if run.yes:
+        text += ", all approved by --yes"
+    if measured is not None:
+        text += (
+            f"; {secs(on_path)} of it on the critical path ({pct(share)} of the RTO)."
+            f" Automated time: {secs(automated)} ({pct(100 - (share or 0.0))})."
+        )
+    else:
+        text += "."
+    return ManualFacts(gates, total, on_path, automated, share, text)
+
+
+def _critical_path(run: Run) -> CriticalPath:
+    basis = run.rto.measured_s
+    basis_label = "of the RTO"
+    if basis is None:
+        ends = [s.end_offset_s for s in run.steps if s.started and s.end_offset_s is not None]
+        basis = max(ends) if ends else None
+        basis_label = "of the elapsed time (no RTO measured)"
+    rows: list[PathRow] = []
+    counted = 0.0
+    last_end: float | None = None
+    for step_id in run.critical_path:
+        step = run.by_id.get(step_id)
+        if step is None:
+            rows.append(PathRow(step_id, step_id, "?", "?", None, None, None, "not in the steps"))
+            continue
+        notes = []
+        share = None
+        if step.carried_from:
+            notes.append(f"carried from {step.carried_from}; not part of this run's RTO")
+        elif step.duration_s is not None:
+            counted += step.duration_s
+            share = step.duration_s / basis * 100 if basis else None
+        if step.kind == "manual":
+            notes.append("manual gate")
+        if step.attempts and step.attempts > 1:
+            notes.append(f"{step.attempts} attempts")
+        if step.end_offset_s is not None and step.started:
+            last_end = step.end_offset_s
+        rows.append(
+            PathRow(
+                step.id,
+                step.id,
+                step.kind,
+                step.status,
+                step.duration_s,
+                share,
+                step.offset_s,
+                "; ".join(notes),
+            )
+        )
+    health = run.health
+    if health is not None and health.held_offset_s is not None and last_end is not None:
+        wait = health.held_offset_s - last_end
+        if wait > _NOISE_S:
+            counted += wait
+            polls = f"{plural(health.polls, 'poll')}" if health.polls is not None else ""
+            rows.append(
+                PathRow(
+                    f"health checks until held at {run.to_site}",
+                    None,
+                    "health",
+                    "succeeded",
+                    wait,
+                    wait / basis * 100 if basis else None,
+                    last_end,
+                    polls,
+                )
+            )
+    if run.rto.measured_s is not None and rows:
+        gap = run.rto.measured_s - counted
+        if gap > _NOISE_S:
+            rows.append(
+                PathRow(
+                    "not attributed to a step (scheduling, waits between steps)",
+                    None,
+                    "gap",
+                    "",
+                    gap,
+                    gap / run.rto.measured_s * 100,
+                    None,
+                    "",
+                )
+            )
+    steps_on_path = [r for r in rows if r.step_id]
+    if not steps_on_path:
+        text = "No critical path was recorded."
+    else:
+        text = f"{plural(len(steps_on_path), 'step')}: " + " → ".join(
+            r.step_id or "" for r in steps_on_path
+        )
+    return CriticalPath(tuple(rows), basis, basis_label, text)
+
+
+def _log_path(run: Run, step: Step, host: str) -> str:
+    return f"runs/{run.run_id}/output/{step.id}/{host}.log"
+
+
+def _failures(run: Run) -> tuple[Failure, ...]:
+    failures = []
+    for step in run.steps:
+        if not step.broke:
+            continue
+        hosts = []
+        for host in step.hosts:
+            if not (host.failed or step.outcome_unknown or step.status == "unknown"):
+                continue
+            text, total = tail(host.output_tail, TAIL_LINES)
+            hosts.append(
+                FailedHost(
+                    host=host.host,
+                    rc=host.rc,
+                    error=host.error,
+                    attempts=len(host.attempts),
+                    tail=text,
+                    tail_lines=total,
+                    log_path=_log_path(run, step, host.host),
+                )
+            )
+        failures.append(
+            Failure(
+                step.id, step.name, step.kind, step.status, cause(step), step.error, tuple(hosts)
+            )
+        )
+    return tuple(failures)
+
+
+def _hosts_text(step: Step) -> str:
+    if not step.hosts:
+        return {"manual": "operator", "wait": "—"}.get(step.kind, "—")
+    bad = [h for h in step.hosts if h.failed]
+    if len(step.hosts) <= 3:
+        return ", ".join(h.host + (" ✗" if h.failed else "") for h in step.hosts)
+    text = f"{len(step.hosts)} hosts"
+    return text + (f", {len(bad)} failed" if bad else "")
+
+
+def _step_note(step: Step) -> str:
+    notes = []
+    if step.carried_from:
+        notes.append(f"carried from {step.carried_from}")
+    if step.error:
+        notes.append(step.error)
+    if step.outcome_unknown:
+        notes.append("outcome unknown")
+    if step.kind == "manual" and step.approved_by:
+        who = "the operator" if step.approved_by == "operator" else step.approved_by
+        waited = f" after {secs(step.manual_wait_s)}" if step.manual_wait_s else ""
+        notes.append(f"approved by {who}{waited}")
+    retried = [h.host for h in step.hosts if len(h.attempts) > 1]
+    if retried:
+        notes.append("retried on " + ", ".join(retried[:3]) + (" …" if len(retried) > 3 else ""))
+    if step.value is not None and not isinstance(step.value, dict | list):
+        text = str(step.value)
+        notes.append("value " + (text if len(text) <= 40 else text[:39] + "…"))
+    return "; ".join(notes)
+
+
+def step_order(run: Run) -> list[Step]:
+    """Steps in the order they started; those that never started follow in plan order."""
+    started = sorted((s for s in run.steps if s.started), key=lambda s: (s.offset_s, s.index))
+    rest = [s for s in run.steps if not s.started]
+    return started + rest
+
+
+def _step_rows(run: Run) -> tuple[StepRow, ...]:
+    rows = []
+    for step in step_order(run):
+        attempts = step.attempts
+        if attempts is None and step.hosts:
+            attempts = max(len(h.attempts) for h in step.hosts)
+        status = step.status
+        if step.carried_from:
+            status += " (carried)"
+        rows.append(
+            StepRow(
+                step=step,
+                status=status,
+                hosts=_hosts_text(step),
+                attempts=str(attempts) if attempts and step.status not in ("not_run",) else "—",
+                duration=secs(step.duration_s),
+                offset=offset(step.offset_s if step.started else None),
+                note=_step_note(step),
+                critical=step.id in run.critical,
+            )
+        )
+    return tuple(rows)
+
+
+def _step_counts(run: Run) -> str:
+    counts = Counter(s.status for s in run.steps)
+    ordered = [f"{counts[s]} {s.replace('_', ' ')}" for s in STATUS_ORDER if counts.get(s)]
+    ordered += [f"{n} {s}" for s, n in counts.items() if s not in STATUS_ORDER]
+    return f"{plural(len(run.steps), 'step')}: " + ", ".join(ordered) if run.steps else "No steps."
+
+
+def _health(run: Run) -> str:
+    health = run.health
+    if health is None:
+        return "No health check recorded: the RTO ends when the last step ends."
+    polls = f"{plural(health.polls, 'poll')}" if health.polls is not None else "polls not recorded"
+    if health.held_at or health.held_offset_s is not None:
+        at = when(health.held_at) if health.held_at else "time not recorded"
+        return f"Held at {run.to_site} at {at} ({offset(health.held_offset_s)}) after {polls}."
+    if health.timed_out:
+        return f"Never held at {run.to_site}: gave up after {polls}."
+    return f"Not confirmed at {run.to_site}: polling stopped after {polls}."
+
+
+def _compare(run: Run, other: Run) -> Comparison:
+    rows = []
+    seen = set()
+    for step in step_order(run):
+        seen.add(step.id)
+        before = other.by_id.get(step.id)
+        other_s = before.duration_s if before else None
+        diff = (
+            step.duration_s - other_s
+            if step.duration_s is not None and other_s is not None
+            else None
+        )
+        rows.append(
+            StepDelta(
+                step.id,
+                step.duration_s,
+                other_s,
+                diff,
+                step.status,
+                before.status if before else None,
+            )
+        )
+    rows += [
+        StepDelta(s.id, None, s.duration_s, None, None, s.status)
+        for s in other.steps
+        if s.id not in seen
+    ]
+    this_rto, other_rto = run.rto.measured_s, other.rto.measured_s
+    rto_delta = this_rto - other_rto if this_rto is not None and other_rto is not None else None
+    if rto_delta is None:
+        rto_text = f"RTO {secs(this_rto)} in this run, {secs(other_rto)} in {other.run_id}."
+    else:
+        trend = (
+            "no change" if abs(rto_delta) < _NOISE_S else ("slower" if rto_delta > 0 else "faster")
+        )
+        rto_text = (
+            f"RTO {secs(this_rto)} against {secs(other_rto)} in {other.run_id}: "
+            f"{delta(rto_delta)} ({trend})."
+        )
+    movers = sorted(
+        (r for r in rows if r.delta_s is not None and abs(r.delta_s) >= _NOISE_S),
+        key=lambda r: -abs(r.delta_s or 0.0),
+    )[:3]
+    largest = (
+        "Largest changes: " + ", ".join(f"{r.step_id} {delta(r.delta_s)}" for r in movers) + "."
+        if movers
+        else "No step changed duration noticeably."
+    )
+    path_this, path_other = run.critical_path, other.critical_path
+    changed = path_this != path_other
+    if not path_other:
+        path_text = f"The other run recorded no critical path ({other.run_id})."
+        changed = False
+    elif not changed:
+        path_text = "The critical path is unchanged: " + " → ".join(path_this) + "."
+    else:
+        joined = [s for s in path_this if s not in path_other]
+        left = [s for s in path_other if s not in path_this]
+        path_text = (
+            f"The critical path changed: it was {' → '.join(path_other) or '(none)'}; "
+            f"it is now {' → '.join(path_this) or '(none)'}."
+        )
+        if joined:
+            path_text += " Joined: " + ", ".join(joined) + "."
+        if left:
+            path_text += " Left: " + ", ".join(left) + "."
+        if not joined and not left:
+            path_text += " Same steps, in a different order."
+    return Comparison(
+        other_run_id=other.run_id,
+        other_started_at=other.started_at,
+        other_status=other.status,
+        rto_this=this_rto,
+        rto_other=other_rto,
+        rto_delta=rto_delta,
+        rto_text=rto_text,
+        rows=tuple(rows),
+        largest_text=largest,
+        path_this=path_this,
+        path_other=path_other,
+        path_changed=changed,
+        path_text=path_text,
+    )
+
+
+def _history(run: Run, earlier: Sequence[Run]) -> tuple[HistoryPoint, ...]:
+    runs = [r for r in earlier if r.run_id != run.run_id] + [run]
+    return tuple(
+        HistoryPoint(
+            r.run_id,
+            r.started_at,
+            r.status,
+            r.rto.measured_s,
+            r.rto.target_s,
+            target_verdict(r.rto.measured_s, r.rto.target_s, unmeasured="").state == "met",
+            r is run,
+        )
+        for r in runs
+    )
+
+
+def _history_text(points: Sequence[HistoryPoint]) -> str | None:
+    if len(points) < 2:
+        return None
+    measured = [p.measured_s for p in points if p.measured_s is not None]
+    text = f"{plural(len(points), 'run')} of this runbook"
+    if measured:
+        text += (
+            f": RTO median {secs(statistics.median(measured))}, best {secs(min(measured))}, "
+            f"worst {secs(max(measured))}"
+        )
+    with_target = [p for p in points if p.target_s is not None]
+    if with_target:
+        met = sum(1 for p in with_target if p.met)
+        text += f"; {met} of {len(with_target)} met the target"
+    unmeasured = len(points) - len(measured)
+    if unmeasured:
+        text += f"; {unmeasured} without a measured RTO"
+    return text + "."
+
+
+def build(run: Run, *, compare: Run | None = None, history: Sequence[Run] = ()) -> Report:
+    """Compute every finding of the report for ``run``."""
+    rto = _rto(run)
+    points = _history(run, history) if history else ()
+    return Report(
+        run=run,
+        title=f"{run.runbook} — {run.direction} {route(run)}",
+        route=route(run),
+        outcome=_outcome(run, rto),
+        notes=_notes(run),
+        rto=rto,
+        rpo=_rpo(run),
+        manual=_manual(run),
+        path=_critical_path(run),
+        failures=_failures(run),
+        steps=_step_rows(run),
+        step_counts=_step_counts(run),
+        health=_health(run),
+        comparison=_compare(run, compare) if compare is not None else None,
+        history=points,
+        history_text=_history_text(points),
+    )

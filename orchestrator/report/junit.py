@@ -1,0 +1,175 @@
+"""The JUnit XML report: a drill as a test suite, so CI dashboards can chart and gate on it.
+
+One ``<testsuite>`` per run, a ``<testcase>`` per step, plus ``rto-target`` and ``rpo-target``
+testcases that fail when the objective was missed. The document is built with ElementTree, which
+escapes markup; characters that XML 1.0 cannot carry at all (most control characters) are removed
+beforehand, since no escaping can represent them.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+from orchestrator.report.facts import TAIL_LINES, cause, target_verdict
+from orchestrator.report.model import Run, Step
+from orchestrator.report.units import clean_output, nbytes, nbytes_exact, parse_when, secs, tail
+
+# Everything outside the XML 1.0 Char production.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+_SKIPPED = ("skipped", "not_run", "cancelled")
+
+
+def xml_text(value: object) -> str:
+    """Text that XML 1.0 can carry: illegal characters removed (markup is escaped by ElementTree)."""
+    return _NOT_XML.sub("", clean_output(str(value)))
+
+
+def _el(parent: ET.Element, tag: str, text: str | None = None, **attrs: object) -> ET.Element:
+    element = ET.SubElement(parent, tag, {k: xml_text(v) for k, v in attrs.items()})
+    if text:
+        element.text = xml_text(text)
+    return element
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value or 0.0:.3f}"
+
+
+def _timestamp(text: str | None) -> str:
+    # The JUnit schema's timestamp has no zone; drx timestamps are UTC.
+    moment = parse_when(text)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") if moment else ""
+
+
+def _output(step: Step) -> str:
+    parts = []
+    for host in step.hosts:
+        text, total = tail(host.output_tail, TAIL_LINES)
+        header = f"--- {host.host}: rc {host.rc if host.rc is not None else '—'}"
+        if host.error:
+            header += f", {host.error}"
+        header += f", {len(host.attempts)} attempt(s)"
+        if total > TAIL_LINES:
+            header += f" (last {TAIL_LINES} of {total} lines)"
+        parts.append(header + " ---\n" + (text or "(no output)"))
+    return "\n".join(parts) or (step.error or "")
+
+
+def _step_case(suite: ET.Element, run: Run, step: Step, classname: str) -> str:
+    """Add the testcase of one step; returns 'failure', 'error', 'skipped' or 'passed'."""
+    case = _el(suite, "testcase", classname=classname, name=step.id, time=_seconds(step.duration_s))
+    if step.status == "failed":
+        _el(case, "failure", _output(step), message=cause(step), type="error")
+        return "failure"
+    if step.status == "unknown" or step.outcome_unknown:
+        _el(case, "error", _output(step), message=cause(step), type="outcome-unknown")
+        return "error"
+    if step.status in _SKIPPED:
+        _el(case, "skipped", message=step.status.replace("_", " "))
+        return "skipped"
+    if step.carried_from:
+        _el(case, "system-out", f"carried over from run {step.carried_from}; not re-run")
+    return "passed"
+
+
+def _objective_cases(suite: ET.Element, run: Run, classname: str) -> list[str]:
+    results = []
+    rto = run.rto
+    case = _el(
+        suite, "testcase", classname=classname, name="rto-target", time=_seconds(rto.measured_s)
+    )
+    verdict = target_verdict(
+        rto.measured_s, rto.target_s, unmeasured=f"the run ended {run.status} before health held"
+    )
+    if verdict.state in ("missed", "unmeasured"):
+        _el(case, "failure", f"RTO {verdict.text}", message=f"RTO {verdict.text}", type="error")
+        results.append("failure")
+    elif verdict.state == "no-target":
+        _el(case, "skipped", message=f"no rto_target set (measured {secs(rto.measured_s)})")
+        results.append("skipped")
+    else:
+        _el(case, "system-out", f"RTO {verdict.text}")
+        results.append("passed")
+    if rto.end_to_end_s is not None:
+        e2e = target_verdict(rto.end_to_end_s, rto.target_s, unmeasured="")
+        _el(case, "system-out", f"end-to-end RTO since the original run's start: {e2e.text}")
+
+    rpo = run.rpo
+    case = _el(
+        suite,
+        "testcase",
+        classname=classname,
+        name="rpo-target",
+        time=_seconds(rpo.measured if rpo and rpo.unit == "s" else None),
+    )
+    if rpo is None:
+        _el(case, "skipped", message="no RPO measured (the runbook sets no rpo_step)")
+        results.append("skipped")
+        return results
+    if rpo.unit == "bytes":
+        verdict = target_verdict(
+            rpo.measured,
+            rpo.target,
+            unmeasured="no value captured",
+            show=nbytes,
+            show_measured=nbytes_exact,
+        )
+    else:
+        verdict = target_verdict(rpo.measured, rpo.target, unmeasured="no value captured")
+    if verdict.state in ("missed", "unmeasured"):
+        _el(case, "failure", f"RPO {verdict.text}", message=f"RPO {verdict.text}", type="error")
+        results.append("failure")
+    elif verdict.state == "no-target":
+        _el(case, "skipped", message="no rpo_target set")
+        results.append("skipped")
+    else:
+        _el(case, "system-out", f"RPO {verdict.text}")
+        results.append("passed")
+    return results
+
+
+def render_junit(run: Run) -> str:
+    """The JUnit XML document of one run."""
+    root = ET.Element("testsuites")
+    to_site = run.to_site or "?"
+    classname = f"{run.runbook}.{run.direction}"
+    time = run.rto.measured_s if run.rto.measured_s is not None else run.elapsed_s
+    suite = _el(
+        root,
+        "testsuite",
+        name=f"{run.runbook}.{run.direction}.{to_site}",
+        timestamp=_timestamp(run.started_at),
+        time=_seconds(time),
+    )
+    props = _el(suite, "properties")
+    for name, value in (
+        ("run_id", run.run_id),
+        ("status", run.status),
+        ("direction", run.direction),
+        ("source", run.source),
+        ("target", run.target),
+        ("parent_run", run.parent_run),
+        ("exit_code", run.exit_code),
+        ("emergency", run.emergency),
+        ("rto_measured_s", run.rto.measured_s),
+        ("rto_target_s", run.rto.target_s),
+        ("rto_end_to_end_s", run.rto.end_to_end_s),
+    ):
+        if value is not None:
+            _el(props, "property", name=name, value=value)
+    results = [_step_case(suite, run, step, classname) for step in run.steps]
+    results += _objective_cases(suite, run, classname)
+    counts = {
+        "tests": len(results),
+        "failures": results.count("failure"),
+        "errors": results.count("error"),
+        "skipped": results.count("skipped"),
+    }
+    for element in (suite, root):
+        for key, value in counts.items():
+            element.set(key, str(value))
+    root.set("time", suite.get("time", "0"))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -1,0 +1,465 @@
+"""A summary.json document (SPEC §7 and its extensions) read into typed, frozen records.
+
+Reports are asked to render summaries written by other versions of drx, by runs that crashed, and
+by hand. So reading is tolerant: a missing, null or mistyped field becomes ``None`` (or an empty
+tuple), never an exception, and the renderers say "—" or "not recorded" instead. Derived values that
+older summaries lack (a step's offset from the RTO start, per-host attempts) are reconstructed from
+what is there — timestamps, host durations — so the timeline can still be drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from orchestrator.report.units import parse_when
+
+# How a host attempt ended, as drawn and counted by the reports.
+ATTEMPT_OUTCOMES = ("ok", "failed", "timeout", "cancelled", "unknown", "skipped")
+
+_STATUS_TO_OUTCOME = {
+    "succeeded": "ok",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "unknown": "unknown",
+    "skipped": "skipped",
+    "not_run": "skipped",
+}
+
+
+def _num(value: Any) -> float | None:
+    """A finite number, or None (booleans are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _int(value: Any) -> int | None:
+    number = _num(value)
+    return int(number) if number is not None else None
+
+
+def _str(value: Any) -> str | None:
+    """A non-empty string; numbers are accepted as text (e.g. a host named 1)."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _seq(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, list | tuple) else ()
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    return tuple(text for text in (_str(item) for item in _seq(value)) if text)
+
+
+def _between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return (end - start).total_seconds()
+
+
+@dataclass(frozen=True)
+class Poll:
+    """One poll of a check on one host: when it began (s from the RTO start), how long, did it hold."""
+
+    offset_s: float | None
+    duration_s: float | None
+    ok: bool | None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a step on one host; retries are separate attempts."""
+
+    n: int
+    started_at: str | None
+    finished_at: str | None
+    offset_s: float | None
+    duration_s: float | None
+    rc: int | None
+    error: str | None
+    polls: tuple[Poll, ...]
+    outcome: str  # one of ATTEMPT_OUTCOMES
+
+    @property
+    def end_offset_s(self) -> float | None:
+        if self.offset_s is None:
+            return None
+        return self.offset_s + (self.duration_s or 0.0)
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """What one host did for one step: its final rc/error, output tail and every attempt."""
+
+    host: str
+    status: str | None
+    rc: int | None
+    duration_s: float | None
+    error: str | None
+    output_tail: str
+    attempts: tuple[Attempt, ...]
+
+    @property
+    def failed(self) -> bool:
+        """Whether this host ended badly (its attempts may still include earlier failures)."""
+        if self.status is not None:
+            return self.status in ("failed", "unknown")
+        return bool(self.error) or (self.rc is not None and self.rc != 0)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the run as recorded, with ``index`` its position in the summary."""
+
+    index: int
+    id: str
+    name: str
+    kind: str
+    status: str
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None
+    offset_s: float | None
+    attempts: int | None
+    needs: tuple[str, ...]
+    undo_of: str | None
+    wave: int | None
+    error: str | None
+    carried_from: str | None
+    outcome_unknown: bool
+    manual_wait_s: float | None
+    approved_by: str | None
+    value: Any
+    hosts: tuple[HostResult, ...]
+
+    @property
+    def end_offset_s(self) -> float | None:
+        if self.offset_s is None:
+            return None
+        return self.offset_s + (self.duration_s or 0.0)
+
+    @property
+    def started(self) -> bool:
+        """Whether the step began in this run (carried-over steps ran in an earlier one)."""
+        return self.offset_s is not None and self.carried_from is None
+
+    @property
+    def broke(self) -> bool:
+        """Whether the step needs an auditor's attention: failed, or its outcome is not known."""
+        return self.status in ("failed", "unknown") or self.outcome_unknown
+
+
+@dataclass(frozen=True)
+class Rto:
+    """The measured RTO against its target; ``end_to_end_s`` only for a resumed run."""
+
+    measured_s: float | None
+    target_s: float | None
+    met: bool | None
+    start_step: str | None
+    end_to_end_s: float | None
+    predicted_s: float | None
+
+
+@dataclass(frozen=True)
+class Rpo:
+    """The measured RPO against its target, in seconds (unit 's') or bytes (unit 'bytes')."""
+
+    unit: str
+    measured: float | None
+    target: float | None
+    met: bool | None
+    step: str | None
+
+
+@dataclass(frozen=True)
+class Health:
+    """The post-run health polling at the site the run moved the service to."""
+
+    held_at: str | None
+    polls: int | None
+    held_offset_s: float | None
+    timed_out: bool
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run's summary, ready for reporting."""
+
+    run_id: str
+    runbook: str
+    direction: str
+    source: str | None
+    target: str | None
+    parent_run: str | None
+    status: str
+    emergency: bool
+    started_at: str | None
+    finished_at: str | None
+    runbook_file: str | None
+    inventory_file: str | None
+    rto_started_at: str | None
+    rto: Rto
+    rpo: Rpo | None
+    manual_wait_s: float | None
+    critical_path: tuple[str, ...]
+    health: Health | None
+    exit_code: int | None
+    yes: bool | None
+    steps: tuple[Step, ...]
+
+    @property
+    def is_failback(self) -> bool:
+        return self.direction == "failback"
+
+    @property
+    def is_resumed(self) -> bool:
+        """A continuation of an earlier run (a failback's parent_run is the failover it reverses)."""
+        return self.parent_run is not None and not self.is_failback
+
+    @property
+    def from_site(self) -> str | None:
+        """The site the run moved the service away from (a failback keeps the failover's names)."""
+        return self.target if self.is_failback else self.source
+
+    @property
+    def to_site(self) -> str | None:
+        """The site the run moved the service to, where health is polled afterwards."""
+        return self.source if self.is_failback else self.target
+
+    @property
+    def elapsed_s(self) -> float | None:
+        """Wall-clock duration of the whole run, pre-flight included."""
+        return _between(parse_when(self.started_at), parse_when(self.finished_at))
+
+    @cached_property
+    def by_id(self) -> dict[str, Step]:
+        return {step.id: step for step in self.steps}
+
+    @cached_property
+    def critical(self) -> frozenset[str]:
+        return frozenset(self.critical_path)
+
+
+def _attempt_outcome(rc: int | None, error: str | None, fallback: str | None, last: bool) -> str:
+    """Classify an attempt from its rc/error, else from the host's or step's status."""
+    if error == "timeout":
+        return "timeout"
+    if error in ("cancelled", "unknown"):
+        return error
+    if error:
+        return "failed"
+    if rc is not None:
+        return "ok" if rc == 0 else "failed"
+    if not last:
+        # A later attempt exists, so this one cannot have succeeded.
+        return "failed"
+    return _STATUS_TO_OUTCOME.get(fallback or "", "unknown")
+
+
+def _poll(raw: Any) -> Poll:
+    data = _map(raw)
+    return Poll(
+        _num(data.get("start_offset_s")), _num(data.get("duration_s")), _bool(data.get("ok"))
+    )
+
+
+def _attempts(
+    host: Mapping[str, Any],
+    step_offset: float | None,
+    base: datetime | None,
+    fallback_status: str | None,
+) -> tuple[Attempt, ...]:
+    raws = [_map(item) for item in _seq(host.get("attempts"))]
+    if not raws:
+        # Older summaries record one result per host: draw it as a single attempt.
+        raws = [
+            {
+                "n": 1,
+                "start_offset_s": step_offset,
+                "duration_s": host.get("duration_s"),
+                "rc": host.get("rc"),
+                "error": host.get("error"),
+            }
+        ]
+    attempts = []
+    for position, raw in enumerate(raws):
+        n = _int(raw.get("n")) or position + 1
+        started_at, finished_at = _str(raw.get("started_at")), _str(raw.get("finished_at"))
+        offset = _num(raw.get("start_offset_s"))
+        if offset is None and base is not None:
+            offset = _between(base, parse_when(started_at))
+        if offset is None and position == 0:
+            offset = step_offset
+        duration = _num(raw.get("duration_s"))
+        if duration is None:
+            duration = _between(parse_when(started_at), parse_when(finished_at))
+        rc, error = _int(raw.get("rc")), _str(raw.get("error"))
+        last = position == len(raws) - 1
+        attempts.append(
+            Attempt(
+                n=n,
+                started_at=started_at,
+                finished_at=finished_at,
+                offset_s=offset,
+                duration_s=duration,
+                rc=rc,
+                error=error,
+                polls=tuple(_poll(p) for p in _seq(raw.get("polls"))),
+                outcome=_attempt_outcome(rc, error, fallback_status, last),
+            )
+        )
+    return tuple(attempts)
+
+
+def _step(index: int, raw: Mapping[str, Any], base: datetime | None) -> Step:
+    step_id = _str(raw.get("id")) or f"step-{index + 1}"
+    status = _str(raw.get("status")) or "unknown"
+    carried_from = _str(raw.get("carried_from"))
+    started_at, finished_at = _str(raw.get("started_at")), _str(raw.get("finished_at"))
+    offset = _num(raw.get("start_offset_s"))
+    if offset is None and "start_offset_s" not in raw and carried_from is None and base is not None:
+        # An older summary: derive the offset from the wall clock. A carried step ran in an
+        # earlier run, so its timestamps say nothing about this run's timeline.
+        offset = _between(base, parse_when(started_at))
+    duration = _num(raw.get("duration_s"))
+    if duration is None:
+        duration = _between(parse_when(started_at), parse_when(finished_at))
+    hosts = []
+    for item in _seq(raw.get("hosts")):
+        host = _map(item)
+        name = _str(host.get("host")) or "?"
+        host_status = _str(host.get("status"))
+        hosts.append(
+            HostResult(
+                host=name,
+                status=host_status,
+                rc=_int(host.get("rc")),
+                duration_s=_num(host.get("duration_s")),
+                error=_str(host.get("error")),
+                output_tail=host.get("output_tail")
+                if isinstance(host.get("output_tail"), str)
+                else "",
+                attempts=_attempts(
+                    host, offset, None if carried_from else base, host_status or status
+                ),
+            )
+        )
+    return Step(
+        index=index,
+        id=step_id,
+        name=_str(raw.get("name")) or step_id,
+        kind=_str(raw.get("kind")) or "command",
+        status=status,
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_s=duration,
+        offset_s=offset,
+        attempts=_int(raw.get("attempts")),
+        needs=_strs(raw.get("needs")),
+        undo_of=_str(raw.get("undo_of")),
+        wave=_int(raw.get("wave")),
+        error=_str(raw.get("error")),
+        carried_from=carried_from,
+        outcome_unknown=raw.get("outcome_unknown") is True,
+        manual_wait_s=_num(raw.get("manual_wait_s")),
+        approved_by=_str(raw.get("approved_by")),
+        value=raw.get("value"),
+        hosts=tuple(hosts),
+    )
+
+
+def _rpo(raw: Any) -> Rpo | None:
+    data = _map(raw)
+    if not data:
+        return None
+    if "measured_bytes" in data or "target_bytes" in data:
+        unit, measured, target = "bytes", data.get("measured_bytes"), data.get("target_bytes")
+    else:
+        unit, measured, target = "s", data.get("measured_s"), data.get("target_s")
+    return Rpo(unit, _num(measured), _num(target), _bool(data.get("met")), _str(data.get("step")))
+
+
+def _health(raw: Any) -> Health | None:
+    data = _map(raw)
+    if not data:
+        return None
+    return Health(
+        held_at=_str(data.get("held_at")),
+        polls=_int(data.get("polls")),
+        held_offset_s=_num(data.get("held_offset_s")),
+        timed_out=data.get("timed_out") is True,
+    )
+
+
+def _time_base(summary: Mapping[str, Any], steps: Sequence[Any]) -> datetime | None:
+    """The moment offsets count from: the RTO start, else the first step's start, else the run's."""
+    explicit = parse_when(_str(summary.get("rto_started_at")))
+    if explicit is not None:
+        return explicit
+    starts = [
+        parse_when(_str(_map(s).get("started_at")))
+        for s in steps
+        if not _map(s).get("carried_from")
+    ]
+    known = [moment for moment in starts if moment is not None]
+    if known:
+        return min(known)
+    return parse_when(_str(summary.get("started_at")))
+
+
+def load(summary: Mapping[str, Any]) -> Run:
+    """Read a summary.json document; never raises for missing or mistyped fields."""
+    if not isinstance(summary, Mapping):
+        raise TypeError(f"a run summary must be a JSON object, not {type(summary).__name__}")
+    raw_steps = _seq(summary.get("steps"))
+    base = _time_base(summary, raw_steps)
+    rto = _map(summary.get("rto"))
+    return Run(
+        run_id=_str(summary.get("run_id")) or "(unknown run)",
+        runbook=_str(summary.get("runbook")) or "(unnamed runbook)",
+        direction=_str(summary.get("direction")) or "failover",
+        source=_str(summary.get("source")),
+        target=_str(summary.get("target")),
+        parent_run=_str(summary.get("parent_run")),
+        status=_str(summary.get("status")) or "unknown",
+        emergency=summary.get("emergency") is True,
+        started_at=_str(summary.get("started_at")),
+        finished_at=_str(summary.get("finished_at")),
+        runbook_file=_str(summary.get("runbook_file")),
+        inventory_file=_str(summary.get("inventory_file")),
+        rto_started_at=_str(summary.get("rto_started_at")),
+        rto=Rto(
+            measured_s=_num(rto.get("measured_s")),
+            target_s=_num(rto.get("target_s")),
+            met=_bool(rto.get("met")),
+            start_step=_str(rto.get("start_step")),
+            end_to_end_s=_num(rto.get("end_to_end_s")),
+            predicted_s=_num(rto.get("predicted_s")),
+        ),
+        rpo=_rpo(summary.get("rpo")),
+        manual_wait_s=_num(summary.get("manual_wait_s")),
+        critical_path=_strs(summary.get("critical_path")),
+        health=_health(summary.get("health")),
+        exit_code=_int(summary.get("exit_code")),
+        yes=_bool(summary.get("yes")),
+        steps=tuple(_step(i, _map(s), base) for i, s in enumerate(raw_steps)),
+    )

@@ -1,0 +1,308 @@
+"""The terminal report: plain aligned text, with ANSI colours only when asked for.
+
+Built in Python rather than a template because its tables align on the *visible* width of cells,
+which colour codes would otherwise throw off.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+
+from orchestrator.report.facts import TAIL_LINES, Report
+from orchestrator.report.units import DASH, delta, pct, secs, when
+
+WIDTH = 100
+
+_CODES = {
+    "bold": "1",
+    "dim": "2",
+    "red": "31",
+    "green": "32",
+    "yellow": "33",
+    "blue": "34",
+    "magenta": "35",
+    "cyan": "36",
+}
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "unknown": "magenta",
+    "cancelled": "yellow",
+    "crashed": "magenta",
+    "warning": "yellow",
+    "not_run": "dim",
+    "skipped": "dim",
+    "met": "green",
+    "missed": "red",
+    "unmeasured": "red",
+    "no-target": "yellow",
+}
+
+
+class _Painter:
+    """Wraps text in ANSI codes when colour is on; a no-op otherwise."""
+
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    def __call__(self, text: str, *styles: str) -> str:
+        codes = [_CODES[s] for s in styles if s in _CODES]
+        if not self.color or not codes or not text:
+            return text
+        return f"\x1b[{';'.join(codes)}m{text}\x1b[0m"
+
+
+def _wrap(text: str, indent: str = "  ", first: str | None = None) -> list[str]:
+    return textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=first if first is not None else indent,
+        subsequent_indent=indent,
+        break_on_hyphens=False,
+        break_long_words=False,
+    ) or [indent.rstrip()]
+
+
+def _table(
+    paint: _Painter,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    right: Sequence[int] = (),
+    styles: Sequence[Sequence[str | None]] | None = None,
+) -> list[str]:
+    """Aligned columns; ``right`` lists right-aligned column numbers; styles colour cells."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(cells: Sequence[str], cell_styles: Sequence[str | None]) -> str:
+        parts = []
+        for i, cell in enumerate(cells):
+            padded = cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            style = cell_styles[i] if i < len(cell_styles) else None
+            parts.append(paint(padded, style) if style else padded)
+        return ("  " + "  ".join(parts)).rstrip()
+
+    out = [paint(line(headers, [None] * len(headers)), "bold")]
+    for n, row in enumerate(rows):
+        out.append(line(row, styles[n] if styles else []))
+    return out
+
+
+def render_text(report: Report, *, color: bool = False) -> str:
+    """The report as terminal text."""
+    paint = _Painter(color)
+    run = report.run
+    out: list[str] = []
+
+    def section(title: str) -> None:
+        out.extend(["", paint(title, "bold", "cyan")])
+
+    out.append(paint(report.title, "bold"))
+    out.append("═" * min(len(report.title), WIDTH))
+    status = paint(run.status.upper(), "bold", STATUS_STYLE.get(run.status, "yellow"))
+    exit_text = f"  (exit {run.exit_code})" if run.exit_code is not None else ""
+    elapsed = f"  ({secs(run.elapsed_s)})" if run.elapsed_s is not None else ""
+    meta = [
+        ("Run", run.run_id),
+        ("Status", status + exit_text),
+        ("Direction", f"{run.direction}  {report.route}"),
+        ("Started", when(run.started_at)),
+        ("Finished", when(run.finished_at) + elapsed),
+    ]
+    if run.is_failback and run.parent_run:
+        meta.append(("Reverses", f"failover run {run.parent_run}"))
+    elif run.parent_run:
+        meta.append(("Continues", f"run {run.parent_run}"))
+    if run.runbook_file:
+        meta.append(("Runbook", run.runbook_file))
+    if run.inventory_file:
+        meta.append(("Inventory", run.inventory_file))
+    for key, value in meta:
+        out.append(f"  {key:<10} {value}")
+
+    section("Outcome")
+    for line in _wrap(report.outcome.text):
+        out.append(paint(line, STATUS_STYLE.get(report.outcome.state, "")))
+    for note in report.notes:
+        out.extend(_wrap(note, "    ", "  • "))
+
+    section("Objectives")
+
+    def objective(label: str, state: str, text: str, basis: str | None) -> None:
+        # Wrap before painting: textwrap would count the colour codes as text.
+        style = STATUS_STYLE.get(state)
+        for line in _wrap(text, " " * 15, f"  {label:<12} "):
+            head, body = line[:15], line[15:]
+            out.append(head + (paint(body, style) if style else body))
+        if basis:
+            out.extend(paint(line, "dim") for line in _wrap(basis, " " * 15))
+
+    rto = report.rto
+    objective(
+        rto.label if not run.is_resumed else "RTO (run)",
+        rto.verdict.state,
+        rto.verdict.text,
+        rto.basis,
+    )
+    if rto.end_to_end is not None:
+        objective("RTO (e2e)", rto.end_to_end.state, rto.end_to_end.text, rto.end_to_end_basis)
+    if rto.prediction:
+        out.extend(paint(line, "dim") for line in _wrap(rto.prediction, " " * 15))
+    if report.rpo is not None:
+        objective("RPO", report.rpo.verdict.state, report.rpo.verdict.text, report.rpo.basis)
+    else:
+        objective("RPO", "", "not measured (the runbook sets no rpo_step)", None)
+    objective("Manual gates", "", report.manual.text, None)
+    for gate in report.manual.gates:
+        who = gate.approved_by or "not approved"
+        out.append(
+            paint(
+                f"{'':15}{gate.step_id}: {secs(gate.wait_s)}, {gate.status}, approved by {who}"
+                + (" (critical path)" if gate.critical else ""),
+                "dim",
+            )
+        )
+    objective("Health", "", report.health, None)
+
+    path = report.path
+    section(f"Critical path — {path.text}")
+    if path.rows:
+        rows, styles = [], []
+        for row in path.rows:
+            bar = "█" * max(round((row.share or 0) / 5), 1 if row.share else 0)
+            rows.append([row.label, secs(row.duration_s), pct(row.share), bar, row.note])
+            styles.append(
+                [
+                    "bold" if row.step_id else "dim",
+                    None,
+                    None,
+                    "yellow" if row.kind == "manual" else "blue",
+                    "dim",
+                ]
+            )
+        out += _table(
+            paint,
+            ["step", "duration", path.basis_label.removeprefix("of the "), "", "note"],
+            rows,
+            right=(1, 2),
+            styles=styles,
+        )
+        if path.basis_s is not None:
+            out.append(paint(f"  shares are {path.basis_label} ({secs(path.basis_s)})", "dim"))
+
+    section(f"Steps — {report.step_counts}")
+    rows, styles = [], []
+    for n, row in enumerate(report.steps, 1):
+        rows.append(
+            [
+                str(n),
+                ("* " if row.critical else "  ") + row.step.id,
+                row.step.kind,
+                row.status,
+                row.hosts,
+                row.attempts,
+                row.offset,
+                row.duration,
+                (f"undoes {row.step.undo_of}; " if row.step.undo_of else "") + row.note,
+            ]
+        )
+        styles.append(
+            [
+                "dim",
+                "bold" if row.critical else None,
+                None,
+                STATUS_STYLE.get(row.step.status),
+                None,
+                None,
+                None,
+                None,
+                "dim",
+            ]
+        )
+    out += _table(
+        paint,
+        ["#", "step", "kind", "status", "hosts", "att", "start", "duration", "note"],
+        rows,
+        right=(0, 5, 6, 7),
+        styles=styles,
+    )
+    if any(r.critical for r in report.steps):
+        out.append(paint("  * on the critical path", "dim"))
+
+    if report.failures:
+        section("Failures")
+        for failure in report.failures:
+            out.extend(paint(line, "red", "bold") for line in _wrap(failure.phrase, "    ", "  ✗ "))
+            if not failure.hosts and failure.error:
+                out.append(f"    {failure.error}")
+            for host in failure.hosts:
+                facts = [host.host, f"rc {host.rc if host.rc is not None else DASH}"]
+                if host.error:
+                    facts.append(host.error)
+                facts.append(f"{host.attempts} attempt{'s' if host.attempts != 1 else ''}")
+                out.append("    " + " · ".join(facts))
+                out.append(paint(f"    full output: <state-dir>/{host.log_path}", "dim"))
+                if host.tail:
+                    if host.tail_lines > TAIL_LINES:
+                        out.append(
+                            paint(
+                                f"    last {TAIL_LINES} of {host.tail_lines} recorded lines:", "dim"
+                            )
+                        )
+                    out.extend(paint("    │ ", "dim") + line for line in host.tail.split("\n"))
+                else:
+                    out.append(paint("    (no output)", "dim"))
+
+    comparison = report.comparison
+    if comparison is not None:
+        section(f"Compared with {comparison.other_run_id} ({comparison.other_status})")
+        out.extend(_wrap(comparison.rto_text))
+        out.extend(_wrap(comparison.path_text))
+        out.extend(_wrap(comparison.largest_text))
+        rows, styles = [], []
+        for d in comparison.rows:
+            rows.append([d.step_id, secs(d.other_s), secs(d.this_s), delta(d.delta_s), d.note])
+            grew = d.delta_s is not None and d.delta_s >= 0.05
+            shrank = d.delta_s is not None and d.delta_s <= -0.05
+            styles.append(
+                [None, None, None, "red" if grew else ("green" if shrank else None), "dim"]
+            )
+        out += _table(
+            paint, ["step", "before", "now", "Δ", "note"], rows, right=(1, 2, 3), styles=styles
+        )
+
+    if report.history:
+        section("RTO history")
+        if report.history_text:
+            out.extend(_wrap(report.history_text))
+        rows, styles = [], []
+        for point in report.history:
+            verdict = "met" if point.met else ("missed" if point.target_s is not None else DASH)
+            if point.measured_s is None:
+                verdict = "not measured"
+            rows.append(
+                [
+                    ("▶ " if point.current else "  ") + point.run_id,
+                    point.status,
+                    secs(point.measured_s),
+                    secs(point.target_s),
+                    verdict,
+                ]
+            )
+            styles.append(
+                [
+                    "bold" if point.current else None,
+                    STATUS_STYLE.get(point.status),
+                    None,
+                    None,
+                    "green" if verdict == "met" else "red",
+                ]
+            )
+        out += _table(
+            paint, ["run", "status", "RTO", "target", ""], rows, right=(2, 3), styles=styles
+        )
+    return "\n".join(out) + "\n"

@@ -1,0 +1,396 @@
+"""The runbook: steps with dependencies, health checks, RTO/RPO targets — and its loader.
+
+The loader checks each field (types, durations, kinds, ids) and collects every problem with its
+file and line; checks that need the inventory too (selectors, templates, cycles) live in
+``plan.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import Problem
+from orchestrator.schema import Fields, Where, as_list, as_mapping, suggest
+from orchestrator.units import is_size, parse_duration, parse_size
+from orchestrator.yamlsrc import LList, LMap, load_yaml
+
+STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_INTERVAL = 5.0
+DEFAULT_RETRY_DELAY = 5.0
+
+
+class StepKind(StrEnum):
+    COMMAND = "command"
+    CHECK = "check"
+    MANUAL = "manual"
+    WAIT = "wait"
+
+
+class OnFailure(StrEnum):
+    ABORT = "abort"
+    CONTINUE = "continue"
+
+
+STEP_FIELDS = (
+    "id",
+    "name",
+    "kind",
+    "hosts",
+    "run",
+    "undo",
+    "needs",
+    "timeout",
+    "retries",
+    "retry_delay",
+    "until",
+    "interval",
+    "capture",
+    "when",
+    "on_failure",
+    "serial",
+    "expect",
+    "prompt",
+    "duration",
+    "env",
+    "idempotent",
+    "sudo",
+)
+UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs"))
+HEALTH_FIELDS = ("name", "hosts", "run", "until", "interval", "timeout", "capture", "env")
+RUNBOOK_FIELDS = (
+    "name",
+    "description",
+    "rto_target",
+    "rpo_target",
+    "rpo_step",
+    "rto_start",
+    "vars",
+    "health",
+    "steps",
+)
+CAPTURE_KINDS = ("text", "number", "json")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a runbook (or the undo action of one)."""
+
+    id: str
+    name: str
+    kind: StepKind = StepKind.COMMAND
+    hosts: tuple[str, ...] = ()
+    run: str | None = None
+    undo: Step | None = None
+    needs: tuple[str, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    retries: int = 0
+    retry_delay: float = DEFAULT_RETRY_DELAY
+    until: str | None = None
+    interval: float = DEFAULT_INTERVAL
+    capture: str | None = None
+    when: str | None = None
+    on_failure: OnFailure = OnFailure.ABORT
+    serial: int | None = None
+    expect: float | None = None
+    prompt: str | None = None
+    duration: float | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    idempotent: bool = False
+    sudo: bool = False
+    line: int = 0
+    field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def line_of(self, key: str) -> int:
+        return self.field_lines.get(key, self.line)
+
+    @property
+    def runs_commands(self) -> bool:
+        return self.kind in (StepKind.COMMAND, StepKind.CHECK)
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """One entry of ``health``: polled like a ``check`` step."""
+
+    name: str
+    hosts: tuple[str, ...]
+    run: str
+    until: str | None = None
+    interval: float = 2.0
+    timeout: float = 120.0
+    capture: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    line: int = 0
+    field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def line_of(self, key: str) -> int:
+        return self.field_lines.get(key, self.line)
+
+    def as_step(self) -> Step:
+        """The check step that polls this health entry."""
+        return Step(
+            id=f"health:{self.name}",
+            name=self.name,
+            kind=StepKind.CHECK,
+            hosts=self.hosts,
+            run=self.run,
+            until=self.until,
+            interval=self.interval,
+            timeout=self.timeout,
+            capture=self.capture,
+            env=self.env,
+            line=self.line,
+            field_lines=self.field_lines,
+        )
+
+
+@dataclass
+class Runbook:
+    path: str
+    name: str
+    description: str
+    steps: list[Step]
+    health: list[HealthCheck]
+    vars: dict[str, Any]
+    rto_target: float | None = None
+    rpo_target: float | None = None  # seconds, or bytes when rpo_is_bytes
+    rpo_is_bytes: bool = False
+    rpo_step: str | None = None
+    rto_start: str | None = None
+    field_lines: dict[str, int] = field(default_factory=dict)
+
+    def step(self, step_id: str) -> Step:
+        return self.by_id[step_id]
+
+    @property
+    def by_id(self) -> dict[str, Step]:
+        return {s.id: s for s in self.steps}
+
+    def line_of(self, key: str) -> int:
+        return self.field_lines.get(key, 1)
+
+
+def _capture(f: Fields) -> str | None:
+    value = f.str("capture")
+    if value is None or value in CAPTURE_KINDS:
+        return value
+    try:
+        pattern = re.compile(value)
+    except re.error as exc:
+        f.error(
+            "capture", f"capture '{value}' is neither text/number/json nor a valid regex: {exc}"
+        )
+        return None
+    if pattern.groups < 1:
+        f.error(
+            "capture",
+            f"capture regex '{value}' has no group",
+            "wrap the part to keep in ( ), or use text/number/json",
+        )
+        return None
+    return value
+
+
+def _parse_step(
+    data: LMap, where: Where, problems: list[Problem], *, undo_of: Step | None = None
+) -> Step | None:
+    """Build a Step from its mapping; ``undo_of`` is set when parsing an ``undo`` mapping."""
+    what = f"the undo of step '{undo_of.id}'" if undo_of else f"step '{where.step or '?'}'"
+    f = Fields(data, where, problems, what)
+    f.check_known(UNDO_FIELDS if undo_of else STEP_FIELDS)
+    if undo_of is None:
+        step_id = f.text("id")
+        if step_id is None:
+            f.error(None, "missing required field 'id' in step")
+            step_id = f"<step at line {data.line}>"
+        elif not STEP_ID.match(step_id):
+            f.error(
+                "id",
+                f"invalid step id '{step_id}'",
+                "ids are lower-case letters, digits, '-' and '_', starting with a letter or digit",
+            )
+    else:
+        step_id = undo_of.id
+    kind_text = f.str("kind", "command")
+    try:
+        kind = StepKind(kind_text)
+    except ValueError:
+        f.error(
+            "kind",
+            f"unknown kind '{kind_text}' (command, check, manual, wait)",
+            suggest(kind_text, [k.value for k in StepKind]),
+        )
+        kind = StepKind.COMMAND
+    hosts = tuple(f.str_list("hosts"))
+    run = f.text("run")
+    if kind in (StepKind.COMMAND, StepKind.CHECK):
+        if not hosts and undo_of is None:
+            f.require("hosts")
+        if run is None:
+            f.require("run")
+    elif kind is StepKind.WAIT and "duration" not in data:
+        f.error(None, "a wait step needs 'duration'")
+    on_failure_text = f.str("on_failure", "abort")
+    try:
+        on_failure = OnFailure(on_failure_text)
+    except ValueError:
+        f.error("on_failure", f"on_failure must be abort or continue, not '{on_failure_text}'")
+        on_failure = OnFailure.ABORT
+    serial = f.int("serial", None, minimum=1)
+    name = f.text("name") or (undo_of.name and f"undo {undo_of.name}" if undo_of else step_id)
+    step = Step(
+        id=step_id,
+        name=name or step_id,
+        kind=kind,
+        hosts=hosts or (undo_of.hosts if undo_of else ()),
+        run=run,
+        needs=tuple(f.str_list("needs")),
+        timeout=f.duration("timeout", DEFAULT_TIMEOUT) or 0.0,
+        retries=f.int("retries", 0),
+        retry_delay=f.duration("retry_delay", DEFAULT_RETRY_DELAY) or 0.0,
+        until=f.text("until"),
+        interval=f.duration("interval", DEFAULT_INTERVAL) or 0.0,
+        capture=_capture(f),
+        when=f.text("when"),
+        on_failure=on_failure,
+        serial=serial,
+        expect=f.duration("expect"),
+        prompt=f.text("prompt"),
+        duration=f.duration("duration"),
+        env=f.env(),
+        idempotent=f.bool("idempotent"),
+        sudo=f.bool("sudo"),
+        line=data.line,
+        field_lines={k: data.line_of(k) for k in data},
+    )
+    if undo_of is None and "undo" in data and data["undo"] is not None:
+        undo_data = data["undo"]
+        line = data.line_of("undo")
+        if isinstance(undo_data, str | int | float) and not isinstance(undo_data, bool):
+            undo_map = LMap(run=str(undo_data))
+            undo_map.line, undo_map.column, undo_map.key_lines = line, 0, {"run": (line, 0)}
+        else:
+            undo_map = as_mapping(undo_data, where, line, "undo", problems)
+        undo = _parse_step(undo_map, where, problems, undo_of=step)
+        if undo is not None and undo.kind is StepKind.COMMAND and "hosts" not in undo_map:
+            # An undo command runs on the same hosts as the step it undoes.
+            undo = _replace(undo, hosts=step.hosts)
+        object.__setattr__(step, "undo", undo)
+    return step
+
+
+def _replace(step: Step, **changes: Any) -> Step:
+    from dataclasses import replace
+
+    return replace(step, **changes)
+
+
+def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
+    """Load a runbook, returning it (None if unusable) and every problem found in it alone."""
+    loaded = load_yaml(path)
+    problems = list(loaded.problems)
+    file = loaded.path
+    where = Where(file)
+    if loaded.data is None:
+        if not problems:
+            problems.append(where.problem(1, "the runbook is empty"))
+        return None, problems
+    top = as_mapping(loaded.data, where, 1, "the runbook", problems)
+    f = Fields(top, where, problems, "the runbook")
+    f.check_known(RUNBOOK_FIELDS)
+    name = f.text("name")
+    if name is None:
+        f.require("name")
+    rto_target = f.duration("rto_target")
+    rpo_target: float | None = None
+    rpo_is_bytes = False
+    if top.get("rpo_target") is not None:
+        raw = top["rpo_target"]
+        if is_size(raw):
+            rpo_target, rpo_is_bytes = float(parse_size(raw)), True
+        else:
+            try:
+                rpo_target = parse_duration(raw)
+            except ValueError:
+                f.error(
+                    "rpo_target",
+                    f"bad rpo_target {raw!r}: use a duration (30s, 5m) or a size (0B, 16MB)",
+                )
+    steps: list[Step] = []
+    seen: dict[str, int] = {}
+    steps_list = as_list(top.get("steps"), where, f.line("steps"), "'steps'", problems)
+    if "steps" not in top:
+        f.error(None, "missing required field 'steps' in the runbook")
+    for index, item in enumerate(steps_list):
+        line = steps_list.line_of(index)
+        step_map = as_mapping(item, where, line, "a step", problems)
+        step_id = step_map.get("id") if isinstance(step_map.get("id"), str) else None
+        step = _parse_step(step_map, Where(file, step_id), problems)
+        if step is None:
+            continue
+        if step.id in seen:
+            problems.append(
+                Where(file, step.id).problem(
+                    step.line_of("id"),
+                    f"duplicate step id '{step.id}' (first defined on line {seen[step.id]})",
+                )
+            )
+            continue
+        seen[step.id] = step.line_of("id")
+        steps.append(step)
+    health: list[HealthCheck] = []
+    health_list = (
+        as_list(top["health"], where, f.line("health"), "'health'", problems)
+        if top.get("health") is not None
+        else LList()
+    )
+    for index, item in enumerate(health_list):
+        line = health_list.line_of(index)
+        hmap = as_mapping(item, where, line, "a health entry", problems)
+        hf = Fields(hmap, Where(file, None), problems, "a health entry")
+        hf.check_known(HEALTH_FIELDS)
+        hname = hf.text("name") or f"health-{index + 1}"
+        hosts = tuple(hf.str_list("hosts"))
+        if not hosts:
+            hf.require("hosts")
+        run = hf.text("run")
+        if run is None:
+            hf.require("run")
+        health.append(
+            HealthCheck(
+                name=hname,
+                hosts=hosts,
+                run=run or "",
+                until=hf.text("until"),
+                interval=hf.duration("interval", 2.0) or 0.0,
+                timeout=hf.duration("timeout", 120.0) or 0.0,
+                capture=_capture(hf),
+                env=hf.env(),
+                line=hmap.line,
+                field_lines={k: hmap.line_of(k) for k in hmap},
+            )
+        )
+    runbook = Runbook(
+        path=file,
+        name=name or Path(file).stem,
+        description=f.text("description") or "",
+        steps=steps,
+        health=health,
+        vars=dict(f.mapping("vars")),
+        rto_target=rto_target,
+        rpo_target=rpo_target,
+        rpo_is_bytes=rpo_is_bytes,
+        rpo_step=f.text("rpo_step"),
+        rto_start=f.text("rto_start"),
+        field_lines={k: top.line_of(k) for k in top},
+    )
+    for key in ("rpo_step", "rto_start"):
+        ref = getattr(runbook, key)
+        if ref is not None and ref not in seen:
+            f.error(key, f"{key} names unknown step '{ref}'", suggest(ref, seen))
+    return runbook, problems

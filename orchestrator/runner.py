@@ -1,0 +1,375 @@
+"""One run from start to finish: lock, pre-flight, health before, the steps, health after, the
+summary and the state — each stage journaled, so that a run that dies can still be reported,
+failed back and resumed."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import PreflightError, RefusedError, TransportError
+from orchestrator.executor import Executor, GateUnavailable, Status, StepOutcome
+from orchestrator.inventory import Host
+from orchestrator.journal import Journal
+from orchestrator.plan import FAILBACK, FAILOVER, Plan, PlanStep
+from orchestrator.planview import plan_document
+from orchestrator.state import run_lock, runs_dir, write_state
+from orchestrator.timing import build_summary
+from orchestrator.transport import open_transport
+from orchestrator.transport.base import Connection
+
+#: at most this many connections are opened at once at the pre-flight
+PREFLIGHT_CONCURRENCY = 64
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_RTO_MISSED, EXIT_CANCELLED = 0, 1, 2, 3, 130
+
+
+@dataclass
+class RunOptions:
+    yes: bool = False
+    max_parallel: int = 32
+    interactive: bool = False  # a terminal is there to answer gates and show the live view
+    log_format: str = "console"
+    verbose: int = 0
+    runbook_file: str | None = None
+    inventory_file: str | None = None
+    carried: Mapping[str, StepOutcome] = field(default_factory=dict)
+    carried_events: list[dict[str, Any]] = field(default_factory=list)
+    extra_results: Mapping[str, StepOutcome] = field(default_factory=dict)
+    parent_start_wall: float | None = None
+    check_source_health: bool = True
+    before_run: Callable[[Plan], None] | None = None  # e.g. confirm outcome-unknown undos
+
+
+def new_run_id(state_dir: Path, direction: str, site: str) -> str:
+    now = datetime.datetime.now(datetime.UTC)
+    stamp = now.strftime("%Y%m%dT%H%M%S.") + f"{now.microsecond // 1000:03d}Z"
+    base = f"{stamp}-{direction}-{site}"
+    run_id, n = base, 1
+    while (runs_dir(state_dir) / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+class Gate:
+    """Answers manual gates: ``--yes``, else the operator at the terminal, else refuses."""
+
+    def __init__(self, yes: bool, interactive: bool, pause: Callable[[], Any] | None = None):
+        self.yes = yes
+        self.interactive = interactive
+        self.by = "--yes" if yes else "operator"
+        self.pause = pause
+
+    def __call__(self, step_id: str, prompt: str) -> bool:
+        if self.yes:
+            return True
+        if not self.interactive:
+            raise GateUnavailable(
+                f"manual step '{step_id}' needs an operator, but there is no terminal "
+                "(use --yes to approve every gate)"
+            )
+        from rich.prompt import Confirm
+
+        ctx = self.pause() if self.pause else None
+        try:
+            return Confirm.ask(f"[bold]{step_id}[/]: {prompt}", default=False)
+        except EOFError:
+            return False
+        finally:
+            if ctx is not None:
+                ctx()
+
+
+def _connect_all(
+    plan: Plan, hosts: list[Host]
+) -> tuple[dict[str, Connection], dict[str, TransportError]]:
+    """Open one connection to every host, in parallel (the pre-flight)."""
+    transports: dict[str, Any] = {}
+    for h in hosts:
+        kind = h.spec.transport
+        if kind not in transports:
+            transports[kind] = open_transport(kind)
+
+    def connect(host: Host) -> tuple[str, Connection | TransportError]:
+        try:
+            return host.name, transports[host.spec.transport].connect(host.spec)
+        except TransportError as exc:
+            return host.name, exc
+
+    connections: dict[str, Connection] = {}
+    failures: dict[str, TransportError] = {}
+    if not hosts:
+        return connections, failures
+    with ThreadPoolExecutor(max_workers=min(PREFLIGHT_CONCURRENCY, len(hosts))) as pool:
+        for name, result in pool.map(connect, hosts):
+            if isinstance(result, TransportError):
+                failures[name] = result
+            else:
+                connections[name] = result
+    return connections, failures
+
+
+def _health_steps(plan: Plan, phase: str) -> list[PlanStep]:
+    steps = []
+    for hp in plan.health:
+        hosts = hp.hosts_before if phase == "before" else hp.hosts_after
+        step = hp.check.as_step()
+        steps.append(
+            PlanStep(
+                id=step.id,
+                step=step,
+                hosts=hosts,
+                needs=[],
+                active=plan.from_site if phase == "before" else plan.to_site,
+            )
+        )
+    return steps
+
+
+def _check_source_health(plan: Plan, connections: Mapping[str, Connection]) -> list[str]:
+    """One poll of each health entry at the active site; returns what failed (empty: healthy)."""
+    from dataclasses import replace
+
+    failures: list[str] = []
+    scratch = Journal(Path(os.devnull), fsync=False)
+    ex = Executor(plan, connections, scratch, Path(os.devnull), gate=lambda *_: True)
+    for ps in _health_steps(plan, "before"):
+        once = replace(ps, step=replace(ps.step, timeout=max(ps.step.timeout, 1.0), interval=0.0))
+        for host in ps.hosts:
+            out = ex.poll_once(once, host)
+            if not out:
+                failures.append(f"health '{ps.step.name}' on {host.name}")
+    return failures
+
+
+def execute(plan: Plan, state_dir: Path, opts: RunOptions) -> tuple[int, dict[str, Any]]:
+    """Run ``plan`` end to end; returns the exit code and the summary."""
+    run_id = new_run_id(state_dir, plan.direction, plan.to_site)
+    plan.run_id = run_id
+    with run_lock(state_dir, run_id):
+        return _execute_locked(plan, state_dir, opts, run_id)
+
+
+def _execute_locked(
+    plan: Plan, state_dir: Path, opts: RunOptions, run_id: str
+) -> tuple[int, dict[str, Any]]:
+    from orchestrator.live import attach_output
+
+    hosts = plan.hosts()
+    connections, failures = _connect_all(plan, hosts)
+    try:
+        unreachable: dict[str, str] = {}
+        if failures:
+            tolerated = {
+                n: e
+                for n, e in failures.items()
+                if plan.emergency and plan.inventory.host(n).site == plan.source
+            }
+            fatal = {n: e for n, e in failures.items() if n not in tolerated}
+            if fatal:
+                lines = "; ".join(f"{e}" for e in fatal.values())
+                raise PreflightError(f"pre-flight failed, nothing was changed: {lines}")
+            unreachable = {n: str(e) for n, e in tolerated.items()}
+        if plan.direction == FAILOVER and not plan.emergency and opts.check_source_health:
+            bad = _check_source_health(plan, connections)
+            if bad:
+                raise RefusedError(
+                    f"the service is not healthy at {plan.source} ({', '.join(bad)}); refusing "
+                    "to fail over (use --emergency if the source is really gone)"
+                )
+        if opts.before_run:
+            opts.before_run(plan)
+        return _run(plan, state_dir, opts, run_id, connections, unreachable, attach_output)
+    finally:
+        for conn in connections.values():
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
+def _run(
+    plan: Plan,
+    state_dir: Path,
+    opts: RunOptions,
+    run_id: str,
+    connections: Mapping[str, Connection],
+    unreachable: Mapping[str, str],
+    attach_output: Callable[..., Any],
+) -> tuple[int, dict[str, Any]]:
+    run_dir = runs_dir(state_dir) / run_id
+    run_dir.mkdir(parents=True)
+    doc = plan_document(plan)
+    doc["run_id"] = run_id
+    (run_dir / "plan.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    journal = Journal(run_dir / "journal.jsonl", plan.redactor)
+    rb = plan.runbook
+    journal.write(
+        "run_started",
+        0.0,
+        run_id=run_id,
+        runbook=rb.name,
+        direction=plan.direction,
+        source=plan.source,
+        target=plan.target,
+        moves_to=plan.to_site,
+        parent_run=plan.parent_run,
+        emergency=plan.emergency,
+        yes=opts.yes,
+        wall0=journal.wall0,
+        parent_start_wall=opts.parent_start_wall,
+        rto_target_s=rb.rto_target,
+        rpo_target=rb.rpo_target,
+        rpo_is_bytes=rb.rpo_is_bytes,
+        rpo_step=_rpo_step(plan),
+        rto_start=_rto_start(plan),
+        predicted_rto_s=plan.predicted_rto_s,
+        runbook_file=opts.runbook_file,
+        inventory_file=opts.inventory_file,
+        host_order=[h.name for h in plan.hosts()],
+        health_names=[hp.check.name for hp in plan.health],
+        unreachable=dict(unreachable),
+        steps=[
+            {
+                "id": ps.id,
+                "name": ps.step.name,
+                "kind": ps.step.kind.value,
+                "needs": ps.needs,
+                "undo_of": ps.undo_of,
+                "wave": ps.wave,
+                "hosts": [h.name for h in ps.hosts],
+                "idempotent": ps.step.idempotent,
+                "outcome_unknown": ps.outcome_unknown or None,
+            }
+            for ps in plan.steps.values()
+        ],
+    )
+    for event in opts.carried_events:
+        journal.write("step_carried", 0.0, **event)
+    gate = Gate(opts.yes, opts.interactive)
+    ex = Executor(
+        plan,
+        connections,
+        journal,
+        run_dir,
+        max_parallel=opts.max_parallel,
+        gate=gate,
+        unreachable=unreachable,
+        carried=opts.carried,
+        extra_results=opts.extra_results,
+    )
+    write_state(state_dir, last_run=run_id, running=run_id)
+    view = attach_output(plan, journal, opts)
+    gate.pause = getattr(view, "pause", None)
+    previous = _install_sigint(ex)
+    status, message = Status.SUCCEEDED, None
+    try:
+        outcomes = ex.run()
+        journal.write("steps_done")
+        statuses = {o.status for o in outcomes.values()}
+        if ex.stopping.is_set():
+            status, message = Status.CANCELLED, "cancelled by the operator"
+        elif ex.aborted_by is not None:
+            status = Status.FAILED
+            message = f"step '{ex.aborted_by}' failed; the run stopped"
+        elif Status.FAILED in statuses and not all(
+            ex._tolerated(plan.steps[s]) for s, o in outcomes.items() if o.status is Status.FAILED
+        ):
+            status, message = Status.FAILED, "a step failed"
+        if status is Status.SUCCEEDED and plan.health:
+            held = _poll_health_after(plan, ex, journal)
+            if ex.stopping.is_set():
+                status, message = Status.CANCELLED, "cancelled by the operator"
+            elif not held:
+                status, message = Status.FAILED, f"health never held at {plan.to_site}"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    exit_code = {
+        Status.SUCCEEDED: EXIT_OK,
+        Status.FAILED: EXIT_FAILED,
+        Status.CANCELLED: EXIT_CANCELLED,
+    }[status]
+    journal.write("run_finished", status=status.value, exit_code=exit_code, message=message)
+    summary = build_summary(_read(journal))
+    if status is Status.SUCCEEDED and summary["rto"]["met"] is False:
+        exit_code = EXIT_RTO_MISSED
+        summary["exit_code"] = exit_code
+    journal.close()
+    view.close(summary)
+    summary = plan.redactor.deep(summary)
+    _write_json(run_dir / "summary.json", summary)
+    changes: dict[str, Any] = {"last_run": run_id, "running": None}
+    if status is Status.SUCCEEDED:
+        changes["active"] = plan.to_site
+        changes["active_since"] = summary["finished_at"]
+    write_state(state_dir, **changes)
+    return exit_code, summary
+
+
+def _rpo_step(plan: Plan) -> str | None:
+    name = plan.runbook.rpo_step
+    if plan.direction == FAILBACK:
+        return None
+    return name
+
+
+def _rto_start(plan: Plan) -> str | None:
+    return plan.runbook.rto_start if plan.direction == FAILOVER else None
+
+
+def _read(journal: Journal) -> list[dict[str, Any]]:
+    from orchestrator.journal import read_journal
+
+    return read_journal(journal.path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def _install_sigint(ex: Executor) -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        ex.interrupt()
+        if ex.cancel.is_set():
+            print("\ndrx: cancelling running commands", file=sys.stderr)
+        else:
+            print(
+                "\ndrx: stopping — no new steps start; running commands finish "
+                "(Ctrl-C again to cancel them)",
+                file=sys.stderr,
+            )
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _poll_health_after(plan: Plan, ex: Executor, journal: Journal) -> bool:
+    """Poll every health entry at the site the run moves to; True once all hold."""
+    journal.write("health_polling", site=plan.to_site)
+    steps = _health_steps(plan, "after")
+    with ThreadPoolExecutor(max_workers=max(1, len(steps))) as pool:
+        results = list(pool.map(ex.run_health, steps))
+    if all(ok for ok, _ in results):
+        held_t = max(t for _, t in results)
+        journal.write("health_held", held_t, site=plan.to_site)
+        return True
+    journal.write("health_timeout", site=plan.to_site)
+    return False

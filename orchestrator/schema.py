@@ -1,0 +1,168 @@
+"""Small helpers shared by the runbook and inventory loaders: field checks that collect problems
+(with a "did you mean" hint) instead of stopping at the first."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.errors import Problem
+from orchestrator.units import parse_duration
+from orchestrator.yamlsrc import LList, LMap
+
+
+def suggest(word: str, choices: Iterable[str]) -> str | None:
+    """A "did you mean" hint for a misspelt name, or None."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+@dataclass
+class Where:
+    """Where a mapping came from: its file, and the step id to name in problems (if any)."""
+
+    file: str
+    step: str | None = None
+
+    def problem(
+        self, line: int | None, message: str, hint: str | None = None, severity: str = "error"
+    ) -> Problem:
+        return Problem(self.file, line, message, step=self.step, hint=hint, severity=severity)
+
+
+class Fields:
+    """Reads typed fields out of one YAML mapping, recording a problem for each bad one."""
+
+    def __init__(self, data: LMap, where: Where, problems: list[Problem], what: str):
+        self.data = data
+        self.where = where
+        self.problems = problems
+        self.what = what
+
+    def line(self, key: str | None = None) -> int:
+        return self.data.line_of(key) if key is not None else self.data.line
+
+    def error(self, key: str | None, message: str, hint: str | None = None) -> None:
+        self.problems.append(self.where.problem(self.line(key), message, hint))
+
+    def check_known(self, allowed: Iterable[str]) -> None:
+        allowed = list(allowed)
+        for key in self.data:
+            if key not in allowed:
+                self.error(key, f"unknown field '{key}' in {self.what}", suggest(key, allowed))
+
+    def require(self, key: str) -> bool:
+        if key not in self.data or self.data[key] is None:
+            self.error(None, f"missing required field '{key}' in {self.what}")
+            return False
+        return True
+
+    def _typed(self, key: str, ok: Callable[[Any], bool], expected: str, default: Any) -> Any:
+        if key not in self.data or self.data[key] is None:
+            return default
+        value = self.data[key]
+        if not ok(value):
+            self.error(key, f"field '{key}' must be {expected}, not {type_name(value)}")
+            return default
+        return value
+
+    def str(self, key: str, default: Any = None) -> Any:
+        return self._typed(key, lambda v: isinstance(v, str), "a string", default)
+
+    def text(self, key: str, default: Any = None) -> Any:
+        """A string, also accepting numbers (written as text in commands)."""
+        value = self._typed(
+            key,
+            lambda v: isinstance(v, str | int | float) and not isinstance(v, bool),
+            "a string",
+            default,
+        )
+        return str(value) if value is not None and value is not default else value
+
+    def bool(self, key: str, default: bool = False) -> bool:
+        return bool(self._typed(key, lambda v: isinstance(v, bool), "true or false", default))
+
+    def int(self, key: str, default: Any = None, minimum: int = 0) -> Any:
+        value = self._typed(
+            key, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", default
+        )
+        if isinstance(value, int) and value < minimum:
+            self.error(key, f"field '{key}' must be at least {minimum}")
+            return default
+        return value
+
+    def mapping(self, key: str) -> LMap:
+        value = self._typed(key, lambda v: isinstance(v, dict), "a mapping", None)
+        if value is None:
+            empty = LMap()
+            empty.line, empty.column, empty.key_lines = self.line(key), 0, {}
+            return empty
+        return value  # type: ignore[no-any-return]
+
+    def str_list(self, key: str) -> list[str]:
+        """A list of strings; a single string is accepted as a one-item list."""
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.error(key, f"field '{key}' must be a string or a list of strings")
+            return []
+        return list(value)
+
+    def duration(self, key: str, default: float | None = None) -> float | None:
+        if key not in self.data or self.data[key] is None:
+            return default
+        try:
+            return parse_duration(self.data[key])
+        except ValueError as exc:
+            self.error(key, f"field '{key}': {exc}")
+            return default
+
+    def env(self, key: str = "env") -> dict[str, str]:
+        value = self.mapping(key)
+        env: dict[str, str] = {}
+        for name, item in value.items():
+            if not isinstance(item, str | int | float) or isinstance(item, bool):
+                self.error(key, f"env '{name}' must be a string")
+                continue
+            env[str(name)] = str(item)
+        return env
+
+
+def as_mapping(value: Any, where: Where, line: int, what: str, problems: list[Problem]) -> LMap:
+    """``value`` if it is a mapping; otherwise record a problem and return an empty one."""
+    if isinstance(value, LMap):
+        return value
+    problems.append(where.problem(line, f"{what} must be a mapping, not {type_name(value)}"))
+    empty = LMap()
+    empty.line, empty.column, empty.key_lines = line, 0, {}
+    return empty
+
+
+def as_list(value: Any, where: Where, line: int, what: str, problems: list[Problem]) -> LList:
+    if isinstance(value, LList):
+        return value
+    problems.append(where.problem(line, f"{what} must be a list, not {type_name(value)}"))
+    empty = LList()
+    empty.line, empty.column, empty.item_lines = line, 0, []
+    return empty

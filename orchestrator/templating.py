@@ -1,0 +1,198 @@
+"""The one Jinja2 environment of drx: StrictUndefined, ``quote`` and ``seconds`` filters, and the
+template context of SPEC §4 (with placeholders for values known only at run time)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+import jinja2.sandbox
+
+from orchestrator.units import parse_duration
+
+SECRET_SUFFIXES = ("_secret", "_password", "_token", "_key")
+
+
+class Placeholder:
+    """A value known only at run time (``steps['x'].value`` in a dry run).
+
+    It renders as ``<output of x>``, survives ``quote`` unchanged, and compares as false, so
+    previews and validation can render every template without the run having happened.
+    """
+
+    def __init__(self, label: str):
+        self._label = label
+
+    def __str__(self) -> str:
+        return f"<{self._label}>"
+
+    __repr__ = __str__
+
+    def __getattr__(self, name: str) -> Placeholder:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Placeholder(f"{self._label}.{name}")
+
+    def __getitem__(self, key: object) -> Placeholder:
+        return Placeholder(f"{self._label}[{key!r}]")
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = object.__hash__
+
+    def _cmp(self, other: object) -> bool:
+        return False
+
+    __lt__ = __le__ = __gt__ = __ge__ = _cmp
+
+    def _arith(self, other: object) -> Placeholder:
+        return self
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = _arith
+
+    def __float__(self) -> float:
+        return 0.0
+
+    def __int__(self) -> int:
+        return 0
+
+
+def quote(value: Any) -> str:
+    """POSIX shell quoting; placeholders pass through so previews stay readable."""
+    if isinstance(value, Placeholder):
+        return str(value)
+    return shlex.quote(str(value))
+
+
+def seconds(value: Any) -> float:
+    if isinstance(value, Placeholder):
+        return 0.0
+    return parse_duration(value)
+
+
+class StepAccessError(jinja2.exceptions.UndefinedError):
+    """A template reads ``steps['x']`` where x is not among the step's transitive needs."""
+
+
+class StepsView(Mapping[str, Any]):
+    """``steps`` in templates: results of finished steps, limited to the step's ancestors."""
+
+    def __init__(
+        self,
+        allowed: Iterable[str],
+        results: Mapping[str, Any] | None = None,
+        *,
+        for_step: str | None = None,
+    ):
+        self._allowed = frozenset(allowed)
+        self._results = results or {}
+        self._for = for_step
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._allowed:
+            owner = f"step '{self._for}'" if self._for else "this template"
+            raise StepAccessError(
+                f"steps['{key}'] is not available: '{key}' is not among the needs of {owner} "
+                f"(add it to needs, directly or through another step)"
+            )
+        if key in self._results:
+            return self._results[key]
+        return Placeholder(f"output of {key}")
+
+    def __iter__(self) -> Any:
+        return iter(self._allowed)
+
+    def __len__(self) -> int:
+        return len(self._allowed)
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
+    )
+    env.filters["quote"] = quote
+    env.filters["seconds"] = seconds
+    return env
+
+
+ENV = _env()
+
+
+@lru_cache(maxsize=4096)
+def compile_template(source: str) -> jinja2.Template:
+    return ENV.from_string(source)
+
+
+@lru_cache(maxsize=4096)
+def compile_expression(source: str) -> Callable[..., Any]:
+    return ENV.compile_expression(source, undefined_to_none=False)
+
+
+def render(source: str, context: Mapping[str, Any]) -> str:
+    """Render a template (commands, prompts)."""
+    if "{" not in source:
+        return source
+    return compile_template(source).render(context)
+
+
+def evaluate(source: str, context: Mapping[str, Any]) -> Any:
+    """Evaluate an expression (``until``, ``when``)."""
+    return compile_expression(source)(**context)
+
+
+def is_secret_name(name: str) -> bool:
+    return name.lower().endswith(SECRET_SUFFIXES)
+
+
+class Redactor:
+    """Replaces every secret value with ``***`` in text drx writes or prints."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        values = sorted({s for s in secrets if s and len(s) >= 1}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub("***", text)
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def deep(self, value: Any) -> Any:
+        """Redact strings inside nested JSON-like data."""
+        if self._pattern is None:
+            return value
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {k: self.deep(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.deep(v) for v in value]
+        return value
+
+
+def collect_secrets(variables: Mapping[str, Any], extra: Iterable[str] = ()) -> list[str]:
+    """Secret values: variables named ``*_secret|_password|_token|_key`` (any depth) + extra."""
+    found = [str(v) for v in extra]
+
+    def walk(mapping: Mapping[str, Any]) -> None:
+        for key, value in mapping.items():
+            if isinstance(value, Mapping):
+                walk(value)
+            elif is_secret_name(str(key)) and value is not None and str(value):
+                found.append(str(value))
+
+    walk(variables)
+    return found

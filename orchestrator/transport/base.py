@@ -1,0 +1,236 @@
+"""The transport interface: connect once per host, run many commands on that connection."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+#: How much of a command's output is kept in memory (and in the journal/reports): the rest is only
+#: in the per-attempt log file.
+TAIL_BYTES = 4096
+#: How much of stdout is kept in memory for ``capture`` and for ``steps[...].stdout``.
+STDOUT_KEEP_BYTES = 64 * 1024
+
+Redactor = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Everything a transport needs to reach one host (inventory settings already merged)."""
+
+    name: str
+    address: str
+    transport: str = "ssh"  # "ssh" | "local"
+    port: int = 22
+    user: str = "root"
+    identity_file: str | None = None
+    known_hosts: str | None = "~/.ssh/known_hosts"
+    host_key_policy: str = "strict"  # strict | accept-new | ignore
+    connect_timeout: float = 10.0
+    proxy_jump: str | None = None  # "user@host:port"
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CommandResult:
+    """What one command on one host did.
+
+    ``rc`` is None when the command never produced an exit status (timeout, cancel, lost link);
+    ``error`` then says why: "timeout", "cancelled", "unreachable", "disconnected", ...
+    """
+
+    rc: int | None
+    stdout: str  # at most STDOUT_KEEP_BYTES (the last part), redacted
+    output_tail: str  # last TAIL_BYTES of stdout+stderr interleaved, redacted
+    duration_s: float
+    started_mono: float
+    ended_mono: float
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and self.error is None
+
+
+class Connection(Protocol):
+    """An open connection to one host, reused for every command of a run; thread-safe for
+    concurrent ``run`` calls (one channel/process each)."""
+
+    host: HostSpec
+
+    def run(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        sudo: bool = False,
+        log_path: Path | None = None,
+        redact: Redactor | None = None,
+        cancel: CancelToken | None = None,
+    ) -> CommandResult:
+        """Run ``command`` (a POSIX shell string) and wait for it.
+
+        - ``env`` (merged over ``host.env``) is exported to the command.
+        - ``sudo`` runs it through ``sudo -n``.
+        - full stdout+stderr are streamed (redacted, line by line) to ``log_path`` if given; only
+          bounded tails stay in memory.
+        - on ``timeout`` the command *and its children* are killed on the host, and the result has
+          ``error="timeout"``, ``rc=None``.
+        - when ``cancel`` fires (second Ctrl-C) the command is killed likewise, ``error="cancelled"``.
+        Never raises for a failing command; raises ``TransportError`` only if the connection is lost.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+class CancelToken:
+    """Set once to ask running commands to stop; commands poll ``is_set`` or wait on ``event``."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.event = threading.Event()
+
+    def set(self) -> None:
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+class Transport(Protocol):
+    """Opens connections of one kind."""
+
+    def connect(self, host: HostSpec) -> Connection:
+        """Open (and authenticate) a connection; raise ``HostUnreachable``,
+        ``AuthenticationFailed`` or ``HostKeyError`` on failure."""
+        ...
+
+
+# --- helpers shared by the transports -------------------------------------------------------
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: A partial line longer than this is written out in pieces so that a command printing a huge
+#: line without newlines cannot grow memory; a secret straddling such a forced cut may then
+#: escape redaction (lines this long are not expected to carry secrets).
+MAX_PARTIAL_LINE = 1024 * 1024
+
+
+def shell_command(command: str, env: Mapping[str, str], sudo: bool) -> str:
+    """Build the POSIX shell text that runs ``command`` with ``env`` exported, under ``sudo -n``
+    if asked.
+
+    The exports are part of the command text (not protocol-level env, which sshd only passes
+    through ``AcceptEnv``), and they go *inside* the ``sudo`` shell, because sudo resets the
+    environment. Raises ``ValueError`` for a variable name the shell cannot export.
+    """
+    lines = []
+    for key, value in env.items():
+        if not _ENV_NAME.match(key):
+            raise ValueError(f"invalid environment variable name {key!r}")
+        lines.append(f"export {key}={shlex.quote(str(value))}\n")
+    body = "".join(lines) + command
+    if sudo:
+        return f"exec sudo -n sh -c {shlex.quote(body)}"
+    return body
+
+
+class _BoundedText:
+    """The last ``limit`` bytes of a stream of text, kept in amortised O(1) per append."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._parts: deque[str] = deque()
+        self._chars = 0
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        # A character is at least one byte, so keeping ``limit`` characters always
+        # keeps at least ``limit`` bytes; the exact byte cut happens in ``value``.
+        if len(text) >= self.limit:
+            self._parts.clear()
+            text = text[-self.limit :]
+            self._chars = 0
+        self._parts.append(text)
+        self._chars += len(text)
+        while self._parts and self._chars - len(self._parts[0]) >= self.limit:
+            self._chars -= len(self._parts.popleft())
+
+    def value(self) -> str:
+        data = "".join(self._parts).encode("utf-8")
+        if len(data) > self.limit:
+            # Cutting may split a multi-byte character: drop the fragment rather than show junk.
+            return data[-self.limit :].decode("utf-8", "ignore")
+        return data.decode("utf-8")
+
+
+class OutputCollector:
+    """Where a running command's output goes: the full text, redacted, to an optional log file;
+    bounded tails (``TAIL_BYTES`` interleaved, ``STDOUT_KEEP_BYTES`` of stdout) in memory.
+
+    Output is cut at line ends before redaction, per stream, so a secret split across two reads
+    is still redacted; the tails are built from the redacted text, so they never hold a secret.
+    Memory stays bounded whatever the command prints.
+    """
+
+    def __init__(self, log_path: Path | None = None, redact: Redactor | None = None) -> None:
+        self._redact = redact
+        self._log: IO[str] | None = None
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._pending = {"stdout": bytearray(), "stderr": bytearray()}
+        self._tail = _BoundedText(TAIL_BYTES)
+        self._stdout = _BoundedText(STDOUT_KEEP_BYTES)
+
+    def feed(self, stream: str, data: bytes) -> None:
+        """Take raw bytes read from ``stream`` ("stdout" or "stderr")."""
+        buf = self._pending[stream]
+        buf += data
+        cut = buf.rfind(b"\n")
+        if cut >= 0:
+            self._emit(stream, bytes(buf[: cut + 1]))
+            del buf[: cut + 1]
+        elif len(buf) > MAX_PARTIAL_LINE:
+            self._emit(stream, bytes(buf))
+            buf.clear()
+
+    def _emit(self, stream: str, block: bytes) -> None:
+        # A block holds whole lines (a newline byte never occurs inside a UTF-8 sequence).
+        text = block.decode("utf-8", "replace")
+        if self._redact is not None:
+            text = self._redact(text)
+        if self._log is not None:
+            self._log.write(text)
+            self._log.flush()  # the log is what people watch while a step runs
+        self._tail.add(text)
+        if stream == "stdout":
+            self._stdout.add(text)
+
+    def close(self) -> None:
+        """Flush unterminated last lines and close the log file; idempotent."""
+        for stream, buf in self._pending.items():
+            if buf:
+                self._emit(stream, bytes(buf))
+                buf.clear()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    @property
+    def stdout(self) -> str:
+        """The last ``STDOUT_KEEP_BYTES`` of stdout, redacted."""
+        return self._stdout.value()
+
+    @property
+    def tail(self) -> str:
+        """The last ``TAIL_BYTES`` of stdout and stderr as they interleaved, redacted."""
+        return self._tail.value()

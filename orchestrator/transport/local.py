@@ -1,0 +1,237 @@
+"""The local transport: commands run on the control machine itself, through ``/bin/sh -c``.
+
+Same contract as the SSH transport (env exports, ``sudo -n``, streamed redacted log, bounded
+tails, timeout and cancel that kill the whole process tree). Each command runs in a session of
+its own (``start_new_session``): a Ctrl-C sent to drx's process group is drx's to handle and
+must not reach the commands directly; and the session's process group is what a timeout kills.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from orchestrator.transport.base import (
+    CancelToken,
+    CommandResult,
+    HostSpec,
+    OutputCollector,
+    Redactor,
+    shell_command,
+)
+
+READ_SIZE = 1024 * 1024
+#: How often a running command looks at its CancelToken.
+CANCEL_POLL_S = 0.05
+
+
+class LocalConnection:
+    """Runs commands for one inventory host on the control machine (``address`` is ignored)."""
+
+    def __init__(self, host: HostSpec, *, kill_grace_s: float = 2.0) -> None:
+        self.host = host
+        self.kill_grace_s = kill_grace_s
+
+    def run(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        sudo: bool = False,
+        log_path: Path | None = None,
+        redact: Redactor | None = None,
+        cancel: CancelToken | None = None,
+    ) -> CommandResult:
+        """Run ``command``; see ``orchestrator.transport.base.Connection.run``."""
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        script = shell_command(command, {**self.host.env, **(env or {})}, sudo)
+        out = OutputCollector(log_path, redact)
+        rc: int | None = None
+        error: str | None = None
+        try:
+            if cancel is not None and cancel.is_set():
+                error = "cancelled"
+            else:
+                rc, error = self._run(script, sudo, out, deadline, cancel)
+        finally:
+            out.close()
+        ended = time.monotonic()
+        return CommandResult(
+            rc=rc,
+            stdout=out.stdout,
+            output_tail=out.tail,
+            duration_s=ended - started,
+            started_mono=started,
+            ended_mono=ended,
+            error=error,
+        )
+
+    def close(self) -> None:
+        """Nothing to close: every command's process ends with its ``run``."""
+
+    def _run(
+        self,
+        script: str,
+        sudo: bool,
+        out: OutputCollector,
+        deadline: float | None,
+        cancel: CancelToken | None,
+    ) -> tuple[int | None, str | None]:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+        reason: str | None = None
+        with selectors.DefaultSelector() as sel:
+            for fd in streams:
+                sel.register(fd, selectors.EVENT_READ)
+            try:
+                reason = self._pump(sel, streams, out, deadline, cancel)
+                if reason is None:
+                    reason = self._wait(proc, deadline, cancel)
+                if reason is None:
+                    # A negative returncode means "killed by signal N": report it the way a
+                    # shell would (128 + N), so rc is a plain exit code as over SSH.
+                    rc = proc.returncode
+                    return (128 - rc if rc < 0 else rc), None
+                self._kill_group(proc, sudo)
+                # Keep what the command printed before it died, without waiting for more.
+                self._pump(sel, streams, out, time.monotonic(), None)
+                return None, reason
+            finally:
+                proc.stdout.close()
+                proc.stderr.close()
+                if proc.poll() is None:
+                    # Only reached on an unexpected error (or KeyboardInterrupt) above.
+                    self._kill_group(proc, sudo)
+
+    @staticmethod
+    def _pump(
+        sel: selectors.BaseSelector,
+        streams: dict[int, str],
+        out: OutputCollector,
+        deadline: float | None,
+        cancel: CancelToken | None,
+    ) -> str | None:
+        """Move output to ``out`` until both pipes end; "timeout"/"cancelled" if that comes
+        first, else None."""
+        while sel.get_map():
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            now = time.monotonic()
+            wait = None if deadline is None else max(0.0, deadline - now)
+            if cancel is not None:
+                wait = CANCEL_POLL_S if wait is None else min(wait, CANCEL_POLL_S)
+            events = sel.select(wait)
+            for key, _ in events:
+                fd = int(key.fd)
+                data = os.read(fd, READ_SIZE)
+                if data:
+                    out.feed(streams[fd], data)
+                else:
+                    sel.unregister(fd)
+            if not events and deadline is not None and time.monotonic() >= deadline:
+                return "timeout"
+        return None
+
+    @staticmethod
+    def _wait(
+        proc: subprocess.Popen[bytes], deadline: float | None, cancel: CancelToken | None
+    ) -> str | None:
+        """Output has ended; wait for the process itself."""
+        while True:
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                return "timeout"
+            if cancel is not None:
+                wait = CANCEL_POLL_S if wait is None else min(wait, CANCEL_POLL_S)
+            try:
+                proc.wait(wait)
+                return None
+            except subprocess.TimeoutExpired:
+                continue
+
+    def _kill_group(self, proc: subprocess.Popen[bytes], sudo: bool) -> None:
+        """TERM the command's process group, KILL it after the grace period."""
+        pgid = proc.pid  # start_new_session: the shell leads its own group
+        self._signal_group(pgid, signal.SIGTERM, sudo)
+        give_up = time.monotonic() + self.kill_grace_s
+        while time.monotonic() < give_up:
+            proc.poll()  # reap our own child, else it stays in the group as a zombie
+            if not _group_alive(pgid):
+                break
+            time.sleep(0.02)
+        else:
+            self._signal_group(pgid, signal.SIGKILL, sudo)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(self.kill_grace_s)
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: signal.Signals, sudo: bool) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            # Members running as another user under sudo: ask sudo to deliver it.
+            if sudo:
+                subprocess.run(
+                    ["sudo", "-n", "kill", f"-{sig.name[3:]}", "--", f"-{pgid}"],
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    check=False,
+                )
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether process group ``pgid`` still has a member that is not a zombie (zombies are
+    dead, but ``killpg(pgid, 0)`` would still count them until they are reaped)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # no procfs: trust killpg
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after the command name (which may contain ") "): state, ppid, pgrp, ...
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+class LocalTransport:
+    """Opens ``LocalConnection``s; nothing to connect, so it never fails."""
+
+    def __init__(self, *, kill_grace_s: float = 2.0) -> None:
+        self.kill_grace_s = kill_grace_s
+
+    def connect(self, host: HostSpec) -> LocalConnection:
+        """Return a connection that runs ``host``'s commands on this machine."""
+        return LocalConnection(host, kill_grace_s=self.kill_grace_s)

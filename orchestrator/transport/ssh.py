@@ -1,0 +1,666 @@
+"""The SSH transport: one Fabric/Paramiko connection per host, one channel per command.
+
+Connections are established with Fabric's ``Connection`` (which also handles a ProxyJump-style
+bastion through ``gateway=``), but host keys are checked by drx itself against the inventory's
+known_hosts file and ``host_key_policy`` — Fabric on its own would accept any key — and no
+``~/.ssh/config`` is read, so what the inventory says is what happens.
+
+Commands do not go through Fabric's runner (which costs ~10 ms a command): each ``run`` opens a
+session channel on the Paramiko transport, reads stdout/stderr in one select loop and streams
+them through an ``OutputCollector``. TCP_NODELAY is set on the socket: without it every command
+on a reused connection waits ~40 ms on Nagle's algorithm against delayed ACKs.
+
+Killing on timeout/cancel: without a pty, closing a channel does not stop the remote command.
+sshd starts every session's shell as a session and process-group leader, so the wrapped command
+first prints ``$$`` (that group's id) on stderr behind a per-run random marker, which the reader
+strips; on timeout or cancel a second channel runs ``kill -TERM -PGID``, then ``kill -KILL``
+after a grace period, which ends the command and every child that did not leave the group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import select
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from fabric import Config
+from fabric import Connection as FabricConnection
+from paramiko.ssh_exception import (
+    AuthenticationException,
+    BadHostKeyException,
+    ChannelException,
+    PasswordRequiredException,
+    SSHException,
+)
+
+from orchestrator.errors import AuthenticationFailed, HostKeyError, HostUnreachable, TransportError
+from orchestrator.transport.base import (
+    CancelToken,
+    CommandResult,
+    HostSpec,
+    OutputCollector,
+    Redactor,
+    shell_command,
+)
+
+#: Bytes asked for per read; Paramiko hands over whatever is buffered up to this.
+READ_SIZE = 1024 * 1024
+#: How often a running command looks at its CancelToken.
+CANCEL_POLL_S = 0.05
+#: How long to wait for the process-group marker after a timeout if it has not arrived yet.
+MARKER_WAIT_S = 2.0
+#: stderr bytes to hold back while looking for the marker (login-shell noise may precede it).
+MARKER_SCAN_LIMIT = 64 * 1024
+#: SSH channel window: large enough that bulk output is not throttled by window updates.
+WINDOW_SIZE = 8 * 1024 * 1024
+
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+
+def parse_jump(jump: str, default_user: str) -> tuple[str, str, int]:
+    """Split a proxy_jump ``[user@]host[:port]`` (``[v6addr]:port`` allowed) into its parts."""
+    user, at, rest = jump.rpartition("@")
+    if not at:
+        user = default_user
+    port = 22
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        if tail.startswith(":"):
+            port = int(tail[1:])
+    elif rest.count(":") == 1:
+        host, _, port_text = rest.partition(":")
+        port = int(port_text)
+    else:
+        host = rest
+    if not host:
+        raise ValueError(f"bad proxy_jump {jump!r}: expected user@host:port")
+    return user or default_user, host, port
+
+
+def _tune_socket(sock: socket.socket) -> None:
+    """Set the options every drx SSH socket needs."""
+    # The single largest speed lever: a command on a reused connection takes ~2.5 ms instead of
+    # ~41 ms (Nagle's algorithm waiting for the peer's delayed ACK).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # A host that vanishes (power cut, partition) sends no FIN: keepalives and a user timeout
+    # turn that into a closed connection ("disconnected") within about half a minute instead of
+    # a command that waits forever.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", 15),
+        ("TCP_KEEPINTVL", 5),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", 30_000),
+    ):
+        if hasattr(socket, name):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):
+    """``strict``: a host whose key is not in known_hosts is refused."""
+
+    def __init__(self, host: str, via: str) -> None:
+        self.host, self.via = host, via
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        raise HostKeyError(
+            self.host,
+            f"{self.via}unknown host key for {hostname} ({key.get_name()} {key.fingerprint}); "
+            "add it to known_hosts or use host_key_policy accept-new",
+        )
+
+
+class _RecordNew(paramiko.MissingHostKeyPolicy):
+    """``accept-new``: a host not in known_hosts is trusted and its key appended to the file
+    (a *changed* key is still refused: Paramiko raises BadHostKeyException before asking)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        # ``hostname`` is already in known_hosts form: "[addr]:port" unless the port is 22.
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # A thread lock for this process, flock for other drx processes appending too.
+        with _KNOWN_HOSTS_LOCK, open(self.path, "a", encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                f.write(line)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+class _FabricConnection(FabricConnection):  # type: ignore[misc]
+    """Fabric's Connection, with the bastion's ``direct-tcpip`` channel opened under the
+    connect timeout (Fabric opens it with Paramiko's default of one hour)."""
+
+    open_timeout: float = 10.0
+
+    def open_gateway(self) -> Any:
+        if isinstance(self.gateway, FabricConnection):
+            self.gateway.open()
+            return self.gateway.transport.open_channel(
+                kind="direct-tcpip",
+                dest_addr=(self.host, int(self.port)),
+                src_addr=("", 0),
+                timeout=self.open_timeout,
+            )
+        return super().open_gateway()
+
+
+class _MarkerFilter:
+    """Takes the process-group marker line out of the stderr stream and remembers the id."""
+
+    def __init__(self, marker: bytes) -> None:
+        self.marker = marker
+        self.pgid: int | None = None
+        self.done = False
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> bytes:
+        """Return the stderr bytes that may be passed on now."""
+        if self.done:
+            return data
+        self._buf += data
+        start = self._buf.find(self.marker)
+        if start >= 0:
+            end = self._buf.find(b"\n", start)
+            if end < 0:
+                return b""
+            value = bytes(self._buf[start + len(self.marker) : end])
+            self.pgid = int(value) if value.isdigit() else None
+            rest = bytes(self._buf[:start] + self._buf[end + 1 :])
+            self.done = True
+            self._buf.clear()
+            return rest
+        if len(self._buf) > MARKER_SCAN_LIMIT:
+            return self.flush()
+        return b""
+
+    def flush(self) -> bytes:
+        """Give up looking (end of stream): return whatever was held back."""
+        self.done = True
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
+
+
+def _kill_script(pgid: int, grace_s: float) -> str:
+    """Shell text that ends process group ``pgid``: TERM, then KILL if still alive after
+    ``grace_s``.
+
+    ``kill -SIG -PGID`` is the form both dash and bash accept (dash rejects ``--``). Liveness is
+    read from ``ps`` where it exists, ignoring zombies: ``kill -0`` also counts dead children
+    that an init slow to reap has not collected yet, which would always cost the full grace.
+    """
+    rounds = max(1, round(grace_s / 0.05))
+    return (
+        "alive() {\n"
+        "  if s=$(ps -A -o pgid= -o stat= 2>/dev/null); then\n"
+        f"    printf '%s\\n' \"$s\" | awk '$1 == {pgid} && $2 !~ /^Z/ {{ f = 1 }} END {{ exit !f }}'\n"
+        "  else\n"
+        f"    kill -0 -{pgid} 2>/dev/null\n"
+        "  fi\n"
+        "}\n"
+        f"kill -TERM -{pgid} 2>/dev/null || exit 0\n"
+        "i=0\n"
+        "while alive; do\n"
+        f"  i=$((i+1)); if [ $i -gt {rounds} ]; then kill -KILL -{pgid} 2>/dev/null; exit 0; fi\n"
+        "  sleep 0.05\n"
+        "done\n"
+    )
+
+
+class SSHConnection:
+    """An open, authenticated SSH connection to one host (plus its bastion, if any).
+
+    Thread-safe: concurrent ``run`` calls each get their own channel, at most ``max_sessions``
+    at once (further calls wait for a free one).
+    """
+
+    def __init__(
+        self,
+        host: HostSpec,
+        conn: Any,
+        bastion: Any | None,
+        *,
+        max_sessions: int,
+        kill_grace_s: float,
+    ) -> None:
+        self.host = host
+        self._conn = conn
+        self._bastion = bastion
+        self._transport: paramiko.Transport = conn.transport
+        self._slots = threading.BoundedSemaphore(max_sessions)
+        self._kill_grace_s = kill_grace_s
+        self._closed = False
+
+    @property
+    def paramiko_transport(self) -> paramiko.Transport:
+        """The underlying Paramiko transport (for diagnostics and tests)."""
+        return self._transport
+
+    @property
+    def alive(self) -> bool:
+        """Whether the connection is still up."""
+        return not self._closed and self._transport.is_active()
+
+    # --- running --------------------------------------------------------------------------
+
+    def run(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        sudo: bool = False,
+        log_path: Path | None = None,
+        redact: Redactor | None = None,
+        cancel: CancelToken | None = None,
+    ) -> CommandResult:
+        """Run ``command`` on the host; see ``orchestrator.transport.base.Connection.run``."""
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        body = shell_command(command, {**self.host.env, **(env or {})}, sudo)
+        marker = f"drx-pgid-{secrets.token_hex(8)}:"
+        # The marker line goes first and on a line of its own: the shell runs it before it even
+        # parses the user's command, so a syntax error there cannot hide the process group.
+        script = f"printf '%s%s\\n' '{marker}' \"$$\" >&2\n{body}"
+        out = OutputCollector(log_path, redact)
+        rc: int | None = None
+        error: str | None = None
+        try:
+            error = self._acquire_slot(deadline, cancel)
+            if error is None:
+                try:
+                    rc, error = self._run_channel(script, marker, sudo, out, deadline, cancel)
+                finally:
+                    self._slots.release()
+        finally:
+            out.close()
+        ended = time.monotonic()
+        return CommandResult(
+            rc=rc,
+            stdout=out.stdout,
+            output_tail=out.tail,
+            duration_s=ended - started,
+            started_mono=started,
+            ended_mono=ended,
+            error=error,
+        )
+
+    def _acquire_slot(self, deadline: float | None, cancel: CancelToken | None) -> str | None:
+        """Wait for a free channel slot; return an error ("timeout"/"cancelled") or None."""
+        while True:
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                return "timeout"
+            if cancel is not None:
+                wait = CANCEL_POLL_S if wait is None else min(wait, CANCEL_POLL_S)
+            if self._slots.acquire(timeout=wait):
+                return None
+
+    def _open_channel(self) -> paramiko.Channel:
+        if self._closed:
+            raise TransportError(self.host.name, "connection closed")
+        try:
+            return self._transport.open_session(
+                window_size=WINDOW_SIZE, timeout=self.host.connect_timeout
+            )
+        except ChannelException as exc:
+            raise TransportError(self.host.name, f"channel refused: {exc}") from exc
+        except (SSHException, OSError, EOFError) as exc:
+            raise TransportError(self.host.name, f"connection lost: {exc}") from exc
+
+    def _run_channel(
+        self,
+        script: str,
+        marker: str,
+        sudo: bool,
+        out: OutputCollector,
+        deadline: float | None,
+        cancel: CancelToken | None,
+    ) -> tuple[int | None, str | None]:
+        chan = self._open_channel()
+        pg = _MarkerFilter(marker.encode())
+        try:
+            try:
+                chan.exec_command(script)
+                # No stdin: a command that reads it sees end-of-file at once (like ``ssh -n``).
+                chan.shutdown_write()
+            except (SSHException, OSError, EOFError):
+                return None, "disconnected"
+            reason = self._pump(chan, pg, out, deadline, cancel, until_eof=True)
+            if reason is None:
+                reason = self._wait_status(chan, deadline, cancel)
+            if reason is None:
+                if chan.exit_status >= 0:
+                    return chan.exit_status, None
+                # Channel closed without an exit status: either the link went down, or the
+                # command died of a signal (sshd reports "exit-signal", which Paramiko drops).
+                return None, "signal" if self._transport.is_active() else "disconnected"
+            if not self._transport.is_active():
+                return None, "disconnected"
+            if pg.pgid is None:
+                # The marker is the first thing the command prints: give it a moment to arrive.
+                self._pump(chan, pg, out, time.monotonic() + MARKER_WAIT_S, None, until_marker=True)
+            if pg.pgid is not None:
+                self._kill_remote(pg.pgid, sudo)
+            # Keep what the command printed before it died, without waiting for more.
+            self._pump(chan, pg, out, time.monotonic(), None, until_eof=True)
+            return None, reason
+        finally:
+            rest = pg.flush()
+            if rest:
+                out.feed("stderr", rest)
+            chan.close()
+
+    def _drain(self, chan: paramiko.Channel, pg: _MarkerFilter, out: OutputCollector) -> None:
+        if chan.recv_ready():
+            out.feed("stdout", chan.recv(READ_SIZE))
+        if chan.recv_stderr_ready():
+            data = pg.feed(chan.recv_stderr(READ_SIZE))
+            if data:
+                out.feed("stderr", data)
+
+    def _pump(
+        self,
+        chan: paramiko.Channel,
+        pg: _MarkerFilter,
+        out: OutputCollector,
+        deadline: float | None,
+        cancel: CancelToken | None,
+        *,
+        until_eof: bool = False,
+        until_marker: bool = False,
+    ) -> str | None:
+        """Move output from ``chan`` to ``out`` until end of output (or until the marker is
+        seen); return "timeout"/"cancelled" if that comes first, else None."""
+        while True:
+            self._drain(chan, pg, out)
+            if until_marker and pg.done:
+                return None
+            if chan.eof_received or chan.closed:
+                # EOF comes after the last data: one more read empties the buffers for good.
+                self._drain(chan, pg, out)
+                if not (chan.recv_ready() or chan.recv_stderr_ready()):
+                    rest = pg.flush()
+                    if rest:
+                        out.feed("stderr", rest)
+                    return None
+                continue
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return "timeout"
+            wait = None if deadline is None else deadline - now
+            if cancel is not None:
+                wait = CANCEL_POLL_S if wait is None else min(wait, CANCEL_POLL_S)
+            # Paramiko's channel fileno is a pipe that becomes readable on stdout or stderr data
+            # and at end of file.
+            select.select([chan], [], [], wait)
+
+    def _wait_status(
+        self, chan: paramiko.Channel, deadline: float | None, cancel: CancelToken | None
+    ) -> str | None:
+        """Output has ended; wait for the exit status (or the channel's close)."""
+        while True:
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return "timeout"
+            wait = None if deadline is None else deadline - now
+            if cancel is not None:
+                wait = CANCEL_POLL_S if wait is None else min(wait, CANCEL_POLL_S)
+            if chan.status_event.wait(wait):
+                return None
+
+    def _kill_remote(self, pgid: int, sudo: bool) -> None:
+        """End process group ``pgid`` on the host through a new channel (best effort: if the
+        link itself is gone, nothing can be done from here)."""
+        script = shell_command(_kill_script(pgid, self._kill_grace_s), {}, sudo)
+        give_up = time.monotonic() + self.host.connect_timeout + self._kill_grace_s + 1.0
+        while time.monotonic() < give_up:
+            try:
+                chan = self._transport.open_session(timeout=self.host.connect_timeout)
+            except ChannelException:
+                # Every session slot of the server is taken (MaxSessions): try again shortly.
+                time.sleep(0.05)
+                continue
+            except (SSHException, OSError, EOFError):
+                return
+            try:
+                chan.exec_command(script)
+                chan.shutdown_write()
+                chan.status_event.wait(max(0.0, give_up - time.monotonic()))
+            except (SSHException, OSError, EOFError):
+                pass
+            finally:
+                chan.close()
+            return
+
+    # --- closing --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection, its channels, and the bastion connection; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for conn in (self._conn, self._bastion):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                with contextlib.suppress(Exception):
+                    conn.client.close()
+
+    def __enter__(self) -> SSHConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SSHTransport:
+    """Opens ``SSHConnection``s.
+
+    ``max_sessions`` caps concurrent commands per connection; keep it below the servers'
+    ``MaxSessions`` (OpenSSH default 10) so that a kill channel always fits beside them.
+    ``kill_grace_s`` is how long a timed-out command gets between TERM and KILL.
+    """
+
+    def __init__(self, *, max_sessions: int = 8, kill_grace_s: float = 2.0) -> None:
+        self.max_sessions = max_sessions
+        self.kill_grace_s = kill_grace_s
+        self._keys: dict[tuple[str, int], paramiko.PKey] = {}
+        self._keys_lock = threading.Lock()
+
+    def connect(self, host: HostSpec) -> SSHConnection:
+        """Open and authenticate a connection to ``host`` (through its bastion, if any).
+
+        Raises ``HostUnreachable`` (refused, timed out, DNS, no banner), ``AuthenticationFailed``
+        or ``HostKeyError`` (unknown or changed key under the policy in force).
+        """
+        bastion = None
+        try:
+            if host.proxy_jump:
+                try:
+                    user, address, port = parse_jump(host.proxy_jump, host.user)
+                except ValueError as exc:
+                    raise HostUnreachable(host.name, str(exc)) from None
+                bastion = self._open(host, address, port, user, None, f"bastion {address}:{port}: ")
+            conn = self._open(host, host.address, host.port, host.user, bastion, "")
+        except BaseException:
+            if bastion is not None:
+                bastion.close()
+            raise
+        return SSHConnection(
+            host, conn, bastion, max_sessions=self.max_sessions, kill_grace_s=self.kill_grace_s
+        )
+
+    def _load_key(self, host: HostSpec, path: str) -> paramiko.PKey:
+        """Load (once per file version) the identity file's private key."""
+        full = os.path.expanduser(path)
+        try:
+            stamp = os.stat(full).st_mtime_ns
+        except OSError as exc:
+            raise AuthenticationFailed(host.name, f"identity file {path}: {exc.strerror}") from None
+        with self._keys_lock:
+            key = self._keys.get((full, stamp))
+            if key is None:
+                try:
+                    key = paramiko.PKey.from_path(full)
+                except PasswordRequiredException:
+                    raise AuthenticationFailed(
+                        host.name, f"identity file {path} is encrypted (no passphrase support)"
+                    ) from None
+                except (SSHException, OSError, ValueError) as exc:
+                    raise AuthenticationFailed(
+                        host.name, f"identity file {path} unreadable: {exc}"
+                    ) from None
+                self._keys[(full, stamp)] = key
+            return key
+
+    def _open(
+        self,
+        host: HostSpec,
+        address: str,
+        port: int,
+        user: str,
+        gateway: Any | None,
+        via: str,
+    ) -> Any:
+        """Open one Fabric connection (target or bastion) with drx's host key checking."""
+        timeout = host.connect_timeout
+        kwargs: dict[str, Any] = {
+            "timeout": timeout,
+            "banner_timeout": timeout,
+            "auth_timeout": timeout,
+            "channel_timeout": timeout,
+        }
+        if host.identity_file:
+            # Only the inventory's key: trying every key of an agent could exhaust the server's
+            # MaxAuthTries and would make behaviour depend on who runs drx.
+            kwargs.update(
+                pkey=self._load_key(host, host.identity_file),
+                look_for_keys=False,
+                allow_agent=False,
+            )
+        else:
+            kwargs.update(look_for_keys=True, allow_agent=True)
+        sock = None
+        if gateway is None:
+            sock = self._tcp_connect(host, address, port, via)
+            kwargs["sock"] = sock
+        # An explicit (empty) SSHConfig and lazy=True: no ~/.ssh/config, no Fabric config files.
+        config = Config(ssh_config=paramiko.SSHConfig(), lazy=True)
+        conn = _FabricConnection(
+            address,
+            user=user,
+            port=port,
+            config=config,
+            gateway=gateway if gateway is not None else False,
+            forward_agent=False,
+            connect_kwargs=kwargs,
+        )
+        conn.open_timeout = timeout
+        try:
+            self._apply_host_key_policy(conn.client, host, via)
+            conn.open()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                conn.client.close()
+            if sock is not None:
+                sock.close()
+            raise self._map_error(host, address, port, via, exc) from None
+        return conn
+
+    @staticmethod
+    def _tcp_connect(host: HostSpec, address: str, port: int, via: str) -> socket.socket:
+        """Open the TCP connection ourselves: options are set before the SSH handshake, and
+        the failure causes are told apart."""
+        where = f"{via}{address}:{port}"
+        try:
+            sock = socket.create_connection((address, port), timeout=host.connect_timeout)
+        except ConnectionRefusedError:
+            raise HostUnreachable(host.name, f"{where}: connection refused") from None
+        except TimeoutError:
+            raise HostUnreachable(
+                host.name, f"{where}: connect timed out after {host.connect_timeout:g}s"
+            ) from None
+        except socket.gaierror as exc:
+            raise HostUnreachable(host.name, f"{where}: cannot resolve: {exc.strerror}") from None
+        except OSError as exc:
+            raise HostUnreachable(host.name, f"{where}: {exc.strerror or exc}") from None
+        _tune_socket(sock)
+        return sock
+
+    @staticmethod
+    def _apply_host_key_policy(client: paramiko.SSHClient, host: HostSpec, via: str) -> None:
+        policy = host.host_key_policy
+        if policy == "ignore":
+            # Nothing loaded (a stale entry would otherwise still fail as "changed"); the base
+            # policy accepts whatever key is offered.
+            client.set_missing_host_key_policy(paramiko.MissingHostKeyPolicy())
+            return
+        if policy not in ("strict", "accept-new"):
+            raise HostKeyError(host.name, f"unknown host_key_policy {policy!r}")
+        path = Path(host.known_hosts).expanduser() if host.known_hosts else None
+        if path is not None:
+            try:
+                client.get_host_keys().load(str(path))
+            except FileNotFoundError:
+                pass  # every key is unknown: refused (strict) or recorded (accept-new)
+            except (OSError, SSHException, ValueError) as exc:
+                raise HostKeyError(host.name, f"cannot read known_hosts {path}: {exc}") from None
+        if policy == "strict":
+            client.set_missing_host_key_policy(_RejectUnknown(host.name, via))
+        elif path is None:
+            raise HostKeyError(host.name, "host_key_policy accept-new needs a known_hosts file")
+        else:
+            client.set_missing_host_key_policy(_RecordNew(path))
+
+    @staticmethod
+    def _map_error(
+        host: HostSpec, address: str, port: int, via: str, exc: BaseException
+    ) -> BaseException:
+        """Turn what connecting raised into drx's exception tree."""
+        where = f"{via}{address}:{port}"
+        if isinstance(exc, TransportError):
+            return exc
+        if isinstance(exc, BadHostKeyException):
+            return HostKeyError(
+                host.name,
+                f"{via}host key changed for {address}:{port}: known_hosts has "
+                f"{exc.expected_key.fingerprint}, server offers {exc.key.fingerprint}",
+            )
+        if isinstance(exc, AuthenticationException):
+            return AuthenticationFailed(host.name, f"{where}: authentication failed: {exc}")
+        if isinstance(exc, SSHException) and "authentication" in str(exc).lower():
+            return AuthenticationFailed(host.name, f"{where}: {exc}")
+        if isinstance(exc, ChannelException):
+            return HostUnreachable(host.name, f"{where}: bastion could not connect: {exc}")
+        if isinstance(exc, (SSHException, OSError, EOFError)):
+            text = str(exc) or type(exc).__name__
+            if "banner" in text:
+                text = f"no SSH banner within {host.connect_timeout:g}s ({text})"
+            return HostUnreachable(host.name, f"{where}: {text}")
+        return exc

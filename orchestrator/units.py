@@ -1,0 +1,66 @@
+"""Durations (``500ms``, ``30s``, ``5m``, ``1h30m``, plain seconds) and sizes (``512KB``)."""
+
+from __future__ import annotations
+
+import re
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB)\s*$", re.IGNORECASE)
+_SIZE_UNIT = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+
+
+def parse_duration(value: object) -> float:
+    """Return seconds for a duration; raise ValueError with a readable reason otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"negative duration: {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"not a duration: {value!r}")
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if seconds < 0:
+            raise ValueError(f"negative duration: {value!r}")
+        return seconds
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_S[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"bad duration {value!r} (use e.g. 500ms, 30s, 5m, 1h30m)")
+    return total
+
+
+def is_size(value: object) -> bool:
+    """True for a byte size such as ``0B`` or ``16MB``."""
+    return isinstance(value, str) and _SIZE.match(value) is not None
+
+
+def parse_size(value: str) -> int:
+    """Return bytes for ``0B``, ``512KB``, ``16MB`` (1 KB = 1024 B)."""
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError(f"bad size {value!r} (use e.g. 0B, 512KB, 16MB)")
+    return int(float(match.group(1)) * _SIZE_UNIT[match.group(2).lower()])
+
+
+def format_duration(seconds: float | None) -> str:
+    """A short human form: ``850ms``, ``12.3s``, ``4m05s``, ``1h02m``."""
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
