@@ -22,12 +22,16 @@ system-deps:
 	fi
 
 # A drill on the sample runbook with the local inventory (no SSH needed), then its report.
+# Each demo starts from a fresh simulated world and state dir (.drx/demo).
+demo: export DRX_STATE_DIR = .drx/demo
 demo: $(STAMP)
-	@rm -rf .drx/demo-world
-	$(BIN)/drx failback --yes --state-dir .drx >/dev/null 2>&1 || true
+	@rm -rf .drx/demo .drx/demo-world
+	$(BIN)/drx plan site-b
 	$(BIN)/drx failover site-b --yes
 	$(BIN)/drx report
-	$(BIN)/drx report --format html -o .drx/report.html
+	$(BIN)/drx report --format html -o .drx/demo/report.html
+	$(BIN)/drx failback --yes
+	$(BIN)/drx runs
 
 test: $(STAMP) system-deps
 	$(BIN)/pytest -q

@@ -17,6 +17,18 @@ from orchestrator.plan import Plan
 from orchestrator.units import format_duration
 
 _QUIET = {"poll", "host_started"}
+_NOT_LOGGED = {
+    "event",
+    "ts",
+    "steps",
+    "output_tail",
+    "stdout",
+    "host_order",
+    "wall0",
+    "health_names",
+    "parent_start_wall",
+    "unreachable",
+}
 
 
 def configure_logging(log_format: str, verbose: int) -> None:
@@ -42,8 +54,13 @@ def configure_logging(log_format: str, verbose: int) -> None:
 class LogView:
     """One log line per meaningful journal event (the non-terminal view)."""
 
-    def __init__(self, plan: Plan, journal: Journal, verbose: int, budget: BudgetWatcher):
-        self.log = structlog.get_logger("drx").bind(run_id=plan.run_id)
+    def __init__(
+        self, plan: Plan, journal: Journal, verbose: int, budget: BudgetWatcher, json_lines: bool
+    ):
+        log = structlog.get_logger("drx")
+        # JSON lines are for machines: every line names its run; a console line need not
+        self.log = log.bind(run_id=plan.run_id) if json_lines else log
+        self.json_lines = json_lines
         self.verbose = verbose
         self.budget = budget
         journal.listeners.append(self.on_event)
@@ -55,8 +72,7 @@ class LogView:
         fields = {
             k: v
             for k, v in e.items()
-            if k not in ("event", "ts", "steps", "output_tail", "stdout", "host_order", "wall0")
-            and v is not None
+            if k not in _NOT_LOGGED and v is not None and (self.json_lines or k != "t")
         }
         level = "info"
         if kind == "host_finished":
@@ -239,4 +255,4 @@ def attach_output(plan: Plan, journal: Journal, opts: Any) -> Any:
     )
     if use_live:
         return LiveView(plan, journal, budget)
-    return LogView(plan, journal, opts.verbose, budget)
+    return LogView(plan, journal, opts.verbose, budget, opts.log_format == "json")

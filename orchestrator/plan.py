@@ -548,3 +548,147 @@ def parse_cli_vars(pairs: Iterable[str], *, option: str = "--var") -> dict[str, 
             raise UsageError(f"{option} expects NAME=VALUE, got {pair!r}")
         result[key.strip()] = value
     return result
+
+
+# -- the reverse plan ---------------------------------------------------------------------------
+
+
+@dataclass
+class Undone:
+    """What a failover step did, as far as a failback needs to know."""
+
+    step_id: str
+    hosts: list[str]  # hosts to undo on: succeeded or outcome unknown
+    outcome_unknown: bool
+
+
+def undo_candidates(
+    runbook: Runbook, outcomes: Mapping[str, Any]
+) -> tuple[list[Undone], list[dict[str, str]]]:
+    """Which failover steps a failback undoes, on which hosts; and which it leaves out, why."""
+    undone: list[Undone] = []
+    left_out: list[dict[str, str]] = []
+    by_id = runbook.by_id
+    for sid, out in outcomes.items():
+        step = by_id.get(sid)
+        status = getattr(out.status, "value", out.status)
+        if step is None:
+            left_out.append({"id": sid, "reason": "no longer in the runbook"})
+            continue
+        good = [h for h, o in out.hosts.items() if o.status.value == "succeeded"]
+        unsure = [h for h, o in out.hosts.items() if o.status.value in ("unknown", "cancelled")]
+        in_flight = status == "unknown" or (status == "cancelled" and out.outcome_unknown)
+        if status == "succeeded" or (status == "failed" and good) or in_flight:
+            if step.undo is None:
+                left_out.append({"id": sid, "reason": f"{status}, but has no undo"})
+                continue
+            hosts = good + unsure if in_flight else good
+            if step.kind in (StepKind.MANUAL, StepKind.WAIT):
+                hosts = []
+            undone.append(Undone(sid, hosts, in_flight))
+        else:
+            left_out.append({"id": sid, "reason": f"{status}: nothing to undo"})
+    return undone, left_out
+
+
+def build_reverse_plan(
+    runbook: Runbook,
+    inventory: Inventory,
+    *,
+    source: str,
+    target: str,
+    parent_run: str,
+    outcomes: Mapping[str, Any],
+    cli_vars: Mapping[str, Any] | None = None,
+    secrets: Iterable[str] = (),
+    predictions: Mapping[str, float] | None = None,
+    predicted_health_s: float | None = None,
+) -> Plan:
+    """The failback of a failover run: one node per step it did that has an undo, every edge
+    reversed, steps without undo bridged; health polled at the original source."""
+    # The failover's own plan gives hosts, the DAG and the readable sets of each step.
+    forward = build_plan(
+        runbook,
+        inventory,
+        target,
+        source=source,
+        cli_vars=cli_vars,
+        secrets=secrets,
+        check_undo=False,
+    )
+    undone, left_out = undo_candidates(runbook, outcomes)
+    problems: list[Problem] = []
+    plan = replace(
+        forward,
+        direction=FAILBACK,
+        steps={},
+        graph=nx.DiGraph(),
+        waves=[],
+        parent_run=parent_run,
+        left_out=left_out,
+        warnings=[],
+        predicted_health_s=predicted_health_s,
+    )
+    plan.health = []
+    for hp in forward.health:  # before: at the failover's target; after: at the source
+        aliases_after = plan.aliases(plan.to_site)
+        after = _resolve(inventory, hp.check.hosts, aliases_after, lambda m, h: None)
+        before = _resolve(
+            inventory, hp.check.hosts, plan.aliases(plan.from_site), lambda m, h: None
+        )
+        plan.health.append(HealthPlan(hp.check, before, after))
+    chosen = {u.step_id: u for u in undone}
+    order = [s.id for s in runbook.steps if s.id in chosen]
+    for index, sid in enumerate(order):
+        u = chosen[sid]
+        fps = forward.steps[sid]
+        undo = fps.step.undo
+        assert undo is not None
+        if undo.hosts != fps.step.hosts and undo.hosts:
+
+            def report(message: str, hint: str | None, _sid: str = sid) -> None:
+                problems.append(
+                    _problem(
+                        runbook, _sid, runbook.step(_sid).line_of("undo"), f"undo: {message}", hint
+                    )
+                )
+
+            hosts = _resolve(inventory, undo.hosts, plan.aliases(), report)
+        else:
+            wanted = set(u.hosts)
+            hosts = [h for h in fps.hosts if h.name in wanted]
+        node = f"undo-{sid}"
+        plan.graph.add_node(node, index=index)
+        plan.steps[node] = PlanStep(
+            id=node,
+            step=replace(undo, id=node),
+            hosts=hosts if undo.runs_commands else [],
+            needs=[],
+            index=index,
+            undo_of=sid,
+            outcome_unknown=u.outcome_unknown,
+            readable=fps.readable | {sid},
+        )
+    # reverse every edge, bridging through steps that are not undone: from each undone step,
+    # walk forward through steps that are not undone to the first undone ones
+    for a in order:
+        seen: set[str] = set()
+        stack = list(forward.graph.successors(a))
+        while stack:
+            b = stack.pop()
+            if b in seen:
+                continue
+            seen.add(b)
+            if b in chosen:  # b (transitively) needed a: undo-a needs undo-b
+                plan.graph.add_edge(f"undo-{b}", f"undo-{a}")
+            else:
+                stack.extend(forward.graph.successors(b))
+    for ps in plan.steps.values():
+        ps.needs = sorted(plan.graph.predecessors(ps.id), key=lambda n: plan.steps[n].index)
+    checker = _Checker(plan, problems)
+    for ps in plan.steps.values():
+        ps.preview = _check_step_templates(checker, plan, ps, ps.step, "undo")
+    if any(p.severity == "error" for p in problems):
+        raise ValidationError(problems)
+    finish_plan(plan, predictions or {})
+    return plan

@@ -80,3 +80,86 @@ def resolve_run(state_dir: Path, run_id: str | None) -> str:
     if not matches:
         raise UsageError(f"no run '{run_id}' in {state_dir}")
     raise UsageError(f"'{run_id}' matches several runs: {', '.join(matches)}")
+
+
+def outcomes_from_events(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What each step of a run did, per host, from its journal: ``StepOutcome`` objects with the
+    values and stdout tails later templates read. A step or host that started and never
+    finished is ``unknown`` (the controller died while it ran)."""
+    from orchestrator.executor import HostOutcome, Status, StepOutcome
+
+    outcomes: dict[str, StepOutcome] = {}
+    for e in events:
+        kind, sid = e["event"], e.get("step")
+        if not sid or sid.startswith("health:"):
+            continue
+        if kind == "step_started":
+            outcomes[sid] = StepOutcome(sid, Status.UNKNOWN, outcome_unknown=True)
+        elif kind == "step_carried":
+            out = StepOutcome(sid, Status.SUCCEEDED, value=e.get("value"))
+            out.attempts = e.get("attempts", 0)
+            for h in e.get("hosts", []):
+                out.hosts[h["host"]] = HostOutcome(
+                    h["host"],
+                    Status.SUCCEEDED,
+                    h.get("rc"),
+                    None,
+                    h.get("stdout", ""),
+                    h.get("value"),
+                    h.get("attempts", 1),
+                )
+            out.message = e.get("from_run")
+            outcomes[sid] = out
+        elif kind == "host_started" and sid in outcomes:
+            outcomes[sid].hosts[e["host"]] = HostOutcome(
+                e["host"], Status.UNKNOWN, attempts=e.get("attempt", 1)
+            )
+        elif kind == "host_finished" and sid in outcomes:
+            outcomes[sid].hosts[e["host"]] = HostOutcome(
+                e["host"],
+                Status(e.get("status", "failed")),
+                e.get("rc"),
+                e.get("error"),
+                e.get("stdout", ""),
+                e.get("value"),
+                e.get("attempt", 1),
+            )
+        elif kind == "step_finished":
+            out = outcomes.setdefault(sid, StepOutcome(sid, Status.NOT_RUN))
+            out.status = Status(e["status"])
+            out.error = e.get("error")
+            out.value = e.get("value")
+            out.attempts = e.get("attempts") or out.attempts
+            out.outcome_unknown = bool(e.get("outcome_unknown"))
+    return outcomes
+
+
+def carried_origin(events: list[dict[str, Any]], step_id: str, run_id: str) -> str:
+    """The run a succeeded step really ran in (resumed runs carry steps over)."""
+    for e in events:
+        if e["event"] == "step_carried" and e.get("step") == step_id:
+            return str(e.get("from_run") or run_id)
+    return run_id
+
+
+def run_start(events: list[dict[str, Any]]) -> dict[str, Any]:
+    if not events or events[0]["event"] != "run_started":
+        raise JournalError("journal does not start with run_started")
+    return events[0]
+
+
+def is_failed_back(summaries: list[dict[str, Any]], run_id: str) -> bool:
+    return any(s["direction"] == "failback" and s.get("parent_run") == run_id for s in summaries)
+
+
+def is_resumed(summaries: list[dict[str, Any]], run_id: str) -> bool:
+    return any(
+        s.get("parent_run") == run_id
+        and (s["direction"] == "failover" or _resumes_failback(summaries, s, run_id))
+        for s in summaries
+    )
+
+
+def _resumes_failback(summaries: list[dict[str, Any]], s: dict[str, Any], run_id: str) -> bool:
+    parent = next((p for p in summaries if p["run_id"] == run_id), None)
+    return parent is not None and parent["direction"] == "failback" and s["direction"] == "failback"

@@ -307,3 +307,265 @@ def status(state_dir: Path) -> str:
     holder = lock_holder(state_dir)
     lines.append(f"lock: held by {holder}" if holder else "lock: free")
     return "\n".join(lines) + "\n"
+
+
+def _confirm_unknown(yes: bool, interactive: bool) -> Any:
+    """Before a failback runs: undo steps whose outcome is unknown need --yes or a 'yes'."""
+
+    def check(plan: Any) -> None:
+        unknown = [ps.undo_of for ps in plan.steps.values() if ps.outcome_unknown]
+        if not unknown or yes:
+            return
+        names = ", ".join(unknown)
+        if interactive:
+            from rich.prompt import Confirm
+
+            if Confirm.ask(
+                f"The outcome of {names} is unknown (the controller stopped while it ran). "
+                "Undo it anyway?",
+                default=False,
+            ):
+                return
+        raise RefusedError(
+            f"the outcome of {names} is unknown (the run stopped while it ran); confirm at a "
+            "terminal or pass --yes to undo it anyway"
+        )
+
+    return check
+
+
+def failback_plan(
+    opts: Options,
+    run: str | None,
+    *,
+    cli_vars: Iterable[str],
+    secret_vars: Iterable[str],
+) -> Any:
+    """The reverse plan of a failover run (default: the latest not yet failed back)."""
+    from orchestrator.history import predictions_for
+    from orchestrator.plan import build_reverse_plan
+    from orchestrator.records import (
+        is_failed_back,
+        is_resumed,
+        load_events,
+        load_summaries,
+        outcomes_from_events,
+        resolve_run,
+    )
+
+    summaries = load_summaries(opts.state_dir)
+    if run is not None:
+        run_id = resolve_run(opts.state_dir, run)
+        summary = next(s for s in summaries if s["run_id"] == run_id)
+        if summary["direction"] == "failback":
+            raise RefusedError(
+                f"run {run_id} is a failback; to move the service again, run a failover"
+            )
+        if is_failed_back(summaries, run_id):
+            raise RefusedError(f"run {run_id} has already been failed back")
+    else:
+        candidates = [
+            s
+            for s in summaries
+            if s["direction"] == "failover"
+            and not is_failed_back(summaries, s["run_id"])
+            and not is_resumed(summaries, s["run_id"])
+        ]
+        if not candidates:
+            raise RefusedError(
+                f"nothing to fail back: no failover run in {opts.state_dir} "
+                "that has not been failed back"
+            )
+        summary = candidates[-1]
+        run_id = summary["run_id"]
+    runbook, inventory = opts.load()
+    if summary.get("runbook") != runbook.name:
+        raise RefusedError(
+            f"run {run_id} used runbook '{summary.get('runbook')}', not '{runbook.name}'; "
+            "pass --runbook with the runbook of that run"
+        )
+    for site in (summary["source"], summary["target"]):
+        check_site(inventory, site)
+    events = load_events(opts.state_dir, run_id)
+    outcomes = outcomes_from_events(events)
+    variables, secrets = secret_inputs(cli_vars, secret_vars)
+    steps, health = predictions_for(opts.state_dir, runbook.name, "failback", summary["target"])
+    plan = build_reverse_plan(
+        runbook,
+        inventory,
+        source=summary["source"],
+        target=summary["target"],
+        parent_run=run_id,
+        outcomes=outcomes,
+        cli_vars=variables,
+        secrets=secrets,
+        predictions=steps,
+        predicted_health_s=health,
+    )
+    if not plan.steps:
+        raise RefusedError(
+            f"nothing to fail back: run {run_id} changed nothing that has an undo"
+            + (
+                " (" + "; ".join(f"{i['id']}: {i['reason']}" for i in plan.left_out) + ")"
+                if plan.left_out
+                else ""
+            )
+        )
+    return plan, outcomes
+
+
+def run_failback(
+    opts: Options,
+    run: str | None,
+    *,
+    dry_run: bool,
+    fmt: str,
+    yes: bool,
+    max_parallel: int,
+    cli_vars: Iterable[str],
+    secret_vars: Iterable[str],
+) -> int:
+    import sys
+
+    from orchestrator.planview import render_plan
+    from orchestrator.runner import execute
+
+    plan, outcomes = failback_plan(opts, run, cli_vars=cli_vars, secret_vars=secret_vars)
+    if dry_run:
+        sys.stdout.write(render_plan(plan, fmt))
+        return 0
+    run_opts = _run_options(opts, yes=yes, max_parallel=max_parallel, extra_results=outcomes)
+    run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
+    code, summary = execute(plan, opts.state_dir, run_opts)
+    _closing_line(summary, code)
+    return code
+
+
+def run_resume(
+    opts: Options,
+    run: str | None,
+    *,
+    rerun_inflight: bool,
+    yes: bool,
+    max_parallel: int,
+    cli_vars: Iterable[str],
+    secret_vars: Iterable[str],
+) -> int:
+    """Continue a failed, cancelled or crashed run; succeeded steps are carried over."""
+    from orchestrator.executor import Status
+    from orchestrator.history import predictions_for
+    from orchestrator.plan import build_plan, build_reverse_plan
+    from orchestrator.records import (
+        is_failed_back,
+        is_resumed,
+        load_events,
+        load_summaries,
+        outcomes_from_events,
+        resolve_run,
+        run_start,
+    )
+    from orchestrator.runner import execute
+
+    summaries = load_summaries(opts.state_dir)
+    by_id = {s["run_id"]: s for s in summaries}
+    if run is not None:
+        run_id = resolve_run(opts.state_dir, run)
+    else:
+        candidates = [
+            s["run_id"]
+            for s in summaries
+            if not is_resumed(summaries, s["run_id"]) and not is_failed_back(summaries, s["run_id"])
+        ]
+        if not candidates:
+            raise RefusedError(f"nothing to resume in {opts.state_dir}")
+        run_id = candidates[-1]
+    summary = by_id[run_id]
+    if summary["status"] not in ("failed", "cancelled", "crashed"):
+        raise RefusedError(
+            f"nothing to resume: run {run_id} {summary['status']} "
+            "(only failed, cancelled or crashed runs can be resumed)"
+        )
+    if is_resumed(summaries, run_id):
+        raise RefusedError(f"run {run_id} has already been resumed")
+    events = load_events(opts.state_dir, run_id)
+    start = run_start(events)
+    outcomes = outcomes_from_events(events)
+    runbook, inventory = opts.load()
+    if start["runbook"] != runbook.name:
+        raise RefusedError(f"run {run_id} used runbook '{start['runbook']}', not '{runbook.name}'")
+    variables, secrets = secret_inputs(cli_vars, secret_vars)
+    direction = start["direction"]
+    extra: dict[str, Any] = {}
+    if direction == "failover":
+        steps_pred, health_pred = predictions_for(
+            opts.state_dir, runbook.name, "failover", start["target"]
+        )
+        plan = build_plan(
+            runbook,
+            inventory,
+            start["target"],
+            source=start["source"],
+            cli_vars=variables,
+            secrets=secrets,
+            emergency=bool(start.get("emergency")),
+            predictions=steps_pred,
+            predicted_health_s=health_pred,
+        )
+    else:
+        parent = start["parent_run"]
+        fo_outcomes = outcomes_from_events(load_events(opts.state_dir, parent))
+        plan = build_reverse_plan(
+            runbook,
+            inventory,
+            source=start["source"],
+            target=start["target"],
+            parent_run=parent,
+            outcomes=fo_outcomes,
+            cli_vars=variables,
+            secrets=secrets,
+        )
+        extra = fo_outcomes
+    plan.parent_run = run_id
+    inflight = [
+        sid
+        for sid, o in outcomes.items()
+        if sid in plan.steps
+        and (o.status is Status.UNKNOWN or (o.status is Status.CANCELLED and o.outcome_unknown))
+    ]
+    blocked = [s for s in inflight if not (rerun_inflight or plan.steps[s].step.idempotent)]
+    if blocked:
+        raise RefusedError(
+            f"step(s) {', '.join(blocked)} were running when run {run_id} stopped and are not "
+            "idempotent: check them on the hosts, then resume with --rerun-inflight"
+        )
+    carried = {}
+    carried_events = []
+    for sid, o in outcomes.items():
+        if o.status is Status.SUCCEEDED and sid in plan.steps:
+            carried[sid] = o
+            carried_events.append(
+                {
+                    "step": sid,
+                    "from_run": o.message if o.message else run_id,
+                    "value": o.value,
+                    "attempts": o.attempts,
+                    "hosts": [
+                        {"host": h.host, "rc": h.rc, "stdout": h.stdout, "value": h.value}
+                        for h in o.hosts.values()
+                    ],
+                }
+            )
+    origin = start.get("parent_start_wall") or start.get("wall0")
+    run_opts = _run_options(
+        opts,
+        yes=yes,
+        max_parallel=max_parallel,
+        carried=carried,
+        carried_events=carried_events,
+        extra_results=extra,
+        parent_start_wall=origin,
+        check_source_health=False,
+    )
+    code, result = execute(plan, opts.state_dir, run_opts)
+    _closing_line(result, code)
+    return code

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.report.facts import HistoryPoint, Report, step_order
-from orchestrator.report.model import Attempt, Run, Step
+from orchestrator.report.model import Run, Step
 from orchestrator.report.units import clock, offset, parse_when, secs
 
 WIDTH = 1100
@@ -101,6 +101,8 @@ class Lane:
     label: str
     title: str
     css: str
+    status: str
+    critical: bool
     note: str  # the duration and status after the last bar, or why there is no bar
     note_x: float
 
@@ -155,10 +157,6 @@ def _tick_label(t: float, step: float) -> str:
     if step < 1:
         return f"{t:.1f} s"
     return f"{t:g} s"
-
-
-def _attempt_status(step: Step, attempt: Attempt) -> str:
-    return attempt.outcome
 
 
 def _truncate(text: str, limit: int = LABEL_CHARS) -> str:
@@ -230,7 +228,7 @@ def _step_bars(
         for attempt in host.attempts:
             if attempt.offset_s is None:
                 continue
-            status = _attempt_status(step, attempt)
+            status = attempt.outcome
             x = scale.x(attempt.offset_s)
             w = max(scale.x(attempt.offset_s + (attempt.duration_s or 0.0)) - x, 2.0)
             retry = " retry" if attempt.n > 1 else ""
@@ -330,6 +328,8 @@ def timeline(report: Report) -> Timeline:
                 title=f"{step.id} — {step.name} ({step.kind}, {step.status}, "
                 f"{secs(step.duration_s)})",
                 css=css,
+                status=step.status,
+                critical=step.id in run.critical,
                 note=_lane_note(step),
                 note_x=right + 4,
             )

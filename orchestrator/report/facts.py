@@ -89,6 +89,21 @@ class Gate:
     status: str
     critical: bool
 
+    @property
+    def approval(self) -> str:
+        """Who let the run past this gate, or why nobody did."""
+        if self.approved_by == "operator":
+            return "approved by the operator"
+        if self.approved_by:
+            return f"approved by {self.approved_by}"
+        return {
+            "not_run": "not reached",
+            "skipped": "skipped",
+            "failed": "not approved",
+            "cancelled": "cancelled while waiting",
+            "unknown": "outcome unknown",
+        }.get(self.status, "approval not recorded")
+
 
 @dataclass(frozen=True)
 class ManualFacts:
@@ -337,6 +352,13 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
             state = "warning"
         else:
             text += "."
+        if rto.end_to_end is not None and rto.end_to_end.state == "missed":
+            text += (
+                f" Counted from the original run's start, the outage lasted "
+                f"{secs(run.rto.end_to_end_s)}: end to end, the RTO target was missed by "
+                f"{secs(-(rto.end_to_end.margin or 0.0))}."
+            )
+            state = "warning"
         if broken:
             text += (
                 f" {plural(len(broken), 'step')} failed without stopping the run: "
@@ -402,20 +424,26 @@ def _notes(run: Run) -> tuple[str, ...]:
             "Emergency mode: the source health check was skipped, and failures of steps confined "
             "to the source site were recorded without stopping the run."
         )
-    if run.yes:
+    if run.yes and any(s.kind == "manual" for s in run.steps):
         notes.append("Every manual gate was approved in advance with --yes.")
     return tuple(notes)
 
 
 def _rto(run: Run) -> RtoFacts:
     rto = run.rto
-    health_word = (
-        f"health holding at {run.to_site}" if run.health is not None else "the end of the last step"
-    )
+    if run.health is not None:
+        health_word = f"health holding at {run.to_site}"
+    elif rto.measured_s is not None or run.status == "succeeded":
+        health_word = "the end of the last step"
+    else:
+        # The summary does not say whether the runbook has a health check: stay generic.
+        health_word = f"the service being restored at {run.to_site}"
     if run.status in ("cancelled", "crashed"):
-        reason = f"the run was {run.status} before {health_word}"
+        reason = f"the run was {run.status} before the service was restored"
     elif run.health is not None and run.health.timed_out:
         reason = f"health never held at {run.to_site}"
+    elif run.status == "failed":
+        reason = f"the run failed before the service was restored at {run.to_site}"
     else:
         reason = f"the run ended before {health_word}"
     verdict = target_verdict(rto.measured_s, rto.target_s, unmeasured=reason)
@@ -484,13 +512,19 @@ def _manual(run: Run) -> ManualFacts:
     )
     if not gates:
         return ManualFacts((), run.manual_wait_s, None, None, None, "No manual gates in this run.")
-    known = [g.wait_s for g in gates if g.wait_s is not None]
+    reached = [g for g in gates if g.status not in ("not_run", "skipped")]
+    if not reached:
+        text = f"{plural(len(gates), 'manual gate')}, none reached."
+        return ManualFacts(gates, None, None, None, None, text)
+    known = [g.wait_s for g in reached if g.wait_s is not None]
     total = run.manual_wait_s if run.manual_wait_s is not None else (sum(known) if known else None)
     on_path = sum(g.wait_s or 0.0 for g in gates if g.critical)
     measured = run.rto.measured_s
     automated = max(measured - on_path, 0.0) if measured is not None else None
     share = on_path / measured * 100 if measured else None
-    text = f"{secs(total)} waiting at {plural(len(gates), 'manual gate')}"
+    text = f"{secs(total)} waiting at {plural(len(reached), 'manual gate')}"
+    if len(reached) < len(gates):
+        text += f" ({len(gates) - len(reached)} more not reached)"
     if run.yes:
         text += ", all approved by --yes"
     if measured is not None:
@@ -521,7 +555,7 @@ def _critical_path(run: Run) -> CriticalPath:
         notes = []
         share = None
         if step.carried_from:
-            notes.append(f"carried from {step.carried_from}; not part of this run's RTO")
+            notes.append("carried over: ran in the earlier run, outside this RTO")
         elif step.duration_s is not None:
             counted += step.duration_s
             share = step.duration_s / basis * 100 if basis else None
@@ -551,7 +585,7 @@ def _critical_path(run: Run) -> CriticalPath:
             polls = f"{plural(health.polls, 'poll')}" if health.polls is not None else ""
             rows.append(
                 PathRow(
-                    f"health checks until held at {run.to_site}",
+                    "health checks until held",
                     None,
                     "health",
                     "succeeded",
@@ -566,7 +600,7 @@ def _critical_path(run: Run) -> CriticalPath:
         if gap > _NOISE_S:
             rows.append(
                 PathRow(
-                    "not attributed to a step (scheduling, waits between steps)",
+                    "between steps (scheduling)",
                     None,
                     "gap",
                     "",
@@ -651,10 +685,12 @@ def _step_note(step: Step) -> str:
 
 
 def step_order(run: Run) -> list[Step]:
-    """Steps in the order they started; those that never started follow in plan order."""
+    """Steps in the order they started: carried-over steps (they ran before this run) first, then
+    this run's steps by start time, then those that never started, each group in plan order."""
+    carried = [s for s in run.steps if s.carried_from]
     started = sorted((s for s in run.steps if s.started), key=lambda s: (s.offset_s, s.index))
-    rest = [s for s in run.steps if not s.started]
-    return started + rest
+    rest = [s for s in run.steps if not s.started and not s.carried_from]
+    return carried + started + rest
 
 
 def _step_rows(run: Run) -> tuple[StepRow, ...]:
@@ -691,7 +727,9 @@ def _step_counts(run: Run) -> str:
 def _health(run: Run) -> str:
     health = run.health
     if health is None:
-        return "No health check recorded: the RTO ends when the last step ends."
+        if run.status == "succeeded":
+            return "No health check in this run: the RTO ends when the last step ends."
+        return "Not polled: the run stopped before the health check."
     polls = f"{plural(health.polls, 'poll')}" if health.polls is not None else "polls not recorded"
     if health.held_at or health.held_offset_s is not None:
         at = when(health.held_at) if health.held_at else "time not recorded"

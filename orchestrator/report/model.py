@@ -398,14 +398,18 @@ def _rpo(raw: Any) -> Rpo | None:
     return Rpo(unit, _num(measured), _num(target), _bool(data.get("met")), _str(data.get("step")))
 
 
-def _health(raw: Any) -> Health | None:
+def _health(raw: Any, base: datetime | None) -> Health | None:
     data = _map(raw)
     if not data:
         return None
+    held_at = _str(data.get("held_at"))
+    held_offset = _num(data.get("held_offset_s"))
+    if held_offset is None:
+        held_offset = _between(base, parse_when(held_at))
     return Health(
-        held_at=_str(data.get("held_at")),
+        held_at=held_at,
         polls=_int(data.get("polls")),
-        held_offset_s=_num(data.get("held_offset_s")),
+        held_offset_s=held_offset,
         timed_out=data.get("timed_out") is True,
     )
 
@@ -458,7 +462,7 @@ def load(summary: Mapping[str, Any]) -> Run:
         rpo=_rpo(summary.get("rpo")),
         manual_wait_s=_num(summary.get("manual_wait_s")),
         critical_path=_strs(summary.get("critical_path")),
-        health=_health(summary.get("health")),
+        health=_health(summary.get("health"), base),
         exit_code=_int(summary.get("exit_code")),
         yes=_bool(summary.get("yes")),
         steps=tuple(_step(i, _map(s), base) for i, s in enumerate(raw_steps)),

@@ -6,11 +6,12 @@ which colour codes would otherwise throw off.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Sequence
 
 from orchestrator.report.facts import TAIL_LINES, Report
-from orchestrator.report.units import DASH, delta, pct, secs, when
+from orchestrator.report.units import DASH, delta, pct, secs, span, when
 
 WIDTH = 100
 
@@ -54,15 +55,20 @@ class _Painter:
         return f"\x1b[{';'.join(codes)}m{text}\x1b[0m"
 
 
+# A number and its unit stay on one line: "900 s", "16 MB".
+_UNIT_SPACE = re.compile(r"(\d) (s|B|KB|MB|GB|TB|PB)\b")
+
+
 def _wrap(text: str, indent: str = "  ", first: str | None = None) -> list[str]:
-    return textwrap.wrap(
-        text,
+    lines = textwrap.wrap(
+        _UNIT_SPACE.sub("\\1\u00a0\\2", text),
         WIDTH,
         initial_indent=first if first is not None else indent,
         subsequent_indent=indent,
         break_on_hyphens=False,
         break_long_words=False,
     ) or [indent.rstrip()]
+    return [line.replace("\u00a0", " ") for line in lines]
 
 
 def _table(
@@ -105,7 +111,7 @@ def render_text(report: Report, *, color: bool = False) -> str:
     out.append("═" * min(len(report.title), WIDTH))
     status = paint(run.status.upper(), "bold", STATUS_STYLE.get(run.status, "yellow"))
     exit_text = f"  (exit {run.exit_code})" if run.exit_code is not None else ""
-    elapsed = f"  ({secs(run.elapsed_s)})" if run.elapsed_s is not None else ""
+    elapsed = f"  (took {span(run.elapsed_s)})" if run.elapsed_s is not None else ""
     meta = [
         ("Run", run.run_id),
         ("Status", status + exit_text),
@@ -158,11 +164,11 @@ def render_text(report: Report, *, color: bool = False) -> str:
         objective("RPO", "", "not measured (the runbook sets no rpo_step)", None)
     objective("Manual gates", "", report.manual.text, None)
     for gate in report.manual.gates:
-        who = gate.approved_by or "not approved"
+        waited = f"waited {secs(gate.wait_s)}, " if gate.wait_s is not None else ""
         out.append(
             paint(
-                f"{'':15}{gate.step_id}: {secs(gate.wait_s)}, {gate.status}, approved by {who}"
-                + (" (critical path)" if gate.critical else ""),
+                f"{'':15}{gate.step_id}: {waited}{gate.approval}"
+                + (" (on the critical path)" if gate.critical else ""),
                 "dim",
             )
         )
@@ -192,7 +198,7 @@ def render_text(report: Report, *, color: bool = False) -> str:
             styles=styles,
         )
         if path.basis_s is not None:
-            out.append(paint(f"  shares are {path.basis_label} ({secs(path.basis_s)})", "dim"))
+            out.append(paint(f"  shares are {path.basis_label} ({span(path.basis_s)})", "dim"))
 
     section(f"Steps — {report.step_counts}")
     rows, styles = [], []
@@ -207,7 +213,11 @@ def render_text(report: Report, *, color: bool = False) -> str:
                 row.attempts,
                 row.offset,
                 row.duration,
-                (f"undoes {row.step.undo_of}; " if row.step.undo_of else "") + row.note,
+                "; ".join(
+                    part
+                    for part in (row.step.undo_of and f"undoes {row.step.undo_of}", row.note)
+                    if part
+                ),
             ]
         )
         styles.append(

@@ -53,6 +53,13 @@ def secs(value: float | None, *, human: bool = True) -> str:
     return text
 
 
+def span(value: float | None) -> str:
+    """A duration for parentheses: '62.3 s' under two minutes, else '3m 10s'."""
+    if value is None:
+        return DASH
+    return clock(value) if abs(value) >= 120 else secs(value)
+
+
 def delta(value: float | None) -> str:
     """A signed difference of durations: '+3.2 s', '-1 s', '±0 s'."""
     if value is None:

@@ -1,0 +1,69 @@
+"""Shared fixtures: a lab of real sshd hosts, and isolation from the user's SSH settings."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.lab import Lab, LabHost
+
+
+@pytest.fixture(autouse=True)
+def _isolated_ssh_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    """Point HOME at an empty directory and drop the SSH agent, so that nothing a developer
+    has in ~/.ssh (config, known_hosts, keys, agent) changes what a test sees."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """The session's lab of sshd hosts (none started until asked for). Fails — never skips —
+    when sshd cannot run here: the SSH tests are the point of the suite."""
+    # Not under pytest's tmp dirs: those are 0700, and the lab user must reach its files.
+    root = Path(tempfile.mkdtemp(prefix="drx-lab-"))
+    lab = Lab(root)
+    try:
+        yield lab
+    finally:
+        lab.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab_hosts(lab: Lab) -> Callable[[int], list[LabHost]]:
+    """``lab_hosts(n)``: n shared, running hosts (started on first need). Tests must not break
+    them; a test that kills, pauses or re-keys a host takes a ``fresh_host`` instead."""
+
+    def get(n: int) -> list[LabHost]:
+        names = [f"shared-{i}" for i in range(n)]
+        for name in names:
+            if name not in lab.hosts:
+                lab.add_host(name)
+        return lab.start(names)
+
+    return get
+
+
+@pytest.fixture
+def fresh_host(lab: Lab) -> Iterator[Callable[[], LabHost]]:
+    """``fresh_host()``: a newly started host of the test's own, removed after the test."""
+    made: list[str] = []
+    counter = itertools.count()
+
+    def make() -> LabHost:
+        name = f"fresh-{id(made):x}-{next(counter)}"
+        lab.add_host(name)
+        made.append(name)
+        return lab.start([name])[0]
+
+    yield make
+    for name in made:
+        lab.remove(name)
