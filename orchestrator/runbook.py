@@ -206,7 +206,8 @@ def _parse_step(
     if undo_of is None:
         step_id = f.text("id")
         if step_id is None:
-            f.error(None, "missing required field 'id' in step")
+            if data.get("id") is None:  # a wrong type was reported by f.text already
+                f.error(None, "missing required field 'id' in step")
             step_id = f"<step at line {data.line}>"
         elif not STEP_ID.match(step_id):
             f.error(
@@ -323,9 +324,11 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
                 )
     steps: list[Step] = []
     seen: dict[str, int] = {}
-    steps_list = as_list(top.get("steps"), where, f.line("steps"), "'steps'", problems)
-    if "steps" not in top:
+    if top.get("steps") is None:
         f.error(None, "missing required field 'steps' in the runbook")
+        steps_list = LList()
+    else:
+        steps_list = as_list(top["steps"], where, f.line("steps"), "'steps'", problems)
     for index, item in enumerate(steps_list):
         line = steps_list.line_of(index)
         step_map = as_mapping(item, where, line, "a step", problems)

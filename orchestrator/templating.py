@@ -47,16 +47,19 @@ class Placeholder:
         return True
 
     def __eq__(self, other: object) -> bool:
+        _strict(other)
         return False
 
     __hash__ = object.__hash__
 
     def _cmp(self, other: object) -> bool:
+        _strict(other)
         return False
 
     __lt__ = __le__ = __gt__ = __ge__ = _cmp
 
     def _arith(self, other: object) -> Placeholder:
+        _strict(other)
         return self
 
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = _arith
@@ -66,6 +69,13 @@ class Placeholder:
 
     def __int__(self) -> int:
         return 0
+
+
+def _strict(other: object) -> None:
+    """Fail on an undefined operand, as a real value would: ``value <= max_lag`` must not pass
+    validation just because ``value`` is a placeholder."""
+    if isinstance(other, jinja2.Undefined):
+        other._fail_with_undefined_error()
 
 
 def quote(value: Any) -> str:
@@ -147,8 +157,12 @@ def render(source: str, context: Mapping[str, Any]) -> str:
 
 
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:
-    """Evaluate an expression (``until``, ``when``)."""
-    return compile_expression(source)(**context)
+    """Evaluate an expression (``until``, ``when``); an undefined result is an error, not a
+    silently false condition."""
+    result = compile_expression(source)(**context)
+    if isinstance(result, jinja2.Undefined):
+        result._fail_with_undefined_error()
+    return result
 
 
 def is_secret_name(name: str) -> bool:

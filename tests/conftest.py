@@ -67,3 +67,24 @@ def fresh_host(lab: Lab) -> Iterator[Callable[[], LabHost]]:
     yield make
     for name in made:
         lab.remove(name)
+
+
+@pytest.fixture(params=["local", "ssh"])
+def world(request: pytest.FixtureRequest) -> Iterator[object]:
+    """A two-site world (db-a, app-a | db-b, app-b) on local hosts and on real sshd hosts."""
+    from tests.drill import DEFAULT_SITES, World, world_dir
+
+    root = world_dir()
+    w = World(root, request.param)
+    if request.param == "ssh":
+        lab = request.getfixturevalue("lab")
+        get = request.getfixturevalue("lab_hosts")
+        names = [n for hosts in DEFAULT_SITES.values() for n in hosts]
+        lab_hosts = get(len(names))
+        w.lab = lab
+        w.lab_names = {n: h.name for n, h in zip(names, lab_hosts, strict=True)}
+    w.write_inventory()
+    try:
+        yield w
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

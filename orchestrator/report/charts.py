@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.report.facts import HistoryPoint, Report, step_order
 from orchestrator.report.model import Run, Step
@@ -26,14 +27,17 @@ PLOT_X1 = 1060.0  # right of it: room for a duration label
 TOP = 58.0  # marker labels (two rows) and the tick labels sit above the lanes
 BOTTOM = 26.0
 LANE_PAD = 4.0
-ROW_SINGLE = 14.0  # bar row height when a step has one host
-ROW_MULTI = 10.0  # per-host row height otherwise
+ROW_SINGLE = 16.0  # bar row height when a step has one host
+ROW_MULTI = 13.0  # per-host row height otherwise
+NOTE_CHAR_W = 5.9  # average advance of a character of the 10.5 px lane-note font
 LABEL_CHARS = 30
 # A target further than this factor beyond the run's end gets a broken axis (see module doc).
 BREAK_FACTOR = 1.6
 _BREAK_TAIL = 64.0  # width of the compressed segment that carries the target
 _BREAK_GAP = 26.0  # width of the break mark between the two segments
 _MAX_POLLS_PER_ATTEMPT = 300  # beyond this the ticks are a solid smear anyway
+# The trend includes the target line when it is at most this many times the worst measured RTO.
+TARGET_IN_TREND = 3.0
 _TICK_STEPS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
 
 
@@ -105,6 +109,8 @@ class Lane:
     critical: bool
     note: str  # the duration and status after the last bar, or why there is no bar
     note_x: float
+    note_anchor: str = "start"
+    note_inside: bool = False  # drawn inside the last bar (white) for want of room after it
 
 
 @dataclass(frozen=True)
@@ -244,7 +250,7 @@ def _step_bars(
                 + ", ".join(detail)
             )
             # ~5.6 px per character at the bar's font size; only label bars that can hold it.
-            text = host.host if w > len(host.host) * 5.6 + 8 else ""
+            text = host.host if w > len(host.host) * 5.6 + 8 and height >= 11 else ""
             bars.append(
                 Bar(
                     x,
@@ -271,6 +277,23 @@ def _step_bars(
                     )
                 )
     return bars, polls
+
+
+def _place_note(note: str, bars: Sequence[Bar], scale: Scale) -> dict[str, Any]:
+    """Where a lane's note goes: after its last bar if there is room before the axis break or
+    the chart's edge, else inside that bar, else before the lane's first bar."""
+    if not bars:
+        return {"note_x": PLOT_X0 + 4, "note_anchor": "start", "note_inside": False}
+    last = max(bars, key=lambda b: b.x + b.w)
+    right = last.x + last.w
+    need = len(note) * NOTE_CHAR_W
+    limit = scale.x_split - 4 if scale.broken else WIDTH - 4
+    if right + 4 + need <= limit:
+        return {"note_x": right + 4, "note_anchor": "start", "note_inside": False}
+    if last.w >= need + 8:
+        return {"note_x": right - 4, "note_anchor": "end", "note_inside": True}
+    first = min(b.x for b in bars)
+    return {"note_x": first - 4, "note_anchor": "end", "note_inside": False}
 
 
 def _lane_note(step: Step) -> str:
@@ -316,9 +339,9 @@ def timeline(report: Report) -> Timeline:
         )
         bars += step_bars
         polls += step_polls
-        right = max((b.x + b.w for b in step_bars), default=PLOT_X0)
         css = f"lane {step.status}" + (" critical" if step.id in run.critical else "")
         css += " odd" if index % 2 else ""
+        note = _lane_note(step)
         lanes.append(
             Lane(
                 y=y,
@@ -330,8 +353,8 @@ def timeline(report: Report) -> Timeline:
                 css=css,
                 status=step.status,
                 critical=step.id in run.critical,
-                note=_lane_note(step),
-                note_x=right + 4,
+                note=note,
+                **_place_note(note, step_bars, scale),
             )
         )
         y += height
@@ -356,16 +379,19 @@ def timeline(report: Report) -> Timeline:
             f"{offset(health.held_offset_s)}",
             "",
         )
+        note = f"held {offset(health.held_offset_s)} · {polls_text}"
         lanes.append(
             Lane(
-                y,
-                ROW_SINGLE + 2 * LANE_PAD,
-                "",
-                f"health @ {run.to_site}",
-                "post-run health",
-                "lane health",
-                f"held {offset(health.held_offset_s)}",
-                health_bar.x + health_bar.w + 4,
+                y=y,
+                h=ROW_SINGLE + 2 * LANE_PAD,
+                step="",
+                label=f"health @ {run.to_site}",
+                title=f"health checks at {run.to_site} after the last step",
+                css="lane health",
+                status="succeeded",
+                critical=False,
+                note=note,
+                **_place_note(note, [health_bar], scale),
             )
         )
         y += ROW_SINGLE + 2 * LANE_PAD
@@ -400,15 +426,18 @@ def timeline(report: Report) -> Timeline:
             _marker(scale.x(run.rto.measured_s), "rto-end", f"RTO {secs(run.rto.measured_s)}", 14.0)
         )
 
-    hidden = sum(1 for s in steps if not s.started)
+    carried = sum(1 for s in steps if s.carried_from)
+    never = sum(1 for s in steps if not s.started and not s.carried_from)
     caption = (
-        f"Time from the RTO start ({offset(0.0)}), one lane per step in start order; "
-        "a bar per host attempt."
+        "Time from the RTO start (+0 s): one lane per step in start order, one bar per host "
+        "attempt."
     )
     if scale.broken:
-        caption += " The axis is broken after the run's end so the RTO target fits."
-    if hidden:
-        caption += f" {hidden} step(s) did not start in this run and have empty lanes."
+        caption += " The axis is broken after the run's end so that the RTO target fits."
+    if carried:
+        caption += f" {carried} step(s) ran in an earlier run and were carried over."
+    if never:
+        caption += f" {never} step(s) did not start; their lanes are empty."
     return Timeline(
         width=WIDTH,
         height=plot_y1 + BOTTOM,
@@ -458,6 +487,7 @@ class Trend:
     target: str  # SVG path data of the (possibly changing) target, as steps
     y_ticks: tuple[tuple[float, str], ...]
     x_labels: tuple[tuple[float, str], ...]
+    target_note: str  # why no target line is drawn, when it is not
 
 
 def _short_date(point: HistoryPoint, index: int) -> str:
@@ -470,8 +500,14 @@ def trend(points: Sequence[HistoryPoint]) -> Trend | None:
     if len(points) < 2:
         return None
     width, height = 720, 230
-    x0, x1, y0, y1 = 62.0, width - 20.0, 16.0, height - 40.0
-    values = [v for p in points for v in (p.measured_s, p.target_s) if v is not None]
+    x0, x1, y0, y1 = 62.0, width - 48.0, 16.0, height - 40.0
+    measured = [p.measured_s for p in points if p.measured_s is not None]
+    targets = [p.target_s for p in points if p.target_s is not None]
+    # A target far above every measured RTO would flatten the trend into the x axis: then the
+    # chart keeps the runs' own range and says that the target lies above it.
+    peak = max(measured, default=0.0)
+    show_targets = bool(targets) and (not peak or max(targets) <= peak * TARGET_IN_TREND)
+    values = measured + (targets if show_targets else [])
     top = max(values, default=1.0) * 1.12 or 1.0
     step = _nice_step(top, 5)
     top = math.ceil(top / step) * step
@@ -486,7 +522,8 @@ def trend(points: Sequence[HistoryPoint]) -> Trend | None:
     pen_down = False
     for x, point in zip(xs, points, strict=True):
         if point.measured_s is None:
-            css, y, pen_down = "point unmeasured", y1, False
+            # Drawn on the axis; the line joins the measured runs on either side.
+            css, y = "point unmeasured", y1
             figure = "not measured"
         else:
             y = y_of(point.measured_s)
@@ -505,7 +542,7 @@ def trend(points: Sequence[HistoryPoint]) -> Trend | None:
     target_path = []
     previous: float | None = None
     for i, (x, point) in enumerate(zip(xs, points, strict=True)):
-        if point.target_s is None:
+        if point.target_s is None or not show_targets:
             previous = None
             continue
         ty = y_of(point.target_s)
@@ -537,4 +574,7 @@ def trend(points: Sequence[HistoryPoint]) -> Trend | None:
         target=" ".join(target_path),
         y_ticks=tuple(y_ticks),
         x_labels=x_labels,
+        target_note=""
+        if show_targets or not targets
+        else f"The RTO target ({secs(max(targets))}) lies above the chart's range.",
     )

@@ -22,6 +22,7 @@ from orchestrator.report.units import (
     offset,
     pct,
     secs,
+    span,
     tail,
     when,
 )
@@ -31,6 +32,15 @@ TAIL_LINES = 20
 
 # Below this, a duration difference is noise from scheduling and clocks, not a change.
 _NOISE_S = 0.05
+
+# What drx's exit codes mean (SPEC §6), spelled out next to the code in every report.
+EXIT_MEANINGS = {
+    0: "success",
+    1: "the run failed",
+    2: "refused before anything ran",
+    3: "succeeded, but the RTO target was missed",
+    130: "cancelled",
+}
 
 # Step statuses in the order a reader scans for trouble.
 STATUS_ORDER = ("failed", "unknown", "cancelled", "not_run", "skipped", "succeeded")
@@ -137,7 +147,7 @@ class CriticalPath:
 
     rows: tuple[PathRow, ...]
     basis_s: float | None
-    basis_label: str
+    basis_text: str  # what the shares are of, as a sentence
     text: str
 
 
@@ -242,6 +252,7 @@ class Report:
     run: Run
     title: str
     route: str
+    exit_meaning: str | None
     outcome: Outcome
     notes: tuple[str, ...]
     rto: RtoFacts
@@ -429,7 +440,8 @@ def _notes(run: Run) -> tuple[str, ...]:
     return tuple(notes)
 
 
-def _rto(run: Run) -> RtoFacts:
+def rto_facts(run: Run) -> RtoFacts:
+    """The RTO verdict(s) of a run, with how they were measured."""
     rto = run.rto
     if run.health is not None:
         health_word = f"health holding at {run.to_site}"
@@ -478,7 +490,8 @@ def _rto(run: Run) -> RtoFacts:
     return RtoFacts(label, verdict, basis, end_to_end, end_to_end_basis, prediction)
 
 
-def _rpo(run: Run) -> RpoFacts | None:
+def rpo_facts(run: Run) -> RpoFacts | None:
+    """The RPO verdict of a run; None when the runbook measures no RPO."""
     rpo = run.rpo
     if rpo is None:
         return None
@@ -539,11 +552,16 @@ def _manual(run: Run) -> ManualFacts:
 
 def _critical_path(run: Run) -> CriticalPath:
     basis = run.rto.measured_s
-    basis_label = "of the RTO"
+    basis_text = f"Shares are of the RTO ({span(basis)})."
     if basis is None:
         ends = [s.end_offset_s for s in run.steps if s.started and s.end_offset_s is not None]
         basis = max(ends) if ends else None
-        basis_label = "of the elapsed time (no RTO measured)"
+        basis_text = (
+            f"No RTO was measured: shares are of the {span(basis)} from the RTO start to the "
+            "end of the last step."
+            if basis is not None
+            else "No RTO was measured and no step started."
+        )
     rows: list[PathRow] = []
     counted = 0.0
     last_end: float | None = None
@@ -617,7 +635,7 @@ def _critical_path(run: Run) -> CriticalPath:
         text = f"{plural(len(steps_on_path), 'step')}: " + " → ".join(
             r.step_id or "" for r in steps_on_path
         )
-    return CriticalPath(tuple(rows), basis, basis_label, text)
+    return CriticalPath(tuple(rows), basis, basis_text, text)
 
 
 def _log_path(run: Run, step: Step, host: str) -> str:
@@ -721,7 +739,9 @@ def _step_counts(run: Run) -> str:
     counts = Counter(s.status for s in run.steps)
     ordered = [f"{counts[s]} {s.replace('_', ' ')}" for s in STATUS_ORDER if counts.get(s)]
     ordered += [f"{n} {s}" for s, n in counts.items() if s not in STATUS_ORDER]
-    return f"{plural(len(run.steps), 'step')}: " + ", ".join(ordered) if run.steps else "No steps."
+    if not run.steps:
+        return "No steps."
+    return f"{plural(len(run.steps), 'step')}: " + ", ".join(ordered) + "."
 
 
 def _health(run: Run) -> str:
@@ -862,16 +882,17 @@ def _history_text(points: Sequence[HistoryPoint]) -> str | None:
 
 def build(run: Run, *, compare: Run | None = None, history: Sequence[Run] = ()) -> Report:
     """Compute every finding of the report for ``run``."""
-    rto = _rto(run)
+    rto = rto_facts(run)
     points = _history(run, history) if history else ()
     return Report(
         run=run,
         title=f"{run.runbook} — {run.direction} {route(run)}",
         route=route(run),
+        exit_meaning=EXIT_MEANINGS.get(run.exit_code) if run.exit_code is not None else None,
         outcome=_outcome(run, rto),
         notes=_notes(run),
         rto=rto,
-        rpo=_rpo(run),
+        rpo=rpo_facts(run),
         manual=_manual(run),
         path=_critical_path(run),
         failures=_failures(run),

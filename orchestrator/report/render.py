@@ -30,6 +30,7 @@ from orchestrator.report.units import (
     offset,
     pct,
     secs,
+    span,
     when,
 )
 
@@ -82,6 +83,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters.update(
         secs=secs,
+        span=span,
         delta=delta,
         offset=offset,
         pct=pct,

@@ -110,7 +110,10 @@ def render_text(report: Report, *, color: bool = False) -> str:
     out.append(paint(report.title, "bold"))
     out.append("═" * min(len(report.title), WIDTH))
     status = paint(run.status.upper(), "bold", STATUS_STYLE.get(run.status, "yellow"))
-    exit_text = f"  (exit {run.exit_code})" if run.exit_code is not None else ""
+    exit_text = ""
+    if run.exit_code is not None:
+        meaning = f": {report.exit_meaning}" if report.exit_meaning else ""
+        exit_text = f"  (exit {run.exit_code}{meaning})"
     elapsed = f"  (took {span(run.elapsed_s)})" if run.elapsed_s is not None else ""
     meta = [
         ("Run", run.run_id),
@@ -197,10 +200,9 @@ def render_text(report: Report, *, color: bool = False) -> str:
             right=(1, 2),
             styles=styles,
         )
-        if path.basis_s is not None:
-            out.append(paint(f"  shares are {path.basis_label} ({span(path.basis_s)})", "dim"))
+        out.extend(paint(line, "dim") for line in _wrap(path.basis_text))
 
-    section(f"Steps — {report.step_counts}")
+    section(f"Steps — {report.step_counts.rstrip('.')}")
     rows, styles = [], []
     for n, row in enumerate(report.steps, 1):
         rows.append(

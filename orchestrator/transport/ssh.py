@@ -660,7 +660,9 @@ class SSHTransport:
             return HostUnreachable(host.name, f"{where}: bastion could not connect: {exc}")
         if isinstance(exc, (SSHException, OSError, EOFError)):
             text = str(exc) or type(exc).__name__
-            if "banner" in text:
-                text = f"no SSH banner within {host.connect_timeout:g}s ({text})"
+            # Paramiko's banner timeout and its handshake timeout race: either message means
+            # the server accepted TCP but did not complete the SSH handshake in time.
+            if "banner" in text or "No existing session" in text:
+                text = f"no SSH handshake within {host.connect_timeout:g}s (host hung?)"
             return HostUnreachable(host.name, f"{where}: {text}")
         return exc

@@ -1,0 +1,373 @@
+"""The engine end to end through the CLI, on local hosts and on real sshd hosts: order and
+overlap, retries, timeouts, checks, captures, conditions, gates, health, exit codes, records."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from orchestrator.state import run_lock
+from tests.drill import World
+
+STAMP = 'date +%s.%N > "$DRX_HOST_DIR/{name}"'
+
+
+def stamped(name: str, body: str = "true") -> str:
+    """A command that records its start and end time on the host."""
+    return f"{STAMP.format(name=name + '.start')}; {body}; {STAMP.format(name=name + '.end')}"
+
+
+def host_time(world: World, host: str, name: str) -> float:
+    return float(world.host_file(host, name).read_text().strip())
+
+
+def test_dependency_order_and_overlap_of_independent_steps(world: World, capsys) -> None:
+    """B and C (both need A) run at the same time; D starts only after both ended."""
+    world.write_runbook(f"""
+        name: order
+        steps:
+          - {{id: a, hosts: db@target, run: '{stamped("a")}', undo: 'true'}}
+          - {{id: b, hosts: db@target, run: '{stamped("b", "sleep 0.4")}', needs: [a], undo: 'true'}}
+          - {{id: c, hosts: app@target, run: '{stamped("c", "sleep 0.4")}', needs: [a], undo: 'true'}}
+          - {{id: d, hosts: app@target, run: '{stamped("d")}', needs: [b, c], undo: 'true'}}
+    """)
+    code, err = world.run(capsys, "failover", "site-b", "--yes")
+    assert code == 0, err
+    a_end = host_time(world, "db-b", "a.end")
+    b0, b1 = host_time(world, "db-b", "b.start"), host_time(world, "db-b", "b.end")
+    c0, c1 = host_time(world, "app-b", "c.start"), host_time(world, "app-b", "c.end")
+    d0 = host_time(world, "app-b", "d.start")
+    assert a_end <= b0 and a_end <= c0
+    assert b0 < c1 and c0 < b1, "b and c should overlap"
+    assert d0 >= max(b1, c1)
+    summary = world.summary()
+    assert summary["status"] == "succeeded"
+    assert summary["critical_path"][0] == "a" and summary["critical_path"][-1] == "d"
+
+
+def test_retries_rerun_only_until_success(world: World, capsys) -> None:
+    """A step failing twice then succeeding, with retries: 2, succeeds on attempt 3."""
+    counter = 'n=$(cat "$DRX_HOST_DIR/n" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$DRX_HOST_DIR/n"; [ $n -ge 3 ]'
+    world.write_runbook(f"""
+        name: retry
+        steps:
+          - id: flaky
+            hosts: db@target
+            run: '{counter}'
+            undo: 'true'
+            retries: 2
+            retry_delay: 100ms
+    """)
+    code, err = world.run(capsys, "failover", "site-b")
+    assert code == 0, err
+    step = world.step(world.summary(), "flaky")
+    assert step["attempts"] == 3
+    assert [a["rc"] for a in step["hosts"][0]["attempts"]] == [1, 1, 0]
+    assert world.host_file("db-b", "n").read_text().strip() == "3"
+
+
+def test_exhausted_retries_fail_the_run_with_exit_1(world: World, capsys) -> None:
+    """A step that keeps failing fails the run (exit 1); later steps are not_run."""
+    world.write_runbook("""
+        name: fail
+        steps:
+          - {id: bad, hosts: db@target, run: 'echo boom >&2; exit 7', retries: 1, retry_delay: 0, undo: 'true'}
+          - {id: after, hosts: db@target, run: 'touch "$DRX_HOST_DIR/after"', needs: [bad], undo: 'true'}
+    """)
+    code, _ = world.run(capsys, "failover", "site-b")
+    assert code == 1
+    summary = world.summary()
+    bad = world.step(summary, "bad")
+    assert bad["status"] == "failed" and bad["attempts"] == 2
+    assert bad["hosts"][0]["rc"] == 7 and "boom" in bad["hosts"][0]["output_tail"]
+    assert world.step(summary, "after")["status"] == "not_run"
+    assert not world.host_file("db-b", "after").exists()
+    assert summary["status"] == "failed" and summary["rto"]["measured_s"] is None
+
+
+def test_timeout_is_recorded_and_kills_the_command_on_the_host(world: World, capsys) -> None:
+    """A timed-out command fails with error 'timeout', and nothing of it lives on."""
+    world.write_runbook("""
+        name: slow
+        steps:
+          - {id: hang, hosts: db@target, run: 'sleep 3; touch "$DRX_HOST_DIR/survived"', timeout: 300ms, undo: 'true'}
+    """)
+    code, _ = world.run(capsys, "failover", "site-b")
+    assert code == 1
+    host = world.step(world.summary(), "hang")["hosts"][0]
+    assert host["error"] == "timeout" and host["rc"] is None
+    time.sleep(3.3)
+    assert not world.host_file("db-b", "survived").exists()
+
+
+def test_check_polls_until_condition_and_capture_feeds_later_steps(world: World, capsys) -> None:
+    """A check polls until `value >= 3`; its captured value renders into a later command."""
+    poll = 'n=$(cat "$DRX_HOST_DIR/p" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$DRX_HOST_DIR/p"; echo "lag: $n units"'
+    world.write_runbook(f"""
+        name: check
+        rpo_target: 10s
+        rpo_step: wait-lag
+        steps:
+          - id: wait-lag
+            kind: check
+            hosts: db@target
+            run: '{poll}'
+            capture: number
+            until: "value >= 3"
+            interval: 50ms
+            timeout: 10s
+          - id: use
+            hosts: app@target
+            run: echo {{{{ steps['wait-lag'].value | quote }}}} > "$DRX_HOST_DIR/used"
+            needs: [wait-lag]
+            undo: 'true'
+    """)
+    code, err = world.run(capsys, "failover", "site-b")
+    assert code == 0, err
+    summary = world.summary()
+    check = world.step(summary, "wait-lag")
+    assert check["value"] == 3
+    assert len(check["hosts"][0]["attempts"][0]["polls"]) == 3
+    assert world.host_file("app-b", "used").read_text().strip() == "3"
+    assert summary["rpo"] == {"measured_s": 3.0, "target_s": 10.0, "met": True, "step": "wait-lag"}
+
+
+def test_when_false_skips_but_dependents_run(world: World, capsys) -> None:
+    """A step whose `when` is false is skipped; the steps that need it still run."""
+    world.write_runbook("""
+        name: when
+        vars: {enabled: false}
+        steps:
+          - {id: maybe, hosts: db@target, run: 'touch "$DRX_HOST_DIR/maybe"', when: "vars.enabled", undo: 'true'}
+          - {id: next, hosts: db@target, run: 'touch "$DRX_HOST_DIR/next"', needs: [maybe], undo: 'true'}
+    """)
+    code, _ = world.run(capsys, "failover", "site-b")
+    assert code == 0
+    summary = world.summary()
+    assert world.step(summary, "maybe")["status"] == "skipped"
+    assert not world.host_file("db-b", "maybe").exists()
+    assert world.host_file("db-b", "next").exists()
+
+
+def test_on_failure_continue_lets_dependents_run(world: World, capsys) -> None:
+    """A failing step with on_failure: continue is recorded failed; its dependents run."""
+    world.write_runbook("""
+        name: cont
+        steps:
+          - {id: optional, hosts: db@target, run: 'exit 3', on_failure: continue, undo: 'true'}
+          - {id: next, hosts: db@target, run: 'touch "$DRX_HOST_DIR/next"', needs: [optional], undo: 'true'}
+    """)
+    code, _ = world.run(capsys, "failover", "site-b")
+    assert code == 0
+    summary = world.summary()
+    assert world.step(summary, "optional")["status"] == "failed"
+    assert world.step(summary, "next")["status"] == "succeeded"
+
+
+def test_manual_gate_with_yes_and_without_a_terminal(world: World, capsys) -> None:
+    """--yes approves a gate (recorded as such); with no terminal and no --yes the gate fails."""
+    world.write_runbook("""
+        name: gate
+        steps:
+          - {id: ok, kind: manual, prompt: "Go to {{ target }}?"}
+          - {id: after, hosts: db@target, run: 'touch "$DRX_HOST_DIR/after"', needs: [ok], undo: 'true'}
+    """)
+    code, _ = world.run(capsys, "failover", "site-b", "--yes")
+    assert code == 0
+    gate = world.step(world.summary(), "ok")
+    assert gate["status"] == "succeeded" and gate["approved_by"] == "--yes"
+    world.host_file("db-b", "after").unlink()
+    code, err = world.run(capsys, "failover", "site-b", "--force")
+    assert code == 1
+    gate = world.step(world.summary(), "ok")
+    assert gate["status"] == "failed" and "no terminal" in gate["message"]
+    assert not world.host_file("db-b", "after").exists()
+
+
+def test_source_health_failing_refuses_unless_emergency(world: World, capsys) -> None:
+    """Unhealthy source: exit 2 and nothing runs; --emergency skips the check and runs."""
+    world.write_runbook("""
+        name: health
+        health:
+          - {name: up, hosts: app@active, run: 'test -f "$DRX_HOST_DIR/serving"', interval: 50ms, timeout: 5s}
+        steps:
+          - {id: start, hosts: app@target, run: 'touch "$DRX_HOST_DIR/serving"', undo: 'rm -f "$DRX_HOST_DIR/serving"'}
+    """)
+    code, err = world.run(capsys, "failover", "site-b")
+    assert code == 2 and "not healthy at site-a" in err
+    assert world.run_dirs() == [] and not world.host_file("app-b", "serving").exists()
+    code, err = world.run(capsys, "failover", "site-b", "--emergency")
+    assert code == 0, err
+    summary = world.summary()
+    assert summary["emergency"] is True and summary["health"]["held_at"] is not None
+
+
+def test_health_after_ends_the_rto_and_never_holding_fails(world: World, capsys) -> None:
+    """The RTO ends when health first holds at the target; health that never holds → exit 1."""
+    world.host_file("app-a", "serving").touch()
+    world.write_runbook("""
+        name: health
+        health:
+          - {name: up, hosts: app@active, run: 'test -f "$DRX_HOST_DIR/serving"', interval: 50ms, timeout: 1s}
+        steps:
+          - {id: start, hosts: app@target, run: 'sleep 0.2; touch "$DRX_HOST_DIR/serving"', undo: 'true'}
+    """)
+    code, err = world.run(capsys, "failover", "site-b")
+    assert code == 0, err
+    summary = world.summary()
+    assert summary["rto"]["measured_s"] >= world.step(summary, "start")["duration_s"]
+    assert summary["health"]["polls"] >= 1
+    world.host_file("app-a", "serving").touch()
+    world.host_file("app-b", "serving").unlink()
+    world.write_runbook("""
+        name: health
+        health:
+          - {name: up, hosts: app@active, run: 'test -f "$DRX_HOST_DIR/serving"', interval: 50ms, timeout: 500ms}
+        steps:
+          - {id: start, hosts: app@target, run: 'true', undo: 'true'}
+    """)
+    code, err = world.run(capsys, "failover", "site-b", "--force")
+    assert code == 1
+    summary = world.summary()
+    assert summary["status"] == "failed" and summary["health"]["timed_out"] is True
+
+
+def test_lock_refuses_a_second_run_naming_the_holder(world: World, capsys) -> None:
+    """While a run holds the lock, another run exits 2 and names the holder."""
+    world.write_runbook("""
+        name: lock
+        steps:
+          - {id: s, hosts: db@target, run: 'true', undo: 'true'}
+    """)
+    with run_lock(world.state, "someone-elses-run"):
+        code, err = world.run(capsys, "failover", "site-b")
+    assert code == 2 and "someone-elses-run" in err
+    assert world.run_dirs() == []
+
+
+def test_missed_rto_target_exits_3(world: World, capsys) -> None:
+    """A run that succeeds but misses rto_target exits 3 and says so in the summary."""
+    world.write_runbook("""
+        name: slow
+        rto_target: 100ms
+        steps:
+          - {id: s, hosts: db@target, run: 'sleep 0.3', undo: 'true'}
+    """)
+    code, _ = world.run(capsys, "failover", "site-b")
+    assert code == 3
+    summary = world.summary()
+    assert summary["status"] == "succeeded" and summary["rto"]["met"] is False
+    assert summary["exit_code"] == 3
+
+
+def test_summary_has_every_field_and_state_moves(world: World, capsys) -> None:
+    """summary.json carries every SPEC field; state.json names the new active site."""
+    world.write_runbook("""
+        name: fields
+        rto_target: 5m
+        steps:
+          - {id: one, hosts: "@target", run: 'echo hello', undo: 'true', expect: 1s}
+          - {id: two, kind: wait, duration: 100ms, needs: [one]}
+    """)
+    code, _ = world.run(capsys, "failover", "site-b")
+    assert code == 0
+    run_dir = world.run_dirs()[-1]
+    assert run_dir.name.endswith("-failover-site-b")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in (
+        "run_id", "runbook", "direction", "source", "target", "parent_run", "status",
+        "emergency", "started_at", "finished_at", "rto", "rpo", "manual_wait_s",
+        "critical_path", "steps", "health",
+    ):
+        assert key in summary, key
+    assert summary["run_id"] == run_dir.name
+    assert set(summary["rto"]) >= {"measured_s", "target_s", "met", "start_step"}
+    one = world.step(summary, "one")
+    for key in ("id", "kind", "status", "started_at", "finished_at", "duration_s", "attempts",
+                "needs", "undo_of", "hosts"):
+        assert key in one, key
+    assert [h["host"] for h in one["hosts"]] == ["db-b", "app-b"]
+    assert set(one["hosts"][0]) >= {"host", "rc", "duration_s", "output_tail"}
+    assert "hello" in one["hosts"][0]["output_tail"]
+    assert (run_dir / "output" / "one" / "db-b.log").read_text().strip() == "hello"
+    assert (run_dir / "plan.json").exists()
+    assert summary["critical_path"] == ["one", "two"]
+    state = json.loads((world.state / "state.json").read_text())
+    assert state["active"] == "site-b" and state["last_run"] == run_dir.name
+    code, err = world.run(capsys, "failover", "site-b")
+    assert code == 2 and "already active" in err
+
+
+def test_measured_rto_agrees_with_host_timestamps(world: World, capsys) -> None:
+    """The measured RTO is within 50 ms of the span seen on the hosts themselves."""
+    world.write_runbook(f"""
+        name: rto
+        steps:
+          - {{id: first, hosts: db@target, run: '{stamped("first", "sleep 0.2")}', undo: 'true'}}
+          - {{id: last, hosts: app@target, run: '{stamped("last", "sleep 0.2")}', needs: [first], undo: 'true'}}
+    """)
+    code, _ = world.run(capsys, "failover", "site-b")
+    assert code == 0
+    span = host_time(world, "app-b", "last.end") - host_time(world, "db-b", "first.start")
+    measured = world.summary()["rto"]["measured_s"]
+    assert measured >= span - 0.005
+    assert abs(measured - span) < 0.05, (measured, span)
+
+
+def test_secrets_never_reach_any_file_under_the_state_dir(world: World, capsys, monkeypatch) -> None:
+    """Secret values (by name, --secret-var, DRX_SECRET_*) are *** in every file drx writes,
+    while the command itself receives them."""
+    monkeypatch.setenv("DRX_SECRET_API", "env-s3cret-value")
+    world.write_runbook("""
+        name: secrets
+        vars: {db_password: pw-s3cret-value}
+        steps:
+          - id: use
+            hosts: db@target
+            run: >-
+              echo {{ vars.db_password }} {{ vars.token }} {{ vars.api }};
+              echo {{ vars.db_password }} {{ vars.token }} {{ vars.api }} > "$DRX_HOST_DIR/got"
+            undo: 'true'
+    """)
+    code, err = world.run(capsys, "failover", "site-b", "--secret-var", "token=cli-s3cret-value")
+    assert code == 0, err
+    got = world.host_file("db-b", "got").read_text()
+    assert "pw-s3cret-value cli-s3cret-value env-s3cret-value" in got
+    files = [p for p in world.state.rglob("*") if p.is_file()]
+    assert any(p.name == "db-b.log" for p in files)
+    for path in files:
+        text = path.read_text(errors="replace")
+        for secret in ("pw-s3cret-value", "cli-s3cret-value", "env-s3cret-value"):
+            assert secret not in text, f"{secret} found in {path}"
+    assert "***" in (world.run_dirs()[-1] / "output" / "use" / "db-b.log").read_text()
+    assert "s3cret" not in err
+
+
+def test_ctrl_c_cancels_pending_steps_and_exits_130(world: World) -> None:
+    """Ctrl-C to the process group lets the running command finish, cancels steps that never
+    started, records the run cancelled, exits 130."""
+    import os
+    import signal
+
+    world.write_runbook(f"""
+        name: cancel
+        steps:
+          - {{id: running, hosts: db@target, run: '{stamped("running", "sleep 1")}', undo: 'true'}}
+          - {{id: later, hosts: db@target, run: 'touch "$DRX_HOST_DIR/later"', needs: [running], undo: 'true'}}
+    """)
+    proc = world.spawn("failover", "site-b")
+    deadline = time.monotonic() + 10
+    while not world.host_file("db-b", "running.start").exists():
+        assert time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "no start"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert world.host_file("db-b", "running.end").exists(), "the running command was killed"
+    assert not world.host_file("db-b", "later").exists()
+    summary = world.summary()
+    assert summary["status"] == "cancelled"
+    assert world.step(summary, "running")["status"] == "succeeded"
+    assert world.step(summary, "later")["status"] == "cancelled"
