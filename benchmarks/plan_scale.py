@@ -40,9 +40,7 @@ def _hosts(site: str, net: int) -> str:
     lines = []
     for i in range(8):
         role = ("app", "db", "web")[i % 3]
-        lines.append(
-            f"      {role}-{site}-{i}: {{address: 10.0.{net}.{20 + i}, roles: [{role}]}}"
-        )
+        lines.append(f"      {role}-{site}-{i}: {{address: 10.0.{net}.{20 + i}, roles: [{role}]}}")
     return "\n".join(lines)
 
 

@@ -149,11 +149,68 @@ def compile_expression(source: str) -> Callable[..., Any]:
     return ENV.compile_expression(source, undefined_to_none=False)
 
 
+_OUTPUT = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+
+
+@lru_cache(maxsize=65536)
+def _split(source: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The literal texts and ``{{ expression }}`` sources of a template made only of those, or
+    None when it uses more of Jinja (blocks, comments, whitespace control, CRs) or when the
+    split is in doubt: such templates are compiled whole."""
+    if "{%" in source or "{#" in source or "\r" in source:
+        return None
+    if source.endswith("\n"):
+        source = source[:-1]  # as Jinja does without keep_trailing_newline
+    literals: list[str] = []
+    expressions: list[str] = []
+    pos = 0
+    for match in _OUTPUT.finditer(source):
+        expression = match.group(1)
+        if not expression.strip() or expression.startswith("-") or expression.endswith("-"):
+            return None
+        literals.append(source[pos : match.start()])
+        expressions.append(expression)
+        pos = match.end()
+    literals.append(source[pos:])
+    if any("{{" in text for text in literals):
+        return None
+    return tuple(literals), tuple(expressions)
+
+
+@lru_cache(maxsize=4096)
+def _compile_outputs(expressions: tuple[str, ...]) -> Callable[..., Any] | None:
+    """One compiled expression yielding the values of all ``expressions``, shared by every
+    template with the same expressions whatever its literal text; None if it does not compile
+    (a wrong split or a syntax error: the whole template is then compiled, which reports it)."""
+    try:
+        return ENV.compile_expression(
+            "(" + "".join(f"({e})," for e in expressions) + ")", undefined_to_none=False
+        )
+    except jinja2.exceptions.TemplateSyntaxError:
+        return None
+
+
 def render(source: str, context: Mapping[str, Any]) -> str:
-    """Render a template (commands, prompts)."""
+    """Render a template (commands, prompts).
+
+    Thousands of commands differ only in their literal text and share a few expressions
+    (``{{ site(target).vars.vip | quote }}``); compiling each as a Jinja template would cost a
+    millisecond apiece, so a template of text and ``{{ … }}`` only is rendered by evaluating its
+    expressions, compiled once per distinct set, with the same environment and semantics.
+    """
     if "{" not in source:
         return source
-    return compile_template(source).render(context)
+    parts = _split(source)
+    outputs = _compile_outputs(parts[1]) if parts is not None else None
+    if parts is None or outputs is None:
+        return compile_template(source).render(context)
+    literals, _ = parts
+    values = outputs(**context)
+    pieces = [literals[0]]
+    for value, literal in zip(values, literals[1:], strict=True):
+        pieces.append(str(value))
+        pieces.append(literal)
+    return "".join(pieces)
 
 
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:

@@ -48,8 +48,12 @@ class Loaded:
     problems: list[Problem] = field(default_factory=list)
 
 
+#: libyaml's parser when PyYAML was built with it: ten times faster on big runbooks
+_BASE_LOADER: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _make_loader(path: str, problems: list[Problem]) -> type[yaml.SafeLoader]:
-    class Loader(yaml.SafeLoader):
+    class Loader(_BASE_LOADER):  # type: ignore[valid-type,misc]
         pass
 
     def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> LMap:

@@ -117,7 +117,11 @@ class World:
 
     def summaries(self) -> list[dict[str, Any]]:
         runs = sorted((self.state / "runs").iterdir()) if (self.state / "runs").is_dir() else []
-        return [json.loads((r / "summary.json").read_text()) for r in runs if (r / "summary.json").exists()]
+        return [
+            json.loads((r / "summary.json").read_text())
+            for r in runs
+            if (r / "summary.json").exists()
+        ]
 
     def summary(self) -> dict[str, Any]:
         return self.summaries()[-1]

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from orchestrator.state import run_lock
 from tests.drill import World
 
@@ -277,16 +275,39 @@ def test_summary_has_every_field_and_state_moves(world: World, capsys) -> None:
     assert run_dir.name.endswith("-failover-site-b")
     summary = json.loads((run_dir / "summary.json").read_text())
     for key in (
-        "run_id", "runbook", "direction", "source", "target", "parent_run", "status",
-        "emergency", "started_at", "finished_at", "rto", "rpo", "manual_wait_s",
-        "critical_path", "steps", "health",
+        "run_id",
+        "runbook",
+        "direction",
+        "source",
+        "target",
+        "parent_run",
+        "status",
+        "emergency",
+        "started_at",
+        "finished_at",
+        "rto",
+        "rpo",
+        "manual_wait_s",
+        "critical_path",
+        "steps",
+        "health",
     ):
         assert key in summary, key
     assert summary["run_id"] == run_dir.name
     assert set(summary["rto"]) >= {"measured_s", "target_s", "met", "start_step"}
     one = world.step(summary, "one")
-    for key in ("id", "kind", "status", "started_at", "finished_at", "duration_s", "attempts",
-                "needs", "undo_of", "hosts"):
+    for key in (
+        "id",
+        "kind",
+        "status",
+        "started_at",
+        "finished_at",
+        "duration_s",
+        "attempts",
+        "needs",
+        "undo_of",
+        "hosts",
+    ):
         assert key in one, key
     assert [h["host"] for h in one["hosts"]] == ["db-b", "app-b"]
     assert set(one["hosts"][0]) >= {"host", "rc", "duration_s", "output_tail"}
@@ -316,7 +337,9 @@ def test_measured_rto_agrees_with_host_timestamps(world: World, capsys) -> None:
     assert abs(measured - span) < 0.05, (measured, span)
 
 
-def test_secrets_never_reach_any_file_under_the_state_dir(world: World, capsys, monkeypatch) -> None:
+def test_secrets_never_reach_any_file_under_the_state_dir(
+    world: World, capsys, monkeypatch
+) -> None:
     """Secret values (by name, --secret-var, DRX_SECRET_*) are *** in every file drx writes,
     while the command itself receives them."""
     monkeypatch.setenv("DRX_SECRET_API", "env-s3cret-value")
@@ -360,7 +383,9 @@ def test_ctrl_c_cancels_pending_steps_and_exits_130(world: World) -> None:
     proc = world.spawn("failover", "site-b")
     deadline = time.monotonic() + 10
     while not world.host_file("db-b", "running.start").exists():
-        assert time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "no start"
+        assert time.monotonic() < deadline, (
+            proc.stderr.read() if proc.poll() is not None else "no start"
+        )
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=20)

@@ -24,10 +24,23 @@ def _ssh(host: LabHost, command: str, *, timeout: float = 10) -> subprocess.Comp
     """Run ``command`` on ``host`` with OpenSSH's ``ssh``, strict host key checking on."""
     return subprocess.run(
         [
-            "ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={host.known_hosts}", "-o", "ConnectTimeout=3",
-            "-i", str(host.identity_file), "-p", str(host.port),
-            f"{host.user}@{host.address}", command,
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={host.known_hosts}",
+            "-o",
+            "ConnectTimeout=3",
+            "-i",
+            str(host.identity_file),
+            "-p",
+            str(host.port),
+            f"{host.user}@{host.address}",
+            command,
         ],
         capture_output=True,
         text=True,
@@ -75,7 +88,9 @@ def test_openssh_client_logs_in_as_lab_user_with_strict_known_hosts(
     assert (host.state_dir / "written").exists()
 
 
-def test_known_hosts_has_bracketed_port_lines(lab: Lab, lab_hosts: Callable[[int], list[LabHost]]) -> None:
+def test_known_hosts_has_bracketed_port_lines(
+    lab: Lab, lab_hosts: Callable[[int], list[LabHost]]
+) -> None:
     """known_hosts holds one ``[addr]:port ssh-ed25519 KEY`` line per host, from its host key."""
     hosts = lab_hosts(2)
     lines = lab.known_hosts.read_text().splitlines()
@@ -103,11 +118,25 @@ def test_kill_ends_open_sessions(lab: Lab, fresh_host: Callable[[], LabHost]) ->
     """A killed host takes its running sessions down with it, like a crashed machine."""
     host = fresh_host()
     proc = subprocess.Popen(
-        ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-         "-o", f"UserKnownHostsFile={host.known_hosts}", "-i", str(host.identity_file),
-         "-p", str(host.port), f"{host.user}@{host.address}",
-         f"echo $$ > {host.state_dir}/pid; sleep 30"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={host.known_hosts}",
+            "-i",
+            str(host.identity_file),
+            "-p",
+            str(host.port),
+            f"{host.user}@{host.address}",
+            f"echo $$ > {host.state_dir}/pid; sleep 30",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 5
@@ -205,8 +234,19 @@ def test_cli_up_serves_until_sigterm(tmp_path: Path) -> None:
     root = Path(tempfile.mkdtemp(prefix="drx-lab-cli-"))
     pidfile = tmp_path / "lab.pid"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.lab", "up", "--dir", str(root),
-         "--sites", "site-a:db-a,app-a", "site-b:db-b", "--pidfile", str(pidfile)],
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.lab",
+            "up",
+            "--dir",
+            str(root),
+            "--sites",
+            "site-a:db-a,app-a",
+            "site-b:db-b",
+            "--pidfile",
+            str(pidfile),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -32,8 +32,9 @@ def state(tmp_path: Path) -> Path:
 @pytest.fixture
 def conn(state: Path) -> LocalConnection:
     """A local connection for a host with DRX_HOST_DIR in its env."""
-    spec = HostSpec(name="control", address="localhost", transport="local",
-                    env={"DRX_HOST_DIR": str(state)})
+    spec = HostSpec(
+        name="control", address="localhost", transport="local", env={"DRX_HOST_DIR": str(state)}
+    )
     return LocalTransport().connect(spec)
 
 

@@ -159,9 +159,7 @@ def test_redaction_survives_a_secret_split_across_reads(
         assert "supersecret" not in text and "token=*** ok" in text
 
 
-def test_large_output_goes_to_log_with_bounded_memory(
-    conn: SSHConnection, tmp_path: Path
-) -> None:
+def test_large_output_goes_to_log_with_bounded_memory(conn: SSHConnection, tmp_path: Path) -> None:
     """50 MB of output is streamed to the log in full while memory holds only the tails."""
     log = tmp_path / "big.log"
     size = 50 * 1024 * 1024
@@ -334,9 +332,7 @@ def test_wrong_key_is_authentication_failed(shared: HostSpec, tmp_path: Path) ->
         SSHTransport().connect(spec)
 
 
-def test_missing_identity_file_is_authentication_failed(
-    shared: HostSpec, tmp_path: Path
-) -> None:
+def test_missing_identity_file_is_authentication_failed(shared: HostSpec, tmp_path: Path) -> None:
     """An identity file that does not exist is reported as an authentication failure."""
     spec = replace(shared, identity_file=str(tmp_path / "nope"))
     with pytest.raises(AuthenticationFailed, match="nope"):
@@ -396,7 +392,9 @@ def test_accept_new_records_key_then_refuses_a_change(
         with SSHTransport().connect(spec) as c:
             assert c.run("true").ok
     host_pub = (lab.host(shared.name).host_key.parent / "ssh_host_ed25519_key.pub").read_text()
-    assert known.read_text() == f"[{shared.address}]:{shared.port} {' '.join(host_pub.split()[:2])}\n"
+    assert (
+        known.read_text() == f"[{shared.address}]:{shared.port} {' '.join(host_pub.split()[:2])}\n"
+    )
     # Now the recorded key is replaced by another: a changed key.
     known.write_text(f"[{shared.address}]:{shared.port} {_other_key(tmp_path)}\n")
     with pytest.raises(HostKeyError, match="host key changed"):
@@ -430,9 +428,7 @@ def test_proxy_jump_goes_through_the_bastion(
     """With proxy_jump the target's TCP connection is made by the bastion's sshd, not by us;
     closing the connection also closes the bastion connection."""
     bastion, target = lab_hosts(2)
-    spec = lab.host_spec(
-        target.name, proxy_jump=f"{bastion.user}@{bastion.address}:{bastion.port}"
-    )
+    spec = lab.host_spec(target.name, proxy_jump=f"{bastion.user}@{bastion.address}:{bastion.port}")
     c = SSHTransport().connect(spec)
     try:
         # SSH_CONNECTION = "client_ip client_port server_ip server_port" as the target sees it.
@@ -459,8 +455,11 @@ def test_bastion_host_key_is_checked_too(
 ) -> None:
     """The bastion's host key is checked against the same known_hosts and policy."""
     bastion, target = lab_hosts(2)
-    only_target = [line for line in lab.known_hosts.read_text().splitlines() if
-                   line.startswith(f"[{target.address}]:{target.port} ")]
+    only_target = [
+        line
+        for line in lab.known_hosts.read_text().splitlines()
+        if line.startswith(f"[{target.address}]:{target.port} ")
+    ]
     spec = lab.host_spec(
         target.name,
         proxy_jump=f"{bastion.user}@{bastion.address}:{bastion.port}",
@@ -470,8 +469,9 @@ def test_bastion_host_key_is_checked_too(
         SSHTransport().connect(spec)
 
 
-def test_dead_bastion_is_unreachable(lab: Lab, fresh_host: Callable[[], LabHost],
-                                     lab_hosts: Callable[[int], list[LabHost]]) -> None:
+def test_dead_bastion_is_unreachable(
+    lab: Lab, fresh_host: Callable[[], LabHost], lab_hosts: Callable[[int], list[LabHost]]
+) -> None:
     """A proxy_jump to a dead bastion raises HostUnreachable naming the bastion."""
     bastion = fresh_host()
     target = lab_hosts(1)[0]

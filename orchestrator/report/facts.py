@@ -481,10 +481,12 @@ def rto_facts(run: Run) -> RtoFacts:
     if rto.predicted_s is not None and rto.measured_s is not None:
         diff = rto.measured_s - rto.predicted_s
         if abs(diff) < _NOISE_S:
-            prediction = f"The plan predicted {secs(rto.predicted_s)}; the run took as predicted."
+            prediction = f"The plan predicted {secs(rto.predicted_s)}; the run took as long."
         else:
-            word = "longer" if diff > 0 else "shorter"
-            prediction = f"The plan predicted {secs(rto.predicted_s)}; the run took {secs(abs(diff))} {word}."
+            word = "more" if diff > 0 else "less"
+            prediction = (
+                f"The plan predicted {secs(rto.predicted_s)}; the run took {secs(abs(diff))} {word}."
+            )
     elif rto.predicted_s is not None:
         prediction = f"The plan predicted {secs(rto.predicted_s)}."
     return RtoFacts(label, verdict, basis, end_to_end, end_to_end_basis, prediction)

@@ -355,9 +355,7 @@ def _step(index: int, raw: Mapping[str, Any], base: datetime | None) -> Step:
                 rc=_int(host.get("rc")),
                 duration_s=_num(host.get("duration_s")),
                 error=_str(host.get("error")),
-                output_tail=host.get("output_tail")
-                if isinstance(host.get("output_tail"), str)
-                else "",
+                output_tail=_str(host.get("output_tail")) or "",
                 attempts=_attempts(
                     host, offset, None if carried_from else base, host_status or status
                 ),

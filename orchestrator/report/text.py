@@ -181,21 +181,21 @@ def render_text(report: Report, *, color: bool = False) -> str:
     section(f"Critical path — {path.text}")
     if path.rows:
         rows, styles = [], []
-        for row in path.rows:
-            bar = "█" * max(round((row.share or 0) / 5), 1 if row.share else 0)
-            rows.append([row.label, secs(row.duration_s), pct(row.share), bar, row.note])
+        for link in path.rows:
+            bar = "█" * max(round((link.share or 0) / 5), 1 if link.share else 0)
+            rows.append([link.label, secs(link.duration_s), pct(link.share), bar, link.note])
             styles.append(
                 [
-                    "bold" if row.step_id else "dim",
+                    "bold" if link.step_id else "dim",
                     None,
                     None,
-                    "yellow" if row.kind == "manual" else "blue",
+                    "yellow" if link.kind == "manual" else "blue",
                     "dim",
                 ]
             )
         out += _table(
             paint,
-            ["step", "duration", path.basis_label.removeprefix("of the "), "", "note"],
+            ["step", "duration", "share", "", "note"],
             rows,
             right=(1, 2),
             styles=styles,

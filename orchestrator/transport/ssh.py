@@ -106,6 +106,27 @@ def _tune_socket(sock: socket.socket) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
+class _QuickAckSocket(socket.socket):
+    """A socket that acknowledges received data at once instead of up to 40 ms later.
+
+    Right after authentication OpenSSH sends two small messages (a host-keys notice and a
+    debug message) and, under Nagle's algorithm, holds back the second — and everything behind
+    it, such as the answer to the first channel open — until the first is acknowledged. Linux
+    delays that ACK (nothing to piggyback it on), so a connection's first command would cost
+    ~45 ms instead of ~3 ms. TCP_QUICKACK is not sticky in Linux, hence re-armed after each
+    read (one cheap syscall per read of Paramiko's transport thread).
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        with contextlib.suppress(OSError):
+            self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+        return data
+
+
+_TCP_QUICKACK: int = getattr(socket, "TCP_QUICKACK", 0)
+
+
 class _RejectUnknown(paramiko.MissingHostKeyPolicy):
     """``strict``: a host whose key is not in known_hosts is refused."""
 
@@ -611,6 +632,10 @@ class SSHTransport:
         except OSError as exc:
             raise HostUnreachable(host.name, f"{where}: {exc.strerror or exc}") from None
         _tune_socket(sock)
+        if _TCP_QUICKACK:
+            timeout = sock.gettimeout()
+            sock = _QuickAckSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+            sock.settimeout(timeout)
         return sock
 
     @staticmethod
