@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from orchestrator import __version__
 from orchestrator.errors import DrxError, ValidationError
+
+if TYPE_CHECKING:
+    from orchestrator.session import Options
 
 EXIT_CODES = """\
 Exit codes: 0 success · 1 the run failed · 2 refused before anything ran (invalid input, lock
@@ -92,7 +95,7 @@ def _options(
     state_dir: str | None,
     log_format: str,
     verbose: int,
-) -> object:
+) -> Options:
     from orchestrator.session import Options
 
     return Options.create(runbook, inventory, _state_dir(state_dir), log_format, verbose)
@@ -124,7 +127,7 @@ def validate(
     from orchestrator import session
 
     opts = _options(runbook, inventory, state_dir, log_format, verbose)
-    warnings = session.validate(opts)  # type: ignore[arg-type]
+    warnings = session.validate(opts)
     for w in warnings:
         typer.echo(str(w), err=True)
     typer.echo(f"ok: {len(warnings)} warning(s)", err=True)
@@ -154,7 +157,7 @@ def plan(
     _check_format(fmt, ("text", "json", "dot", "mermaid"))
     opts = _options(runbook, inventory, state_dir, log_format, verbose)
     typer.echo(
-        session.preview_failover(opts, site, fmt, force, emergency, var or [], secret_var or []),  # type: ignore[arg-type]
+        session.preview_failover(opts, site, fmt, force, emergency, var or [], secret_var or []),
         nl=False,
     )
 
@@ -191,13 +194,13 @@ def failover(
     if dry_run:
         _check_format(fmt, ("text", "json", "dot", "mermaid"))
         typer.echo(
-            session.preview_failover(  # type: ignore[arg-type]
+            session.preview_failover(
                 opts, site, fmt, force, emergency, var or [], secret_var or []
             ),
             nl=False,
         )
         return
-    code = session.run_failover(  # type: ignore[arg-type]
+    code = session.run_failover(
         opts,
         site,
         yes=yes,
@@ -237,7 +240,7 @@ def failback(
     opts = _options(runbook, inventory, state_dir, log_format, verbose)
     if dry_run:
         _check_format(fmt, ("text", "json", "dot", "mermaid"))
-    code = session.run_failback(  # type: ignore[arg-type]
+    code = session.run_failback(
         opts,
         run,
         dry_run=dry_run,
@@ -274,7 +277,7 @@ def resume(
     from orchestrator import session
 
     opts = _options(runbook, inventory, state_dir, log_format, verbose)
-    code = session.run_resume(  # type: ignore[arg-type]
+    code = session.run_resume(
         opts,
         run,
         rerun_inflight=rerun_inflight,

@@ -144,24 +144,24 @@ def _connection(fields: Fields, inherited: dict[str, Any]) -> dict[str, Any]:
     merged = dict(inherited)
     data = fields.data
     if "transport" in data:
-        value = fields.str("transport")
+        value = fields.string("transport")
         if value is not None and value not in {t.value for t in TransportKind}:
             fields.error("transport", f"transport must be ssh or local, not '{value}'")
         elif value is not None:
             merged["transport"] = value
     for key in ("user", "identity_file", "known_hosts"):
         if key in data:
-            merged[key] = fields.str(key, merged.get(key))
+            merged[key] = fields.string(key, merged.get(key))
     if "proxy_jump" in data:
-        merged["proxy_jump"] = fields.str("proxy_jump")
+        merged["proxy_jump"] = fields.string("proxy_jump")
     if "port" in data:
-        port = fields.int("port", merged.get("port"), minimum=1)
+        port = fields.integer("port", merged.get("port"), minimum=1)
         if isinstance(port, int) and port > 65535:
             fields.error("port", "port must be at most 65535")
         else:
             merged["port"] = port
     if "host_key_policy" in data:
-        value = fields.str("host_key_policy")
+        value = fields.string("host_key_policy")
         if value is not None and value not in {p.value for p in HostKeyPolicy}:
             fields.error(
                 "host_key_policy",
@@ -279,7 +279,7 @@ def parse_inventory(path: str | Path) -> tuple[Inventory | None, list[Problem]]:
         )
     elif "sites" not in top:
         f.error(None, "missing required field 'sites' in the inventory")
-    active = f.str("active")
+    active = f.string("active")
     if active is None:
         f.error(None, "missing required field 'active' in the inventory")
     elif sites and active not in sites:

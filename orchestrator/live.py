@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
@@ -100,7 +100,7 @@ class LiveView:
     """A rich live table on the terminal: each step's status, hosts, elapsed, and the RTO clock
     against the target with the projected RTO."""
 
-    ICON = {
+    ICON: ClassVar[dict[str, str]] = {
         "pending": "·",
         "running": "▶",
         "succeeded": "✔",
@@ -110,7 +110,7 @@ class LiveView:
         "not_run": "–",
         "waiting": "?",
     }
-    STYLE = {
+    STYLE: ClassVar[dict[str, str]] = {
         "running": "cyan",
         "succeeded": "green",
         "failed": "red",

@@ -176,7 +176,7 @@ class Runbook:
 
 
 def _capture(f: Fields) -> str | None:
-    value = f.str("capture")
+    value = f.string("capture")
     if value is None or value in CAPTURE_KINDS:
         return value
     try:
@@ -217,7 +217,7 @@ def _parse_step(
             )
     else:
         step_id = undo_of.id
-    kind_text = f.str("kind", "command")
+    kind_text = f.string("kind", "command")
     try:
         kind = StepKind(kind_text)
     except ValueError:
@@ -236,13 +236,13 @@ def _parse_step(
             f.require("run")
     elif kind is StepKind.WAIT and "duration" not in data:
         f.error(None, "a wait step needs 'duration'")
-    on_failure_text = f.str("on_failure", "abort")
+    on_failure_text = f.string("on_failure", "abort")
     try:
         on_failure = OnFailure(on_failure_text)
     except ValueError:
         f.error("on_failure", f"on_failure must be abort or continue, not '{on_failure_text}'")
         on_failure = OnFailure.ABORT
-    serial = f.int("serial", None, minimum=1)
+    serial = f.integer("serial", None, minimum=1)
     name = f.text("name") or (undo_of.name and f"undo {undo_of.name}" if undo_of else step_id)
     step = Step(
         id=step_id,
@@ -252,7 +252,7 @@ def _parse_step(
         run=run,
         needs=tuple(f.str_list("needs")),
         timeout=f.duration("timeout", DEFAULT_TIMEOUT) or 0.0,
-        retries=f.int("retries", 0),
+        retries=f.integer("retries", 0),
         retry_delay=f.duration("retry_delay", DEFAULT_RETRY_DELAY) or 0.0,
         until=f.text("until"),
         interval=f.duration("interval", DEFAULT_INTERVAL) or 0.0,
@@ -264,8 +264,8 @@ def _parse_step(
         prompt=f.text("prompt"),
         duration=f.duration("duration"),
         env=f.env(),
-        idempotent=f.bool("idempotent"),
-        sudo=f.bool("sudo"),
+        idempotent=f.flag("idempotent"),
+        sudo=f.flag("sudo"),
         line=data.line,
         field_lines={k: data.line_of(k) for k in data},
     )

@@ -4,6 +4,7 @@ failed back and resumed."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os

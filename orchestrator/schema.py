@@ -84,7 +84,7 @@ class Fields:
             return default
         return value
 
-    def str(self, key: str, default: Any = None) -> Any:
+    def string(self, key: str, default: Any = None) -> Any:
         return self._typed(key, lambda v: isinstance(v, str), "a string", default)
 
     def text(self, key: str, default: Any = None) -> Any:
@@ -97,10 +97,10 @@ class Fields:
         )
         return str(value) if value is not None and value is not default else value
 
-    def bool(self, key: str, default: bool = False) -> bool:
+    def flag(self, key: str, default: bool = False) -> bool:
         return bool(self._typed(key, lambda v: isinstance(v, bool), "true or false", default))
 
-    def int(self, key: str, default: Any = None, minimum: int = 0) -> Any:
+    def integer(self, key: str, default: Any = None, minimum: int = 0) -> Any:
         value = self._typed(
             key, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", default
         )

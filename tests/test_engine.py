@@ -177,7 +177,7 @@ def test_manual_gate_with_yes_and_without_a_terminal(world: World, capsys) -> No
     gate = world.step(world.summary(), "ok")
     assert gate["status"] == "succeeded" and gate["approved_by"] == "--yes"
     world.host_file("db-b", "after").unlink()
-    code, err = world.run(capsys, "failover", "site-b", "--force")
+    code, _ = world.run(capsys, "failover", "site-b", "--force")
     assert code == 1
     gate = world.step(world.summary(), "ok")
     assert gate["status"] == "failed" and "no terminal" in gate["message"]

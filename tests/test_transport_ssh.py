@@ -233,6 +233,15 @@ def test_timeout_kills_the_remote_process_tree(conn: SSHConnection, shared: Host
     _assert_tree_dead(Path(shared.env["DRX_HOST_DIR"]), "timeout")
 
 
+def test_timeout_stops_a_command_flooding_output(conn: SSHConnection, shared: HostSpec) -> None:
+    """A command printing without pause still times out, and is killed on the host."""
+    r = conn.run('echo $$ > "$DRX_HOST_DIR/pids.flood"; exec yes', timeout=0.5)
+    assert (r.rc, r.error) == (None, "timeout")
+    assert r.output_tail.endswith("y\n")
+    pid = int((Path(shared.env["DRX_HOST_DIR"]) / "pids.flood").read_text())
+    assert _pids_alive([pid]) == []
+
+
 def test_cancel_kills_the_remote_process_tree(conn: SSHConnection, shared: HostSpec) -> None:
     """Setting the CancelToken mid-command kills the command tree; error "cancelled"."""
     state = Path(shared.env["DRX_HOST_DIR"])
@@ -305,7 +314,7 @@ def test_hung_host_is_unreachable_within_connect_timeout(
     lab.pause(host.name)
     try:
         started = time.monotonic()
-        with pytest.raises(HostUnreachable, match="no SSH handshake within 0.5s"):
+        with pytest.raises(HostUnreachable, match=r"no SSH handshake within 0\.5s"):
             SSHTransport().connect(lab.host_spec(host.name, connect_timeout=0.5))
         elapsed = time.monotonic() - started
     finally:
@@ -465,7 +474,7 @@ def test_bastion_host_key_is_checked_too(
         proxy_jump=f"{bastion.user}@{bastion.address}:{bastion.port}",
         known_hosts=_known_hosts_with(tmp_path, only_target),
     )
-    with pytest.raises(HostKeyError, match="bastion .*unknown host key"):
+    with pytest.raises(HostKeyError, match=r"bastion .*unknown host key"):
         SSHTransport().connect(spec)
 
 

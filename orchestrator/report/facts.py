@@ -484,9 +484,7 @@ def rto_facts(run: Run) -> RtoFacts:
             prediction = f"The plan predicted {secs(rto.predicted_s)}; the run took as long."
         else:
             word = "more" if diff > 0 else "less"
-            prediction = (
-                f"The plan predicted {secs(rto.predicted_s)}; the run took {secs(abs(diff))} {word}."
-            )
+            prediction = f"The plan predicted {secs(rto.predicted_s)}; the run took {secs(abs(diff))} {word}."
     elif rto.predicted_s is not None:
         prediction = f"The plan predicted {secs(rto.predicted_s)}."
     return RtoFacts(label, verdict, basis, end_to_end, end_to_end_basis, prediction)

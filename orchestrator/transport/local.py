@@ -132,7 +132,11 @@ class LocalConnection:
             if cancel is not None and cancel.is_set():
                 return "cancelled"
             now = time.monotonic()
-            wait = None if deadline is None else max(0.0, deadline - now)
+            # Checked on every round, not only when idle: a command flooding its output must
+            # time out too.
+            if deadline is not None and now >= deadline:
+                return "timeout"
+            wait = None if deadline is None else deadline - now
             if cancel is not None:
                 wait = CANCEL_POLL_S if wait is None else min(wait, CANCEL_POLL_S)
             events = sel.select(wait)
@@ -143,8 +147,6 @@ class LocalConnection:
                     out.feed(streams[fd], data)
                 else:
                     sel.unregister(fd)
-            if not events and deadline is not None and time.monotonic() >= deadline:
-                return "timeout"
         return None
 
     @staticmethod
