@@ -206,10 +206,9 @@ def _execute_locked(
         return _run(plan, state_dir, opts, run_id, connections, unreachable, attach_output)
     finally:
         for conn in connections.values():
-            try:
+            # closing must not hide the run's outcome
+            with contextlib.suppress(Exception):
                 conn.close()
-            except Exception:
-                pass
 
 
 def _run(

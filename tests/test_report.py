@@ -572,7 +572,8 @@ def test_sizes_and_deltas_are_human_readable(fn: Any, value: float, text: str) -
 
 def test_output_cleaning_removes_terminal_control_sequences() -> None:
     """ANSI codes, carriage-return redraws and control characters are removed from output."""
-    assert clean_output("\x1b[1;31mred\x1b[0m 10%\r50%\r100%\x07\r\nok\x00") == "red 100%\nok"
+    raw = "\x1b[1;31mred\x1b[0m\n10%\r50%\r100%\x07\r\nok\x00\n\x1b]0;title\x07done"
+    assert clean_output(raw) == "red\n100%\nok\ndone"
 
 
 def test_rendering_a_thousand_step_run_is_fast() -> None:
