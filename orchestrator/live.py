@@ -232,6 +232,7 @@ class LiveView:
 
     def pause(self) -> Callable[[], None]:
         """Stop drawing (a gate asks a question); the returned callable resumes."""
+        self.live.update(self.render(), refresh=True)
         self.live.stop()
         return self.live.start
 
