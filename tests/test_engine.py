@@ -396,3 +396,57 @@ def test_ctrl_c_cancels_pending_steps_and_exits_130(world: World) -> None:
     assert summary["status"] == "cancelled"
     assert world.step(summary, "running")["status"] == "succeeded"
     assert world.step(summary, "later")["status"] == "cancelled"
+
+
+def test_serial_bounds_hosts_at_once(world: World, capsys) -> None:
+    """serial: 1 runs a step's hosts one after the other (rolling), in inventory order."""
+    world.write_runbook(f"""
+        name: rolling
+        steps:
+          - {{id: roll, hosts: "@target", run: '{stamped("roll", "sleep 0.2")}', serial: 1, undo: 'true'}}
+    """)
+    assert world.run(capsys, "failover", "site-b")[0] == 0
+    assert host_time(world, "db-b", "roll.end") <= host_time(world, "app-b", "roll.start")
+
+
+def test_max_parallel_bounds_steps_at_once(world: World, capsys) -> None:
+    """--max-parallel 1 runs independent steps one at a time, in declaration order."""
+    world.write_runbook(f"""
+        name: narrow
+        steps:
+          - {{id: one, hosts: db@target, run: '{stamped("one", "sleep 0.2")}', undo: 'true'}}
+          - {{id: two, hosts: app@target, run: '{stamped("two", "sleep 0.2")}', undo: 'true'}}
+    """)
+    assert world.run(capsys, "failover", "site-b", "--max-parallel", "1")[0] == 0
+    assert host_time(world, "db-b", "one.end") <= host_time(world, "app-b", "two.start")
+
+
+def test_large_output_goes_to_the_log_and_only_a_tail_is_kept(world: World, capsys) -> None:
+    """A step printing 5 MB: the log file has all of it; journal and summary keep a tail."""
+    world.write_runbook("""
+        name: loud
+        steps:
+          - {id: loud, hosts: db@target, run: 'seq 1 700000; echo THE-END', undo: 'true'}
+    """)
+    assert world.run(capsys, "failover", "site-b")[0] == 0
+    run_dir = world.run_dirs()[-1]
+    log = (run_dir / "output" / "loud" / "db-b.log").read_text()
+    assert log.startswith("1\n2\n") and log.rstrip().endswith("700000\nTHE-END")
+    assert max(len(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()) < 16_000
+    tail = world.step(world.summary(), "loud")["hosts"][0]["output_tail"]
+    assert tail.rstrip().endswith("THE-END") and len(tail) <= 4096
+
+
+def test_json_log_lines_carry_run_step_and_host(world: World, capsys) -> None:
+    """--log-format json writes one JSON object per line on stderr, with run_id bound."""
+    world.write_runbook("""
+        name: logs
+        steps:
+          - {id: s, hosts: db@target, run: 'exit 1', undo: 'true'}
+    """)
+    code, err = world.run(capsys, "failover", "site-b", "--log-format", "json")
+    assert code == 1
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert records and all("run_id" in r for r in records)
+    failed = [r for r in records if r["event"] == "host_finished"]
+    assert failed[0]["step"] == "s" and failed[0]["host"] == "db-b" and failed[0]["rc"] == 1
