@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,19 @@ class Host:
     def port(self) -> int:
         return self.spec.port
 
+    @cached_property
+    def view(self) -> dict[str, Any]:
+        """The host as seen by templates (see ``as_dict``)."""
+        return {
+            "name": self.name,
+            "address": self.address,
+            "port": self.port,
+            "user": self.user,
+            "roles": list(self.roles),
+            "site": self.site,
+            "vars": self.vars,
+        }
+
     @property
     def user(self) -> str:
         return self.spec.user
@@ -66,6 +80,11 @@ class Site:
     vars: dict[str, Any]
     hosts: tuple[Host, ...]
     line: int = 0
+
+    @cached_property
+    def view(self) -> dict[str, Any]:
+        """The site as seen by templates (see ``site_dict``)."""
+        return {"name": self.name, "vars": self.vars, "hosts": [h.view for h in self.hosts]}
 
 
 @dataclass
@@ -302,18 +321,13 @@ def parse_inventory(path: str | Path) -> tuple[Inventory | None, list[Problem]]:
 
 
 def as_dict(host: Host) -> dict[str, Any]:
-    """The host as seen by templates: ``.name .address .port .user .roles .site .vars``."""
-    return {
-        "name": host.name,
-        "address": host.address,
-        "port": host.port,
-        "user": host.user,
-        "roles": list(host.roles),
-        "site": host.site,
-        "vars": host.vars,
-    }
+    """The host as seen by templates: ``.name .address .port .user .roles .site .vars``.
+
+    Built once per host and shared: templates run in an immutable sandbox, so they cannot
+    change it, and a plan renders thousands of commands that each look hosts up."""
+    return host.view
 
 
 def site_dict(inventory: Inventory, name: str) -> dict[str, Any]:
-    site = inventory.sites[name]
-    return {"name": site.name, "vars": site.vars, "hosts": [as_dict(h) for h in site.hosts]}
+    """The site as seen by templates (``site(name)``): ``.name .vars .hosts``; shared likewise."""
+    return inventory.sites[name].view

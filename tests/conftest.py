@@ -14,7 +14,9 @@ from orchestrator.lab import Lab, LabHost
 
 
 @pytest.fixture(autouse=True)
-def _isolated_ssh_home(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+def _isolated_ssh_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """Point HOME at an empty directory and drop the SSH agent, so that nothing a developer
     has in ~/.ssh (config, known_hosts, keys, agent) changes what a test sees."""
     home = tmp_path_factory.mktemp("home")

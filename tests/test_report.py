@@ -93,36 +93,72 @@ def big_summary(steps: int = 1000, hosts_per_step: int = 3) -> dict[str, Any]:
                 ]
                 if i % 50 == 3 and h == 0:
                     attempts.append(
-                        {"n": 2, "start_offset_s": start + duration + 1, "duration_s": 1.0,
-                         "rc": 0, "error": None, "polls": []}
+                        {
+                            "n": 2,
+                            "start_offset_s": start + duration + 1,
+                            "duration_s": 1.0,
+                            "rc": 0,
+                            "error": None,
+                            "polls": [],
+                        }
                     )
                 hosts.append(
-                    {"host": f"host-{h:02d}", "rc": 0, "duration_s": duration, "error": None,
-                     "status": "succeeded", "output_tail": f"step {i} ok\n" * 5,
-                     "attempts": attempts}
+                    {
+                        "host": f"host-{h:02d}",
+                        "rc": 0,
+                        "duration_s": duration,
+                        "error": None,
+                        "status": "succeeded",
+                        "output_tail": f"step {i} ok\n" * 5,
+                        "attempts": attempts,
+                    }
                 )
         offset = max(offset, start + duration + 2)
         out.append(
-            {"id": f"step-{i:04d}", "name": f"Step number {i}", "kind": kind,
-             "status": "succeeded", "start_offset_s": start, "duration_s": duration,
-             "attempts": max((len(h["attempts"]) for h in hosts), default=1),
-             "needs": [f"step-{i - 25:04d}"] if i >= 25 else [], "undo_of": None, "wave": wave,
-             "error": None, "carried_from": None, "outcome_unknown": False,
-             "manual_wait_s": duration if kind == "manual" else None,
-             "approved_by": "operator" if kind == "manual" else None, "value": None,
-             "hosts": hosts}
+            {
+                "id": f"step-{i:04d}",
+                "name": f"Step number {i}",
+                "kind": kind,
+                "status": "succeeded",
+                "start_offset_s": start,
+                "duration_s": duration,
+                "attempts": max((len(h["attempts"]) for h in hosts), default=1),
+                "needs": [f"step-{i - 25:04d}"] if i >= 25 else [],
+                "undo_of": None,
+                "wave": wave,
+                "error": None,
+                "carried_from": None,
+                "outcome_unknown": False,
+                "manual_wait_s": duration if kind == "manual" else None,
+                "approved_by": "operator" if kind == "manual" else None,
+                "value": None,
+                "hosts": hosts,
+            }
         )
     return {
-        "run_id": "20261201T000000.000Z-failover-site-b", "runbook": "big", "direction": "failover",
-        "source": "site-a", "target": "site-b", "parent_run": None, "status": "succeeded",
-        "started_at": "2026-12-01T00:00:00.000Z", "finished_at": "2026-12-01T00:04:10.000Z",
+        "run_id": "20261201T000000.000Z-failover-site-b",
+        "runbook": "big",
+        "direction": "failover",
+        "source": "site-a",
+        "target": "site-b",
+        "parent_run": None,
+        "status": "succeeded",
+        "started_at": "2026-12-01T00:00:00.000Z",
+        "finished_at": "2026-12-01T00:04:10.000Z",
         "rto_started_at": "2026-12-01T00:00:00.000Z",
         "rto": {"measured_s": offset, "target_s": 900.0, "met": True},
-        "rpo": None, "manual_wait_s": 3.0,
+        "rpo": None,
+        "manual_wait_s": 3.0,
         "critical_path": [f"step-{i:04d}" for i in range(24, steps, 25)],
-        "health": {"held_at": "2026-12-01T00:04:05.000Z", "polls": 4, "held_offset_s": offset,
-                   "timed_out": False},
-        "exit_code": 0, "yes": False, "steps": out,
+        "health": {
+            "held_at": "2026-12-01T00:04:05.000Z",
+            "polls": 4,
+            "held_offset_s": offset,
+            "timed_out": False,
+        },
+        "exit_code": 0,
+        "yes": False,
+        "steps": out,
     }
 
 
@@ -162,17 +198,40 @@ def _strip(summary: dict[str, Any], keys: tuple[str, ...], step_keys: tuple[str,
             host.pop("status", None)
 
 
-EXTENSIONS = ("runbook_file", "inventory_file", "rto_started_at", "manual_wait_s",
-              "critical_path", "health", "exit_code", "yes")
-STEP_EXTENSIONS = ("name", "start_offset_s", "wave", "error", "carried_from", "outcome_unknown",
-                   "manual_wait_s", "approved_by", "value")
+EXTENSIONS = (
+    "runbook_file",
+    "inventory_file",
+    "rto_started_at",
+    "manual_wait_s",
+    "critical_path",
+    "health",
+    "exit_code",
+    "yes",
+)
+STEP_EXTENSIONS = (
+    "name",
+    "start_offset_s",
+    "wave",
+    "error",
+    "carried_from",
+    "outcome_unknown",
+    "manual_wait_s",
+    "approved_by",
+    "value",
+)
 
 
 def _nulled(summary: dict[str, Any]) -> dict[str, Any]:
     for key in (*EXTENSIONS, "rpo", "parent_run", "started_at", "finished_at"):
         summary[key] = None
-    summary["rto"] = {"measured_s": None, "target_s": None, "met": None, "start_step": None,
-                      "end_to_end_s": None, "predicted_s": None}
+    summary["rto"] = {
+        "measured_s": None,
+        "target_s": None,
+        "met": None,
+        "start_step": None,
+        "end_to_end_s": None,
+        "predicted_s": None,
+    }
     for step in summary["steps"]:
         for key in (*STEP_EXTENSIONS, "duration_s", "started_at", "finished_at", "attempts"):
             step[key] = None
@@ -183,17 +242,44 @@ def _nulled(summary: dict[str, Any]) -> dict[str, Any]:
 DEGENERATE: list[tuple[str, dict[str, Any]]] = [
     ("empty document", {}),
     ("only a run id", {"run_id": "r1"}),
-    ("null collections", {"run_id": "r2", "steps": None, "rto": None, "rpo": None,
-                          "health": None, "critical_path": None}),
-    ("mistyped fields", {"run_id": 7, "steps": [{"id": 3, "hosts": "db-b", "duration_s": "4",
-                                                 "needs": "x"}, "not-a-step"],
-                         "rto": {"measured_s": "fast", "target_s": True},
-                         "critical_path": ["missing-step"], "health": {"polls": "3"}}),
-    ("crashed, unknown step", {"run_id": "r3", "status": "crashed", "direction": "failover",
-                               "steps": [{"id": "a", "status": "unknown",
-                                          "outcome_unknown": True, "start_offset_s": 0.0,
-                                          "hosts": [{"host": "h", "rc": None,
-                                                     "attempts": [{"n": 1}]}]}]}),
+    (
+        "null collections",
+        {
+            "run_id": "r2",
+            "steps": None,
+            "rto": None,
+            "rpo": None,
+            "health": None,
+            "critical_path": None,
+        },
+    ),
+    (
+        "mistyped fields",
+        {
+            "run_id": 7,
+            "steps": [{"id": 3, "hosts": "db-b", "duration_s": "4", "needs": "x"}, "not-a-step"],
+            "rto": {"measured_s": "fast", "target_s": True},
+            "critical_path": ["missing-step"],
+            "health": {"polls": "3"},
+        },
+    ),
+    (
+        "crashed, unknown step",
+        {
+            "run_id": "r3",
+            "status": "crashed",
+            "direction": "failover",
+            "steps": [
+                {
+                    "id": "a",
+                    "status": "unknown",
+                    "outcome_unknown": True,
+                    "start_offset_s": 0.0,
+                    "hosts": [{"host": "h", "rc": None, "attempts": [{"n": 1}]}],
+                }
+            ],
+        },
+    ),
 ]
 
 
@@ -203,8 +289,10 @@ DEGENERATE: list[tuple[str, dict[str, Any]]] = [
     [
         *DEGENERATE,
         ("minimal fixture without extensions", load("failover_minimal")),
-        ("succeeded fixture with extensions removed",
-         (lambda s: (_strip(s, EXTENSIONS, STEP_EXTENSIONS), s)[1])(load("failover_succeeded"))),
+        (
+            "succeeded fixture with extensions removed",
+            (lambda s: (_strip(s, EXTENSIONS, STEP_EXTENSIONS), s)[1])(load("failover_succeeded")),
+        ),
         ("succeeded fixture with extensions null", _nulled(load("failover_succeeded"))),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
@@ -223,8 +311,12 @@ def test_missing_or_null_fields_never_crash(label: str, summary: dict[str, Any],
         (61.2, 900.0, "met", "61.2 s of 900 s (15m) target — met with 838.8 s (13m 59s) to spare"),
         (187.4, 120.0, "missed", "187.4 s (3m 07s) of 120 s (2m) target — missed by 67.4 s"),
         (120.0, 120.0, "met", "120 s (2m) of 120 s (2m) target — met with 0 s to spare"),
-        (None, 900.0, "unmeasured", "not measured — health never held; the 900 s (15m) target "
-                                    "was not met"),
+        (
+            None,
+            900.0,
+            "unmeasured",
+            "not measured — health never held; the 900 s (15m) target was not met",
+        ),
         (70.0, None, "no-target", "70 s (no target set)"),
     ],
 )
@@ -240,9 +332,15 @@ def test_rto_verdict_wording(
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("failover_succeeded", "61.2 s of 900 s (15m) target — met with 838.8 s (13m 59s) to spare"),
+        (
+            "failover_succeeded",
+            "61.2 s of 900 s (15m) target — met with 838.8 s (13m 59s) to spare",
+        ),
         ("failover_rpo_bytes", "187.4 s (3m 07s) of 120 s (2m) target — missed by 67.4 s"),
-        ("failover_failed_timeout", "not measured — the run failed before the service was restored"),
+        (
+            "failover_failed_timeout",
+            "not measured — the run failed before the service was restored",
+        ),
     ],
 )
 def test_reports_state_rto_against_target(name: str, expected: str, fmt: str) -> None:
@@ -366,8 +464,11 @@ def test_comparison_with_the_same_path_says_unchanged() -> None:
 @pytest.mark.parametrize("fmt", ["text", "md", "html"])
 def test_history_summarises_earlier_runs(fmt: str) -> None:
     """With history, the report summarises the RTO over the runs and marks this one."""
-    history = [load("failover_minimal"), load("failover_succeeded"),
-               load("failover_failed_timeout")]
+    history = [
+        load("failover_minimal"),
+        load("failover_succeeded"),
+        load("failover_failed_timeout"),
+    ]
     out = render(load("failover_resumed"), fmt, history=history)
     assert "4 runs of this runbook: RTO median 61.2 s, best 45.6 s, worst 70 s" in out
     assert "3 of 4 met the target" in out
@@ -427,7 +528,9 @@ def test_junit_counts_and_rto_target(
     cases = suite.findall("testcase")
     assert len(cases) == tests
     assert [c.get("name") for c in cases] == [s["id"] for s in summary["steps"]] + [
-        "rto-target", "rpo-target"]
+        "rto-target",
+        "rpo-target",
+    ]
     assert {c.get("classname") for c in cases} == {f"{summary['runbook']}.{summary['direction']}"}
     rto = cases[-2]
     assert (rto.find("failure") is not None) is rto_failed
@@ -450,7 +553,9 @@ def test_junit_failure_carries_the_output_tail() -> None:
 def test_junit_strips_characters_illegal_in_xml() -> None:
     """Control characters in output, names or ids never make the XML unparseable."""
     summary = load("failover_failed_timeout")
-    summary["steps"][2]["hosts"][0]["output_tail"] = "nul\x00 bell\x07 esc\x1b[31mred\x1b[0m \ufffe end"
+    summary["steps"][2]["hosts"][0]["output_tail"] = (
+        "nul\x00 bell\x07 esc\x1b[31mred\x1b[0m \ufffe end"
+    )
     summary["steps"][2]["name"] = "bad\x01name"
     summary["runbook"] = "web\x0bapp"
     xml = render(summary, "junit")
@@ -508,8 +613,11 @@ def test_html_draws_one_bar_per_host_attempt(name: str) -> None:
 def test_html_gantt_marks_retries_failures_polls_and_critical_path() -> None:
     """Retries are separate bars, failures and timeouts are classed, polls and critical lanes show."""
     html = render(load("failover_succeeded"), "html")
-    retry = [b for b in elements(html, "rect", "bar") if b["data-step"] == "start-app"
-             and b["data-host"] == "app-b1"]
+    retry = [
+        b
+        for b in elements(html, "rect", "bar")
+        if b["data-step"] == "start-app" and b["data-host"] == "app-b1"
+    ]
     assert [b["data-attempt"] for b in retry] == ["1", "2"]
     assert "failed" in retry[0]["class"].split() and "ok" in retry[1]["class"].split()
     assert len(elements(html, "line", "poll")) == 3
@@ -538,8 +646,11 @@ def test_html_trend_chart_only_with_history() -> None:
     """The RTO trend chart appears with history: a point per run, this run marked."""
     summary = load("failover_resumed")
     assert 'class="trend"' not in render(summary, "html")
-    history = [load("failover_minimal"), load("failover_succeeded"),
-               load("failover_failed_timeout")]
+    history = [
+        load("failover_minimal"),
+        load("failover_succeeded"),
+        load("failover_failed_timeout"),
+    ]
     html = render(summary, "html", history=history)
     points = [c for c in elements(html, "circle") if "point" in c.get("class", "").split()]
     assert len(points) == 4
@@ -551,8 +662,15 @@ def test_html_trend_chart_only_with_history() -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(None, "—"), (0.0, "0 s"), (0.04, "0.04 s"), (61.2, "61.2 s"), (900.0, "900 s (15m)"),
-     (1675.3, "1,675.3 s (27m 55s)"), (3725.0, "3,725 s (1h 02m 05s)")],
+    [
+        (None, "—"),
+        (0.0, "0 s"),
+        (0.04, "0.04 s"),
+        (61.2, "61.2 s"),
+        (900.0, "900 s (15m)"),
+        (1675.3, "1,675.3 s (27m 55s)"),
+        (3725.0, "3,725 s (1h 02m 05s)"),
+    ],
 )
 def test_seconds_are_human_readable(value: float | None, text: str) -> None:
     """Durations read in seconds, with the clock form from two minutes on."""
@@ -561,9 +679,15 @@ def test_seconds_are_human_readable(value: float | None, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("fn", "value", "text"),
-    [(nbytes, 0, "0 B"), (nbytes, 524288, "512 KB"), (nbytes, 16777216, "16 MB"),
-     (nbytes_exact, 1572864, "1.5 MB (1,572,864 B)"), (delta, 3.21, "+3.2 s"),
-     (delta, -1.0, "-1 s"), (delta, 0.01, "±0 s")],
+    [
+        (nbytes, 0, "0 B"),
+        (nbytes, 524288, "512 KB"),
+        (nbytes, 16777216, "16 MB"),
+        (nbytes_exact, 1572864, "1.5 MB (1,572,864 B)"),
+        (delta, 3.21, "+3.2 s"),
+        (delta, -1.0, "-1 s"),
+        (delta, 0.01, "±0 s"),
+    ],
 )
 def test_sizes_and_deltas_are_human_readable(fn: Any, value: float, text: str) -> None:
     """Sizes use binary units (1 KB = 1024 B); deltas carry their sign."""

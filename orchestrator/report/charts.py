@@ -31,6 +31,8 @@ ROW_SINGLE = 16.0  # bar row height when a step has one host
 ROW_MULTI = 13.0  # per-host row height otherwise
 NOTE_CHAR_W = 5.9  # average advance of a character of the 10.5 px lane-note font
 LABEL_CHARS = 30
+AXIS_REPEAT_LANES = 30  # tick labels are repeated after this many lanes
+AXIS_REPEAT_H = 16.0
 # A target further than this factor beyond the run's end gets a broken axis (see module doc).
 BREAK_FACTOR = 1.6
 _BREAK_TAIL = 64.0  # width of the compressed segment that carries the target
@@ -149,6 +151,7 @@ class Timeline:
     ticks: tuple[Tick, ...]
     markers: tuple[Marker, ...]
     break_x: float | None  # where the axis break mark goes, when broken
+    axis_rows: tuple[float, ...]  # baselines of the tick labels repeated inside long charts
     caption: str
 
 
@@ -330,7 +333,12 @@ def timeline(report: Report) -> Timeline:
     bars: list[Bar] = []
     polls: list[PollTick] = []
     y = TOP
+    axis_rows: list[float] = []
     for index, step in enumerate(steps):
+        if index and index % AXIS_REPEAT_LANES == 0:
+            # Long charts repeat the time labels in a gap row so every lane is near an axis.
+            axis_rows.append(y + AXIS_REPEAT_H - 4)
+            y += AXIS_REPEAT_H
         rows = max(len(step.hosts), 1)
         row_h = ROW_SINGLE if rows == 1 else ROW_MULTI
         height = rows * row_h + 2 * LANE_PAD
@@ -452,6 +460,7 @@ def timeline(report: Report) -> Timeline:
         ticks=tuple(ticks),
         markers=tuple(markers),
         break_x=(scale.x_split + scale.x_resume) / 2 if scale.broken else None,
+        axis_rows=tuple(axis_rows),
         caption=caption,
     )
 

@@ -20,6 +20,7 @@ from orchestrator.report.units import (
     nbytes,
     nbytes_exact,
     offset,
+    parse_when,
     pct,
     secs,
     span,
@@ -542,8 +543,8 @@ def _manual(run: Run) -> ManualFacts:
         text += ", all approved by --yes"
     if measured is not None:
         text += (
-            f"; {secs(on_path)} of it on the critical path ({pct(share)} of the RTO)."
-            f" Automated time: {secs(automated)} ({pct(100 - (share or 0.0))})."
+            f"; {secs(on_path, human=False)} of it on the critical path ({pct(share)} of the RTO)."
+            f" Automated time: {secs(automated, human=False)} ({pct(100 - (share or 0.0))})."
         )
     else:
         text += "."
@@ -846,6 +847,12 @@ def _compare(run: Run, other: Run) -> Comparison:
 
 def _history(run: Run, earlier: Sequence[Run]) -> tuple[HistoryPoint, ...]:
     runs = [r for r in earlier if r.run_id != run.run_id] + [run]
+    starts = [parse_when(r.started_at) for r in runs]
+    known = [moment for moment in starts if moment is not None]
+    if len(known) == len(runs):
+        # Reporting an older run against later history must not draw it as the latest point.
+        order = sorted(range(len(runs)), key=lambda i: known[i])
+        runs = [runs[i] for i in order]
     return tuple(
         HistoryPoint(
             r.run_id,

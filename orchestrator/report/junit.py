@@ -57,7 +57,7 @@ def _output(step: Step) -> str:
     return "\n".join(parts) or (step.error or "")
 
 
-def _step_case(suite: ET.Element, run: Run, step: Step, classname: str) -> str:
+def _step_case(suite: ET.Element, step: Step, classname: str) -> str:
     """Add the testcase of one step; returns 'failure', 'error', 'skipped' or 'passed'."""
     case = _el(suite, "testcase", classname=classname, name=step.id, time=_seconds(step.duration_s))
     if step.status == "failed":
@@ -129,7 +129,7 @@ def render_junit(run: Run) -> str:
         if value is not None:
             text = str(value).lower() if isinstance(value, bool) else value
             _el(props, "property", name=name, value=text)
-    results = [_step_case(suite, run, step, classname) for step in run.steps]
+    results = [_step_case(suite, step, classname) for step in run.steps]
     rto = rto_facts(run)
     results.append(_objective_case(suite, classname, "rto-target", "RTO", rto, run.rto.measured_s))
     if rto.end_to_end is not None:

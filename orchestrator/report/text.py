@@ -87,9 +87,11 @@ def _table(
     def line(cells: Sequence[str], cell_styles: Sequence[str | None]) -> str:
         parts = []
         for i, cell in enumerate(cells):
-            padded = cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
             style = cell_styles[i] if i < len(cell_styles) else None
-            parts.append(paint(padded, style) if style else padded)
+            # Pad outside the colour codes so they never count towards the width.
+            shown = paint(cell, style) if style else cell
+            pad = " " * (widths[i] - len(cell))
+            parts.append(pad + shown if i in right else shown + pad)
         return ("  " + "  ".join(parts)).rstrip()
 
     out = [paint(line(headers, [None] * len(headers)), "bold")]

@@ -42,6 +42,8 @@ class CommandResult:
 
     ``rc`` is None when the command never produced an exit status (timeout, cancel, lost link);
     ``error`` then says why: "timeout", "cancelled", "unreachable", "disconnected", ...
+    (the SSH transport also uses "signal": the remote shell died of a signal, which sshd
+    reports without an exit code; the local transport reports that as rc 128+N instead).
     """
 
     rc: int | None
@@ -84,6 +86,8 @@ class Connection(Protocol):
           ``error="timeout"``, ``rc=None``.
         - when ``cancel`` fires (second Ctrl-C) the command is killed likewise, ``error="cancelled"``.
         Never raises for a failing command; raises ``TransportError`` only if the connection is lost.
+        (A connection found lost or closed when the command is to start raises; one lost while
+        the command runs gives ``error="disconnected"``, ``rc=None``.)
         """
         ...
 
