@@ -585,7 +585,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--active", help="active site in the inventory (default: the first)")
     up.add_argument("--user", default=DEFAULT_USER, help="login user on the lab hosts")
     up.add_argument("--pidfile", type=Path, help="write this process's pid here")
+    drill_p = sub.add_parser(
+        "drill",
+        help="start two sites of lab hosts and run the sample drill over SSH: failover, "
+        "report, failback",
+    )
+    drill_p.add_argument("--dir", type=Path, default=Path("lab"), help="lab directory")
+    drill_p.add_argument("--runbook", default="runbooks/webapp.yaml", help="runbook to drill")
     args = parser.parse_args(argv)
+    if args.command == "drill":
+        return drill(args.dir, args.runbook)
 
     try:
         sites = _parse_sites(args.sites)
@@ -629,6 +638,53 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.pidfile:
                 with contextlib.suppress(OSError):
                     args.pidfile.unlink()
+    return 0
+
+
+def drill(root: Path, runbook: str) -> int:
+    """Start sshd hosts for site-a and site-b, write an inventory whose commands are the demo
+    simulators (demo/bin), and run failover → report → failback → runs over real SSH."""
+    demo_bin = Path("demo/bin").resolve()
+    if not demo_bin.is_dir():
+        print("lab: run from the repository root (demo/bin not found)", file=sys.stderr)
+        return 1
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    root = root.resolve()
+    world = root / "world"
+    world.mkdir()
+    world.chmod(0o777)  # the lab user (hosts) and the controller (health) share the world
+    sites = {"site-a": ["db-a", "app-a"], "site-b": ["db-b", "app-b"]}
+    vips = {"site-a": "127.0.1.10", "site-b": "127.0.2.10"}
+    with Lab(root) as lab:
+        lab.inventory_yaml(sites, site_vars={s: {"vip": v} for s, v in vips.items()})
+        doc = yaml.safe_load((root / "inventory.yaml").read_text())
+        env = {"PATH": f"{demo_bin}:/usr/local/bin:/usr/bin:/bin", "DRX_DEMO_WORLD": str(world)}
+        doc["defaults"]["env"] = env
+        for site, vip in vips.items():
+            doc["sites"][site]["env"] = {"DRX_SITE_VIP": vip}
+        inventory = root / "inventory.yaml"
+        inventory.write_text(
+            "# two sites of real sshd hosts on loopback (python -m orchestrator.lab drill)\n"
+            + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
+        )
+        lab.start()
+        drx = [sys.executable, "-m", "orchestrator.cli"]
+        common = ["-r", runbook, "-i", str(inventory), "--state-dir", str(root / "state")]
+        state = ["--state-dir", str(root / "state")]
+        steps = [
+            [*drx, "plan", "site-b", *common],
+            [*drx, "failover", "site-b", "--yes", *common],
+            [*drx, "report", *state],
+            [*drx, "failback", "--yes", *common],
+            [*drx, "runs", *state],
+            [*drx, "report", "--format", "html", "-o", str(root / "report.html"), *state],
+        ]
+        for command in steps:
+            print(f"$ drx {' '.join(command[3:])}", file=sys.stderr, flush=True)
+            code = subprocess.run(command, check=False).returncode
+            if code not in (0, 3):
+                return code
     return 0
 
 
