@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from orchestrator.state import run_lock
 from tests.drill import World
 
@@ -450,3 +452,19 @@ def test_json_log_lines_carry_run_step_and_host(world: World, capsys) -> None:
     assert records and all("run_id" in r for r in records)
     failed = [r for r in records if r["event"] == "host_finished"]
     assert failed[0]["step"] == "s" and failed[0]["host"] == "db-b" and failed[0]["rc"] == 1
+
+
+def test_unexpected_error_writes_a_debug_log_not_a_traceback(tmp_path, capsys, monkeypatch) -> None:
+    """An internal error prints one line naming a debug log that holds the traceback."""
+    from orchestrator import cli, session
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(session, "status", broken)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["status", "--state-dir", str(tmp_path)])
+    assert exc.value.code == 70
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(tmp_path / "debug.log") in err
+    assert "RuntimeError: kaboom" in (tmp_path / "debug.log").read_text()

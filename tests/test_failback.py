@@ -233,3 +233,25 @@ def test_ctrl_c_run_can_be_resumed_and_failed_back(world: World, capsys) -> None
     code, err = world.run(capsys, "failback", "--yes")
     assert code == 0, err
     assert world.host_file("db-b", "undone").read_text().split() == ["undo-c", "undo-b", "undo-a"]
+
+
+def test_failback_preview_is_exactly_what_runs(world: World, capsys) -> None:
+    """The dry-run JSON of a failback names the same steps, hosts, commands and order as the
+    plan the failback then executes."""
+    world.write_runbook(CHAIN)
+    assert world.run(capsys, "failover", "site-b")[0] == 0
+    assert world.run(capsys, "failback", "--dry-run", "--format", "json")[0] == 0
+    preview = json.loads(world.last_stdout)
+    assert world.run(capsys, "failback", "--yes")[0] == 0
+    executed = json.loads((world.run_dirs()[-1] / "plan.json").read_text())
+
+    def shape(doc: dict) -> list:
+        return [
+            (s["id"], s["undo_of"], s["hosts"], s["needs"], s["wave"], s["commands"])
+            for s in doc["steps"]
+        ]
+
+    assert shape(preview) == shape(executed)
+    assert preview["waves"] == executed["waves"] == [["undo-c"], ["undo-b"], ["undo-a"]]
+    summary = world.summary()
+    assert [s["id"] for s in summary["steps"]] == [s["id"] for s in executed["steps"]]
