@@ -468,3 +468,30 @@ def test_unexpected_error_writes_a_debug_log_not_a_traceback(tmp_path, capsys, m
     err = capsys.readouterr().err
     assert "Traceback" not in err and str(tmp_path / "debug.log") in err
     assert "RuntimeError: kaboom" in (tmp_path / "debug.log").read_text()
+
+
+def test_second_ctrl_c_cancels_running_commands(world: World) -> None:
+    """A second Ctrl-C kills the running command on its host; its step is cancelled with
+    outcome_unknown, and the run exits 130."""
+    import os
+    import signal
+
+    world.write_runbook(f"""
+        name: cancel2
+        steps:
+          - {{id: long, hosts: db@target, run: '{stamped("long", "sleep 2")}', undo: 'true'}}
+    """)
+    proc = world.spawn("failover", "site-b")
+    deadline = time.monotonic() + 10
+    while not world.host_file("db-b", "long.start").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    step = world.step(world.summary(), "long")
+    assert step["status"] == "cancelled" and step["outcome_unknown"] is True
+    time.sleep(2.2)
+    assert not world.host_file("db-b", "long.end").exists(), "the command outlived the cancel"
