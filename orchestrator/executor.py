@@ -26,7 +26,7 @@ from orchestrator.errors import TransportError
 from orchestrator.inventory import Host
 from orchestrator.journal import Journal
 from orchestrator.plan import Plan, PlanStep
-from orchestrator.runbook import OnFailure, StepKind
+from orchestrator.runbook import OnFailure, Step, StepKind
 from orchestrator.templating import StepsView, evaluate, render
 from orchestrator.transport.base import TAIL_BYTES, CancelToken, CommandResult, Connection
 
@@ -112,6 +112,21 @@ def capture_value(kind: str | None, stdout: str) -> Any:
             return None
     match = re.search(kind, stdout, re.MULTILINE)
     return match.group(1) if match else None
+
+
+def check_holds(step: Step, ctx: Mapping[str, Any], res: CommandResult) -> tuple[bool, Any]:
+    """Whether one poll of a check holds (``until``, default ``rc == 0``), and its captured
+    value. A capture that finds nothing never holds; a failing ``until`` counts as false."""
+    value = capture_value(step.capture, res.stdout)
+    if res.error is not None or (step.capture and value is None):
+        return False, value
+    if not step.until:
+        return res.rc == 0, value
+    env = {**ctx, "rc": res.rc, "stdout": res.stdout, "stderr": res.stderr, "value": value}
+    try:
+        return bool(evaluate(step.until, env)), value
+    except (jinja2.TemplateError, TypeError, ValueError):
+        return False, value
 
 
 class Executor:
@@ -525,25 +540,7 @@ class Executor:
                 return done(
                     Status.CANCELLED, None, "cancelled", res.output_tail, res.stdout, polls=polls
                 )
-            value = capture_value(step.capture, res.stdout)
-            ok = False
-            if res.error is None:
-                env = {
-                    **ctx,
-                    "rc": res.rc,
-                    "stdout": res.stdout,
-                    "stderr": getattr(res, "stderr", ""),
-                    "value": value,
-                }
-                if step.capture and value is None:
-                    ok = False
-                elif step.until:
-                    try:
-                        ok = bool(evaluate(step.until, env))
-                    except (jinja2.TemplateError, TypeError, ValueError):
-                        ok = False
-                else:
-                    ok = res.rc == 0
+            ok, value = check_holds(step, ctx, res)
             if polls <= POLL_JOURNAL_FULL or ok or polls % 10 == 0:
                 j.write(
                     "poll",
@@ -590,24 +587,7 @@ class Executor:
             )
         except TransportError:
             return False
-        if res.error is not None:
-            return False
-        value = capture_value(step.capture, res.stdout)
-        if step.capture and value is None:
-            return False
-        if not step.until:
-            return res.rc == 0
-        env = {
-            **ctx,
-            "rc": res.rc,
-            "stdout": res.stdout,
-            "stderr": getattr(res, "stderr", ""),
-            "value": value,
-        }
-        try:
-            return bool(evaluate(step.until, env))
-        except (jinja2.TemplateError, TypeError, ValueError):
-            return False
+        return check_holds(step, ctx, res)[0]
 
 
 class GateUnavailable(Exception):

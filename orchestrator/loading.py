@@ -9,6 +9,7 @@ from pathlib import Path
 from orchestrator.errors import Problem, UsageError, ValidationError
 from orchestrator.inventory import Inventory, parse_inventory
 from orchestrator.runbook import Runbook, parse_runbook
+from orchestrator.yamlsrc import paused_gc
 
 RUNBOOK_CANDIDATES = ("runbook.yaml", "runbooks/webapp.yaml")
 INVENTORY_CANDIDATES = ("inventory.yaml", "inventory/local.yaml")
@@ -38,8 +39,9 @@ def resolve_paths(runbook: str | None, inventory: str | None) -> tuple[str, str]
 
 def load_both(runbook_path: str, inventory_path: str) -> tuple[Runbook, Inventory]:
     """Load both files; raise one ValidationError with the problems of both."""
-    runbook, rb_problems = parse_runbook(runbook_path)
-    inventory, inv_problems = parse_inventory(inventory_path)
+    with paused_gc():
+        runbook, rb_problems = parse_runbook(runbook_path)
+        inventory, inv_problems = parse_inventory(inventory_path)
     problems: list[Problem] = [*rb_problems, *inv_problems]
     if runbook is None or inventory is None or any(p.severity == "error" for p in problems):
         raise ValidationError(problems)

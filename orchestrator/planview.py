@@ -157,8 +157,10 @@ def render_dot(plan: Plan) -> str:
         style = ', color="red", penwidth=2' if ps.id in crit else ""
         shape = "diamond" if ps.step.kind is StepKind.MANUAL else "box"
         lines.append(f'  {_dot_id(ps.id)} [label="{label}", shape={shape}{style}];')
+    # only the path's own edges: a shortcut between two of its steps is not on it
+    crit_edges = set(zip(plan.critical_path, plan.critical_path[1:], strict=False))
     for a, b in plan.graph.edges:
-        style = ' [color="red", penwidth=2]' if a in crit and b in crit else ""
+        style = ' [color="red", penwidth=2]' if (a, b) in crit_edges else ""
         lines.append(f"  {_dot_id(a)} -> {_dot_id(b)}{style};")
     lines.append("}")
     return "\n".join(lines) + "\n"

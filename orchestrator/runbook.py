@@ -278,7 +278,12 @@ def _parse_step(
         else:
             undo_map = as_mapping(undo_data, where, line, "undo", problems)
         undo = _parse_step(undo_map, where, problems, undo_of=step)
-        if undo is not None and undo.kind is StepKind.COMMAND and "hosts" not in undo_map:
+        if (
+            undo is not None
+            and undo.kind is StepKind.COMMAND
+            and "hosts" not in undo_map
+            and undo.hosts != step.hosts
+        ):
             # An undo command runs on the same hosts as the step it undoes.
             undo = _replace(undo, hosts=step.hosts)
         object.__setattr__(step, "undo", undo)
@@ -352,12 +357,20 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         if top.get("health") is not None
         else LList()
     )
+    health_names: dict[str, int] = {}
     for index, item in enumerate(health_list):
         line = health_list.line_of(index)
         hmap = as_mapping(item, where, line, "a health entry", problems)
         hf = Fields(hmap, Where(file, None), problems, "a health entry")
         hf.check_known(HEALTH_FIELDS)
         hname = hf.text("name") or f"health-{index + 1}"
+        if hname in health_names:
+            # the name is the id of its polls in the journal and of their output files
+            hf.error(
+                "name",
+                f"duplicate health name '{hname}' (first defined on line {health_names[hname]})",
+            )
+        health_names.setdefault(hname, hf.line("name"))
         hosts = tuple(hf.str_list("hosts"))
         if not hosts:
             hf.require("hosts")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from functools import lru_cache
 from typing import Any
 
@@ -105,7 +106,8 @@ class StepsView(Mapping[str, Any]):
         *,
         for_step: str | None = None,
     ):
-        self._allowed = frozenset(allowed)
+        # a set is kept as it is: a plan may pass a lazily computed set of ancestors
+        self._allowed = allowed if isinstance(allowed, AbstractSet) else frozenset(allowed)
         self._results = results or {}
         self._for = for_step
 
@@ -178,16 +180,25 @@ def _split(source: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
 
 
 @lru_cache(maxsize=4096)
-def _compile_outputs(expressions: tuple[str, ...]) -> Callable[..., Any] | None:
-    """One compiled expression yielding the values of all ``expressions``, shared by every
-    template with the same expressions whatever its literal text; None if it does not compile
-    (a wrong split or a syntax error: the whole template is then compiled, which reports it)."""
+def _values_template(expressions: tuple[str, ...]) -> jinja2.Template | None:
+    """One template computing the values of all ``expressions`` into ``drx_values``, shared by
+    every template with the same expressions whatever its literal text; None if it does not
+    compile (a wrong split or a syntax error: the caller then compiles the source as it is,
+    which reports the error where the operator wrote it)."""
+    if any("%}" in e for e in expressions):
+        return None
+    source = "".join(f"({e})," for e in expressions)
     try:
-        return ENV.compile_expression(
-            "(" + "".join(f"({e})," for e in expressions) + ")", undefined_to_none=False
-        )
+        return ENV.from_string("{% set drx_values = (" + source + ") %}")
     except jinja2.exceptions.TemplateSyntaxError:
         return None
+
+
+def _values(template: jinja2.Template, context: Mapping[str, Any]) -> tuple[Any, ...]:
+    # A shared context over one flat dict: Jinja's default copies the globals' ChainMap into a
+    # new dict on every call, which costs more than the expressions themselves.
+    module = template.make_module({**ENV.globals, **context}, shared=True)
+    return module.drx_values  # type: ignore[attr-defined,no-any-return]
 
 
 def render(source: str, context: Mapping[str, Any]) -> str:
@@ -201,13 +212,12 @@ def render(source: str, context: Mapping[str, Any]) -> str:
     if "{" not in source:
         return source
     parts = _split(source)
-    outputs = _compile_outputs(parts[1]) if parts is not None else None
-    if parts is None or outputs is None:
+    template = _values_template(parts[1]) if parts is not None else None
+    if parts is None or template is None:
         return compile_template(source).render(context)
-    literals, _ = parts
-    values = outputs(**context)
+    literals = parts[0]
     pieces = [literals[0]]
-    for value, literal in zip(values, literals[1:], strict=True):
+    for value, literal in zip(_values(template, context), literals[1:], strict=True):
         pieces.append(str(value))
         pieces.append(literal)
     return "".join(pieces)
@@ -216,7 +226,11 @@ def render(source: str, context: Mapping[str, Any]) -> str:
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     """Evaluate an expression (``until``, ``when``); an undefined result is an error, not a
     silently false condition."""
-    result = compile_expression(source)(**context)
+    template = _values_template((source,))
+    if template is None:
+        result = compile_expression(source)(**context)
+    else:
+        result = _values(template, context)[0]
     if isinstance(result, jinja2.Undefined):
         result._fail_with_undefined_error()
     return result

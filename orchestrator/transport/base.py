@@ -53,6 +53,7 @@ class CommandResult:
     started_mono: float
     ended_mono: float
     error: str | None = None
+    stderr: str = ""  # the last TAIL_BYTES of stderr, redacted (for ``until``)
 
     @property
     def ok(self) -> bool:
@@ -194,6 +195,7 @@ class OutputCollector:
         self._pending = {"stdout": bytearray(), "stderr": bytearray()}
         self._tail = _BoundedText(TAIL_BYTES)
         self._stdout = _BoundedText(STDOUT_KEEP_BYTES)
+        self._stderr = _BoundedText(TAIL_BYTES)
 
     def feed(self, stream: str, data: bytes) -> None:
         """Take raw bytes read from ``stream`` ("stdout" or "stderr")."""
@@ -218,6 +220,8 @@ class OutputCollector:
         self._tail.add(text)
         if stream == "stdout":
             self._stdout.add(text)
+        else:
+            self._stderr.add(text)
 
     def close(self) -> None:
         """Flush unterminated last lines and close the log file; idempotent."""
@@ -233,6 +237,11 @@ class OutputCollector:
     def stdout(self) -> str:
         """The last ``STDOUT_KEEP_BYTES`` of stdout, redacted."""
         return self._stdout.value()
+
+    @property
+    def stderr(self) -> str:
+        """The last ``TAIL_BYTES`` of stderr, redacted."""
+        return self._stderr.value()
 
     @property
     def tail(self) -> str:

@@ -177,6 +177,7 @@ class FakeConnection:
             rc=rc,
             stdout=out.stdout,
             output_tail=out.tail,
+            stderr=out.stderr,
             duration_s=ended - started,
             started_mono=started,
             ended_mono=ended,

@@ -68,6 +68,7 @@ class LocalConnection:
             rc=rc,
             stdout=out.stdout,
             output_tail=out.tail,
+            stderr=out.stderr,
             duration_s=ended - started,
             started_mono=started,
             ended_mono=ended,

@@ -1,0 +1,102 @@
+"""The scheduler on the fake transport (no sockets): deterministic start order, checks on
+stderr, capture failures, emergency tolerance of source-site failures."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from orchestrator.executor import Executor, Status
+from orchestrator.journal import Journal, read_journal
+from orchestrator.loading import load_both
+from orchestrator.plan import build_plan
+from orchestrator.transport.fake import FakeReply, FakeTransport
+
+INVENTORY = """
+active: site-a
+defaults: {transport: ssh}
+sites:
+  site-a: {hosts: {db-a: {address: 10.9.0.1, roles: [db]}, app-a: {address: 10.9.0.2, roles: [app]}}}
+  site-b: {hosts: {db-b: {address: 10.9.1.1, roles: [db]}, app-b: {address: 10.9.1.2, roles: [app]}}}
+"""
+
+
+def _run(tmp_path: Path, runbook: str, handler, *, max_parallel: int = 8, emergency=False):
+    (tmp_path / "rb.yaml").write_text(textwrap.dedent(runbook))
+    (tmp_path / "inv.yaml").write_text(INVENTORY)
+    rb, inv = load_both(str(tmp_path / "rb.yaml"), str(tmp_path / "inv.yaml"))
+    plan = build_plan(rb, inv, "site-b", emergency=emergency)
+    transport = FakeTransport(handler)
+    conns = {h.name: transport.connect(h.spec) for h in plan.hosts() if h.name != "control"}
+    journal = Journal(tmp_path / "journal.jsonl", plan.redactor, fsync=False)
+    ex = Executor(plan, conns, journal, tmp_path, max_parallel=max_parallel, gate=lambda *_: True)
+    outcomes = ex.run()
+    journal.close()
+    return outcomes, transport, read_journal(tmp_path / "journal.jsonl")
+
+
+def test_ready_steps_start_in_declaration_order(tmp_path: Path) -> None:
+    """With one slot, independent steps start in the order the runbook declares them."""
+    runbook = "name: o\nsteps:\n" + "".join(
+        f"  - {{id: s{i}, hosts: db@target, run: 'echo {i}'}}\n" for i in (3, 1, 2, 0)
+    )
+    _, transport, events = _run(tmp_path, runbook, lambda h, c: 0, max_parallel=1)
+    assert transport.commands() == ["echo 3", "echo 1", "echo 2", "echo 0"]
+    started = [e["step"] for e in events if e["event"] == "step_started"]
+    assert started == ["s3", "s1", "s2", "s0"]
+
+
+def test_check_until_reads_stderr(tmp_path: Path) -> None:
+    """`until` sees stderr: the check holds once stderr says ready."""
+    polls = iter(["starting", "starting", "ready"])
+
+    def handler(host, command):
+        return FakeReply(rc=0, stderr=next(polls) + "\n")
+
+    outcomes, _, events = _run(
+        tmp_path,
+        """
+        name: c
+        steps:
+          - {id: wait, kind: check, hosts: db@target, run: probe, until: "'ready' in stderr", interval: 0}
+        """,
+        handler,
+    )
+    assert outcomes["wait"].status is Status.SUCCEEDED
+    assert [e["ok"] for e in events if e["event"] == "poll"] == [False, False, True]
+
+
+def test_capture_that_finds_nothing_fails_a_command_step(tmp_path: Path) -> None:
+    """A command step whose capture finds no number fails with error 'capture'."""
+    outcomes, _, _ = _run(
+        tmp_path,
+        """
+        name: c
+        steps:
+          - {id: lag, hosts: db@target, run: lag, capture: number}
+          - {id: frac, hosts: app@target, run: frac, capture: number}
+        """,
+        lambda h, c: FakeReply(stdout="no digits here\n" if c == "lag" else "x=2.50s\n"),
+    )
+    assert outcomes["lag"].status is Status.FAILED and outcomes["lag"].error == "capture"
+    assert outcomes["frac"].value == 2.5
+
+
+def test_emergency_tolerates_failures_of_source_only_steps(tmp_path: Path) -> None:
+    """Under emergency a failing step whose hosts are all at the source lets dependents run;
+    without emergency it aborts the run."""
+    runbook = """
+        name: e
+        steps:
+          - {id: freeze, hosts: app@source, run: freeze}
+          - {id: promote, hosts: db@target, run: promote, needs: [freeze]}
+    """
+
+    def handler(host, command):
+        return 1 if command == "freeze" else 0
+
+    outcomes, _, _ = _run(tmp_path, runbook, handler, emergency=True)
+    assert outcomes["freeze"].status is Status.FAILED
+    assert outcomes["promote"].status is Status.SUCCEEDED
+    outcomes, _, _ = _run(tmp_path, runbook, handler)
+    assert outcomes["promote"].status is Status.NOT_RUN
