@@ -26,7 +26,6 @@ or resume) · 3 succeeded but the measured RTO missed its target · 130 cancelle
 
 app = typer.Typer(
     name="drx",
-    help="Failover/failback runbook engine for disaster-recovery drills, with measured RTO.",
     epilog=EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -76,7 +75,9 @@ def _root(
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
 ) -> None:
-    """drx turns a runbook into a dependency DAG, runs it over SSH, and measures the RTO.
+    """Failover/failback runbook engine for disaster-recovery drills, with a measured RTO.
+
+    drx turns a runbook into a dependency DAG, runs it over SSH, and measures the RTO.
 
     Example: drx plan site-b; drx failover site-b --yes; drx report --format html -o drill.html
     """
@@ -333,7 +334,10 @@ def report(
 
 @app.command()
 def status(state_dir: StateDirOpt = None) -> None:
-    """Show the active site, the latest run, and whether a run holds the lock."""
+    """Show the active site, the latest run, and whether a run holds the lock.
+
+    Example: drx status --state-dir /var/lib/drx
+    """
     from orchestrator import session
 
     typer.echo(session.status(_state_dir(state_dir)), nl=False)

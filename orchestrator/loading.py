@@ -37,12 +37,21 @@ def resolve_paths(runbook: str | None, inventory: str | None) -> tuple[str, str]
     )
 
 
-def load_both(runbook_path: str, inventory_path: str) -> tuple[Runbook, Inventory]:
-    """Load both files; raise one ValidationError with the problems of both."""
+def load_partial(
+    runbook_path: str, inventory_path: str
+) -> tuple[Runbook | None, Inventory | None, list[Problem], bool]:
+    """Load both files, keeping what could be read: (runbook, inventory, problems, whether the
+    inventory itself is sound enough to check the runbook's plan against it)."""
     with paused_gc():
         runbook, rb_problems = parse_runbook(runbook_path)
         inventory, inv_problems = parse_inventory(inventory_path)
-    problems: list[Problem] = [*rb_problems, *inv_problems]
+    inventory_ok = inventory is not None and not any(p.severity == "error" for p in inv_problems)
+    return runbook, inventory, [*rb_problems, *inv_problems], inventory_ok
+
+
+def load_both(runbook_path: str, inventory_path: str) -> tuple[Runbook, Inventory]:
+    """Load both files; raise one ValidationError with the problems of both."""
+    runbook, inventory, problems, _ = load_partial(runbook_path, inventory_path)
     if runbook is None or inventory is None or any(p.severity == "error" for p in problems):
         raise ValidationError(problems)
     return runbook, inventory

@@ -8,7 +8,8 @@ at once, before anything connects to a host.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -56,7 +57,7 @@ class PlanStep:
     outcome_unknown: bool = False
     #: steps whose templates this one may read (its transitive needs; for an undo, the failover
     #: ancestors of the step it undoes, and that step itself)
-    readable: frozenset[str] = frozenset()
+    readable: AbstractSet[str] = frozenset()
     #: how each host's command reads in a preview (secrets redacted, run-time values as <…>)
     preview: dict[str, str] = field(default_factory=dict)
     prompt: str | None = None  # the rendered prompt of a manual step
@@ -269,8 +270,9 @@ def longest_path(
             best[node] = (w, 1, None)
     if not best:
         return 0.0, []
+    position = {n: i for i, n in enumerate(order)}
     sinks = [n for n in order if graph.out_degree(n) == 0]
-    end = max(sinks, key=lambda n: (round(best[n][0], 9), best[n][1], -order.index(n)))
+    end = max(sinks, key=lambda n: (round(best[n][0], 9), best[n][1], -position[n]))
     path = [end]
     while best[path[-1]][2] is not None:
         path.append(best[path[-1]][2])  # type: ignore[arg-type]
@@ -278,8 +280,49 @@ def longest_path(
     return best[end][0], path
 
 
-def _ancestors(graph: nx.DiGraph, node: str) -> frozenset[str]:
-    return frozenset(nx.ancestors(graph, node)) if node in graph else frozenset()
+class MaskSet(AbstractSet[str]):
+    """A set of step ids held as a bitmask over the declaration order: every step's ancestors
+    in a 10,000-step plan cost one big-int OR each, not a graph walk each."""
+
+    __slots__ = ("_ids", "_index", "_mask")
+
+    def __init__(self, mask: int, ids: list[str], index: Mapping[str, int]):
+        self._mask, self._ids, self._index = mask, ids, index
+
+    def __contains__(self, item: object) -> bool:
+        i = self._index.get(item) if isinstance(item, str) else None
+        return i is not None and bool(self._mask >> i & 1)
+
+    def __iter__(self) -> Iterator[str]:
+        mask, i = self._mask, 0
+        while mask:
+            if mask & 1:
+                yield self._ids[i]
+            mask >>= 1
+            i += 1
+
+    def __len__(self) -> int:
+        return self._mask.bit_count()
+
+    def with_(self, item: str) -> MaskSet:
+        return MaskSet(self._mask | 1 << self._index[item], self._ids, self._index)
+
+
+def ancestor_sets(graph: nx.DiGraph, order: list[str]) -> dict[str, MaskSet]:
+    """Every node's transitive needs, computed once in topological order."""
+    ids = sorted(graph.nodes, key=lambda n: graph.nodes[n]["index"])
+    index = {n: i for i, n in enumerate(ids)}
+    masks: dict[str, int] = {}
+    for node in order:
+        mask = 0
+        for p in graph.predecessors(node):
+            mask |= masks[p] | 1 << index[p]
+        masks[node] = mask
+    return {n: MaskSet(m, ids, index) for n, m in masks.items()}
+
+
+def _with(readable: AbstractSet[str], item: str) -> AbstractSet[str]:
+    return readable.with_(item) if isinstance(readable, MaskSet) else readable | {item}
 
 
 def _resolve(
@@ -332,8 +375,10 @@ class _Checker:
                 line + (exc.lineno or 1) - 1,
                 f"{what}: template syntax error: {exc.message}",
             )
-        except Exception:
-            return source
+        except Exception as exc:
+            if "steps" in source:
+                return source  # it may only fail on run-time placeholders; decided at run time
+            self._add(step_id, line, f"{what}: {exc}")
         return None
 
     def _add(self, step_id: str | None, line: int, message: str) -> None:
@@ -353,19 +398,33 @@ def _check_step_templates(
     base = plan.context(steps=steps_view)
     previews: dict[str, str] = {}
     prefix = "undo " if label == "undo" else ""
+    name = ps.undo_of or ps.id  # problems name the step as the runbook file does
     prompt = checker.template(
-        ps.id, step.line_of("prompt"), f"{prefix}prompt", step.prompt or step.name, base
+        name, step.line_of("prompt"), f"{prefix}prompt", step.prompt or step.name, base
     )
     if prompt is not None:
         ps.prompt = plan.redactor(prompt)
-    checker.template(ps.id, step.line_of("when"), f"{prefix}when", step.when, base, expression=True)
+    checker.template(name, step.line_of("when"), f"{prefix}when", step.when, base, expression=True)
+    # A template that names neither ``host`` nor a variable a host or site could change
+    # renders the same on every host of a site: render it once per such group.
+    done: dict[tuple[str | None, str | None], str | None] = {}
+    per_host = "host" in (step.run or "") or "host" in (step.until or "")
     for host in ps.hosts:
+        key = (
+            host.site if host.site and plan.inventory.sites[host.site].vars else None,
+            host.name if per_host or host.vars else None,
+        )
+        if key in done:
+            if done[key] is not None:
+                previews[host.name] = done[key]  # type: ignore[assignment]
+            continue
         ctx = plan.context(host=host, steps=steps_view)
-        rendered = checker.template(ps.id, step.line_of("run"), f"{prefix}run", step.run, ctx)
+        rendered = checker.template(name, step.line_of("run"), f"{prefix}run", step.run, ctx)
         if rendered is not None:
             previews[host.name] = plan.redactor(rendered)
+        done[key] = previews.get(host.name)
         checker.template(
-            ps.id,
+            name,
             step.line_of("until"),
             f"{prefix}until",
             step.until,
@@ -419,6 +478,7 @@ def build_plan(
     )
     aliases = plan.aliases()
     acyclic = nx.is_directed_acyclic_graph(graph)
+    ancestors = ancestor_sets(graph, topological(graph)) if acyclic else {}
     for index, step in enumerate(runbook.steps):
 
         def report(message: str, hint: str | None, _s: Step = step) -> None:
@@ -431,7 +491,7 @@ def build_plan(
             hosts=hosts,
             needs=[n for n in step.needs if n in graph and n != step.id],
             index=index,
-            readable=_ancestors(graph, step.id) if acyclic else frozenset(),
+            readable=ancestors.get(step.id, frozenset()),
         )
         plan.steps[step.id] = ps
         if step.kind is StepKind.COMMAND and step.undo is None:
@@ -449,16 +509,35 @@ def build_plan(
                 _problem(runbook, None, _h.line_of("hosts"), f"health '{_h.name}': {message}", hint)
             )
 
+        count = len(problems)
         before = _resolve(inventory, hc.hosts, plan.aliases(plan.from_site), hreport)
-        after = _resolve(inventory, hc.hosts, plan.aliases(plan.to_site), lambda m, h: None)
+        before_failed = len(problems) > count
+
+        def hreport_after(message: str, hint: str | None, _h: HealthCheck = hc) -> None:
+            if before_failed:
+                return  # the same selector failed already; one problem is enough
+            problems.append(
+                _problem(
+                    runbook,
+                    None,
+                    _h.line_of("hosts"),
+                    f"health '{_h.name}': {message} (polled there after the run)",
+                    hint,
+                )
+            )
+
+        after = _resolve(inventory, hc.hosts, plan.aliases(plan.to_site), hreport_after)
         plan.health.append(HealthPlan(hc, before, after))
     if acyclic:
         checker = _Checker(plan, problems)
+        back: Plan | None = None
         for ps in plan.steps.values():
             ps.preview = _check_step_templates(checker, plan, ps, ps.step, "run")
             undo = ps.step.undo
             if check_undo and undo is not None:
-                _check_undo(checker, plan, ps, undo, problems)
+                if back is None:
+                    back = replace(plan, direction=FAILBACK)
+                _check_undo(checker, back, ps, undo, problems)
         for hp in plan.health:
             for hosts, active in (
                 (hp.hosts_before, plan.from_site),
@@ -484,10 +563,10 @@ def build_plan(
 
 
 def _check_undo(
-    checker: _Checker, plan: Plan, ps: PlanStep, undo: Step, problems: list[Problem]
+    checker: _Checker, back: Plan, ps: PlanStep, undo: Step, problems: list[Problem]
 ) -> None:
-    """Validate an undo action in the context of a failback of this plan."""
-    back = replace(plan, direction=FAILBACK)
+    """Validate an undo action in the context of a failback (``back``) of the plan."""
+    plan = back
     hosts = ps.hosts
     if undo.hosts != ps.step.hosts:
 
@@ -503,7 +582,7 @@ def _check_undo(
         hosts=hosts,
         needs=[],
         undo_of=ps.id,
-        readable=ps.readable | {ps.id},
+        readable=_with(ps.readable, ps.id),
     )
     _check_step_templates(checker, back, undo_ps, undo, "undo")
 
@@ -629,14 +708,9 @@ def build_reverse_plan(
         warnings=[],
         predicted_health_s=predicted_health_s,
     )
-    plan.health = []
-    for hp in forward.health:  # before: at the failover's target; after: at the source
-        aliases_after = plan.aliases(plan.to_site)
-        after = _resolve(inventory, hp.check.hosts, aliases_after, lambda m, h: None)
-        before = _resolve(
-            inventory, hp.check.hosts, plan.aliases(plan.from_site), lambda m, h: None
-        )
-        plan.health.append(HealthPlan(hp.check, before, after))
+    # a failback is checked where the failover was, in the other order (the forward plan has
+    # already resolved, and validated, both)
+    plan.health = [HealthPlan(hp.check, hp.hosts_after, hp.hosts_before) for hp in forward.health]
     chosen = {u.step_id: u for u in undone}
     order = [s.id for s in runbook.steps if s.id in chosen]
     for index, sid in enumerate(order):
@@ -667,7 +741,7 @@ def build_reverse_plan(
             index=index,
             undo_of=sid,
             outcome_unknown=u.outcome_unknown,
-            readable=fps.readable | {sid},
+            readable=_with(fps.readable, sid),
         )
     # reverse every edge, bridging through steps that are not undone: from each undone step,
     # walk forward through steps that are not undone to the first undone ones

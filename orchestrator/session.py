@@ -4,7 +4,7 @@ and only maps their errors to exit codes."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,35 @@ class Options:
         runbook_path, inventory_path = resolve_paths(self.runbook_path, self.inventory_path)
         return load_both(runbook_path, inventory_path)
 
+    def load_checked(
+        self, targets: Callable[[Inventory], Iterable[str]]
+    ) -> tuple[Runbook, Inventory]:
+        """Load both files; if either has errors, still check the runbook's plan for each
+        site in ``targets`` (when the inventory is sound), so that one run of drx reports
+        every problem at once."""
+        from orchestrator.loading import load_partial, resolve_paths
+        from orchestrator.plan import build_plan
+
+        runbook_path, inventory_path = resolve_paths(self.runbook_path, self.inventory_path)
+        runbook, inventory, problems, inventory_ok = load_partial(runbook_path, inventory_path)
+        if runbook is not None and inventory is not None and not _errors(problems):
+            return runbook, inventory
+        if runbook is not None and inventory is not None and inventory_ok:
+            for site in targets(inventory):
+                try:
+                    build_plan(runbook, inventory, site, source=inventory.active)
+                except ValidationError as exc:
+                    problems.extend(p for p in exc.problems if p not in problems)
+        raise ValidationError(problems)
+
+
+def _errors(problems: list[Problem]) -> bool:
+    return any(p.severity == "error" for p in problems)
+
+
+def _other_sites(inventory: Inventory) -> list[str]:
+    return [s for s in inventory.sites if s != inventory.active]
+
 
 def secret_inputs(
     cli_vars: Iterable[str], secret_vars: Iterable[str]
@@ -82,7 +111,7 @@ def validate(opts: Options) -> list[Problem]:
     """Plan a failover from the active site to every other site; return the warnings."""
     from orchestrator.plan import build_plan
 
-    runbook, inventory = opts.load()
+    runbook, inventory = opts.load_checked(_other_sites)
     problems: list[Problem] = []
     warnings: list[Problem] = []
     for site in inventory.sites:
@@ -112,7 +141,9 @@ def failover_plan(
     from orchestrator.history import predictions_for
     from orchestrator.plan import build_plan
 
-    runbook, inventory = opts.load()
+    runbook, inventory = opts.load_checked(
+        lambda inv: [site] if site in inv.sites and site != inv.active else _other_sites(inv)
+    )
     check_site(inventory, site)
     source = active_site(opts.state_dir, inventory)
     if site == source and not force:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -15,7 +16,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, int | float):
-        if value < 0:
+        if not math.isfinite(value) or value < 0:
             raise ValueError(f"negative duration: {value!r}")
         return float(value)
     if not isinstance(value, str):
@@ -26,8 +27,8 @@ def parse_duration(value: object) -> float:
     except ValueError:
         pass
     else:
-        if seconds < 0:
-            raise ValueError(f"negative duration: {value!r}")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"bad duration {value!r} (use e.g. 500ms, 30s, 5m, 1h30m)")
         return seconds
     pos, total = 0, 0.0
     for match in _DURATION.finditer(text):

@@ -146,29 +146,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def _help_params() -> list[object]:
-    params: list[object] = []
-    for command in COMMANDS:
-        marks = []
-        if command == "status":
-            marks = [
-                pytest.mark.xfail(
-                    reason="cli.py: the docstring of status() has no 'Example:' line",
-                    strict=True,
-                )
-            ]
-        params.append(pytest.param([command], id=command, marks=marks))
-    params.append(
-        pytest.param(
-            [],
-            id="drx",
-            marks=pytest.mark.xfail(
-                reason="cli.py: Typer(help=...) replaces the root callback's docstring, whose "
-                "'Example:' line is therefore never shown",
-                strict=True,
-            ),
-        )
-    )
-    return params
+    return [pytest.param([c], id=c) for c in COMMANDS] + [pytest.param([], id="drx")]
 
 
 @pytest.mark.parametrize("command", _help_params())

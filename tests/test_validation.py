@@ -171,11 +171,6 @@ def test_command_step_without_undo_is_a_warning_not_an_error(
     assert err.splitlines()[-1] == "ok: 1 warning(s)"
 
 
-@pytest.mark.xfail(
-    reason="plan.py reports template errors of an undo under the id 'undo-<step>', which is "
-    "not a step of the file (_check_step_templates passes ps.id, not ps.undo_of)",
-    strict=True,
-)
 def test_undo_template_error_names_the_step_in_the_file(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
