@@ -513,8 +513,10 @@ def build_plan(
         before = _resolve(inventory, hc.hosts, plan.aliases(plan.from_site), hreport)
         before_failed = len(problems) > count
 
-        def hreport_after(message: str, hint: str | None, _h: HealthCheck = hc) -> None:
-            if before_failed:
+        def hreport_after(
+            message: str, hint: str | None, _h: HealthCheck = hc, _skip: bool = before_failed
+        ) -> None:
+            if _skip:
                 return  # the same selector failed already; one problem is enough
             problems.append(
                 _problem(
