@@ -8,6 +8,7 @@ bounded by ``max_parallel``; the hosts of one step on threads of their own.
 
 from __future__ import annotations
 
+import heapq
 import json
 import queue
 import re
@@ -196,32 +197,44 @@ class Executor:
         return bool(ps.hosts) and all(h.site == self.plan.source for h in ps.hosts)
 
     def run(self) -> dict[str, StepOutcome]:
-        """Run every step; returns the outcome of each (carried ones included)."""
+        """Run every step; returns the outcome of each (carried ones included).
+
+        Each step keeps a count of needs not yet met; a finished step releases its dependents,
+        and ready steps wait in a heap keyed by declaration order — so starting the next step
+        costs O(log n), whatever the size of the runbook, and the start order is deterministic.
+        """
         plan = self.plan
-        todo = [sid for sid in plan.steps if sid not in self.outcomes]
+        graph = plan.graph
+        todo = {sid for sid in plan.steps if sid not in self.outcomes}
+        waiting: dict[str, int] = {}
+        ready: list[tuple[int, str]] = []
+        doomed: list[str] = []
+        for sid in plan.steps:
+            if sid not in todo:
+                continue
+            states = [self._need_ok(n) for n in plan.steps[sid].needs]
+            if any(state is False for state in states):
+                doomed.append(sid)
+            waiting[sid] = sum(1 for state in states if state is None)
+            if waiting[sid] == 0 and sid not in doomed:
+                heapq.heappush(ready, (plan.steps[sid].index, sid))
+        for sid in doomed:
+            self._doom(sid, todo, waiting)
         done_q: queue.Queue[tuple[str, StepOutcome]] = queue.Queue()
         running: set[str] = set()
         pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="step")
         try:
             while True:
-                if not self.stopping.is_set() and self.aborted_by is None:
-                    still: list[str] = []
-                    for sid in todo:  # declaration order: deterministic start order
-                        ps = plan.steps[sid]
-                        states = [self._need_ok(n) for n in ps.needs]
-                        if any(s is False for s in states):
-                            self._finish(
-                                sid,
-                                StepOutcome(
-                                    sid, Status.NOT_RUN, message="a step it needs did not succeed"
-                                ),
-                            )
-                        elif all(s is True for s in states) and len(running) < self.max_parallel:
-                            running.add(sid)
-                            pool.submit(self._step_thread, ps, done_q)
-                        else:
-                            still.append(sid)
-                    todo = still
+                while (
+                    ready
+                    and len(running) < self.max_parallel
+                    and not self.stopping.is_set()
+                    and self.aborted_by is None
+                ):
+                    _, sid = heapq.heappop(ready)
+                    todo.discard(sid)
+                    running.add(sid)
+                    pool.submit(self._step_thread, plan.steps[sid], done_q)
                 if not running:
                     break
                 try:
@@ -230,6 +243,16 @@ class Executor:
                     continue
                 running.discard(sid)
                 self._finish(sid, outcome)
+                ok = self._need_ok(sid)
+                for child in graph.successors(sid):
+                    if child not in todo or child not in waiting:
+                        continue
+                    if ok:
+                        waiting[child] -= 1
+                        if waiting[child] == 0:
+                            heapq.heappush(ready, (plan.steps[child].index, child))
+                    else:
+                        self._doom(child, todo, waiting)
                 failed = outcome.status is Status.FAILED
                 if failed and not self._tolerated(plan.steps[sid]) and self.aborted_by is None:
                     self.aborted_by = sid
@@ -237,9 +260,24 @@ class Executor:
         finally:
             pool.shutdown(wait=True)
         final = Status.CANCELLED if self.stopping.is_set() else Status.NOT_RUN
-        for sid in todo:
-            self._finish(sid, StepOutcome(sid, final))
+        for sid in plan.steps:  # declaration order
+            if sid in todo:
+                self._finish(sid, StepOutcome(sid, final))
         return self.outcomes
+
+    def _doom(self, sid: str, todo: set[str], waiting: dict[str, int]) -> None:
+        """A need of ``sid`` will never succeed: it, and what needs it, will not run."""
+        stack = [sid]
+        while stack:
+            node = stack.pop()
+            if node not in todo:
+                continue
+            todo.discard(node)
+            waiting.pop(node, None)
+            self._finish(
+                node, StepOutcome(node, Status.NOT_RUN, message="a step it needs did not succeed")
+            )
+            stack.extend(self.plan.graph.successors(node))
 
     def _finish(self, sid: str, outcome: StepOutcome) -> None:
         self.outcomes[sid] = outcome

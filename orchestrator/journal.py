@@ -11,7 +11,7 @@ every duration) and ``ts`` (UTC wall clock, for humans and reports).
 
 from __future__ import annotations
 
-import datetime
+import functools
 import json
 import os
 import threading
@@ -25,8 +25,16 @@ from orchestrator.templating import Redactor
 
 
 def utc_iso(ts: float | None = None) -> str:
-    moment = datetime.datetime.fromtimestamp(time.time() if ts is None else ts, datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """``2026-11-26T17:45:00.123Z`` for a POSIX time (default now)."""
+    moment = time.time() if ts is None else ts
+    seconds = int(moment)
+    millis = int((moment - seconds) * 1000)
+    return f"{_utc_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=8)
+def _utc_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 class Journal:
@@ -41,6 +49,7 @@ class Journal:
         self.mono0 = time.monotonic()
         self.wall0 = time.time()
         self._dirty = threading.Event()
+        self._pending = False  # written but not yet fsynced
         self._closed = False
         self._syncer: threading.Thread | None = None
         #: called with each event as written (live view, logs); must be quick and never raise
@@ -70,7 +79,10 @@ class Journal:
             if self._closed:
                 raise JournalError(f"journal {self.path} is closed")
             os.write(self._fd, line)
-        self._dirty.set()
+            wake = not self._pending
+            self._pending = True
+        if wake:  # the syncer is (or will be) asleep: one wake-up per batch, not per event
+            self._dirty.set()
         for listener in self.listeners:
             listener(record)
         return record
@@ -83,6 +95,7 @@ class Journal:
                 if self._closed:
                     return
                 fd = self._fd
+                self._pending = False
             try:
                 os.fsync(fd)
             except OSError:

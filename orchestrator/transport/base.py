@@ -189,9 +189,9 @@ class OutputCollector:
     def __init__(self, log_path: Path | None = None, redact: Redactor | None = None) -> None:
         self._redact = redact
         self._log: IO[str] | None = None
-        if log_path is not None:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        # opened on the first output: a silent command costs no mkdir/open (a 10,000-step run
+        # of quiet steps would otherwise spend most of its time creating empty files)
+        self._log_path = log_path
         self._pending = {"stdout": bytearray(), "stderr": bytearray()}
         self._tail = _BoundedText(TAIL_BYTES)
         self._stdout = _BoundedText(STDOUT_KEEP_BYTES)
@@ -214,6 +214,9 @@ class OutputCollector:
         text = block.decode("utf-8", "replace")
         if self._redact is not None:
             text = self._redact(text)
+        if self._log is None and self._log_path is not None:
+            self._log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self._log_path, "a", encoding="utf-8")  # noqa: SIM115 - see close()
         if self._log is not None:
             self._log.write(text)
             self._log.flush()  # the log is what people watch while a step runs
