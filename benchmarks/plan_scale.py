@@ -84,22 +84,31 @@ def runbook_text(steps: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(steps: int = 10_000) -> float:
+def main(steps: int = 10_000, rounds: int = 3) -> float:
+    """Time load+validate and plan ``rounds`` times; print the best round and return its total."""
+    best: tuple[float, float] | None = None
     with tempfile.TemporaryDirectory() as tmp:
         rb = Path(tmp, "runbook.yaml")
         inv = Path(tmp, "inventory.yaml")
         rb.write_text(runbook_text(steps), encoding="utf-8")
         inv.write_text(INVENTORY % (_hosts("a", 1), _hosts("b", 2)), encoding="utf-8")
-        start = time.perf_counter()
-        runbook, inventory = load_both(str(rb), str(inv))
-        loaded = time.perf_counter()
-        plan = build_plan(runbook, inventory, "site-b")
-        done = time.perf_counter()
-    print(f"{len(plan.steps)} steps in {len(plan.waves)} waves on {len(plan.hosts())} hosts")
-    print(f"load + validate files: {loaded - start:.3f}s")
-    print(f"plan (DAG, selectors, templates, waves, critical path): {done - loaded:.3f}s")
-    print(f"total: {done - start:.3f}s")
-    return done - start
+        for _ in range(rounds):
+            start = time.perf_counter()
+            runbook, inventory = load_both(str(rb), str(inv))
+            loaded = time.perf_counter()
+            plan = build_plan(runbook, inventory, "site-b")
+            done = time.perf_counter()
+            if best is None or done - start < sum(best):
+                best = (loaded - start, done - loaded)
+    assert best is not None
+    print(
+        f"{len(plan.steps)} steps, {plan.graph.number_of_edges()} needs, {len(plan.waves)} "
+        f"waves, {len(plan.hosts())} hosts; best of {rounds}:"
+    )
+    print(f"  load + validate the files:                        {best[0]:.3f}s")
+    print(f"  plan (DAG, selectors, templates, critical path):   {best[1]:.3f}s")
+    print(f"  total:                                             {sum(best):.3f}s (target < 1s)")
+    return sum(best)
 
 
 if __name__ == "__main__":
