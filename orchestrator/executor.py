@@ -162,6 +162,8 @@ class Executor:
         for sid, outcome in {**(extra_results or {}), **(carried or {})}.items():
             self._results[sid] = outcome.template_view(order)
         self._gate_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self.manual_wait_s = 0.0
         self.aborted_by: str | None = None
 
@@ -264,6 +266,20 @@ class Executor:
             if sid in todo:
                 self._finish(sid, StepOutcome(sid, final))
         return self.outcomes
+
+    def _host_pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                widest = max((len(ps.hosts) for ps in self.plan.steps.values()), default=1)
+                health = sum(len(hp.hosts_after) for hp in self.plan.health)
+                size = min(1024, max(8, self.max_parallel * widest, health))
+                self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="host")
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the host threads (after the run and its health polls)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def _doom(self, sid: str, todo: set[str], waiting: dict[str, int]) -> None:
         """A need of ``sid`` will never succeed: it, and what needs it, will not run."""
@@ -386,19 +402,17 @@ class Executor:
         attempt = 0
         while pending:
             attempt += 1
-            workers = min(len(pending), step.serial or len(pending))
-            if workers == 1:
-                outs = [self._host_attempt(ps, h, attempt) for h in pending]
+            if len(pending) == 1:
+                outs = [self._host_attempt(ps, pending[0], attempt)]
             else:
-                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{ps.id}") as pool:
-                    outs = list(
-                        pool.map(
-                            self._host_attempt,
-                            [ps] * len(pending),
-                            pending,
-                            [attempt] * len(pending),
-                        )
-                    )
+                # hosts run on one pool shared by every step (a pool per step costs ~1 ms of
+                # CPU to build); ``serial`` bounds how many of this step's hosts run at once
+                gate = threading.BoundedSemaphore(step.serial) if step.serial else None
+                futures = [
+                    self._host_pool().submit(self._host_attempt, ps, h, attempt, gate)
+                    for h in pending
+                ]
+                outs = [f.result() for f in futures]
             for out in outs:
                 results[out.host] = out
             pending = [
@@ -438,7 +452,16 @@ class Executor:
     def _log_path(self, ps: PlanStep, host: Host) -> Path:
         return self.run_dir / "output" / ps.id / f"{host.name}.log"
 
-    def _host_attempt(self, ps: PlanStep, host: Host, attempt: int) -> HostOutcome:
+    def _host_attempt(
+        self,
+        ps: PlanStep,
+        host: Host,
+        attempt: int,
+        gate: threading.BoundedSemaphore | None = None,
+    ) -> HostOutcome:
+        if gate is not None:
+            with gate:
+                return self._host_attempt(ps, host, attempt)
         j = self.journal
         t0 = j.now()
         j.write("host_started", t0, step=ps.id, host=host.name, attempt=attempt)

@@ -4,7 +4,6 @@ failed back and resumed."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
@@ -12,24 +11,20 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import PreflightError, RefusedError, TransportError
+from orchestrator import preflight
+from orchestrator.errors import PreflightError, RefusedError
 from orchestrator.executor import Executor, GateUnavailable, Status, StepOutcome
-from orchestrator.inventory import Host
 from orchestrator.journal import Journal
 from orchestrator.plan import FAILBACK, FAILOVER, Plan, PlanStep
 from orchestrator.planview import plan_document
 from orchestrator.state import run_lock, runs_dir, write_state
 from orchestrator.timing import build_summary
-from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
-
-#: at most this many connections are opened at once at the pre-flight
-PREFLIGHT_CONCURRENCY = 64
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_RTO_MISSED, EXIT_CANCELLED = 0, 1, 2, 3, 130
 
@@ -91,48 +86,6 @@ class Gate:
                 ctx()
 
 
-def _connect_all(
-    plan: Plan, hosts: list[Host]
-) -> tuple[dict[str, Connection], dict[str, TransportError]]:
-    """Open one connection to every host, in parallel (the pre-flight)."""
-    transports: dict[str, Any] = {}
-    for h in hosts:
-        kind = h.spec.transport
-        if kind not in transports:
-            transports[kind] = open_transport(kind)
-
-    def connect(host: Host) -> tuple[str, Connection | TransportError]:
-        try:
-            conn = transports[host.spec.transport].connect(host.spec)
-        except TransportError as exc:
-            return host.name, exc
-        # One command now proves the host can run commands, and takes the first session's
-        # set-up cost (tens of ms over SSH) out of the measured RTO.
-        try:
-            res = conn.run("true", timeout=max(host.spec.connect_timeout, 1.0))
-        except TransportError as exc:
-            conn.close()
-            return host.name, exc
-        if not res.ok:
-            conn.close()
-            return host.name, TransportError(
-                host.name, f"cannot run commands (rc={res.rc}, {res.error or res.output_tail})"
-            )
-        return host.name, conn
-
-    connections: dict[str, Connection] = {}
-    failures: dict[str, TransportError] = {}
-    if not hosts:
-        return connections, failures
-    with ThreadPoolExecutor(max_workers=min(PREFLIGHT_CONCURRENCY, len(hosts))) as pool:
-        for name, result in pool.map(connect, hosts):
-            if isinstance(result, TransportError):
-                failures[name] = result
-            else:
-                connections[name] = result
-    return connections, failures
-
-
 def _health_steps(plan: Plan, phase: str) -> list[PlanStep]:
     steps = []
     for hp in plan.health:
@@ -166,21 +119,37 @@ def _check_source_health(plan: Plan, connections: Mapping[str, Connection]) -> l
     return failures
 
 
-def execute(plan: Plan, state_dir: Path, opts: RunOptions) -> tuple[int, dict[str, Any]]:
-    """Run ``plan`` end to end; returns the exit code and the summary."""
+def execute(
+    plan: Plan,
+    state_dir: Path,
+    opts: RunOptions,
+    connecting: Future[preflight.Connected] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """Run ``plan`` end to end; returns the exit code and the summary. ``connecting`` is a
+    pre-flight already started (``preflight.start``), else it starts here."""
     run_id = new_run_id(state_dir, plan.direction, plan.to_site)
     plan.run_id = run_id
-    with run_lock(state_dir, run_id):
-        return _execute_locked(plan, state_dir, opts, run_id)
+    try:
+        with run_lock(state_dir, run_id):
+            return _execute_locked(plan, state_dir, opts, run_id, connecting)
+    except RefusedError:
+        if connecting is not None:
+            preflight.close_all(connecting.result()[0])
+        raise
 
 
 def _execute_locked(
-    plan: Plan, state_dir: Path, opts: RunOptions, run_id: str
+    plan: Plan,
+    state_dir: Path,
+    opts: RunOptions,
+    run_id: str,
+    connecting: Future[preflight.Connected] | None,
 ) -> tuple[int, dict[str, Any]]:
     from orchestrator.live import attach_output
 
-    hosts = plan.hosts()
-    connections, failures = _connect_all(plan, hosts)
+    if connecting is None:
+        connecting = preflight.start(plan)
+    connections, failures = connecting.result()
     try:
         unreachable: dict[str, str] = {}
         if failures:
@@ -205,10 +174,7 @@ def _execute_locked(
             opts.before_run(plan)
         return _run(plan, state_dir, opts, run_id, connections, unreachable, attach_output)
     finally:
-        for conn in connections.values():
-            # closing must not hide the run's outcome
-            with contextlib.suppress(Exception):
-                conn.close()
+        preflight.close_all(connections)
 
 
 def _run(
@@ -307,6 +273,7 @@ def _run(
                 status, message = Status.FAILED, f"health never held at {plan.to_site}"
     finally:
         signal.signal(signal.SIGINT, previous)
+        ex.close()
     exit_code = {
         Status.SUCCEEDED: EXIT_OK,
         Status.FAILED: EXIT_FAILED,

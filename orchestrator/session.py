@@ -236,6 +236,8 @@ def run_failover(
     plan = failover_plan(
         opts, site, force=force, emergency=emergency, cli_vars=cli_vars, secret_vars=secret_vars
     )
+    # (Starting the pre-flight while the engine's modules import was tried: on two cores the
+    # import and the key exchanges fight over the GIL and the run starts later, not sooner.)
     code, summary = execute(
         plan, opts.state_dir, _run_options(opts, yes=yes, max_parallel=max_parallel)
     )
