@@ -11,6 +11,7 @@ every duration) and ``ts`` (UTC wall clock, for humans and reports).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -83,8 +84,13 @@ class Journal:
             self._pending = True
         if wake:  # the syncer is (or will be) asleep: one wake-up per batch, not per event
             self._dirty.set()
-        for listener in self.listeners:
-            listener(record)
+        for listener in list(self.listeners):
+            try:
+                listener(record)
+            except Exception:
+                # never fail the run; the journal is the record, so the view is just dropped
+                with contextlib.suppress(ValueError):
+                    self.listeners.remove(listener)
         return record
 
     def _sync_loop(self) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any, ClassVar
 
 import structlog
 
 from orchestrator.budget import BudgetWatcher
-from orchestrator.journal import Journal
+from orchestrator.journal import Journal, utc_iso
 from orchestrator.plan import Plan
 from orchestrator.units import format_duration
 
@@ -31,19 +31,50 @@ _NOT_LOGGED = {
 }
 
 
+_LEVEL_COLOR = {"warning": "\x1b[33m", "error": "\x1b[31;1m", "info": "\x1b[32m"}
+
+
+def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event["timestamp"] = utc_iso()
+    return event
+
+
+class ConsoleLine:
+    """``2026-11-26T17:45:00.123Z info    step_finished step=promote-db status=succeeded``:
+    one short line per event. (structlog's ConsoleRenderer pads, sorts and styles every line;
+    at thousands of steps that cost ~0.2 ms a step.)"""
+
+    def __init__(self, color: bool):
+        self.color = color
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> str:
+        name = event.pop("event", "")
+        level = event.pop("level", "info")
+        stamp = event.pop("timestamp", "")
+        fields = " ".join(f"{k}={_text(v)}" for k, v in event.items())
+        tag = f"{level:<7}"
+        if self.color:
+            tag = f"{_LEVEL_COLOR.get(level, '')}{tag}\x1b[0m"
+            name = f"\x1b[1m{name}\x1b[0m"
+        return f"{stamp} {tag} {name} {fields}".rstrip()
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return repr(text) if (" " in text or not text) and isinstance(value, str) else text
+
+
 def configure_logging(log_format: str, verbose: int) -> None:
     """Configure structlog once: console lines or JSON, on stderr."""
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if log_format == "json"
-        else structlog.dev.ConsoleRenderer(colors=color, pad_event_to=0)
+        structlog.processors.JSONRenderer() if log_format == "json" else ConsoleLine(color)
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _timestamp,
             renderer,
         ],
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

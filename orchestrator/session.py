@@ -3,6 +3,7 @@ and only maps their errors to exit codes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -217,7 +218,8 @@ def _closing_line(summary: dict[str, Any], code: int) -> None:
     if summary.get("message"):
         text += f" — {summary['message']}"
     text += f"\nreport: drx report {summary['run_id']}"
-    print(text, file=sys.stderr)
+    with contextlib.suppress(OSError):  # stderr may be a closed pipe; the run is recorded
+        print(text, file=sys.stderr)
 
 
 def run_failover(

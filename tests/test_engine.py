@@ -495,3 +495,23 @@ def test_second_ctrl_c_cancels_running_commands(world: World) -> None:
     assert step["status"] == "cancelled" and step["outcome_unknown"] is True
     time.sleep(2.2)
     assert not world.host_file("db-b", "long.end").exists(), "the command outlived the cancel"
+
+
+def test_a_closed_log_pipe_does_not_fail_the_run(world: World) -> None:
+    """`drx failover ... 2>&1 | head -1`: once the reader goes away the run carries on and is
+    recorded as it happened."""
+    world.write_runbook("""
+        name: pipe
+        steps:
+          - {id: a, hosts: db@target, run: 'sleep 0.2', undo: 'true'}
+          - {id: b, hosts: db@target, run: 'touch "$DRX_HOST_DIR/b"', needs: [a], undo: 'true'}
+    """)
+    proc = world.spawn("failover", "site-b")
+    assert proc.stderr is not None and proc.stdout is not None
+    proc.stderr.readline()
+    proc.stderr.close()
+    proc.stdout.close()
+    proc.wait(timeout=20)
+    assert proc.returncode == 0
+    assert world.summary()["status"] == "succeeded"
+    assert world.host_file("db-b", "b").exists()
