@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+import orchestrator.preflight as preflight
 import orchestrator.runner as runner
 from orchestrator.loading import load_both
 from orchestrator.plan import build_plan
@@ -107,7 +108,7 @@ def run(
     inv_path.write_text(yaml.safe_dump(inventory_doc(hosts), sort_keys=False))
     fake = FakeTransport()
     # Every connection of this run goes to the fake transport (nothing is edited on disk).
-    runner.open_transport = lambda kind: fake  # type: ignore[assignment]
+    preflight.open_transport = lambda kind: fake  # type: ignore[assignment]
     if profiler is not None:
         profiler.start()
     t0 = time.perf_counter()

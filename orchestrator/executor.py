@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import queue
 import re
 import threading
 import time
@@ -201,71 +200,103 @@ class Executor:
     def run(self) -> dict[str, StepOutcome]:
         """Run every step; returns the outcome of each (carried ones included).
 
-        Each step keeps a count of needs not yet met; a finished step releases its dependents,
-        and ready steps wait in a heap keyed by declaration order — so starting the next step
-        costs O(log n), whatever the size of the runbook, and the start order is deterministic.
+        Each step keeps a count of needs not yet met; ready steps wait in a heap keyed by
+        declaration order (deterministic start order, O(log n) per start). A worker that
+        finishes a step does the bookkeeping itself and, if a step became ready, runs it
+        straight away on the same thread — a chain of quick steps costs no thread hand-offs.
+        The calling (main) thread only waits, so Ctrl-C is handled at once.
         """
         plan = self.plan
-        graph = plan.graph
-        todo = {sid for sid in plan.steps if sid not in self.outcomes}
-        waiting: dict[str, int] = {}
-        ready: list[tuple[int, str]] = []
+        self._todo = {sid for sid in plan.steps if sid not in self.outcomes}
+        self._waiting: dict[str, int] = {}
+        self._ready: list[tuple[int, str]] = []
+        self._running = 0
+        self._idle = threading.Condition()
         doomed: list[str] = []
         for sid in plan.steps:
-            if sid not in todo:
+            if sid not in self._todo:
                 continue
             states = [self._need_ok(n) for n in plan.steps[sid].needs]
             if any(state is False for state in states):
                 doomed.append(sid)
-            waiting[sid] = sum(1 for state in states if state is None)
-            if waiting[sid] == 0 and sid not in doomed:
-                heapq.heappush(ready, (plan.steps[sid].index, sid))
-        for sid in doomed:
-            self._doom(sid, todo, waiting)
-        done_q: queue.Queue[tuple[str, StepOutcome]] = queue.Queue()
-        running: set[str] = set()
-        pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="step")
+            self._waiting[sid] = sum(1 for state in states if state is None)
+            if self._waiting[sid] == 0 and sid not in doomed:
+                heapq.heappush(self._ready, (plan.steps[sid].index, sid))
+        with self._idle:
+            for sid in doomed:
+                self._doom(sid)
+        self._steps_pool = ThreadPoolExecutor(
+            max_workers=self.max_parallel, thread_name_prefix="step"
+        )
         try:
-            while True:
-                while (
-                    ready
-                    and len(running) < self.max_parallel
-                    and not self.stopping.is_set()
-                    and self.aborted_by is None
-                ):
-                    _, sid = heapq.heappop(ready)
-                    todo.discard(sid)
-                    running.add(sid)
-                    pool.submit(self._step_thread, plan.steps[sid], done_q)
-                if not running:
-                    break
-                try:
-                    sid, outcome = done_q.get(timeout=0.25)
-                except queue.Empty:
-                    continue
-                running.discard(sid)
-                self._finish(sid, outcome)
-                ok = self._need_ok(sid)
-                for child in graph.successors(sid):
-                    if child not in todo or child not in waiting:
-                        continue
-                    if ok:
-                        waiting[child] -= 1
-                        if waiting[child] == 0:
-                            heapq.heappush(ready, (plan.steps[child].index, child))
-                    else:
-                        self._doom(child, todo, waiting)
-                failed = outcome.status is Status.FAILED
-                if failed and not self._tolerated(plan.steps[sid]) and self.aborted_by is None:
-                    self.aborted_by = sid
-                    self.journal.write("run_aborting", step=sid)
+            with self._idle:
+                for ps in self._take(self.max_parallel):
+                    self._running += 1
+                    self._steps_pool.submit(self._step_thread, ps)
+                while self._running:
+                    # a timeout keeps the main thread responsive to signals
+                    self._idle.wait(0.25)
         finally:
-            pool.shutdown(wait=True)
+            self._steps_pool.shutdown(wait=True)
         final = Status.CANCELLED if self.stopping.is_set() else Status.NOT_RUN
         for sid in plan.steps:  # declaration order
-            if sid in todo:
+            if sid in self._todo:
                 self._finish(sid, StepOutcome(sid, final))
         return self.outcomes
+
+    def _take(self, slots: int) -> list[PlanStep]:
+        """Pop up to ``slots`` ready steps (caller holds ``_idle``), unless the run stops."""
+        taken: list[PlanStep] = []
+        while (
+            self._ready
+            and len(taken) < slots
+            and not self.stopping.is_set()
+            and self.aborted_by is None
+        ):
+            _, sid = heapq.heappop(self._ready)
+            self._todo.discard(sid)
+            taken.append(self.plan.steps[sid])
+        return taken
+
+    def _complete(self, sid: str, outcome: StepOutcome) -> PlanStep | None:
+        """Record a finished step, release its dependents; return the next step for this
+        worker to run (its slot is reused), submitting any others that fit (caller holds
+        ``_idle``)."""
+        self._finish(sid, outcome)
+        ok = self._need_ok(sid)
+        for child in self.plan.graph.successors(sid):
+            if child not in self._todo or child not in self._waiting:
+                continue
+            if ok:
+                self._waiting[child] -= 1
+                if self._waiting[child] == 0:
+                    heapq.heappush(self._ready, (self.plan.steps[child].index, child))
+            else:
+                self._doom(child)
+        failed = outcome.status is Status.FAILED
+        if failed and not self._tolerated(self.plan.steps[sid]) and self.aborted_by is None:
+            self.aborted_by = sid
+            self.journal.write("run_aborting", step=sid)
+        free = self.max_parallel - self._running  # slots free besides this worker's own
+        nxt = self._take(1 + free)
+        for ps in nxt[1:]:
+            self._running += 1
+            self._steps_pool.submit(self._step_thread, ps)
+        return nxt[0] if nxt else None
+
+    def _doom(self, sid: str) -> None:
+        """A need of ``sid`` will never succeed: it, and what needs it, will not run."""
+        stack = [sid]
+        while stack:
+            node = stack.pop()
+            if node not in self._todo:
+                continue
+            self._todo.discard(node)
+            self._waiting.pop(node, None)
+            self._finish(
+                node, StepOutcome(node, Status.NOT_RUN, message="a step it needs did not succeed")
+            )
+            stack.extend(self.plan.graph.successors(node))
 
     def _host_pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -281,20 +312,6 @@ class Executor:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    def _doom(self, sid: str, todo: set[str], waiting: dict[str, int]) -> None:
-        """A need of ``sid`` will never succeed: it, and what needs it, will not run."""
-        stack = [sid]
-        while stack:
-            node = stack.pop()
-            if node not in todo:
-                continue
-            todo.discard(node)
-            waiting.pop(node, None)
-            self._finish(
-                node, StepOutcome(node, Status.NOT_RUN, message="a step it needs did not succeed")
-            )
-            stack.extend(self.plan.graph.successors(node))
-
     def _finish(self, sid: str, outcome: StepOutcome) -> None:
         self.outcomes[sid] = outcome
         if outcome.status in (Status.NOT_RUN, Status.CANCELLED) and not outcome.hosts:
@@ -303,15 +320,27 @@ class Executor:
             )
         self._results[sid] = outcome.template_view(self.plan.inventory.order)
 
-    def _step_thread(self, ps: PlanStep, done_q: queue.Queue[tuple[str, StepOutcome]]) -> None:
-        try:
-            outcome = self.run_step(ps)
-        except Exception as exc:
-            self.journal.write(
-                "step_finished", step=ps.id, status="failed", error="internal", message=repr(exc)
-            )
-            outcome = StepOutcome(ps.id, Status.FAILED, error="internal", message=repr(exc))
-        done_q.put((ps.id, outcome))
+    def _step_thread(self, ps: PlanStep) -> None:
+        current: PlanStep | None = ps
+        while current is not None:
+            try:
+                outcome = self.run_step(current)
+            except Exception as exc:  # a bug must fail the step, not hang the run
+                self.journal.write(
+                    "step_finished",
+                    step=current.id,
+                    status="failed",
+                    error="internal",
+                    message=repr(exc),
+                )
+                outcome = StepOutcome(
+                    current.id, Status.FAILED, error="internal", message=repr(exc)
+                )
+            with self._idle:
+                current = self._complete(current.id, outcome)
+                if current is None:
+                    self._running -= 1
+                    self._idle.notify_all()
 
     # -- one step ---------------------------------------------------------------------------
     def _steps_view(self, ps: PlanStep) -> StepsView:
