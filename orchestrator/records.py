@@ -9,7 +9,7 @@ from typing import Any
 
 from orchestrator.errors import JournalError, RefusedError, UsageError
 from orchestrator.journal import read_journal
-from orchestrator.state import runs_dir
+from orchestrator.state import lock_holder, runs_dir
 from orchestrator.timing import build_summary
 
 
@@ -33,9 +33,13 @@ def load_summary(state_dir: Path, run_id: str) -> dict[str, Any]:
             pass  # a torn summary: the journal is the record
     events = load_events(state_dir, run_id)
     try:
-        return build_summary(events)
+        summary = build_summary(events)
     except (ValueError, KeyError) as exc:
         raise JournalError(f"run {run_id}: journal cannot be read back: {exc}") from exc
+    holder = lock_holder(state_dir)
+    if holder is not None and holder.split()[0] == run_id:
+        summary["status"] = "running"  # not crashed: its controller holds the lock right now
+    return summary
 
 
 def load_events(state_dir: Path, run_id: str) -> list[dict[str, Any]]:

@@ -90,3 +90,27 @@ def test_runs_report_and_status_from_the_cli(world: World, capsys) -> None:
     assert world.run(capsys, "status")[0] == 0
     assert "active site: site-b" in world.last_stdout
     assert "lock: free" in world.last_stdout
+
+
+def test_a_run_in_progress_shows_as_running_and_holds_the_lock(world: World, capsys) -> None:
+    """While a run executes, `drx runs` lists it as running (not crashed) and `drx status`
+    names it as the lock holder."""
+    import time
+
+    world.write_runbook("""
+        name: slow
+        steps:
+          - {id: s, hosts: db@target, run: 'touch "$DRX_HOST_DIR/go"; sleep 1.5', undo: 'true'}
+    """)
+    proc = world.spawn("failover", "site-b")
+    deadline = time.monotonic() + 10
+    while not world.host_file("db-b", "go").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    assert world.run(capsys, "runs", "--format", "json")[0] == 0
+    assert json.loads(world.last_stdout)[-1]["status"] == "running"
+    assert world.run(capsys, "status")[0] == 0
+    assert "lock: held by" in world.last_stdout and "failover-site-b" in world.last_stdout
+    proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert world.summary()["status"] == "succeeded"
