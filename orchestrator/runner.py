@@ -190,7 +190,7 @@ def _run(
     run_dir.mkdir(parents=True)
     doc = plan_document(plan)
     doc["run_id"] = run_id
-    (run_dir / "plan.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    (run_dir / "plan.json").write_text(summary_json(doc), encoding="utf-8")
     journal = Journal(run_dir / "journal.jsonl", plan.redactor)
     rb = plan.runbook
     journal.write(
@@ -313,11 +313,24 @@ def _read(journal: Journal) -> list[dict[str, Any]]:
     return read_journal(journal.path)
 
 
-def _write_json(path: Path, data: Any) -> None:
+def summary_json(summary: dict[str, Any]) -> str:
+    """summary.json text: a top-level field a line and a step a line. Readable, and written
+    by the C JSON encoder (``indent=`` falls back to the pure-Python one, which took most of
+    the end of a 10,000-step run)."""
+    lines = []
+    for key, value in summary.items():
+        if key == "steps" and isinstance(value, list) and value:
+            steps = ",\n    ".join(json.dumps(step, ensure_ascii=False) for step in value)
+            lines.append(f'  "steps": [\n    {steps}\n  ]')
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
+        fh.write(summary_json(data))
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(path)
