@@ -293,9 +293,13 @@ class Executor:
                 continue
             self._todo.discard(node)
             self._waiting.pop(node, None)
-            self._finish(
-                node, StepOutcome(node, Status.NOT_RUN, message="a step it needs did not succeed")
-            )
+            if self.stopping.is_set():  # Ctrl-C: what never started is cancelled
+                self._finish(node, StepOutcome(node, Status.CANCELLED))
+            else:
+                self._finish(
+                    node,
+                    StepOutcome(node, Status.NOT_RUN, message="a step it needs did not succeed"),
+                )
             stack.extend(self.plan.graph.successors(node))
 
     def _host_pool(self) -> ThreadPoolExecutor:
@@ -398,11 +402,7 @@ class Executor:
         with self._gate_lock:  # one question on the terminal at a time
             t0 = self.journal.now()
             self.journal.write("gate_waiting", t0, step=ps.id, prompt=prompt)
-            try:
-                approved = self.gate(ps.id, prompt)
-                problem = None if approved else "the operator declined"
-            except GateUnavailable as exc:
-                approved, problem = False, str(exc)
+            approved, problem = self._ask(ps.id, prompt)
             t1 = self.journal.now()
             self.manual_wait_s += t1 - t0
             self.journal.write(
@@ -416,12 +416,39 @@ class Executor:
             )
         if approved:
             return StepOutcome(ps.id, Status.SUCCEEDED)
+        if approved is None:
+            return StepOutcome(ps.id, Status.CANCELLED, message=problem)
         return StepOutcome(
             ps.id,
             Status.FAILED,
             error="declined" if problem == "the operator declined" else "no_terminal",
             message=problem,
         )
+
+    def _ask(self, step_id: str, prompt: str) -> tuple[bool | None, str | None]:
+        """Ask the gate on a thread of its own, so that Ctrl-C while an operator is being
+        asked cancels the gate instead of waiting on the terminal: (approved, why not), with
+        approved None when the run was interrupted."""
+        answer: dict[str, Any] = {}
+        answered = threading.Event()
+
+        def ask() -> None:
+            try:
+                answer["approved"] = bool(self.gate(step_id, prompt))
+            except GateUnavailable as exc:
+                answer["problem"] = str(exc)
+            except Exception as exc:  # a broken terminal: no approval
+                answer["problem"] = f"the gate could not ask: {exc!r}"
+            answered.set()
+
+        threading.Thread(target=ask, name=f"gate-{step_id}", daemon=True).start()
+        while not answered.wait(0.1):
+            if self.stopping.is_set():
+                return None, "cancelled while waiting for the operator"
+        if "approved" in answer:
+            approved = answer["approved"]
+            return approved, None if approved else "the operator declined"
+        return False, answer.get("problem")
 
     def _on_hosts(self, ps: PlanStep) -> StepOutcome:
         """Run a command/check step on all its hosts, retrying only the hosts that failed."""
