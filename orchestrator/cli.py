@@ -400,6 +400,9 @@ def _main(args: list[str]) -> None:
         _fail(f"{errors} error(s); nothing was run", 2)
     except DrxError as exc:
         _fail(str(exc), exc.exit_code)
+    except OSError as exc:  # a path that cannot be written or read (report -o, --state-dir)
+        where = f": {exc.filename}" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}{where}", 2)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception:

@@ -410,7 +410,7 @@ class Executor:
                 t1,
                 step=ps.id,
                 approved=approved,
-                by=getattr(self.gate, "by", "operator"),
+                by=getattr(self.gate, "by", "operator") if approved else None,
                 waited_s=round(t1 - t0, 6),
                 message=problem,
             )

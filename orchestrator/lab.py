@@ -668,7 +668,14 @@ def drill(root: Path, runbook: str) -> int:
             "# two sites of real sshd hosts on loopback (python -m orchestrator.lab drill)\n"
             + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
         )
-        lab.start()
+        hosts = lab.start()
+        print(
+            "lab: started "
+            + ", ".join(f"{h.name} (sshd on {h.address}:{h.port})" for h in hosts)
+            + f"; inventory {inventory}",
+            file=sys.stderr,
+            flush=True,
+        )
         drx = [sys.executable, "-m", "orchestrator.cli"]
         common = ["-r", runbook, "-i", str(inventory), "--state-dir", str(root / "state")]
         state = ["--state-dir", str(root / "state")]
@@ -676,15 +683,21 @@ def drill(root: Path, runbook: str) -> int:
             [*drx, "plan", "site-b", *common],
             [*drx, "failover", "site-b", "--yes", *common],
             [*drx, "report", *state],
+            [*drx, "report", "--format", "html", "-o", str(root / "failover.html"), *state],
             [*drx, "failback", "--yes", *common],
             [*drx, "runs", *state],
-            [*drx, "report", "--format", "html", "-o", str(root / "report.html"), *state],
+            [*drx, "report", "--format", "html", "-o", str(root / "failback.html"), *state],
         ]
         for command in steps:
             print(f"$ drx {' '.join(command[3:])}", file=sys.stderr, flush=True)
             code = subprocess.run(command, check=False).returncode
             if code not in (0, 3):
                 return code
+    print(
+        f"lab: sshd hosts stopped; reports in {root / 'failover.html'} and "
+        f"{root / 'failback.html'}, runs in {root / 'state'}",
+        file=sys.stderr,
+    )
     return 0
 
 

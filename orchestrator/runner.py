@@ -22,6 +22,7 @@ from orchestrator.executor import Executor, GateUnavailable, Status, StepOutcome
 from orchestrator.journal import Journal
 from orchestrator.plan import FAILBACK, FAILOVER, Plan, PlanStep
 from orchestrator.planview import plan_document
+from orchestrator.runbook import StepKind
 from orchestrator.state import run_lock, runs_dir, write_state
 from orchestrator.timing import build_summary
 from orchestrator.transport.base import Connection
@@ -127,6 +128,16 @@ def execute(
 ) -> tuple[int, dict[str, Any]]:
     """Run ``plan`` end to end; returns the exit code and the summary. ``connecting`` is a
     pre-flight already started (``preflight.start``), else it starts here."""
+    gates = [
+        sid
+        for sid, ps in plan.steps.items()
+        if ps.step.kind is StepKind.MANUAL and sid not in opts.carried
+    ]
+    if gates and not opts.yes and not opts.interactive:
+        raise RefusedError(
+            f"manual step(s) {', '.join(gates)} need an operator, but there is no terminal; "
+            "nothing was run (use --yes to approve every gate)"
+        )
     run_id = new_run_id(state_dir, plan.direction, plan.to_site)
     plan.run_id = run_id
     try:

@@ -201,7 +201,7 @@ def _run_options(opts: Options, **kwargs: Any) -> Any:
     )
 
 
-def _closing_line(summary: dict[str, Any], code: int) -> None:
+def _closing_line(summary: dict[str, Any], code: int, state_dir: Path) -> None:
     """One line on stderr with the outcome and the measured RTO."""
     import sys
 
@@ -212,12 +212,18 @@ def _closing_line(summary: dict[str, Any], code: int) -> None:
     text = f"{summary['direction']} {summary['run_id']}: {summary['status']}"
     if measured is not None:
         text += f"; measured RTO {format_duration(measured)}"
+        if rto.get("end_to_end_s") is not None:
+            text += (
+                f" for this run, {format_duration(rto['end_to_end_s'])} end to end from "
+                f"the start of {summary.get('parent_run')}"
+            )
         if rto.get("target_s") is not None:
             text += f" (target {format_duration(rto['target_s'])}: "
             text += "met)" if rto.get("met") else "MISSED)"
     if summary.get("message"):
         text += f" — {summary['message']}"
-    text += f"\nreport: drx report {summary['run_id']}"
+    where = "" if str(state_dir) == ".drx" else f" --state-dir {state_dir}"
+    text += f"\nreport: drx report {summary['run_id']}{where}"
     with contextlib.suppress(OSError):  # stderr may be a closed pipe; the run is recorded
         print(text, file=sys.stderr)
 
@@ -243,7 +249,7 @@ def run_failover(
     code, summary = execute(
         plan, opts.state_dir, _run_options(opts, yes=yes, max_parallel=max_parallel)
     )
-    _closing_line(summary, code)
+    _closing_line(summary, code, opts.state_dir)
     return code
 
 
@@ -268,6 +274,8 @@ def list_runs(state_dir: Path, fmt: str) -> str:
             rpo_text = format_duration(rpo.get("measured_s")) if rpo else "—"
         met = rto.get("met")
         rto_text = format_duration(rto.get("measured_s"))
+        if rto.get("end_to_end_s") is not None:  # a resumed run: the drill's own figure too
+            rto_text += f" (e2e {format_duration(rto['end_to_end_s'])})"
         if met is not None:
             rto_text += " ✔" if met else " ✘"
         note = []
@@ -319,7 +327,8 @@ def report(
             and s["run_id"] <= run_id
         ][-20:]
     use_color = color and fmt == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    return render(summary, fmt, compare=other, history=history, color=use_color)
+    text = render(summary, fmt, compare=other, history=history, color=use_color)
+    return text if text.endswith("\n") else text + "\n"
 
 
 def status(state_dir: Path) -> str:
@@ -335,7 +344,10 @@ def status(state_dir: Path) -> str:
     if ids:
         s = load_summary(state_dir, ids[-1])
         rto = (s.get("rto") or {}).get("measured_s")
+        e2e = (s.get("rto") or {}).get("end_to_end_s")
         extra = f", RTO {rto:.1f}s" if rto is not None else ""
+        if e2e is not None:
+            extra += f" ({e2e:.1f}s end to end)"
         lines.append(f"latest run: {s['run_id']} ({s['direction']}, {s['status']}{extra})")
     else:
         lines.append("latest run: none")
@@ -472,7 +484,7 @@ def run_failback(
     run_opts = _run_options(opts, yes=yes, max_parallel=max_parallel, extra_results=outcomes)
     run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
     code, summary = execute(plan, opts.state_dir, run_opts)
-    _closing_line(summary, code)
+    _closing_line(summary, code, opts.state_dir)
     return code
 
 
@@ -602,5 +614,5 @@ def run_resume(
         check_source_health=False,
     )
     code, result = execute(plan, opts.state_dir, run_opts)
-    _closing_line(result, code)
+    _closing_line(result, code, opts.state_dir)
     return code

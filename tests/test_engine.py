@@ -167,7 +167,8 @@ def test_on_failure_continue_lets_dependents_run(world: World, capsys) -> None:
 
 
 def test_manual_gate_with_yes_and_without_a_terminal(world: World, capsys) -> None:
-    """--yes approves a gate (recorded as such); with no terminal and no --yes the gate fails."""
+    """--yes approves a gate (recorded as such); with no terminal and no --yes the run is
+    refused before anything runs (exit 2), rather than failing half-way at the gate."""
     world.write_runbook("""
         name: gate
         steps:
@@ -179,10 +180,10 @@ def test_manual_gate_with_yes_and_without_a_terminal(world: World, capsys) -> No
     gate = world.step(world.summary(), "ok")
     assert gate["status"] == "succeeded" and gate["approved_by"] == "--yes"
     world.host_file("db-b", "after").unlink()
-    code, _ = world.run(capsys, "failover", "site-b", "--force")
-    assert code == 1
-    gate = world.step(world.summary(), "ok")
-    assert gate["status"] == "failed" and "no terminal" in gate["message"]
+    runs_before = len(world.run_dirs())
+    code, err = world.run(capsys, "failover", "site-b", "--force")
+    assert code == 2 and "no terminal" in err and "ok" in err
+    assert len(world.run_dirs()) == runs_before, "refused before anything ran"
     assert not world.host_file("db-b", "after").exists()
 
 

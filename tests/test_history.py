@@ -114,3 +114,21 @@ def test_a_run_in_progress_shows_as_running_and_holds_the_lock(world: World, cap
     proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert world.summary()["status"] == "succeeded"
+
+
+def test_unwritable_report_path_is_one_line_and_exit_2(world: World, capsys) -> None:
+    """`report -o` into a missing directory: one error line naming the path, exit 2."""
+    world.write_runbook(RUNBOOK)
+    assert world.run(capsys, "failover", "site-b")[0] == 0
+    code, err = world.run(capsys, "report", "-o", str(world.root / "missing" / "r.html"))
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "missing/r.html" in err and "Traceback" not in err
+
+
+def test_closing_line_names_a_non_default_state_dir(world: World, capsys) -> None:
+    """The `report:` hint printed after a run works when copied: it carries --state-dir."""
+    world.write_runbook(RUNBOOK)
+    code, err = world.run(capsys, "failover", "site-b")
+    assert code == 0
+    hint = next(line for line in err.splitlines() if line.startswith("report: "))
+    assert hint.endswith(f"--state-dir {world.state}")

@@ -67,6 +67,7 @@ def test_lab_drill_runs_the_sample_over_real_sshd() -> None:
             ("failover", "succeeded"),
             ("failback", "succeeded"),
         ]
-        assert (root / "lab/report.html").stat().st_size > 10_000
+        assert (root / "lab/failover.html").stat().st_size > 10_000
+        assert (root / "lab/failback.html").stat().st_size > 10_000
     finally:
         shutil.rmtree(root, ignore_errors=True)
