@@ -140,7 +140,10 @@ def render_text(plan: Plan) -> str:
     )
     target = plan.runbook.rto_target
     vs = f" vs target {format_duration(target)}" if target else ""
-    out.append(f"Predicted RTO: {format_duration(plan.predicted_rto_s)}{vs}{bound}")
+    if plan.predicted_rto_s == 0 and plan.predicted_rto_is_lower_bound:
+        out.append(f"Predicted RTO: unknown (no step has history or expect yet){vs}")
+    else:
+        out.append(f"Predicted RTO: {format_duration(plan.predicted_rto_s)}{vs}{bound}")
     out.append("Critical path: " + " → ".join(plan.critical_path))
     return "\n".join(out) + "\n"
 
