@@ -115,3 +115,22 @@ def test_emergency_does_not_excuse_dead_target_hosts(own_world: World, lab: Lab,
     code, err = own_world.run(capsys, "failover", "site-b", "--emergency")
     assert code == 2 and "db-b" in err
     assert _nothing_ran(own_world)
+
+
+def test_proxy_jump_from_the_inventory_reaches_hosts_through_the_bastion(
+    own_world: World, lab: Lab, fresh_host, capsys
+) -> None:
+    """`proxy_jump` in the inventory's defaults: the drill runs through the bastion, and with
+    the bastion down the pre-flight refuses although every target sshd is up."""
+    bastion = fresh_host()
+    own_world.write_inventory(
+        extra_defaults={"proxy_jump": f"{bastion.user}@{bastion.address}:{bastion.port}"}
+    )
+    code, err = own_world.run(capsys, "failover", "site-b")
+    assert code == 0, err
+    assert own_world.host_file("db-b", "promoted").exists()
+    own_world.host_file("db-b", "promoted").unlink()
+    lab.kill(bastion.name)
+    code, err = own_world.run(capsys, "failover", "site-b", "--force")
+    assert code == 2 and "pre-flight" in err
+    assert not own_world.host_file("db-b", "promoted").exists()
