@@ -381,6 +381,39 @@ def _confirm_unknown(yes: bool, interactive: bool) -> Any:
     return check
 
 
+def _reverse_plan(
+    opts: Options,
+    runbook: Runbook,
+    inventory: Inventory,
+    source: str,
+    target: str,
+    failover_run: str,
+    variables: dict[str, str],
+    secrets: list[str],
+) -> tuple[Any, dict[str, Any]]:
+    """The reverse plan of ``failover_run`` (from its journal), with failback predictions; and
+    what the failover's steps did (their values feed the undo templates)."""
+    from orchestrator.history import predictions_for
+    from orchestrator.plan import build_reverse_plan
+    from orchestrator.records import load_events, outcomes_from_events
+
+    outcomes = outcomes_from_events(load_events(opts.state_dir, failover_run))
+    steps, health = predictions_for(opts.state_dir, runbook.name, "failback", target)
+    plan = build_reverse_plan(
+        runbook,
+        inventory,
+        source=source,
+        target=target,
+        parent_run=failover_run,
+        outcomes=outcomes,
+        cli_vars=variables,
+        secrets=secrets,
+        predictions=steps,
+        predicted_health_s=health,
+    )
+    return plan, outcomes
+
+
 def failback_plan(
     opts: Options,
     run: str | None,
@@ -389,14 +422,10 @@ def failback_plan(
     secret_vars: Iterable[str],
 ) -> Any:
     """The reverse plan of a failover run (default: the latest not yet failed back)."""
-    from orchestrator.history import predictions_for
-    from orchestrator.plan import build_reverse_plan
     from orchestrator.records import (
         is_failed_back,
         is_resumed,
-        load_events,
         load_summaries,
-        outcomes_from_events,
         resolve_run,
     )
 
@@ -433,21 +462,9 @@ def failback_plan(
         )
     for site in (summary["source"], summary["target"]):
         check_site(inventory, site)
-    events = load_events(opts.state_dir, run_id)
-    outcomes = outcomes_from_events(events)
     variables, secrets = secret_inputs(cli_vars, secret_vars)
-    steps, health = predictions_for(opts.state_dir, runbook.name, "failback", summary["target"])
-    plan = build_reverse_plan(
-        runbook,
-        inventory,
-        source=summary["source"],
-        target=summary["target"],
-        parent_run=run_id,
-        outcomes=outcomes,
-        cli_vars=variables,
-        secrets=secrets,
-        predictions=steps,
-        predicted_health_s=health,
+    plan, outcomes = _reverse_plan(
+        opts, runbook, inventory, summary["source"], summary["target"], run_id, variables, secrets
     )
     if not plan.steps:
         raise RefusedError(
@@ -501,7 +518,7 @@ def run_resume(
     """Continue a failed, cancelled or crashed run; succeeded steps are carried over."""
     from orchestrator.executor import Status
     from orchestrator.history import predictions_for
-    from orchestrator.plan import build_plan, build_reverse_plan
+    from orchestrator.plan import build_plan
     from orchestrator.records import (
         is_failed_back,
         is_resumed,
@@ -559,19 +576,16 @@ def run_resume(
             predicted_health_s=health_pred,
         )
     else:
-        parent = start["parent_run"]
-        fo_outcomes = outcomes_from_events(load_events(opts.state_dir, parent))
-        plan = build_reverse_plan(
+        plan, extra = _reverse_plan(
+            opts,
             runbook,
             inventory,
-            source=start["source"],
-            target=start["target"],
-            parent_run=parent,
-            outcomes=fo_outcomes,
-            cli_vars=variables,
-            secrets=secrets,
+            start["source"],
+            start["target"],
+            start["parent_run"],
+            variables,
+            secrets,
         )
-        extra = fo_outcomes
     plan.parent_run = run_id
     inflight = [
         sid
