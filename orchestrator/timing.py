@@ -136,6 +136,8 @@ def build_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
                 sum(a["duration_s"] or 0 for a in host["attempts"] if a["duration_s"] is not None)
             )
             host["value"] = e.get("value")
+        elif kind == "gate_waiting" and st is not None:
+            st["prompt"] = e.get("prompt")
         elif kind == "gate_answered" and st is not None:
             waited = float(e.get("waited_s") or 0.0)
             manual_wait += waited

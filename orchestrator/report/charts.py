@@ -499,9 +499,9 @@ class Trend:
     target_note: str  # why no target line is drawn, when it is not
 
 
-def _short_date(point: HistoryPoint, index: int) -> str:
+def _short_date(point: HistoryPoint, index: int, fmt: str = "%m-%d %H:%M") -> str:
     moment = parse_when(point.started_at)
-    return moment.strftime("%m-%d %H:%M") if moment else f"#{index + 1}"
+    return moment.strftime(fmt) if moment else f"#{index + 1}"
 
 
 def trend(points: Sequence[HistoryPoint]) -> Trend | None:
@@ -566,11 +566,14 @@ def trend(points: Sequence[HistoryPoint]) -> Trend | None:
         y_ticks.append((y_of(value), _tick_label(value, step)))
         value += step
     every = max(1, math.ceil(len(points) / 8))
-    x_labels = tuple(
-        (x, _short_date(p, i))
+    shown = [
+        (x, i, p)
         for i, (x, p) in enumerate(zip(xs, points, strict=True))
         if i % every == 0 or p.current
-    )
+    ]
+    x_labels = tuple((x, _short_date(p, i)) for x, i, p in shown)
+    if len({label for _, label in x_labels}) < len(x_labels):  # drills minutes apart
+        x_labels = tuple((x, _short_date(p, i, "%H:%M:%S")) for x, i, p in shown)
     return Trend(
         width=width,
         height=height,

@@ -515,7 +515,7 @@ def _manual(run: Run) -> ManualFacts:
     gates = tuple(
         Gate(
             step_id=s.id,
-            prompt=s.name,
+            prompt=s.prompt or s.name,
             wait_s=s.manual_wait_s if s.manual_wait_s is not None else s.duration_s,
             approved_by=s.approved_by,
             status=s.status,

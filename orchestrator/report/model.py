@@ -149,6 +149,7 @@ class Step:
     approved_by: str | None
     value: Any
     hosts: tuple[HostResult, ...]
+    prompt: str | None = None  # a manual step's rendered question
 
     @property
     def end_offset_s(self) -> float | None:
@@ -382,6 +383,7 @@ def _step(index: int, raw: Mapping[str, Any], base: datetime | None) -> Step:
         approved_by=_str(raw.get("approved_by")),
         value=raw.get("value"),
         hosts=tuple(hosts),
+        prompt=_str(raw.get("prompt")),
     )
 
 
