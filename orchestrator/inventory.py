@@ -241,6 +241,15 @@ def parse_inventory(path: str | Path) -> tuple[Inventory | None, list[Problem]]:
     host_lines: dict[str, tuple[str, int]] = {}
     for site_name, site_data in sites_map.items():
         site_line = sites_map.line_of(site_name)
+        if site_name in SITE_ALIASES or site_name == CONTROL:
+            problems.append(
+                where.problem(
+                    site_line,
+                    f"the site name '{site_name}' is reserved: selectors use it as an alias "
+                    "(source, target, active) or for the controller (control)",
+                    "rename the site",
+                )
+            )
         sm = as_mapping(site_data, where, site_line, f"site '{site_name}'", problems)
         sf = Fields(sm, where, problems, f"site '{site_name}'")
         sf.check_known(["vars", "hosts", *CONNECTION_FIELDS])

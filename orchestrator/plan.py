@@ -8,6 +8,7 @@ at once, before anything connects to a host.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
@@ -368,7 +369,9 @@ class _Checker:
         except StepAccessError as exc:
             self._add(step_id, line, f"{what}: {exc.message}")
         except jinja2.exceptions.UndefinedError as exc:
-            self._add(step_id, line, f"{what}: undefined name: {exc.message}")
+            self._add(
+                step_id, line, f"{what}: undefined name: {exc.message}", _did_you_mean(exc, ctx)
+            )
         except jinja2.exceptions.TemplateSyntaxError as exc:
             self._add(
                 step_id,
@@ -381,10 +384,30 @@ class _Checker:
             self._add(step_id, line, f"{what}: {exc}")
         return None
 
-    def _add(self, step_id: str | None, line: int, message: str) -> None:
-        problem = Where(self.plan.runbook.path, step_id).problem(line, message)
+    def _add(self, step_id: str | None, line: int, message: str, hint: str | None = None) -> None:
+        problem = Where(self.plan.runbook.path, step_id).problem(line, message, hint)
         if problem not in self.problems:
             self.problems.append(problem)
+
+
+_MISSING = re.compile(r"has no attribute '([^']+)'|'([^']+)' is undefined")
+
+
+def _did_you_mean(exc: jinja2.exceptions.UndefinedError, ctx: Mapping[str, Any]) -> str | None:
+    """A hint for a misspelt name: the closest template name, variable, or host/site field."""
+    match = _MISSING.search(exc.message or "")
+    if not match:
+        return None
+    name = match.group(1) or match.group(2)
+    known: set[str] = set(ctx)
+    for key in ("vars", "host"):
+        value = ctx.get(key)
+        if isinstance(value, Mapping):
+            known.update(str(k) for k in value)
+    host = ctx.get("host")
+    if isinstance(host, Mapping) and isinstance(host.get("vars"), Mapping):
+        known.update(str(k) for k in host["vars"])
+    return suggest(name, sorted(known))
 
 
 _UNTIL_PREVIEW = {"rc": 0, "stdout": "", "stderr": "", "value": Placeholder("value")}
