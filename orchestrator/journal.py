@@ -17,7 +17,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +142,3 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
                 break
             raise JournalError(f"{path}:{number}: corrupt journal line") from exc
     return events
-
-
-def iter_events(events: list[dict[str, Any]], *names: str) -> Iterator[dict[str, Any]]:
-    wanted = set(names)
-    return (e for e in events if e["event"] in wanted)

@@ -138,14 +138,6 @@ def outcomes_from_events(events: list[dict[str, Any]]) -> dict[str, Any]:
     return outcomes
 
 
-def carried_origin(events: list[dict[str, Any]], step_id: str, run_id: str) -> str:
-    """The run a succeeded step really ran in (resumed runs carry steps over)."""
-    for e in events:
-        if e["event"] == "step_carried" and e.get("step") == step_id:
-            return str(e.get("from_run") or run_id)
-    return run_id
-
-
 def run_start(events: list[dict[str, Any]]) -> dict[str, Any]:
     if not events or events[0]["event"] != "run_started":
         raise JournalError("journal does not start with run_started")
