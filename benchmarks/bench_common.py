@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.lab import Lab
+from orchestrator.lab.sshd import Lab
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent

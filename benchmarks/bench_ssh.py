@@ -40,7 +40,7 @@ from bench_common import (
     write_yaml,
 )
 
-from orchestrator.lab import Lab
+from orchestrator.lab.sshd import Lab
 
 FLOOR = str(BENCH_DIR / "paramiko_floor.py")
 FAKE_SCALE = str(BENCH_DIR / "fake_scale.py")
@@ -748,7 +748,7 @@ def critical_breakdown(run_dir: Path, book: DagBook) -> dict[str, Any]:
     monotonic offsets): the steps' own sleeps, each step's time beyond its sleep (command
     start-up on its hosts, SSH, the step's bookkeeping), and the gaps between a step's last
     need finishing and the step starting (the scheduler's latency)."""
-    from orchestrator.journal import read_journal
+    from orchestrator.record.journal import read_journal
 
     events = read_journal(run_dir / "journal.jsonl")
     started = {e["step"]: e["t"] for e in events if e["event"] == "step_started"}

@@ -28,10 +28,10 @@ from typing import Any
 
 import yaml
 
-import orchestrator.preflight as preflight
-import orchestrator.runner as runner
-from orchestrator.loading import load_both
-from orchestrator.plan import build_plan
+import orchestrator.run.preflight as preflight
+import orchestrator.run.runner as runner
+from orchestrator.model.loading import load_both
+from orchestrator.plan.build import build_plan
 from orchestrator.transport.fake import FakeTransport
 
 #: parallel chains per block, and steps per chain

@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.loading import load_both
-from orchestrator.plan import build_plan
+from orchestrator.model.loading import load_both
+from orchestrator.plan.build import build_plan
 
 BLOCK = 50  # steps per block: one hub, then a chain and a fan-out hanging off it
 SELECTORS = ("app@target", "db@target", "@target", "control", "db@source", "app-b-3")

@@ -47,7 +47,7 @@ from bench_common import (
     scratch_dir,
 )
 
-from orchestrator.lab import Lab, LabError
+from orchestrator.lab.sshd import Lab, LabError
 
 
 @dataclass

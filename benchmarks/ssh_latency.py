@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from orchestrator.lab import Lab
+from orchestrator.lab.sshd import Lab
 from orchestrator.transport.base import HostSpec
 from orchestrator.transport.ssh import SSHTransport
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.lab import Lab, LabHost
+from orchestrator.lab.sshd import Lab, LabHost
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.lab import Lab
+from orchestrator.lab.sshd import Lab
 
 DEFAULT_SITES = {"site-a": ["db-a", "app-a"], "site-b": ["db-b", "app-b"]}
 

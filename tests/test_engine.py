@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from orchestrator.state import run_lock
+from orchestrator.record.store import run_lock
 from tests.drill import World
 
 STAMP = 'date +%s.%N > "$DRX_HOST_DIR/{name}"'
@@ -457,12 +457,13 @@ def test_json_log_lines_carry_run_step_and_host(world: World, capsys) -> None:
 
 def test_unexpected_error_writes_a_debug_log_not_a_traceback(tmp_path, capsys, monkeypatch) -> None:
     """An internal error prints one line naming a debug log that holds the traceback."""
-    from orchestrator import cli, session
+    from orchestrator import cli
+    from orchestrator.cli import status
 
     def broken(*args, **kwargs):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(session, "status", broken)
+    monkeypatch.setattr(status, "describe", broken)
     with pytest.raises(SystemExit) as exc:
         cli.main(["status", "--state-dir", str(tmp_path)])
     assert exc.value.code == 70

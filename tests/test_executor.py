@@ -6,10 +6,11 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from orchestrator.executor import Executor, Status
-from orchestrator.journal import Journal, read_journal
-from orchestrator.loading import load_both
-from orchestrator.plan import build_plan
+from orchestrator.model.loading import load_both
+from orchestrator.plan.build import build_plan
+from orchestrator.record.journal import Journal, read_journal
+from orchestrator.record.outcomes import Status
+from orchestrator.run.executor import Executor
 from orchestrator.transport.fake import FakeReply, FakeTransport
 
 INVENTORY = """

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.lab import Lab, LabError, LabHost
+from orchestrator.lab.sshd import Lab, LabError, LabHost
 
 pytestmark = pytest.mark.sshd
 
@@ -213,7 +213,7 @@ def test_inventory_yaml_describes_the_hosts(private_lab: Lab) -> None:
 
 def test_inventory_yaml_loads_as_a_drx_inventory(private_lab: Lab) -> None:
     """drx's own inventory loader accepts the lab inventory and sees the same host settings."""
-    from orchestrator.inventory import load_inventory
+    from orchestrator.model.inventory import load_inventory
 
     private_lab.inventory_yaml({"site-a": ["db-a"], "site-b": ["db-b"]})
     inventory = load_inventory(private_lab.root / "inventory.yaml")
@@ -229,7 +229,7 @@ def test_lab_without_sshd_fails_loudly(tmp_path: Path) -> None:
 
 
 def test_cli_up_serves_until_sigterm(tmp_path: Path) -> None:
-    """``python -m orchestrator.lab up`` starts hosts, writes and prints the inventory, writes
+    """``python -m orchestrator.lab.sshd up`` starts hosts, writes and prints the inventory, writes
     the pidfile, and stops every sshd on SIGTERM."""
     root = Path(tempfile.mkdtemp(prefix="drx-lab-cli-"))
     pidfile = tmp_path / "lab.pid"

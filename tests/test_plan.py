@@ -17,10 +17,10 @@ import networkx as nx
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.inventory import Inventory, select
-from orchestrator.loading import load_both
-from orchestrator.plan import Plan, build_plan
-from orchestrator.planview import plan_document, render_plan
+from orchestrator.model.inventory import Inventory, select
+from orchestrator.model.loading import load_both
+from orchestrator.plan.build import Plan, build_plan
+from orchestrator.plan.preview import plan_document, render_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_RUNBOOK = ROOT / "runbooks" / "webapp.yaml"
@@ -294,7 +294,7 @@ def test_active_means_the_serving_site_before_the_run(tmp_path: Path) -> None:
 
 def test_select_reports_unknown_names_with_a_hint(tmp_path: Path) -> None:
     """A misspelt host name is refused with a "did you mean" hint."""
-    from orchestrator.inventory import SelectorError
+    from orchestrator.model.inventory import SelectorError
 
     rb, inv = write(tmp_path, steps_yaml(("a", [], None)))
     _, inventory = load_both(str(rb), str(inv))

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.lab import Lab
+from orchestrator.lab.sshd import Lab
 from tests.drill import DEFAULT_SITES, World, world_dir
 
 RUNBOOK = """

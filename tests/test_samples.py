@@ -49,7 +49,7 @@ def test_demo_drill_with_local_inventory_fails_over_and_back(tmp_path: Path) -> 
 
 
 def test_lab_drill_runs_the_sample_over_real_sshd() -> None:
-    """`python -m orchestrator.lab drill` (make lab) fails over and back over SSH."""
+    """`python -m orchestrator.lab.sshd drill` (make lab) fails over and back over SSH."""
     root = Path(tempfile.mkdtemp(prefix="drx-labdrill-"))
     root.chmod(0o755)
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import AuthenticationFailed, HostKeyError, HostUnreachable, TransportError
-from orchestrator.lab import Lab, LabHost, generate_ed25519
+from orchestrator.lab.sshd import Lab, LabHost, generate_ed25519
 from orchestrator.transport.base import STDOUT_KEEP_BYTES, TAIL_BYTES, CancelToken, HostSpec
 from orchestrator.transport.ssh import SSHConnection, SSHTransport, parse_jump
 

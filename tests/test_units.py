@@ -13,8 +13,7 @@ import jinja2
 import pytest
 import yaml
 
-from orchestrator.executor import capture_value
-from orchestrator.templating import (
+from orchestrator.model.templating import (
     ENV,
     Placeholder,
     Redactor,
@@ -24,8 +23,9 @@ from orchestrator.templating import (
     evaluate,
     render,
 )
-from orchestrator.units import format_duration, is_size, parse_duration, parse_size
-from orchestrator.yamlsrc import LList, LMap, load_yaml
+from orchestrator.model.units import format_duration, is_size, parse_duration, parse_size
+from orchestrator.model.yaml_source import LList, LMap, load_yaml
+from orchestrator.run.executor import capture_value
 
 # -- durations and sizes -----------------------------------------------------------------------
 

@@ -258,7 +258,7 @@ def build_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _wall(start: dict[str, Any], t: float) -> str:
-    from orchestrator.journal import utc_iso
+    from orchestrator.record.journal import utc_iso
 
     return utc_iso(start["wall0"] + t)
 

@@ -18,7 +18,8 @@ import jinja2
 import networkx as nx
 
 from orchestrator.errors import Problem, UsageError, ValidationError
-from orchestrator.inventory import (
+from orchestrator.model.fields import Where, suggest
+from orchestrator.model.inventory import (
     Host,
     Inventory,
     SelectorError,
@@ -26,9 +27,8 @@ from orchestrator.inventory import (
     select,
     site_dict,
 )
-from orchestrator.runbook import HealthCheck, Runbook, Step, StepKind
-from orchestrator.schema import Where, suggest
-from orchestrator.templating import (
+from orchestrator.model.runbook import HealthCheck, Runbook, Step, StepKind
+from orchestrator.model.templating import (
     Placeholder,
     Redactor,
     StepAccessError,
@@ -37,6 +37,7 @@ from orchestrator.templating import (
     evaluate,
     render,
 )
+from orchestrator.record.outcomes import Status, StepOutcome
 
 FAILOVER = "failover"
 FAILBACK = "failback"
@@ -667,7 +668,7 @@ class Undone:
 
 
 def undo_candidates(
-    runbook: Runbook, outcomes: Mapping[str, Any]
+    runbook: Runbook, outcomes: Mapping[str, StepOutcome]
 ) -> tuple[list[Undone], list[dict[str, str]]]:
     """Which failover steps a failback undoes, on which hosts; and which it leaves out, why."""
     undone: list[Undone] = []
@@ -675,14 +676,14 @@ def undo_candidates(
     by_id = runbook.by_id
     for sid, out in outcomes.items():
         step = by_id.get(sid)
-        status = getattr(out.status, "value", out.status)
+        status = out.status
         if step is None:
             left_out.append({"id": sid, "reason": "no longer in the runbook"})
             continue
-        good = [h for h, o in out.hosts.items() if o.status.value == "succeeded"]
-        unsure = [h for h, o in out.hosts.items() if o.status.value in ("unknown", "cancelled")]
-        in_flight = status == "unknown" or (status == "cancelled" and out.outcome_unknown)
-        if status == "succeeded" or (status == "failed" and good) or in_flight:
+        good = [h for h, o in out.hosts.items() if o.status is Status.SUCCEEDED]
+        unsure = [h for h, o in out.hosts.items() if o.status in (Status.UNKNOWN, Status.CANCELLED)]
+        in_flight = status is Status.UNKNOWN or (status is Status.CANCELLED and out.outcome_unknown)
+        if status is Status.SUCCEEDED or (status is Status.FAILED and good) or in_flight:
             if step.undo is None:
                 left_out.append({"id": sid, "reason": f"{status}, but has no undo"})
                 continue

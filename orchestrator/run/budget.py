@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from orchestrator.journal import Journal
-from orchestrator.plan import Plan, longest_path, topological
+from orchestrator.plan.build import Plan, longest_path, topological
+from orchestrator.record.journal import Journal
 
 
 class BudgetWatcher:

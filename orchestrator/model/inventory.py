@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import Problem, ValidationError
-from orchestrator.schema import Fields, Where, as_mapping, suggest
+from orchestrator.model.fields import Fields, Where, as_mapping, suggest
+from orchestrator.model.yaml_source import load_yaml
 from orchestrator.transport.base import HostSpec
-from orchestrator.yamlsrc import load_yaml
 
 CONTROL = "control"
 #: Connection settings that may be set in defaults, on a site or on a host (most specific wins).

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from orchestrator.errors import Problem, UsageError, ValidationError
-from orchestrator.inventory import Inventory, parse_inventory
-from orchestrator.runbook import Runbook, parse_runbook
-from orchestrator.yamlsrc import paused_gc
+from orchestrator.model.inventory import Inventory, parse_inventory
+from orchestrator.model.runbook import Runbook, parse_runbook
+from orchestrator.model.yaml_source import paused_gc
 
 RUNBOOK_CANDIDATES = ("runbook.yaml", "runbooks/webapp.yaml")
 INVENTORY_CANDIDATES = ("inventory.yaml", "inventory/local.yaml")

@@ -11,10 +11,10 @@ from typing import Any, ClassVar
 
 import structlog
 
-from orchestrator.budget import BudgetWatcher
-from orchestrator.journal import Journal, utc_iso
-from orchestrator.plan import Plan
-from orchestrator.units import format_duration
+from orchestrator.model.units import format_duration
+from orchestrator.plan.build import Plan
+from orchestrator.record.journal import Journal, utc_iso
+from orchestrator.run.budget import BudgetWatcher
 
 _QUIET = {"poll", "host_started"}
 _NOT_LOGGED = {

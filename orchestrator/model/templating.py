@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 import jinja2.sandbox
 
-from orchestrator.units import parse_duration
+from orchestrator.model.units import parse_duration
 
 SECRET_SUFFIXES = ("_secret", "_password", "_token", "_key")
 

@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import preflight
 from orchestrator.errors import PreflightError, RefusedError
-from orchestrator.executor import Executor, GateUnavailable, Status, StepOutcome
-from orchestrator.journal import Journal
-from orchestrator.plan import FAILBACK, FAILOVER, Plan, PlanStep
-from orchestrator.planview import plan_document
-from orchestrator.runbook import StepKind
-from orchestrator.state import run_lock, runs_dir, write_state
-from orchestrator.timing import build_summary
+from orchestrator.model.runbook import StepKind
+from orchestrator.plan.build import FAILBACK, FAILOVER, Plan, PlanStep
+from orchestrator.plan.preview import plan_document
+from orchestrator.record.journal import Journal
+from orchestrator.record.outcomes import Status, StepOutcome
+from orchestrator.record.store import run_lock, runs_dir, write_state
+from orchestrator.record.summary import build_summary
+from orchestrator.run import preflight
+from orchestrator.run.executor import Executor, GateUnavailable
 from orchestrator.transport.base import Connection
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_RTO_MISSED, EXIT_CANCELLED = 0, 1, 2, 3, 130
@@ -156,7 +157,7 @@ def _execute_locked(
     run_id: str,
     connecting: Future[preflight.Connected] | None,
 ) -> tuple[int, dict[str, Any]]:
-    from orchestrator.live import attach_output
+    from orchestrator.run.live import attach_output
 
     if connecting is None:
         connecting = preflight.start(plan)
@@ -319,7 +320,7 @@ def _rto_start(plan: Plan) -> str | None:
 
 
 def _read(journal: Journal) -> list[dict[str, Any]]:
-    from orchestrator.journal import read_journal
+    from orchestrator.record.journal import read_journal
 
     return read_journal(journal.path)
 

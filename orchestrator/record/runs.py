@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import JournalError, RefusedError, UsageError
-from orchestrator.journal import read_journal
-from orchestrator.state import lock_holder, runs_dir
-from orchestrator.timing import build_summary
+from orchestrator.record.journal import read_journal
+from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
+from orchestrator.record.store import lock_holder, runs_dir
+from orchestrator.record.summary import build_summary
 
 
 def run_ids(state_dir: Path) -> list[str]:
@@ -86,12 +87,10 @@ def resolve_run(state_dir: Path, run_id: str | None) -> str:
     raise UsageError(f"'{run_id}' matches several runs: {', '.join(matches)}")
 
 
-def outcomes_from_events(events: list[dict[str, Any]]) -> dict[str, Any]:
+def outcomes_from_events(events: list[dict[str, Any]]) -> dict[str, StepOutcome]:
     """What each step of a run did, per host, from its journal: ``StepOutcome`` objects with the
     values and stdout tails later templates read. A step or host that started and never
     finished is ``unknown`` (the controller died while it ran)."""
-    from orchestrator.executor import HostOutcome, Status, StepOutcome
-
     outcomes: dict[str, StepOutcome] = {}
     for e in events:
         kind, sid = e["event"], e.get("step")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import JournalError
-from orchestrator.templating import Redactor
+from orchestrator.model.templating import Redactor
 
 #: the longest the syncer rests between two fsyncs
 SYNC_PAUSE_S = 0.005

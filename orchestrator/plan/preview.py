@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from orchestrator.plan import Plan, PlanStep
-from orchestrator.runbook import StepKind
-from orchestrator.units import format_duration
+from orchestrator.model.runbook import StepKind
+from orchestrator.model.units import format_duration
+from orchestrator.plan.build import Plan, PlanStep
 
 PLAN_FORMATS = ("text", "json", "dot", "mermaid")
 

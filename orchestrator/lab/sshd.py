@@ -25,7 +25,7 @@ API::
 
 CLI::
 
-    python -m orchestrator.lab up --dir lab --sites site-a:db-a,app-a site-b:db-b,app-b
+    python -m orchestrator.lab.sshd up --dir lab --sites site-a:db-a,app-a site-b:db-b,app-b
 
 starts the hosts, writes ``lab/inventory.yaml``, prints it and runs until Ctrl-C or SIGTERM.
 """
@@ -569,7 +569,7 @@ def _parse_sites(specs: Sequence[str]) -> dict[str, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m orchestrator.lab up ...``: run a lab in the foreground until signalled."""
+    """``python -m orchestrator.lab.sshd up ...``: run a lab in the foreground until signalled."""
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.lab", description="Run a lab of sshd hosts on loopback."
     )
@@ -665,7 +665,7 @@ def drill(root: Path, runbook: str) -> int:
             doc["sites"][site]["env"] = {"DRX_SITE_VIP": vip}
         inventory = root / "inventory.yaml"
         inventory.write_text(
-            "# two sites of real sshd hosts on loopback (python -m orchestrator.lab drill)\n"
+            "# two sites of real sshd hosts on loopback (python -m orchestrator.lab.sshd drill)\n"
             + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
         )
         hosts = lab.start()

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import Problem
-from orchestrator.units import parse_duration
-from orchestrator.yamlsrc import LList, LMap
+from orchestrator.model.units import parse_duration
+from orchestrator.model.yaml_source import LList, LMap
 
 
 def suggest(word: str, choices: Iterable[str]) -> str | None:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import Problem
-from orchestrator.schema import Fields, Where, as_list, as_mapping, suggest
-from orchestrator.units import is_size, parse_duration, parse_size
-from orchestrator.yamlsrc import LList, LMap, load_yaml
+from orchestrator.model.fields import Fields, Where, as_list, as_mapping, suggest
+from orchestrator.model.units import is_size, parse_duration, parse_size
+from orchestrator.model.yaml_source import LList, LMap, load_yaml
 
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 DEFAULT_TIMEOUT = 600.0

@@ -11,7 +11,7 @@ def predictions_for(
 ) -> tuple[dict[str, float], float | None]:
     """Median duration of each step (and of health) over past succeeded runs of the same
     runbook, direction and target."""
-    from orchestrator.records import load_summaries
+    from orchestrator.record.runs import load_summaries
 
     durations: dict[str, list[float]] = {}
     health: list[float] = []

@@ -8,8 +8,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from orchestrator.errors import TransportError
-from orchestrator.inventory import Host
-from orchestrator.plan import Plan
+from orchestrator.model.inventory import Host
+from orchestrator.plan.build import Plan
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
 

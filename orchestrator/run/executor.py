@@ -15,19 +15,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from orchestrator.errors import TransportError
-from orchestrator.inventory import Host
-from orchestrator.journal import Journal
-from orchestrator.plan import Plan, PlanStep
-from orchestrator.runbook import OnFailure, Step, StepKind
-from orchestrator.templating import StepsView, evaluate, render
+from orchestrator.model.inventory import Host
+from orchestrator.model.runbook import OnFailure, Step, StepKind
+from orchestrator.model.templating import StepsView, evaluate, render
+from orchestrator.plan.build import Plan, PlanStep
+from orchestrator.record.journal import Journal
+from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
 from orchestrator.transport.base import TAIL_BYTES, CancelToken, CommandResult, Connection
 
 #: how much of stdout is journaled per host (for templates of a resumed run or a failback)
@@ -36,56 +35,8 @@ JOURNAL_STDOUT_BYTES = 4096
 POLL_JOURNAL_FULL = 200
 
 
-class Status(StrEnum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-    NOT_RUN = "not_run"
-    UNKNOWN = "unknown"
-
-
 #: a gate asks the operator; returns True to approve
 GateFn = Callable[[str, str], bool]
-
-
-@dataclass
-class HostOutcome:
-    host: str
-    status: Status
-    rc: int | None = None
-    error: str | None = None
-    stdout: str = ""
-    value: Any = None
-    attempts: int = 0
-    t_end: float = 0.0  # run offset when it finished
-
-
-@dataclass
-class StepOutcome:
-    id: str
-    status: Status
-    error: str | None = None
-    hosts: dict[str, HostOutcome] = field(default_factory=dict)
-    attempts: int = 0
-    value: Any = None
-    outcome_unknown: bool = False
-    message: str | None = None
-
-    def template_view(self, order: Mapping[str, int]) -> dict[str, Any]:
-        """What ``steps['id']`` shows templates: the first host's rc/stdout/value + per host."""
-        hosts = sorted(self.hosts.values(), key=lambda h: order.get(h.host, 10**9))
-        first = hosts[0] if hosts else None
-        return {
-            "status": self.status.value,
-            "rc": first.rc if first else None,
-            "stdout": first.stdout if first else "",
-            "value": first.value if first else self.value,
-            "hosts": {
-                h.host: {"rc": h.rc, "stdout": h.stdout, "value": h.value, "status": h.status.value}
-                for h in hosts
-            },
-        }
 
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")

@@ -1,0 +1,99 @@
+"""The ``drx`` command line: parses options, calls the core, maps errors to exit codes.
+
+``app`` (typer) lives in :mod:`orchestrator.cli.app`; each command in a module of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+# Commands register themselves on ``app`` when imported, in the order ``drx --help`` lists them.
+# isort: off
+from orchestrator.cli import validate, failover, failback, resume, runs, report, status
+
+# isort: on
+from orchestrator.cli.app import app, state_dir_path
+from orchestrator.errors import DrxError, ValidationError
+
+__all__ = ["app", "main"]
+_COMMANDS = (validate, failover, failback, resume, runs, report, status)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    prefix = "\x1b[31merror:\x1b[0m " if color else "error: "
+    print(prefix + message, file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _debug_log_dir(argv: list[str]) -> Path:
+    for i, arg in enumerate(argv):
+        if arg == "--state-dir" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--state-dir="):
+            return Path(arg.split("=", 1)[1])
+    return state_dir_path(None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one line for an expected error, a debug log for an unexpected one.
+
+    Called as the console script (no ``argv``), it ends the process with ``os._exit`` once
+    everything is written and flushed: tearing down the interpreter (networkx, Jinja2,
+    Paramiko, rich...) would add ~90 ms to every command, and every file drx writes is already
+    closed and fsynced by then.
+    """
+    if argv is not None:
+        _main(argv)
+        return
+    code: int | str | None = 0
+    try:
+        _main(sys.argv[1:])
+    except SystemExit as exc:
+        code = exc.code
+    if not isinstance(code, int):
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: nothing left to say
+        pass
+    os._exit(code)
+
+
+def _main(args: list[str]) -> None:
+    try:
+        app(args=args, prog_name="drx", standalone_mode=True)
+    except ValidationError as exc:
+        for problem in exc.problems:
+            print(str(problem), file=sys.stderr)
+        errors = sum(1 for p in exc.problems if p.severity == "error")
+        _fail(f"{errors} error(s); nothing was run", 2)
+    except DrxError as exc:
+        _fail(str(exc), exc.exit_code)
+    except OSError as exc:  # a path that cannot be written or read (report -o, --state-dir)
+        where = f": {exc.filename}" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}{where}", 2)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception:
+        import datetime
+        import traceback
+
+        directory = _debug_log_dir(args)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / "debug.log"
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(f"--- {datetime.datetime.now(datetime.UTC).isoformat()} drx {args}\n")
+                fh.write(traceback.format_exc())
+            where = str(path)
+        except OSError:
+            where = "(could not write the debug log)"
+            traceback.print_exc()
+        _fail(f"unexpected internal error; the traceback is in {where}", 70)

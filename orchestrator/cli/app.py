@@ -1,0 +1,105 @@
+"""The typer app and the options every command shares. Each command lives in a module of its own
+in this package; heavy modules (networkx, jinja2, fabric) are imported inside the commands so that
+``drx --help`` stays fast."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from orchestrator import __version__
+
+if TYPE_CHECKING:
+    from orchestrator.cli.options import Options
+
+EXIT_CODES = """\
+Exit codes: 0 success · 1 the run failed · 2 refused before anything ran (invalid input, lock
+held, site already active, host unreachable at pre-flight, source unhealthy, nothing to fail back
+or resume) · 3 succeeded but the measured RTO missed its target · 130 cancelled."""
+
+app = typer.Typer(
+    name="drx",
+    epilog=EXIT_CODES,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+RunbookOpt = Annotated[
+    str | None,
+    typer.Option("--runbook", "-r", envvar="DRX_RUNBOOK", help="Runbook YAML file."),
+]
+InventoryOpt = Annotated[
+    str | None,
+    typer.Option("--inventory", "-i", envvar="DRX_INVENTORY", help="Inventory YAML file."),
+]
+StateDirOpt = Annotated[
+    str | None,
+    typer.Option("--state-dir", envvar="DRX_STATE_DIR", help="State directory (default ./.drx)."),
+]
+LogFormatOpt = Annotated[
+    str, typer.Option("--log-format", help="Log lines on stderr: console or json.")
+]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log detail.")]
+FormatOpt = Annotated[
+    str, typer.Option("--format", "-f", help="Output: text, json, dot or mermaid.")
+]
+VarOpt = Annotated[
+    list[str] | None, typer.Option("--var", help="Set a variable: NAME=VALUE (repeatable).")
+]
+SecretVarOpt = Annotated[
+    list[str] | None,
+    typer.Option("--secret-var", help="Set a secret variable, masked as *** everywhere."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"drx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Failover/failback runbook engine for disaster-recovery drills, with a measured RTO.
+
+    drx turns a runbook into a dependency DAG, runs it over SSH, and measures the RTO.
+
+    Example: drx plan site-b; drx failover site-b --yes; drx report --format html -o drill.html
+    """
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def state_dir_path(state_dir: str | None) -> Path:
+    return Path(state_dir or os.environ.get("DRX_STATE_DIR") or ".drx")
+
+
+def options(
+    runbook: str | None,
+    inventory: str | None,
+    state_dir: str | None,
+    log_format: str,
+    verbose: int,
+) -> Options:
+    from orchestrator.cli.options import Options
+
+    return Options.create(runbook, inventory, state_dir_path(state_dir), log_format, verbose)
+
+
+def check_format(fmt: str, allowed: tuple[str, ...]) -> None:
+    if fmt not in allowed:
+        from orchestrator.errors import UsageError
+
+        raise UsageError(f"unknown format '{fmt}' (choose from {', '.join(allowed)})")

@@ -1,0 +1,213 @@
+"""``drx failback``: derive the reverse plan of a failover and run it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+import typer
+
+from orchestrator.cli.app import (
+    FormatOpt,
+    InventoryOpt,
+    LogFormatOpt,
+    RunbookOpt,
+    SecretVarOpt,
+    StateDirOpt,
+    VarOpt,
+    VerboseOpt,
+    app,
+    check_format,
+    options,
+)
+from orchestrator.cli.options import Options, check_site, closing_line, run_options, secret_inputs
+from orchestrator.errors import RefusedError
+from orchestrator.model.inventory import Inventory
+from orchestrator.model.runbook import Runbook
+
+
+@app.command()
+def failback(
+    run: Annotated[str | None, typer.Option("--run", help="The failover run to reverse.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the reverse plan.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Approve gates and outcome-unknown steps.")
+    ] = False,
+    max_parallel: Annotated[int, typer.Option("--max-parallel", min=1)] = 32,
+    fmt: FormatOpt = "text",
+    var: VarOpt = None,
+    secret_var: SecretVarOpt = None,
+    runbook: RunbookOpt = None,
+    inventory: InventoryOpt = None,
+    state_dir: StateDirOpt = None,
+    log_format: LogFormatOpt = "console",
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Reverse a failover: undo what it did, in reverse dependency order, then poll health at the
+    original source. Default: the latest failover not yet failed back.
+
+    Example: drx failback --dry-run; drx failback --yes
+    """
+    opts = options(runbook, inventory, state_dir, log_format, verbose)
+    if dry_run:
+        check_format(fmt, ("text", "json", "dot", "mermaid"))
+    code = run_failback(
+        opts,
+        run,
+        dry_run=dry_run,
+        fmt=fmt,
+        yes=yes,
+        max_parallel=max_parallel,
+        cli_vars=var or [],
+        secret_vars=secret_var or [],
+    )
+    raise typer.Exit(code)
+
+
+def _confirm_unknown(yes: bool, interactive: bool) -> Any:
+    """Before a failback runs: undo steps whose outcome is unknown need --yes or a 'yes'."""
+
+    def check(plan: Any) -> None:
+        unknown = [ps.undo_of for ps in plan.steps.values() if ps.outcome_unknown]
+        if not unknown or yes:
+            return
+        names = ", ".join(unknown)
+        if interactive:
+            from rich.prompt import Confirm
+
+            if Confirm.ask(
+                f"The outcome of {names} is unknown (the controller stopped while it ran). "
+                "Undo it anyway?",
+                default=False,
+            ):
+                return
+        raise RefusedError(
+            f"the outcome of {names} is unknown (the run stopped while it ran); confirm at a "
+            "terminal or pass --yes to undo it anyway"
+        )
+
+    return check
+
+
+def reverse_plan(
+    opts: Options,
+    runbook: Runbook,
+    inventory: Inventory,
+    source: str,
+    target: str,
+    failover_run: str,
+    variables: dict[str, str],
+    secrets: list[str],
+) -> tuple[Any, dict[str, Any]]:
+    """The reverse plan of ``failover_run`` (from its journal), with failback predictions; and
+    what the failover's steps did (their values feed the undo templates)."""
+    from orchestrator.plan.build import build_reverse_plan
+    from orchestrator.plan.predictions import predictions_for
+    from orchestrator.record.runs import load_events, outcomes_from_events
+
+    outcomes = outcomes_from_events(load_events(opts.state_dir, failover_run))
+    steps, health = predictions_for(opts.state_dir, runbook.name, "failback", target)
+    plan = build_reverse_plan(
+        runbook,
+        inventory,
+        source=source,
+        target=target,
+        parent_run=failover_run,
+        outcomes=outcomes,
+        cli_vars=variables,
+        secrets=secrets,
+        predictions=steps,
+        predicted_health_s=health,
+    )
+    return plan, outcomes
+
+
+def failback_plan(
+    opts: Options,
+    run: str | None,
+    *,
+    cli_vars: Iterable[str],
+    secret_vars: Iterable[str],
+) -> Any:
+    """The reverse plan of a failover run (default: the latest not yet failed back)."""
+    from orchestrator.record.runs import (
+        is_failed_back,
+        is_resumed,
+        load_summaries,
+        resolve_run,
+    )
+
+    summaries = load_summaries(opts.state_dir)
+    if run is not None:
+        run_id = resolve_run(opts.state_dir, run)
+        summary = next(s for s in summaries if s["run_id"] == run_id)
+        if summary["direction"] == "failback":
+            raise RefusedError(
+                f"run {run_id} is a failback; to move the service again, run a failover"
+            )
+        if is_failed_back(summaries, run_id):
+            raise RefusedError(f"run {run_id} has already been failed back")
+    else:
+        candidates = [
+            s
+            for s in summaries
+            if s["direction"] == "failover"
+            and not is_failed_back(summaries, s["run_id"])
+            and not is_resumed(summaries, s["run_id"])
+        ]
+        if not candidates:
+            raise RefusedError(
+                f"nothing to fail back: no failover run in {opts.state_dir} "
+                "that has not been failed back"
+            )
+        summary = candidates[-1]
+        run_id = summary["run_id"]
+    runbook, inventory = opts.load()
+    if summary.get("runbook") != runbook.name:
+        raise RefusedError(
+            f"run {run_id} used runbook '{summary.get('runbook')}', not '{runbook.name}'; "
+            "pass --runbook with the runbook of that run"
+        )
+    for site in (summary["source"], summary["target"]):
+        check_site(inventory, site)
+    variables, secrets = secret_inputs(cli_vars, secret_vars)
+    plan, outcomes = reverse_plan(
+        opts, runbook, inventory, summary["source"], summary["target"], run_id, variables, secrets
+    )
+    if not plan.steps:
+        raise RefusedError(
+            f"nothing to fail back: run {run_id} changed nothing that has an undo"
+            + (
+                " (" + "; ".join(f"{i['id']}: {i['reason']}" for i in plan.left_out) + ")"
+                if plan.left_out
+                else ""
+            )
+        )
+    return plan, outcomes
+
+
+def run_failback(
+    opts: Options,
+    run: str | None,
+    *,
+    dry_run: bool,
+    fmt: str,
+    yes: bool,
+    max_parallel: int,
+    cli_vars: Iterable[str],
+    secret_vars: Iterable[str],
+) -> int:
+    import sys
+
+    from orchestrator.plan.preview import render_plan
+    from orchestrator.run.runner import execute
+
+    plan, outcomes = failback_plan(opts, run, cli_vars=cli_vars, secret_vars=secret_vars)
+    if dry_run:
+        sys.stdout.write(render_plan(plan, fmt))
+        return 0
+    run_opts = run_options(opts, yes=yes, max_parallel=max_parallel, extra_results=outcomes)
+    run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
+    code, summary = execute(plan, opts.state_dir, run_opts)
+    closing_line(summary, code, opts.state_dir)
+    return code

@@ -1,0 +1,152 @@
+"""What every command shares: the common options, loading the files, variables and secrets from the
+command line and the environment, the active site, and the closing line of a run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import Problem, UsageError, ValidationError
+from orchestrator.model.fields import suggest
+from orchestrator.model.inventory import Inventory
+from orchestrator.model.runbook import Runbook
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options common to every command."""
+
+    runbook_path: str | None
+    inventory_path: str | None
+    state_dir: Path
+    log_format: str = "console"
+    verbose: int = 0
+
+    @classmethod
+    def create(
+        cls,
+        runbook: str | None,
+        inventory: str | None,
+        state_dir: Path,
+        log_format: str = "console",
+        verbose: int = 0,
+    ) -> Options:
+        if log_format not in ("console", "json"):
+            raise UsageError(f"unknown log format '{log_format}' (console or json)")
+        return cls(runbook, inventory, state_dir, log_format, verbose)
+
+    def load(self) -> tuple[Runbook, Inventory]:
+        from orchestrator.model.loading import load_both, resolve_paths
+
+        runbook_path, inventory_path = resolve_paths(self.runbook_path, self.inventory_path)
+        return load_both(runbook_path, inventory_path)
+
+    def load_checked(
+        self, targets: Callable[[Inventory], Iterable[str]]
+    ) -> tuple[Runbook, Inventory]:
+        """Load both files; if either has errors, still check the runbook's plan for each
+        site in ``targets`` (when the inventory is sound), so that one run of drx reports
+        every problem at once."""
+        from orchestrator.model.loading import load_partial, resolve_paths
+        from orchestrator.plan.build import build_plan
+
+        runbook_path, inventory_path = resolve_paths(self.runbook_path, self.inventory_path)
+        runbook, inventory, problems, inventory_ok = load_partial(runbook_path, inventory_path)
+        if runbook is not None and inventory is not None and not has_errors(problems):
+            return runbook, inventory
+        if runbook is not None and inventory is not None and inventory_ok:
+            for site in targets(inventory):
+                try:
+                    build_plan(runbook, inventory, site, source=inventory.active)
+                except ValidationError as exc:
+                    problems.extend(p for p in exc.problems if p not in problems)
+        raise ValidationError(problems)
+
+
+def has_errors(problems: list[Problem]) -> bool:
+    return any(p.severity == "error" for p in problems)
+
+
+def other_sites(inventory: Inventory) -> list[str]:
+    return [s for s in inventory.sites if s != inventory.active]
+
+
+def secret_inputs(
+    cli_vars: Iterable[str], secret_vars: Iterable[str]
+) -> tuple[dict[str, str], list[str]]:
+    """Variables from ``--var``, ``--secret-var`` and ``DRX_SECRET_<NAME>``, and the secret values."""
+    from orchestrator.plan.build import parse_cli_vars
+
+    variables = parse_cli_vars(cli_vars)
+    secrets_given = parse_cli_vars(secret_vars, option="--secret-var")
+    for name, value in os.environ.items():
+        if name.startswith("DRX_SECRET_") and len(name) > len("DRX_SECRET_"):
+            secrets_given.setdefault(name[len("DRX_SECRET_") :].lower(), value)
+    variables.update(secrets_given)
+    return variables, list(secrets_given.values())
+
+
+def active_site(state_dir: Path, inventory: Inventory) -> str:
+    """The site serving now: state.json overrides the inventory's ``active``."""
+    from orchestrator.record.store import read_state
+
+    state = read_state(state_dir)
+    active = state.get("active")
+    return active if isinstance(active, str) and active in inventory.sites else inventory.active
+
+
+def check_site(inventory: Inventory, site: str) -> None:
+    if site not in inventory.sites:
+        hint = suggest(site, inventory.sites)
+        raise UsageError(
+            f"unknown site '{site}' (sites: {', '.join(inventory.sites)})"
+            + (f"; {hint}" if hint else "")
+        )
+
+
+def run_options(opts: Options, **kwargs: Any) -> Any:
+    import sys
+
+    from orchestrator.model.loading import resolve_paths
+    from orchestrator.run.runner import RunOptions
+
+    runbook_path, inventory_path = resolve_paths(opts.runbook_path, opts.inventory_path)
+    return RunOptions(
+        interactive=sys.stdin.isatty() and sys.stderr.isatty(),
+        log_format=opts.log_format,
+        verbose=opts.verbose,
+        runbook_file=runbook_path,
+        inventory_file=inventory_path,
+        **kwargs,
+    )
+
+
+def closing_line(summary: dict[str, Any], code: int, state_dir: Path) -> None:
+    """One line on stderr with the outcome and the measured RTO."""
+    import sys
+
+    from orchestrator.model.units import format_duration
+
+    rto = summary.get("rto") or {}
+    measured = rto.get("measured_s")
+    text = f"{summary['direction']} {summary['run_id']}: {summary['status']}"
+    if measured is not None:
+        text += f"; measured RTO {format_duration(measured)}"
+        if rto.get("end_to_end_s") is not None:
+            text += (
+                f" for this run, {format_duration(rto['end_to_end_s'])} end to end from "
+                f"the start of {summary.get('parent_run')}"
+            )
+        if rto.get("target_s") is not None:
+            text += f" (target {format_duration(rto['target_s'])}: "
+            text += "met)" if rto.get("met") else "MISSED)"
+    if summary.get("message"):
+        text += f" — {summary['message']}"
+    where = "" if str(state_dir) == ".drx" else f" --state-dir {state_dir}"
+    text += f"\nreport: drx report {summary['run_id']}{where}"
+    with contextlib.suppress(OSError):  # stderr may be a closed pipe; the run is recorded
+        print(text, file=sys.stderr)

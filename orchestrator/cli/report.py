@@ -1,0 +1,66 @@
+"""``drx report``: the post-drill report of a run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli.app import (
+    StateDirOpt,
+    app,
+    check_format,
+    state_dir_path,
+)
+
+
+@app.command()
+def report(
+    run: Annotated[str | None, typer.Argument(help="Run id (default: the latest).")] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="text, md, html, json or junit.")
+    ] = "text",
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE.")] = None,
+    compare: Annotated[
+        str | None, typer.Option("--compare", help="Compare with another run.")
+    ] = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """The post-drill report of a run (default: the latest).
+
+    Example: drx report --format html -o drill.html
+    """
+    check_format(fmt, ("text", "md", "html", "json", "junit"))
+    text = render_report(state_dir_path(state_dir), run, fmt, compare, color=output is None)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
+    else:
+        typer.echo(text, nl=False)
+
+
+def render_report(
+    state_dir: Path, run: str | None, fmt: str, compare: str | None, *, color: bool = False
+) -> str:
+    import sys
+
+    from orchestrator.record.runs import load_summaries, load_summary, resolve_run
+    from orchestrator.report import render
+
+    run_id = resolve_run(state_dir, run)
+    summary = load_summary(state_dir, run_id)
+    other = load_summary(state_dir, resolve_run(state_dir, compare)) if compare else None
+    history = None
+    if fmt == "html":
+        history = [
+            s
+            for s in load_summaries(state_dir)
+            if s.get("runbook") == summary.get("runbook")
+            and s.get("direction") == summary.get("direction")
+            and s["run_id"] <= run_id
+        ][-20:]
+    use_color = color and fmt == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    text = render(summary, fmt, compare=other, history=history, color=use_color)
+    return text if text.endswith("\n") else text + "\n"

@@ -1,0 +1,184 @@
+"""``drx resume``: continue a failed, cancelled or crashed run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+import typer
+
+from orchestrator.cli.app import (
+    InventoryOpt,
+    LogFormatOpt,
+    RunbookOpt,
+    SecretVarOpt,
+    StateDirOpt,
+    VarOpt,
+    VerboseOpt,
+    app,
+    options,
+)
+from orchestrator.cli.failback import reverse_plan
+from orchestrator.cli.options import Options, closing_line, run_options, secret_inputs
+from orchestrator.errors import RefusedError
+
+
+@app.command()
+def resume(
+    run: Annotated[str | None, typer.Argument(help="The run to continue.")] = None,
+    rerun_inflight: Annotated[
+        bool,
+        typer.Option("--rerun-inflight", help="Re-run steps that were running when it stopped."),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve every manual gate.")] = False,
+    max_parallel: Annotated[int, typer.Option("--max-parallel", min=1)] = 32,
+    var: VarOpt = None,
+    secret_var: SecretVarOpt = None,
+    runbook: RunbookOpt = None,
+    inventory: InventoryOpt = None,
+    state_dir: StateDirOpt = None,
+    log_format: LogFormatOpt = "console",
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Continue a failed, cancelled or crashed run in a new run; succeeded steps are not re-run.
+
+    Example: drx resume --yes
+    """
+    opts = options(runbook, inventory, state_dir, log_format, verbose)
+    code = run_resume(
+        opts,
+        run,
+        rerun_inflight=rerun_inflight,
+        yes=yes,
+        max_parallel=max_parallel,
+        cli_vars=var or [],
+        secret_vars=secret_var or [],
+    )
+    raise typer.Exit(code)
+
+
+def run_resume(
+    opts: Options,
+    run: str | None,
+    *,
+    rerun_inflight: bool,
+    yes: bool,
+    max_parallel: int,
+    cli_vars: Iterable[str],
+    secret_vars: Iterable[str],
+) -> int:
+    """Continue a failed, cancelled or crashed run; succeeded steps are carried over."""
+    from orchestrator.plan.build import build_plan
+    from orchestrator.plan.predictions import predictions_for
+    from orchestrator.record.outcomes import Status
+    from orchestrator.record.runs import (
+        is_failed_back,
+        is_resumed,
+        load_events,
+        load_summaries,
+        outcomes_from_events,
+        resolve_run,
+        run_start,
+    )
+    from orchestrator.run.runner import execute
+
+    summaries = load_summaries(opts.state_dir)
+    by_id = {s["run_id"]: s for s in summaries}
+    if run is not None:
+        run_id = resolve_run(opts.state_dir, run)
+    else:
+        candidates = [
+            s["run_id"]
+            for s in summaries
+            if not is_resumed(summaries, s["run_id"]) and not is_failed_back(summaries, s["run_id"])
+        ]
+        if not candidates:
+            raise RefusedError(f"nothing to resume in {opts.state_dir}")
+        run_id = candidates[-1]
+    summary = by_id[run_id]
+    if summary["status"] not in ("failed", "cancelled", "crashed"):
+        raise RefusedError(
+            f"nothing to resume: run {run_id} {summary['status']} "
+            "(only failed, cancelled or crashed runs can be resumed)"
+        )
+    if is_resumed(summaries, run_id):
+        raise RefusedError(f"run {run_id} has already been resumed")
+    events = load_events(opts.state_dir, run_id)
+    start = run_start(events)
+    outcomes = outcomes_from_events(events)
+    runbook, inventory = opts.load()
+    if start["runbook"] != runbook.name:
+        raise RefusedError(f"run {run_id} used runbook '{start['runbook']}', not '{runbook.name}'")
+    variables, secrets = secret_inputs(cli_vars, secret_vars)
+    direction = start["direction"]
+    extra: dict[str, Any] = {}
+    if direction == "failover":
+        steps_pred, health_pred = predictions_for(
+            opts.state_dir, runbook.name, "failover", start["target"]
+        )
+        plan = build_plan(
+            runbook,
+            inventory,
+            start["target"],
+            source=start["source"],
+            cli_vars=variables,
+            secrets=secrets,
+            emergency=bool(start.get("emergency")),
+            predictions=steps_pred,
+            predicted_health_s=health_pred,
+        )
+    else:
+        plan, extra = reverse_plan(
+            opts,
+            runbook,
+            inventory,
+            start["source"],
+            start["target"],
+            start["parent_run"],
+            variables,
+            secrets,
+        )
+    plan.parent_run = run_id
+    inflight = [
+        sid
+        for sid, o in outcomes.items()
+        if sid in plan.steps
+        and (o.status is Status.UNKNOWN or (o.status is Status.CANCELLED and o.outcome_unknown))
+    ]
+    blocked = [s for s in inflight if not (rerun_inflight or plan.steps[s].step.idempotent)]
+    if blocked:
+        raise RefusedError(
+            f"step(s) {', '.join(blocked)} were running when run {run_id} stopped and are not "
+            "idempotent: check them on the hosts, then resume with --rerun-inflight"
+        )
+    carried = {}
+    carried_events = []
+    for sid, o in outcomes.items():
+        if o.status is Status.SUCCEEDED and sid in plan.steps:
+            carried[sid] = o
+            carried_events.append(
+                {
+                    "step": sid,
+                    "from_run": o.message if o.message else run_id,
+                    "value": o.value,
+                    "attempts": o.attempts,
+                    "hosts": [
+                        {"host": h.host, "rc": h.rc, "stdout": h.stdout, "value": h.value}
+                        for h in o.hosts.values()
+                    ],
+                }
+            )
+    origin = start.get("parent_start_wall") or start.get("wall0")
+    run_opts = run_options(
+        opts,
+        yes=yes,
+        max_parallel=max_parallel,
+        carried=carried,
+        carried_events=carried_events,
+        extra_results=extra,
+        parent_start_wall=origin,
+        check_source_health=False,
+    )
+    code, result = execute(plan, opts.state_dir, run_opts)
+    closing_line(result, code, opts.state_dir)
+    return code

@@ -1,0 +1,58 @@
+"""``drx validate``."""
+
+from __future__ import annotations
+
+import typer
+
+from orchestrator.cli.app import (
+    InventoryOpt,
+    LogFormatOpt,
+    RunbookOpt,
+    StateDirOpt,
+    VerboseOpt,
+    app,
+    options,
+)
+from orchestrator.cli.options import Options, other_sites
+from orchestrator.errors import Problem, ValidationError
+
+
+def check(opts: Options) -> list[Problem]:
+    """Plan a failover from the active site to every other site; return the warnings."""
+    from orchestrator.plan.build import build_plan
+
+    runbook, inventory = opts.load_checked(other_sites)
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    for site in inventory.sites:
+        if site == inventory.active:
+            continue
+        try:
+            plan = build_plan(runbook, inventory, site, source=inventory.active)
+        except ValidationError as exc:
+            problems.extend(p for p in exc.problems if p not in problems)
+            continue
+        warnings.extend(w for w in plan.warnings if w not in warnings)
+    if problems:
+        raise ValidationError(problems + warnings)
+    return warnings
+
+
+@app.command()
+def validate(
+    runbook: RunbookOpt = None,
+    inventory: InventoryOpt = None,
+    state_dir: StateDirOpt = None,
+    log_format: LogFormatOpt = "console",
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Check the runbook and inventory: the plan of a failover from the active site to every other
+    site. Prints warnings (e.g. a command step with no undo) and errors; exit 2 on errors.
+
+    Example: drx validate -r runbooks/webapp.yaml -i inventory/ssh.yaml
+    """
+    opts = options(runbook, inventory, state_dir, log_format, verbose)
+    warnings = check(opts)
+    for w in warnings:
+        typer.echo(str(w), err=True)
+    typer.echo(f"ok: {len(warnings)} warning(s)", err=True)
