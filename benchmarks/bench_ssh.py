@@ -748,9 +748,9 @@ def critical_breakdown(run_dir: Path, book: DagBook) -> dict[str, Any]:
     monotonic offsets): the steps' own sleeps, each step's time beyond its sleep (command
     start-up on its hosts, SSH, the step's bookkeeping), and the gaps between a step's last
     need finishing and the step starting (the scheduler's latency)."""
-    from orchestrator.record.journal import read_journal
+    from orchestrator.record.store import LocalStore
 
-    events = read_journal(run_dir / "journal.jsonl")
+    events = LocalStore(run_dir.parent.parent).read_events(run_dir.name)
     started = {e["step"]: e["t"] for e in events if e["event"] == "step_started"}
     finished = {e["step"]: e["t"] for e in events if e["event"] == "step_finished"}
     slowest_host: dict[str, float] = {}

@@ -32,6 +32,7 @@ import orchestrator.run.preflight as preflight
 import orchestrator.run.runner as runner
 from orchestrator.model.loading import load_both
 from orchestrator.plan.build import build_plan
+from orchestrator.record.store import LocalStore
 from orchestrator.transport.fake import FakeTransport
 
 #: parallel chains per block, and steps per chain
@@ -116,7 +117,7 @@ def run(
     t1 = time.perf_counter()
     plan = build_plan(runbook, inventory, "site-b")
     t2 = time.perf_counter()
-    code, summary = runner.execute(plan, workdir / "state", runner.RunOptions(yes=True))
+    code, summary = runner.execute(plan, LocalStore(workdir / "state"), runner.RunOptions(yes=True))
     t3 = time.perf_counter()
     if profiler is not None:
         profiler.stop()

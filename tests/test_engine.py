@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from orchestrator.record.store import run_lock
+from orchestrator.record.store import LocalStore
 from tests.drill import World
 
 STAMP = 'date +%s.%N > "$DRX_HOST_DIR/{name}"'
@@ -242,7 +242,7 @@ def test_lock_refuses_a_second_run_naming_the_holder(world: World, capsys) -> No
         steps:
           - {id: s, hosts: db@target, run: 'true', undo: 'true'}
     """)
-    with run_lock(world.state, "someone-elses-run"):
+    with LocalStore(world.state).acquire("someone-elses-run"):
         code, err = world.run(capsys, "failover", "site-b")
     assert code == 2 and "someone-elses-run" in err
     assert world.run_dirs() == []

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from orchestrator.model.loading import load_both
 from orchestrator.plan.build import build_plan
-from orchestrator.record.journal import Journal, read_journal
+from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status
+from orchestrator.record.store import file_sink
 from orchestrator.run.executor import Executor
 from orchestrator.transport.fake import FakeReply, FakeTransport
 
@@ -29,11 +30,13 @@ def _run(tmp_path: Path, runbook: str, handler, *, max_parallel: int = 8, emerge
     plan = build_plan(rb, inv, "site-b", emergency=emergency)
     transport = FakeTransport(handler)
     conns = {h.name: transport.connect(h.spec) for h in plan.hosts() if h.name != "control"}
-    journal = Journal(tmp_path / "journal.jsonl", plan.redactor, fsync=False)
-    ex = Executor(plan, conns, journal, tmp_path, max_parallel=max_parallel, gate=lambda *_: True)
+    journal = Journal(file_sink(tmp_path / "journal.jsonl", fsync=False), plan.redactor)
+    ex = Executor(
+        plan, conns, journal, tmp_path / "output", max_parallel=max_parallel, gate=lambda *_: True
+    )
     outcomes = ex.run()
     journal.close()
-    return outcomes, transport, read_journal(tmp_path / "journal.jsonl")
+    return outcomes, transport, journal.events
 
 
 def test_ready_steps_start_in_declaration_order(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from orchestrator import __version__
 
 if TYPE_CHECKING:
     from orchestrator.cli.options import Options
+    from orchestrator.record.store import Store
 
 EXIT_CODES = """\
 Exit codes: 0 success · 1 the run failed · 2 refused before anything ran (invalid input, lock
@@ -84,6 +85,13 @@ def _root(
 
 def state_dir_path(state_dir: str | None) -> Path:
     return Path(state_dir or os.environ.get("DRX_STATE_DIR") or ".drx")
+
+
+def store_for(state_dir: str | None) -> Store:
+    """The store named by the common options."""
+    from orchestrator.record.store import open_store
+
+    return open_store(state_dir_path(state_dir))
 
 
 def options(

@@ -103,10 +103,10 @@ def reverse_plan(
     what the failover's steps did (their values feed the undo templates)."""
     from orchestrator.plan.build import build_reverse_plan
     from orchestrator.plan.predictions import predictions_for
-    from orchestrator.record.runs import load_events, outcomes_from_events
+    from orchestrator.record.runs import outcomes_from_events
 
-    outcomes = outcomes_from_events(load_events(opts.state_dir, failover_run))
-    steps, health = predictions_for(opts.state_dir, runbook.name, "failback", target)
+    outcomes = outcomes_from_events(opts.store.read_events(failover_run))
+    steps, health = predictions_for(opts.store, runbook.name, "failback", target)
     plan = build_reverse_plan(
         runbook,
         inventory,
@@ -137,9 +137,9 @@ def failback_plan(
         resolve_run,
     )
 
-    summaries = load_summaries(opts.state_dir)
+    summaries = load_summaries(opts.store)
     if run is not None:
-        run_id = resolve_run(opts.state_dir, run)
+        run_id = resolve_run(opts.store, run)
         summary = next(s for s in summaries if s["run_id"] == run_id)
         if summary["direction"] == "failback":
             raise RefusedError(
@@ -157,7 +157,7 @@ def failback_plan(
         ]
         if not candidates:
             raise RefusedError(
-                f"nothing to fail back: no failover run in {opts.state_dir} "
+                f"nothing to fail back: no failover run in {opts.store.location} "
                 "that has not been failed back"
             )
         summary = candidates[-1]
@@ -208,6 +208,6 @@ def run_failback(
         return 0
     run_opts = run_options(opts, yes=yes, max_parallel=max_parallel, extra_results=outcomes)
     run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
-    code, summary = execute(plan, opts.state_dir, run_opts)
-    closing_line(summary, code, opts.state_dir)
+    code, summary = execute(plan, opts.store, run_opts)
+    closing_line(summary, code, opts.store)
     return code

@@ -123,14 +123,14 @@ def failover_plan(
         lambda inv: [site] if site in inv.sites and site != inv.active else other_sites(inv)
     )
     check_site(inventory, site)
-    source = active_site(opts.state_dir, inventory)
+    source = active_site(opts.store, inventory)
     if site == source and not force:
         raise RefusedError(f"site '{site}' is already active (use --force to run anyway)")
     if site == source:
         others = [s for s in inventory.sites if s != site]
         source = others[0]
     variables, secrets = secret_inputs(cli_vars, secret_vars)
-    steps, health = predictions_for(opts.state_dir, runbook.name, "failover", site)
+    steps, health = predictions_for(opts.store, runbook.name, "failover", site)
     return build_plan(
         runbook,
         inventory,
@@ -179,8 +179,6 @@ def run_failover(
     )
     # (Starting the pre-flight while the engine's modules import was tried: on two cores the
     # import and the key exchanges fight over the GIL and the run starts later, not sooner.)
-    code, summary = execute(
-        plan, opts.state_dir, run_options(opts, yes=yes, max_parallel=max_parallel)
-    )
-    closing_line(summary, code, opts.state_dir)
+    code, summary = execute(plan, opts.store, run_options(opts, yes=yes, max_parallel=max_parallel))
+    closing_line(summary, code, opts.store)
     return code

@@ -7,6 +7,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from orchestrator.errors import Problem, UsageError, ValidationError
 from orchestrator.model.fields import suggest
 from orchestrator.model.inventory import Inventory
 from orchestrator.model.runbook import Runbook
+from orchestrator.record.store import Store, open_store
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,11 @@ class Options:
         if log_format not in ("console", "json"):
             raise UsageError(f"unknown log format '{log_format}' (console or json)")
         return cls(runbook, inventory, state_dir, log_format, verbose)
+
+    @cached_property
+    def store(self) -> Store:
+        """Where state, the lock and runs are kept."""
+        return open_store(self.state_dir)
 
     def load(self) -> tuple[Runbook, Inventory]:
         from orchestrator.model.loading import load_both, resolve_paths
@@ -90,11 +97,9 @@ def secret_inputs(
     return variables, list(secrets_given.values())
 
 
-def active_site(state_dir: Path, inventory: Inventory) -> str:
+def active_site(store: Store, inventory: Inventory) -> str:
     """The site serving now: state.json overrides the inventory's ``active``."""
-    from orchestrator.record.store import read_state
-
-    state = read_state(state_dir)
+    state = store.read_state()
     active = state.get("active")
     return active if isinstance(active, str) and active in inventory.sites else inventory.active
 
@@ -125,7 +130,7 @@ def run_options(opts: Options, **kwargs: Any) -> Any:
     )
 
 
-def closing_line(summary: dict[str, Any], code: int, state_dir: Path) -> None:
+def closing_line(summary: dict[str, Any], code: int, store: Store) -> None:
     """One line on stderr with the outcome and the measured RTO."""
     import sys
 
@@ -146,7 +151,7 @@ def closing_line(summary: dict[str, Any], code: int, state_dir: Path) -> None:
             text += "met)" if rto.get("met") else "MISSED)"
     if summary.get("message"):
         text += f" — {summary['message']}"
-    where = "" if str(state_dir) == ".drx" else f" --state-dir {state_dir}"
+    where = "" if store.location == ".drx" else f" --state-dir {store.location}"
     text += f"\nreport: drx report {summary['run_id']}{where}"
     with contextlib.suppress(OSError):  # stderr may be a closed pipe; the run is recorded
         print(text, file=sys.stderr)

@@ -12,8 +12,9 @@ from orchestrator.cli.app import (
     StateDirOpt,
     app,
     check_format,
-    state_dir_path,
+    store_for,
 )
+from orchestrator.record.store import Store
 
 
 @app.command()
@@ -33,7 +34,7 @@ def report(
     Example: drx report --format html -o drill.html
     """
     check_format(fmt, ("text", "md", "html", "json", "junit"))
-    text = render_report(state_dir_path(state_dir), run, fmt, compare, color=output is None)
+    text = render_report(store_for(state_dir), run, fmt, compare, color=output is None)
     if output:
         Path(output).write_text(text, encoding="utf-8")
         typer.echo(f"wrote {output}", err=True)
@@ -42,21 +43,21 @@ def report(
 
 
 def render_report(
-    state_dir: Path, run: str | None, fmt: str, compare: str | None, *, color: bool = False
+    store: Store, run: str | None, fmt: str, compare: str | None, *, color: bool = False
 ) -> str:
     import sys
 
     from orchestrator.record.runs import load_summaries, load_summary, resolve_run
     from orchestrator.report import render
 
-    run_id = resolve_run(state_dir, run)
-    summary = load_summary(state_dir, run_id)
-    other = load_summary(state_dir, resolve_run(state_dir, compare)) if compare else None
+    run_id = resolve_run(store, run)
+    summary = load_summary(store, run_id)
+    other = load_summary(store, resolve_run(store, compare)) if compare else None
     history = None
     if fmt == "html":
         history = [
             s
-            for s in load_summaries(state_dir)
+            for s in load_summaries(store)
             if s.get("runbook") == summary.get("runbook")
             and s.get("direction") == summary.get("direction")
             and s["run_id"] <= run_id

@@ -74,7 +74,6 @@ def run_resume(
     from orchestrator.record.runs import (
         is_failed_back,
         is_resumed,
-        load_events,
         load_summaries,
         outcomes_from_events,
         resolve_run,
@@ -82,10 +81,10 @@ def run_resume(
     )
     from orchestrator.run.runner import execute
 
-    summaries = load_summaries(opts.state_dir)
+    summaries = load_summaries(opts.store)
     by_id = {s["run_id"]: s for s in summaries}
     if run is not None:
-        run_id = resolve_run(opts.state_dir, run)
+        run_id = resolve_run(opts.store, run)
     else:
         candidates = [
             s["run_id"]
@@ -93,7 +92,7 @@ def run_resume(
             if not is_resumed(summaries, s["run_id"]) and not is_failed_back(summaries, s["run_id"])
         ]
         if not candidates:
-            raise RefusedError(f"nothing to resume in {opts.state_dir}")
+            raise RefusedError(f"nothing to resume in {opts.store.location}")
         run_id = candidates[-1]
     summary = by_id[run_id]
     if summary["status"] not in ("failed", "cancelled", "crashed"):
@@ -103,7 +102,7 @@ def run_resume(
         )
     if is_resumed(summaries, run_id):
         raise RefusedError(f"run {run_id} has already been resumed")
-    events = load_events(opts.state_dir, run_id)
+    events = opts.store.read_events(run_id)
     start = run_start(events)
     outcomes = outcomes_from_events(events)
     runbook, inventory = opts.load()
@@ -114,7 +113,7 @@ def run_resume(
     extra: dict[str, Any] = {}
     if direction == "failover":
         steps_pred, health_pred = predictions_for(
-            opts.state_dir, runbook.name, "failover", start["target"]
+            opts.store, runbook.name, "failover", start["target"]
         )
         plan = build_plan(
             runbook,
@@ -179,6 +178,6 @@ def run_resume(
         parent_start_wall=origin,
         check_source_health=False,
     )
-    code, result = execute(plan, opts.state_dir, run_opts)
-    closing_line(result, code, opts.state_dir)
+    code, result = execute(plan, opts.store, run_opts)
+    closing_line(result, code, opts.store)
     return code

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,8 +10,9 @@ from orchestrator.cli.app import (
     StateDirOpt,
     app,
     check_format,
-    state_dir_path,
+    store_for,
 )
+from orchestrator.record.store import Store
 
 
 @app.command()
@@ -25,20 +25,20 @@ def runs(
     Example: drx runs --format json
     """
     check_format(fmt, ("table", "json"))
-    typer.echo(list_runs(state_dir_path(state_dir), fmt), nl=False)
+    typer.echo(list_runs(store_for(state_dir), fmt), nl=False)
 
 
-def list_runs(state_dir: Path, fmt: str) -> str:
+def list_runs(store: Store, fmt: str) -> str:
     import json
 
     from orchestrator.model.units import format_duration
     from orchestrator.record.runs import load_summaries
 
-    summaries = load_summaries(state_dir)
+    summaries = load_summaries(store)
     if fmt == "json":
         return json.dumps(summaries, indent=2) + "\n"
     if not summaries:
-        return f"no runs in {state_dir}\n"
+        return f"no runs in {store.location}\n"
     rows = [("RUN", "RUNBOOK", "DIRECTION", "SITE", "STATUS", "RTO", "TARGET", "RPO", "NOTE")]
     for s in summaries:
         rto = s.get("rto") or {}

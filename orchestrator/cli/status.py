@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from orchestrator.cli.app import (
     StateDirOpt,
     app,
-    state_dir_path,
+    store_for,
 )
+from orchestrator.record.store import Store
 
 
 @app.command()
@@ -19,21 +18,20 @@ def status(state_dir: StateDirOpt = None) -> None:
 
     Example: drx status --state-dir /var/lib/drx
     """
-    typer.echo(describe(state_dir_path(state_dir)), nl=False)
+    typer.echo(describe(store_for(state_dir)), nl=False)
 
 
-def describe(state_dir: Path) -> str:
-    from orchestrator.record.runs import load_summary, run_ids
-    from orchestrator.record.store import lock_holder, read_state
+def describe(store: Store) -> str:
+    from orchestrator.record.runs import load_summary
 
-    state = read_state(state_dir)
-    lines = [f"state dir: {state_dir}"]
+    state = store.read_state()
+    lines = [f"state dir: {store.location}"]
     lines.append(
         f"active site: {state.get('active') or '(inventory default: no run has changed it)'}"
     )
-    ids = run_ids(state_dir)
+    ids = store.run_ids()
     if ids:
-        s = load_summary(state_dir, ids[-1])
+        s = load_summary(store, ids[-1])
         rto = (s.get("rto") or {}).get("measured_s")
         e2e = (s.get("rto") or {}).get("end_to_end_s")
         extra = f", RTO {rto:.1f}s" if rto is not None else ""
@@ -42,6 +40,6 @@ def describe(state_dir: Path) -> str:
         lines.append(f"latest run: {s['run_id']} ({s['direction']}, {s['status']}{extra})")
     else:
         lines.append("latest run: none")
-    holder = lock_holder(state_dir)
+    holder = store.lock_holder()
     lines.append(f"lock: held by {holder}" if holder else "lock: free")
     return "\n".join(lines) + "\n"

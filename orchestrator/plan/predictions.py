@@ -1,13 +1,16 @@
-"""Past runs of the state directory: listing them and predicting durations from them."""
+"""Past runs in the store: listing them and predicting durations from them."""
 
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.record.store import Store
 
 
 def predictions_for(
-    state_dir: Path, runbook: str, direction: str, target: str
+    store: Store, runbook: str, direction: str, target: str
 ) -> tuple[dict[str, float], float | None]:
     """Median duration of each step (and of health) over past succeeded runs of the same
     runbook, direction and target."""
@@ -15,7 +18,7 @@ def predictions_for(
 
     durations: dict[str, list[float]] = {}
     health: list[float] = []
-    for summary in load_summaries(state_dir):
+    for summary in load_summaries(store):
         if (
             summary.get("runbook") != runbook
             or summary.get("direction") != direction

@@ -1,61 +1,38 @@
-"""Reading runs back from the state directory: summaries (or, for a run whose controller died,
+"""Reading runs back from the store: summaries (or, for a run whose controller died,
 a summary reconstructed from its journal), and the queries failback/resume/report need."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import JournalError, RefusedError, UsageError
-from orchestrator.record.journal import read_journal
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
-from orchestrator.record.store import lock_holder, runs_dir
+from orchestrator.record.store import Store
 from orchestrator.record.summary import build_summary
 
 
-def run_ids(state_dir: Path) -> list[str]:
-    """Every run id, oldest first (ids sort by start time)."""
-    base = runs_dir(state_dir)
-    if not base.is_dir():
-        return []
-    return sorted(p.name for p in base.iterdir() if (p / "journal.jsonl").is_file())
-
-
-def load_summary(state_dir: Path, run_id: str) -> dict[str, Any]:
+def load_summary(store: Store, run_id: str) -> dict[str, Any]:
     """A run's summary: summary.json, else rebuilt from its journal (status ``crashed``)."""
-    run_dir = runs_dir(state_dir) / run_id
-    path = run_dir / "summary.json"
-    if path.is_file():
-        try:
-            summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-            return summary
-        except ValueError:
-            pass  # a torn summary: the journal is the record
-    events = load_events(state_dir, run_id)
+    summary = store.read_summary(run_id)
+    if summary is not None:
+        return summary
+    events = store.read_events(run_id)
     try:
         summary = build_summary(events)
     except (ValueError, KeyError) as exc:
         raise JournalError(f"run {run_id}: journal cannot be read back: {exc}") from exc
-    holder = lock_holder(state_dir)
+    holder = store.lock_holder()
     if holder is not None and holder.split()[0] == run_id:
         summary["status"] = "running"  # not crashed: its controller holds the lock right now
     return summary
 
 
-def load_events(state_dir: Path, run_id: str) -> list[dict[str, Any]]:
-    path = runs_dir(state_dir) / run_id / "journal.jsonl"
-    if not path.is_file():
-        raise UsageError(f"no run '{run_id}' in {state_dir}")
-    return read_journal(path)
-
-
-def load_summaries(state_dir: Path) -> list[dict[str, Any]]:
+def load_summaries(store: Store) -> list[dict[str, Any]]:
     """Every readable run's summary, oldest first; links (failed back, resumed) filled in."""
     summaries = []
-    for run_id in run_ids(state_dir):
+    for run_id in store.run_ids():
         try:
-            summaries.append(load_summary(state_dir, run_id))
+            summaries.append(load_summary(store, run_id))
         except JournalError:
             continue
     by_id = {s["run_id"]: s for s in summaries}
@@ -70,11 +47,11 @@ def load_summaries(state_dir: Path) -> list[dict[str, Any]]:
     return summaries
 
 
-def resolve_run(state_dir: Path, run_id: str | None) -> str:
+def resolve_run(store: Store, run_id: str | None) -> str:
     """A run id given in full or as a unique prefix/suffix; default the latest run."""
-    ids = run_ids(state_dir)
+    ids = store.run_ids()
     if not ids:
-        raise RefusedError(f"no runs in {state_dir}")
+        raise RefusedError(f"no runs in {store.location}")
     if run_id is None:
         return ids[-1]
     if run_id in ids:
@@ -83,7 +60,7 @@ def resolve_run(state_dir: Path, run_id: str | None) -> str:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise UsageError(f"no run '{run_id}' in {state_dir}")
+        raise UsageError(f"no run '{run_id}' in {store.location}")
     raise UsageError(f"'{run_id}' matches several runs: {', '.join(matches)}")
 
 

@@ -88,7 +88,7 @@ class Executor:
         plan: Plan,
         connections: Mapping[str, Connection],
         journal: Journal,
-        run_dir: Path,
+        output_dir: Path,
         *,
         max_parallel: int = 32,
         gate: GateFn,
@@ -99,7 +99,7 @@ class Executor:
         self.plan = plan
         self.connections = connections
         self.journal = journal
-        self.run_dir = run_dir
+        self.output_dir = output_dir
         self.max_parallel = max_parallel
         self.gate = gate
         self.unreachable = dict(unreachable or {})
@@ -457,7 +457,7 @@ class Executor:
         )
 
     def _log_path(self, ps: PlanStep, host: Host) -> Path:
-        return self.run_dir / "output" / ps.id / f"{host.name}.log"
+        return self.output_dir / ps.id / f"{host.name}.log"
 
     def _host_attempt(
         self,

@@ -4,15 +4,13 @@ failed back and resumed."""
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from orchestrator.plan.build import FAILBACK, FAILOVER, Plan, PlanStep
 from orchestrator.plan.preview import plan_document
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status, StepOutcome
-from orchestrator.record.store import run_lock, runs_dir, write_state
+from orchestrator.record.store import RunLock, Store, document_json, file_sink
 from orchestrator.record.summary import build_summary
 from orchestrator.run import preflight
 from orchestrator.run.executor import Executor, GateUnavailable
@@ -46,17 +44,6 @@ class RunOptions:
     parent_start_wall: float | None = None
     check_source_health: bool = True
     before_run: Callable[[Plan], None] | None = None  # e.g. confirm outcome-unknown undos
-
-
-def new_run_id(state_dir: Path, direction: str, site: str) -> str:
-    now = datetime.datetime.now(datetime.UTC)
-    stamp = now.strftime("%Y%m%dT%H%M%S.") + f"{now.microsecond // 1000:03d}Z"
-    base = f"{stamp}-{direction}-{site}"
-    run_id, n = base, 1
-    while (runs_dir(state_dir) / run_id).exists():
-        n += 1
-        run_id = f"{base}-{n}"
-    return run_id
 
 
 class Gate:
@@ -107,10 +94,8 @@ def _health_steps(plan: Plan, phase: str) -> list[PlanStep]:
 
 def _check_source_health(plan: Plan, connections: Mapping[str, Connection]) -> list[str]:
     """One poll of each health entry at the active site; returns what failed (empty: healthy)."""
-    from dataclasses import replace
-
     failures: list[str] = []
-    scratch = Journal(Path(os.devnull), fsync=False)
+    scratch = Journal(file_sink(Path(os.devnull), fsync=False))
     ex = Executor(plan, connections, scratch, Path(os.devnull), gate=lambda *_: True)
     for ps in _health_steps(plan, "before"):
         once = replace(ps, step=replace(ps.step, timeout=max(ps.step.timeout, 1.0), interval=0.0))
@@ -123,7 +108,7 @@ def _check_source_health(plan: Plan, connections: Mapping[str, Connection]) -> l
 
 def execute(
     plan: Plan,
-    state_dir: Path,
+    store: Store,
     opts: RunOptions,
     connecting: Future[preflight.Connected] | None = None,
 ) -> tuple[int, dict[str, Any]]:
@@ -139,11 +124,11 @@ def execute(
             f"manual step(s) {', '.join(gates)} need an operator, but there is no terminal; "
             "nothing was run (use --yes to approve every gate)"
         )
-    run_id = new_run_id(state_dir, plan.direction, plan.to_site)
-    plan.run_id = run_id
+    run_id = store.new_run_id(plan.direction, plan.to_site)
+    plan = replace(plan, run_id=run_id)
     try:
-        with run_lock(state_dir, run_id):
-            return _execute_locked(plan, state_dir, opts, run_id, connecting)
+        with store.acquire(run_id) as lock:
+            return _execute_locked(plan, store, lock, opts, connecting)
     except RefusedError:
         if connecting is not None:
             preflight.close_all(connecting.result()[0])
@@ -152,9 +137,9 @@ def execute(
 
 def _execute_locked(
     plan: Plan,
-    state_dir: Path,
+    store: Store,
+    lock: RunLock,
     opts: RunOptions,
-    run_id: str,
     connecting: Future[preflight.Connected] | None,
 ) -> tuple[int, dict[str, Any]]:
     from orchestrator.run.live import attach_output
@@ -184,26 +169,23 @@ def _execute_locked(
                 )
         if opts.before_run:
             opts.before_run(plan)
-        return _run(plan, state_dir, opts, run_id, connections, unreachable, attach_output)
+        return _run(plan, store, lock, opts, connections, unreachable, attach_output)
     finally:
         preflight.close_all(connections)
 
 
 def _run(
     plan: Plan,
-    state_dir: Path,
+    store: Store,
+    lock: RunLock,
     opts: RunOptions,
-    run_id: str,
     connections: Mapping[str, Connection],
     unreachable: Mapping[str, str],
     attach_output: Callable[..., Any],
 ) -> tuple[int, dict[str, Any]]:
-    run_dir = runs_dir(state_dir) / run_id
-    run_dir.mkdir(parents=True)
-    doc = plan_document(plan)
-    doc["run_id"] = run_id
-    (run_dir / "plan.json").write_text(summary_json(doc), encoding="utf-8")
-    journal = Journal(run_dir / "journal.jsonl", plan.redactor)
+    run_id = plan.run_id
+    doc = {**plan_document(plan), "run_id": run_id}
+    journal = Journal(store.create_run(run_id, doc, lock), plan.redactor)
     rb = plan.runbook
     journal.write(
         "run_started",
@@ -252,14 +234,14 @@ def _run(
         plan,
         connections,
         journal,
-        run_dir,
+        store.output_dir(run_id),
         max_parallel=opts.max_parallel,
         gate=gate,
         unreachable=unreachable,
         carried=opts.carried,
         extra_results=opts.extra_results,
     )
-    write_state(state_dir, last_run=run_id, running=run_id)
+    store.update_state(last_run=run_id, running=run_id)
     view = attach_output(plan, journal, opts)
     gate.pause = getattr(view, "pause", None)
     previous = _install_sigint(ex)
@@ -292,19 +274,19 @@ def _run(
         Status.CANCELLED: EXIT_CANCELLED,
     }[status]
     journal.write("run_finished", status=status.value, exit_code=exit_code, message=message)
-    summary = build_summary(_read(journal))
+    summary = build_summary(journal.events)
     if status is Status.SUCCEEDED and summary["rto"]["met"] is False:
         exit_code = EXIT_RTO_MISSED
         summary["exit_code"] = exit_code
     journal.close()
     view.close(summary)
     summary = plan.redactor.deep(summary)
-    _write_json(run_dir / "summary.json", summary)
+    store.write_summary(run_id, document_json(summary), lock)
     changes: dict[str, Any] = {"last_run": run_id, "running": None}
     if status is Status.SUCCEEDED:
         changes["active"] = plan.to_site
         changes["active_since"] = summary["finished_at"]
-    write_state(state_dir, **changes)
+    store.update_state(**changes)
     return exit_code, summary
 
 
@@ -317,35 +299,6 @@ def _rpo_step(plan: Plan) -> str | None:
 
 def _rto_start(plan: Plan) -> str | None:
     return plan.runbook.rto_start if plan.direction == FAILOVER else None
-
-
-def _read(journal: Journal) -> list[dict[str, Any]]:
-    from orchestrator.record.journal import read_journal
-
-    return read_journal(journal.path)
-
-
-def summary_json(summary: dict[str, Any]) -> str:
-    """summary.json text: a top-level field a line and a step a line. Readable, and written
-    by the C JSON encoder (``indent=`` falls back to the pure-Python one, which took most of
-    the end of a 10,000-step run)."""
-    lines = []
-    for key, value in summary.items():
-        if key == "steps" and isinstance(value, list) and value:
-            steps = ",\n    ".join(json.dumps(step, ensure_ascii=False) for step in value)
-            lines.append(f'  "steps": [\n    {steps}\n  ]')
-        else:
-            lines.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
-    return "{\n" + ",\n".join(lines) + "\n}\n"
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(summary_json(data))
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
 
 
 def _install_sigint(ex: Executor) -> Any:
