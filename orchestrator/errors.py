@@ -6,24 +6,53 @@
     ├── RefusedError              refused before anything ran (lock held, already active,
     │                             nothing to fail back, health at source failing)         exit 2
     ├── PreflightError            a host could not be reached or authenticated            exit 2
+    ├── GateUnavailable           no operator can answer a manual gate (the step fails)
     ├── TransportError            a host-level failure while connecting or running
     │   ├── HostUnreachable       connect refused / timed out / DNS
     │   ├── AuthenticationFailed  the host refused our credentials
     │   └── HostKeyError          unknown or changed host key under the policy in force
     └── JournalError              a journal that cannot be read back
 
-Exit codes are decided in one place, ``cli.py``, from these types.
+An expected failure reaches the operator as one line and the exit code of its type
+(``orchestrator.cli``); anything else is an internal error (``ExitCode.INTERNAL``, a traceback in
+``debug.log``). A run's own outcome maps to ``ExitCode`` in ``orchestrator.run.runner``.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+
+
+class ExitCode(enum.IntEnum):
+    """Every exit code of drx (docs/reference.md, "Exit codes")."""
+
+    OK = 0  # success
+    FAILED = 1  # the run failed (a step failed, health never held, the lock was lost)
+    REFUSED = 2  # refused before anything ran (invalid input, lock held, pre-flight...)
+    RTO_MISSED = 3  # the run succeeded but the measured RTO missed its target
+    INTERNAL = 70  # an unexpected internal error (EX_SOFTWARE); traceback in debug.log
+    CANCELLED = 130  # cancelled (Ctrl-C)
+
+    @property
+    def meaning(self) -> str:
+        return _MEANINGS[self]
+
+
+_MEANINGS = {
+    ExitCode.OK: "success",
+    ExitCode.FAILED: "the run failed",
+    ExitCode.REFUSED: "refused before anything ran",
+    ExitCode.RTO_MISSED: "succeeded, but the RTO target was missed",
+    ExitCode.INTERNAL: "internal error",
+    ExitCode.CANCELLED: "cancelled",
+}
 
 
 class DrxError(Exception):
     """Root of every expected drx failure."""
 
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.REFUSED
 
 
 class UsageError(DrxError):
@@ -72,6 +101,11 @@ class RefusedError(DrxError):
 
 class PreflightError(RefusedError):
     """One or more hosts could not be reached or authenticated at the pre-flight."""
+
+
+class GateUnavailable(DrxError):
+    """No operator can answer a manual gate (no terminal and no --yes): the gate's step fails
+    with ``"error": "no_terminal"``."""
 
 
 class TransportError(DrxError):

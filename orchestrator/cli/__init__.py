@@ -16,17 +16,17 @@ from orchestrator.cli import validate, failover, failback, resume, runs, report,
 
 # isort: on
 from orchestrator.cli.app import app, state_dir_path
-from orchestrator.errors import DrxError, ValidationError
+from orchestrator.errors import DrxError, ExitCode, ValidationError
 
 __all__ = ["app", "main"]
 _COMMANDS = (validate, failover, failback, resume, runs, report, status)
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def _fail(message: str, code: ExitCode) -> NoReturn:
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
     prefix = "\x1b[31merror:\x1b[0m " if color else "error: "
     print(prefix + message, file=sys.stderr)
-    raise SystemExit(code)
+    raise SystemExit(int(code))
 
 
 def _debug_log_dir(argv: list[str]) -> Path:
@@ -73,14 +73,14 @@ def _main(args: list[str]) -> None:
         for problem in exc.problems:
             print(str(problem), file=sys.stderr)
         errors = sum(1 for p in exc.problems if p.severity == "error")
-        _fail(f"{errors} error(s); nothing was run", 2)
+        _fail(f"{errors} error(s); nothing was run", ExitCode.REFUSED)
     except DrxError as exc:
         _fail(str(exc), exc.exit_code)
     except OSError as exc:  # a path that cannot be written or read (report -o, --state-dir)
         where = f": {exc.filename}" if exc.filename else ""
-        _fail(f"{exc.strerror or exc}{where}", 2)
+        _fail(f"{exc.strerror or exc}{where}", ExitCode.REFUSED)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("interrupted", ExitCode.CANCELLED)
     except Exception:
         import datetime
         import traceback
@@ -96,4 +96,4 @@ def _main(args: list[str]) -> None:
         except OSError:
             where = "(could not write the debug log)"
             traceback.print_exc()
-        _fail(f"unexpected internal error; the traceback is in {where}", 70)
+        _fail(f"unexpected internal error; the traceback is in {where}", ExitCode.INTERNAL)

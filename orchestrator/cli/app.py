@@ -11,15 +11,18 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from orchestrator import __version__
+from orchestrator.errors import ExitCode
 
 if TYPE_CHECKING:
     from orchestrator.cli.options import Options
     from orchestrator.record.store import Store
 
-EXIT_CODES = """\
-Exit codes: 0 success · 1 the run failed · 2 refused before anything ran (invalid input, lock
-held, site already active, host unreachable at pre-flight, source unhealthy, nothing to fail back
-or resume) · 3 succeeded but the measured RTO missed its target · 130 cancelled."""
+EXIT_CODES = (
+    "Exit codes: "
+    + " · ".join(f"{int(c)} {c.meaning}" for c in ExitCode)
+    + ". Refused (2): invalid input, lock held, site already active, a host unreachable at the "
+    "pre-flight, source unhealthy, nothing to fail back or resume."
+)
 
 app = typer.Typer(
     name="drx",

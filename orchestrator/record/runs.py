@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.errors import JournalError, RefusedError, UsageError
+from orchestrator.record.events import Event
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
 from orchestrator.record.store import Store
 from orchestrator.record.summary import build_summary
@@ -73,9 +74,9 @@ def outcomes_from_events(events: list[dict[str, Any]]) -> dict[str, StepOutcome]
         kind, sid = e["event"], e.get("step")
         if not sid or sid.startswith("health:"):
             continue
-        if kind == "step_started":
+        if kind == Event.STEP_STARTED:
             outcomes[sid] = StepOutcome(sid, Status.UNKNOWN, outcome_unknown=True)
-        elif kind == "step_carried":
+        elif kind == Event.STEP_CARRIED:
             out = StepOutcome(sid, Status.SUCCEEDED, value=e.get("value"))
             out.attempts = e.get("attempts", 0)
             for h in e.get("hosts", []):
@@ -90,11 +91,11 @@ def outcomes_from_events(events: list[dict[str, Any]]) -> dict[str, StepOutcome]
                 )
             out.message = e.get("from_run")
             outcomes[sid] = out
-        elif kind == "host_started" and sid in outcomes:
+        elif kind == Event.HOST_STARTED and sid in outcomes:
             outcomes[sid].hosts[e["host"]] = HostOutcome(
                 e["host"], Status.UNKNOWN, attempts=e.get("attempt", 1)
             )
-        elif kind == "host_finished" and sid in outcomes:
+        elif kind == Event.HOST_FINISHED and sid in outcomes:
             outcomes[sid].hosts[e["host"]] = HostOutcome(
                 e["host"],
                 Status(e.get("status", "failed")),
@@ -104,7 +105,7 @@ def outcomes_from_events(events: list[dict[str, Any]]) -> dict[str, StepOutcome]
                 e.get("value"),
                 e.get("attempt", 1),
             )
-        elif kind == "step_finished":
+        elif kind == Event.STEP_FINISHED:
             out = outcomes.setdefault(sid, StepOutcome(sid, Status.NOT_RUN))
             out.status = Status(e["status"])
             out.error = e.get("error")
@@ -115,7 +116,7 @@ def outcomes_from_events(events: list[dict[str, Any]]) -> dict[str, StepOutcome]
 
 
 def run_start(events: list[dict[str, Any]]) -> dict[str, Any]:
-    if not events or events[0]["event"] != "run_started":
+    if not events or events[0]["event"] != Event.RUN_STARTED:
         raise JournalError("journal does not start with run_started")
     return events[0]
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.record.events import Event
+
 POLLS_IN_SUMMARY = 200
 
 
@@ -18,7 +20,7 @@ def _r(x: float | None, nd: int = 3) -> float | None:
 
 def build_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
     """The summary.json document of the run journaled by ``events``."""
-    if not events or events[0]["event"] != "run_started":
+    if not events or events[0]["event"] != Event.RUN_STARTED:
         raise ValueError("journal does not start with run_started")
     start = events[0]
     meta_steps: list[dict[str, Any]] = start.get("steps", [])
@@ -63,9 +65,9 @@ def build_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
         kind = e["event"]
         sid = e.get("step")
         st = steps.get(sid) if sid else None
-        if kind == "step_started" and st is not None:
+        if kind == Event.STEP_STARTED and st is not None:
             st["_t0"], st["started_at"], st["status"] = e["t"], e["ts"], "unknown"
-        elif kind == "step_finished" and st is not None:
+        elif kind == Event.STEP_FINISHED and st is not None:
             st["_t1"], st["finished_at"] = e["t"], e["ts"]
             st["status"] = e["status"]
             for key in ("error", "value", "message"):
@@ -73,7 +75,7 @@ def build_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
                     st[key] = e[key]
             st["attempts"] = max(st["attempts"], e.get("attempts") or 0)
             st["outcome_unknown"] = bool(e.get("outcome_unknown"))
-        elif kind == "step_carried" and st is not None:
+        elif kind == Event.STEP_CARRIED and st is not None:
             st.update(status="succeeded", carried_from=e.get("from_run"), value=e.get("value"))
             st["attempts"] = e.get("attempts", 0)
             for h in e.get("hosts", []):
@@ -86,7 +88,7 @@ def build_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
                     "status": "succeeded",
                     "attempts": [],
                 }
-        elif kind == "host_started" and st is not None:
+        elif kind == Event.HOST_STARTED and st is not None:
             host = st["_hosts"].setdefault(
                 e["host"],
                 {
@@ -113,13 +115,13 @@ def build_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
                     "polls": [],
                 }
             )
-        elif kind == "poll" and st is not None:
+        elif kind == Event.POLL and st is not None:
             host = st["_hosts"].get(e["host"])
             if host and host["attempts"] and len(host["attempts"][-1]["polls"]) < POLLS_IN_SUMMARY:
                 host["attempts"][-1]["polls"].append(
                     {"_t": e["t"], "duration_s": e.get("duration_s"), "ok": e.get("ok")}
                 )
-        elif kind == "host_finished" and st is not None:
+        elif kind == Event.HOST_FINISHED and st is not None:
             host = st["_hosts"].get(e["host"])
             if host is None or not host["attempts"]:
                 continue
@@ -136,24 +138,24 @@ def build_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
                 sum(a["duration_s"] or 0 for a in host["attempts"] if a["duration_s"] is not None)
             )
             host["value"] = e.get("value")
-        elif kind == "gate_waiting" and st is not None:
+        elif kind == Event.GATE_WAITING and st is not None:
             st["prompt"] = e.get("prompt")
-        elif kind == "gate_answered" and st is not None:
+        elif kind == Event.GATE_ANSWERED and st is not None:
             waited = float(e.get("waited_s") or 0.0)
             manual_wait += waited
             st["manual_wait_s"] = _r(waited)
             st["approved_by"] = e.get("by") if e.get("approved") else None
-        elif kind == "steps_done":
+        elif kind == Event.STEPS_DONE:
             steps_done_t = e["t"]
-        elif kind == "health_polling":
+        elif kind == Event.HEALTH_POLLING:
             health_started_t = e["t"]
-        elif kind == "poll" and sid and sid.startswith("health:"):
+        elif kind == Event.POLL and sid and sid.startswith("health:"):
             health_polls += 1
-        elif kind == "health_held":
+        elif kind == Event.HEALTH_HELD:
             health_held = e
-        elif kind == "health_timeout":
+        elif kind == Event.HEALTH_TIMEOUT:
             health_timed_out = True
-        elif kind == "run_finished":
+        elif kind == Event.RUN_FINISHED:
             finished = e
     # RTO start: rto_start's start, else the first step that started in this run
     rto_step = start.get("rto_start")

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from orchestrator.errors import ExitCode
 from orchestrator.report.model import HostResult, Run, Step
 from orchestrator.report.units import (
     delta,
@@ -34,14 +35,6 @@ TAIL_LINES = 20
 # Below this, a duration difference is noise from scheduling and clocks, not a change.
 _NOISE_S = 0.05
 
-# What drx's exit codes mean (SPEC §6), spelled out next to the code in every report.
-EXIT_MEANINGS = {
-    0: "success",
-    1: "the run failed",
-    2: "refused before anything ran",
-    3: "succeeded, but the RTO target was missed",
-    130: "cancelled",
-}
 
 # Step statuses in the order a reader scans for trouble.
 STATUS_ORDER = ("failed", "unknown", "cancelled", "not_run", "skipped", "succeeded")
@@ -895,7 +888,7 @@ def build(run: Run, *, compare: Run | None = None, history: Sequence[Run] = ()) 
         run=run,
         title=f"{run.runbook} — {run.direction} {route(run)}",
         route=route(run),
-        exit_meaning=EXIT_MEANINGS.get(run.exit_code) if run.exit_code is not None else None,
+        exit_meaning=_exit_meaning(run.exit_code),
         outcome=_outcome(run, rto),
         notes=_notes(run),
         rto=rto,
@@ -910,3 +903,11 @@ def build(run: Run, *, compare: Run | None = None, history: Sequence[Run] = ()) 
         history=points,
         history_text=_history_text(points),
     )
+
+
+def _exit_meaning(code: int | None) -> str | None:
+    """What an exit code means, spelled out next to the code in every report."""
+    try:
+        return ExitCode(code).meaning if code is not None else None
+    except ValueError:
+        return None

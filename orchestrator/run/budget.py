@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from orchestrator.plan.build import Plan, longest_path, topological
+from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 
 
@@ -45,11 +46,11 @@ class BudgetWatcher:
         kind = event["event"]
         step = event.get("step")
         with self._lock:
-            if kind == "step_started" and step in self.plan.steps:
+            if kind == Event.STEP_STARTED and step in self.plan.steps:
                 self.started[step] = event["t"]
                 if self.t_start is None:
                     self.t_start = event["t"]
-            elif kind in ("step_finished", "step_carried") and step in self.plan.steps:
+            elif kind in (Event.STEP_FINISHED, Event.STEP_CARRIED) and step in self.plan.steps:
                 self.finished.add(step)
         # The projection walks the whole DAG: it is recomputed on the ticker (every tick_s),
         # never per event, so a 10,000-step run does not pay a graph walk per step.
@@ -86,14 +87,14 @@ class BudgetWatcher:
                 self.at_risk = False
         if crossing:
             self.journal.write(
-                "rto_budget_at_risk",
+                Event.RTO_BUDGET_AT_RISK,
                 elapsed_s=round(elapsed, 3),
                 projected_s=round(projection, 3),
                 target_s=self.target,
             )
         elif recovered:
             self.journal.write(
-                "rto_budget_recovered",
+                Event.RTO_BUDGET_RECOVERED,
                 elapsed_s=round(elapsed, 3),
                 projected_s=round(projection, 3),
             )

@@ -20,11 +20,12 @@ from typing import Any
 
 import jinja2
 
-from orchestrator.errors import TransportError
+from orchestrator.errors import GateUnavailable, TransportError
 from orchestrator.model.inventory import Host
 from orchestrator.model.runbook import OnFailure, Step, StepKind
 from orchestrator.model.templating import StepsView, evaluate, render
 from orchestrator.plan.build import Plan, PlanStep
+from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
 from orchestrator.transport.base import TAIL_BYTES, CancelToken, CommandResult, Connection
@@ -122,10 +123,10 @@ class Executor:
         """Ctrl-C: the first stops scheduling, the second cancels running commands."""
         if self.stopping.is_set():
             if not self.cancel.is_set():
-                self.journal.write("cancel_running")
+                self.journal.write(Event.CANCEL_RUNNING)
                 self.cancel.set()
             return
-        self.journal.write("interrupt")
+        self.journal.write(Event.INTERRUPT)
         self.stopping.set()
 
     def _need_ok(self, need: str) -> bool | None:
@@ -227,7 +228,7 @@ class Executor:
         failed = outcome.status is Status.FAILED
         if failed and not self._tolerated(self.plan.steps[sid]) and self.aborted_by is None:
             self.aborted_by = sid
-            self.journal.write("run_aborting", step=sid)
+            self.journal.write(Event.RUN_ABORTING, step=sid)
         free = self.max_parallel - self._running  # slots free besides this worker's own
         nxt = self._take(1 + free)
         for ps in nxt[1:]:
@@ -271,7 +272,7 @@ class Executor:
         self.outcomes[sid] = outcome
         if outcome.status in (Status.NOT_RUN, Status.CANCELLED) and not outcome.hosts:
             self.journal.write(
-                "step_finished", step=sid, status=outcome.status.value, message=outcome.message
+                Event.STEP_FINISHED, step=sid, status=outcome.status.value, message=outcome.message
             )
         self._results[sid] = outcome.template_view(self.plan.inventory.order)
 
@@ -282,7 +283,7 @@ class Executor:
                 outcome = self.run_step(current)
             except Exception as exc:  # a bug must fail the step, not hang the run
                 self.journal.write(
-                    "step_finished",
+                    Event.STEP_FINISHED,
                     step=current.id,
                     status="failed",
                     error="internal",
@@ -306,7 +307,7 @@ class Executor:
         j = self.journal
         t0 = j.now()
         j.write(
-            "step_started",
+            Event.STEP_STARTED,
             t0,
             step=ps.id,
             kind=step.kind.value,
@@ -335,7 +336,7 @@ class Executor:
 
     def _end(self, ps: PlanStep, outcome: StepOutcome) -> StepOutcome:
         self.journal.write(
-            "step_finished",
+            Event.STEP_FINISHED,
             step=ps.id,
             status=outcome.status.value,
             error=outcome.error,
@@ -352,12 +353,12 @@ class Executor:
         )
         with self._gate_lock:  # one question on the terminal at a time
             t0 = self.journal.now()
-            self.journal.write("gate_waiting", t0, step=ps.id, prompt=prompt)
-            approved, problem = self._ask(ps.id, prompt)
+            self.journal.write(Event.GATE_WAITING, t0, step=ps.id, prompt=prompt)
+            approved, problem, error = self._ask(ps.id, prompt)
             t1 = self.journal.now()
             self.manual_wait_s += t1 - t0
             self.journal.write(
-                "gate_answered",
+                Event.GATE_ANSWERED,
                 t1,
                 step=ps.id,
                 approved=approved,
@@ -372,14 +373,14 @@ class Executor:
         return StepOutcome(
             ps.id,
             Status.FAILED,
-            error="declined" if problem == "the operator declined" else "no_terminal",
+            error=error,
             message=problem,
         )
 
-    def _ask(self, step_id: str, prompt: str) -> tuple[bool | None, str | None]:
+    def _ask(self, step_id: str, prompt: str) -> tuple[bool | None, str | None, str | None]:
         """Ask the gate on a thread of its own, so that Ctrl-C while an operator is being
-        asked cancels the gate instead of waiting on the terminal: (approved, why not), with
-        approved None when the run was interrupted."""
+        asked cancels the gate instead of waiting on the terminal: (approved, why not, the
+        step's error code), with approved None when the run was interrupted."""
         answer: dict[str, Any] = {}
         answered = threading.Event()
 
@@ -395,11 +396,12 @@ class Executor:
         threading.Thread(target=ask, name=f"gate-{step_id}", daemon=True).start()
         while not answered.wait(0.1):
             if self.stopping.is_set():
-                return None, "cancelled while waiting for the operator"
+                return None, "cancelled while waiting for the operator", "cancelled"
         if "approved" in answer:
-            approved = answer["approved"]
-            return approved, None if approved else "the operator declined"
-        return False, answer.get("problem")
+            if answer["approved"]:
+                return True, None, None
+            return False, "the operator declined", "declined"
+        return False, answer.get("problem"), "no_terminal"
 
     def _on_hosts(self, ps: PlanStep) -> StepOutcome:
         """Run a command/check step on all its hosts, retrying only the hosts that failed."""
@@ -471,7 +473,7 @@ class Executor:
                 return self._host_attempt(ps, host, attempt)
         j = self.journal
         t0 = j.now()
-        j.write("host_started", t0, step=ps.id, host=host.name, attempt=attempt)
+        j.write(Event.HOST_STARTED, t0, step=ps.id, host=host.name, attempt=attempt)
         outcome = self._host_body(ps, host, attempt)
         outcome.attempts = attempt
         return outcome
@@ -492,7 +494,7 @@ class Executor:
         ) -> HostOutcome:
             t1 = j.now()
             j.write(
-                "host_finished",
+                Event.HOST_FINISHED,
                 t1,
                 step=ps.id,
                 host=host.name,
@@ -611,7 +613,7 @@ class Executor:
             ok, value = check_holds(step, ctx, res)
             if polls <= POLL_JOURNAL_FULL or ok or polls % 10 == 0:
                 j.write(
-                    "poll",
+                    Event.POLL,
                     p0,
                     step=ps.id,
                     host=host.name,
@@ -656,7 +658,3 @@ class Executor:
         except TransportError:
             return False
         return check_holds(step, ctx, res)[0]
-
-
-class GateUnavailable(Exception):
-    """No operator can answer a manual gate (no terminal and no --yes)."""

@@ -13,10 +13,11 @@ import structlog
 
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan
+from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal, utc_iso
 from orchestrator.run.budget import BudgetWatcher
 
-_QUIET = {"poll", "host_started"}
+_QUIET = {Event.POLL, Event.HOST_STARTED}
 _NOT_LOGGED = {
     "event",
     "ts",
@@ -106,7 +107,7 @@ class LogView:
             if k not in _NOT_LOGGED and v is not None and (self.json_lines or k != "t")
         }
         level = "info"
-        if kind == "host_finished":
+        if kind == Event.HOST_FINISHED:
             if e.get("status") == "succeeded" and self.verbose < 1:
                 return
             if e.get("status") != "succeeded":
@@ -114,9 +115,9 @@ class LogView:
                 tail = (e.get("output_tail") or "").strip().splitlines()[-3:]
                 if tail:
                     fields["output"] = " | ".join(tail)
-        elif kind in ("rto_budget_at_risk", "run_aborting", "health_timeout"):
+        elif kind in (Event.RTO_BUDGET_AT_RISK, Event.RUN_ABORTING, Event.HEALTH_TIMEOUT):
             level = "warning"
-        elif kind == "step_finished" and e.get("status") == "failed":
+        elif kind == Event.STEP_FINISHED and e.get("status") == "failed":
             level = "error"
         getattr(self.log, level)(kind, **fields)
 
@@ -182,24 +183,24 @@ class LiveView:
         kind, sid = e["event"], e.get("step")
         with self._lock:
             st = self.state.get(sid) if sid else None
-            if kind == "step_started" and st is not None:
+            if kind == Event.STEP_STARTED and st is not None:
                 st.update(status="running", t0=e["t"])
                 if self.t_start is None:
                     self.t_start = e["t"]
-            elif kind == "step_finished" and st is not None:
+            elif kind == Event.STEP_FINISHED and st is not None:
                 st.update(status=e["status"], t1=e["t"])
-            elif kind == "step_carried" and st is not None:
+            elif kind == Event.STEP_CARRIED and st is not None:
                 st.update(status="succeeded", carried=True)
-            elif kind == "host_finished" and st is not None:
+            elif kind == Event.HOST_FINISHED and st is not None:
                 st["hosts"][e["host"]] = e.get("status")
-            elif kind == "gate_waiting" and st is not None:
+            elif kind == Event.GATE_WAITING and st is not None:
                 st["status"] = "waiting"
-            elif kind == "health_polling":
+            elif kind == Event.HEALTH_POLLING:
                 self.phase = "health"
-            elif kind == "health_held":
+            elif kind == Event.HEALTH_HELD:
                 self.t_end = e["t"]
                 self.phase = "held"
-            elif kind == "rto_budget_at_risk":
+            elif kind == Event.RTO_BUDGET_AT_RISK:
                 self.messages.append(
                     f"RTO at risk: projected {format_duration(e['projected_s'])} "
                     f"> target {format_duration(e['target_s'])}"

@@ -14,19 +14,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import PreflightError, RefusedError
+from orchestrator.errors import ExitCode, GateUnavailable, PreflightError, RefusedError
 from orchestrator.model.runbook import StepKind
 from orchestrator.plan.build import FAILBACK, FAILOVER, Plan, PlanStep
 from orchestrator.plan.preview import plan_document
+from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status, StepOutcome
 from orchestrator.record.store import RunLock, Store, document_json, file_sink
 from orchestrator.record.summary import build_summary
 from orchestrator.run import preflight
-from orchestrator.run.executor import Executor, GateUnavailable
+from orchestrator.run.executor import Executor
 from orchestrator.transport.base import Connection
-
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_RTO_MISSED, EXIT_CANCELLED = 0, 1, 2, 3, 130
 
 
 @dataclass
@@ -188,7 +187,7 @@ def _run(
     journal = Journal(store.create_run(run_id, doc, lock), plan.redactor)
     rb = plan.runbook
     journal.write(
-        "run_started",
+        Event.RUN_STARTED,
         0.0,
         run_id=run_id,
         runbook=rb.name,
@@ -228,7 +227,7 @@ def _run(
         ],
     )
     for event in opts.carried_events:
-        journal.write("step_carried", 0.0, **event)
+        journal.write(Event.STEP_CARRIED, 0.0, **event)
     gate = Gate(opts.yes, opts.interactive)
     ex = Executor(
         plan,
@@ -248,7 +247,7 @@ def _run(
     status, message = Status.SUCCEEDED, None
     try:
         outcomes = ex.run()
-        journal.write("steps_done")
+        journal.write(Event.STEPS_DONE)
         statuses = {o.status for o in outcomes.values()}
         if ex.stopping.is_set():
             status, message = Status.CANCELLED, "cancelled by the operator"
@@ -269,15 +268,17 @@ def _run(
         signal.signal(signal.SIGINT, previous)
         ex.close()
     exit_code = {
-        Status.SUCCEEDED: EXIT_OK,
-        Status.FAILED: EXIT_FAILED,
-        Status.CANCELLED: EXIT_CANCELLED,
+        Status.SUCCEEDED: ExitCode.OK,
+        Status.FAILED: ExitCode.FAILED,
+        Status.CANCELLED: ExitCode.CANCELLED,
     }[status]
-    journal.write("run_finished", status=status.value, exit_code=exit_code, message=message)
+    journal.write(
+        Event.RUN_FINISHED, status=status.value, exit_code=int(exit_code), message=message
+    )
     summary = build_summary(journal.events)
     if status is Status.SUCCEEDED and summary["rto"]["met"] is False:
-        exit_code = EXIT_RTO_MISSED
-        summary["exit_code"] = exit_code
+        exit_code = ExitCode.RTO_MISSED
+        summary["exit_code"] = int(exit_code)
     journal.close()
     view.close(summary)
     summary = plan.redactor.deep(summary)
@@ -321,13 +322,13 @@ def _install_sigint(ex: Executor) -> Any:
 
 def _poll_health_after(plan: Plan, ex: Executor, journal: Journal) -> bool:
     """Poll every health entry at the site the run moves to; True once all hold."""
-    journal.write("health_polling", site=plan.to_site)
+    journal.write(Event.HEALTH_POLLING, site=plan.to_site)
     steps = _health_steps(plan, "after")
     with ThreadPoolExecutor(max_workers=max(1, len(steps))) as pool:
         results = list(pool.map(ex.run_health, steps))
     if all(ok for ok, _ in results):
         held_t = max(t for _, t in results)
-        journal.write("health_held", held_t, site=plan.to_site)
+        journal.write(Event.HEALTH_HELD, held_t, site=plan.to_site)
         return True
-    journal.write("health_timeout", site=plan.to_site)
+    journal.write(Event.HEALTH_TIMEOUT, site=plan.to_site)
     return False

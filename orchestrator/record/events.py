@@ -1,0 +1,56 @@
+"""The kinds of event a run's journal holds, in the order a run writes them.
+
+Every event also carries ``t`` (seconds since the run started, monotonic) and ``ts`` (UTC). The
+summary, failback, resume and the reports are all derived from these events alone, so a run whose
+controller died is read back the same way as one that finished.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Event(StrEnum):
+    """A journal event kind (the ``event`` field). Fields beyond ``t``/``ts`` in brackets."""
+
+    #: the run began: [run_id runbook direction source target moves_to parent_run emergency yes
+    #: wall0 parent_start_wall rto_target_s rpo_target rpo_is_bytes rpo_step rto_start
+    #: predicted_rto_s runbook_file inventory_file host_order health_names unreachable steps]
+    RUN_STARTED = "run_started"
+    #: a succeeded step of the resumed run, not re-run: [step from_run value attempts hosts]
+    STEP_CARRIED = "step_carried"
+    #: [step kind hosts wave]
+    STEP_STARTED = "step_started"
+    #: one attempt on one host began: [step host attempt]
+    HOST_STARTED = "host_started"
+    #: one poll of a check on one host: [step host attempt ok rc value duration_s]
+    POLL = "poll"
+    #: one attempt on one host ended: [step host attempt status rc error duration_s value
+    #: stdout output_tail]
+    HOST_FINISHED = "host_finished"
+    #: [step status error attempts value outcome_unknown message]
+    STEP_FINISHED = "step_finished"
+    #: a manual gate asks: [step prompt]
+    GATE_WAITING = "gate_waiting"
+    #: [step approved by waited_s message]
+    GATE_ANSWERED = "gate_answered"
+    #: the projected RTO crossed the target: [projected_s target_s]
+    RTO_BUDGET_AT_RISK = "rto_budget_at_risk"
+    #: the projection is back under the target: [projected_s target_s]
+    RTO_BUDGET_RECOVERED = "rto_budget_recovered"
+    #: a step failed with on_failure: abort; nothing new starts: [step]
+    RUN_ABORTING = "run_aborting"
+    #: the first Ctrl-C: nothing new starts
+    INTERRUPT = "interrupt"
+    #: the second Ctrl-C: running commands are closed
+    CANCEL_RUNNING = "cancel_running"
+    #: no step is running or left to start
+    STEPS_DONE = "steps_done"
+    #: health is polled at the site the run moves to: [site]
+    HEALTH_POLLING = "health_polling"
+    #: every health entry held; the RTO ends here: [site]
+    HEALTH_HELD = "health_held"
+    #: health did not hold within its timeout: [site]
+    HEALTH_TIMEOUT = "health_timeout"
+    #: the run ended: [status exit_code message]
+    RUN_FINISHED = "run_finished"
