@@ -24,6 +24,7 @@ CONNECTION_FIELDS = (
     "host_key_policy",
     "connect_timeout",
     "proxy_jump",
+    "ssh_config",
     "env",
 )
 SITE_ALIASES = ("source", "target", "active")
@@ -159,9 +160,14 @@ def select(inventory: Inventory, text: str, aliases: dict[str, str]) -> list[Hos
 
 
 def _connection(fields: Fields, inherited: dict[str, Any]) -> dict[str, Any]:
-    """Merge this level's connection settings over ``inherited``, recording bad values."""
+    """Merge this level's connection settings over ``inherited``, recording bad values.
+    ``merged["explicit"]`` is the set of settings written at this level or above (the SSH
+    config fills in only the others)."""
     merged = dict(inherited)
     data = fields.data
+    merged["explicit"] = set(inherited.get("explicit", ())) | {
+        k for k in data if k in CONNECTION_FIELDS and data[k] is not None
+    }
     if "transport" in data:
         value = fields.string("transport")
         if value is not None and value not in {t.value for t in TransportKind}:
@@ -173,6 +179,9 @@ def _connection(fields: Fields, inherited: dict[str, Any]) -> dict[str, Any]:
             merged[key] = fields.string(key, merged.get(key))
     if "proxy_jump" in data:
         merged["proxy_jump"] = fields.string("proxy_jump")
+    if "ssh_config" in data:
+        merged["ssh_config"] = fields.string("ssh_config")
+        merged["ssh_config_line"] = fields.line("ssh_config")
     if "port" in data:
         port = fields.integer("port", merged.get("port"), minimum=1)
         if isinstance(port, int) and port > 65535:
@@ -196,6 +205,33 @@ def _connection(fields: Fields, inherited: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _with_ssh_config(
+    conn: dict[str, Any], address: str | None, host_name: str, hf: Fields, base: Path
+) -> tuple[dict[str, Any], str | None]:
+    """Apply the SSH config (the inventory's ``ssh_config`` or ``~/.ssh/config``) to one host:
+    settings the inventory leaves unset come from the config's entry for its address (or, with
+    no address, for its name when the config knows that name)."""
+    from orchestrator.model import ssh_config
+
+    named = conn.get("ssh_config")
+    path = ssh_config.config_path(named, base)
+    try:
+        config = ssh_config.load(path, required=named is not None)
+        alias = address
+        if alias is None and ssh_config.resolve(config, host_name).matched:
+            alias = host_name
+        if alias is None:
+            return conn, None
+        merged, resolved = ssh_config.apply(conn, conn.get("explicit", set()), alias, config)
+    except ssh_config.SSHConfigError as exc:
+        line = conn.get("ssh_config_line") if named is not None else None
+        problem = hf.where.problem(line, str(exc))
+        if problem not in hf.problems:  # one file, many hosts: say it once
+            hf.problems.append(problem)
+        return conn, address
+    return merged, resolved
+
+
 _DEFAULTS: dict[str, Any] = {
     "transport": "ssh",
     "user": "root",
@@ -205,6 +241,7 @@ _DEFAULTS: dict[str, Any] = {
     "host_key_policy": "strict",
     "connect_timeout": 10.0,
     "proxy_jump": None,
+    "ssh_config": None,
     "env": {},
 }
 
@@ -285,8 +322,16 @@ def parse_inventory(path: str | Path) -> tuple[Inventory | None, list[Problem]]:
             host_lines[host_name] = (site_name, line)
             conn = _connection(hf, site_conn)
             address = hf.text("address")
+            if conn["transport"] == "ssh":
+                conn, address = _with_ssh_config(conn, address, host_name, hf, Path(file).parent)
+            for key in ("explicit", "ssh_config", "ssh_config_line"):
+                conn.pop(key, None)
             if address is None and conn["transport"] == "ssh":
-                hf.error(None, f"host '{host_name}' has no address (required with transport ssh)")
+                hf.error(
+                    None,
+                    f"host '{host_name}' has no address (required with transport ssh)",
+                    "give it an address, or name it after a Host of the SSH config",
+                )
             host = Host(
                 name=host_name,
                 site=site_name,

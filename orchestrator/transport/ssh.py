@@ -2,8 +2,10 @@
 
 Connections are established with Fabric's ``Connection`` (which also handles a ProxyJump-style
 bastion through ``gateway=``), but host keys are checked by drx itself against the inventory's
-known_hosts file and ``host_key_policy`` — Fabric on its own would accept any key — and no
-``~/.ssh/config`` is read, so what the inventory says is what happens.
+known_hosts file and ``host_key_policy`` — Fabric on its own would accept any key. The
+operator's ``~/.ssh/config`` has already been applied to the ``HostSpec`` when the inventory was
+loaded (``orchestrator.model.ssh_config``), so Fabric is given an empty config here: the spec is
+what happens.
 
 Commands do not go through Fabric's runner (which costs ~10 ms a command): each ``run`` opens a
 session channel on the Paramiko transport, reads stdout/stderr in one select loop and streams
@@ -19,15 +21,18 @@ after a grace period, which ends the command and every child that did not leave 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import os
 import secrets
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +89,46 @@ def parse_jump(jump: str, default_user: str) -> tuple[str, str, int]:
     if not host:
         raise ValueError(f"bad proxy_jump {jump!r}: expected user@host:port")
     return user or default_user, host, port
+
+
+@dataclass(frozen=True)
+class _InAgent:
+    """An encrypted identity file whose key the SSH agent holds (its public key blob): each
+    connection asks the agent on a connection of its own, closed once authenticated (Paramiko's
+    agent client is not safe to share between threads)."""
+
+    path: str
+    blob: bytes
+
+    @classmethod
+    def find(cls, path: str) -> _InAgent | None:
+        """The agent's copy of the key at ``path`` (found by the public key in ``path.pub``),
+        or None when there is no agent, no ``.pub``, or the agent lacks the key."""
+        if not os.environ.get("SSH_AUTH_SOCK"):
+            return None
+        try:
+            blob = base64.b64decode(Path(path + ".pub").read_text(encoding="utf-8").split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+        agent, key = cls(path, blob).open()
+        if agent is not None:
+            agent.close()
+        return cls(path, blob) if key is not None else None
+
+    def open(self) -> tuple[paramiko.Agent | None, paramiko.PKey | None]:
+        """A new agent connection and its key for this blob (None, None: not there)."""
+        try:
+            agent = paramiko.Agent()
+        except SSHException:
+            return None, None
+        try:
+            for key in agent.get_keys():
+                if key.asbytes() == self.blob:
+                    return agent, key
+        except SSHException:
+            pass
+        agent.close()
+        return None, None
 
 
 def _tune_socket(sock: socket.socket) -> None:
@@ -515,10 +560,19 @@ class SSHTransport:
     ``kill_grace_s`` is how long a timed-out command gets between TERM and KILL.
     """
 
-    def __init__(self, *, max_sessions: int = 8, kill_grace_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_sessions: int = 8,
+        kill_grace_s: float = 2.0,
+        ask_passphrase: bool | None = None,
+    ) -> None:
         self.max_sessions = max_sessions
         self.kill_grace_s = kill_grace_s
-        self._keys: dict[tuple[str, int], paramiko.PKey] = {}
+        #: whether an encrypted key's passphrase may be asked on the terminal (default: when
+        #: stdin is a terminal)
+        self.ask_passphrase = sys.stdin.isatty() if ask_passphrase is None else ask_passphrase
+        self._keys: dict[tuple[str, int], paramiko.PKey | _InAgent] = {}
         self._keys_lock = threading.Lock()
 
     def connect(self, host: HostSpec) -> SSHConnection:
@@ -544,8 +598,11 @@ class SSHTransport:
             host, conn, bastion, max_sessions=self.max_sessions, kill_grace_s=self.kill_grace_s
         )
 
-    def _load_key(self, host: HostSpec, path: str) -> paramiko.PKey:
-        """Load (once per file version) the identity file's private key."""
+    def _load_key(self, host: HostSpec, path: str) -> paramiko.PKey | _InAgent:
+        """Load (once per file version) the identity file's private key. An encrypted key is
+        taken from the SSH agent when the agent holds it (matched by the ``.pub`` beside it),
+        else its passphrase is asked once on the terminal; with neither, authentication fails
+        with a message that says so."""
         full = os.path.expanduser(path)
         try:
             stamp = os.stat(full).st_mtime_ns
@@ -556,16 +613,39 @@ class SSHTransport:
             if key is None:
                 try:
                     key = paramiko.PKey.from_path(full)
-                except PasswordRequiredException:
-                    raise AuthenticationFailed(
-                        host.name, f"identity file {path} is encrypted (no passphrase support)"
-                    ) from None
+                except (PasswordRequiredException, TypeError):
+                    # Paramiko raises PasswordRequiredException for PEM keys, and cryptography's
+                    # TypeError ("password was not provided") for OpenSSH-format ones.
+                    key = _InAgent.find(full) or self._ask_passphrase(host, path, full)
                 except (SSHException, OSError, ValueError) as exc:
                     raise AuthenticationFailed(
                         host.name, f"identity file {path} unreadable: {exc}"
                     ) from None
                 self._keys[(full, stamp)] = key
             return key
+
+    def _ask_passphrase(self, host: HostSpec, path: str, full: str) -> paramiko.PKey:
+        """The key at ``full``, decrypted with a passphrase typed on the terminal (once: the
+        caller caches the key; the keys lock keeps parallel connects from asking twice)."""
+        if not self.ask_passphrase:
+            raise AuthenticationFailed(
+                host.name,
+                f"identity file {path} is encrypted: add it to ssh-agent (ssh-add), or run drx "
+                "on a terminal to type its passphrase",
+            )
+        import getpass
+
+        try:
+            passphrase = getpass.getpass(f"Passphrase for {path}: ")
+        except (EOFError, OSError):
+            passphrase = ""
+        try:
+            # typed as str in Paramiko, but cryptography's OpenSSH loader insists on bytes
+            return paramiko.PKey.from_path(full, password=passphrase.encode())  # type: ignore[arg-type]
+        except (SSHException, OSError, ValueError, TypeError) as exc:
+            raise AuthenticationFailed(
+                host.name, f"identity file {path}: wrong passphrase ({exc})"
+            ) from None
 
     def _open(
         self,
@@ -584,14 +664,21 @@ class SSHTransport:
             "auth_timeout": timeout,
             "channel_timeout": timeout,
         }
+        agent = None
         if host.identity_file:
             # Only the inventory's key: trying every key of an agent could exhaust the server's
             # MaxAuthTries and would make behaviour depend on who runs drx.
-            kwargs.update(
-                pkey=self._load_key(host, host.identity_file),
-                look_for_keys=False,
-                allow_agent=False,
-            )
+            loaded = self._load_key(host, host.identity_file)
+            pkey: paramiko.PKey | None = None
+            if isinstance(loaded, _InAgent):
+                agent, pkey = loaded.open()
+            else:
+                pkey = loaded
+            if pkey is None:
+                raise AuthenticationFailed(
+                    host.name, f"the SSH agent no longer holds {host.identity_file}"
+                )
+            kwargs.update(pkey=pkey, look_for_keys=False, allow_agent=False)
         else:
             kwargs.update(look_for_keys=True, allow_agent=True)
         sock = None
@@ -619,6 +706,9 @@ class SSHTransport:
             if sock is not None:
                 sock.close()
             raise self._map_error(host, address, port, via, exc) from None
+        finally:
+            if agent is not None:
+                agent.close()  # authenticated (or failed): the agent is not needed any more
         return conn
 
     @staticmethod
