@@ -1,0 +1,1 @@
+"""Labs of real servers on loopback for tests, ``make lab`` and benchmarks (``sshd``: OpenSSH)."""
