@@ -117,7 +117,8 @@ def run(
     t1 = time.perf_counter()
     plan = build_plan(runbook, inventory, "site-b")
     t2 = time.perf_counter()
-    code, summary = runner.execute(plan, LocalStore(workdir / "state"), runner.RunOptions(yes=True))
+    code, record = runner.execute(plan, LocalStore(workdir / "state"), runner.RunOptions(yes=True))
+    summary = record.to_dict()
     t3 = time.perf_counter()
     if profiler is not None:
         profiler.stop()

@@ -129,7 +129,7 @@ def test_a_second_store_carries_a_whole_run(tmp_path: Path) -> None:
     logs land in its local directory, and runs are read back through it."""
     store = MemoryStore(tmp_path / "local")
     code, summary = execute(_plan(tmp_path), store, RunOptions(yes=True))
-    assert code == 0 and summary["status"] == "succeeded"
+    assert code == 0 and summary.status == "succeeded"
     (run_id,) = store.run_ids()
     assert store.plans[run_id]["run_id"] == run_id
     assert store.summaries[run_id]["status"] == "succeeded"
@@ -145,7 +145,7 @@ def test_a_second_store_carries_a_whole_run(tmp_path: Path) -> None:
     assert all(p.startswith(f"runs/{run_id}/output") for p in local)
     assert f"runs/{run_id}/output/one/b1.log" in local
     assert resolve_run(store, None) == run_id
-    assert load_summaries(store)[0]["run_id"] == run_id
+    assert load_summaries(store)[0].run_id == run_id
 
 
 def test_a_crashed_run_is_rebuilt_from_the_stores_journal(tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_a_crashed_run_is_rebuilt_from_the_stores_journal(tmp_path: Path) -> Non
     store.journals[run_id] = [
         line for line in store.journals[run_id] if b'"run_finished"' not in line
     ]
-    assert load_summary(store, run_id)["status"] == "crashed"
+    assert load_summary(store, run_id).status == "crashed"
 
 
 def test_local_store_keeps_the_documented_layout(tmp_path: Path) -> None:
@@ -182,3 +182,15 @@ def test_local_lock_refuses_a_second_holder(tmp_path: Path) -> None:
         with pytest.raises(RefusedError, match="run-1"):
             LocalStore(tmp_path).acquire("run-2")
     assert store.lock_holder() is None
+
+
+def test_summary_document_round_trips(tmp_path: Path) -> None:
+    """summary.json read back into a RunSummary writes out the very same document."""
+    from orchestrator.record.summary import RunSummary
+
+    store = LocalStore(tmp_path / "state")
+    execute(_plan(tmp_path), store, RunOptions(yes=True))
+    (run_id,) = store.run_ids()
+    doc = store.read_summary(run_id)
+    assert doc is not None and doc["steps"][0]["hosts"][0]["attempts"][0]["n"] == 1
+    assert RunSummary.from_dict(doc).to_dict() == doc

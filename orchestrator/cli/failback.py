@@ -140,8 +140,8 @@ def failback_plan(
     summaries = load_summaries(opts.store)
     if run is not None:
         run_id = resolve_run(opts.store, run)
-        summary = next(s for s in summaries if s["run_id"] == run_id)
-        if summary["direction"] == "failback":
+        summary = next(s for s in summaries if s.run_id == run_id)
+        if summary.direction == "failback":
             raise RefusedError(
                 f"run {run_id} is a failback; to move the service again, run a failover"
             )
@@ -151,9 +151,9 @@ def failback_plan(
         candidates = [
             s
             for s in summaries
-            if s["direction"] == "failover"
-            and not is_failed_back(summaries, s["run_id"])
-            and not is_resumed(summaries, s["run_id"])
+            if s.direction == "failover"
+            and not is_failed_back(summaries, s.run_id)
+            and not is_resumed(summaries, s.run_id)
         ]
         if not candidates:
             raise RefusedError(
@@ -161,18 +161,18 @@ def failback_plan(
                 "that has not been failed back"
             )
         summary = candidates[-1]
-        run_id = summary["run_id"]
+        run_id = summary.run_id
     runbook, inventory = opts.load()
-    if summary.get("runbook") != runbook.name:
+    if summary.runbook != runbook.name:
         raise RefusedError(
-            f"run {run_id} used runbook '{summary.get('runbook')}', not '{runbook.name}'; "
+            f"run {run_id} used runbook '{summary.runbook}', not '{runbook.name}'; "
             "pass --runbook with the runbook of that run"
         )
-    for site in (summary["source"], summary["target"]):
+    for site in (summary.source, summary.target):
         check_site(inventory, site)
     variables, secrets = secret_inputs(cli_vars, secret_vars)
     plan, outcomes = reverse_plan(
-        opts, runbook, inventory, summary["source"], summary["target"], run_id, variables, secrets
+        opts, runbook, inventory, summary.source, summary.target, run_id, variables, secrets
     )
     if not plan.steps:
         raise RefusedError(
@@ -209,5 +209,5 @@ def run_failback(
     run_opts = run_options(opts, yes=yes, max_parallel=max_parallel, extra_results=outcomes)
     run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
     code, summary = execute(plan, opts.store, run_opts)
-    closing_line(summary, code, opts.store)
+    closing_line(summary, opts.store)
     return code

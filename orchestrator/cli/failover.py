@@ -180,5 +180,5 @@ def run_failover(
     # (Starting the pre-flight while the engine's modules import was tried: on two cores the
     # import and the key exchanges fight over the GIL and the run starts later, not sooner.)
     code, summary = execute(plan, opts.store, run_options(opts, yes=yes, max_parallel=max_parallel))
-    closing_line(summary, code, opts.store)
+    closing_line(summary, opts.store)
     return code

@@ -16,6 +16,7 @@ from orchestrator.model.fields import suggest
 from orchestrator.model.inventory import Inventory
 from orchestrator.model.runbook import Runbook
 from orchestrator.record.store import Store, open_store
+from orchestrator.record.summary import RunSummary
 
 
 @dataclass(frozen=True)
@@ -130,28 +131,28 @@ def run_options(opts: Options, **kwargs: Any) -> Any:
     )
 
 
-def closing_line(summary: dict[str, Any], code: int, store: Store) -> None:
+def closing_line(summary: RunSummary, store: Store) -> None:
     """One line on stderr with the outcome and the measured RTO."""
     import sys
 
     from orchestrator.model.units import format_duration
 
-    rto = summary.get("rto") or {}
-    measured = rto.get("measured_s")
-    text = f"{summary['direction']} {summary['run_id']}: {summary['status']}"
+    rto = summary.rto
+    measured = rto.measured_s
+    text = f"{summary.direction} {summary.run_id}: {summary.status}"
     if measured is not None:
         text += f"; measured RTO {format_duration(measured)}"
-        if rto.get("end_to_end_s") is not None:
+        if rto.end_to_end_s is not None:
             text += (
-                f" for this run, {format_duration(rto['end_to_end_s'])} end to end from "
-                f"the start of {summary.get('parent_run')}"
+                f" for this run, {format_duration(rto.end_to_end_s)} end to end from "
+                f"the start of {summary.parent_run}"
             )
-        if rto.get("target_s") is not None:
-            text += f" (target {format_duration(rto['target_s'])}: "
-            text += "met)" if rto.get("met") else "MISSED)"
-    if summary.get("message"):
-        text += f" — {summary['message']}"
+        if rto.target_s is not None:
+            text += f" (target {format_duration(rto.target_s)}: "
+            text += "met)" if rto.met else "MISSED)"
+    if summary.message:
+        text += f" — {summary.message}"
     where = "" if store.location == ".drx" else f" --state-dir {store.location}"
-    text += f"\nreport: drx report {summary['run_id']}{where}"
+    text += f"\nreport: drx report {summary.run_id}{where}"
     with contextlib.suppress(OSError):  # stderr may be a closed pipe; the run is recorded
         print(text, file=sys.stderr)

@@ -58,9 +58,9 @@ def render_report(
         history = [
             s
             for s in load_summaries(store)
-            if s.get("runbook") == summary.get("runbook")
-            and s.get("direction") == summary.get("direction")
-            and s["run_id"] <= run_id
+            if s.runbook == summary.runbook
+            and s.direction == summary.direction
+            and s.run_id <= run_id
         ][-20:]
     use_color = color and fmt == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     text = render(summary, fmt, compare=other, history=history, color=use_color)

@@ -82,22 +82,22 @@ def run_resume(
     from orchestrator.run.runner import execute
 
     summaries = load_summaries(opts.store)
-    by_id = {s["run_id"]: s for s in summaries}
+    by_id = {s.run_id: s for s in summaries}
     if run is not None:
         run_id = resolve_run(opts.store, run)
     else:
         candidates = [
-            s["run_id"]
+            s.run_id
             for s in summaries
-            if not is_resumed(summaries, s["run_id"]) and not is_failed_back(summaries, s["run_id"])
+            if not is_resumed(summaries, s.run_id) and not is_failed_back(summaries, s.run_id)
         ]
         if not candidates:
             raise RefusedError(f"nothing to resume in {opts.store.location}")
         run_id = candidates[-1]
     summary = by_id[run_id]
-    if summary["status"] not in ("failed", "cancelled", "crashed"):
+    if summary.status not in ("failed", "cancelled", "crashed"):
         raise RefusedError(
-            f"nothing to resume: run {run_id} {summary['status']} "
+            f"nothing to resume: run {run_id} {summary.status} "
             "(only failed, cancelled or crashed runs can be resumed)"
         )
     if is_resumed(summaries, run_id):
@@ -179,5 +179,5 @@ def run_resume(
         check_source_health=False,
     )
     code, result = execute(plan, opts.store, run_opts)
-    closing_line(result, code, opts.store)
+    closing_line(result, opts.store)
     return code

@@ -36,40 +36,39 @@ def list_runs(store: Store, fmt: str) -> str:
 
     summaries = load_summaries(store)
     if fmt == "json":
-        return json.dumps(summaries, indent=2) + "\n"
+        return json.dumps([s.to_dict() for s in summaries], indent=2) + "\n"
     if not summaries:
         return f"no runs in {store.location}\n"
     rows = [("RUN", "RUNBOOK", "DIRECTION", "SITE", "STATUS", "RTO", "TARGET", "RPO", "NOTE")]
     for s in summaries:
-        rto = s.get("rto") or {}
-        rpo = s.get("rpo") or {}
-        if rpo.get("measured_bytes") is not None:
-            rpo_text = f"{int(rpo['measured_bytes'])}B"
+        rto, rpo = s.rto, s.rpo
+        if rpo is not None and rpo.in_bytes and rpo.measured is not None:
+            rpo_text = f"{int(rpo.measured)}B"
         else:
-            rpo_text = format_duration(rpo.get("measured_s")) if rpo else "—"
-        met = rto.get("met")
-        rto_text = format_duration(rto.get("measured_s"))
-        if rto.get("end_to_end_s") is not None:  # a resumed run: the drill's own figure too
-            rto_text += f" (e2e {format_duration(rto['end_to_end_s'])})"
+            rpo_text = format_duration(rpo.measured) if rpo else "—"
+        met = rto.met
+        rto_text = format_duration(rto.measured_s)
+        if rto.end_to_end_s is not None:  # a resumed run: the drill's own figure too
+            rto_text += f" (e2e {format_duration(rto.end_to_end_s)})"
         if met is not None:
             rto_text += " ✔" if met else " ✘"
         note = []
-        if s.get("failed_back_by"):
-            note.append(f"failed back by {s['failed_back_by'][-1]}")
-        if s.get("resumed_by_runs"):
-            note.append(f"resumed by {s['resumed_by_runs'][-1]}")
-        if s.get("parent_run"):
-            verb = "reverses" if s["direction"] == "failback" else "resumes"
-            note.append(f"{verb} {s['parent_run']}")
+        if s.failed_back_by:
+            note.append(f"failed back by {s.failed_back_by[-1]}")
+        if s.resumed_by:
+            note.append(f"resumed by {s.resumed_by[-1]}")
+        if s.parent_run:
+            verb = "reverses" if s.direction == "failback" else "resumes"
+            note.append(f"{verb} {s.parent_run}")
         rows.append(
             (
-                s["run_id"],
-                s.get("runbook", ""),
-                s["direction"],
-                s.get("moves_to") or (s["target"] if s["direction"] == "failover" else s["source"]),
-                s["status"],
+                s.run_id,
+                s.runbook,
+                s.direction,
+                s.site,
+                s.status,
                 rto_text,
-                format_duration(rto.get("target_s")),
+                format_duration(rto.target_s),
                 rpo_text,
                 "; ".join(note),
             )

@@ -32,12 +32,11 @@ def describe(store: Store) -> str:
     ids = store.run_ids()
     if ids:
         s = load_summary(store, ids[-1])
-        rto = (s.get("rto") or {}).get("measured_s")
-        e2e = (s.get("rto") or {}).get("end_to_end_s")
+        rto, e2e = s.rto.measured_s, s.rto.end_to_end_s
         extra = f", RTO {rto:.1f}s" if rto is not None else ""
         if e2e is not None:
             extra += f" ({e2e:.1f}s end to end)"
-        lines.append(f"latest run: {s['run_id']} ({s['direction']}, {s['status']}{extra})")
+        lines.append(f"latest run: {s.run_id} ({s.direction}, {s.status}{extra})")
     else:
         lines.append("latest run: none")
     holder = store.lock_holder()

@@ -20,20 +20,16 @@ def predictions_for(
     health: list[float] = []
     for summary in load_summaries(store):
         if (
-            summary.get("runbook") != runbook
-            or summary.get("direction") != direction
-            or summary.get("target") != target
-            or summary.get("status") != "succeeded"
+            summary.runbook != runbook
+            or summary.direction != direction
+            or summary.target != target
+            or summary.status != "succeeded"
         ):
             continue
-        for step in summary.get("steps", []):
-            if step.get("status") == "succeeded" and step.get("duration_s") is not None:
-                if step.get("carried_from"):
-                    continue
-                key = step["id"]
-                durations.setdefault(key, []).append(float(step["duration_s"]))
-        h = summary.get("health") or {}
-        if h.get("duration_s") is not None:
-            health.append(float(h["duration_s"]))
+        for step in summary.steps:
+            if step.status == "succeeded" and step.duration_s is not None and not step.carried_from:
+                durations.setdefault(step.id, []).append(step.duration_s)
+        if summary.health is not None and summary.health.duration_s is not None:
+            health.append(summary.health.duration_s)
     medians = {k: statistics.median(v) for k, v in durations.items()}
     return medians, (statistics.median(health) if health else None)

@@ -9,14 +9,14 @@ from orchestrator.errors import JournalError, RefusedError, UsageError
 from orchestrator.record.events import Event
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
 from orchestrator.record.store import Store
-from orchestrator.record.summary import build_summary
+from orchestrator.record.summary import RunSummary, build_summary
 
 
-def load_summary(store: Store, run_id: str) -> dict[str, Any]:
+def load_summary(store: Store, run_id: str) -> RunSummary:
     """A run's summary: summary.json, else rebuilt from its journal (status ``crashed``)."""
-    summary = store.read_summary(run_id)
-    if summary is not None:
-        return summary
+    doc = store.read_summary(run_id)
+    if doc is not None:
+        return RunSummary.from_dict(doc)
     events = store.read_events(run_id)
     try:
         summary = build_summary(events)
@@ -24,11 +24,11 @@ def load_summary(store: Store, run_id: str) -> dict[str, Any]:
         raise JournalError(f"run {run_id}: journal cannot be read back: {exc}") from exc
     holder = store.lock_holder()
     if holder is not None and holder.split()[0] == run_id:
-        summary["status"] = "running"  # not crashed: its controller holds the lock right now
+        summary.status = "running"  # not crashed: its controller holds the lock right now
     return summary
 
 
-def load_summaries(store: Store) -> list[dict[str, Any]]:
+def load_summaries(store: Store) -> list[RunSummary]:
     """Every readable run's summary, oldest first; links (failed back, resumed) filled in."""
     summaries = []
     for run_id in store.run_ids():
@@ -36,15 +36,15 @@ def load_summaries(store: Store) -> list[dict[str, Any]]:
             summaries.append(load_summary(store, run_id))
         except JournalError:
             continue
-    by_id = {s["run_id"]: s for s in summaries}
+    by_id = {s.run_id: s for s in summaries}
     for s in summaries:
-        parent = by_id.get(s.get("parent_run") or "")
+        parent = by_id.get(s.parent_run or "")
         if parent is None:
             continue
-        if s["direction"] == "failback":
-            parent.setdefault("failed_back_by", []).append(s["run_id"])
+        if s.direction == "failback":
+            parent.failed_back_by.append(s.run_id)
         else:
-            parent.setdefault("resumed_by_runs", []).append(s["run_id"])
+            parent.resumed_by.append(s.run_id)
     return summaries
 
 
@@ -121,18 +121,18 @@ def run_start(events: list[dict[str, Any]]) -> dict[str, Any]:
     return events[0]
 
 
-def is_failed_back(summaries: list[dict[str, Any]], run_id: str) -> bool:
-    return any(s["direction"] == "failback" and s.get("parent_run") == run_id for s in summaries)
+def is_failed_back(summaries: list[RunSummary], run_id: str) -> bool:
+    return any(s.direction == "failback" and s.parent_run == run_id for s in summaries)
 
 
-def is_resumed(summaries: list[dict[str, Any]], run_id: str) -> bool:
+def is_resumed(summaries: list[RunSummary], run_id: str) -> bool:
     return any(
-        s.get("parent_run") == run_id
-        and (s["direction"] == "failover" or _resumes_failback(summaries, s, run_id))
+        s.parent_run == run_id
+        and (s.direction == "failover" or _resumes_failback(summaries, s, run_id))
         for s in summaries
     )
 
 
-def _resumes_failback(summaries: list[dict[str, Any]], s: dict[str, Any], run_id: str) -> bool:
-    parent = next((p for p in summaries if p["run_id"] == run_id), None)
-    return parent is not None and parent["direction"] == "failback" and s["direction"] == "failback"
+def _resumes_failback(summaries: list[RunSummary], s: RunSummary, run_id: str) -> bool:
+    parent = next((p for p in summaries if p.run_id == run_id), None)
+    return parent is not None and parent.direction == "failback" and s.direction == "failback"

@@ -1,16 +1,22 @@
-"""From a run's journal to its ``summary.json``: per-step and per-host timing, the measured RTO
-and RPO, time at manual gates, and the measured critical path.
+"""The summary of a run, typed: what ``summary.json`` holds (docs/reference.md, "summary.json"),
+built from the run's journal events alone — so a run whose controller died (no summary of its
+own) is read back the same way, as ``crashed``.
 
-Everything is derived from journal events alone, so a run whose controller died (no summary of its
-own) is reported the same way, as ``crashed``.
+``RunSummary.to_dict()`` is the document's exact layout; ``RunSummary.from_dict()`` reads one back,
+tolerantly (files written by other versions, or by hand). Nothing outside this module reads
+summary documents as dictionaries.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.record.events import Event
 
+#: check polls kept per host attempt in the summary (the journal has them all)
 POLLS_IN_SUMMARY = 200
 
 
@@ -18,285 +24,728 @@ def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(x, nd)
 
 
-def build_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """The summary.json document of the run journaled by ``events``."""
+# -- the records ------------------------------------------------------------------------------
+
+
+@dataclass
+class PollRecord:
+    """One poll of a check on one host."""
+
+    start_offset_s: float | None
+    duration_s: float | None
+    ok: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"duration_s": self.duration_s, "ok": self.ok, "start_offset_s": self.start_offset_s}
+
+
+@dataclass
+class AttemptRecord:
+    """One attempt of a step on one host."""
+
+    n: int
+    started_at: str | None
+    finished_at: str | None = None
+    start_offset_s: float | None = None
+    duration_s: float | None = None
+    rc: int | None = None
+    error: str | None = None
+    polls: list[PollRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "start_offset_s": self.start_offset_s,
+            "duration_s": self.duration_s,
+            "rc": self.rc,
+            "error": self.error,
+            "polls": [p.to_dict() for p in self.polls],
+        }
+
+
+@dataclass
+class HostRecord:
+    """What one step did on one host."""
+
+    host: str
+    status: str = "unknown"
+    rc: int | None = None
+    duration_s: float | None = None
+    output_tail: str = ""
+    error: str | None = None
+    value: Any = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "rc": self.rc,
+            "duration_s": self.duration_s,
+            "output_tail": self.output_tail,
+            "error": self.error,
+            "status": self.status,
+            "attempts": [a.to_dict() for a in self.attempts],
+            "value": self.value,
+        }
+
+
+@dataclass
+class StepRecord:
+    """What one step of the run did."""
+
+    id: str
+    name: str
+    kind: str = "command"
+    status: str = "not_run"
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
+    start_offset_s: float | None = None
+    attempts: int = 0
+    needs: list[str] = field(default_factory=list)
+    undo_of: str | None = None
+    wave: int | None = None
+    error: str | None = None
+    carried_from: str | None = None
+    outcome_unknown: bool = False
+    manual_wait_s: float | None = None
+    approved_by: str | None = None
+    prompt: str | None = None
+    value: Any = None
+    message: str | None = None
+    hosts: list[HostRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_s": self.duration_s,
+            "start_offset_s": self.start_offset_s,
+            "attempts": self.attempts,
+            "needs": self.needs,
+            "undo_of": self.undo_of,
+            "wave": self.wave,
+            "error": self.error,
+            "carried_from": self.carried_from,
+            "outcome_unknown": self.outcome_unknown,
+            "manual_wait_s": self.manual_wait_s,
+            "approved_by": self.approved_by,
+            "value": self.value,
+            "message": self.message,
+            "hosts": [h.to_dict() for h in self.hosts],
+        }
+        if self.prompt is not None:
+            doc["prompt"] = self.prompt
+        return doc
+
+
+@dataclass
+class RtoRecord:
+    """The measured RTO against its target (and, for a resumed run, end to end)."""
+
+    measured_s: float | None = None
+    target_s: float | None = None
+    met: bool | None = None
+    start_step: str | None = None
+    predicted_s: float | None = None
+    end_to_end_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "measured_s": self.measured_s,
+            "target_s": self.target_s,
+            "met": self.met,
+            "start_step": self.start_step,
+            "predicted_s": self.predicted_s,
+        }
+        if self.end_to_end_s is not None:
+            doc["end_to_end_s"] = self.end_to_end_s
+        return doc
+
+
+@dataclass
+class RpoRecord:
+    """The measured RPO: seconds, or bytes when the runbook's ``rpo_target`` is a size."""
+
+    measured: float | None = None
+    target: float | None = None
+    met: bool | None = None
+    step: str | None = None
+    in_bytes: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        unit = "bytes" if self.in_bytes else "s"
+        return {
+            f"measured_{unit}": self.measured,
+            f"target_{unit}": self.target,
+            "met": self.met,
+            "step": self.step,
+        }
+
+
+@dataclass
+class HealthRecord:
+    """Health at the site the run moved to."""
+
+    held_at: str | None = None
+    polls: int = 0
+    held_offset_s: float | None = None
+    duration_s: float | None = None
+    timed_out: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "held_at": self.held_at,
+            "polls": self.polls,
+            "held_offset_s": self.held_offset_s,
+            "duration_s": self.duration_s,
+            "timed_out": self.timed_out,
+        }
+
+
+@dataclass
+class RunSummary:
+    """A run: who, what, how it ended, its RTO and RPO, and every step."""
+
+    run_id: str
+    runbook: str
+    direction: str
+    source: str
+    target: str
+    status: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    parent_run: str | None = None
+    emergency: bool = False
+    rto: RtoRecord = field(default_factory=RtoRecord)
+    rpo: RpoRecord | None = None
+    manual_wait_s: float | None = None
+    critical_path: list[str] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    health: HealthRecord | None = None
+    exit_code: int | None = None
+    yes: bool = False
+    runbook_file: str | None = None
+    inventory_file: str | None = None
+    rto_started_at: str | None = None
+    moves_to: str | None = None
+    message: str | None = None
+    #: runs that reversed / continued this one (filled in when runs are listed together)
+    failed_back_by: list[str] = field(default_factory=list)
+    resumed_by: list[str] = field(default_factory=list)
+
+    @property
+    def site(self) -> str:
+        """The site this run moves the service to."""
+        if self.moves_to:
+            return self.moves_to
+        return self.target if self.direction == "failover" else self.source
+
+    @property
+    def step_by_id(self) -> dict[str, StepRecord]:
+        return {s.id: s for s in self.steps}
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "run_id": self.run_id,
+            "runbook": self.runbook,
+            "direction": self.direction,
+            "source": self.source,
+            "target": self.target,
+            "parent_run": self.parent_run,
+            "status": self.status,
+            "emergency": self.emergency,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "rto": self.rto.to_dict(),
+            "rpo": self.rpo.to_dict() if self.rpo else None,
+            "manual_wait_s": self.manual_wait_s,
+            "critical_path": self.critical_path,
+            "steps": [s.to_dict() for s in self.steps],
+            "health": self.health.to_dict() if self.health else None,
+            "exit_code": self.exit_code,
+            "yes": self.yes,
+            "runbook_file": self.runbook_file,
+            "inventory_file": self.inventory_file,
+            "rto_started_at": self.rto_started_at,
+            "moves_to": self.moves_to,
+        }
+        if self.message:
+            doc["message"] = self.message
+        if self.failed_back_by:
+            doc["failed_back_by"] = self.failed_back_by
+        if self.resumed_by:
+            doc["resumed_by_runs"] = self.resumed_by
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> RunSummary:
+        """Read a summary document back; missing or mistyped fields take their defaults."""
+        return _read_run(doc)
+
+
+# -- reading a document back ------------------------------------------------------------------
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _int(value: Any) -> int | None:
+    number = _num(value)
+    return int(number) if number is not None else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _strs(value: Any) -> list[str]:
+    return [v for v in _list(value) if isinstance(v, str)]
+
+
+def _read_attempt(d: Mapping[str, Any]) -> AttemptRecord:
+    return AttemptRecord(
+        n=_int(d.get("n")) or 0,
+        started_at=_str(d.get("started_at")),
+        finished_at=_str(d.get("finished_at")),
+        start_offset_s=_num(d.get("start_offset_s")),
+        duration_s=_num(d.get("duration_s")),
+        rc=_int(d.get("rc")),
+        error=_str(d.get("error")),
+        polls=[
+            PollRecord(_num(p.get("start_offset_s")), _num(p.get("duration_s")), p.get("ok"))
+            for p in map(_map, _list(d.get("polls")))
+        ],
+    )
+
+
+def _read_host(d: Mapping[str, Any]) -> HostRecord:
+    return HostRecord(
+        host=str(d.get("host", "")),
+        status=_str(d.get("status")) or "unknown",
+        rc=_int(d.get("rc")),
+        duration_s=_num(d.get("duration_s")),
+        output_tail=str(d.get("output_tail") or ""),
+        error=_str(d.get("error")),
+        value=d.get("value"),
+        attempts=[_read_attempt(_map(a)) for a in _list(d.get("attempts"))],
+    )
+
+
+def _read_step(d: Mapping[str, Any]) -> StepRecord:
+    sid = str(d.get("id", ""))
+    return StepRecord(
+        id=sid,
+        name=_str(d.get("name")) or sid,
+        kind=_str(d.get("kind")) or "command",
+        status=_str(d.get("status")) or "not_run",
+        started_at=_str(d.get("started_at")),
+        finished_at=_str(d.get("finished_at")),
+        duration_s=_num(d.get("duration_s")),
+        start_offset_s=_num(d.get("start_offset_s")),
+        attempts=_int(d.get("attempts")) or 0,
+        needs=_strs(d.get("needs")),
+        undo_of=_str(d.get("undo_of")),
+        wave=_int(d.get("wave")),
+        error=_str(d.get("error")),
+        carried_from=_str(d.get("carried_from")),
+        outcome_unknown=d.get("outcome_unknown") is True,
+        manual_wait_s=_num(d.get("manual_wait_s")),
+        approved_by=_str(d.get("approved_by")),
+        prompt=_str(d.get("prompt")),
+        value=d.get("value"),
+        message=_str(d.get("message")),
+        hosts=[_read_host(_map(h)) for h in _list(d.get("hosts"))],
+    )
+
+
+def _read_run(d: Mapping[str, Any]) -> RunSummary:
+    rto = _map(d.get("rto"))
+    rpo_doc = d.get("rpo")
+    rpo = None
+    if isinstance(rpo_doc, Mapping):
+        in_bytes = "measured_bytes" in rpo_doc or "target_bytes" in rpo_doc
+        unit = "bytes" if in_bytes else "s"
+        rpo = RpoRecord(
+            measured=_num(rpo_doc.get(f"measured_{unit}")),
+            target=_num(rpo_doc.get(f"target_{unit}")),
+            met=rpo_doc.get("met") if isinstance(rpo_doc.get("met"), bool) else None,
+            step=_str(rpo_doc.get("step")),
+            in_bytes=in_bytes,
+        )
+    health_doc = d.get("health")
+    health = None
+    if isinstance(health_doc, Mapping):
+        health = HealthRecord(
+            held_at=_str(health_doc.get("held_at")),
+            polls=_int(health_doc.get("polls")) or 0,
+            held_offset_s=_num(health_doc.get("held_offset_s")),
+            duration_s=_num(health_doc.get("duration_s")),
+            timed_out=health_doc.get("timed_out") is True,
+        )
+    return RunSummary(
+        run_id=str(d.get("run_id", "")),
+        runbook=str(d.get("runbook", "")),
+        direction=str(d.get("direction", "")),
+        source=str(d.get("source", "")),
+        target=str(d.get("target", "")),
+        status=_str(d.get("status")) or "crashed",
+        started_at=_str(d.get("started_at")),
+        finished_at=_str(d.get("finished_at")),
+        parent_run=_str(d.get("parent_run")),
+        emergency=d.get("emergency") is True,
+        rto=RtoRecord(
+            measured_s=_num(rto.get("measured_s")),
+            target_s=_num(rto.get("target_s")),
+            met=rto.get("met") if isinstance(rto.get("met"), bool) else None,
+            start_step=_str(rto.get("start_step")),
+            predicted_s=_num(rto.get("predicted_s")),
+            end_to_end_s=_num(rto.get("end_to_end_s")),
+        ),
+        rpo=rpo,
+        manual_wait_s=_num(d.get("manual_wait_s")),
+        critical_path=_strs(d.get("critical_path")),
+        steps=[_read_step(_map(s)) for s in _list(d.get("steps"))],
+        health=health,
+        exit_code=_int(d.get("exit_code")),
+        yes=d.get("yes") is True,
+        runbook_file=_str(d.get("runbook_file")),
+        inventory_file=_str(d.get("inventory_file")),
+        rto_started_at=_str(d.get("rto_started_at")),
+        moves_to=_str(d.get("moves_to")),
+        message=_str(d.get("message")),
+    )
+
+
+# -- building from the journal ----------------------------------------------------------------
+
+
+@dataclass
+class _StepTimes:
+    """Monotonic offsets of one step, kept beside its record while the journal is read."""
+
+    record: StepRecord
+    t0: float | None = None
+    t1: float | None = None
+    hosts: dict[str, HostRecord] = field(default_factory=dict)
+    attempt_t0: dict[int, float] = field(default_factory=dict)  # id(attempt) -> offset
+    poll_t: dict[int, float] = field(default_factory=dict)  # id(poll) -> offset
+
+
+class _Builder:
+    """Reads a journal's events in order, one handler per event kind."""
+
+    def __init__(self, start: Mapping[str, Any]) -> None:
+        self.start = start
+        self.steps: dict[str, _StepTimes] = {}
+        for m in start.get("steps", []):
+            record = StepRecord(
+                id=m["id"],
+                name=m.get("name", m["id"]),
+                kind=m.get("kind", "command"),
+                needs=list(m.get("needs", [])),
+                undo_of=m.get("undo_of"),
+                wave=m.get("wave"),
+            )
+            self.steps[m["id"]] = _StepTimes(record)
+        self.host_order = {h: i for i, h in enumerate(start.get("host_order", []))}
+        self.health_polls = 0
+        self.health_held: Mapping[str, Any] | None = None
+        self.health_timed_out = False
+        self.health_started_t: float | None = None
+        self.steps_done_t: float | None = None
+        self.finished: Mapping[str, Any] | None = None
+        self.manual_wait = 0.0
+        self.handlers: dict[str, Callable[[Mapping[str, Any], _StepTimes | None], None]] = {
+            Event.STEP_STARTED: self._step_started,
+            Event.STEP_FINISHED: self._step_finished,
+            Event.STEP_CARRIED: self._step_carried,
+            Event.HOST_STARTED: self._host_started,
+            Event.POLL: self._poll,
+            Event.HOST_FINISHED: self._host_finished,
+            Event.GATE_WAITING: self._gate_waiting,
+            Event.GATE_ANSWERED: self._gate_answered,
+            Event.STEPS_DONE: self._steps_done,
+            Event.HEALTH_POLLING: self._health_polling,
+            Event.HEALTH_HELD: self._health_held,
+            Event.HEALTH_TIMEOUT: self._health_timeout,
+            Event.RUN_FINISHED: self._run_finished,
+        }
+
+    def read(self, e: Mapping[str, Any]) -> None:
+        handler = self.handlers.get(e["event"])
+        if handler is not None:
+            sid = e.get("step")
+            handler(e, self.steps.get(sid) if sid else None)
+
+    # -- steps and hosts
+    def _step_started(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        if st is not None:
+            st.t0, st.record.started_at, st.record.status = e["t"], e["ts"], "unknown"
+
+    def _step_finished(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        if st is None:
+            return
+        rec = st.record
+        st.t1, rec.finished_at, rec.status = e["t"], e["ts"], e["status"]
+        rec.error = e.get("error") if e.get("error") is not None else rec.error
+        rec.value = e.get("value") if e.get("value") is not None else rec.value
+        rec.message = e.get("message") if e.get("message") is not None else rec.message
+        rec.attempts = max(rec.attempts, e.get("attempts") or 0)
+        rec.outcome_unknown = bool(e.get("outcome_unknown"))
+
+    def _step_carried(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        if st is None:
+            return
+        rec = st.record
+        rec.status, rec.carried_from, rec.value = "succeeded", e.get("from_run"), e.get("value")
+        rec.attempts = e.get("attempts", 0)
+        for h in e.get("hosts", []):
+            st.hosts[h["host"]] = HostRecord(
+                host=h["host"],
+                status="succeeded",
+                rc=h.get("rc"),
+                duration_s=h.get("duration_s"),
+                output_tail=h.get("output_tail", ""),
+            )
+
+    def _host_started(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        if st is None:
+            return
+        host = st.hosts.setdefault(e["host"], HostRecord(host=e["host"]))
+        host.status = "unknown"
+        attempt = AttemptRecord(n=e.get("attempt", len(host.attempts) + 1), started_at=e["ts"])
+        host.attempts.append(attempt)
+        st.attempt_t0[id(attempt)] = e["t"]
+
+    def _poll(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        sid = e.get("step")
+        if sid and sid.startswith("health:"):
+            self.health_polls += 1
+            return
+        if st is None:
+            return
+        host = st.hosts.get(e["host"])
+        if host and host.attempts and len(host.attempts[-1].polls) < POLLS_IN_SUMMARY:
+            poll = PollRecord(None, e.get("duration_s"), e.get("ok"))
+            host.attempts[-1].polls.append(poll)
+            st.poll_t[id(poll)] = e["t"]
+
+    def _host_finished(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        host = st.hosts.get(e["host"]) if st is not None else None
+        if host is None or not host.attempts:
+            return
+        attempt = host.attempts[-1]
+        attempt.finished_at, attempt.duration_s = e["ts"], e.get("duration_s")
+        attempt.rc, attempt.error = e.get("rc"), e.get("error")
+        host.rc, host.error, host.status = e.get("rc"), e.get("error"), e.get("status") or "unknown"
+        host.output_tail = e.get("output_tail", "")
+        host.duration_s = _r(sum(a.duration_s for a in host.attempts if a.duration_s is not None))
+        host.value = e.get("value")
+
+    # -- gates
+    def _gate_waiting(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        if st is not None:
+            st.record.prompt = e.get("prompt")
+
+    def _gate_answered(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        if st is None:
+            return
+        waited = float(e.get("waited_s") or 0.0)
+        self.manual_wait += waited
+        st.record.manual_wait_s = _r(waited)
+        st.record.approved_by = e.get("by") if e.get("approved") else None
+
+    # -- the end of the run
+    def _steps_done(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        self.steps_done_t = e["t"]
+
+    def _health_polling(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        self.health_started_t = e["t"]
+
+    def _health_held(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        self.health_held = e
+
+    def _health_timeout(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        self.health_timed_out = True
+
+    def _run_finished(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        self.finished = e
+
+
+def build_summary(events: list[dict[str, Any]]) -> RunSummary:
+    """The summary of the run journaled by ``events``."""
     if not events or events[0]["event"] != Event.RUN_STARTED:
         raise ValueError("journal does not start with run_started")
     start = events[0]
-    meta_steps: list[dict[str, Any]] = start.get("steps", [])
-    steps: dict[str, dict[str, Any]] = {}
-    for m in meta_steps:
-        steps[m["id"]] = {
-            "id": m["id"],
-            "name": m.get("name", m["id"]),
-            "kind": m.get("kind", "command"),
-            "status": "not_run",
-            "started_at": None,
-            "finished_at": None,
-            "duration_s": None,
-            "start_offset_s": None,
-            "attempts": 0,
-            "needs": m.get("needs", []),
-            "undo_of": m.get("undo_of"),
-            "wave": m.get("wave"),
-            "error": None,
-            "carried_from": None,
-            "outcome_unknown": False,
-            "manual_wait_s": None,
-            "approved_by": None,
-            "value": None,
-            "message": None,
-            "hosts": [],
-            "_t0": None,
-            "_t1": None,
-            "_hosts": {},
-        }
-    host_order: dict[str, int] = {}
-    for i, h in enumerate(start.get("host_order", [])):
-        host_order[h] = i
-    health_polls = 0
-    health_held: dict[str, Any] | None = None
-    health_timed_out = False
-    steps_done_t: float | None = None
-    health_started_t: float | None = None
-    finished: dict[str, Any] | None = None
-    manual_wait = 0.0
+    b = _Builder(start)
     for e in events:
-        kind = e["event"]
-        sid = e.get("step")
-        st = steps.get(sid) if sid else None
-        if kind == Event.STEP_STARTED and st is not None:
-            st["_t0"], st["started_at"], st["status"] = e["t"], e["ts"], "unknown"
-        elif kind == Event.STEP_FINISHED and st is not None:
-            st["_t1"], st["finished_at"] = e["t"], e["ts"]
-            st["status"] = e["status"]
-            for key in ("error", "value", "message"):
-                if e.get(key) is not None:
-                    st[key] = e[key]
-            st["attempts"] = max(st["attempts"], e.get("attempts") or 0)
-            st["outcome_unknown"] = bool(e.get("outcome_unknown"))
-        elif kind == Event.STEP_CARRIED and st is not None:
-            st.update(status="succeeded", carried_from=e.get("from_run"), value=e.get("value"))
-            st["attempts"] = e.get("attempts", 0)
-            for h in e.get("hosts", []):
-                st["_hosts"][h["host"]] = {
-                    "host": h["host"],
-                    "rc": h.get("rc"),
-                    "duration_s": h.get("duration_s"),
-                    "output_tail": h.get("output_tail", ""),
-                    "error": None,
-                    "status": "succeeded",
-                    "attempts": [],
-                }
-        elif kind == Event.HOST_STARTED and st is not None:
-            host = st["_hosts"].setdefault(
-                e["host"],
-                {
-                    "host": e["host"],
-                    "rc": None,
-                    "duration_s": None,
-                    "output_tail": "",
-                    "error": None,
-                    "status": "unknown",
-                    "attempts": [],
-                },
-            )
-            host["status"] = "unknown"
-            host["attempts"].append(
-                {
-                    "n": e.get("attempt", len(host["attempts"]) + 1),
-                    "started_at": e["ts"],
-                    "finished_at": None,
-                    "_t0": e["t"],
-                    "start_offset_s": None,
-                    "duration_s": None,
-                    "rc": None,
-                    "error": None,
-                    "polls": [],
-                }
-            )
-        elif kind == Event.POLL and st is not None:
-            host = st["_hosts"].get(e["host"])
-            if host and host["attempts"] and len(host["attempts"][-1]["polls"]) < POLLS_IN_SUMMARY:
-                host["attempts"][-1]["polls"].append(
-                    {"_t": e["t"], "duration_s": e.get("duration_s"), "ok": e.get("ok")}
-                )
-        elif kind == Event.HOST_FINISHED and st is not None:
-            host = st["_hosts"].get(e["host"])
-            if host is None or not host["attempts"]:
-                continue
-            att = host["attempts"][-1]
-            att.update(finished_at=e["ts"], duration_s=e.get("duration_s"), rc=e.get("rc"))
-            att["error"] = e.get("error")
-            host.update(
-                rc=e.get("rc"),
-                error=e.get("error"),
-                status=e.get("status"),
-                output_tail=e.get("output_tail", ""),
-            )
-            host["duration_s"] = _r(
-                sum(a["duration_s"] or 0 for a in host["attempts"] if a["duration_s"] is not None)
-            )
-            host["value"] = e.get("value")
-        elif kind == Event.GATE_WAITING and st is not None:
-            st["prompt"] = e.get("prompt")
-        elif kind == Event.GATE_ANSWERED and st is not None:
-            waited = float(e.get("waited_s") or 0.0)
-            manual_wait += waited
-            st["manual_wait_s"] = _r(waited)
-            st["approved_by"] = e.get("by") if e.get("approved") else None
-        elif kind == Event.STEPS_DONE:
-            steps_done_t = e["t"]
-        elif kind == Event.HEALTH_POLLING:
-            health_started_t = e["t"]
-        elif kind == Event.POLL and sid and sid.startswith("health:"):
-            health_polls += 1
-        elif kind == Event.HEALTH_HELD:
-            health_held = e
-        elif kind == Event.HEALTH_TIMEOUT:
-            health_timed_out = True
-        elif kind == Event.RUN_FINISHED:
-            finished = e
-    # RTO start: rto_start's start, else the first step that started in this run
-    rto_step = start.get("rto_start")
-    started = [s for s in steps.values() if s["_t0"] is not None]
-    t_start: float | None = None
-    start_step: str | None = None
-    if rto_step and steps.get(rto_step, {}).get("_t0") is not None:
-        t_start, start_step = steps[rto_step]["_t0"], rto_step
-    elif started:
-        first = min(started, key=lambda s: s["_t0"])
-        t_start, start_step = first["_t0"], first["id"]
-    for s in steps.values():
-        if s["_t0"] is not None and t_start is not None:
-            s["start_offset_s"] = _r(s["_t0"] - t_start)
-        if s["_t0"] is not None and s["_t1"] is not None:
-            s["duration_s"] = _r(s["_t1"] - s["_t0"])
-        hosts = sorted(s["_hosts"].values(), key=lambda h: host_order.get(h["host"], 10**9))
-        for h in hosts:
-            for a in h["attempts"]:
-                if t_start is not None:
-                    a["start_offset_s"] = _r(a["_t0"] - t_start)
-                    for p in a["polls"]:
-                        p["start_offset_s"] = _r(p.pop("_t") - t_start)
-                else:
-                    for p in a["polls"]:
-                        p.pop("_t", None)
-                a.pop("_t0", None)
-        s["hosts"] = hosts
-        if s["kind"] in ("command", "check") and s["status"] not in ("not_run", "skipped"):
-            s["attempts"] = max(
-                [s["attempts"], *(len(h["attempts"]) for h in hosts)], default=s["attempts"]
-            )
-    status = finished["status"] if finished else "crashed"
-    # the end of the RTO: health first holding, else (no health) the end of the last step
-    t_end: float | None = None
-    if status == "succeeded" or (finished and finished.get("rto_reached")):
-        if health_held is not None:
-            t_end = health_held["t"]
-        elif steps_done_t is not None:
-            t_end = max((s["_t1"] for s in started if s["_t1"] is not None), default=steps_done_t)
+        b.read(e)
+    t_start, start_step = _rto_start(start, b.steps)
+    _place_in_time(b, t_start)
+    status = b.finished["status"] if b.finished else "crashed"
+    t_end = _rto_end(b, status)
+    summary = RunSummary(
+        run_id=start["run_id"],
+        runbook=start["runbook"],
+        direction=start["direction"],
+        source=start["source"],
+        target=start["target"],
+        parent_run=start.get("parent_run"),
+        status=status,
+        emergency=bool(start.get("emergency")),
+        started_at=start["ts"],
+        finished_at=b.finished["ts"] if b.finished else events[-1]["ts"],
+        rto=_rto(start, t_start, t_end, start_step),
+        rpo=_rpo(start, b.steps),
+        manual_wait_s=_r(b.manual_wait),
+        critical_path=_critical_path(b.steps),
+        steps=[st.record for st in b.steps.values()],
+        health=_health(start, b, t_start),
+        exit_code=b.finished.get("exit_code") if b.finished else None,
+        yes=bool(start.get("yes")),
+        runbook_file=start.get("runbook_file"),
+        inventory_file=start.get("inventory_file"),
+        rto_started_at=_wall(start, t_start) if t_start is not None else None,
+        moves_to=start.get("moves_to"),
+        message=(b.finished.get("message") or None) if b.finished else None,
+    )
+    return summary
+
+
+def _rto_start(
+    start: Mapping[str, Any], steps: Mapping[str, _StepTimes]
+) -> tuple[float | None, str | None]:
+    """Where the RTO starts: ``rto_start``'s start, else the first step that started."""
+    named = steps.get(start.get("rto_start") or "")
+    if named is not None and named.t0 is not None:
+        return named.t0, named.record.id
+    started = [st for st in steps.values() if st.t0 is not None]
+    if not started:
+        return None, None
+    first = min(started, key=lambda st: st.t0 or 0.0)
+    return first.t0, first.record.id
+
+
+def _place_in_time(b: _Builder, t_start: float | None) -> None:
+    """Offsets from the RTO start, durations, hosts in inventory order, attempts counted."""
+    for st in b.steps.values():
+        rec = st.record
+        if st.t0 is not None and t_start is not None:
+            rec.start_offset_s = _r(st.t0 - t_start)
+        if st.t0 is not None and st.t1 is not None:
+            rec.duration_s = _r(st.t1 - st.t0)
+        rec.hosts = sorted(st.hosts.values(), key=lambda h: b.host_order.get(h.host, 10**9))
+        if t_start is not None:
+            for h in rec.hosts:
+                for a in h.attempts:
+                    a.start_offset_s = _r(st.attempt_t0[id(a)] - t_start)
+                    for p in a.polls:
+                        p.start_offset_s = _r(st.poll_t[id(p)] - t_start)
+        if rec.kind in ("command", "check") and rec.status not in ("not_run", "skipped"):
+            rec.attempts = max([rec.attempts, *(len(h.attempts) for h in rec.hosts)])
+
+
+def _rto_end(b: _Builder, status: str) -> float | None:
+    """The end of the RTO: health first holding, else (no health) the end of the last step."""
+    if not (status == "succeeded" or (b.finished and b.finished.get("rto_reached"))):
+        return None
+    if b.health_held is not None:
+        return float(b.health_held["t"])
+    if b.steps_done_t is None:
+        return None
+    ends = [st.t1 for st in b.steps.values() if st.t0 is not None and st.t1 is not None]
+    return max(ends, default=b.steps_done_t)
+
+
+def _rto(
+    start: Mapping[str, Any], t_start: float | None, t_end: float | None, start_step: str | None
+) -> RtoRecord:
     measured = _r(t_end - t_start) if t_end is not None and t_start is not None else None
     if t_end is not None and t_start is None:
         measured = 0.0
     target = start.get("rto_target_s")
-    rto: dict[str, Any] = {
-        "measured_s": measured,
-        "target_s": target,
-        "met": (measured <= target) if measured is not None and target is not None else None,
-        "start_step": start_step,
-        "predicted_s": start.get("predicted_rto_s"),
-    }
+    rto = RtoRecord(
+        measured_s=measured,
+        target_s=target,
+        met=(measured <= target) if measured is not None and target is not None else None,
+        start_step=start_step,
+        predicted_s=start.get("predicted_rto_s"),
+    )
     if start.get("parent_start_wall") is not None and t_end is not None:
-        rto["end_to_end_s"] = _r(start["wall0"] + t_end - start["parent_start_wall"])
-    rpo = _rpo(start, steps)
-    critical = _critical_path(steps)
-    summary: dict[str, Any] = {
-        "run_id": start["run_id"],
-        "runbook": start["runbook"],
-        "direction": start["direction"],
-        "source": start["source"],
-        "target": start["target"],
-        "parent_run": start.get("parent_run"),
-        "status": status,
-        "emergency": bool(start.get("emergency")),
-        "started_at": start["ts"],
-        "finished_at": finished["ts"] if finished else (events[-1]["ts"] if events else None),
-        "rto": rto,
-        "rpo": rpo,
-        "manual_wait_s": _r(manual_wait),
-        "critical_path": critical,
-        "steps": [],
-        "health": None,
-        "exit_code": finished.get("exit_code") if finished else None,
-        "yes": bool(start.get("yes")),
-        "runbook_file": start.get("runbook_file"),
-        "inventory_file": start.get("inventory_file"),
-        "rto_started_at": None,
-        "moves_to": start.get("moves_to"),
-        "resumed_by": None,
-    }
-    if t_start is not None:
-        summary["rto_started_at"] = _wall(start, t_start)
-    if finished and finished.get("message"):
-        summary["message"] = finished["message"]
-    if start.get("health_names"):
-        held_offset = (
-            _r(health_held["t"] - t_start) if health_held and t_start is not None else None
-        )
-        base = health_started_t if health_started_t is not None else steps_done_t
-        summary["health"] = {
-            "held_at": health_held["ts"] if health_held else None,
-            "polls": health_polls,
-            "held_offset_s": held_offset,
-            "duration_s": _r(health_held["t"] - base) if health_held and base is not None else None,
-            "timed_out": health_timed_out,
-        }
-    for s in steps.values():
-        for key in ("_t0", "_t1", "_hosts"):
-            s.pop(key, None)
-        summary["steps"].append(s)
-    return summary
+        rto.end_to_end_s = _r(start["wall0"] + t_end - start["parent_start_wall"])
+    return rto
 
 
-def _wall(start: dict[str, Any], t: float) -> str:
+def _health(start: Mapping[str, Any], b: _Builder, t_start: float | None) -> HealthRecord | None:
+    if not start.get("health_names"):
+        return None
+    held = b.health_held
+    base = b.health_started_t if b.health_started_t is not None else b.steps_done_t
+    return HealthRecord(
+        held_at=held["ts"] if held else None,
+        polls=b.health_polls,
+        held_offset_s=_r(held["t"] - t_start) if held and t_start is not None else None,
+        duration_s=_r(held["t"] - base) if held and base is not None else None,
+        timed_out=b.health_timed_out,
+    )
+
+
+def _wall(start: Mapping[str, Any], t: float) -> str:
     from orchestrator.record.journal import utc_iso
 
     return utc_iso(start["wall0"] + t)
 
 
-def _rpo(start: dict[str, Any], steps: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+def _rpo(start: Mapping[str, Any], steps: Mapping[str, _StepTimes]) -> RpoRecord | None:
     name = start.get("rpo_step")
     target = start.get("rpo_target")
     if not name and target is None:
         return None
-    value = steps.get(name, {}).get("value") if name else None
-    if value is None and name:
-        # the last value seen while polling, even if the check never held
-        for h in steps[name].get("_hosts", {}).values():
-            if h.get("value") is not None:
-                value = h["value"]
+    value = None
+    st = steps.get(name) if name else None
+    if st is not None:
+        value = st.record.value
+        if value is None:  # the last value seen while polling, even if the check never held
+            for h in st.hosts.values():
+                if h.value is not None:
+                    value = h.value
     measured = (
         float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
     )
     met = measured <= target if measured is not None and target is not None else None
-    if start.get("rpo_is_bytes"):
-        return {"measured_bytes": measured, "target_bytes": target, "met": met, "step": name}
-    return {"measured_s": measured, "target_s": target, "met": met, "step": name}
+    return RpoRecord(measured, target, met, name, in_bytes=bool(start.get("rpo_is_bytes")))
 
 
-def _critical_path(steps: dict[str, dict[str, Any]]) -> list[str]:
+def _critical_path(steps: Mapping[str, _StepTimes]) -> list[str]:
     """From the step that finished last, repeatedly step back to the need that finished last."""
-    timed = {sid: s for sid, s in steps.items() if s["_t1"] is not None}
+    timed = {sid: st for sid, st in steps.items() if st.t1 is not None}
     if not timed:
         return []
-    current = max(timed.values(), key=lambda s: s["_t1"])
-    path = [current["id"]]
+    current = max(timed.values(), key=lambda st: st.t1 or 0.0)
+    path = [current.record.id]
     while True:
-        needs = [timed[n] for n in current["needs"] if n in timed]
+        needs = [timed[n] for n in current.record.needs if n in timed]
         if not needs:
             break
-        current = max(needs, key=lambda s: s["_t1"])
-        path.append(current["id"])
+        current = max(needs, key=lambda st: st.t1 or 0.0)
+        path.append(current.record.id)
     path.reverse()
     return path

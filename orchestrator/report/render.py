@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 
 from orchestrator import __version__
+from orchestrator.record.summary import RunSummary
 from orchestrator.report.charts import timeline, trend
 from orchestrator.report.facts import TAIL_LINES, build
 from orchestrator.report.junit import render_junit
@@ -99,15 +100,22 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+Summary = RunSummary | Mapping[str, Any]
+
+
+def _doc(summary: Summary) -> Mapping[str, Any]:
+    return summary.to_dict() if isinstance(summary, RunSummary) else summary
+
+
 def render(
-    summary: Mapping[str, Any],
+    summary: Summary,
     fmt: str,
     *,
-    compare: Mapping[str, Any] | None = None,
-    history: Sequence[Mapping[str, Any]] | None = None,
+    compare: Summary | None = None,
+    history: Sequence[Summary] | None = None,
     color: bool = False,
 ) -> str:
-    """Render a run's summary.json document as a report.
+    """Render a run's summary (or a summary.json document read as is) as a report.
 
     ``fmt`` is one of FORMATS. ``compare`` is another run's summary to compare with (a section of
     per-step and RTO deltas); ``history`` is the earlier summaries of the same runbook, oldest
@@ -117,14 +125,14 @@ def render(
     if fmt not in FORMATS:
         raise ValueError(f"unknown report format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if fmt == "json":
-        return json.dumps(summary, indent=2)
-    run = load(summary)
+        return json.dumps(_doc(summary), indent=2)
+    run = load(_doc(summary))
     if fmt == "junit":
         return render_junit(run)
     report = build(
         run,
-        compare=load(compare) if compare is not None else None,
-        history=[load(item) for item in history or ()],
+        compare=load(_doc(compare)) if compare is not None else None,
+        history=[load(_doc(item)) for item in history or ()],
     )
     if fmt == "text":
         return render_text(report, color=color)

@@ -124,8 +124,8 @@ class LogView:
     def pause(self) -> Callable[[], None]:
         return lambda: None
 
-    def close(self, summary: dict[str, Any]) -> None:
-        self.budget.stop()
+    def close(self) -> None:
+        """Nothing to tear down: every line is already written."""
 
 
 class LiveView:
@@ -268,18 +268,15 @@ class LiveView:
         self.live.stop()
         return self.live.start
 
-    def close(self, summary: dict[str, Any]) -> None:
+    def close(self) -> None:
         self._stop.set()
-        self.budget.stop()
         self.live.update(self.render())
         self.live.__exit__(None, None, None)
 
 
-def attach_output(plan: Plan, journal: Journal, opts: Any) -> Any:
+def attach_output(plan: Plan, journal: Journal, opts: Any, budget: BudgetWatcher) -> Any:
     """The view for this run: live on a terminal, log lines otherwise."""
     configure_logging(opts.log_format, opts.verbose)
-    budget = BudgetWatcher(plan, journal)
-    budget.start()
     use_live = (
         opts.interactive
         and opts.log_format == "console"

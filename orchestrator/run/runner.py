@@ -22,8 +22,9 @@ from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status, StepOutcome
 from orchestrator.record.store import RunLock, Store, document_json, file_sink
-from orchestrator.record.summary import build_summary
+from orchestrator.record.summary import RunSummary, build_summary
 from orchestrator.run import preflight
+from orchestrator.run.budget import BudgetWatcher
 from orchestrator.run.executor import Executor
 from orchestrator.transport.base import Connection
 
@@ -110,7 +111,7 @@ def execute(
     store: Store,
     opts: RunOptions,
     connecting: Future[preflight.Connected] | None = None,
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, RunSummary]:
     """Run ``plan`` end to end; returns the exit code and the summary. ``connecting`` is a
     pre-flight already started (``preflight.start``), else it starts here."""
     gates = [
@@ -140,7 +141,7 @@ def _execute_locked(
     lock: RunLock,
     opts: RunOptions,
     connecting: Future[preflight.Connected] | None,
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, RunSummary]:
     from orchestrator.run.live import attach_output
 
     if connecting is None:
@@ -181,7 +182,7 @@ def _run(
     connections: Mapping[str, Connection],
     unreachable: Mapping[str, str],
     attach_output: Callable[..., Any],
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, RunSummary]:
     run_id = plan.run_id
     doc = {**plan_document(plan), "run_id": run_id}
     journal = Journal(store.create_run(run_id, doc, lock), plan.redactor)
@@ -241,7 +242,9 @@ def _run(
         extra_results=opts.extra_results,
     )
     store.update_state(last_run=run_id, running=run_id)
-    view = attach_output(plan, journal, opts)
+    budget = BudgetWatcher(plan, journal)
+    budget.start()
+    view = attach_output(plan, journal, opts, budget)
     gate.pause = getattr(view, "pause", None)
     previous = _install_sigint(ex)
     status, message = Status.SUCCEEDED, None
@@ -276,19 +279,20 @@ def _run(
         Event.RUN_FINISHED, status=status.value, exit_code=int(exit_code), message=message
     )
     summary = build_summary(journal.events)
-    if status is Status.SUCCEEDED and summary["rto"]["met"] is False:
+    if status is Status.SUCCEEDED and summary.rto.met is False:
         exit_code = ExitCode.RTO_MISSED
-        summary["exit_code"] = int(exit_code)
+        summary.exit_code = int(exit_code)
     journal.close()
-    view.close(summary)
-    summary = plan.redactor.deep(summary)
-    store.write_summary(run_id, document_json(summary), lock)
+    view.close()
+    budget.stop()
+    doc = plan.redactor.deep(summary.to_dict())
+    store.write_summary(run_id, document_json(doc), lock)
     changes: dict[str, Any] = {"last_run": run_id, "running": None}
     if status is Status.SUCCEEDED:
         changes["active"] = plan.to_site
-        changes["active_since"] = summary["finished_at"]
+        changes["active_since"] = summary.finished_at
     store.update_state(**changes)
-    return exit_code, summary
+    return exit_code, RunSummary.from_dict(doc)
 
 
 def _rpo_step(plan: Plan) -> str | None:
