@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install demo test lint fmt bench lab clean system-deps
+.PHONY: install demo test lint fmt bench lab clean system-deps docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench: $(STAMP) system-deps
 # Real sshd hosts for two sites on loopback, then the same drill over SSH.
 lab: $(STAMP) system-deps
 	$(BIN)/python -m orchestrator.lab drill
+
+# Regenerate the field tables of docs/reference.md and docs/schema/*.json from the models.
+docs: $(STAMP)
+	$(BIN)/python -m orchestrator.model.reference docs
 
 clean:
 	rm -rf $(VENV) .drx lab .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -483,9 +483,9 @@ def test_plan_json_has_every_field_of_the_contract(tmp_path: Path) -> None:
     )
     assert doc["waves"] == [
         ["announce", "freeze-writes"],
-        ["check-lag"],
+        ["fence-source-db", "check-lag"],
         ["promote-db"],
-        ["start-app", "approve-dns"],
+        ["follow-new-primary", "start-app", "approve-dns"],
         ["warm-cache", "switch-dns"],
     ]
     step_fields = {
@@ -505,7 +505,7 @@ def test_plan_json_has_every_field_of_the_contract(tmp_path: Path) -> None:
     assert {k: promote[k] for k in step_fields} == {
         "id": "promote-db",
         "kind": "command",
-        "needs": ["check-lag"],
+        "needs": ["check-lag", "fence-source-db"],
         "wave": 2,
         "hosts": ["db-b"],
         "commands": {"db-b": "dbctl promote"},

@@ -12,14 +12,26 @@ from typing import NoReturn
 
 # Commands register themselves on ``app`` when imported, in the order ``drx --help`` lists them.
 # isort: off
-from orchestrator.cli import validate, failover, failback, resume, runs, report, status
+from orchestrator.cli import (
+    init,
+    validate,
+    check,
+    failover,
+    failback,
+    resume,
+    runs,
+    report,
+    logs,
+    status,
+    schema,
+)
 
 # isort: on
 from orchestrator.cli.app import app, state_dir_path
 from orchestrator.errors import DrxError, ExitCode, ValidationError
 
 __all__ = ["app", "main"]
-_COMMANDS = (validate, failover, failback, resume, runs, report, status)
+_COMMANDS = (init, validate, check, failover, failback, resume, runs, report, logs, status, schema)
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:

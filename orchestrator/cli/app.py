@@ -22,6 +22,8 @@ EXIT_CODES = (
     + " · ".join(f"{int(c)} {c.meaning}" for c in ExitCode)
     + ". Refused (2): invalid input, lock held, site already active, a host unreachable at the "
     "pre-flight, source unhealthy, nothing to fail back or resume."
+    + "\n\nEvery runbook and inventory field, with defaults and examples: docs/reference.md in "
+    "the drx repository. For editors: drx schema runbook (JSON Schema). To start: drx init DIR."
 )
 
 app = typer.Typer(

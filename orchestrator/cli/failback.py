@@ -20,7 +20,15 @@ from orchestrator.cli.app import (
     check_format,
     options,
 )
-from orchestrator.cli.options import Options, check_site, closing_line, run_options, secret_inputs
+from orchestrator.cli.options import (
+    Options,
+    check_site,
+    closing_line,
+    run_options,
+    secret_inputs,
+    shown_location,
+    warn_unknown_vars,
+)
 from orchestrator.errors import RefusedError
 from orchestrator.model.inventory import Inventory
 from orchestrator.model.runbook import Runbook
@@ -157,8 +165,9 @@ def failback_plan(
         ]
         if not candidates:
             raise RefusedError(
-                f"nothing to fail back: no failover run in {opts.store.location} "
-                "that has not been failed back"
+                f"nothing to fail back: no failover run in {shown_location(opts.store)} "
+                "that has not been failed back (if the drill ran from another directory, "
+                "pass --state-dir)"
             )
         summary = candidates[-1]
         run_id = summary.run_id
@@ -170,6 +179,7 @@ def failback_plan(
         )
     for site in (summary.source, summary.target):
         check_site(inventory, site)
+    warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
     variables, secrets = secret_inputs(cli_vars, secret_vars)
     plan, outcomes = reverse_plan(
         opts, runbook, inventory, summary.source, summary.target, run_id, variables, secrets

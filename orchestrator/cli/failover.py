@@ -28,6 +28,8 @@ from orchestrator.cli.options import (
     other_sites,
     run_options,
     secret_inputs,
+    state_note,
+    warn_unknown_vars,
 )
 from orchestrator.errors import RefusedError
 
@@ -123,6 +125,7 @@ def failover_plan(
         lambda inv: [site] if site in inv.sites and site != inv.active else other_sites(inv)
     )
     check_site(inventory, site)
+    warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
     source = active_site(opts.store, inventory)
     if site == source and not force:
         raise RefusedError(f"site '{site}' is already active (use --force to run anyway)")
@@ -177,6 +180,9 @@ def run_failover(
     plan = failover_plan(
         opts, site, force=force, emergency=emergency, cli_vars=cli_vars, secret_vars=secret_vars
     )
+    note = state_note(opts.store, plan.inventory)
+    if note:
+        typer.echo(note, err=True)
     # (Starting the pre-flight while the engine's modules import was tried: on two cores the
     # import and the key exchanges fight over the GIL and the run starts later, not sooner.)
     code, summary = execute(plan, opts.store, run_options(opts, yes=yes, max_parallel=max_parallel))

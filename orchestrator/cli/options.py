@@ -98,11 +98,47 @@ def secret_inputs(
     return variables, list(secrets_given.values())
 
 
+def warn_unknown_vars(
+    runbook: Runbook, inventory: Inventory, cli_vars: Iterable[str], secret_vars: Iterable[str]
+) -> None:
+    """A warning on stderr for each ``--var``/``--secret-var`` name nothing uses."""
+    import sys
+
+    from orchestrator.plan.build import parse_cli_vars, unknown_cli_vars
+
+    names = [*parse_cli_vars(cli_vars), *parse_cli_vars(secret_vars, option="--secret-var")]
+    for name, hint in unknown_cli_vars(runbook, inventory, names):
+        text = (
+            f"warning: --var {name} is not used by any template or vars of the runbook or inventory"
+        )
+        print(text + (f"; {hint}" if hint else ""), file=sys.stderr)
+
+
 def active_site(store: Store, inventory: Inventory) -> str:
     """The site serving now: state.json overrides the inventory's ``active``."""
     state = store.read_state()
     active = state.get("active")
     return active if isinstance(active, str) and active in inventory.sites else inventory.active
+
+
+def shown_location(store: Store) -> str:
+    """Where the store is, for a message: a local directory as an absolute path (so that
+    running from the wrong directory shows)."""
+    if store.location == str(store.local_dir):
+        return str(store.local_dir.resolve())
+    return store.location
+
+
+def state_note(store: Store, inventory: Inventory) -> str | None:
+    """When no run has recorded an active site yet, say which one drx trusts and where it
+    looked, so that running from the wrong directory is noticed."""
+    if store.read_state().get("active"):
+        return None
+    return (
+        f"note: no drx state in {shown_location(store)} yet; trusting the inventory's active "
+        f"site '{inventory.active}' ({inventory.path}). If drills ran from another directory, "
+        "pass --state-dir (or set DRX_STATE_DIR)."
+    )
 
 
 def check_site(inventory: Inventory, site: str) -> None:

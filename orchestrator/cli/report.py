@@ -21,8 +21,11 @@ from orchestrator.record.store import Store
 def report(
     run: Annotated[str | None, typer.Argument(help="Run id (default: the latest).")] = None,
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="text, md, html, json or junit.")
-    ] = "text",
+        str | None,
+        typer.Option(
+            "--format", "-f", help="text, md, html, json or junit (default: from -o's extension)."
+        ),
+    ] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE.")] = None,
     compare: Annotated[
         str | None, typer.Option("--compare", help="Compare with another run.")
@@ -33,6 +36,7 @@ def report(
 
     Example: drx report --format html -o drill.html
     """
+    fmt = fmt or format_for(output)
     check_format(fmt, ("text", "md", "html", "json", "junit"))
     text = render_report(store_for(state_dir), run, fmt, compare, color=output is None)
     if output:
@@ -40,6 +44,25 @@ def report(
         typer.echo(f"wrote {output}", err=True)
     else:
         typer.echo(text, nl=False)
+
+
+#: the format a report written to ``-o FILE`` takes from FILE's extension
+EXTENSIONS = {
+    ".html": "html",
+    ".htm": "html",
+    ".md": "md",
+    ".markdown": "md",
+    ".json": "json",
+    ".xml": "junit",
+    ".txt": "text",
+}
+
+
+def format_for(output: str | None) -> str:
+    """The format for ``-o FILE`` when ``--format`` is not given: from the extension, else text."""
+    if output is None:
+        return "text"
+    return EXTENSIONS.get(Path(output).suffix.lower(), "text")
 
 
 def render_report(

@@ -19,7 +19,13 @@ from orchestrator.cli.app import (
     options,
 )
 from orchestrator.cli.failback import reverse_plan
-from orchestrator.cli.options import Options, closing_line, run_options, secret_inputs
+from orchestrator.cli.options import (
+    Options,
+    closing_line,
+    run_options,
+    secret_inputs,
+    warn_unknown_vars,
+)
 from orchestrator.errors import RefusedError
 
 
@@ -108,6 +114,7 @@ def run_resume(
     runbook, inventory = opts.load()
     if start["runbook"] != runbook.name:
         raise RefusedError(f"run {run_id} used runbook '{start['runbook']}', not '{runbook.name}'")
+    warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
     variables, secrets = secret_inputs(cli_vars, secret_vars)
     direction = start["direction"]
     extra: dict[str, Any] = {}

@@ -9,6 +9,7 @@ from orchestrator.cli.app import (
     app,
     store_for,
 )
+from orchestrator.cli.options import shown_location
 from orchestrator.record.store import Store
 
 
@@ -26,9 +27,13 @@ def describe(store: Store) -> str:
 
     state = store.read_state()
     lines = [f"state dir: {store.location}"]
-    lines.append(
-        f"active site: {state.get('active') or '(inventory default: no run has changed it)'}"
-    )
+    if state.get("active"):
+        lines.append(f"active site: {state['active']}")
+    else:
+        lines.append(
+            f"active site: none recorded in {shown_location(store)}, so drx trusts the "
+            "inventory's 'active' (if drills ran from another directory, pass --state-dir)"
+        )
     ids = store.run_ids()
     if ids:
         s = load_summary(store, ids[-1])

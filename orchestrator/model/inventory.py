@@ -28,6 +28,9 @@ CONNECTION_FIELDS = (
     "env",
 )
 SITE_ALIASES = ("source", "target", "active")
+INVENTORY_FIELDS = ("active", "defaults", "vars", "sites")
+SITE_FIELDS = ("vars", "hosts", *CONNECTION_FIELDS)
+HOST_FIELDS = ("address", "roles", "vars", *CONNECTION_FIELDS)
 
 
 class HostKeyPolicy(StrEnum):
@@ -266,7 +269,7 @@ def parse_inventory(path: str | Path) -> tuple[Inventory | None, list[Problem]]:
         return None, problems
     top = as_mapping(loaded.data, where, 1, "the inventory", problems)
     f = Fields(top, where, problems, "the inventory")
-    f.check_known(["active", "defaults", "vars", "sites"])
+    f.check_known(INVENTORY_FIELDS)
     defaults_map = f.mapping("defaults")
     df = Fields(defaults_map, where, problems, "defaults")
     df.check_known(CONNECTION_FIELDS)
@@ -289,7 +292,7 @@ def parse_inventory(path: str | Path) -> tuple[Inventory | None, list[Problem]]:
             )
         sm = as_mapping(site_data, where, site_line, f"site '{site_name}'", problems)
         sf = Fields(sm, where, problems, f"site '{site_name}'")
-        sf.check_known(["vars", "hosts", *CONNECTION_FIELDS])
+        sf.check_known(SITE_FIELDS)
         site_conn = _connection(sf, defaults)
         site_hosts: list[Host] = []
         hosts_map = sf.mapping("hosts")
@@ -299,7 +302,7 @@ def parse_inventory(path: str | Path) -> tuple[Inventory | None, list[Problem]]:
             line = hosts_map.line_of(host_name)
             hm = as_mapping(host_data, where, line, f"host '{host_name}'", problems)
             hf = Fields(hm, where, problems, f"host '{host_name}'")
-            hf.check_known(["address", "roles", "vars", *CONNECTION_FIELDS])
+            hf.check_known(HOST_FIELDS)
             if host_name == CONTROL:
                 problems.append(
                     where.problem(

@@ -655,6 +655,35 @@ def parse_cli_vars(pairs: Iterable[str], *, option: str = "--var") -> dict[str, 
     return result
 
 
+_VAR_USE = re.compile(r"""\bvars\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['"]([^'"]+)['"]\s*\])""")
+
+
+def _template_texts(runbook: Runbook) -> Iterator[str]:
+    for step in runbook.steps:
+        for s in (step, step.undo):
+            if s is not None:
+                yield from (t for t in (s.run, s.prompt, s.until, s.when) if t)
+    for hc in runbook.health:
+        yield from (t for t in (hc.run, hc.until) if t)
+
+
+def unknown_cli_vars(
+    runbook: Runbook, inventory: Inventory, cli_vars: Iterable[str]
+) -> list[tuple[str, str | None]]:
+    """``--var`` names that no template reads and no ``vars`` mapping defines (a typo sets a
+    variable nothing uses, silently): each with the closest name that is used, if any."""
+    used: set[str] = set()
+    for text in _template_texts(runbook):
+        used.update(a or b for a, b in _VAR_USE.findall(text))
+    defined = {*runbook.vars, *inventory.vars}
+    for site in inventory.sites.values():
+        defined.update(site.vars)
+        for h in site.hosts:
+            defined.update(h.vars)
+    known = used | {str(k) for k in defined}
+    return [(name, suggest(name, sorted(known))) for name in cli_vars if name not in known]
+
+
 # -- the reverse plan ---------------------------------------------------------------------------
 
 

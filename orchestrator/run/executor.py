@@ -641,11 +641,12 @@ class Executor:
         held = outcome.status is Status.SUCCEEDED
         return held, max((h.t_end for h in outcome.hosts.values()), default=self.journal.now())
 
-    def poll_once(self, ps: PlanStep, host: Host) -> bool:
-        """One poll of a check on one host (the health check before a failover)."""
+    def poll_once(self, ps: PlanStep, host: Host) -> tuple[bool, str]:
+        """One poll of a check on one host (the health check before a failover): whether it
+        held, and if not, why (the exit code or error and the last lines of output)."""
         conn = self.connections.get(host.name)
         if conn is None:
-            return False
+            return False, "not connected"
         step = ps.step
         ctx = self.plan.context(host=host, active=ps.active)
         try:
@@ -655,6 +656,22 @@ class Executor:
                 env=step.env,
                 redact=self.plan.redactor,
             )
-        except TransportError:
-            return False
-        return check_holds(step, ctx, res)[0]
+        except TransportError as exc:
+            return False, str(exc)
+        held, value = check_holds(step, ctx, res)
+        return held, "" if held else poll_failure(step, res, value)
+
+
+def poll_failure(step: Step, res: CommandResult, value: Any) -> str:
+    """Why a poll did not hold, for the operator: the exit code (or error), what ``until`` or
+    ``capture`` made of it, and the last lines of output."""
+    if res.error is not None:
+        why = f"{res.error} after {res.duration_s:.1f}s"
+    elif step.capture and value is None:
+        why = f"exit {res.rc}, capture {step.capture} found nothing"
+    elif step.until:
+        why = f"exit {res.rc}, until '{step.until}' was false (value {value!r})"
+    else:
+        why = f"exit {res.rc}"
+    lines = [line for line in res.output_tail.strip().splitlines() if line.strip()][-3:]
+    return why + (": " + " | ".join(lines) if lines else ", no output")

@@ -4,11 +4,12 @@ running one command. It can start in the background while the rest of the engine
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from orchestrator.errors import TransportError
-from orchestrator.model.inventory import Host
+from orchestrator.errors import AuthenticationFailed, HostKeyError, TransportError
+from orchestrator.model.inventory import Host, Inventory
 from orchestrator.plan.build import Plan
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
@@ -19,32 +20,57 @@ PREFLIGHT_CONCURRENCY = 64
 Connected = tuple[dict[str, Connection], dict[str, TransportError]]
 
 
-def connect_all(hosts: list[Host]) -> tuple[dict[str, Connection], dict[str, TransportError]]:
-    """Open one connection to every host, in parallel (the pre-flight)."""
+def prove(transport: Any, host: Host, *, sudo: bool = False) -> Connection:
+    """Open a connection to ``host`` and prove it can run commands (and ``sudo -n`` if asked);
+    raise TransportError naming what failed. One command now also takes the first session's
+    set-up cost (tens of ms over SSH) out of the measured RTO."""
+    conn = transport.connect(host.spec)
+    try:
+        timeout = max(host.spec.connect_timeout, 1.0)
+        res = conn.run("true", timeout=timeout)
+        if not res.ok:
+            raise TransportError(
+                host.name, f"cannot run commands (rc={res.rc}, {res.error or res.output_tail})"
+            )
+        if sudo:
+            res = conn.run("true", timeout=timeout, sudo=True)
+            if not res.ok:
+                tail = " | ".join(res.output_tail.strip().splitlines()[-2:])
+                raise SudoRefused(
+                    host.name,
+                    f"sudo -n true failed (rc={res.rc}{', ' + tail if tail else ''}); a step "
+                    f"on this host uses sudo: allow {host.spec.user} passwordless sudo there",
+                )
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class SudoRefused(TransportError):
+    """The host runs commands, but not through ``sudo -n``."""
+
+    error = "sudo"
+
+
+def open_transports(hosts: list[Host]) -> dict[str, Any]:
+    """One transport object per kind the hosts use."""
     transports: dict[str, Any] = {}
     for h in hosts:
-        kind = h.spec.transport
-        if kind not in transports:
-            transports[kind] = open_transport(kind)
+        if h.spec.transport not in transports:
+            transports[h.spec.transport] = open_transport(h.spec.transport)
+    return transports
+
+
+def connect_all(hosts: list[Host]) -> tuple[dict[str, Connection], dict[str, TransportError]]:
+    """Open one connection to every host, in parallel (the pre-flight)."""
+    transports = open_transports(hosts)
 
     def connect(host: Host) -> tuple[str, Connection | TransportError]:
         try:
-            conn = transports[host.spec.transport].connect(host.spec)
+            return host.name, prove(transports[host.spec.transport], host)
         except TransportError as exc:
             return host.name, exc
-        # One command now proves the host can run commands, and takes the first session's
-        # set-up cost (tens of ms over SSH) out of the measured RTO.
-        try:
-            res = conn.run("true", timeout=max(host.spec.connect_timeout, 1.0))
-        except TransportError as exc:
-            conn.close()
-            return host.name, exc
-        if not res.ok:
-            conn.close()
-            return host.name, TransportError(
-                host.name, f"cannot run commands (rc={res.rc}, {res.error or res.output_tail})"
-            )
-        return host.name, conn
 
     connections: dict[str, Connection] = {}
     failures: dict[str, TransportError] = {}
@@ -57,6 +83,64 @@ def connect_all(hosts: list[Host]) -> tuple[dict[str, Connection], dict[str, Tra
             else:
                 connections[name] = result
     return connections, failures
+
+
+def login(host: Host) -> str:
+    """How drx reaches ``host``: ``user@address:port`` (and the bastion), or ``local``."""
+    spec = host.spec
+    if spec.transport != "ssh":
+        return "local"
+    text = f"{spec.user}@{spec.address}:{spec.port}"
+    return text + (f" via {spec.proxy_jump}" if spec.proxy_jump else "")
+
+
+def cause(exc: TransportError, host: Host) -> str:
+    """What went wrong, without the host's name and address (the line names them)."""
+    text = str(exc)
+    for prefix in (f"{exc.host}: ", f"{host.spec.address}:{host.spec.port}: "):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    return text
+
+
+def _hint(exc: TransportError, host: Host) -> str | None:
+    text = str(exc)
+    spec = host.spec
+    if isinstance(exc, HostKeyError) and "changed" in text:
+        known = spec.known_hosts or "~/.ssh/known_hosts"
+        where = spec.address if spec.port == 22 else f"[{spec.address}]:{spec.port}"
+        return (
+            f"if {host.name} was rebuilt, check its new key and run: "
+            f"ssh-keygen -R '{where}' -f {known}"
+        )
+    if isinstance(exc, AuthenticationFailed):
+        key = f" -i {spec.identity_file}" if spec.identity_file else ""
+        return (
+            f"check user and identity_file: ssh{key} -p {spec.port} {spec.user}@{spec.address} true"
+        )
+    if "connection refused" in text:
+        return "is sshd running there, on that port?"
+    if "timed out" in text or "no SSH handshake" in text:
+        return "wrong address, a firewall, or a hung host?"
+    return None
+
+
+def failure_lines(failures: Mapping[str, TransportError], inventory: Inventory) -> list[str]:
+    """One line per problem, naming each host with its user, address and port; hosts that
+    failed the same way share a line."""
+    groups: dict[str, list[tuple[Host, TransportError]]] = {}
+    for name, exc in failures.items():
+        host = inventory.host(name)
+        groups.setdefault(cause(exc, host), []).append((host, exc))
+    lines = []
+    for text, members in groups.items():
+        who = ", ".join(f"{h.name} ({login(h)})" for h, _ in members)
+        hints = {_hint(exc, h) for h, exc in members} - {None}
+        line = f"{who}: {text}"
+        if len(hints) == 1:
+            line += f" — {hints.pop()}"
+        lines.append(line)
+    return lines
 
 
 def start(plan: Plan) -> Future[Connected]:

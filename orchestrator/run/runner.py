@@ -92,7 +92,7 @@ def _health_steps(plan: Plan, phase: str) -> list[PlanStep]:
     return steps
 
 
-def _check_source_health(plan: Plan, connections: Mapping[str, Connection]) -> list[str]:
+def check_source_health(plan: Plan, connections: Mapping[str, Connection]) -> list[str]:
     """One poll of each health entry at the active site; returns what failed (empty: healthy)."""
     failures: list[str] = []
     scratch = Journal(file_sink(Path(os.devnull), fsync=False))
@@ -100,9 +100,9 @@ def _check_source_health(plan: Plan, connections: Mapping[str, Connection]) -> l
     for ps in _health_steps(plan, "before"):
         once = replace(ps, step=replace(ps.step, timeout=max(ps.step.timeout, 1.0), interval=0.0))
         for host in ps.hosts:
-            out = ex.poll_once(once, host)
-            if not out:
-                failures.append(f"health '{ps.step.name}' on {host.name}")
+            held, why = ex.poll_once(once, host)
+            if not held:
+                failures.append(f"health '{ps.step.name}' on {host.name}: {why}")
     return failures
 
 
@@ -157,15 +157,18 @@ def _execute_locked(
             }
             fatal = {n: e for n, e in failures.items() if n not in tolerated}
             if fatal:
-                lines = "; ".join(f"{e}" for e in fatal.values())
-                raise PreflightError(f"pre-flight failed, nothing was changed: {lines}")
+                lines = preflight.failure_lines(fatal, plan.inventory)
+                raise PreflightError(
+                    "pre-flight failed, nothing was changed:\n  " + "\n  ".join(lines)
+                )
             unreachable = {n: str(e) for n, e in tolerated.items()}
         if plan.direction == FAILOVER and not plan.emergency and opts.check_source_health:
-            bad = _check_source_health(plan, connections)
+            bad = check_source_health(plan, connections)
             if bad:
                 raise RefusedError(
-                    f"the service is not healthy at {plan.source} ({', '.join(bad)}); refusing "
-                    "to fail over (use --emergency if the source is really gone)"
+                    f"the service is not healthy at {plan.source}, so drx refuses to fail over "
+                    "(nothing was changed; use --emergency if the source is really gone):\n  "
+                    + "\n  ".join(bad)
                 )
         if opts.before_run:
             opts.before_run(plan)

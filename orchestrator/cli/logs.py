@@ -1,0 +1,69 @@
+"""``drx logs RUN STEP [HOST]``: a step's full output, as kept under the run's ``output/``."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli.app import StateDirOpt, app, store_for
+from orchestrator.errors import UsageError
+from orchestrator.record.store import Store
+
+
+def step_logs(store: Store, run: str, step: str, host: str | None) -> list[tuple[str, Path]]:
+    """(host, log file) for each host of ``step`` in ``run`` (or the one ``host``)."""
+    from orchestrator.model.fields import suggest
+    from orchestrator.record.runs import load_summary, resolve_run
+
+    run_id = resolve_run(store, run)
+    summary = load_summary(store, run_id)
+    steps = {s["id"]: s for s in summary.get("steps", [])}
+    output = store.output_dir(run_id)
+    health = sorted(p.name for p in output.glob("health:*")) if output.is_dir() else []
+    if step not in steps and not (output / step).is_dir():
+        hint = suggest(step, [*steps, *health])
+        raise UsageError(
+            f"run {run_id} has no step '{step}'"
+            + (f"; {hint}" if hint else f" (steps: {', '.join(steps)})")
+        )
+    hosts = [h["host"] for h in steps.get(step, {}).get("hosts", [])]
+    if not hosts and (output / step).is_dir():
+        hosts = sorted(p.stem for p in (output / step).glob("*.log"))
+    if host is not None:
+        if host not in hosts:
+            raise UsageError(
+                f"step '{step}' of run {run_id} did not run on '{host}' "
+                f"(hosts: {', '.join(hosts) or 'none'})"
+            )
+        hosts = [host]
+    return [(h, output / step / f"{h}.log") for h in hosts]
+
+
+@app.command()
+def logs(
+    run: Annotated[str, typer.Argument(help="Run id (or a unique part of it, e.g. its end).")],
+    step: Annotated[str, typer.Argument(help="Step id (in a failback: undo-ID).")],
+    host: Annotated[str | None, typer.Argument(help="Only this host.")] = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Print a step's full output (every attempt, stdout and stderr as they came), which reports
+    and the journal keep only the last lines of. With several hosts, each is headed by its name.
+
+    Example: drx logs 20261126T174500.123Z-failover-site-b promote-db db-b
+    """
+    found = step_logs(store_for(state_dir), run, step, host)
+    several = len(found) > 1
+    for name, path in found:
+        if several:
+            typer.echo(f"==> {name} <==")
+        if not path.is_file():
+            typer.echo(f"({name}: no output)", err=True)
+            continue
+        sys.stdout.flush()
+        with path.open("rb") as fh:  # streamed: a log may be gigabytes
+            shutil.copyfileobj(fh, sys.stdout.buffer)
+        sys.stdout.buffer.flush()

@@ -1,0 +1,605 @@
+"""What every runbook and inventory field means: one table per mapping, read by the loaders' tests,
+by ``drx schema`` (JSON Schema for editors) and by the generator of ``docs/reference.md``.
+
+The tables name exactly the fields the loaders accept (``STEP_FIELDS``, ``CONNECTION_FIELDS``...):
+a test compares them, so a field cannot be added to a loader without a line here, and the
+reference cannot document a field the loader would refuse.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from orchestrator.errors import ExitCode
+
+
+class Type(StrEnum):
+    """The shape of a field's value, as the reference names it and the schema checks it."""
+
+    STRING = "string"
+    TEXT = "string (numbers accepted)"
+    TEMPLATE = "template"
+    EXPRESSION = "expression"
+    DURATION = "duration"
+    DURATION_OR_SIZE = "duration or size"
+    SELECTORS = "selector or list"
+    STRINGS = "string or list"
+    INTEGER = "integer"
+    PORT = "integer 1-65535"
+    BOOLEAN = "boolean"
+    ENV = "mapping of strings"
+    MAPPING = "mapping"
+    KIND = "command · check · manual · wait"
+    ON_FAILURE = "abort · continue"
+    CAPTURE = "text · number · json · regex"
+    UNDO = "command or mapping"
+    TRANSPORT = "ssh · local"
+    HOST_KEY_POLICY = "strict · accept-new · ignore"
+    HEALTH_LIST = "list of health entries"
+    STEP_LIST = "list of steps"
+    SITES = "mapping of sites"
+    HOSTS = "mapping of hosts"
+    DEFAULTS = "mapping of connection settings"
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """One field: its type, its default (as text), what it does, and an example value."""
+
+    name: str
+    type: Type
+    default: str
+    meaning: str
+    example: str
+    required: bool = False
+
+
+RUNBOOK_DOC: tuple[FieldDoc, ...] = (
+    FieldDoc(
+        "name",
+        Type.TEXT,
+        "required",
+        "The runbook's name. The active site and the run "
+        "history are kept per name, so two runbooks can share a state directory.",
+        "webapp",
+        required=True,
+    ),
+    FieldDoc(
+        "description",
+        Type.TEXT,
+        '""',
+        "One line shown in reports.",
+        "Move the web application between sites.",
+    ),
+    FieldDoc(
+        "rto_target",
+        Type.DURATION,
+        "none",
+        "The recovery time objective. A run that "
+        "succeeds but measures a longer RTO exits 3; the live view projects against it.",
+        "15m",
+    ),
+    FieldDoc(
+        "rpo_target",
+        Type.DURATION_OR_SIZE,
+        "none",
+        "The recovery point objective: a "
+        "duration (seconds of lost writes) or a size (`0B`, `512KB`, `16MB`; 1 KB = 1024 B) "
+        "for stores that measure loss in bytes. Compared with the value of `rpo_step`.",
+        "30s",
+    ),
+    FieldDoc(
+        "rpo_step",
+        Type.TEXT,
+        "none",
+        "A step whose captured number (its last value) is "
+        "the measured RPO, in seconds (or bytes when `rpo_target` is a size).",
+        "check-lag",
+    ),
+    FieldDoc(
+        "rto_start",
+        Type.TEXT,
+        "the first step",
+        "A step whose start starts the RTO "
+        "clock (for runbooks that begin with preparation that is not downtime).",
+        "freeze-writes",
+    ),
+    FieldDoc(
+        "vars",
+        Type.MAPPING,
+        "{}",
+        "Variables for templates (`vars.NAME`); the inventory, "
+        "its sites and hosts, and `--var` override them in that order.",
+        "{app_port: 8080}",
+    ),
+    FieldDoc(
+        "health",
+        Type.HEALTH_LIST,
+        "[]",
+        "The service's steady state: polled once at the "
+        "active site before a failover, and at the new site after the steps until it "
+        "holds (that moment ends the RTO).",
+        "[{name: http, hosts: control, run: ...}]",
+    ),
+    FieldDoc(
+        "steps",
+        Type.STEP_LIST,
+        "required",
+        "The steps, in any order: `needs` decides what runs when.",
+        "[{id: promote-db, hosts: db@target, run: dbctl promote}]",
+        required=True,
+    ),
+)
+
+STEP_DOC: tuple[FieldDoc, ...] = (
+    FieldDoc(
+        "id",
+        Type.TEXT,
+        "required",
+        "Unique; lower-case letters, digits, `-` and `_`, "
+        "starting with a letter or digit. Other steps name it in `needs` and templates "
+        "read its result as `steps['ID']`.",
+        "promote-db",
+        required=True,
+    ),
+    FieldDoc(
+        "name",
+        Type.TEXT,
+        "the id",
+        "A human title for the live view and reports.",
+        "Promote the replica at the target",
+    ),
+    FieldDoc(
+        "kind",
+        Type.KIND,
+        "command",
+        "`command` runs `run` once per host; `check` polls "
+        "`run` until `until` holds; `manual` asks an operator (`prompt`); `wait` sleeps "
+        "`duration`.",
+        "check",
+    ),
+    FieldDoc(
+        "hosts",
+        Type.SELECTORS,
+        "required for command and check",
+        "Where the step runs: a selector or a list of them (see Host selectors).",
+        "db@target",
+    ),
+    FieldDoc(
+        "run",
+        Type.TEMPLATE,
+        "required for command and check",
+        "The shell command, run by `sh` on each host. Pass interpolated values through `| quote`.",
+        "dbctl promote --name {{ host.name | quote }}",
+    ),
+    FieldDoc(
+        "undo",
+        Type.UNDO,
+        "none",
+        "What a failback runs to reverse this step: a command "
+        "(run on the same hosts), or a mapping with any step field but `id`, `undo` and "
+        "`needs` (see What an undo may be).",
+        "dbctl demote",
+    ),
+    FieldDoc(
+        "needs",
+        Type.STRINGS,
+        "[]",
+        "Ids of steps that must succeed (or be skipped, or "
+        "fail with `on_failure: continue`) before this one starts.",
+        "[check-lag]",
+    ),
+    FieldDoc(
+        "timeout",
+        Type.DURATION,
+        "10m",
+        "Per attempt and per host; the remote command "
+        "and its children are killed when it passes. For a `check`, it bounds the whole "
+        "polling window on each host.",
+        "2m",
+    ),
+    FieldDoc(
+        "retries",
+        Type.INTEGER,
+        "0",
+        "Extra attempts after a failure; only the hosts that failed run again.",
+        "2",
+    ),
+    FieldDoc("retry_delay", Type.DURATION, "5s", "The pause before each retry.", "1s"),
+    FieldDoc(
+        "until",
+        Type.EXPRESSION,
+        "rc == 0",
+        "For `check`: the condition that ends the "
+        "polling, over `rc`, `stdout`, `stderr` and `value` (see `capture`).",
+        "value <= 5",
+    ),
+    FieldDoc("interval", Type.DURATION, "5s", "For `check`: the pause between polls.", "500ms"),
+    FieldDoc(
+        "capture",
+        Type.CAPTURE,
+        "none",
+        "Sets `value` from stdout: `text` (stripped), "
+        "`number` (the first number), `json`, or a regex whose first group is kept. "
+        "Nothing found gives null: a check polls again, a command step fails "
+        "(`error: capture`).",
+        "number",
+    ),
+    FieldDoc(
+        "when",
+        Type.EXPRESSION,
+        "always",
+        "A condition evaluated when the step is "
+        "ready; false skips the step (its dependents still run).",
+        "direction == 'failover'",
+    ),
+    FieldDoc(
+        "on_failure",
+        Type.ON_FAILURE,
+        "abort",
+        "`abort`: no new step starts and the run "
+        "fails. `continue`: the step is recorded as failed and its dependents run.",
+        "continue",
+    ),
+    FieldDoc(
+        "serial",
+        Type.INTEGER,
+        "all hosts at once",
+        "At most this many of the step's hosts at a time (a rolling change).",
+        "1",
+    ),
+    FieldDoc(
+        "expect",
+        Type.DURATION,
+        "none",
+        "The expected duration, used by `drx plan` to predict the RTO until the step has history.",
+        "30s",
+    ),
+    FieldDoc(
+        "prompt",
+        Type.TEMPLATE,
+        "the name",
+        "For `manual`: the question asked.",
+        "Cut DNS over to {{ target }}?",
+    ),
+    FieldDoc(
+        "duration", Type.DURATION, "required for wait", "For `wait`: how long to sleep.", "30s"
+    ),
+    FieldDoc(
+        "env",
+        Type.ENV,
+        "{}",
+        "Extra environment variables for the command (over the host's `env`).",
+        "{LC_ALL: C}",
+    ),
+    FieldDoc(
+        "idempotent",
+        Type.BOOLEAN,
+        "false",
+        "Safe to run again after the controller died "
+        "while it was running: `drx resume` re-runs such a step without "
+        "`--rerun-inflight`.",
+        "true",
+    ),
+    FieldDoc(
+        "sudo",
+        Type.BOOLEAN,
+        "false",
+        "Run the command through `sudo -n` (never prompts; `drx check` tests that it works).",
+        "true",
+    ),
+)
+
+HEALTH_DOC: tuple[FieldDoc, ...] = (
+    FieldDoc(
+        "name",
+        Type.TEXT,
+        "health-N",
+        "Names the entry in the journal, reports and output files; unique.",
+        "http",
+    ),
+    FieldDoc(
+        "hosts",
+        Type.SELECTORS,
+        "required",
+        "Where the probe runs. `active` in a selector is the site being checked.",
+        "control",
+        required=True,
+    ),
+    FieldDoc(
+        "run",
+        Type.TEMPLATE,
+        "required",
+        "The probe command; `{{ active }}` is the site being checked.",
+        "curl -fsS http://{{ site(active).vars.vip }}/health",
+        required=True,
+    ),
+    FieldDoc("until", Type.EXPRESSION, "rc == 0", "The condition for healthy.", "value == 'ok'"),
+    FieldDoc("interval", Type.DURATION, "2s", "The pause between polls.", "500ms"),
+    FieldDoc(
+        "timeout",
+        Type.DURATION,
+        "2m",
+        "How long to poll at the new site before the run fails with `health never held`.",
+        "5m",
+    ),
+    FieldDoc("capture", Type.CAPTURE, "none", "As for a step.", "text"),
+    FieldDoc("env", Type.ENV, "{}", "As for a step.", "{LC_ALL: C}"),
+)
+
+INVENTORY_DOC: tuple[FieldDoc, ...] = (
+    FieldDoc(
+        "active",
+        Type.STRING,
+        "required",
+        "The site serving now, before any drx run. "
+        "Once a run has succeeded, the state directory's record overrides it.",
+        "site-a",
+        required=True,
+    ),
+    FieldDoc(
+        "defaults",
+        Type.DEFAULTS,
+        "{}",
+        "Connection settings every host inherits (see Connection settings).",
+        "{user: drx, host_key_policy: strict}",
+    ),
+    FieldDoc(
+        "vars",
+        Type.MAPPING,
+        "{}",
+        "Variables for every template (over the runbook's).",
+        "{dns_zone: example.internal}",
+    ),
+    FieldDoc(
+        "sites",
+        Type.SITES,
+        "required",
+        "At least two sites, by name. `source`, `target`, `active` and `control` are reserved.",
+        "{site-a: {hosts: {...}}, site-b: {hosts: {...}}}",
+        required=True,
+    ),
+)
+
+SITE_DOC: tuple[FieldDoc, ...] = (
+    FieldDoc(
+        "vars",
+        Type.MAPPING,
+        "{}",
+        "Variables for templates rendered for this site's hosts, and `site(NAME).vars`.",
+        "{vip: 10.0.1.10}",
+    ),
+    FieldDoc(
+        "hosts",
+        Type.HOSTS,
+        "required",
+        "The site's hosts, by name; names are unique across sites and `control` is reserved.",
+        "{db-a: {address: 10.0.1.21, roles: [db]}}",
+        required=True,
+    ),
+)
+
+HOST_DOC: tuple[FieldDoc, ...] = (
+    FieldDoc(
+        "address", Type.TEXT, "required with transport ssh", "IP address or DNS name.", "10.0.1.21"
+    ),
+    FieldDoc("roles", Type.STRINGS, "[]", "Roles for `ROLE@SITE` selectors.", "[db, primary]"),
+    FieldDoc(
+        "vars",
+        Type.MAPPING,
+        "{}",
+        "Variables for templates rendered on this host (`vars.NAME`, `host.vars.NAME`).",
+        "{weight: 2}",
+    ),
+)
+
+CONNECTION_DOC: tuple[FieldDoc, ...] = (
+    FieldDoc(
+        "transport",
+        Type.TRANSPORT,
+        "ssh",
+        "`local` runs commands on the machine running drx (no SSH), e.g. for a lab or the demo.",
+        "ssh",
+    ),
+    FieldDoc("user", Type.STRING, "root", "The SSH login.", "drx"),
+    FieldDoc("port", Type.PORT, "22", "The SSH port.", "2222"),
+    FieldDoc(
+        "identity_file",
+        Type.STRING,
+        "none (agent, default keys)",
+        "A private key file.",
+        "~/.ssh/id_ed25519",
+    ),
+    FieldDoc(
+        "known_hosts",
+        Type.STRING,
+        "~/.ssh/known_hosts",
+        "Where host keys are checked (and, under `accept-new`, added).",
+        "~/.ssh/known_hosts",
+    ),
+    FieldDoc(
+        "host_key_policy",
+        Type.HOST_KEY_POLICY,
+        "strict",
+        "`strict`: an unknown or "
+        "changed key refuses the host. `accept-new`: an unknown key is added, a changed "
+        "one refused. `ignore`: any key (labs only).",
+        "accept-new",
+    ),
+    FieldDoc("connect_timeout", Type.DURATION, "10s", "How long to wait for a connection.", "5s"),
+    FieldDoc(
+        "proxy_jump",
+        Type.STRING,
+        "none",
+        "A bastion, `user@host:port`.",
+        "drx@bastion-b.example.internal:22",
+    ),
+    FieldDoc(
+        "env",
+        Type.ENV,
+        "{}",
+        "Environment variables exported to every command on the "
+        "host; merged level by level (defaults < site < host).",
+        "{PATH: /opt/app/bin:/usr/bin:/bin}",
+    ),
+)
+
+#: The names templates see (SPEC §4), with what they hold.
+TEMPLATE_CONTEXT: tuple[tuple[str, str], ...] = (
+    (
+        "source, target",
+        "the site names of this run: a failover moves the service from `source` "
+        "to `target`; a failback keeps the failover's meaning (it moves back to `source`)",
+    ),
+    (
+        "active",
+        "the site serving the service: in steps and in the health check before a run, "
+        "the site serving before this run; in the health check after a run, the site the run moves "
+        "the service to",
+    ),
+    ("direction", "`failover` or `failback`"),
+    ("run_id, emergency", "the run's id; whether `--emergency` was given"),
+    ("vars", "merged variables: runbook < inventory < site < host < `--var NAME=VALUE`"),
+    (
+        "host",
+        "the host being rendered: `.name .address .port .user .roles .site .vars` (not in "
+        "`prompt` and `when`, which are rendered once per step)",
+    ),
+    ("site(NAME)", "a site (`NAME` may be `source`, `target` or `active`): `.name .vars .hosts`"),
+    ("hosts(SELECTOR)", "a list of host objects, e.g. `hosts('db@source')[0].address`"),
+    (
+        "steps",
+        "results of finished steps among this step's needs (direct or indirect): "
+        "`steps['check-lag'].value`, `.rc`, `.stdout` (those of the step's first host), per host "
+        "`steps['check-lag'].hosts['db-b'].stdout`",
+    ),
+    (
+        "rc, stdout, stderr, value",
+        "in `until` only: the poll's exit code, output, and captured value",
+    ),
+)
+
+FILTERS: tuple[tuple[str, str, str], ...] = (
+    (
+        "quote",
+        "POSIX shell quoting; use it for every value interpolated into a command",
+        "{{ site(target).vars.vip | quote }}",
+    ),
+    ("seconds", "a duration as a number of seconds", "{{ '1m30s' | seconds }} → 90.0"),
+)
+
+
+def all_docs() -> dict[str, tuple[FieldDoc, ...]]:
+    """Every table, by the mapping it describes."""
+    return {
+        "runbook": RUNBOOK_DOC,
+        "step": STEP_DOC,
+        "health": HEALTH_DOC,
+        "inventory": INVENTORY_DOC,
+        "connection": CONNECTION_DOC,
+        "site": SITE_DOC,
+        "host": HOST_DOC,
+    }
+
+
+#: what each exit code means in detail (the codes themselves: ``orchestrator.errors.ExitCode``)
+EXIT_DETAILS: dict[ExitCode, str] = {
+    ExitCode.OK: "success (for `drx check`: every host and the health check passed)",
+    ExitCode.FAILED: "the run failed: a step failed, health never held at the new site, or the "
+    "run lost its lock",
+    ExitCode.REFUSED: "refused before anything ran: invalid input, lock held, site already "
+    "active, a host unreachable or refused at the pre-flight, health failing at the source, "
+    "nothing to fail back or resume",
+    ExitCode.RTO_MISSED: "the run succeeded but the measured RTO missed `rto_target`",
+    ExitCode.INTERNAL: "an unexpected internal error; the traceback is in the state "
+    "directory's debug.log",
+    ExitCode.CANCELLED: "cancelled (Ctrl-C)",
+}
+
+
+# -- the generated parts of docs/reference.md ---------------------------------------------------
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def field_table(docs: tuple[FieldDoc, ...]) -> str:
+    """A markdown table of ``docs``: field, type, default, meaning, example."""
+    rows = ["| field | type | default | meaning | example |", "|---|---|---|---|---|"]
+    for d in docs:
+        rows.append(
+            f"| `{d.name}` | {_cell(d.type.value)} | {_cell(d.default)} | {_cell(d.meaning)} "
+            f"| `{_cell(d.example)}` |"
+        )
+    return "\n".join(rows)
+
+
+def generated_blocks() -> dict[str, str]:
+    """The text of every generated block of docs/reference.md, by block name."""
+    from orchestrator.model.runbook import UNDO_FIELDS
+
+    blocks = {f"{name}-fields": field_table(docs) for name, docs in all_docs().items()}
+    blocks["undo-fields"] = (
+        "An undo mapping may set: " + ", ".join(f"`{name}`" for name in UNDO_FIELDS) + "."
+    )
+    blocks["template-context"] = "\n".join(
+        ["| name | value |", "|---|---|"]
+        + [f"| `{name}` | {_cell(text)} |" for name, text in TEMPLATE_CONTEXT]
+    )
+    blocks["filters"] = "\n".join(
+        ["| filter | does | example |", "|---|---|---|"]
+        + [f"| `{name}` | {_cell(text)} | `{_cell(ex)}` |" for name, text, ex in FILTERS]
+    )
+    blocks["exit-codes"] = "\n".join(
+        ["| code | meaning |", "|---|---|"]
+        + [f"| `{int(c)}` | {_cell(EXIT_DETAILS.get(c, c.meaning))} |" for c in ExitCode]
+    )
+    return blocks
+
+
+_BLOCK = re.compile(
+    r"(<!-- generated: (?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S
+)
+
+
+def update_reference(text: str) -> str:
+    """``text`` (docs/reference.md) with every generated block rewritten from the tables;
+    raise KeyError for a block name that is not generated."""
+    blocks = generated_blocks()
+    return _BLOCK.sub(lambda m: m.group(1) + blocks[m.group("name")] + "\n" + m.group(4), text)
+
+
+def block_names(text: str) -> list[str]:
+    return [m.group("name") for m in _BLOCK.finditer(text)]
+
+
+def write_docs(docs_dir: Path) -> list[Path]:
+    """Regenerate docs/reference.md's tables and docs/schema/*.json; return what changed."""
+    import json
+
+    from orchestrator.model.schema import SCHEMAS
+
+    changed: list[Path] = []
+    outputs = {
+        docs_dir / "schema" / f"{name}.json": json.dumps(build(), indent=2) + "\n"
+        for name, build in SCHEMAS.items()
+    }
+    reference = docs_dir / "reference.md"
+    outputs[reference] = update_reference(reference.read_text(encoding="utf-8"))
+    for path, text in outputs.items():
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            changed.append(path)
+    return changed
+
+
+if __name__ == "__main__":  # make docs: python -m orchestrator.model.reference docs
+    import sys
+
+    for changed_path in write_docs(Path(sys.argv[1] if len(sys.argv) > 1 else "docs")):
+        print(f"updated {changed_path}")

@@ -1,0 +1,157 @@
+"""JSON Schemas (draft 2020-12) of runbooks and inventories, built from the field tables of
+:mod:`orchestrator.model.reference`, so that editors with a YAML language server complete and
+check the files as drx's own loaders would (``drx schema runbook``; see docs/reference.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.model.reference import (
+    CONNECTION_DOC,
+    HEALTH_DOC,
+    HOST_DOC,
+    INVENTORY_DOC,
+    RUNBOOK_DOC,
+    SITE_DOC,
+    STEP_DOC,
+    FieldDoc,
+    Type,
+)
+from orchestrator.model.runbook import STEP_ID, UNDO_FIELDS, OnFailure, StepKind
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+#: durations: 500ms, 30s, 5m, 1h, 1h30m, or a plain number of seconds
+DURATION_PATTERN = r"^\s*((\d+(\.\d+)?(ms|s|m|h|d))+|\d+(\.\d+)?)\s*$"
+SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([Bb]|[KkMmGgTt][Bb])\s*$"
+
+_STRING: dict[str, Any] = {"type": "string"}
+_NUMBER_OR_STRING: dict[str, Any] = {"type": ["string", "number"]}
+_DURATION: dict[str, Any] = {
+    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION_PATTERN}]
+}
+_STRINGS: dict[str, Any] = {
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+}
+_ENV: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": {"type": ["string", "number"]},
+}
+
+
+def _value_schema(doc: FieldDoc) -> dict[str, Any]:
+    simple: dict[Type, dict[str, Any]] = {
+        Type.STRING: _STRING,
+        Type.TEXT: _NUMBER_OR_STRING,
+        Type.TEMPLATE: _NUMBER_OR_STRING,
+        Type.EXPRESSION: _NUMBER_OR_STRING,
+        Type.DURATION: _DURATION,
+        Type.DURATION_OR_SIZE: {
+            "anyOf": [*_DURATION["anyOf"], {"type": "string", "pattern": SIZE_PATTERN}]
+        },
+        Type.SELECTORS: _STRINGS,
+        Type.STRINGS: _STRINGS,
+        Type.INTEGER: {"type": "integer", "minimum": 0},
+        Type.PORT: {"type": "integer", "minimum": 1, "maximum": 65535},
+        Type.BOOLEAN: {"type": "boolean"},
+        Type.ENV: _ENV,
+        Type.MAPPING: {"type": "object"},
+        Type.KIND: {"enum": [k.value for k in StepKind]},
+        Type.ON_FAILURE: {"enum": [o.value for o in OnFailure]},
+        Type.CAPTURE: _STRING,
+        Type.UNDO: {
+            "anyOf": [{"type": ["string", "number"]}, {"$ref": "#/$defs/undo"}],
+        },
+        Type.TRANSPORT: {"enum": ["ssh", "local"]},
+        Type.HOST_KEY_POLICY: {"enum": ["strict", "accept-new", "ignore"]},
+        Type.HEALTH_LIST: {"type": "array", "items": {"$ref": "#/$defs/health"}},
+        Type.STEP_LIST: {"type": "array", "items": {"$ref": "#/$defs/step"}},
+        Type.DEFAULTS: {"$ref": "#/$defs/connection"},
+        Type.SITES: {
+            "type": "object",
+            "minProperties": 2,
+            "propertyNames": {"not": {"enum": ["source", "target", "active", "control"]}},
+            "additionalProperties": {"$ref": "#/$defs/site"},
+        },
+        Type.HOSTS: {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"not": {"const": "control"}},
+            "additionalProperties": {"$ref": "#/$defs/host"},
+        },
+    }
+    schema = dict(simple[doc.type])
+    schema["description"] = f"{doc.meaning} Default: {doc.default}."
+    if doc.name == "id":
+        schema = {"type": "string", "pattern": STEP_ID.pattern, "description": doc.meaning}
+    return schema
+
+
+def _object(docs: tuple[FieldDoc, ...], *, required: bool = True) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {d.name: _value_schema(d) for d in docs},
+        "additionalProperties": False,
+    }
+    names = [d.name for d in docs if d.required]
+    if required and names:
+        schema["required"] = names
+    return schema
+
+
+def _needs_hosts_and_run(with_hosts: bool) -> dict[str, Any]:
+    """command and check steps need ``run`` (and ``hosts``, except in an undo); wait needs
+    ``duration``."""
+    needed = ["hosts", "run"] if with_hosts else ["run"]
+    return {
+        "allOf": [
+            {
+                "if": {
+                    "anyOf": [
+                        {"not": {"required": ["kind"]}},
+                        {"properties": {"kind": {"enum": ["command", "check"]}}},
+                    ]
+                },
+                "then": {"required": needed},
+            },
+            {
+                "if": {"properties": {"kind": {"const": "wait"}}, "required": ["kind"]},
+                "then": {"required": ["duration"]},
+            },
+        ]
+    }
+
+
+def runbook_schema() -> dict[str, Any]:
+    """The JSON Schema of a runbook file."""
+    step = _object(STEP_DOC) | _needs_hosts_and_run(True)
+    undo_docs = tuple(d for d in STEP_DOC if d.name in UNDO_FIELDS)
+    undo = _object(undo_docs) | _needs_hosts_and_run(False)
+    return {
+        "$schema": DRAFT,
+        "$id": "https://drx.invalid/schema/runbook.json",
+        "title": "drx runbook",
+        "description": "Steps with dependencies that move a service between sites; see "
+        "docs/reference.md.",
+        **_object(RUNBOOK_DOC),
+        "$defs": {"step": step, "undo": undo, "health": _object(HEALTH_DOC)},
+    }
+
+
+def inventory_schema() -> dict[str, Any]:
+    """The JSON Schema of an inventory file."""
+    connection = _object(CONNECTION_DOC)
+    return {
+        "$schema": DRAFT,
+        "$id": "https://drx.invalid/schema/inventory.json",
+        "title": "drx inventory",
+        "description": "Sites, their hosts and how to reach them; see docs/reference.md.",
+        **_object(INVENTORY_DOC),
+        "$defs": {
+            "connection": connection,
+            "site": _object((*SITE_DOC, *CONNECTION_DOC)),
+            "host": _object((*HOST_DOC, *CONNECTION_DOC)),
+        },
+    }
+
+
+SCHEMAS = {"runbook": runbook_schema, "inventory": inventory_schema}
