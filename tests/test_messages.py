@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli.status import describe
+from orchestrator.record.store import open_store
 from tests.drill import World, world_dir
 
 RUNBOOK = """
@@ -62,7 +63,7 @@ def test_without_state_drx_says_which_active_site_it_trusts(local_world: World, 
     code, err = local_world.run(capsys, "failback", "--yes")
     assert code == 0 and "no drx state" not in err
     elsewhere = local_world.root / "elsewhere"
-    assert f"none recorded in {elsewhere.resolve() / 'state.json'}" in describe(elsewhere)
+    assert f"none recorded in {elsewhere.resolve()}," in describe(open_store(elsewhere))
 
 
 def test_nothing_to_fail_back_names_where_drx_looked(

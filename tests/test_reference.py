@@ -132,6 +132,9 @@ def test_every_documented_host_field_loads_with_its_example(tmp_path: Path, doc:
     """A host setting a documented field to the reference's example loads without a problem."""
     inv = json.loads(json.dumps(BASE_INVENTORY))
     inv["sites"]["a"]["hosts"]["h1"][doc.name] = yaml.safe_load(doc.example)
+    if doc.name == "ssh_config":  # a file the example names must exist
+        (tmp_path / doc.example).parent.mkdir(parents=True)
+        (tmp_path / doc.example).write_text("Host other\n  Port 2222\n")
     _, problems = parse_inventory(_write(tmp_path, "inv.yaml", inv))
     assert [str(p) for p in problems if p.severity == "error"] == []
 

@@ -438,6 +438,16 @@ CONNECTION_DOC: tuple[FieldDoc, ...] = (
         "drx@bastion-b.example.internal:22",
     ),
     FieldDoc(
+        "ssh_config",
+        Type.STRING,
+        "~/.ssh/config (if it exists)",
+        "An OpenSSH client config file. A host's `address` (or, without one, its name) may be "
+        "a `Host` alias there: HostName, User, Port, IdentityFile, ProxyJump, ConnectTimeout "
+        "and UserKnownHostsFile fill every setting the inventory leaves unset; a setting "
+        "written in the inventory always wins. A relative path is relative to the inventory.",
+        "ssh/drills.conf",
+    ),
+    FieldDoc(
         "env",
         Type.ENV,
         "{}",
