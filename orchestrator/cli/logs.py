@@ -21,7 +21,7 @@ def step_logs(store: Store, run: str, step: str, host: str | None) -> list[tuple
 
     run_id = resolve_run(store, run)
     summary = load_summary(store, run_id)
-    steps = {s["id"]: s for s in summary.get("steps", [])}
+    steps = {s.id: s for s in summary.steps}
     output = store.output_dir(run_id)
     health = sorted(p.name for p in output.glob("health:*")) if output.is_dir() else []
     if step not in steps and not (output / step).is_dir():
@@ -30,7 +30,7 @@ def step_logs(store: Store, run: str, step: str, host: str | None) -> list[tuple
             f"run {run_id} has no step '{step}'"
             + (f"; {hint}" if hint else f" (steps: {', '.join(steps)})")
         )
-    hosts = [h["host"] for h in steps.get(step, {}).get("hosts", [])]
+    hosts = [h.host for h in steps[step].hosts] if step in steps else []
     if not hosts and (output / step).is_dir():
         hosts = sorted(p.stem for p in (output / step).glob("*.log"))
     if host is not None:
