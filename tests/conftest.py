@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -11,6 +12,14 @@ from pathlib import Path
 import pytest
 
 from orchestrator.lab.sshd import Lab, LabHost
+
+
+@pytest.fixture(autouse=True)
+def _no_drx_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the caller's DRX_* variables (state dir, files, secrets) out of every test."""
+    for name in list(os.environ):
+        if name.startswith("DRX_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(autouse=True)

@@ -4,13 +4,13 @@ refusals (unknown site, site already active), --version, --help, and one-line er
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from orchestrator import __version__
-from orchestrator.cli import app, main
+from orchestrator.cli import app
+from tests.cli import drx
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_RUNBOOK = ROOT / "runbooks" / "webapp.yaml"
@@ -19,27 +19,10 @@ FORMATS = ("text", "json", "dot", "mermaid")
 COMMANDS = [c.name or c.callback.__name__ for c in app.registered_commands if c.callback]
 
 
-@pytest.fixture(autouse=True)
-def _no_drx_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the caller's DRX_* variables (state dir, files, secrets) out of every test."""
-    for name in list(os.environ):
-        if name.startswith("DRX_"):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture
 def state(tmp_path: Path) -> Path:
     """An empty state directory (no history, no state.json)."""
     return tmp_path / "state"
-
-
-def drx(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the ``drx`` entry point in-process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 0), out.out, out.err
 
 
 def on_samples(state: Path) -> list[str]:

@@ -16,11 +16,11 @@ from typing import Any
 import networkx as nx
 import pytest
 
-from orchestrator.cli import main
 from orchestrator.model.inventory import Inventory, select
 from orchestrator.model.loading import load_both
 from orchestrator.plan.build import Plan, build_plan
 from orchestrator.plan.preview import plan_document, render_plan
+from tests.cli import drx
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_RUNBOOK = ROOT / "runbooks" / "webapp.yaml"
@@ -45,14 +45,6 @@ sites:
       app-b1: {address: 10.0.2.31, roles: [app, web]}
       app-b2: {address: 10.0.2.32, roles: [app]}
 """
-
-
-@pytest.fixture(autouse=True)
-def _no_drx_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the caller's DRX_* variables (state dir, files, secrets) out of every test."""
-    for name in list(os.environ):
-        if name.startswith("DRX_"):
-            monkeypatch.delenv(name)
 
 
 def write(tmp_path: Path, runbook: str, inventory: str = INVENTORY) -> tuple[Path, Path]:
@@ -81,15 +73,6 @@ def steps_yaml(*steps: tuple[str, list[str], str | None]) -> str:
         if expect:
             lines.append(f"    expect: {expect}")
     return "\n".join(lines) + "\n"
-
-
-def drx(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the ``drx`` entry point in-process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 0), out.out, out.err
 
 
 # -- waves and determinism --------------------------------------------------------------------

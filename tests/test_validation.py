@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.cli import main
+from tests.cli import drx
 
 CASES_DIR = Path(__file__).parent / "cases"
 RUNBOOK = CASES_DIR / "runbook.yaml"
@@ -27,25 +27,6 @@ PROBLEM = re.compile(
     r"^(?P<file>[^:\n]+):(?P<line>\d+)(?::\d+)?: (?P<severity>error|warning): "
     r"(?:step '(?P<step>[^']*)': )?(?P<message>.*)$"
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_drx_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the caller's DRX_* variables (state dir, files, secrets) out of every test."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("DRX_"):
-            monkeypatch.delenv(name)
-
-
-def drx(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the ``drx`` entry point in-process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 0), out.out, out.err
 
 
 def problems(stderr: str) -> list[dict[str, Any]]:

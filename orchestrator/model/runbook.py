@@ -176,7 +176,7 @@ class Runbook:
 
 
 def _capture(f: Fields) -> str | None:
-    value = f.string("capture")
+    value: str | None = f.string("capture")
     if value is None or value in CAPTURE_KINDS:
         return value
     try:

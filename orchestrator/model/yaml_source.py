@@ -68,7 +68,7 @@ def _loader_class() -> type[Any]:
         return base
     scalar, sequence = yaml.ScalarNode, yaml.SequenceNode
 
-    class Loader(base):  # type: ignore[misc,valid-type]
+    class Loader(base):  # type: ignore[misc]
         def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
             if kind is scalar:
                 if implicit[0]:

@@ -184,11 +184,15 @@ class Plan:
 # -- building ---------------------------------------------------------------------------------
 
 
-def merged_vars(runbook: Runbook, inventory: Inventory, cli_vars: Mapping[str, Any]) -> dict:
+def merged_vars(
+    runbook: Runbook, inventory: Inventory, cli_vars: Mapping[str, Any]
+) -> dict[str, Any]:
     return {**runbook.vars, **inventory.vars, **cli_vars}
 
 
-def _problem(runbook: Runbook, step: str | None, line: int, message: str, hint: str | None = None):
+def _problem(
+    runbook: Runbook, step: str | None, line: int, message: str, hint: str | None = None
+) -> Problem:
     return Where(runbook.path, step).problem(line, message, hint)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -99,8 +101,6 @@ class CancelToken:
     """Set once to ask running commands to stop; commands poll ``is_set`` or wait on ``event``."""
 
     def __init__(self) -> None:
-        import threading
-
         self.event = threading.Event()
 
     def set(self) -> None:
@@ -120,6 +120,69 @@ class Transport(Protocol):
 
 
 # --- helpers shared by the transports -------------------------------------------------------
+
+#: How often a wait with a cancel token looks at the token.
+CANCEL_POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Limit:
+    """When a command must stop: its deadline (monotonic) and its cancel token, either optional.
+    Every wait of a transport goes through ``reason``/``wait_s``, so none can overrun either."""
+
+    deadline: float | None
+    cancel: CancelToken | None
+
+    def reason(self) -> str | None:
+        """Why to stop now: "cancelled", "timeout", or None to go on."""
+        if self.cancel is not None and self.cancel.is_set():
+            return "cancelled"
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return "timeout"
+        return None
+
+    def wait_s(self) -> float | None:
+        """How long the next blocking wait may last before ``reason`` must be asked again."""
+        wait = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        if self.cancel is not None:
+            wait = CANCEL_POLL_S if wait is None else min(wait, CANCEL_POLL_S)
+        return wait
+
+
+def timed_run(
+    body: Callable[[OutputCollector, Limit], tuple[int | None, str | None]],
+    *,
+    timeout: float | None,
+    log_path: Path | None,
+    redact: Redactor | None,
+    cancel: CancelToken | None,
+) -> CommandResult:
+    """The frame of every ``Connection.run``: time it, collect its output, and turn what
+    ``body`` returns — (exit code, error) — into a ``CommandResult``."""
+    started = time.monotonic()
+    limit = Limit(None if timeout is None else started + timeout, cancel)
+    out = OutputCollector(log_path, redact)
+    rc: int | None = None
+    error: str | None = None
+    try:
+        if cancel is not None and cancel.is_set():
+            error = "cancelled"
+        else:
+            rc, error = body(out, limit)
+    finally:
+        out.close()
+    ended = time.monotonic()
+    return CommandResult(
+        rc=rc,
+        stdout=out.stdout,
+        output_tail=out.tail,
+        stderr=out.stderr,
+        duration_s=ended - started,
+        started_mono=started,
+        ended_mono=ended,
+        error=error,
+    )
+
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 #: A partial line longer than this is written out in pieces so that a command printing a huge

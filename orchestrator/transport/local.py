@@ -21,14 +21,14 @@ from orchestrator.transport.base import (
     CancelToken,
     CommandResult,
     HostSpec,
+    Limit,
     OutputCollector,
     Redactor,
     shell_command,
+    timed_run,
 )
 
 READ_SIZE = 1024 * 1024
-#: How often a running command looks at its CancelToken.
-CANCEL_POLL_S = 0.05
 
 
 class LocalConnection:
@@ -50,29 +50,13 @@ class LocalConnection:
         cancel: CancelToken | None = None,
     ) -> CommandResult:
         """Run ``command``; see ``orchestrator.transport.base.Connection.run``."""
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
         script = shell_command(command, {**self.host.env, **(env or {})}, sudo)
-        out = OutputCollector(log_path, redact)
-        rc: int | None = None
-        error: str | None = None
-        try:
-            if cancel is not None and cancel.is_set():
-                error = "cancelled"
-            else:
-                rc, error = self._run(script, sudo, out, deadline, cancel)
-        finally:
-            out.close()
-        ended = time.monotonic()
-        return CommandResult(
-            rc=rc,
-            stdout=out.stdout,
-            output_tail=out.tail,
-            stderr=out.stderr,
-            duration_s=ended - started,
-            started_mono=started,
-            ended_mono=ended,
-            error=error,
+        return timed_run(
+            lambda out, limit: self._run(script, sudo, out, limit),
+            timeout=timeout,
+            log_path=log_path,
+            redact=redact,
+            cancel=cancel,
         )
 
     def close(self) -> None:
@@ -83,8 +67,7 @@ class LocalConnection:
         script: str,
         sudo: bool,
         out: OutputCollector,
-        deadline: float | None,
-        cancel: CancelToken | None,
+        limit: Limit,
     ) -> tuple[int | None, str | None]:
         proc = subprocess.Popen(
             ["/bin/sh", "-c", script],
@@ -100,9 +83,9 @@ class LocalConnection:
             for fd in streams:
                 sel.register(fd, selectors.EVENT_READ)
             try:
-                reason = self._pump(sel, streams, out, deadline, cancel)
+                reason = self._pump(sel, streams, out, limit)
                 if reason is None:
-                    reason = self._wait(proc, deadline, cancel)
+                    reason = self._wait(proc, limit)
                 if reason is None:
                     # A negative returncode means "killed by signal N": report it the way a
                     # shell would (128 + N), so rc is a plain exit code as over SSH.
@@ -110,7 +93,7 @@ class LocalConnection:
                     return (128 - rc if rc < 0 else rc), None
                 self._kill_group(proc, sudo)
                 # Keep what the command printed before it died, without waiting for more.
-                self._pump(sel, streams, out, time.monotonic(), None)
+                self._pump(sel, streams, out, Limit(time.monotonic(), None))
                 return None, reason
             finally:
                 proc.stdout.close()
@@ -124,23 +107,17 @@ class LocalConnection:
         sel: selectors.BaseSelector,
         streams: dict[int, str],
         out: OutputCollector,
-        deadline: float | None,
-        cancel: CancelToken | None,
+        limit: Limit,
     ) -> str | None:
         """Move output to ``out`` until both pipes end; "timeout"/"cancelled" if that comes
         first, else None."""
         while sel.get_map():
-            if cancel is not None and cancel.is_set():
-                return "cancelled"
-            now = time.monotonic()
             # Checked on every round, not only when idle: a command flooding its output must
             # time out too.
-            if deadline is not None and now >= deadline:
-                return "timeout"
-            wait = None if deadline is None else deadline - now
-            if cancel is not None:
-                wait = CANCEL_POLL_S if wait is None else min(wait, CANCEL_POLL_S)
-            events = sel.select(wait)
+            reason = limit.reason()
+            if reason is not None:
+                return reason
+            events = sel.select(limit.wait_s())
             for key, _ in events:
                 fd = int(key.fd)
                 data = os.read(fd, READ_SIZE)
@@ -151,20 +128,14 @@ class LocalConnection:
         return None
 
     @staticmethod
-    def _wait(
-        proc: subprocess.Popen[bytes], deadline: float | None, cancel: CancelToken | None
-    ) -> str | None:
+    def _wait(proc: subprocess.Popen[bytes], limit: Limit) -> str | None:
         """Output has ended; wait for the process itself."""
         while True:
-            if cancel is not None and cancel.is_set():
-                return "cancelled"
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
-                return "timeout"
-            if cancel is not None:
-                wait = CANCEL_POLL_S if wait is None else min(wait, CANCEL_POLL_S)
+            reason = limit.reason()
+            if reason is not None:
+                return reason
             try:
-                proc.wait(wait)
+                proc.wait(limit.wait_s())
                 return None
             except subprocess.TimeoutExpired:
                 continue

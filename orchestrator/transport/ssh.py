@@ -52,15 +52,15 @@ from orchestrator.transport.base import (
     CancelToken,
     CommandResult,
     HostSpec,
+    Limit,
     OutputCollector,
     Redactor,
     shell_command,
+    timed_run,
 )
 
 #: Bytes asked for per read; Paramiko hands over whatever is buffered up to this.
 READ_SIZE = 1024 * 1024
-#: How often a running command looks at its CancelToken.
-CANCEL_POLL_S = 0.05
 #: How long to wait for the process-group marker after a timeout if it has not arrived yet.
 MARKER_WAIT_S = 2.0
 #: stderr bytes to hold back while looking for the marker (login-shell noise may precede it).
@@ -340,48 +340,32 @@ class SSHConnection:
         cancel: CancelToken | None = None,
     ) -> CommandResult:
         """Run ``command`` on the host; see ``orchestrator.transport.base.Connection.run``."""
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
         body = shell_command(command, {**self.host.env, **(env or {})}, sudo)
         marker = f"drx-pgid-{secrets.token_hex(8)}:"
         # The marker line goes first and on a line of its own: the shell runs it before it even
         # parses the user's command, so a syntax error there cannot hide the process group.
         script = f"printf '%s%s\\n' '{marker}' \"$$\" >&2\n{body}"
-        out = OutputCollector(log_path, redact)
-        rc: int | None = None
-        error: str | None = None
-        try:
-            error = self._acquire_slot(deadline, cancel)
-            if error is None:
-                try:
-                    rc, error = self._run_channel(script, marker, sudo, out, deadline, cancel)
-                finally:
-                    self._slots.release()
-        finally:
-            out.close()
-        ended = time.monotonic()
-        return CommandResult(
-            rc=rc,
-            stdout=out.stdout,
-            output_tail=out.tail,
-            stderr=out.stderr,
-            duration_s=ended - started,
-            started_mono=started,
-            ended_mono=ended,
-            error=error,
+
+        def on_a_channel(out: OutputCollector, limit: Limit) -> tuple[int | None, str | None]:
+            error = self._acquire_slot(limit)
+            if error is not None:
+                return None, error
+            try:
+                return self._run_channel(script, marker, sudo, out, limit)
+            finally:
+                self._slots.release()
+
+        return timed_run(
+            on_a_channel, timeout=timeout, log_path=log_path, redact=redact, cancel=cancel
         )
 
-    def _acquire_slot(self, deadline: float | None, cancel: CancelToken | None) -> str | None:
+    def _acquire_slot(self, limit: Limit) -> str | None:
         """Wait for a free channel slot; return an error ("timeout"/"cancelled") or None."""
         while True:
-            if cancel is not None and cancel.is_set():
-                return "cancelled"
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
-                return "timeout"
-            if cancel is not None:
-                wait = CANCEL_POLL_S if wait is None else min(wait, CANCEL_POLL_S)
-            if self._slots.acquire(timeout=wait):
+            reason = limit.reason()
+            if reason is not None:
+                return reason
+            if self._slots.acquire(timeout=limit.wait_s()):
                 return None
 
     def _open_channel(self) -> paramiko.Channel:
@@ -402,8 +386,7 @@ class SSHConnection:
         marker: str,
         sudo: bool,
         out: OutputCollector,
-        deadline: float | None,
-        cancel: CancelToken | None,
+        limit: Limit,
     ) -> tuple[int | None, str | None]:
         chan = self._open_channel()
         pg = _MarkerFilter(marker.encode())
@@ -414,9 +397,9 @@ class SSHConnection:
                 chan.shutdown_write()
             except (SSHException, OSError, EOFError):
                 return None, "disconnected"
-            reason = self._pump(chan, pg, out, deadline, cancel, until_eof=True)
+            reason = self._pump(chan, pg, out, limit)
             if reason is None:
-                reason = self._wait_status(chan, deadline, cancel)
+                reason = self._wait_status(chan, limit)
             if reason is None:
                 if chan.exit_status >= 0:
                     return chan.exit_status, None
@@ -427,11 +410,12 @@ class SSHConnection:
                 return None, "disconnected"
             if pg.pgid is None:
                 # The marker is the first thing the command prints: give it a moment to arrive.
-                self._pump(chan, pg, out, time.monotonic() + MARKER_WAIT_S, None, until_marker=True)
+                soon = Limit(time.monotonic() + MARKER_WAIT_S, None)
+                self._pump(chan, pg, out, soon, until_marker=True)
             if pg.pgid is not None:
                 self._kill_remote(pg.pgid, sudo)
             # Keep what the command printed before it died, without waiting for more.
-            self._pump(chan, pg, out, time.monotonic(), None, until_eof=True)
+            self._pump(chan, pg, out, Limit(time.monotonic(), None))
             return None, reason
         finally:
             rest = pg.flush()
@@ -452,10 +436,8 @@ class SSHConnection:
         chan: paramiko.Channel,
         pg: _MarkerFilter,
         out: OutputCollector,
-        deadline: float | None,
-        cancel: CancelToken | None,
+        limit: Limit,
         *,
-        until_eof: bool = False,
         until_marker: bool = False,
     ) -> str | None:
         """Move output from ``chan`` to ``out`` until end of output (or until the marker is
@@ -473,32 +455,20 @@ class SSHConnection:
                         out.feed("stderr", rest)
                     return None
                 continue
-            if cancel is not None and cancel.is_set():
-                return "cancelled"
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return "timeout"
-            wait = None if deadline is None else deadline - now
-            if cancel is not None:
-                wait = CANCEL_POLL_S if wait is None else min(wait, CANCEL_POLL_S)
+            reason = limit.reason()
+            if reason is not None:
+                return reason
             # Paramiko's channel fileno is a pipe that becomes readable on stdout or stderr data
             # and at end of file.
-            select.select([chan], [], [], wait)
+            select.select([chan], [], [], limit.wait_s())
 
-    def _wait_status(
-        self, chan: paramiko.Channel, deadline: float | None, cancel: CancelToken | None
-    ) -> str | None:
+    def _wait_status(self, chan: paramiko.Channel, limit: Limit) -> str | None:
         """Output has ended; wait for the exit status (or the channel's close)."""
         while True:
-            if cancel is not None and cancel.is_set():
-                return "cancelled"
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return "timeout"
-            wait = None if deadline is None else deadline - now
-            if cancel is not None:
-                wait = CANCEL_POLL_S if wait is None else min(wait, CANCEL_POLL_S)
-            if chan.status_event.wait(wait):
+            reason = limit.reason()
+            if reason is not None:
+                return reason
+            if chan.status_event.wait(limit.wait_s()):
                 return None
 
     def _kill_remote(self, pgid: int, sudo: bool) -> None:
