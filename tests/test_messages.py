@@ -3,7 +3,6 @@ no state, the report format from -o's extension, a step's full output with `drx 
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,14 +22,6 @@ RUNBOOK = """
         run: 'for i in $(seq 1 3000); do echo "line $i of {{ vars.app_port }}"; done'
         undo: 'true'
 """
-
-
-@pytest.fixture(autouse=True)
-def _no_drx_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the caller's DRX_* variables out of every test."""
-    for name in list(os.environ):
-        if name.startswith("DRX_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from the loaders' own field lists, so the documentation cannot drift from what d
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,35 +11,18 @@ import jsonschema
 import pytest
 import yaml
 
-from orchestrator.cli import main
 from orchestrator.model import inventory as inventory_model
 from orchestrator.model import reference
 from orchestrator.model import runbook as runbook_model
 from orchestrator.model.inventory import parse_inventory
 from orchestrator.model.runbook import parse_runbook
 from orchestrator.model.schema import inventory_schema, runbook_schema
+from tests.cli import drx
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 SAMPLE_INVENTORIES = sorted((ROOT / "inventory").glob("*.yaml"))
 STARTER = ROOT / "orchestrator" / "cli" / "starter"
-
-
-@pytest.fixture(autouse=True)
-def _no_drx_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the caller's DRX_* variables out of every test."""
-    for name in list(os.environ):
-        if name.startswith("DRX_"):
-            monkeypatch.delenv(name)
-
-
-def drx(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the ``drx`` entry point in-process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out = capsys.readouterr()
-    code = exit_info.value.code
-    return (code if isinstance(code, int) else 0), out.out, out.err
 
 
 def documented(table: str) -> set[str]:

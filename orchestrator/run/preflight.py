@@ -6,13 +6,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 from orchestrator.errors import AuthenticationFailed, HostKeyError, TransportError
 from orchestrator.model.inventory import Host, Inventory
 from orchestrator.plan.build import Plan
 from orchestrator.transport import open_transport
-from orchestrator.transport.base import Connection
+from orchestrator.transport.base import Connection, Transport
 
 #: at most this many connections are opened at once at the pre-flight
 PREFLIGHT_CONCURRENCY = 64
@@ -20,7 +19,7 @@ PREFLIGHT_CONCURRENCY = 64
 Connected = tuple[dict[str, Connection], dict[str, TransportError]]
 
 
-def prove(transport: Any, host: Host, *, sudo: bool = False) -> Connection:
+def prove(transport: Transport, host: Host, *, sudo: bool = False) -> Connection:
     """Open a connection to ``host`` and prove it can run commands (and ``sudo -n`` if asked);
     raise TransportError naming what failed. One command now also takes the first session's
     set-up cost (tens of ms over SSH) out of the measured RTO."""
@@ -53,9 +52,9 @@ class SudoRefused(TransportError):
     error = "sudo"
 
 
-def open_transports(hosts: list[Host]) -> dict[str, Any]:
+def open_transports(hosts: list[Host]) -> dict[str, Transport]:
     """One transport object per kind the hosts use."""
-    transports: dict[str, Any] = {}
+    transports: dict[str, Transport] = {}
     for h in hosts:
         if h.spec.transport not in transports:
             transports[h.spec.transport] = open_transport(h.spec.transport)
