@@ -28,7 +28,6 @@ from typing import Any
 
 import yaml
 
-import orchestrator.run.preflight as preflight
 import orchestrator.run.runner as runner
 from orchestrator.model.loading import load_both
 from orchestrator.plan.build import build_plan
@@ -108,8 +107,6 @@ def run(
     rb_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     inv_path.write_text(yaml.safe_dump(inventory_doc(hosts), sort_keys=False))
     fake = FakeTransport()
-    # Every connection of this run goes to the fake transport (nothing is edited on disk).
-    preflight.open_transport = lambda kind: fake  # type: ignore[assignment]
     if profiler is not None:
         profiler.start()
     t0 = time.perf_counter()
@@ -117,7 +114,11 @@ def run(
     t1 = time.perf_counter()
     plan = build_plan(runbook, inventory, "site-b")
     t2 = time.perf_counter()
-    code, record = runner.execute(plan, LocalStore(workdir / "state"), runner.RunOptions(yes=True))
+    code, record = runner.execute(
+        plan,
+        LocalStore(workdir / "state"),
+        runner.RunOptions(yes=True, transports=lambda kind: fake),
+    )
     summary = record.to_dict()
     t3 = time.perf_counter()
     if profiler is not None:

@@ -137,10 +137,10 @@ class Executor:
         if outcome.status in (Status.SUCCEEDED, Status.SKIPPED):
             return True
         if outcome.status is Status.FAILED:
-            return self._tolerated(self.plan.steps[need]) if need in self.plan.steps else False
+            return self.tolerated(self.plan.steps[need]) if need in self.plan.steps else False
         return False
 
-    def _tolerated(self, ps: PlanStep) -> bool:
+    def tolerated(self, ps: PlanStep) -> bool:
         """A failure of this step lets its dependents run (continue, or emergency at source)."""
         if ps.step.on_failure is OnFailure.CONTINUE:
             return True
@@ -226,7 +226,7 @@ class Executor:
             else:
                 self._doom(child)
         failed = outcome.status is Status.FAILED
-        if failed and not self._tolerated(self.plan.steps[sid]) and self.aborted_by is None:
+        if failed and not self.tolerated(self.plan.steps[sid]) and self.aborted_by is None:
             self.aborted_by = sid
             self.journal.write(Event.RUN_ABORTING, step=sid)
         free = self.max_parallel - self._running  # slots free besides this worker's own
@@ -641,25 +641,25 @@ class Executor:
         held = outcome.status is Status.SUCCEEDED
         return held, max((h.t_end for h in outcome.hosts.values()), default=self.journal.now())
 
-    def poll_once(self, ps: PlanStep, host: Host) -> tuple[bool, str]:
-        """One poll of a check on one host (the health check before a failover): whether it
-        held, and if not, why (the exit code or error and the last lines of output)."""
-        conn = self.connections.get(host.name)
-        if conn is None:
-            return False, "not connected"
-        step = ps.step
-        ctx = self.plan.context(host=host, active=ps.active)
-        try:
-            res = conn.run(
-                render(step.run or "", ctx),
-                timeout=step.timeout,
-                env=step.env,
-                redact=self.plan.redactor,
-            )
-        except TransportError as exc:
-            return False, str(exc)
-        held, value = check_holds(step, ctx, res)
-        return held, "" if held else poll_failure(step, res, value)
+
+def poll_once(
+    plan: Plan, connections: Mapping[str, Connection], ps: PlanStep, host: Host
+) -> tuple[bool, str]:
+    """One poll of a check on one host, outside any run (the health check before a failover):
+    whether it held, and if not, why (the exit code or error and the last lines of output)."""
+    conn = connections.get(host.name)
+    if conn is None:
+        return False, "not connected"
+    step = ps.step
+    ctx = plan.context(host=host, active=ps.active)
+    try:
+        res = conn.run(
+            render(step.run or "", ctx), timeout=step.timeout, env=step.env, redact=plan.redactor
+        )
+    except TransportError as exc:
+        return False, str(exc)
+    held, value = check_holds(step, ctx, res)
+    return held, "" if held else poll_failure(step, res, value)
 
 
 def poll_failure(step: Step, res: CommandResult, value: Any) -> str:

@@ -4,7 +4,7 @@ running one command. It can start in the background while the rest of the engine
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from orchestrator.errors import AuthenticationFailed, HostKeyError, TransportError
@@ -17,6 +17,8 @@ from orchestrator.transport.base import Connection, Transport
 PREFLIGHT_CONCURRENCY = 64
 
 Connected = tuple[dict[str, Connection], dict[str, TransportError]]
+#: gives the transport of a kind of host ("ssh", "local"); tests and benchmarks pass a fake
+TransportFactory = Callable[[str], Transport]
 
 
 def prove(transport: Transport, host: Host, *, sudo: bool = False) -> Connection:
@@ -52,18 +54,22 @@ class SudoRefused(TransportError):
     error = "sudo"
 
 
-def open_transports(hosts: list[Host]) -> dict[str, Transport]:
+def open_transports(
+    hosts: list[Host], factory: TransportFactory = open_transport
+) -> dict[str, Transport]:
     """One transport object per kind the hosts use."""
     transports: dict[str, Transport] = {}
     for h in hosts:
         if h.spec.transport not in transports:
-            transports[h.spec.transport] = open_transport(h.spec.transport)
+            transports[h.spec.transport] = factory(h.spec.transport)
     return transports
 
 
-def connect_all(hosts: list[Host]) -> tuple[dict[str, Connection], dict[str, TransportError]]:
+def connect_all(
+    hosts: list[Host], factory: TransportFactory = open_transport
+) -> tuple[dict[str, Connection], dict[str, TransportError]]:
     """Open one connection to every host, in parallel (the pre-flight)."""
-    transports = open_transports(hosts)
+    transports = open_transports(hosts, factory)
 
     def connect(host: Host) -> tuple[str, Connection | TransportError]:
         try:
@@ -142,10 +148,10 @@ def failure_lines(failures: Mapping[str, TransportError], inventory: Inventory) 
     return lines
 
 
-def start(plan: Plan) -> Future[Connected]:
+def start(plan: Plan, factory: TransportFactory = open_transport) -> Future[Connected]:
     """Begin the pre-flight of ``plan`` on a background thread."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight")
-    future = pool.submit(connect_all, plan.hosts())
+    future = pool.submit(connect_all, plan.hosts(), factory)
     pool.shutdown(wait=False)
     return future
 

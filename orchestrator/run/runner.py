@@ -4,14 +4,12 @@ failed back and resumed."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ExitCode, GateUnavailable, PreflightError, RefusedError
@@ -21,11 +19,12 @@ from orchestrator.plan.preview import plan_document
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status, StepOutcome
-from orchestrator.record.store import RunLock, Store, document_json, file_sink
+from orchestrator.record.store import RunLock, Store, document_json
 from orchestrator.record.summary import RunSummary, build_summary
 from orchestrator.run import preflight
 from orchestrator.run.budget import BudgetWatcher
-from orchestrator.run.executor import Executor
+from orchestrator.run.executor import Executor, poll_once
+from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
 
 
@@ -44,6 +43,7 @@ class RunOptions:
     parent_start_wall: float | None = None
     check_source_health: bool = True
     before_run: Callable[[Plan], None] | None = None  # e.g. confirm outcome-unknown undos
+    transports: preflight.TransportFactory = open_transport
 
 
 class Gate:
@@ -95,12 +95,10 @@ def _health_steps(plan: Plan, phase: str) -> list[PlanStep]:
 def check_source_health(plan: Plan, connections: Mapping[str, Connection]) -> list[str]:
     """One poll of each health entry at the active site; returns what failed (empty: healthy)."""
     failures: list[str] = []
-    scratch = Journal(file_sink(Path(os.devnull), fsync=False))
-    ex = Executor(plan, connections, scratch, Path(os.devnull), gate=lambda *_: True)
     for ps in _health_steps(plan, "before"):
         once = replace(ps, step=replace(ps.step, timeout=max(ps.step.timeout, 1.0), interval=0.0))
         for host in ps.hosts:
-            held, why = ex.poll_once(once, host)
+            held, why = poll_once(plan, connections, once, host)
             if not held:
                 failures.append(f"health '{ps.step.name}' on {host.name}: {why}")
     return failures
@@ -145,7 +143,7 @@ def _execute_locked(
     from orchestrator.run.live import attach_output
 
     if connecting is None:
-        connecting = preflight.start(plan)
+        connecting = preflight.start(plan, opts.transports)
     connections, failures = connecting.result()
     try:
         unreachable: dict[str, str] = {}
@@ -261,7 +259,7 @@ def _run(
             status = Status.FAILED
             message = f"step '{ex.aborted_by}' failed; the run stopped"
         elif Status.FAILED in statuses and not all(
-            ex._tolerated(plan.steps[s]) for s, o in outcomes.items() if o.status is Status.FAILED
+            ex.tolerated(plan.steps[s]) for s, o in outcomes.items() if o.status is Status.FAILED
         ):
             status, message = Status.FAILED, "a step failed"
         if status is Status.SUCCEEDED and plan.health:
