@@ -4,9 +4,10 @@ event (structlog, console or JSON) when not on a terminal. Both read the journal
 from __future__ import annotations
 
 import os
+import select
 import sys
 import threading
-from collections.abc import Callable, MutableMapping
+from collections.abc import Collection, MutableMapping
 from typing import Any, ClassVar
 
 import structlog
@@ -121,16 +122,51 @@ class LogView:
             level = "error"
         getattr(self.log, level)(kind, **fields)
 
-    def pause(self) -> Callable[[], None]:
-        return lambda: None
+    def ask(self, step_id: str, prompt: str) -> bool:
+        return ask_line(f"{step_id}: {prompt}")
 
     def close(self) -> None:
         """Nothing to tear down: every line is already written."""
 
 
+#: what a gate accepts as an answer
+YES = ("y", "yes")
+NO = ("n", "no")
+ANSWER_HINT = "answer y, yes, n or no"
+
+
+def parse_answer(text: str) -> bool | None:
+    """True for y/yes, False for n/no (any case, surrounding blanks ignored), else None."""
+    word = text.strip().lower()
+    if word in YES:
+        return True
+    if word in NO:
+        return False
+    return None
+
+
+def ask_line(question: str) -> bool:
+    """Ask on the terminal, line by line, until the answer is y, yes, n or no (end of input
+    declines)."""
+    while True:
+        try:
+            answer = parse_answer(input(f"{question} [y/n]: "))
+        except EOFError:
+            return False
+        if answer is not None:
+            return answer
+        print(ANSWER_HINT, file=sys.stderr)
+
+
 class LiveView:
     """A rich live table on the terminal: each step's status, hosts, elapsed, and the RTO clock
-    against the target with the projected RTO."""
+    against the target with the projected RTO.
+
+    It keeps drawing while a gate asks (the question and what is typed are part of the view,
+    read key by key), so the RTO clock never freezes at a prompt; it fits the terminal (finished
+    steps are folded into counts when the table would not fit, running ones always show); and
+    steps carried over from the run being resumed show as carried.
+    """
 
     ICON: ClassVar[dict[str, str]] = {
         "pending": "·",
@@ -141,6 +177,7 @@ class LiveView:
         "cancelled": "■",
         "not_run": "–",
         "waiting": "?",
+        "carried": "↺",
     }
     STYLE: ClassVar[dict[str, str]] = {
         "running": "cyan",
@@ -150,34 +187,67 @@ class LiveView:
         "cancelled": "yellow",
         "not_run": "dim",
         "waiting": "magenta",
+        "carried": "dim green",
+    }
+    #: rows shown first when the table must be folded (lower shows first)
+    _PRIORITY: ClassVar[dict[str, int]] = {
+        "waiting": 0,
+        "running": 0,
+        "failed": 1,
+        "cancelled": 2,
+        "pending": 3,
     }
 
-    def __init__(self, plan: Plan, journal: Journal, budget: BudgetWatcher):
+    def __init__(
+        self,
+        plan: Plan,
+        journal: Journal,
+        budget: BudgetWatcher,
+        *,
+        carried: Collection[str] = (),
+        console: Any = None,
+    ):
         from rich.console import Console
         from rich.live import Live
 
         self.plan = plan
         self.journal = journal
         self.budget = budget
-        self.console = Console(stderr=True)
+        self.console = console or Console(stderr=True)
         self.state: dict[str, dict[str, Any]] = {
-            sid: {"status": "pending", "t0": None, "t1": None, "hosts": {}} for sid in plan.steps
+            sid: {
+                "status": "carried" if sid in carried else "pending",
+                "t0": None,
+                "t1": None,
+                "hosts": {},
+                "seq": -1,
+            }
+            for sid in plan.steps
         }
+        self._seq = 0
         self.t_start: float | None = None
         self.t_end: float | None = None
         self.phase = "steps"
         self.messages: list[str] = []
+        self.question: dict[str, str] | None = None
         self._lock = threading.Lock()
-        self.live = Live(self.render(), console=self.console, refresh_per_second=4, transient=False)
-        self.live.__enter__()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._tty: tuple[int, list[Any]] | None = None
+        self.live = Live(
+            self.render(),
+            console=self.console,
+            auto_refresh=False,
+            transient=False,
+        )
+        self.live.__enter__()
+        self._thread = threading.Thread(target=self._tick, name="live-view", daemon=True)
         self._thread.start()
         journal.listeners.append(self.on_event)
 
     def _tick(self) -> None:
+        # One thread draws, four times a second, whatever else is happening (a gate asking).
         while not self._stop.wait(0.25):
-            self.live.update(self.render())
+            self.live.update(self.render(), refresh=True)
 
     def on_event(self, e: dict[str, Any]) -> None:
         kind, sid = e["event"], e.get("step")
@@ -188,9 +258,10 @@ class LiveView:
                 if self.t_start is None:
                     self.t_start = e["t"]
             elif kind == Event.STEP_FINISHED and st is not None:
-                st.update(status=e["status"], t1=e["t"])
+                self._seq += 1
+                st.update(status=e["status"], t1=e["t"], seq=self._seq)
             elif kind == Event.STEP_CARRIED and st is not None:
-                st.update(status="succeeded", carried=True)
+                st.update(status="carried")
             elif kind == Event.HOST_FINISHED and st is not None:
                 st["hosts"][e["host"]] = e.get("status")
             elif kind == Event.GATE_WAITING and st is not None:
@@ -206,19 +277,66 @@ class LiveView:
                     f"> target {format_duration(e['target_s'])}"
                 )
 
+    # -- drawing ---------------------------------------------------------------------------------
+    def _visible(self, budget: int) -> tuple[list[str], dict[str, int]]:
+        """The steps to show in ``budget`` rows (plan order) and counts of the folded ones."""
+        ids = list(self.state)
+        if len(ids) <= budget:
+            return ids, {}
+        position = {sid: i for i, sid in enumerate(ids)}
+        # running and waiting first, then failed, pending in plan order, then the most
+        # recently finished
+        ranked = sorted(
+            ids,
+            key=lambda sid: (
+                self._PRIORITY.get(self.state[sid]["status"], 4),
+                -self.state[sid]["seq"],
+                position[sid],
+            ),
+        )
+        shown = set(ranked[: max(budget, 0)])
+        folded: dict[str, int] = {}
+        for sid in ids:
+            if sid not in shown:
+                status = self.state[sid]["status"]
+                folded[status] = folded.get(status, 0) + 1
+        return [sid for sid in ids if sid in shown], folded
+
+    def _counts(self) -> str:
+        counts: dict[str, int] = {}
+        for st in self.state.values():
+            counts[st["status"]] = counts.get(st["status"], 0) + 1
+        done = sum(counts.get(k, 0) for k in ("succeeded", "carried", "skipped"))
+        parts = [f"{done}/{len(self.state)} done"]
+        for status in ("running", "waiting", "failed", "cancelled", "pending", "carried"):
+            if counts.get(status):
+                parts.append(f"{counts[status]} {status}")
+        return " · ".join(parts)
+
     def render(self) -> Any:
+        from rich.console import Group
         from rich.table import Table
         from rich.text import Text
 
         now = self.journal.now()
-        table = Table(box=None, expand=False, pad_edge=False)
-        table.add_column("", width=1)
-        table.add_column("step")
-        table.add_column("kind", style="dim")
-        table.add_column("hosts")
-        table.add_column("elapsed", justify="right")
+        height = self.console.size.height
         with self._lock:
-            for sid, st in self.state.items():
+            messages = list(self.messages[-2:])
+            question = dict(self.question) if self.question else None
+            # header, table heading, RTO line, messages, question, fold line, and the line the
+            # cursor rests on: whatever is left is for step rows
+            fixed = 4 + len(messages) + (1 if question else 0) + 1
+            visible, folded = self._visible(height - fixed)
+            if folded:
+                visible, folded = self._visible(height - fixed - 1)
+            table = Table(box=None, expand=False, pad_edge=False)
+            table.add_column("", width=1)
+            table.add_column("step", overflow="ellipsis", no_wrap=True, max_width=40)
+            table.add_column("kind", style="dim")
+            table.add_column("hosts")
+            table.add_column("elapsed", justify="right")
+            for sid in visible:
+                st = self.state[sid]
                 status = st["status"]
                 ps = self.plan.steps[sid]
                 hosts = ps.hosts
@@ -228,7 +346,7 @@ class LiveView:
                     elapsed = (st["t1"] if st["t1"] is not None else now) - st["t0"]
                     el = format_duration(elapsed)
                 else:
-                    el = "carried" if st.get("carried") else ""
+                    el = "carried" if status == "carried" else ""
                 style = self.STYLE.get(status, "")
                 table.add_row(
                     Text(self.ICON.get(status, "?"), style=style),
@@ -237,8 +355,8 @@ class LiveView:
                     host_text,
                     el,
                 )
+            counts = self._counts()
             t_start, t_end, phase = self.t_start, self.t_end, self.phase
-            messages = list(self.messages[-3:])
         rto = 0.0 if t_start is None else ((t_end if t_end is not None else now) - t_start)
         target = self.plan.runbook.rto_target
         line = Text(f"RTO {format_duration(rto)}")
@@ -249,28 +367,87 @@ class LiveView:
                 style = "bold red" if proj > target else "green"
                 line.append(f"  projected {format_duration(proj)}", style=style)
         line.append(f"   [{phase}]", style="dim")
-        from rich.console import Group
-
         parts: list[Any] = [
             Text(
-                f"drx {self.plan.direction} → {self.plan.to_site}  ({self.plan.run_id})",
+                f"drx {self.plan.direction} → {self.plan.to_site}  {counts}  ({self.plan.run_id})",
                 style="bold",
+                overflow="ellipsis",
+                no_wrap=True,
             ),
             table,
-            line,
         ]
-        parts.extend(Text(m, style="bold red") for m in messages)
+        if folded:
+            text = ", ".join(f"{n} {status}" for status, n in folded.items())
+            parts.append(Text(f"  … {text} not shown", style="dim"))
+        parts.append(line)
+        parts.extend(Text(m, style="bold red", overflow="ellipsis", no_wrap=True) for m in messages)
+        if question:
+            ask = Text(f"? {question['step']}: {question['prompt']} [y/n] ", style="bold magenta")
+            ask.append(question["typed"], style="bold")
+            if question.get("hint"):
+                ask.append(f"  ({question['hint']})", style="yellow")
+            parts.append(ask)
         return Group(*parts)
 
-    def pause(self) -> Callable[[], None]:
-        """Stop drawing (a gate asks a question); the returned callable resumes."""
-        self.live.update(self.render(), refresh=True)
-        self.live.stop()
-        return self.live.start
+    # -- gates -----------------------------------------------------------------------------------
+    def ask(self, step_id: str, prompt: str) -> bool:
+        """Ask a gate's question inside the view, reading the terminal key by key (no echo),
+        while the view keeps drawing. y/yes approves, n/no declines; end of input declines."""
+        import termios
+        import tty
+
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+        with self._lock:
+            self.question = {"step": step_id, "prompt": prompt, "typed": "", "hint": ""}
+            self._tty = (fd, saved)
+        tty.setcbreak(fd)  # keys one at a time, no echo; Ctrl-C still interrupts
+        try:
+            while not self._stop.is_set():
+                if not select.select([fd], [], [], 0.1)[0]:
+                    continue
+                key = os.read(fd, 1).decode(errors="ignore")
+                answer = self._key(key)
+                if answer is not None:
+                    return answer
+            return False
+        finally:
+            self._restore_tty()
+            with self._lock:
+                self.question = None
+            self.live.update(self.render(), refresh=True)
+
+    def _key(self, key: str) -> bool | None:
+        """Take one key of the answer; the answer once Enter is pressed on a valid one."""
+        with self._lock:
+            q = self.question
+            assert q is not None
+            if key in ("\r", "\n"):
+                answer = parse_answer(q["typed"])
+                if answer is None:
+                    q.update(typed="", hint=ANSWER_HINT)
+                return answer
+            if key == "\x04" and not q["typed"]:  # Ctrl-D: end of input declines
+                return False
+            if key in ("\x7f", "\x08"):
+                q["typed"] = q["typed"][:-1]
+            elif key.isprintable():
+                q.update(typed=(q["typed"] + key)[-20:], hint="")
+            return None
+
+    def _restore_tty(self) -> None:
+        import termios
+
+        with self._lock:
+            saved, self._tty = self._tty, None
+        if saved is not None:
+            termios.tcsetattr(saved[0], termios.TCSADRAIN, saved[1])
 
     def close(self) -> None:
         self._stop.set()
-        self.live.update(self.render())
+        self._thread.join(timeout=1.0)
+        self._restore_tty()
+        self.live.update(self.render(), refresh=True)
         self.live.__exit__(None, None, None)
 
 
@@ -284,5 +461,5 @@ def attach_output(plan: Plan, journal: Journal, opts: Any, budget: BudgetWatcher
         and os.environ.get("TERM") != "dumb"
     )
     if use_live:
-        return LiveView(plan, journal, budget)
+        return LiveView(plan, journal, budget, carried=set(opts.carried))
     return LogView(plan, journal, opts.verbose, budget, opts.log_format == "json")

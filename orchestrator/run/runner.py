@@ -47,13 +47,14 @@ class RunOptions:
 
 
 class Gate:
-    """Answers manual gates: ``--yes``, else the operator at the terminal, else refuses."""
+    """Answers manual gates: ``--yes``, else the operator at the terminal (through the view,
+    ``ask``), else refuses."""
 
-    def __init__(self, yes: bool, interactive: bool, pause: Callable[[], Any] | None = None):
+    def __init__(self, yes: bool, interactive: bool, ask: Callable[[str, str], bool] | None = None):
         self.yes = yes
         self.interactive = interactive
         self.by = "--yes" if yes else "operator"
-        self.pause = pause
+        self.ask = ask
 
     def __call__(self, step_id: str, prompt: str) -> bool:
         if self.yes:
@@ -63,16 +64,11 @@ class Gate:
                 f"manual step '{step_id}' needs an operator, but there is no terminal "
                 "(use --yes to approve every gate)"
             )
-        from rich.prompt import Confirm
+        if self.ask is not None:
+            return self.ask(step_id, prompt)
+        from orchestrator.run.live import ask_line
 
-        ctx = self.pause() if self.pause else None
-        try:
-            return Confirm.ask(f"[bold]{step_id}[/]: {prompt}", default=False)
-        except EOFError:
-            return False
-        finally:
-            if ctx is not None:
-                ctx()
+        return ask_line(f"{step_id}: {prompt}")
 
 
 def _health_steps(plan: Plan, phase: str) -> list[PlanStep]:
@@ -246,7 +242,7 @@ def _run(
     budget = BudgetWatcher(plan, journal)
     budget.start()
     view = attach_output(plan, journal, opts, budget)
-    gate.pause = getattr(view, "pause", None)
+    gate.ask = view.ask
     previous = _install_sigint(ex)
     status, message = Status.SUCCEEDED, None
     try:
