@@ -23,7 +23,9 @@ sites:
 """
 
 
-def _run(tmp_path: Path, runbook: str, handler, *, max_parallel: int = 8, emergency=False):
+def _run(
+    tmp_path: Path, runbook: str, handler, *, max_parallel: int = 8, emergency=False, guard=None
+):
     (tmp_path / "rb.yaml").write_text(textwrap.dedent(runbook))
     (tmp_path / "inv.yaml").write_text(INVENTORY)
     rb, inv = load_both(str(tmp_path / "rb.yaml"), str(tmp_path / "inv.yaml"))
@@ -34,6 +36,8 @@ def _run(tmp_path: Path, runbook: str, handler, *, max_parallel: int = 8, emerge
     ex = Executor(
         plan, conns, journal, tmp_path / "output", max_parallel=max_parallel, gate=lambda *_: True
     )
+    if guard is not None:
+        ex.start_guards.append(guard)
     outcomes = ex.run()
     journal.close()
     return outcomes, transport, journal.events
@@ -104,3 +108,37 @@ def test_emergency_tolerates_failures_of_source_only_steps(tmp_path: Path) -> No
     assert outcomes["promote"].status is Status.SUCCEEDED
     outcomes, _, _ = _run(tmp_path, runbook, handler)
     assert outcomes["promote"].status is Status.NOT_RUN
+
+
+def test_a_start_guard_stops_new_steps_attempts_and_polls(tmp_path: Path) -> None:
+    """A guard added to the executor's one may-I-start check stops check polls, retries and
+    new steps alike; what never started is cancelled with the guard's reason."""
+    calls: list[str] = []
+
+    def handler(host, command):
+        calls.append(command)
+        return 1 if command == "flaky" else 0
+
+    def guard():
+        return "lease in doubt" if len(calls) >= 2 else None
+
+    runbook = """
+        name: g
+        steps:
+          - {id: first, kind: check, hosts: db@target, run: probe, until: "rc == 1", interval: 0}
+          - {id: later, hosts: db@target, run: later}
+    """
+    outcomes, _, _ = _run(tmp_path, runbook, handler, max_parallel=1, guard=guard)
+    assert calls == ["probe", "probe"]
+    assert outcomes["first"].status is Status.CANCELLED
+    assert outcomes["later"].status is Status.CANCELLED
+    assert outcomes["later"].message == "lease in doubt"
+    calls.clear()
+    runbook = """
+        name: g
+        steps:
+          - {id: first, hosts: app@target, run: flaky, retries: 5, retry_delay: 0}
+    """
+    outcomes, _, _ = _run(tmp_path, runbook, handler, guard=guard)
+    assert calls == ["flaky", "flaky"]
+    assert outcomes["first"].status is Status.FAILED and outcomes["first"].attempts == 2

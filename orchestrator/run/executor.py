@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,11 @@ class Executor:
         self.unreachable = dict(unreachable or {})
         self.cancel = CancelToken()
         self.stopping = threading.Event()  # first Ctrl-C: start nothing new
+        #: extra conditions of :meth:`may_start` (e.g. a shared-state lease still held); each
+        #: returns why nothing new may start, or None
+        self.start_guards: list[Callable[[], str | None]] = []
+        # set whenever nothing new may start any more: wakes retry delays and poll intervals
+        self._halt = threading.Event()
         self.outcomes: dict[str, StepOutcome] = dict(carried or {})
         # results visible to templates: carried/earlier results, then this run's as they finish
         self._results: dict[str, dict[str, Any]] = {}
@@ -119,6 +125,40 @@ class Executor:
         self.aborted_by: str | None = None
 
     # -- scheduling -------------------------------------------------------------------------
+    def may_start(self) -> bool:
+        """The one check before anything new starts: a step, a host's attempt, a retry, a
+        check's poll. False once the operator pressed Ctrl-C, a step aborted the run, or a
+        guard in :attr:`start_guards` objects; what already runs is left to end."""
+        return self.why_stopped() is None
+
+    def why_stopped(self) -> str | None:
+        """Why nothing new may start (None: it may)."""
+        if self.stopping.is_set():
+            return "cancelled by the operator"
+        if self.aborted_by is not None:
+            return f"the run stopped: step '{self.aborted_by}' failed"
+        for guard in self.start_guards:
+            reason = guard()
+            if reason is not None:
+                return reason
+        return None
+
+    def halt(self) -> None:
+        """Wake every pause (retry delay, poll interval) to re-check :meth:`may_start`."""
+        self._halt.set()
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; False as soon as nothing new may start (then at once)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if not self.may_start():
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            # guards are re-checked at least every 0.2 s, even if nobody calls halt()
+            self._halt.wait(min(left, 0.2))
+
     def interrupt(self) -> None:
         """Ctrl-C: the first stops scheduling, the second cancels running commands."""
         if self.stopping.is_set():
@@ -128,6 +168,7 @@ class Executor:
             return
         self.journal.write(Event.INTERRUPT)
         self.stopping.set()
+        self.halt()
 
     def _need_ok(self, need: str) -> bool | None:
         """True: the need lets dependents run; False: it never will; None: not finished yet."""
@@ -190,21 +231,19 @@ class Executor:
                     self._idle.wait(0.25)
         finally:
             self._steps_pool.shutdown(wait=True)
-        final = Status.CANCELLED if self.stopping.is_set() else Status.NOT_RUN
+        # stopped by the operator or a guard: what never started is cancelled, with the reason
+        guarded = any(guard() is not None for guard in self.start_guards)
+        final = Status.CANCELLED if self.stopping.is_set() or guarded else Status.NOT_RUN
+        why = self.why_stopped() if final is Status.CANCELLED else None
         for sid in plan.steps:  # declaration order
             if sid in self._todo:
-                self._finish(sid, StepOutcome(sid, final))
+                self._finish(sid, StepOutcome(sid, final, message=why))
         return self.outcomes
 
     def _take(self, slots: int) -> list[PlanStep]:
         """Pop up to ``slots`` ready steps (caller holds ``_idle``), unless the run stops."""
         taken: list[PlanStep] = []
-        while (
-            self._ready
-            and len(taken) < slots
-            and not self.stopping.is_set()
-            and self.aborted_by is None
-        ):
+        while self._ready and len(taken) < slots and self.may_start():
             _, sid = heapq.heappop(self._ready)
             self._todo.discard(sid)
             taken.append(self.plan.steps[sid])
@@ -229,6 +268,7 @@ class Executor:
         if failed and not self.tolerated(self.plan.steps[sid]) and self.aborted_by is None:
             self.aborted_by = sid
             self.journal.write(Event.RUN_ABORTING, step=sid)
+            self.halt()
         free = self.max_parallel - self._running  # slots free besides this worker's own
         nxt = self._take(1 + free)
         for ps in nxt[1:]:
@@ -404,47 +444,46 @@ class Executor:
         return False, answer.get("problem"), "no_terminal"
 
     def _on_hosts(self, ps: PlanStep) -> StepOutcome:
-        """Run a command/check step on all its hosts, retrying only the hosts that failed."""
+        """Run a command/check step on all its hosts. Each host retries on its own: its next
+        attempt starts ``retry_delay`` after its own failure, never waiting for the others.
+        ``serial`` bounds how many hosts run at once, and once one of them has failed for good
+        no further host starts (rolling, fail fast)."""
         step = ps.step
-        pending = list(ps.hosts)
+        hosts = list(ps.hosts)
         results: dict[str, HostOutcome] = {}
-        attempt = 0
-        while pending:
-            attempt += 1
-            if len(pending) == 1:
-                outs = [self._host_attempt(ps, pending[0], attempt)]
-            else:
-                # hosts run on one pool shared by every step (a pool per step costs ~1 ms of
-                # CPU to build); ``serial`` bounds how many of this step's hosts run at once
-                gate = threading.BoundedSemaphore(step.serial) if step.serial else None
-                futures = [
-                    self._host_pool().submit(self._host_attempt, ps, h, attempt, gate)
-                    for h in pending
-                ]
-                outs = [f.result() for f in futures]
-            for out in outs:
-                results[out.host] = out
-            pending = [
-                h
-                for h, out in zip(pending, outs, strict=True)
-                if out.status is Status.FAILED and out.error not in ("unreachable", "template")
-            ]
-            if (
-                not pending
-                or attempt > step.retries
-                or self.cancel.is_set()
-                or (self.stopping.is_set() and False)
-            ):
-                break
-            if self.cancel.event.wait(step.retry_delay):
-                break
-        statuses = {o.status for o in results.values()}
-        if Status.CANCELLED in statuses:
-            status, unknown = Status.CANCELLED, True
-        elif Status.FAILED in statuses:
-            status, unknown = Status.FAILED, False
+        held_back: list[str] = []  # hosts never started: the run stopped, or serial failed fast
+        roll = _Rolling(step.serial) if step.serial and len(hosts) > step.serial else None
+        if len(hosts) == 1:
+            outs = [self._host_tries(ps, hosts[0], roll)]
         else:
-            status, unknown = Status.SUCCEEDED, False
+            # hosts run on one pool shared by every step (a pool per step costs ~1 ms of CPU to
+            # build); ``serial`` bounds how many of this step's hosts run at once
+            futures = [self._host_pool().submit(self._host_tries, ps, h, roll) for h in hosts]
+            outs = [f.result() for f in futures]
+        for host, out in zip(hosts, outs, strict=True):
+            if out is None:
+                held_back.append(host.name)
+            else:
+                results[out.host] = out
+        statuses = {o.status for o in results.values()}
+        message = None
+        if Status.CANCELLED in statuses:
+            status = Status.CANCELLED
+        elif Status.FAILED in statuses:
+            status = Status.FAILED
+        elif held_back:
+            status = Status.CANCELLED
+        else:
+            status = Status.SUCCEEDED
+        if held_back:
+            why = (
+                f"serial: stopped after {roll.failed} failed"
+                if roll is not None and roll.failed
+                else (self.why_stopped() or "the run stopped")
+            )
+            message = f"{why}; not started on {', '.join(held_back)}"
+        # only a command closed while it ran leaves its effect unknown
+        unknown = any(o.error == "cancelled" for o in results.values())
         errors = [o.error for o in results.values() if o.error]
         order = self.plan.inventory.order
         first = min(results.values(), key=lambda o: order.get(o.host, 0), default=None)
@@ -456,21 +495,39 @@ class Executor:
             attempts=max((o.attempts for o in results.values()), default=0),
             value=first.value if first else None,
             outcome_unknown=unknown,
+            message=message,
         )
+
+    def _host_tries(self, ps: PlanStep, host: Host, roll: _Rolling | None) -> HostOutcome | None:
+        """Every attempt of one host, retrying after its own failures; None when it never
+        started (the run stopped first, or a ``serial`` step already failed on another host).
+        Under ``serial`` the host keeps its slot through its retries."""
+        if roll is not None:
+            with roll.slot:
+                if roll.failed:
+                    return None
+                final = self._host_tries(ps, host, None)
+                if final is not None and final.status is Status.FAILED and not roll.failed:
+                    roll.failed = host.name
+                return final
+        step = ps.step
+        out: HostOutcome | None = None
+        for attempt in range(1, step.retries + 2):
+            if not self.may_start():
+                return out
+            out = self._host_attempt(ps, host, attempt)
+            if out.status is not Status.FAILED or out.error in ("unreachable", "template"):
+                return out
+            if attempt > step.retries or self.cancel.is_set():
+                return out
+            if not self._pause(step.retry_delay):
+                return out
+        return out
 
     def _log_path(self, ps: PlanStep, host: Host) -> Path:
         return self.output_dir / ps.id / f"{host.name}.log"
 
-    def _host_attempt(
-        self,
-        ps: PlanStep,
-        host: Host,
-        attempt: int,
-        gate: threading.BoundedSemaphore | None = None,
-    ) -> HostOutcome:
-        if gate is not None:
-            with gate:
-                return self._host_attempt(ps, host, attempt)
+    def _host_attempt(self, ps: PlanStep, host: Host, attempt: int) -> HostOutcome:
         j = self.journal
         t0 = j.now()
         j.write(Event.HOST_STARTED, t0, step=ps.id, host=host.name, attempt=attempt)
@@ -629,9 +686,16 @@ class Executor:
                     Status.SUCCEEDED, res.rc, None, res.output_tail, res.stdout, value, polls=polls
                 )
             wait = min(step.interval, max(0.0, deadline - time.monotonic()))
-            if self.cancel.event.wait(wait):
+            if not self._pause(wait):  # no further poll once the run stops scheduling
                 return done(
-                    Status.CANCELLED, None, "cancelled", res.output_tail, res.stdout, polls=polls
+                    Status.CANCELLED,
+                    None,
+                    "stopped",
+                    res.output_tail,
+                    res.stdout,
+                    value,
+                    polls=polls,
+                    message=self.why_stopped(),
                 )
 
     # -- health ---------------------------------------------------------------------------------
@@ -675,3 +739,15 @@ def poll_failure(step: Step, res: CommandResult, value: Any) -> str:
         why = f"exit {res.rc}"
     lines = [line for line in res.output_tail.strip().splitlines() if line.strip()][-3:]
     return why + (": " + " | ".join(lines) if lines else ", no output")
+
+
+@dataclass
+class _Rolling:
+    """The hosts of one ``serial`` step: a slot per host running, and the first that failed."""
+
+    size: int
+    failed: str | None = None
+    slot: threading.BoundedSemaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slot = threading.BoundedSemaphore(self.size)
