@@ -31,6 +31,7 @@ from bench_common import (
 
 FAKE_SCALE = str(BENCH_DIR / "fake_scale.py")
 PLAN_SCALE = BENCH_DIR / "plan_scale.py"
+VALIDATE_SHAPES = BENCH_DIR / "validate_shapes.py"
 
 #: targets from the brief
 SCHEDULER_TARGET_MS = 0.2
@@ -40,6 +41,8 @@ PLAN_CLI_TARGET_S = 0.4
 REPORT_TARGET_S = 2.0
 #: plan_scale.py's own stated aim ("well under a second")
 PLAN_SCALE_TARGET_S = 1.0
+#: ``drx validate`` of 20,000 steps of any shape: seconds, not minutes
+VALIDATE_SHAPE_TARGET_S = 5.0
 #: a step printing this much (1 GiB of 100-column lines)
 BIG_OUTPUT = "head -c {size} /dev/zero | tr '\\0' 'x' | fold -w 100"
 
@@ -54,6 +57,42 @@ def _last_json(text: str) -> dict[str, Any]:
 
 
 # --- 4a. validate + plan ------------------------------------------------------------------
+
+
+def validate_shapes(steps: int) -> Section:
+    """``drx validate`` of a chain, a fan-out and a random DAG of ``steps`` steps each
+    (benchmarks/validate_shapes.py), none with an undo: work that grows faster than the steps
+    (a warning list scanned per warning, a cycle search) shows here first."""
+    sec = Section("validate_shapes")
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import validate_shapes; "
+        "validate_shapes.main(int(sys.argv[2]))"
+    )
+    timed = timed_run([PYTHON, "-c", code, str(BENCH_DIR), str(steps)], env=base_env())
+    if not timed.ok:
+        sec.data = {"steps": steps, "error": timed.failure()}
+        sec.add(
+            Figure(
+                key="scale.validate_shapes",
+                label=f"drx validate, {steps}-step chain / fan-out / random DAG",
+                drx=f"failed: {timed.failure()}",
+                met=False,
+            )
+        )
+        return sec
+    times = _last_json(timed.stdout)
+    sec.data = {"steps": steps, **times}
+    for shape, label in (("chain", "chain"), ("fanout", "fan-out"), ("random", "random DAG")):
+        sec.add(
+            Figure(
+                key=f"scale.validate_{shape}",
+                label=f"drx validate, {steps}-step {label} without undo",
+                drx=secs(times[shape]),
+                target=f"< {VALIDATE_SHAPE_TARGET_S:g} s",
+                met=times[shape] < VALIDATE_SHAPE_TARGET_S,
+            )
+        )
+    return sec
 
 
 def plan_scale(steps: int) -> Section:

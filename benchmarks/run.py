@@ -64,6 +64,7 @@ class Config:
     dag_rounds: int = 3  # at most; each round is a drx run and a raw-Paramiko run
     dag_ansible: bool = True
     scale_steps: int = 10_000
+    shape_steps: int = 20_000  # validate of a chain, a fan-out and a random DAG
     profile_steps: int = 1_000
     wide_hosts: int = 200
     memory_size: str = "1G"
@@ -86,6 +87,7 @@ class Config:
                 dag_steps=8,
                 dag_ansible=False,
                 scale_steps=300,
+                shape_steps=300,
                 profile_steps=0,
                 wide_hosts=5,
                 memory_size="5M",
@@ -202,6 +204,7 @@ def run_all(cfg: Config, workdir: Path) -> Runner:
     runner.run("startup", lambda: bench_engine.startup(cfg.startup_runs))
     runner.run("reports", lambda: bench_engine.reports(cfg.report_steps, workdir))
     runner.run("plan_scale", lambda: bench_engine.plan_scale(cfg.scale_steps))
+    runner.run("validate_shapes", lambda: bench_engine.validate_shapes(cfg.shape_steps))
     runner.run(
         "fake_scale",
         lambda: bench_engine.fake_scale(cfg.scale_steps, workdir, cfg.profile_steps or None),
@@ -284,6 +287,7 @@ ORDER = (
     "marginal",
     "dag",
     "plan_scale",
+    "validate_shapes",
     "fake_scale",
     "wide",
     "memory",

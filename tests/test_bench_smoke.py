@@ -15,7 +15,17 @@ import pytest
 pytestmark = pytest.mark.sshd
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = {"fanout", "marginal", "dag", "plan_scale", "fake_scale", "wide", "memory", "startup"}
+SECTIONS = {
+    "fanout",
+    "marginal",
+    "dag",
+    "plan_scale",
+    "validate_shapes",
+    "fake_scale",
+    "wide",
+    "memory",
+    "startup",
+}
 FIGURE_KEYS = {"key", "label", "drx", "peers", "ratio", "target", "met"}
 
 
@@ -57,6 +67,9 @@ def test_quick_benchmark_prints_the_table_and_writes_results(tmp_path: Path) -> 
         "marginal.per_task_host",
         "dag.rto",
         "scale.plan",
+        "scale.validate_chain",
+        "scale.validate_fanout",
+        "scale.validate_random",
         "scale.scheduler",
         "wide.hosts",
         "memory.local",

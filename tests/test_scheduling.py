@@ -22,8 +22,14 @@ def count(name: str) -> str:
 
 
 def attempts(world: World, host: str, name: str) -> int:
+    """How many times the counter ran (a file caught mid-write reads as the count before)."""
     path = world.host_file(host, name)
-    return int(path.read_text()) if path.exists() else 0
+    for _ in range(50):
+        text = path.read_text().strip() if path.exists() else "0"
+        if text:
+            return int(text)
+        time.sleep(0.01)
+    raise AssertionError(f"{path} stays empty")
 
 
 def events(world: World, kind: str, **match: Any) -> list[dict[str, Any]]:
@@ -35,11 +41,17 @@ def events(world: World, kind: str, **match: Any) -> list[dict[str, Any]]:
 
 
 def wait_for(world: World, host: str, name: str, proc: Any, at_least: int = 1) -> None:
+    """Wait until the counter reached ``at_least``; on failure the process is ended."""
     deadline = time.monotonic() + 15
-    while attempts(world, host, name) < at_least:
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, f"{name} never ran {at_least} time(s) on {host}"
-        time.sleep(0.02)
+    try:
+        while attempts(world, host, name) < at_least:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, f"{name} never ran {at_least} time(s) on {host}"
+            time.sleep(0.02)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
 
 
 def test_a_host_retries_on_its_own_clock(world: World, capsys) -> None:

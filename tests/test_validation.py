@@ -201,3 +201,49 @@ def test_validate_checks_the_plan_to_every_other_site(
     found = problems(err)
     assert {(p["step"], p["line"]) for p in found} == {("check-lag", 21), ("promote", 27)}
     assert all("no role 'db' at site 'site-c'" in p["message"] for p in found)
+
+
+@pytest.mark.parametrize("opener", ["[", "{a: "])
+def test_yaml_nested_thousands_deep_is_a_problem_not_a_crash(
+    opener: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """YAML nested 5,000 levels deep (past libyaml's own limit) is exit 2 with file:line."""
+    closer = "]" if opener == "[" else "}"
+    runbook = tmp_path / "deep.yaml"
+    runbook.write_text(
+        "name: deep\nvars:\n  x: " + opener * 5000 + "1" + closer * 5000 + "\nsteps: []\n"
+    )
+    code, _, err = drx(
+        capsys, "validate", "-r", str(runbook), "-i", str(INVENTORY), "--state-dir", str(tmp_path)
+    )
+    assert code == 2, err
+    assert "internal error" not in err
+    [problem] = problems(err)
+    assert (problem["file"], problem["line"]) == ("deep.yaml", 3)
+    assert "nested more than 100 levels deep" in problem["message"]
+
+
+@pytest.mark.parametrize("shape", ["chain", "fanout"])
+def test_validating_twelve_thousand_steps_without_undo_takes_seconds(
+    shape: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`drx validate` of 12,000 steps, each drawing a warning, stays linear (was quadratic:
+    ~13 s for a chain)."""
+    import sys
+    import time
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    import validate_shapes
+
+    runbook = tmp_path / "shape.yaml"
+    runbook.write_text(validate_shapes.runbook_text(shape, 12_000))
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(validate_shapes.INVENTORY)
+    start = time.perf_counter()
+    code, _, err = drx(
+        capsys, "validate", "-r", str(runbook), "-i", str(inventory), "--state-dir", str(tmp_path)
+    )
+    took = time.perf_counter() - start
+    assert code == 0, err[-500:]
+    assert err.splitlines()[-1] == "ok: 12000 warning(s)"
+    assert took < 6.0, f"{took:.1f}s"

@@ -66,13 +66,14 @@ class Options:
         runbook, inventory, problems, inventory_ok = load_partial(runbook_path, inventory_path)
         if runbook is not None and inventory is not None and not has_errors(problems):
             return runbook, inventory
+        found = dict.fromkeys(problems)  # an ordered set: each problem once
         if runbook is not None and inventory is not None and inventory_ok:
             for site in targets(inventory):
                 try:
                     build_plan(runbook, inventory, site, source=inventory.active)
                 except ValidationError as exc:
-                    problems.extend(p for p in exc.problems if p not in problems)
-        raise ValidationError(problems)
+                    found.update(dict.fromkeys(exc.problems))
+        raise ValidationError(list(found))
 
 
 def has_errors(problems: list[Problem]) -> bool:

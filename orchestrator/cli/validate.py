@@ -22,20 +22,21 @@ def check(opts: Options) -> list[Problem]:
     from orchestrator.plan.build import build_plan
 
     runbook, inventory = opts.load_checked(other_sites)
-    problems: list[Problem] = []
-    warnings: list[Problem] = []
+    # dicts as ordered sets: the same problem found for several sites is reported once
+    problems: dict[Problem, None] = {}
+    warnings: dict[Problem, None] = {}
     for site in inventory.sites:
         if site == inventory.active:
             continue
         try:
             plan = build_plan(runbook, inventory, site, source=inventory.active)
         except ValidationError as exc:
-            problems.extend(p for p in exc.problems if p not in problems)
+            problems.update(dict.fromkeys(exc.problems))
             continue
-        warnings.extend(w for w in plan.warnings if w not in warnings)
+        warnings.update(dict.fromkeys(plan.warnings))
     if problems:
-        raise ValidationError(problems + warnings)
-    return warnings
+        raise ValidationError([*problems, *warnings])
+    return list(warnings)
 
 
 @app.command()

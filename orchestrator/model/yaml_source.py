@@ -56,6 +56,9 @@ _FAST = getattr(yaml, "CSafeLoader", None)
 _MAP_TAG = yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG
 _SEQ_TAG = yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG
 _STR_TAG = "tag:yaml.org,2002:str"
+#: deeper nesting than this is refused: no runbook needs it, and deeper still would exhaust
+#: the parser's (recursive) stack
+MAX_DEPTH = 100
 
 
 def _loader_class() -> type[Any]:
@@ -102,7 +105,7 @@ class _Builder:
         self.problems = problems
         self.made: dict[int, Any] = {}  # aliases: one object per node
 
-    def build(self, node: yaml.Node) -> Any:
+    def build(self, node: yaml.Node, depth: int = 0) -> Any:
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _STR_TAG:
                 return node.value
@@ -110,18 +113,20 @@ class _Builder:
         done = self.made.get(id(node))
         if done is not None:
             return done
+        if depth > MAX_DEPTH:
+            raise TooDeep(node.start_mark)
         if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
-            return self._mapping(node)
+            return self._mapping(node, depth)
         if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
             result = LList()
             self.made[id(node)] = result
             result.line, result.column = node.start_mark.line + 1, node.start_mark.column + 1
             result.item_lines = [child.start_mark.line + 1 for child in node.value]
-            result.extend(self.build(child) for child in node.value)
+            result.extend(self.build(child, depth + 1) for child in node.value)
             return result
         return self.loader.construct_object(node, deep=True)
 
-    def _mapping(self, node: yaml.MappingNode) -> LMap:
+    def _mapping(self, node: yaml.MappingNode, depth: int) -> LMap:
         self.loader.flatten_mapping(node)
         result = LMap()
         self.made[id(node)] = result
@@ -140,9 +145,40 @@ class _Builder:
                     )
                 )
                 continue
-            result[key] = self.build(value_node)
+            result[key] = self.build(value_node, depth + 1)
             result.key_lines[key] = (line, key_node.start_mark.column + 1)
         return result
+
+
+class TooDeep(Exception):
+    """A document nested deeper than ``MAX_DEPTH``, at ``mark``."""
+
+    def __init__(self, mark: Any):
+        super().__init__(mark)
+        self.mark = mark
+
+
+def _too_deep(path: str, text: str, mark: Any = None) -> Problem:
+    """The problem of a document nested too deeply, at the first node past ``MAX_DEPTH`` (found
+    with the event stream, which keeps no stack, when the composer ran out of it)."""
+    if mark is None:
+        depth = 0
+        starts = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+        ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+        try:
+            for event in yaml.parse(text, Loader=yaml.SafeLoader):
+                if isinstance(event, starts):
+                    depth += 1
+                    if depth > MAX_DEPTH + 1:
+                        mark = event.start_mark
+                        break
+                elif isinstance(event, ends):
+                    depth -= 1
+        except yaml.YAMLError:
+            pass
+    line = mark.line + 1 if mark is not None else None
+    column = mark.column + 1 if mark is not None else None
+    return Problem(path, line, f"YAML nested more than {MAX_DEPTH} levels deep", column=column)
 
 
 @contextmanager
@@ -169,11 +205,33 @@ def _syntax_problem(path: str, text: str, exc: yaml.MarkedYAMLError) -> Problem:
             yaml.SafeLoader(text).get_single_node()
         except yaml.MarkedYAMLError as detailed:
             exc = detailed
+        except RecursionError:  # libyaml's own depth limit: the pure parser runs out of stack
+            return _too_deep(path, text)
     mark = exc.problem_mark or exc.context_mark
     line = mark.line + 1 if mark else None
     column = mark.column + 1 if mark else None
     what = exc.problem or exc.context or "invalid YAML"
+    opener = _OPENERS.get(exc.context or "")
+    opened = exc.context_mark
+    if opener and opened is not None and mark is not None and opened.line != mark.line:
+        # the parser gives up where it noticed (often the end of the file): point at the
+        # bracket or quote left open, and say where the parser stopped
+        return Problem(
+            path,
+            opened.line + 1,
+            f"YAML syntax error: {opener} opened here is never closed "
+            f"({what} on line {line}, column {column})",
+            column=opened.column + 1,
+        )
     return Problem(path, line, f"YAML syntax error: {what}", column=column)
+
+
+#: parser contexts that name a construct opened earlier, and how to call it
+_OPENERS = {
+    "while parsing a flow sequence": "the '['",
+    "while parsing a flow mapping": "the '{'",
+    "while scanning a quoted scalar": "the quote",
+}
 
 
 def load_yaml(path: str | Path) -> Loaded:
@@ -193,6 +251,10 @@ def load_yaml(path: str | Path) -> Loaded:
             data = _Builder(loader, name, problems).build(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         return Loaded(name, None, [_syntax_problem(name, text, exc)])
+    except TooDeep as exc:
+        return Loaded(name, None, [_too_deep(name, text, exc.mark)])
+    except RecursionError:
+        return Loaded(name, None, [_too_deep(name, text)])
     except yaml.YAMLError as exc:
         return Loaded(name, None, [Problem(name, None, f"YAML error: {exc}")])
     finally:

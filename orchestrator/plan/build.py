@@ -220,29 +220,28 @@ def _dag(runbook: Runbook, problems: list[Problem]) -> nx.DiGraph:
                 )
             else:
                 graph.add_edge(need, step.id)
-    if not nx.is_directed_acyclic_graph(graph):
-        reported: set[frozenset[str]] = set()
-        for cycle in nx.simple_cycles(graph):
-            key = frozenset(cycle)
-            if key in reported:
-                continue
-            reported.add(key)
-            # start the cycle at its first step in declaration order, follow the needs
-            order = {s: i for i, s in enumerate(ids)}
-            start = min(range(len(cycle)), key=lambda i: order[cycle[i]])
-            path = cycle[start:] + cycle[:start]
-            first = runbook.step(path[0])
-            problems.append(
-                _problem(
-                    runbook,
-                    first.id,
-                    first.line_of("needs"),
-                    "dependency cycle: " + " → ".join([*path, path[0]]),
-                    "a step cannot (transitively) need itself",
-                )
+    # one cycle per strongly connected component (linear time; enumerating every simple cycle
+    # can take exponential time on a tangle of needs), first-declared component first
+    order = {s: i for i, s in enumerate(ids)}
+    tangles = [c for c in nx.strongly_connected_components(graph) if len(c) > 1]
+    tangles.sort(key=lambda c: min(order[n] for n in c))
+    for component in tangles[:20]:
+        first_id = min(component, key=order.__getitem__)
+        edges = nx.find_cycle(graph.subgraph(component), source=first_id)
+        cycle = [u for u, _ in edges]
+        # start the cycle at its first step in declaration order, follow the needs
+        start = min(range(len(cycle)), key=lambda i: order[cycle[i]])
+        path = cycle[start:] + cycle[:start]
+        first = runbook.step(path[0])
+        problems.append(
+            _problem(
+                runbook,
+                first.id,
+                first.line_of("needs"),
+                "dependency cycle: " + " → ".join([*path, path[0]]),
+                "a step cannot (transitively) need itself",
             )
-            if len(reported) >= 20:
-                break
+        )
     return graph
 
 
@@ -314,10 +313,23 @@ class MaskSet(AbstractSet[str]):
         return MaskSet(self._mask | 1 << self._index[item], self._ids, self._index)
 
 
-def ancestor_sets(graph: nx.DiGraph, order: list[str]) -> dict[str, MaskSet]:
-    """Every node's transitive needs, computed once in topological order."""
+def ancestor_sets(graph: nx.DiGraph, order: list[str] | None = None) -> dict[str, MaskSet]:
+    """Every node's transitive needs, computed once in topological order (``order``). A graph
+    with cycles (being reported as errors) is taken through its condensation, so that the
+    templates of every step can still be checked: a step in a cycle reads its whole cycle."""
     ids = sorted(graph.nodes, key=lambda n: graph.nodes[n]["index"])
     index = {n: i for i, n in enumerate(ids)}
+    if order is None:
+        dag = nx.condensation(graph)
+        members = nx.get_node_attributes(dag, "members")
+        by_component: dict[int, int] = {}
+        for c in nx.topological_sort(dag):
+            mask = 0
+            for p in dag.predecessors(c):
+                mask |= by_component[p]  # the need's members and everything they need
+            by_component[c] = mask | sum(1 << index[n] for n in members[c])
+        mapping = dag.graph["mapping"]
+        return {n: MaskSet(by_component[mapping[n]] & ~(1 << index[n]), ids, index) for n in ids}
     masks: dict[str, int] = {}
     for node in order:
         mask = 0
@@ -353,6 +365,7 @@ class _Checker:
     def __init__(self, plan: Plan, problems: list[Problem]):
         self.plan = plan
         self.problems = problems
+        self._seen = set(problems)  # a set: a membership scan of the list is quadratic
 
     def template(
         self,
@@ -391,7 +404,8 @@ class _Checker:
 
     def _add(self, step_id: str | None, line: int, message: str, hint: str | None = None) -> None:
         problem = Where(self.plan.runbook.path, step_id).problem(line, message, hint)
-        if problem not in self.problems:
+        if problem not in self._seen:
+            self._seen.add(problem)
             self.problems.append(problem)
 
 
@@ -506,7 +520,7 @@ def build_plan(
     )
     aliases = plan.aliases()
     acyclic = nx.is_directed_acyclic_graph(graph)
-    ancestors = ancestor_sets(graph, topological(graph)) if acyclic else {}
+    ancestors = ancestor_sets(graph, topological(graph) if acyclic else None)
     for index, step in enumerate(runbook.steps):
 
         def report(message: str, hint: str | None, _s: Step = step) -> None:
@@ -558,33 +572,33 @@ def build_plan(
 
         after = _resolve(inventory, hc.hosts, plan.aliases(plan.to_site), hreport_after)
         plan.health.append(HealthPlan(hc, before, after))
-    if acyclic:
-        checker = _Checker(plan, problems)
-        back: Plan | None = None
-        for ps in plan.steps.values():
-            ps.preview = _check_step_templates(checker, plan, ps, ps.step, "run")
-            undo = ps.step.undo
-            if check_undo and undo is not None:
-                if back is None:
-                    back = replace(plan, direction=FAILBACK)
-                _check_undo(checker, back, ps, undo, problems)
-        for hp in plan.health:
-            for hosts, active in (
-                (hp.hosts_before, plan.from_site),
-                (hp.hosts_after, plan.to_site),
-            ):
-                for host in hosts:
-                    ctx = plan.context(host=host, active=active)
-                    line = hp.check.line_of("run")
-                    checker.template(None, line, f"health '{hp.check.name}' run", hp.check.run, ctx)
-                    checker.template(
-                        None,
-                        hp.check.line_of("until"),
-                        f"health '{hp.check.name}' until",
-                        hp.check.until,
-                        {**ctx, **_UNTIL_PREVIEW},
-                        expression=True,
-                    )
+    # templates are checked even when a cycle is reported: every problem at once
+    checker = _Checker(plan, problems)
+    back: Plan | None = None
+    for ps in plan.steps.values():
+        ps.preview = _check_step_templates(checker, plan, ps, ps.step, "run")
+        undo = ps.step.undo
+        if check_undo and undo is not None:
+            if back is None:
+                back = replace(plan, direction=FAILBACK)
+            _check_undo(checker, back, ps, undo, problems)
+    for hp in plan.health:
+        for hosts, active in (
+            (hp.hosts_before, plan.from_site),
+            (hp.hosts_after, plan.to_site),
+        ):
+            for host in hosts:
+                ctx = plan.context(host=host, active=active)
+                line = hp.check.line_of("run")
+                checker.template(None, line, f"health '{hp.check.name}' run", hp.check.run, ctx)
+                checker.template(
+                    None,
+                    hp.check.line_of("until"),
+                    f"health '{hp.check.name}' until",
+                    hp.check.until,
+                    {**ctx, **_UNTIL_PREVIEW},
+                    expression=True,
+                )
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise ValidationError(problems)
@@ -804,18 +818,17 @@ def build_reverse_plan(
         )
     # reverse every edge, bridging through steps that are not undone: from each undone step,
     # walk forward through steps that are not undone to the first undone ones
+    # (the first undone steps past each step are computed once, from the sinks back: a walk
+    # per undone step crossed the same steps again and again)
+    beyond: dict[str, frozenset[str]] = {}
+    for b in reversed(topological(forward.graph)):
+        found: set[str] = set()
+        for c in forward.graph.successors(b):
+            found.update((c,) if c in chosen else beyond[c])
+        beyond[b] = frozenset(found)
     for a in order:
-        seen: set[str] = set()
-        stack = list(forward.graph.successors(a))
-        while stack:
-            b = stack.pop()
-            if b in seen:
-                continue
-            seen.add(b)
-            if b in chosen:  # b (transitively) needed a: undo-a needs undo-b
-                plan.graph.add_edge(f"undo-{b}", f"undo-{a}")
-            else:
-                stack.extend(forward.graph.successors(b))
+        for b in sorted(beyond[a], key=lambda n: forward.steps[n].index):
+            plan.graph.add_edge(f"undo-{b}", f"undo-{a}")  # b (transitively) needed a
     for ps in plan.steps.values():
         ps.needs = sorted(plan.graph.predecessors(ps.id), key=lambda n: plan.steps[n].index)
     checker = _Checker(plan, problems)
