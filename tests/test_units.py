@@ -198,7 +198,13 @@ def test_load_yaml_reports_every_duplicate_key(tmp_path: Path) -> None:
     [
         ("a: 1\nb: c: d\n", 2, 5, "mapping values are not allowed here"),
         ("a:\n\t- b\n", 2, 1, "found character '\\t' that cannot start any token"),
-        ("a: [1, 2\nb: 3\n", 2, 2, "expected ',' or ']', but got ':'"),
+        (
+            "a: [1, 2\nb: 3\n",
+            1,
+            4,
+            "the '[' opened here is never closed (expected ',' or ']', but got ':' on line 2, "
+            "column 2)",
+        ),
         ("a: !custom 1\n", 1, 4, "could not determine a constructor for the tag '!custom'"),
     ],
 )
