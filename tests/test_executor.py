@@ -81,7 +81,7 @@ def test_capture_that_finds_nothing_fails_a_command_step(tmp_path: Path) -> None
         """
         name: c
         steps:
-          - {id: lag, hosts: db@target, run: lag, capture: number}
+          - {id: lag, hosts: db@target, run: lag, capture: number, on_failure: continue}
           - {id: frac, hosts: app@target, run: frac, capture: number}
         """,
         lambda h, c: FakeReply(stdout="no digits here\n" if c == "lag" else "x=2.50s\n"),
