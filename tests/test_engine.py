@@ -249,7 +249,8 @@ def test_lock_refuses_a_second_run_naming_the_holder(world: World, capsys) -> No
 
 
 def test_missed_rto_target_exits_3(world: World, capsys) -> None:
-    """A run that succeeds but misses rto_target exits 3 and says so in the summary."""
+    """A run that succeeds but misses rto_target exits 3 and says so in the summary and in the
+    journal's closing line (the same code as the process)."""
     world.write_runbook("""
         name: slow
         rto_target: 100ms
@@ -261,6 +262,8 @@ def test_missed_rto_target_exits_3(world: World, capsys) -> None:
     summary = world.summary()
     assert summary["status"] == "succeeded" and summary["rto"]["met"] is False
     assert summary["exit_code"] == 3
+    finished = [e for e in world.journal() if e["event"] == "run_finished"]
+    assert [e["exit_code"] for e in finished] == [3]
 
 
 def test_summary_has_every_field_and_state_moves(world: World, capsys) -> None:

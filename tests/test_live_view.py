@@ -26,6 +26,7 @@ class Terminal:
     def __init__(self, world: World, argv: list[str], rows: int = 24, cols: int = 80):
         self.screen = pyte.Screen(cols, rows)
         self.stream = pyte.ByteStream(self.screen)
+        self.raw = b""
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRX_")}
         env.update(TERM="xterm-256color", COLUMNS=str(cols), LINES=str(rows))
         env.pop("NO_COLOR", None)
@@ -43,6 +44,7 @@ class Terminal:
             try:
                 data = self.child.read_nonblocking(65536, timeout=0.05)
                 self.stream.feed(data)
+                self.raw += data
             except pexpect.TIMEOUT:
                 pass
             except pexpect.EOF:
@@ -129,8 +131,9 @@ def test_the_rto_clock_ticks_on_while_a_gate_asks(world: World) -> None:
     assert world.host_file("db-b", "after").exists()
 
 
-def test_no_declines_the_gate(world: World) -> None:
-    """'n' declines: the gate fails and nothing after it runs."""
+def test_no_declines_the_gate_and_says_how_to_undo(world: World) -> None:
+    """'n' declines: the gate fails, nothing after it runs, and since 'prep' had changed
+    things the run says so and gives the exact failback (and resume) command."""
     world.write_runbook(GATED)
     term = Terminal(world, ["failover", "site-b"])
     term.wait_for(lambda s: "? approve:" in s)
@@ -138,6 +141,13 @@ def test_no_declines_the_gate(world: World) -> None:
     assert term.exit_code() == 1
     assert world.step(world.summary(), "approve")["status"] == "failed"
     assert not world.host_file("db-b", "after").exists()
+    out = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", term.raw.decode(errors="replace"))
+    out = out.replace("\r\n", "\n")
+    run_id = world.summary()["run_id"]
+    assert "the run stopped half-way: 1 step(s) had already changed things (prep)" in out
+    options = f"-r {world.runbook} -i {world.inventory} --state-dir {world.state}"
+    assert f"to undo them:        drx failback --run {run_id} {options}" in out, out[-1500:]
+    assert f"drx resume {run_id} {options}" in out
 
 
 def forty_steps() -> str:

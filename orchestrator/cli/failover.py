@@ -25,6 +25,7 @@ from orchestrator.cli.options import (
     active_site,
     check_site,
     closing_line,
+    half_done,
     other_sites,
     run_options,
     secret_inputs,
@@ -186,5 +187,5 @@ def run_failover(
     # (Starting the pre-flight while the engine's modules import was tried: on two cores the
     # import and the key exchanges fight over the GIL and the run starts later, not sooner.)
     code, summary = execute(plan, opts.store, run_options(opts, yes=yes, max_parallel=max_parallel))
-    closing_line(summary, opts.store)
+    closing_line(summary, opts.store, half_done(plan, summary, opts))
     return code

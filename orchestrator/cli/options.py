@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import Problem, UsageError, ValidationError
 from orchestrator.model.fields import suggest
@@ -17,6 +17,9 @@ from orchestrator.model.inventory import Inventory
 from orchestrator.model.runbook import Runbook
 from orchestrator.record.store import Store, open_store
 from orchestrator.record.summary import RunSummary
+
+if TYPE_CHECKING:
+    from orchestrator.plan.build import Plan
 
 
 @dataclass(frozen=True)
@@ -168,8 +171,47 @@ def run_options(opts: Options, **kwargs: Any) -> Any:
     )
 
 
-def closing_line(summary: RunSummary, store: Store) -> None:
-    """One line on stderr with the outcome and the measured RTO."""
+def command_options(opts: Options) -> str:
+    """The options that make a suggested command act on the same files and state as this one."""
+    import shlex
+
+    parts = []
+    if opts.runbook_path:
+        parts += ["-r", opts.runbook_path]
+    if opts.inventory_path:
+        parts += ["-i", opts.inventory_path]
+    if opts.store.location != ".drx":
+        parts += ["--state-dir", opts.store.location]
+    return "".join(f" {shlex.quote(p)}" for p in parts)
+
+
+def half_done(plan: Plan, summary: RunSummary, opts: Options) -> str | None:
+    """For a failover that failed or was cancelled after changing things: which steps did,
+    and the exact commands that undo them (failback) or carry on (resume)."""
+    if summary.direction != "failover" or summary.status not in ("failed", "cancelled"):
+        return None
+    changed = [
+        s.id
+        for s in summary.steps
+        if s.id in plan.steps
+        and plan.steps[s.id].step.undo is not None
+        and (s.status == "succeeded" or any(h.status == "succeeded" for h in s.hosts))
+    ]
+    if not changed:
+        return None
+    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+    tail = command_options(opts)
+    return (
+        f"the run stopped half-way: {len(changed)} step(s) had already changed things "
+        f"({shown}), so the service is between {summary.source} and {summary.target}.\n"
+        f"  to undo them:        drx failback --run {summary.run_id}{tail}\n"
+        f"  to carry on instead: drx resume {summary.run_id}{tail}"
+    )
+
+
+def closing_line(summary: RunSummary, store: Store, after: str | None = None) -> None:
+    """One line on stderr with the outcome and the measured RTO (and ``after``, what to do
+    next, if given)."""
     import sys
 
     from orchestrator.model.units import format_duration
@@ -191,5 +233,7 @@ def closing_line(summary: RunSummary, store: Store) -> None:
         text += f" — {summary.message}"
     where = "" if store.location == ".drx" else f" --state-dir {store.location}"
     text += f"\nreport: drx report {summary.run_id}{where}"
+    if after:
+        text += f"\n{after}"
     with contextlib.suppress(OSError):  # stderr may be a closed pipe; the run is recorded
         print(text, file=sys.stderr)

@@ -22,6 +22,7 @@ from orchestrator.cli.failback import reverse_plan
 from orchestrator.cli.options import (
     Options,
     closing_line,
+    half_done,
     run_options,
     secret_inputs,
     warn_unknown_vars,
@@ -186,5 +187,5 @@ def run_resume(
         check_source_health=False,
     )
     code, result = execute(plan, opts.store, run_opts)
-    closing_line(result, opts.store)
+    closing_line(result, opts.store, half_done(plan, result, opts))
     return code

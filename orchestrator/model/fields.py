@@ -13,10 +13,16 @@ from orchestrator.model.units import parse_duration
 from orchestrator.model.yaml_source import LList, LMap
 
 
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice ``word`` most likely misspells, or None."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def suggest(word: str, choices: Iterable[str]) -> str | None:
     """A "did you mean" hint for a misspelt name, or None."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+    close = closest(word, choices)
+    return f"did you mean '{close}'?" if close else None
 
 
 def type_name(value: Any) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import Problem
-from orchestrator.model.fields import Fields, Where, as_list, as_mapping, suggest
+from orchestrator.model.fields import Fields, Where, as_list, as_mapping, closest, suggest
 from orchestrator.model.units import is_size, parse_duration, parse_size
 from orchestrator.model.yaml_source import LList, LMap, load_yaml
 
@@ -218,18 +218,21 @@ def _parse_step(
     else:
         step_id = undo_of.id
     kind_text = f.string("kind", "command")
+    kind_known = True
     try:
         kind = StepKind(kind_text)
     except ValueError:
-        f.error(
-            "kind",
-            f"unknown kind '{kind_text}' (command, check, manual, wait)",
-            suggest(kind_text, [k.value for k in StepKind]),
-        )
-        kind = StepKind.COMMAND
+        hint = suggest(kind_text, [k.value for k in StepKind])
+        f.error("kind", f"unknown kind '{kind_text}' (command, check, manual, wait)", hint)
+        # Go on as the kind that was meant, so that one typo is one error, not a cascade
+        # about fields that kind would not need; with no close match, skip those checks.
+        meant = closest(kind_text, [k.value for k in StepKind])
+        kind, kind_known = (StepKind(meant), True) if meant else (StepKind.COMMAND, False)
     hosts = tuple(f.str_list("hosts"))
     run = f.text("run")
-    if kind in (StepKind.COMMAND, StepKind.CHECK):
+    if not kind_known:
+        pass
+    elif kind in (StepKind.COMMAND, StepKind.CHECK):
         if not hosts and undo_of is None:
             f.require("hosts")
         if run is None:

@@ -236,6 +236,36 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     return result
 
 
+_SINGLE_EQUALS = re.compile(r"(?<![=!<>])=(?!=)")
+
+
+def expression_hint(source: str, message: str) -> str | None:
+    """What to write instead, for the usual mistakes in ``until``/``when`` (Jinja expressions,
+    not shell or JavaScript), from the expression and Jinja's parser message."""
+    if "{{" in source or "{%" in source:
+        bare = re.sub(r"\s+", " ", source.replace("{{", "").replace("}}", "")).strip()
+        return f"until and when are expressions, written without {{{{ }}}}: {bare}"
+    if "&&" in source or "||" in source:
+        fixed = source.replace("&&", "and").replace("||", "or")
+        return f"write and / or instead of && / ||: {fixed}"
+    if "===" in source:
+        return f"compare with ==: {source.replace('===', '==')}"
+    if _SINGLE_EQUALS.search(source):
+        return f"compare with ==, not =: {_SINGLE_EQUALS.sub('==', source)}"
+    if re.search(r"!(?!=)", source):
+        return f"write not instead of !: {re.sub(r'!(?!=)', 'not ', source)}"
+    if " contains " in source:
+        left, _, right = source.partition(" contains ")
+        return f"test for a substring with in: {right.strip()} in {left.strip()}"
+    if source.count("(") != source.count(")"):
+        return "the parentheses do not pair up"
+    if "end of template" in message:
+        return "the expression ends too early (a trailing and, or, or operator?)"
+    if re.search(r"\bis\s+-?\d", source):
+        return "compare numbers with ==; is tests a kind (value is none, value is number)"
+    return None
+
+
 def is_secret_name(name: str) -> bool:
     return name.lower().endswith(SECRET_SUFFIXES)
 

@@ -35,6 +35,7 @@ from orchestrator.model.templating import (
     StepsView,
     collect_secrets,
     evaluate,
+    expression_hint,
     render,
 )
 from orchestrator.record.outcomes import Status, StepOutcome
@@ -395,6 +396,7 @@ class _Checker:
                 step_id,
                 line + (exc.lineno or 1) - 1,
                 f"{what}: template syntax error: {exc.message}",
+                expression_hint(source, exc.message or "") if expression else None,
             )
         except Exception as exc:
             if "steps" in source:
@@ -418,6 +420,13 @@ def _did_you_mean(exc: jinja2.exceptions.UndefinedError, ctx: Mapping[str, Any])
     if not match:
         return None
     name = match.group(1) or match.group(2)
+    if match.group(2) is not None:  # a top-level name: perhaps a variable written bare
+        for scope in ("vars", "host.vars"):
+            value = ctx.get("vars") if scope == "vars" else (ctx.get("host") or {}).get("vars")
+            if isinstance(value, Mapping) and name in value:
+                return f"variables are read through {scope}: write {scope}.{name}"
+        if name in ("null", "nil"):
+            return "write none"
     known: set[str] = set(ctx)
     for key in ("vars", "host"):
         value = ctx.get(key)
