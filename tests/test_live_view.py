@@ -87,10 +87,9 @@ class Terminal:
 
 def rto_seconds(screen: str) -> float:
     """The RTO the view shows, in seconds."""
-    match = re.search(r"^RTO (\d+(?:\.\d+)?)(ms|s)\b", screen, re.MULTILINE)
+    match = re.search(r"^RTO ([\d,]+(?:\.\d+)?) s\b", screen, re.MULTILINE)
     assert match, screen
-    value = float(match.group(1))
-    return value / 1000 if match.group(2) == "ms" else value
+    return float(match.group(1).replace(",", ""))
 
 
 @pytest.fixture

@@ -549,5 +549,5 @@ def test_text_plan_lists_waves_hosts_commands_and_the_rto(tmp_path: Path) -> Non
     assert "Wave 0\n" in text and "Wave 4\n" in text
     assert "      db-b: dbctl promote\n" in text
     assert "      control: dnsctl set www 127.0.2.10\n" in text
-    assert "Predicted RTO: 6.0s vs target 15m00s (lower bound" in text
+    assert "Predicted RTO: 6 s vs target 900 s (15m) (lower bound" in text
     assert "Critical path: freeze-writes → check-lag → promote-db → start-app → warm-cache" in text

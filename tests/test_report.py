@@ -8,13 +8,15 @@ import re
 import time
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orchestrator.report import FORMATS, render
-from orchestrator.report.facts import target_verdict
+from orchestrator.report.charts import LABEL_CHAR_PX, LABEL_GAP_PX, trend
+from orchestrator.report.facts import HistoryPoint, target_verdict
 from orchestrator.report.units import clean_output, delta, nbytes, nbytes_exact, secs
 
 DATA = Path(__file__).parent / "data" / "summaries"
@@ -643,7 +645,8 @@ def test_html_draws_the_rto_target_even_far_beyond_the_run() -> None:
 
 
 def test_html_trend_chart_only_with_history() -> None:
-    """The RTO trend chart appears with history: a point per run, this run marked."""
+    """The RTO trend chart appears with history: a point per measured run (a failed run with
+    no measured RTO is left out), this run marked and plotted at its end-to-end RTO."""
     summary = load("failover_resumed")
     assert 'class="trend"' not in render(summary, "html")
     history = [
@@ -653,8 +656,54 @@ def test_html_trend_chart_only_with_history() -> None:
     ]
     html = render(summary, "html", history=history)
     points = [c for c in elements(html, "circle") if "point" in c.get("class", "").split()]
-    assert len(points) == 4
+    assert len(points) == 3
     assert sum("current" in p["class"].split() for p in points) == 1
+    assert "end to end" in html.split('point missed current"', 1)[1].split("</circle>", 1)[0]
+
+
+def _history_point(i: int, **changes: Any) -> HistoryPoint:
+    fields: dict[str, Any] = {
+        "run_id": f"run-{i}",
+        "started_at": f"2026-11-26T17:{i:02d}:00.000Z",
+        "status": "succeeded",
+        "measured_s": 10.0 + i,
+        "target_s": 60.0,
+        "met": True,
+        "current": False,
+    }
+    return HistoryPoint(**(fields | changes))
+
+
+def test_trend_plots_only_comparable_measured_runs() -> None:
+    """Runs of another runbook or direction, and runs without a measured RTO, are not plotted;
+    a resumed run is plotted at its end-to-end RTO."""
+    points = [
+        _history_point(0),
+        _history_point(1, comparable=False),
+        _history_point(2, measured_s=None, status="failed"),
+        _history_point(3, measured_s=5.0, end_to_end_s=50.0, current=True),
+    ]
+    chart = trend(points)
+    assert chart is not None
+    assert [p.title.split(":")[0] for p in chart.points] == ["run-0", "run-3"]
+    assert "RTO 50 s end to end" in chart.points[1].title
+
+
+@pytest.mark.parametrize("count", [2, 5, 12, 20, 40])
+def test_trend_labels_never_overlap(count: int) -> None:
+    """However many drills (a minute apart), the x labels kept are at least a gap apart and
+    this run's label is always among them."""
+    points = [_history_point(i % 60, current=i == count - 1) for i in range(count)]
+    chart = trend(points)
+    assert chart is not None
+    spans = sorted(
+        (x - len(label) * LABEL_CHAR_PX / 2, x + len(label) * LABEL_CHAR_PX / 2)
+        for x, label in chart.x_labels
+    )
+    for (_, right), (left, _) in pairwise(spans):
+        assert left - right >= LABEL_GAP_PX
+    current_x = next(p.x for p in chart.points if "current" in p.css)
+    assert current_x in [x for x, _ in chart.x_labels]
 
 
 # --------------------------------------------------------------------------- units and speed

@@ -100,10 +100,17 @@ def test_non_sizes_are_not_sizes(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(None, "—"), (0.85, "850ms"), (12.34, "12.3s"), (245, "4m05s"), (3720, "1h02m")],
+    [
+        (None, "—"),
+        (0.85, "0.85 s"),
+        (12.34, "12.3 s"),
+        (245, "245 s (4m 05s)"),
+        (3720, "3,720 s (1h 02m)"),
+    ],
 )
-def test_format_duration_is_short_and_human(seconds: float | None, text: str) -> None:
-    """Durations print as 850ms, 12.3s, 4m05s, 1h02m."""
+def test_format_duration_is_the_one_form_everywhere(seconds: float | None, text: str) -> None:
+    """Durations print as seconds (the clock form added from two minutes on), the same in the
+    terminal, plans and reports."""
     assert format_duration(seconds) == text
 
 

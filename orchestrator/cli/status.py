@@ -23,6 +23,7 @@ def status(state_dir: StateDirOpt = None) -> None:
 
 
 def describe(store: Store) -> str:
+    from orchestrator.model.units import format_duration
     from orchestrator.record.runs import load_summary
 
     state = store.read_state()
@@ -38,9 +39,9 @@ def describe(store: Store) -> str:
     if ids:
         s = load_summary(store, ids[-1])
         rto, e2e = s.rto.measured_s, s.rto.end_to_end_s
-        extra = f", RTO {rto:.1f}s" if rto is not None else ""
+        extra = f", RTO {format_duration(rto)}" if rto is not None else ""
         if e2e is not None:
-            extra += f" ({e2e:.1f}s end to end)"
+            extra += f" ({format_duration(e2e)} end to end)"
         lines.append(f"latest run: {s.run_id} ({s.direction}, {s.status}{extra})")
     else:
         lines.append("latest run: none")

@@ -54,14 +54,35 @@ def parse_size(value: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNIT[match.group(2).lower()])
 
 
-def format_duration(seconds: float | None) -> str:
-    """A short human form: ``850ms``, ``12.3s``, ``4m05s``, ``1h02m``."""
-    if seconds is None:
+def clock(seconds: float) -> str:
+    """Whole seconds as '45s', '15m', '22m 20s', '1h 02m 05s' — the unit an operator thinks in."""
+    total = round(abs(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs_ = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m" + (f" {secs_:02d}s" if secs_ else "")
+    if minutes:
+        return f"{minutes}m" + (f" {secs_:02d}s" if secs_ else "")
+    return f"{secs_}s"
+
+
+def format_duration(value: float | None, *, human: bool = True) -> str:
+    """A duration, the one way drx prints durations everywhere (terminal, live view, plans,
+    reports): '0.04 s', '61.2 s', '900 s (15m)'; '—' when unknown.
+
+    Sub-second values keep two decimals so a 40 ms step does not read as '0 s'; from two minutes
+    on, the clock form is added because '1,340.2 s' alone is hard to picture.
+    """
+    if value is None:
         return "—"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    magnitude = abs(value)
+    if magnitude < 0.005:
+        text = "0 s"
+    elif magnitude < 1:
+        text = f"{value:.2f} s"
+    else:
+        rounded = round(value, 1)
+        text = f"{rounded:,.0f} s" if rounded == int(rounded) else f"{rounded:,.1f} s"
+    if human and magnitude >= 120:
+        text += f" ({clock(magnitude)})"
+    return text

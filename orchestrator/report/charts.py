@@ -504,13 +504,44 @@ def _short_date(point: HistoryPoint, index: int, fmt: str = "%m-%d %H:%M") -> st
     return moment.strftime(fmt) if moment else f"#{index + 1}"
 
 
+#: width of one character of the trend's axis labels (10.5 px font) and the space between labels
+LABEL_CHAR_PX = 6.6
+LABEL_GAP_PX = 10.0
+
+
+def _spaced_labels(
+    xs: Sequence[float], labels: Sequence[str], current: Sequence[bool], left: float, right: float
+) -> tuple[tuple[float, str], ...]:
+    """The x labels that fit without overlapping (centred on their points): this run's label
+    first, then from the oldest on, each kept only if it clears every label already kept."""
+    kept: list[tuple[float, float, int]] = []  # (left edge, right edge, index)
+
+    def fits(i: int) -> tuple[float, float] | None:
+        half = len(labels[i]) * LABEL_CHAR_PX / 2
+        lo, hi = xs[i] - half, xs[i] + half
+        if lo < left or hi > right:
+            return None
+        if any(lo < k_hi + LABEL_GAP_PX and hi > k_lo - LABEL_GAP_PX for k_lo, k_hi, _ in kept):
+            return None
+        return lo, hi
+
+    order = [i for i, c in enumerate(current) if c] + [i for i, c in enumerate(current) if not c]
+    for i in order:
+        edges = fits(i)
+        if edges is not None:
+            kept.append((*edges, i))
+    return tuple((xs[i], labels[i]) for _, _, i in sorted(kept, key=lambda k: k[2]))
+
+
 def trend(points: Sequence[HistoryPoint]) -> Trend | None:
-    """Lay out the RTO trend; None when there are fewer than two runs to draw."""
+    """Lay out the RTO trend of the measured runs of the same runbook and direction (a resumed
+    run at its end-to-end RTO); None when fewer than two such runs exist."""
+    points = [p for p in points if p.comparable and p.plotted_s is not None]
     if len(points) < 2:
         return None
     width, height = 720, 230
     x0, x1, y0, y1 = 62.0, width - 48.0, 16.0, height - 40.0
-    measured = [p.measured_s for p in points if p.measured_s is not None]
+    measured = [p.plotted_s for p in points if p.plotted_s is not None]
     targets = [p.target_s for p in points if p.target_s is not None]
     # A target far above every measured RTO would flatten the trend into the x axis: then the
     # chart keeps the runs' own range and says that the target lies above it.
@@ -528,22 +559,14 @@ def trend(points: Sequence[HistoryPoint]) -> Trend | None:
     xs = [round(x0 + i * gap, 2) for i in range(len(points))]
     out = []
     line = []
-    pen_down = False
-    for x, point in zip(xs, points, strict=True):
-        if point.measured_s is None:
-            # Drawn on the axis; the line joins the measured runs on either side.
-            css, y = "point unmeasured", y1
-            figure = "not measured"
-        else:
-            y = y_of(point.measured_s)
-            css = (
-                "point met"
-                if point.met
-                else ("point missed" if point.target_s is not None else "point")
-            )
-            line.append(f"{'L' if pen_down else 'M'}{x},{y}")
-            pen_down = True
-            figure = secs(point.measured_s)
+    for i, (x, point) in enumerate(zip(xs, points, strict=True)):
+        value = point.plotted_s
+        assert value is not None
+        y = y_of(value)
+        missed = point.target_s is not None and value > point.target_s
+        css = "point missed" if missed else ("point met" if point.target_s is not None else "point")
+        line.append(f"{'L' if i else 'M'}{x},{y}")
+        figure = secs(value) + (" end to end" if point.end_to_end_s is not None else "")
         if point.current:
             css += " current"
         target = f" (target {secs(point.target_s)})" if point.target_s is not None else ""
@@ -561,19 +584,14 @@ def trend(points: Sequence[HistoryPoint]) -> Trend | None:
         target_path.append(f"L{right},{ty}")
         previous = ty
     y_ticks = []
-    value = 0.0
-    while value <= top + 1e-9:
-        y_ticks.append((y_of(value), _tick_label(value, step)))
-        value += step
-    every = max(1, math.ceil(len(points) / 8))
-    shown = [
-        (x, i, p)
-        for i, (x, p) in enumerate(zip(xs, points, strict=True))
-        if i % every == 0 or p.current
-    ]
-    x_labels = tuple((x, _short_date(p, i)) for x, i, p in shown)
-    if len({label for _, label in x_labels}) < len(x_labels):  # drills minutes apart
-        x_labels = tuple((x, _short_date(p, i, "%H:%M:%S")) for x, i, p in shown)
+    tick = 0.0
+    while tick <= top + 1e-9:
+        y_ticks.append((y_of(tick), _tick_label(tick, step)))
+        tick += step
+    labels = [_short_date(p, i) for i, p in enumerate(points)]
+    if len(set(labels)) < len(labels):  # drills minutes apart
+        labels = [_short_date(p, i, "%H:%M:%S") for i, p in enumerate(points)]
+    x_labels = _spaced_labels(xs, labels, [p.current for p in points], x0 - 40, x1 + 40)
     return Trend(
         width=width,
         height=height,

@@ -237,6 +237,15 @@ class HistoryPoint:
     target_s: float | None
     met: bool | None
     current: bool
+    #: a resumed run's RTO from its original run's start (what the trend plots for it)
+    end_to_end_s: float | None = None
+    #: the same runbook and direction as the reported run (the trend plots only those)
+    comparable: bool = True
+
+    @property
+    def plotted_s(self) -> float | None:
+        """The RTO the trend plots: end to end for a resumed run, else the measured one."""
+        return self.end_to_end_s if self.end_to_end_s is not None else self.measured_s
 
 
 @dataclass(frozen=True)
@@ -855,6 +864,8 @@ def _history(run: Run, earlier: Sequence[Run]) -> tuple[HistoryPoint, ...]:
             r.rto.target_s,
             target_verdict(r.rto.measured_s, r.rto.target_s, unmeasured="").state == "met",
             r is run,
+            r.rto.end_to_end_s,
+            (r.runbook, r.direction) == (run.runbook, run.direction),
         )
         for r in runs
     )

@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from orchestrator.model.units import clock as clock
+from orchestrator.model.units import format_duration
+
 DASH = "—"
 
 # 1 KB = 1024 B, as in the runbook's size syntax (SPEC §5, RPO).
@@ -20,37 +23,8 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def clock(seconds: float) -> str:
-    """Whole seconds as '45s', '15m', '22m 20s', '1h 02m 05s' — the unit an operator thinks in."""
-    total = round(abs(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs_ = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m" + (f" {secs_:02d}s" if secs_ else "")
-    if minutes:
-        return f"{minutes}m" + (f" {secs_:02d}s" if secs_ else "")
-    return f"{secs_}s"
-
-
-def secs(value: float | None, *, human: bool = True) -> str:
-    """A duration in seconds: '0.04 s', '61.2 s', '900 s (15m)'; '—' when unknown.
-
-    Sub-second values keep two decimals so a 40 ms step does not read as '0 s'; from two minutes
-    on, the clock form is added because '1,340.2 s' alone is hard to picture.
-    """
-    if value is None:
-        return DASH
-    magnitude = abs(value)
-    if magnitude < 0.005:
-        text = "0 s"
-    elif magnitude < 1:
-        text = f"{value:.2f} s"
-    else:
-        rounded = round(value, 1)
-        text = f"{rounded:,.0f} s" if rounded == int(rounded) else f"{rounded:,.1f} s"
-    if human and magnitude >= 120:
-        text += f" ({clock(magnitude)})"
-    return text
+#: durations read the same in reports as everywhere else drx prints one
+secs = format_duration
 
 
 def span(value: float | None) -> str:

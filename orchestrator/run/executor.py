@@ -25,6 +25,7 @@ from orchestrator.errors import GateUnavailable, TransportError
 from orchestrator.model.inventory import Host
 from orchestrator.model.runbook import OnFailure, Step, StepKind
 from orchestrator.model.templating import StepsView, evaluate, render
+from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan, PlanStep
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
@@ -730,7 +731,7 @@ def poll_failure(step: Step, res: CommandResult, value: Any) -> str:
     """Why a poll did not hold, for the operator: the exit code (or error), what ``until`` or
     ``capture`` made of it, and the last lines of output."""
     if res.error is not None:
-        why = f"{res.error} after {res.duration_s:.1f}s"
+        why = f"{res.error} after {format_duration(res.duration_s)}"
     elif step.capture and value is None:
         why = f"exit {res.rc}, capture {step.capture} found nothing"
     elif step.until:
