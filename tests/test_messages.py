@@ -99,3 +99,52 @@ def test_logs_prints_a_steps_full_output(local_world: World, capsys) -> None:
     assert len(lines) == 3000
     code, err = local_world.run(capsys, "logs", run_id[-10:], "nosy")
     assert code == 2 and "did you mean 'noisy'?" in err
+
+
+UNHEALTHY = """
+    name: sick
+    health:
+      - name: http
+        hosts: control
+        run: 'echo "connecting to {{ site(active).vars.vip }}"; echo "HTTP 503 from {{ active }}"; exit 22'
+        timeout: 2s
+    steps:
+      - {id: noisy, hosts: app@target, run: 'true', undo: 'true'}
+"""
+
+
+def test_a_failed_health_check_shows_the_exit_code_and_output(local_world: World, capsys) -> None:
+    """A failover refused because the source is unhealthy says which probe failed where, its
+    exit code and the last lines of its output — not only "not healthy"."""
+    local_world.write_runbook(UNHEALTHY)
+    code, err = local_world.run(capsys, "failover", "site-b")
+    assert code == 2
+    assert "not healthy at site-a" in err
+    assert (
+        "health 'http' on control: exit 22: connecting to vip-site-a | HTTP 503 from site-a" in err
+    )
+    assert local_world.run_dirs() == []
+
+
+@pytest.mark.parametrize(
+    ("typed", "answer"),
+    [
+        (["y"], True),
+        (["YES "], True),
+        (["no"], False),
+        (["N"], False),
+        (["ok", "sure", "n"], False),
+    ],
+)
+def test_gates_on_a_plain_terminal_take_y_yes_n_no(
+    monkeypatch: pytest.MonkeyPatch, capsys, typed: list[str], answer: bool
+) -> None:
+    """Without the live view a gate asks line by line: y/yes/n/no in any case; anything else
+    is asked again with a hint."""
+    from orchestrator.run.live import ask_line
+
+    replies = iter(typed)
+    monkeypatch.setattr("builtins.input", lambda prompt: next(replies))
+    assert ask_line("approve: go?") is answer
+    hints = capsys.readouterr().err.count("answer y, yes, n or no")
+    assert hints == len(typed) - 1
