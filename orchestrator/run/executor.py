@@ -30,7 +30,13 @@ from orchestrator.plan.build import Plan, PlanStep
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
-from orchestrator.transport.base import TAIL_BYTES, CancelToken, CommandResult, Connection
+from orchestrator.transport.base import (
+    TAIL_BYTES,
+    CancelToken,
+    CommandResult,
+    Connection,
+    Redactor,
+)
 
 #: how much of stdout is journaled per host (for templates of a resumed run or a failback)
 JOURNAL_STDOUT_BYTES = 4096
@@ -580,23 +586,15 @@ class Executor:
             return done(Status.FAILED, None, "template", f"template error: {exc}")
         if step.kind is StepKind.CHECK:
             return self._poll(ps, host, attempt, conn, command, ctx, done)
-        try:
-            res = conn.run(
-                command,
-                timeout=step.timeout,
-                env=step.env,
-                sudo=step.sudo,
-                log_path=self._log_path(ps, host),
-                redact=self.plan.redactor,
-                cancel=self.cancel,
-            )
-        except TransportError as exc:
-            return done(
-                Status.FAILED,
-                None,
-                exc.error if exc.error != "transport" else "disconnected",
-                str(exc),
-            )
+        res = run_command(
+            conn,
+            step,
+            command,
+            timeout=step.timeout,
+            redact=self.plan.redactor,
+            log_path=self._log_path(ps, host),
+            cancel=self.cancel,
+        )
         if res.error == "cancelled":
             return done(Status.CANCELLED, None, "cancelled", res.output_tail, res.stdout)
         if not res.ok:
@@ -645,24 +643,17 @@ class Executor:
                 )
             polls += 1
             p0 = j.now()
-            try:
-                res = conn.run(
-                    command,
-                    timeout=remaining,
-                    env=step.env,
-                    sudo=step.sudo,
-                    log_path=self._log_path(ps, host),
-                    redact=self.plan.redactor,
-                    cancel=self.cancel,
-                )
-            except TransportError as exc:
-                return done(
-                    Status.FAILED,
-                    None,
-                    exc.error if exc.error != "transport" else "disconnected",
-                    str(exc),
-                    polls=polls,
-                )
+            res = run_command(
+                conn,
+                step,
+                command,
+                timeout=remaining,
+                redact=self.plan.redactor,
+                log_path=self._log_path(ps, host),
+                cancel=self.cancel,
+            )
+            if res.connection_failed:
+                return done(Status.FAILED, None, res.error, res.output_tail, polls=polls)
             last = res
             if res.error == "cancelled":
                 return done(
@@ -707,6 +698,43 @@ class Executor:
         return held, max((h.t_end for h in outcome.hosts.values()), default=self.journal.now())
 
 
+def run_command(
+    conn: Connection,
+    step: Step,
+    command: str,
+    *,
+    timeout: float,
+    redact: Redactor,
+    log_path: Path | None = None,
+    cancel: CancelToken | None = None,
+) -> CommandResult:
+    """Run a step's rendered command on one connection. A failure of the connection itself is
+    a result too: no exit code, ``error`` naming it ("unreachable", "auth", "disconnected"...),
+    the reason in ``output_tail`` and ``connection_failed`` set."""
+    try:
+        return conn.run(
+            command,
+            timeout=timeout,
+            env=step.env,
+            sudo=step.sudo,
+            log_path=log_path,
+            redact=redact,
+            cancel=cancel,
+        )
+    except TransportError as exc:
+        now = time.monotonic()
+        return CommandResult(
+            rc=None,
+            stdout="",
+            output_tail=str(exc),
+            duration_s=0.0,
+            started_mono=now,
+            ended_mono=now,
+            error=exc.error if exc.error != "transport" else "disconnected",
+            connection_failed=True,
+        )
+
+
 def poll_once(
     plan: Plan, connections: Mapping[str, Connection], ps: PlanStep, host: Host
 ) -> tuple[bool, str]:
@@ -717,12 +745,11 @@ def poll_once(
         return False, "not connected"
     step = ps.step
     ctx = plan.context(host=host, active=ps.active)
-    try:
-        res = conn.run(
-            render(step.run or "", ctx), timeout=step.timeout, env=step.env, redact=plan.redactor
-        )
-    except TransportError as exc:
-        return False, str(exc)
+    res = run_command(
+        conn, step, render(step.run or "", ctx), timeout=step.timeout, redact=plan.redactor
+    )
+    if res.connection_failed:
+        return False, res.output_tail
     held, value = check_holds(step, ctx, res)
     return held, "" if held else poll_failure(step, res, value)
 

@@ -56,6 +56,8 @@ class CommandResult:
     ended_mono: float
     error: str | None = None
     stderr: str = ""  # the last TAIL_BYTES of stderr, redacted (for ``until``)
+    #: the connection itself failed (the command may never have started): polling stops
+    connection_failed: bool = False
 
     @property
     def ok(self) -> bool:
