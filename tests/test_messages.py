@@ -97,6 +97,8 @@ def test_logs_prints_a_steps_full_output(local_world: World, capsys) -> None:
     lines = local_world.last_stdout.splitlines()
     assert lines[0] == "line 1 of 8080" and lines[-1] == "line 3000 of 8080"
     assert len(lines) == 3000
+    code, err = local_world.run(capsys, "logs", "latest", "noisy", "app-b")
+    assert code == 0 and local_world.last_stdout.count("\n") == 3000
     code, err = local_world.run(capsys, "logs", run_id[-10:], "nosy")
     assert code == 2 and "did you mean 'noisy'?" in err
 

@@ -19,7 +19,7 @@ def step_logs(store: Store, run: str, step: str, host: str | None) -> list[tuple
     from orchestrator.model.fields import suggest
     from orchestrator.record.runs import load_summary, resolve_run
 
-    run_id = resolve_run(store, run)
+    run_id = resolve_run(store, None if run in ("latest", "last") else run)
     summary = load_summary(store, run_id)
     steps = {s.id: s for s in summary.steps}
     output = store.output_dir(run_id)
@@ -45,7 +45,10 @@ def step_logs(store: Store, run: str, step: str, host: str | None) -> list[tuple
 
 @app.command()
 def logs(
-    run: Annotated[str, typer.Argument(help="Run id (or a unique part of it, e.g. its end).")],
+    run: Annotated[
+        str,
+        typer.Argument(help="Run id, a unique start or end of one, or 'latest'."),
+    ],
     step: Annotated[str, typer.Argument(help="Step id (in a failback: undo-ID).")],
     host: Annotated[str | None, typer.Argument(help="Only this host.")] = None,
     state_dir: StateDirOpt = None,
