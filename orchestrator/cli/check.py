@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,8 +21,10 @@ from orchestrator.cli.app import (
 )
 from orchestrator.cli.options import Options, active_site, check_site, state_note
 from orchestrator.errors import TransportError
-from orchestrator.model.inventory import Host, Inventory, select
-from orchestrator.model.runbook import Runbook
+
+if TYPE_CHECKING:
+    from orchestrator.model.inventory import Host, Inventory
+    from orchestrator.model.runbook import Runbook
 
 
 @dataclass
@@ -41,6 +43,8 @@ class HostCheck:
 
 def sudo_hosts(runbook: Runbook, inventory: Inventory, aliases: dict[str, str]) -> set[str]:
     """Hosts on which a step, or the undo of one, runs through sudo."""
+    from orchestrator.model.inventory import select
+
     names: set[str] = set()
     for step in runbook.steps:
         for s, selectors in ((step, step.hosts), (step.undo, None)):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,8 +30,10 @@ from orchestrator.cli.options import (
     warn_unknown_vars,
 )
 from orchestrator.errors import RefusedError
-from orchestrator.model.inventory import Inventory
-from orchestrator.model.runbook import Runbook
+
+if TYPE_CHECKING:
+    from orchestrator.model.inventory import Inventory
+    from orchestrator.model.runbook import Runbook
 
 
 @app.command()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator.cli.app import StateDirOpt, app, store_for
 from orchestrator.errors import UsageError
-from orchestrator.record.store import Store
+
+if TYPE_CHECKING:
+    from orchestrator.record.store import Store
 
 
 def step_logs(store: Store, run: str, step: str, host: str | None) -> list[tuple[str, Path]]:

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import Problem, UsageError, ValidationError
-from orchestrator.model.fields import suggest
-from orchestrator.model.inventory import Inventory
-from orchestrator.model.runbook import Runbook
-from orchestrator.record.store import Store, open_store
-from orchestrator.record.summary import RunSummary
+
+if TYPE_CHECKING:
+    from orchestrator.model.inventory import Inventory
+    from orchestrator.model.runbook import Runbook
+    from orchestrator.record.store import Store
+    from orchestrator.record.summary import RunSummary
+
 
 if TYPE_CHECKING:
     from orchestrator.plan.build import Plan
@@ -48,6 +50,8 @@ class Options:
     @cached_property
     def store(self) -> Store:
         """Where state, the lock and runs are kept."""
+        from orchestrator.record.store import open_store
+
         return open_store(self.state_dir)
 
     def load(self) -> tuple[Runbook, Inventory]:
@@ -147,6 +151,8 @@ def state_note(store: Store, inventory: Inventory) -> str | None:
 
 def check_site(inventory: Inventory, site: str) -> None:
     if site not in inventory.sites:
+        from orchestrator.model.fields import suggest
+
         hint = suggest(site, inventory.sites)
         raise UsageError(
             f"unknown site '{site}' (sites: {', '.join(inventory.sites)})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,7 +14,9 @@ from orchestrator.cli.app import (
     check_format,
     store_for,
 )
-from orchestrator.record.store import Store
+
+if TYPE_CHECKING:
+    from orchestrator.record.store import Store
 
 
 @app.command()

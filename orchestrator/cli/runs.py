@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,7 +12,9 @@ from orchestrator.cli.app import (
     check_format,
     store_for,
 )
-from orchestrator.record.store import Store
+
+if TYPE_CHECKING:
+    from orchestrator.record.store import Store
 
 
 @app.command()

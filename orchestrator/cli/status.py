@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from orchestrator.cli.app import (
@@ -10,7 +12,9 @@ from orchestrator.cli.app import (
     store_for,
 )
 from orchestrator.cli.options import shown_location
-from orchestrator.record.store import Store
+
+if TYPE_CHECKING:
+    from orchestrator.record.store import Store
 
 
 @app.command()
