@@ -204,3 +204,21 @@ def test_environment_names_the_files(
     code, out, err = drx(capsys, "plan", "site-b", "-f", "json")
     assert code == 0, err
     assert json.loads(out)["runbook"] == "webapp"
+
+
+def test_help_imports_no_engine_modules() -> None:
+    """`drx --help` stays fast: importing the CLI loads no YAML, Jinja2, networkx, SSH, model,
+    plan, run or store code (each command imports what it needs when it runs)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, orchestrator.cli; "
+        "print(' '.join(m for m in sys.modules if m.split('.')[0] in "
+        "('yaml', 'jinja2', 'networkx', 'paramiko', 'fabric', 'rich') or m.startswith("
+        "('orchestrator.model', 'orchestrator.plan', 'orchestrator.run', 'orchestrator.record'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert loaded == []
