@@ -311,9 +311,39 @@ def _lane_note(step: Step) -> str:
 
 
 def timeline(report: Report) -> Timeline:
-    """Lay out the Gantt chart of ``report``'s run."""
+    """Lay out the Gantt chart of ``report``'s run: the time scale, a lane per step (and one
+    for health), the axis ticks, the RTO markers and the caption."""
     run = report.run
     steps = step_order(run)
+    starts, ends = _time_span(steps)
+    scale = _scale(run, ends, starts)
+    lanes, bars, polls, axis_rows, y = _step_lanes(run, steps, scale)
+    health_bar, health_lane = _health_lane(run, scale, y, max(ends, default=None))
+    if health_lane is not None:
+        lanes.append(health_lane)
+        y += health_lane.h
+    ticks, markers = _ticks_and_markers(run, scale)
+    return Timeline(
+        width=WIDTH,
+        height=y + BOTTOM,
+        plot_x0=PLOT_X0,
+        plot_x1=PLOT_X1,
+        plot_y0=TOP,
+        plot_y1=y,
+        lanes=tuple(lanes),
+        bars=tuple(bars),
+        polls=tuple(polls),
+        health=health_bar,
+        ticks=tuple(ticks),
+        markers=tuple(markers),
+        break_x=(scale.x_split + scale.x_resume) / 2 if scale.broken else None,
+        axis_rows=tuple(axis_rows),
+        caption=_caption(steps, scale),
+    )
+
+
+def _time_span(steps: Sequence[Step]) -> tuple[list[float], list[float]]:
+    """Every start and end offset the chart must show (steps and host attempts)."""
     starts: list[float] = []
     ends: list[float] = []
     for step in steps:
@@ -327,8 +357,14 @@ def timeline(report: Report) -> Timeline:
                 if attempt.offset_s is not None:
                     starts.append(attempt.offset_s)
                     ends.append(attempt.end_offset_s or attempt.offset_s)
-    scale = _scale(run, ends, starts)
+    return starts, ends
 
+
+def _step_lanes(
+    run: Run, steps: Sequence[Step], scale: Scale
+) -> tuple[list[Lane], list[Bar], list[PollTick], list[float], float]:
+    """A lane per step, a row per host in it, a bar per attempt; (lanes, bars, poll ticks,
+    the y of repeated axis rows, the y below the last lane)."""
     lanes: list[Lane] = []
     bars: list[Bar] = []
     polls: list[PollTick] = []
@@ -366,45 +402,50 @@ def timeline(report: Report) -> Timeline:
             )
         )
         y += height
+    return lanes, bars, polls, axis_rows, y
 
-    health_bar = None
+
+def _health_lane(
+    run: Run, scale: Scale, y: float, last_end: float | None
+) -> tuple[Bar | None, Lane | None]:
+    """The wait for health at the new site, after the last step, as a bar in a lane of its
+    own (none when health never held or no step ran)."""
     health = run.health
-    last_end = max(ends, default=None)
-    if health is not None and health.held_offset_s is not None and last_end is not None:
-        start = min(last_end, health.held_offset_s)
-        polls_text = f"{health.polls} polls" if health.polls is not None else "polls"
-        x = scale.x(start)
-        health_bar = Bar(
-            x,
-            y + LANE_PAD + 1,
-            max(scale.x(health.held_offset_s) - x, 2.0),
-            ROW_SINGLE - 2,
-            "health-wait",
-            "",
-            "",
-            0,
-            f"health at {run.to_site}: {polls_text} until it held at "
-            f"{offset(health.held_offset_s)}",
-            "",
-        )
-        note = f"held {offset(health.held_offset_s)} · {polls_text}"
-        lanes.append(
-            Lane(
-                y=y,
-                h=ROW_SINGLE + 2 * LANE_PAD,
-                step="",
-                label=f"health @ {run.to_site}",
-                title=f"health checks at {run.to_site} after the last step",
-                css="lane health",
-                status="succeeded",
-                critical=False,
-                note=note,
-                **_place_note(note, [health_bar], scale),
-            )
-        )
-        y += ROW_SINGLE + 2 * LANE_PAD
-    plot_y1 = y
+    if health is None or health.held_offset_s is None or last_end is None:
+        return None, None
+    start = min(last_end, health.held_offset_s)
+    polls_text = f"{health.polls} polls" if health.polls is not None else "polls"
+    x = scale.x(start)
+    bar = Bar(
+        x,
+        y + LANE_PAD + 1,
+        max(scale.x(health.held_offset_s) - x, 2.0),
+        ROW_SINGLE - 2,
+        "health-wait",
+        "",
+        "",
+        0,
+        f"health at {run.to_site}: {polls_text} until it held at {offset(health.held_offset_s)}",
+        "",
+    )
+    note = f"held {offset(health.held_offset_s)} · {polls_text}"
+    lane = Lane(
+        y=y,
+        h=ROW_SINGLE + 2 * LANE_PAD,
+        step="",
+        label=f"health @ {run.to_site}",
+        title=f"health checks at {run.to_site} after the last step",
+        css="lane health",
+        status="succeeded",
+        critical=False,
+        note=note,
+        **_place_note(note, [bar], scale),
+    )
+    return bar, lane
 
+
+def _ticks_and_markers(run: Run, scale: Scale) -> tuple[list[Tick], list[Marker]]:
+    """Time labels along the axis; the RTO target and the moment the RTO ended."""
     step_size = _nice_step(scale.t_split - scale.t0)
     ticks = []
     t = math.floor(scale.t0 / step_size) * step_size
@@ -412,7 +453,6 @@ def timeline(report: Report) -> Timeline:
         if t >= scale.t0 - 1e-9:
             ticks.append(Tick(scale.x(t), _tick_label(round(t, 3), step_size)))
         t += step_size
-
     markers = []
     target = run.rto.target_s
     if target is not None:
@@ -420,6 +460,7 @@ def timeline(report: Report) -> Timeline:
         if scale.broken:
             ticks.append(Tick(x, _tick_label(target, 60 if target >= 120 else 1)))
         markers.append(_marker(x, "rto-target", f"RTO target {secs(target)}", 30.0))
+    health = run.health
     if health is not None and health.held_offset_s is not None:
         markers.append(
             _marker(
@@ -433,7 +474,10 @@ def timeline(report: Report) -> Timeline:
         markers.append(
             _marker(scale.x(run.rto.measured_s), "rto-end", f"RTO {secs(run.rto.measured_s)}", 14.0)
         )
+    return ticks, markers
 
+
+def _caption(steps: Sequence[Step], scale: Scale) -> str:
     carried = sum(1 for s in steps if s.carried_from)
     never = sum(1 for s in steps if not s.started and not s.carried_from)
     caption = (
@@ -446,23 +490,7 @@ def timeline(report: Report) -> Timeline:
         caption += f" {carried} step(s) ran in an earlier run and were carried over."
     if never:
         caption += f" {never} step(s) did not start; their lanes are empty."
-    return Timeline(
-        width=WIDTH,
-        height=plot_y1 + BOTTOM,
-        plot_x0=PLOT_X0,
-        plot_x1=PLOT_X1,
-        plot_y0=TOP,
-        plot_y1=plot_y1,
-        lanes=tuple(lanes),
-        bars=tuple(bars),
-        polls=tuple(polls),
-        health=health_bar,
-        ticks=tuple(ticks),
-        markers=tuple(markers),
-        break_x=(scale.x_split + scale.x_resume) / 2 if scale.broken else None,
-        axis_rows=tuple(axis_rows),
-        caption=caption,
-    )
+    return caption
 
 
 def _marker(x: float, css: str, label: str, label_y: float) -> Marker:

@@ -101,14 +101,31 @@ def _table(
 
 
 def render_text(report: Report, *, color: bool = False) -> str:
-    """The report as terminal text."""
+    """The report as terminal text: one function per section, in reading order."""
     paint = _Painter(color)
+    out: list[str] = []
+    for part in (
+        _header,
+        _outcome,
+        _objectives,
+        _critical_path,
+        _steps,
+        _failures,
+        _comparison,
+        _history,
+    ):
+        out += part(report, paint)
+    return "\n".join(out) + "\n"
+
+
+def _section(paint: _Painter, title: str) -> list[str]:
+    return ["", paint(title, "bold", "cyan")]
+
+
+def _header(report: Report, paint: _Painter) -> list[str]:
+    """Title, status with its exit code, route, times and files."""
     run = report.run
     out: list[str] = []
-
-    def section(title: str) -> None:
-        out.extend(["", paint(title, "bold", "cyan")])
-
     out.append(paint(report.title, "bold"))
     out.append("═" * min(len(report.title), WIDTH))
     status = paint(run.status.upper(), "bold", STATUS_STYLE.get(run.status, "yellow"))
@@ -134,14 +151,25 @@ def render_text(report: Report, *, color: bool = False) -> str:
         meta.append(("Inventory", run.inventory_file))
     for key, value in meta:
         out.append(f"  {key:<10} {value}")
+    return out
 
-    section("Outcome")
+
+def _outcome(report: Report, paint: _Painter) -> list[str]:
+    """What happened, in a sentence, and the notes that qualify it."""
+    out: list[str] = []
+    out += _section(paint, "Outcome")
     for line in _wrap(report.outcome.text):
         out.append(paint(line, STATUS_STYLE.get(report.outcome.state, "")))
     for note in report.notes:
         out.extend(_wrap(note, "    ", "  • "))
+    return out
 
-    section("Objectives")
+
+def _objectives(report: Report, paint: _Painter) -> list[str]:
+    """RTO (and end to end), RPO, manual gates, health: each against its target."""
+    run = report.run
+    out: list[str] = []
+    out += _section(paint, "Objectives")
 
     def objective(label: str, state: str, text: str, basis: str | None) -> None:
         # Wrap before painting: textwrap would count the colour codes as text.
@@ -178,9 +206,14 @@ def render_text(report: Report, *, color: bool = False) -> str:
             )
         )
     objective("Health", "", report.health, None)
+    return out
 
+
+def _critical_path(report: Report, paint: _Painter) -> list[str]:
+    """The chain of steps that decided when the run ended, with each one's share."""
+    out: list[str] = []
     path = report.path
-    section(f"Critical path — {path.text}")
+    out += _section(paint, f"Critical path — {path.text}")
     if path.rows:
         rows, styles = [], []
         for link in path.rows:
@@ -203,8 +236,13 @@ def render_text(report: Report, *, color: bool = False) -> str:
             styles=styles,
         )
         out.extend(paint(line, "dim") for line in _wrap(path.basis_text))
+    return out
 
-    section(f"Steps — {report.step_counts.rstrip('.')}")
+
+def _steps(report: Report, paint: _Painter) -> list[str]:
+    """Every step: kind, status, hosts, attempts, start and duration."""
+    out: list[str] = []
+    out += _section(paint, f"Steps — {report.step_counts.rstrip('.')}")
     rows, styles = [], []
     for n, row in enumerate(report.steps, 1):
         rows.append(
@@ -246,9 +284,14 @@ def render_text(report: Report, *, color: bool = False) -> str:
     )
     if any(r.critical for r in report.steps):
         out.append(paint("  * on the critical path", "dim"))
+    return out
 
+
+def _failures(report: Report, paint: _Painter) -> list[str]:
+    """Each failed step with each failed host's exit code and the tail of its output."""
+    out: list[str] = []
     if report.failures:
-        section("Failures")
+        out += _section(paint, "Failures")
         for failure in report.failures:
             out.extend(paint(line, "red", "bold") for line in _wrap(failure.phrase, "    ", "  ✗ "))
             if not failure.hosts and failure.error:
@@ -270,10 +313,17 @@ def render_text(report: Report, *, color: bool = False) -> str:
                     out.extend(paint("    │ ", "dim") + line for line in host.tail.split("\n"))
                 else:
                     out.append(paint("    (no output)", "dim"))
+    return out
 
+
+def _comparison(report: Report, paint: _Painter) -> list[str]:
+    """Step and RTO deltas against another run (``--compare``)."""
+    out: list[str] = []
     comparison = report.comparison
     if comparison is not None:
-        section(f"Compared with {comparison.other_run_id} ({comparison.other_status})")
+        out += _section(
+            paint, f"Compared with {comparison.other_run_id} ({comparison.other_status})"
+        )
         out.extend(_wrap(comparison.rto_text))
         out.extend(_wrap(comparison.path_text))
         out.extend(_wrap(comparison.largest_text))
@@ -288,9 +338,14 @@ def render_text(report: Report, *, color: bool = False) -> str:
         out += _table(
             paint, ["step", "before", "now", "Δ", "note"], rows, right=(1, 2, 3), styles=styles
         )
+    return out
 
+
+def _history(report: Report, paint: _Painter) -> list[str]:
+    """The RTO of earlier runs of the same runbook and direction."""
+    out: list[str] = []
     if report.history:
-        section("RTO history")
+        out += _section(paint, "RTO history")
         if report.history_text:
             out.extend(_wrap(report.history_text))
         rows, styles = [], []
@@ -319,4 +374,4 @@ def render_text(report: Report, *, color: bool = False) -> str:
         out += _table(
             paint, ["run", "status", "RTO", "target", ""], rows, right=(2, 3), styles=styles
         )
-    return "\n".join(out) + "\n"
+    return out
