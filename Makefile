@@ -14,11 +14,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# OpenSSH server (real sshd hosts for tests and the lab) and Chromium (HTML report test).
+# OpenSSH server (real sshd hosts for tests and the lab) and Chromium (HTML report test);
+# etcd server and etcdctl (the shared store's tests start their own 3-member clusters).
 system-deps:
 	@if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/bin/chromium ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    openssh-server chromium >/dev/null; \
+	fi
+	@if [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/etcdctl ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends etcd-server etcd-client >/dev/null; \
 	fi
 
 # A drill on the sample runbook with the local inventory (no SSH needed), then its report.

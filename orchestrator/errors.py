@@ -11,7 +11,12 @@
     │   ├── HostUnreachable       connect refused / timed out / DNS
     │   ├── AuthenticationFailed  the host refused our credentials
     │   └── HostKeyError          unknown or changed host key under the policy in force
-    └── JournalError              a journal that cannot be read back
+    ├── JournalError              a journal that cannot be read back
+    ├── StoreError                the shared state store cannot be used (bad --state-url,
+    │   │                         unreachable, authentication refused)                exit 2
+    │   └── StoreUnavailable      no endpoint answered within the call's deadline
+    └── LockLost                  the run lock was lost mid-run (lease gone, a write fenced,
+                                  the store unreachable for 3 × TTL)                  exit 1
 
 An expected failure reaches the operator as one line and the exit code of its type
 (``orchestrator.cli``); anything else is an internal error (``ExitCode.INTERNAL``, a traceback in
@@ -132,3 +137,17 @@ class HostKeyError(TransportError):
 
 class JournalError(DrxError):
     """A journal that cannot be read back."""
+
+
+class StoreError(DrxError):
+    """The shared state store (``--state-url``) cannot be used."""
+
+
+class StoreUnavailable(StoreError):
+    """No endpoint of the store answered within the call's deadline."""
+
+
+class LockLost(DrxError):
+    """The run lock was lost while the run held it: another controller may own the run."""
+
+    exit_code = ExitCode.FAILED

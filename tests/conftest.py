@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.lab.etcd import EtcdCluster
 from orchestrator.lab.sshd import Lab, LabHost
 
 
@@ -99,3 +100,39 @@ def world(request: pytest.FixtureRequest) -> Iterator[object]:
         yield w
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def etcd() -> Iterator[EtcdCluster]:
+    """A 3-member etcd cluster on loopback shared by the session (started on first need); tests
+    keep to prefixes of their own and never break it. Fails — never skips — when etcd cannot
+    run here."""
+    root = Path(tempfile.mkdtemp(prefix="drx-etcd-"))
+    cluster = EtcdCluster(root, first_address=1)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def fresh_etcd() -> Iterator[EtcdCluster]:
+    """A 3-member cluster of the test's own (site-a, site-b, witness), for tests that kill,
+    pause or restart members; removed after the test."""
+    root = Path(tempfile.mkdtemp(prefix="drx-etcd-"))
+    cluster = EtcdCluster(root, names=("site-a", "site-b", "witness"), first_address=11)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def etcd_prefix(request: pytest.FixtureRequest) -> str:
+    """A store prefix no other test uses."""
+    return f"t-{request.node.name[:40]}-{next(_prefixes)}".replace("[", "-").replace("]", "")
+
+
+_prefixes = itertools.count()

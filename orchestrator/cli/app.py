@@ -48,6 +48,15 @@ StateDirOpt = Annotated[
     str | None,
     typer.Option("--state-dir", envvar="DRX_STATE_DIR", help="State directory (default ./.drx)."),
 ]
+StateUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--state-url",
+        envvar="DRX_STATE_URL",
+        help="Keep state, lock and runs in etcd: etcd://HOST:PORT[,…]/PREFIX[?ttl=10s] "
+        "(etcds:// with ca=, cert=, key=; user= with the password in DRX_ETCD_PASSWORD).",
+    ),
+]
 LogFormatOpt = Annotated[
     str, typer.Option("--log-format", help="Log lines on stderr: console or json.")
 ]
@@ -92,11 +101,11 @@ def state_dir_path(state_dir: str | None) -> Path:
     return Path(state_dir or os.environ.get("DRX_STATE_DIR") or ".drx")
 
 
-def store_for(state_dir: str | None) -> Store:
+def store_for(state_dir: str | None, state_url: str | None = None) -> Store:
     """The store named by the common options."""
     from orchestrator.record.store import open_store
 
-    return open_store(state_dir_path(state_dir))
+    return open_store(state_dir_path(state_dir), state_url)
 
 
 def options(
@@ -105,10 +114,13 @@ def options(
     state_dir: str | None,
     log_format: str,
     verbose: int,
+    state_url: str | None = None,
 ) -> Options:
     from orchestrator.cli.options import Options
 
-    return Options.create(runbook, inventory, state_dir_path(state_dir), log_format, verbose)
+    return Options.create(
+        runbook, inventory, state_dir_path(state_dir), log_format, verbose, state_url
+    )
 
 
 def check_format(fmt: str, allowed: tuple[str, ...]) -> None:

@@ -14,6 +14,7 @@ from orchestrator.cli.app import (
     RunbookOpt,
     SecretVarOpt,
     StateDirOpt,
+    StateUrlOpt,
     VarOpt,
     VerboseOpt,
     app,
@@ -50,6 +51,7 @@ def failback(
     runbook: RunbookOpt = None,
     inventory: InventoryOpt = None,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
     log_format: LogFormatOpt = "console",
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -58,7 +60,7 @@ def failback(
 
     Example: drx failback --dry-run; drx failback --yes
     """
-    opts = options(runbook, inventory, state_dir, log_format, verbose)
+    opts = options(runbook, inventory, state_dir, log_format, verbose, state_url)
     if dry_run:
         check_format(fmt, ("text", "json", "dot", "mermaid"))
     code = run_failback(

@@ -14,6 +14,7 @@ from orchestrator.cli.app import (
     RunbookOpt,
     SecretVarOpt,
     StateDirOpt,
+    StateUrlOpt,
     VarOpt,
     VerboseOpt,
     app,
@@ -46,6 +47,7 @@ def plan(
     runbook: RunbookOpt = None,
     inventory: InventoryOpt = None,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
     log_format: LogFormatOpt = "console",
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -55,7 +57,7 @@ def plan(
     Example: drx plan site-b --format mermaid
     """
     check_format(fmt, ("text", "json", "dot", "mermaid"))
-    opts = options(runbook, inventory, state_dir, log_format, verbose)
+    opts = options(runbook, inventory, state_dir, log_format, verbose, state_url)
     typer.echo(
         preview_failover(opts, site, fmt, force, emergency, var or [], secret_var or []),
         nl=False,
@@ -81,6 +83,7 @@ def failover(
     runbook: RunbookOpt = None,
     inventory: InventoryOpt = None,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
     log_format: LogFormatOpt = "console",
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -88,7 +91,7 @@ def failover(
 
     Example: drx failover site-b --yes
     """
-    opts = options(runbook, inventory, state_dir, log_format, verbose)
+    opts = options(runbook, inventory, state_dir, log_format, verbose, state_url)
     if dry_run:
         check_format(fmt, ("text", "json", "dot", "mermaid"))
         typer.echo(

@@ -33,6 +33,7 @@ class Options:
     state_dir: Path
     log_format: str = "console"
     verbose: int = 0
+    state_url: str | None = None
 
     @classmethod
     def create(
@@ -42,17 +43,18 @@ class Options:
         state_dir: Path,
         log_format: str = "console",
         verbose: int = 0,
+        state_url: str | None = None,
     ) -> Options:
         if log_format not in ("console", "json"):
             raise UsageError(f"unknown log format '{log_format}' (console or json)")
-        return cls(runbook, inventory, state_dir, log_format, verbose)
+        return cls(runbook, inventory, state_dir, log_format, verbose, state_url or None)
 
     @cached_property
     def store(self) -> Store:
         """Where state, the lock and runs are kept."""
         from orchestrator.record.store import open_store
 
-        return open_store(self.state_dir)
+        return open_store(self.state_dir, self.state_url)
 
     def load(self) -> tuple[Runbook, Inventory]:
         from orchestrator.model.loading import load_both, resolve_paths
@@ -237,7 +239,10 @@ def closing_line(summary: RunSummary, store: Store, after: str | None = None) ->
             text += "met)" if rto.met else "MISSED)"
     if summary.message:
         text += f" — {summary.message}"
-    where = "" if store.location == ".drx" else f" --state-dir {store.location}"
+    if "://" in store.location:
+        where = f" --state-url {store.location}"
+    else:
+        where = "" if store.location == ".drx" else f" --state-dir {store.location}"
     text += f"\nreport: drx report {summary.run_id}{where}"
     if after:
         text += f"\n{after}"

@@ -10,6 +10,7 @@ import typer
 
 from orchestrator.cli.app import (
     StateDirOpt,
+    StateUrlOpt,
     app,
     check_format,
     store_for,
@@ -33,6 +34,7 @@ def report(
         str | None, typer.Option("--compare", help="Compare with another run.")
     ] = None,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
 ) -> None:
     """The post-drill report of a run (default: the latest).
 
@@ -40,7 +42,7 @@ def report(
     """
     fmt = fmt or format_for(output)
     check_format(fmt, ("text", "md", "html", "json", "junit"))
-    text = render_report(store_for(state_dir), run, fmt, compare, color=output is None)
+    text = render_report(store_for(state_dir, state_url), run, fmt, compare, color=output is None)
     if output:
         Path(output).write_text(text, encoding="utf-8")
         typer.echo(f"wrote {output}", err=True)

@@ -13,6 +13,7 @@ from orchestrator.cli.app import (
     RunbookOpt,
     SecretVarOpt,
     StateDirOpt,
+    StateUrlOpt,
     VarOpt,
     VerboseOpt,
     app,
@@ -27,7 +28,7 @@ from orchestrator.cli.options import (
     secret_inputs,
     warn_unknown_vars,
 )
-from orchestrator.errors import RefusedError
+from orchestrator.errors import RefusedError, UsageError
 
 
 @app.command()
@@ -38,12 +39,21 @@ def resume(
         typer.Option("--rerun-inflight", help="Re-run steps that were running when it stopped."),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve every manual gate.")] = False,
+    emergency: Annotated[
+        bool,
+        typer.Option(
+            "--emergency",
+            help="The source site was lost mid-run: its hosts may be unreachable, and steps "
+            "on them fail without aborting the run.",
+        ),
+    ] = False,
     max_parallel: Annotated[int, typer.Option("--max-parallel", min=1)] = 32,
     var: VarOpt = None,
     secret_var: SecretVarOpt = None,
     runbook: RunbookOpt = None,
     inventory: InventoryOpt = None,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
     log_format: LogFormatOpt = "console",
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -51,12 +61,13 @@ def resume(
 
     Example: drx resume --yes
     """
-    opts = options(runbook, inventory, state_dir, log_format, verbose)
+    opts = options(runbook, inventory, state_dir, log_format, verbose, state_url)
     code = run_resume(
         opts,
         run,
         rerun_inflight=rerun_inflight,
         yes=yes,
+        emergency=emergency,
         max_parallel=max_parallel,
         cli_vars=var or [],
         secret_vars=secret_var or [],
@@ -70,6 +81,7 @@ def run_resume(
     *,
     rerun_inflight: bool,
     yes: bool,
+    emergency: bool = False,
     max_parallel: int,
     cli_vars: Iterable[str],
     secret_vars: Iterable[str],
@@ -130,11 +142,16 @@ def run_resume(
             source=start["source"],
             cli_vars=variables,
             secrets=secrets,
-            emergency=bool(start.get("emergency")),
+            emergency=emergency or bool(start.get("emergency")),
             predictions=steps_pred,
             predicted_health_s=health_pred,
         )
     else:
+        if emergency:
+            raise UsageError(
+                f"run {run_id} is a failback: --emergency continues a failover whose source "
+                "site was lost"
+            )
         plan, extra = reverse_plan(
             opts,
             runbook,

@@ -8,6 +8,7 @@ import typer
 
 from orchestrator.cli.app import (
     StateDirOpt,
+    StateUrlOpt,
     app,
     check_format,
     store_for,
@@ -21,13 +22,14 @@ if TYPE_CHECKING:
 def runs(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
 ) -> None:
     """List past runs: id, runbook, direction, site, status, measured RTO vs target, RPO.
 
     Example: drx runs --format json
     """
     check_format(fmt, ("table", "json"))
-    typer.echo(list_runs(store_for(state_dir), fmt), nl=False)
+    typer.echo(list_runs(store_for(state_dir, state_url), fmt), nl=False)
 
 
 def list_runs(store: Store, fmt: str) -> str:

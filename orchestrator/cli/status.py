@@ -8,6 +8,7 @@ import typer
 
 from orchestrator.cli.app import (
     StateDirOpt,
+    StateUrlOpt,
     app,
     store_for,
 )
@@ -18,12 +19,12 @@ if TYPE_CHECKING:
 
 
 @app.command()
-def status(state_dir: StateDirOpt = None) -> None:
+def status(state_dir: StateDirOpt = None, state_url: StateUrlOpt = None) -> None:
     """Show the active site, the latest run, and whether a run holds the lock.
 
     Example: drx status --state-dir /var/lib/drx
     """
-    typer.echo(describe(store_for(state_dir)), nl=False)
+    typer.echo(describe(store_for(state_dir, state_url)), nl=False)
 
 
 def describe(store: Store) -> str:
@@ -31,7 +32,8 @@ def describe(store: Store) -> str:
     from orchestrator.record.runs import load_summary
 
     state = store.read_state()
-    lines = [f"state dir: {store.location}"]
+    shared = "://" in store.location
+    lines = [f"state store: {store.location}" if shared else f"state dir: {store.location}"]
     if state.get("active"):
         lines.append(f"active site: {state['active']}")
     else:

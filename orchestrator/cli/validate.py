@@ -9,6 +9,7 @@ from orchestrator.cli.app import (
     LogFormatOpt,
     RunbookOpt,
     StateDirOpt,
+    StateUrlOpt,
     VerboseOpt,
     app,
     options,
@@ -44,6 +45,7 @@ def validate(
     runbook: RunbookOpt = None,
     inventory: InventoryOpt = None,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
     log_format: LogFormatOpt = "console",
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -52,7 +54,7 @@ def validate(
 
     Example: drx validate -r runbooks/webapp.yaml -i inventory/ssh.yaml
     """
-    opts = options(runbook, inventory, state_dir, log_format, verbose)
+    opts = options(runbook, inventory, state_dir, log_format, verbose, state_url)
     warnings = check(opts)
     for w in warnings:
         typer.echo(str(w), err=True)

@@ -40,6 +40,12 @@ class Event(StrEnum):
     RTO_BUDGET_RECOVERED = "rto_budget_recovered"
     #: a step failed with on_failure: abort; nothing new starts: [step]
     RUN_ABORTING = "run_aborting"
+    #: the run lock of a shared store could not be confirmed in time: nothing new starts
+    LOCK_IN_DOUBT = "lock_in_doubt"
+    #: a renewal confirmed the lock again: scheduling resumes
+    LOCK_CONFIRMED = "lock_confirmed"
+    #: the run lock is lost (lease gone, a write fenced, the store unreachable): [reason]
+    LOCK_LOST = "lock_lost"
     #: the first Ctrl-C: nothing new starts
     INTERRUPT = "interrupt"
     #: the second Ctrl-C: running commands are closed

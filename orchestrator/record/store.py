@@ -79,6 +79,12 @@ class JournalSink(abc.ABC):
     @abc.abstractmethod
     def write(self, line: bytes) -> None: ...
 
+    def confirm(self, line: bytes) -> None:
+        """Return once ``line``, just written by this thread, is durable (called outside the
+        journal's lock). A sink whose ``write`` already makes a line survive the controller
+        being killed (the local file: the kernel has it) has nothing to wait for."""
+        return
+
     @abc.abstractmethod
     def close(self) -> None:
         """Make everything written durable, then release the sink."""
@@ -158,8 +164,13 @@ class Store(abc.ABC):
         return run_id
 
 
-def open_store(state_dir: Path) -> Store:
-    """The store for the common options: a local state directory."""
+def open_store(state_dir: Path, state_url: str | None = None) -> Store:
+    """The store for the common options: etcd when ``state_url`` is given (command output and
+    anything unwritten then stay in ``state_dir``), else the local state directory."""
+    if state_url:
+        from orchestrator.record.etcd_store import EtcdStore, StateURL
+
+        return EtcdStore(StateURL.parse(state_url), state_dir)
     return LocalStore(state_dir)
 
 

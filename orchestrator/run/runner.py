@@ -12,14 +12,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from orchestrator.errors import ExitCode, GateUnavailable, PreflightError, RefusedError
+from orchestrator.errors import ExitCode, GateUnavailable, LockLost, PreflightError, RefusedError
 from orchestrator.model.runbook import StepKind
 from orchestrator.plan.build import FAILBACK, FAILOVER, Plan, PlanStep
 from orchestrator.plan.preview import plan_document
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status, StepOutcome
-from orchestrator.record.store import RunLock, Store, document_json
+from orchestrator.record.store import LockState, RunLock, Store, document_json
 from orchestrator.record.summary import RunSummary, build_summary
 from orchestrator.run import preflight
 from orchestrator.run.budget import BudgetWatcher
@@ -238,6 +238,8 @@ def _run(
         carried=opts.carried,
         extra_results=opts.extra_results,
     )
+    lock_guard = LockGuard(lock, journal, ex.stopping)
+    ex.start_guards.append(lock_guard)
     store.update_state(last_run=run_id, running=run_id)
     budget = BudgetWatcher(plan, journal)
     budget.start()
@@ -249,7 +251,9 @@ def _run(
         outcomes = ex.run()
         journal.write(Event.STEPS_DONE)
         statuses = {o.status for o in outcomes.values()}
-        if ex.stopping.is_set():
+        if lock_guard.lost() is not None:
+            status, message = Status.FAILED, lock_guard.lost()
+        elif ex.stopping.is_set():
             status, message = Status.CANCELLED, "cancelled by the operator"
         elif ex.aborted_by is not None:
             status = Status.FAILED
@@ -260,7 +264,9 @@ def _run(
             status, message = Status.FAILED, "a step failed"
         if status is Status.SUCCEEDED and plan.health:
             held = _poll_health_after(plan, ex, journal)
-            if ex.stopping.is_set():
+            if lock_guard.lost() is not None:
+                status, message = Status.FAILED, lock_guard.lost()
+            elif ex.stopping.is_set():
                 status, message = Status.CANCELLED, "cancelled by the operator"
             elif not held:
                 status, message = Status.FAILED, f"health never held at {plan.to_site}"
@@ -287,13 +293,76 @@ def _run(
     view.close()
     budget.stop()
     doc = plan.redactor.deep(summary.to_dict())
-    store.write_summary(run_id, document_json(doc), lock)
-    changes: dict[str, Any] = {"last_run": run_id, "running": None}
-    if status is Status.SUCCEEDED:
-        changes["active"] = plan.to_site
-        changes["active_since"] = summary.finished_at
-    store.update_state(**changes)
+    try:
+        if lock_guard.lost() is not None:
+            raise LockLost(message or "the run lock was lost")
+        store.write_summary(run_id, document_json(doc), lock)
+        changes: dict[str, Any] = {"last_run": run_id, "running": None}
+        if status is Status.SUCCEEDED:
+            changes["active"] = plan.to_site
+            changes["active_since"] = summary.finished_at
+        store.update_state(**changes)
+    except LockLost as exc:
+        raise LockLost(_lost_message(str(exc), store, run_id)) from None
     return exit_code, RunSummary.from_dict(doc)
+
+
+class LockGuard:
+    """The run lock's say in "may anything new start?" (one of the executor's start guards).
+
+    A local lock is simply held. A shared store's lock may be *in doubt* (its lease could not
+    be renewed in time): the guard then waits — nothing new starts meanwhile — until a renewal
+    confirms the lock (scheduling carries on) or the lock is lost (the guard objects, and the
+    run ends). Doubt, confirmation and loss are journaled."""
+
+    def __init__(self, lock: RunLock, journal: Journal, stopping: threading.Event) -> None:
+        self.lock = lock
+        self.journal = journal
+        self.stopping = stopping
+        self._mutex = threading.Lock()
+        self._in_doubt = False
+        self._lost_written = False
+
+    def lost(self) -> str | None:
+        """Why the lock is lost, or None while it is not."""
+        if self.lock.state() is not LockState.LOST:
+            return None
+        return f"the run lock was lost: {self.lock.lost_reason or 'unknown reason'}"
+
+    def __call__(self) -> str | None:
+        while True:
+            state = self.lock.state()
+            if state is LockState.HELD:
+                if self._in_doubt:
+                    self._note(Event.LOCK_CONFIRMED, in_doubt=False)
+                return None
+            if state is LockState.LOST:
+                reason = self.lost()
+                with self._mutex:
+                    first, self._lost_written = not self._lost_written, True
+                if first:
+                    self.journal.write(Event.LOCK_LOST, reason=self.lock.lost_reason)
+                return reason
+            if not self._in_doubt:
+                self._note(Event.LOCK_IN_DOUBT, in_doubt=True)
+            if self.stopping.wait(0.05):
+                return "cancelled by the operator while the run lock was in doubt"
+
+    def _note(self, event: Event, *, in_doubt: bool) -> None:
+        with self._mutex:
+            changed = self._in_doubt != in_doubt
+            self._in_doubt = in_doubt
+        if changed:
+            self.journal.write(event)
+
+
+def _lost_message(reason: str, store: Store, run_id: str) -> str:
+    """Why the run ended without its record: the lock was lost, nothing more was started."""
+    text = f"{reason}; run {run_id} stopped: nothing more was started after that"
+    unwritten = store.local_dir / "runs" / run_id / "unwritten.jsonl"
+    if unwritten.exists():
+        text += f"; what could not be written to {store.location} is in {unwritten}"
+    return text
 
 
 def _rpo_step(plan: Plan) -> str | None:
