@@ -107,7 +107,7 @@ def test_fenced_write_after_the_lease_expired(
     try:
         assert isinstance(lock_b, EtcdLock) and lock_b.token > lock_a.token
         assert lock_a.state() is LockState.IN_DOUBT
-        with pytest.raises(LockLost, match="fenced: the lock is now held by .* run RUN-B"):
+        with pytest.raises(LockLost, match=r"fenced: the lock is now held by .* run RUN-B"):
             a.update_state(active="site-a")
         assert lock_a.state() is LockState.LOST
         b.update_state(active="site-b")
