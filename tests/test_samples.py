@@ -71,3 +71,30 @@ def test_lab_drill_runs_the_sample_over_real_sshd() -> None:
         assert (root / "lab/failback.html").stat().st_size > 10_000
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_failback_of_the_sample_reports_rpo_not_measured_in_every_format(
+    tmp_path: Path,
+) -> None:
+    """A failback measures no RPO: text, md, html, json and junit all say "not measured",
+    none counts it as a failure, and junit's rpo-target carries no RPO value in its time."""
+    import xml.etree.ElementTree as ET
+
+    _copy_samples(tmp_path)
+    assert _drx(tmp_path, "failover", "site-b", "--yes").returncode == 0
+    back = _drx(tmp_path, "failback", "--yes")
+    assert back.returncode == 0, back.stderr
+    report = {
+        fmt: _drx(tmp_path, "report", "--format", fmt).stdout
+        for fmt in ("text", "md", "html", "json", "junit")
+    }
+    assert json.loads(report["json"])["rpo"] is None
+    for fmt in ("text", "md", "html"):
+        assert "not measured" in report[fmt].lower(), fmt
+        assert "a failback measures no RPO" in report[fmt], fmt
+    assert "RPO" in report["text"] and "missed" not in report["text"].split("RPO", 1)[1][:80]
+    case = next(
+        c for c in ET.fromstring(report["junit"]).iter("testcase") if c.get("name") == "rpo-target"
+    )
+    assert case.find("failure") is None and case.find("skipped") is not None
+    assert float(case.get("time", "0")) == 0.0

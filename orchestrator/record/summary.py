@@ -716,8 +716,7 @@ def _wall(start: Mapping[str, Any], t: float) -> str:
 
 def _rpo(start: Mapping[str, Any], steps: Mapping[str, _StepTimes]) -> RpoRecord | None:
     name = start.get("rpo_step")
-    target = start.get("rpo_target")
-    if not name and target is None:
+    if not name:  # nothing measures it (no rpo_step, or a failback): not measured
         return None
     value = None
     st = steps.get(name) if name else None
@@ -730,6 +729,7 @@ def _rpo(start: Mapping[str, Any], steps: Mapping[str, _StepTimes]) -> RpoRecord
     measured = (
         float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
     )
+    target = start.get("rpo_target")
     met = measured <= target if measured is not None and target is not None else None
     return RpoRecord(measured, target, met, name, in_bytes=bool(start.get("rpo_is_bytes")))
 

@@ -260,6 +260,8 @@ class Report:
     notes: tuple[str, ...]
     rto: RtoFacts
     rpo: RpoFacts | None
+    #: why no RPO is reported, when ``rpo`` is None
+    rpo_absent: str
     manual: ManualFacts
     path: CriticalPath
     failures: tuple[Failure, ...]
@@ -494,9 +496,10 @@ def rto_facts(run: Run) -> RtoFacts:
 
 
 def rpo_facts(run: Run) -> RpoFacts | None:
-    """The RPO verdict of a run; None when the runbook measures no RPO."""
+    """The RPO verdict of a run; None when the run measures no RPO (no ``rpo_step``, or a
+    failback: only a failover measures what data was lost)."""
     rpo = run.rpo
-    if rpo is None:
+    if rpo is None or (rpo.step is None and rpo.measured is None):
         return None
     where = f"captured by {rpo.step}" if rpo.step else "captured by the runbook's rpo_step"
     missing = f"{rpo.step or 'the rpo_step'} captured no value"
@@ -511,6 +514,13 @@ def rpo_facts(run: Run) -> RpoFacts | None:
         return RpoFacts(verdict, f"data not yet replicated, in bytes, {where}", "bytes")
     verdict = target_verdict(rpo.measured, rpo.target, unmeasured=missing)
     return RpoFacts(verdict, f"data-loss window in seconds, {where}", "s")
+
+
+def rpo_absent(run: Run) -> str:
+    """Why a run reports no RPO (every format says the same)."""
+    if run.direction == "failback":
+        return "a failback measures no RPO (the failover measured the data lost)"
+    return "the runbook sets no rpo_step"
 
 
 def _manual(run: Run) -> ManualFacts:
@@ -904,6 +914,7 @@ def build(run: Run, *, compare: Run | None = None, history: Sequence[Run] = ()) 
         notes=_notes(run),
         rto=rto,
         rpo=rpo_facts(run),
+        rpo_absent=rpo_absent(run),
         manual=_manual(run),
         path=_critical_path(run),
         failures=_failures(run),

@@ -194,7 +194,7 @@ def _objectives(report: Report, paint: _Painter) -> list[str]:
     if report.rpo is not None:
         objective("RPO", report.rpo.verdict.state, report.rpo.verdict.text, report.rpo.basis)
     else:
-        objective("RPO", "", "not measured (the runbook sets no rpo_step)", None)
+        objective("RPO", "", f"not measured ({report.rpo_absent})", None)
     objective("Manual gates", "", report.manual.text, None)
     for gate in report.manual.gates:
         waited = f"waited {secs(gate.wait_s)}, " if gate.wait_s is not None else ""
