@@ -374,6 +374,32 @@ def test_secrets_never_reach_any_file_under_the_state_dir(
     assert "s3cret" not in err
 
 
+def test_env_values_are_templates_and_secrets_in_them_stay_masked(world: World, capsys) -> None:
+    """A step's env values render like its run (host, vars, secrets): the command sees the
+    real values in its environment, every file and the terminal see *** for the secret."""
+    world.write_runbook("""
+        name: env-secrets
+        steps:
+          - id: use
+            hosts: db@target
+            env: {DB_PASSWORD: "{{ vars.db_password }}", WHERE: "{{ host.name }}@{{ target }}"}
+            run: 'echo "$WHERE $DB_PASSWORD"; echo "$WHERE $DB_PASSWORD" > "$DRX_HOST_DIR/got"'
+            undo: 'true'
+          - id: probe
+            kind: check
+            hosts: app@target
+            env: {TOKEN: "{{ vars.db_password }}"}
+            run: '[ "$TOKEN" = env-s3cret-pw ]'
+    """)
+    code, err = world.run(capsys, "failover", "site-b", "--secret-var", "db_password=env-s3cret-pw")
+    assert code == 0, err
+    assert world.host_file("db-b", "got").read_text() == "db-b@site-b env-s3cret-pw\n"
+    for path in (p for p in world.state.rglob("*") if p.is_file()):
+        assert "env-s3cret-pw" not in path.read_text(errors="replace"), path
+    assert "db-b@site-b ***" in (world.run_dirs()[-1] / "output" / "use" / "db-b.log").read_text()
+    assert "s3cret" not in err
+
+
 def test_ctrl_c_cancels_pending_steps_and_exits_130(world: World) -> None:
     """Ctrl-C to the process group lets the running command finish, cancels steps that never
     started, records the run cancelled, exits 130."""

@@ -459,7 +459,9 @@ def _check_step_templates(
     # A template that names neither ``host`` nor a variable a host or site could change
     # renders the same on every host of a site: render it once per such group.
     done: dict[tuple[str | None, str | None], str | None] = {}
-    per_host = "host" in (step.run or "") or "host" in (step.until or "")
+    per_host = any(
+        "host" in text for text in (step.run or "", step.until or "", *step.env.values())
+    )
     for host in ps.hosts:
         key = (
             host.site if host.site and plan.inventory.sites[host.site].vars else None,
@@ -474,6 +476,8 @@ def _check_step_templates(
         if rendered is not None:
             previews[host.name] = plan.redactor(rendered)
         done[key] = previews.get(host.name)
+        for var, value in step.env.items():
+            checker.template(name, step.line_of("env"), f"{prefix}env {var}", value, ctx)
         checker.template(
             name,
             step.line_of("until"),
@@ -600,6 +604,14 @@ def build_plan(
                 ctx = plan.context(host=host, active=active)
                 line = hp.check.line_of("run")
                 checker.template(None, line, f"health '{hp.check.name}' run", hp.check.run, ctx)
+                for var, value in hp.check.env.items():
+                    checker.template(
+                        None,
+                        hp.check.line_of("env"),
+                        f"health '{hp.check.name}' env {var}",
+                        value,
+                        ctx,
+                    )
                 checker.template(
                     None,
                     hp.check.line_of("until"),

@@ -74,6 +74,12 @@ def capture_value(kind: str | None, stdout: str) -> Any:
     return match.group(1) if match else None
 
 
+def render_env(env: Mapping[str, str], ctx: Mapping[str, Any]) -> dict[str, str]:
+    """A step's ``env`` with each value rendered as a template, in the context of ``run`` (so a
+    secret can reach a command through its environment, never through its command line)."""
+    return {name: render(value, ctx) for name, value in env.items()}
+
+
 def check_holds(step: Step, ctx: Mapping[str, Any], res: CommandResult) -> tuple[bool, Any]:
     """Whether one poll of a check holds (``until``, default ``rc == 0``), and its captured
     value. A capture that finds nothing never holds; a failing ``until`` counts as false."""
@@ -586,14 +592,16 @@ class Executor:
         ctx = self.plan.context(host=host, steps=self._steps_view(ps), active=ps.active)
         try:
             command = render(step.run or "", ctx)
+            env = render_env(step.env, ctx)
         except jinja2.TemplateError as exc:
             return done(Status.FAILED, None, "template", f"template error: {exc}")
         if step.kind is StepKind.CHECK:
-            return self._poll(ps, host, attempt, conn, command, ctx, done)
+            return self._poll(ps, host, attempt, conn, command, env, ctx, done)
         res = run_command(
             conn,
             step,
             command,
+            env=env,
             timeout=step.timeout,
             redact=self.plan.redactor,
             log_path=self._log_path(ps, host),
@@ -622,6 +630,7 @@ class Executor:
         attempt: int,
         conn: Connection,
         command: str,
+        env: Mapping[str, str],
         ctx: dict[str, Any],
         done: Callable[..., HostOutcome],
     ) -> HostOutcome:
@@ -651,6 +660,7 @@ class Executor:
                 conn,
                 step,
                 command,
+                env=env,
                 timeout=remaining,
                 redact=self.plan.redactor,
                 log_path=self._log_path(ps, host),
@@ -707,19 +717,20 @@ def run_command(
     step: Step,
     command: str,
     *,
+    env: Mapping[str, str],
     timeout: float,
     redact: Redactor,
     log_path: Path | None = None,
     cancel: CancelToken | None = None,
 ) -> CommandResult:
-    """Run a step's rendered command on one connection. A failure of the connection itself is
+    """Run a step's rendered command (with its rendered ``env``) on one connection. A failure of the connection itself is
     a result too: no exit code, ``error`` naming it ("unreachable", "auth", "disconnected"...),
     the reason in ``output_tail`` and ``connection_failed`` set."""
     try:
         return conn.run(
             command,
             timeout=timeout,
-            env=step.env,
+            env=env,
             sudo=step.sudo,
             log_path=log_path,
             redact=redact,
@@ -749,9 +760,11 @@ def poll_once(
         return False, "not connected"
     step = ps.step
     ctx = plan.context(host=host, active=ps.active)
-    res = run_command(
-        conn, step, render(step.run or "", ctx), timeout=step.timeout, redact=plan.redactor
-    )
+    try:
+        command, env = render(step.run or "", ctx), render_env(step.env, ctx)
+    except jinja2.TemplateError as exc:
+        return False, f"template error: {exc}"
+    res = run_command(conn, step, command, env=env, timeout=step.timeout, redact=plan.redactor)
     if res.connection_failed:
         return False, res.output_tail
     held, value = check_holds(step, ctx, res)
