@@ -142,30 +142,21 @@ def failback_plan(
     secret_vars: Iterable[str],
 ) -> Any:
     """The reverse plan of a failover run (default: the latest not yet failed back)."""
-    from orchestrator.record.runs import (
-        is_failed_back,
-        is_resumed,
-        load_summaries,
-        resolve_run,
-    )
+    from orchestrator.record.runs import Lineage, load_summaries, resolve_run
 
     summaries = load_summaries(opts.store)
+    lineage = Lineage.of(summaries)
     if run is not None:
         run_id = resolve_run(opts.store, run)
-        summary = next(s for s in summaries if s.run_id == run_id)
-        if summary.direction == "failback":
-            raise RefusedError(
-                f"run {run_id} is a failback; to move the service again, run a failover"
-            )
-        if is_failed_back(summaries, run_id):
-            raise RefusedError(f"run {run_id} has already been failed back")
+        summary = lineage.by_id[run_id]
+        refuse_failback(lineage, run_id)
     else:
         candidates = [
             s
             for s in summaries
             if s.direction == "failover"
-            and not is_failed_back(summaries, s.run_id)
-            and not is_resumed(summaries, s.run_id)
+            and lineage.failback_of(s.run_id) is None
+            and lineage.resumed_by(s.run_id) is None
         ]
         if not candidates:
             raise RefusedError(
@@ -198,6 +189,35 @@ def failback_plan(
             )
         )
     return plan, outcomes
+
+
+def refuse_failback(lineage: Any, run_id: str) -> None:
+    """Refuse (exit 2, naming the run to use instead) to fail back a run that is not the true
+    state of the world: a failback, a run that was continued, or one already reversed."""
+    summary = lineage.by_id[run_id]
+    if summary.direction == "failback":
+        hint = (
+            f"to finish it, drx resume {lineage.latest(run_id)}"
+            if lineage.by_id[lineage.latest(run_id)].status in ("failed", "cancelled", "crashed")
+            else "to move the service again, run a failover"
+        )
+        raise RefusedError(f"run {run_id} is a failback; {hint}")
+    back = lineage.failback_of(run_id)
+    if back is not None:
+        status = lineage.by_id[back].status
+        hint = (
+            f"; it {status}: drx resume {back} to finish it"
+            if status in ("failed", "cancelled", "crashed")
+            else ""
+        )
+        raise RefusedError(f"run {run_id} has already been failed back by {back}{hint}")
+    after = lineage.resumed_by(run_id)
+    if after is not None:
+        latest = lineage.latest(run_id)
+        raise RefusedError(
+            f"run {run_id} was resumed by {after}: fail back {latest} instead "
+            f"(it carries what {run_id} did)"
+        )
 
 
 def run_failback(

@@ -91,8 +91,7 @@ def run_resume(
     from orchestrator.plan.predictions import predictions_for
     from orchestrator.record.outcomes import Status
     from orchestrator.record.runs import (
-        is_failed_back,
-        is_resumed,
+        Lineage,
         load_summaries,
         outcomes_from_events,
         resolve_run,
@@ -101,26 +100,19 @@ def run_resume(
     from orchestrator.run.runner import execute
 
     summaries = load_summaries(opts.store)
-    by_id = {s.run_id: s for s in summaries}
+    lineage = Lineage.of(summaries)
     if run is not None:
         run_id = resolve_run(opts.store, run)
     else:
         candidates = [
             s.run_id
             for s in summaries
-            if not is_resumed(summaries, s.run_id) and not is_failed_back(summaries, s.run_id)
+            if lineage.resumed_by(s.run_id) is None and lineage.failback_of(s.run_id) is None
         ]
         if not candidates:
             raise RefusedError(f"nothing to resume in {opts.store.location}")
         run_id = candidates[-1]
-    summary = by_id[run_id]
-    if summary.status not in ("failed", "cancelled", "crashed"):
-        raise RefusedError(
-            f"nothing to resume: run {run_id} {summary.status} "
-            "(only failed, cancelled or crashed runs can be resumed)"
-        )
-    if is_resumed(summaries, run_id):
-        raise RefusedError(f"run {run_id} has already been resumed")
+    refuse_resume(lineage, run_id)
     events = opts.store.read_events(run_id)
     start = run_start(events)
     outcomes = outcomes_from_events(events)
@@ -158,11 +150,11 @@ def run_resume(
             inventory,
             start["source"],
             start["target"],
-            start["parent_run"],
+            start.get("reverses") or start["parent_run"],
             variables,
             secrets,
         )
-    plan.parent_run = run_id
+    plan.parent_run = plan.resumes = run_id
     inflight = [
         sid
         for sid, o in outcomes.items()
@@ -178,7 +170,8 @@ def run_resume(
     carried = {}
     carried_events = []
     for sid, o in outcomes.items():
-        if o.status is Status.SUCCEEDED and sid in plan.steps:
+        # a check is read-only and its answer may be stale: it runs again, never carried
+        if o.status is Status.SUCCEEDED and sid in plan.steps and not _is_check(plan.steps[sid]):
             carried[sid] = o
             carried_events.append(
                 {
@@ -206,3 +199,36 @@ def run_resume(
     code, result = execute(plan, opts.store, run_opts)
     closing_line(result, opts.store, half_done(plan, result, opts))
     return code
+
+
+def _is_check(ps: Any) -> bool:
+    from orchestrator.model.runbook import StepKind
+
+    return bool(ps.step.kind is StepKind.CHECK)
+
+
+def refuse_resume(lineage: Any, run_id: str) -> None:
+    """Refuse (exit 2, naming the run to use instead) to resume a run whose continuation or
+    reversal already exists: resuming it would act on a state of the world that is gone."""
+    summary = lineage.by_id[run_id]
+    after = lineage.resumed_by(run_id)
+    if after is not None:
+        latest = lineage.by_id[lineage.latest(run_id)]
+        hint = (
+            f"resume {latest.run_id} instead"
+            if latest.status in ("failed", "cancelled", "crashed")
+            else f"the latest continuation, {latest.run_id}, {latest.status}"
+        )
+        raise RefusedError(f"run {run_id} has already been resumed by {after}: {hint}")
+    if summary.direction == "failover":
+        back = lineage.failback_of(run_id)
+        if back is not None:
+            raise RefusedError(
+                f"run {run_id} cannot be resumed: failback {back} reversed what it did "
+                "(run a new failover to move the service again)"
+            )
+    if summary.status not in ("failed", "cancelled", "crashed"):
+        raise RefusedError(
+            f"nothing to resume: run {run_id} {summary.status} "
+            "(only failed, cancelled or crashed runs can be resumed)"
+        )

@@ -36,9 +36,10 @@ def list_runs(store: Store, fmt: str) -> str:
     import json
 
     from orchestrator.model.units import format_duration
-    from orchestrator.record.runs import load_summaries
+    from orchestrator.record.runs import continued, load_summaries, reversed_run
 
     summaries = load_summaries(store)
+    by_id = {s.run_id: s for s in summaries}
     if fmt == "json":
         return json.dumps([s.to_dict() for s in summaries], indent=2) + "\n"
     if not summaries:
@@ -52,7 +53,7 @@ def list_runs(store: Store, fmt: str) -> str:
             rpo_text = format_duration(rpo.measured) if rpo else "—"
         met = rto.met
         rto_text = format_duration(rto.measured_s)
-        if rto.end_to_end_s is not None:  # a resumed run: the drill's own figure too
+        if rto.end_to_end_s is not None:  # a resumed run, judged end to end (✔/✘)
             rto_text += f" (e2e {format_duration(rto.end_to_end_s)})"
         if met is not None:
             rto_text += " ✔" if met else " ✘"
@@ -61,9 +62,11 @@ def list_runs(store: Store, fmt: str) -> str:
             note.append(f"failed back by {s.failed_back_by[-1]}")
         if s.resumed_by:
             note.append(f"resumed by {s.resumed_by[-1]}")
-        if s.parent_run:
-            verb = "reverses" if s.direction == "failback" else "resumes"
-            note.append(f"{verb} {s.parent_run}")
+        resumes, reverses = continued(s, by_id), reversed_run(s, by_id)
+        if resumes:
+            note.append(f"resumes {resumes}")
+        elif reverses:
+            note.append(f"reverses {reverses}")
         rows.append(
             (
                 s.run_id,

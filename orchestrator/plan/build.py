@@ -100,6 +100,8 @@ class Plan:
     predicted_health_s: float | None = None
     critical_path: list[str] = field(default_factory=list)
     parent_run: str | None = None
+    resumes: str | None = None  # the run this plan continues (drx resume)
+    reverses: str | None = None  # a failback: the failover run it reverses
     left_out: list[dict[str, str]] = field(default_factory=list)  # failback: steps not undone
     warnings: list[Problem] = field(default_factory=list)
     cli_vars: dict[str, Any] = field(default_factory=dict)
@@ -798,6 +800,7 @@ def build_reverse_plan(
         graph=nx.DiGraph(),
         waves=[],
         parent_run=parent_run,
+        reverses=parent_run,
         left_out=left_out,
         warnings=[],
         predicted_health_s=predicted_health_s,

@@ -3,6 +3,8 @@ a summary reconstructed from its journal), and the queries failback/resume/repor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import JournalError, RefusedError, UsageError
@@ -38,14 +40,82 @@ def load_summaries(store: Store) -> list[RunSummary]:
             continue
     by_id = {s.run_id: s for s in summaries}
     for s in summaries:
-        parent = by_id.get(s.parent_run or "")
-        if parent is None:
-            continue
-        if s.direction == "failback":
-            parent.failed_back_by.append(s.run_id)
-        else:
-            parent.resumed_by.append(s.run_id)
+        resumes, reverses = continued(s, by_id), reversed_run(s, by_id)
+        if resumes in by_id:
+            by_id[resumes].resumed_by.append(s.run_id)
+        elif reverses in by_id:
+            by_id[reverses].failed_back_by.append(s.run_id)
     return summaries
+
+
+def continued(s: RunSummary, by_id: Mapping[str, RunSummary]) -> str | None:
+    """The run ``s`` continues (``drx resume``), if any. Runs recorded before ``resumes`` was
+    journaled say so through ``parent_run``: a failover's parent is the run it resumes, and a
+    failback whose parent is a failback resumes it."""
+    if s.resumes is not None:
+        return s.resumes
+    parent = by_id.get(s.parent_run or "")
+    if parent is None or s.reverses is not None:
+        return None
+    if s.direction == "failover" or parent.direction == "failback":
+        return parent.run_id
+    return None
+
+
+def reversed_run(s: RunSummary, by_id: Mapping[str, RunSummary]) -> str | None:
+    """The failover run a failback reverses (for a resumed failback: the one it reversed)."""
+    if s.direction != "failback":
+        return None
+    if s.reverses is not None:
+        return s.reverses
+    if continued(s, by_id) is None:
+        return s.parent_run
+    parent = by_id.get(s.parent_run or "")
+    return reversed_run(parent, by_id) if parent is not None else None
+
+
+@dataclass
+class Lineage:
+    """How the runs of a state relate: which run continues which (a resume chain), and which
+    failback reversed which failover — the questions resume and failback must answer before
+    they act on the true state of the world."""
+
+    by_id: dict[str, RunSummary]
+
+    @classmethod
+    def of(cls, summaries: list[RunSummary]) -> Lineage:
+        return cls({s.run_id: s for s in summaries})
+
+    def resumed_by(self, run_id: str) -> str | None:
+        """The run that continued ``run_id`` (the first, if several)."""
+        found = self.by_id[run_id].resumed_by if run_id in self.by_id else []
+        return found[0] if found else None
+
+    def chain(self, run_id: str) -> list[str]:
+        """The resume chain ``run_id`` belongs to, from the original run to the latest."""
+        root = run_id
+        seen = {root}
+        while (parent := continued(self.by_id[root], self.by_id)) in self.by_id:
+            if parent in seen:
+                break
+            root = parent
+            seen.add(root)
+        out = [root]
+        while (nxt := self.resumed_by(out[-1])) is not None and nxt not in out:
+            out.append(nxt)
+        return out
+
+    def latest(self, run_id: str) -> str:
+        """The latest run of ``run_id``'s resume chain: the one that holds the true state."""
+        return self.chain(run_id)[-1]
+
+    def failback_of(self, run_id: str) -> str | None:
+        """The failback (the latest of its own resume chain) that reversed any run of
+        ``run_id``'s resume chain, if any."""
+        for rid in self.chain(run_id):
+            for back in self.by_id[rid].failed_back_by:
+                return self.latest(back)
+        return None
 
 
 def resolve_run(store: Store, run_id: str | None) -> str:
@@ -122,17 +192,8 @@ def run_start(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def is_failed_back(summaries: list[RunSummary], run_id: str) -> bool:
-    return any(s.direction == "failback" and s.parent_run == run_id for s in summaries)
+    return Lineage.of(summaries).failback_of(run_id) is not None
 
 
 def is_resumed(summaries: list[RunSummary], run_id: str) -> bool:
-    return any(
-        s.parent_run == run_id
-        and (s.direction == "failover" or _resumes_failback(summaries, s, run_id))
-        for s in summaries
-    )
-
-
-def _resumes_failback(summaries: list[RunSummary], s: RunSummary, run_id: str) -> bool:
-    parent = next((p for p in summaries if p.run_id == run_id), None)
-    return parent is not None and parent.direction == "failback" and s.direction == "failback"
+    return Lineage.of(summaries).resumed_by(run_id) is not None

@@ -222,6 +222,9 @@ class RunSummary:
     started_at: str | None = None
     finished_at: str | None = None
     parent_run: str | None = None
+    #: the run this one continues (``drx resume``), and the failover a failback reverses
+    resumes: str | None = None
+    reverses: str | None = None
     emergency: bool = False
     rto: RtoRecord = field(default_factory=RtoRecord)
     rpo: RpoRecord | None = None
@@ -259,6 +262,8 @@ class RunSummary:
             "source": self.source,
             "target": self.target,
             "parent_run": self.parent_run,
+            "resumes": self.resumes,
+            "reverses": self.reverses,
             "status": self.status,
             "emergency": self.emergency,
             "started_at": self.started_at,
@@ -410,6 +415,8 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         started_at=_str(d.get("started_at")),
         finished_at=_str(d.get("finished_at")),
         parent_run=_str(d.get("parent_run")),
+        resumes=_str(d.get("resumes")),
+        reverses=_str(d.get("reverses")),
         emergency=d.get("emergency") is True,
         rto=RtoRecord(
             measured_s=_num(rto.get("measured_s")),
@@ -609,6 +616,8 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         source=start["source"],
         target=start["target"],
         parent_run=start.get("parent_run"),
+        resumes=start.get("resumes"),
+        reverses=start.get("reverses"),
         status=status,
         emergency=bool(start.get("emergency")),
         started_at=start["ts"],
@@ -691,6 +700,8 @@ def _rto(
     )
     if start.get("parent_start_wall") is not None and t_end is not None:
         rto.end_to_end_s = _r(start["wall0"] + t_end - start["parent_start_wall"])
+        if target is not None:  # a resumed run: the outage lasted from the original start
+            rto.met = rto.end_to_end_s <= target
     return rto
 
 

@@ -423,15 +423,15 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
 
 def _notes(run: Run) -> tuple[str, ...]:
     notes = []
-    if run.is_failback and run.parent_run:
+    if run.is_failback and run.reversed_run:
         notes.append(
-            f"This failback reverses failover run {run.parent_run} "
+            f"This failback reverses failover run {run.reversed_run} "
             f"({run.source} → {run.target}), undoing its steps in reverse dependency order."
         )
     if run.is_resumed:
         carried = [s for s in run.steps if s.carried_from]
         notes.append(
-            f"This run continues run {run.parent_run}; "
+            f"This run continues run {run.resumes or run.parent_run}; "
             f"{plural(len(carried), 'step')} that had succeeded there "
             f"{'was' if len(carried) == 1 else 'were'} carried over, not re-run."
         )

@@ -226,6 +226,9 @@ class Run:
     exit_code: int | None
     yes: bool | None
     steps: tuple[Step, ...]
+    #: the run this one continues, and (a failback) the failover it reverses
+    resumes: str | None = None
+    reverses: str | None = None
 
     @property
     def is_failback(self) -> bool:
@@ -233,8 +236,16 @@ class Run:
 
     @property
     def is_resumed(self) -> bool:
-        """A continuation of an earlier run (a failback's parent_run is the failover it reverses)."""
-        return self.parent_run is not None and not self.is_failback
+        """A continuation of an earlier run (a failback's parent_run is the failover it reverses,
+        unless the failback resumes another failback: then ``resumes`` says so)."""
+        return self.resumes is not None or (self.parent_run is not None and not self.is_failback)
+
+    @property
+    def reversed_run(self) -> str | None:
+        """The failover run a failback reverses."""
+        if not self.is_failback:
+            return None
+        return self.reverses or (None if self.resumes else self.parent_run)
 
     @property
     def from_site(self) -> str | None:
@@ -444,6 +455,8 @@ def load(summary: Mapping[str, Any]) -> Run:
         source=_str(summary.get("source")),
         target=_str(summary.get("target")),
         parent_run=_str(summary.get("parent_run")),
+        resumes=_str(summary.get("resumes")),
+        reverses=_str(summary.get("reverses")),
         status=_str(summary.get("status")) or "unknown",
         emergency=summary.get("emergency") is True,
         started_at=_str(summary.get("started_at")),

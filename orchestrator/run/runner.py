@@ -194,6 +194,8 @@ def _run(
         target=plan.target,
         moves_to=plan.to_site,
         parent_run=plan.parent_run,
+        resumes=plan.resumes,
+        reverses=plan.reverses,
         emergency=plan.emergency,
         yes=opts.yes,
         wall0=journal.wall0,
