@@ -218,15 +218,18 @@ def test_lock_in_doubt_without_quorum_then_held_again(
     fresh_etcd.kill("site-b")
     t0 = time.monotonic()
     while lock.state() is LockState.HELD:
-        assert time.monotonic() - t0 < 2.5, "never in doubt without quorum"
+        assert time.monotonic() - t0 < 4.0, "never in doubt without quorum"
         time.sleep(0.02)
     in_doubt_after = time.monotonic() - t0
-    assert in_doubt_after <= 2.0  # within TTL
+    # quorum back at once (a restarted member's leader extends every lease on election)
     fresh_etcd.restart("site-a", wait=False)
     fresh_etcd.restart("site-b", wait=False)
+    # within TTL of the last renewal; a leader that lost its quorum still renews until it
+    # steps down (etcd's election timeout, 1 s), and a loaded machine adds a little
+    assert in_doubt_after <= 2.0 + 1.0 + 0.5
     while lock.state() is not LockState.HELD:
-        assert lock.state() is LockState.IN_DOUBT
-        assert time.monotonic() - t0 < 6.0, "quorum came back but the lock was never renewed"
+        assert lock.state() is LockState.IN_DOUBT, lock.lost_reason
+        assert time.monotonic() - t0 < 3 * 2.0 + 2, "quorum came back but no renewal"
         time.sleep(0.05)
     assert lock.token == token
     store.update_state(active="site-b")
