@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # OpenSSH server (real sshd hosts for tests and the lab) and Chromium (HTML report test);
-# etcd server and etcdctl (the shared store's tests start their own 3-member clusters).
+# etcd server and etcdctl (the shared store's tests start their own 3-member clusters);
+# PostgreSQL 15 and sudo (the PostgreSQL drill: make lab-postgres and its test). The PostgreSQL
+# package would create and start a `main` cluster the drill does not use: createcluster.d says
+# not to, before the install.
+PG_BIN = /usr/lib/postgresql/15/bin
 system-deps:
 	@if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/bin/chromium ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -24,6 +28,13 @@ system-deps:
 	@if [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/etcdctl ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends etcd-server etcd-client >/dev/null; \
+	fi
+	@if [ ! -x $(PG_BIN)/pg_ctl ] || [ ! -x $(PG_BIN)/pg_rewind ] || [ ! -x /usr/bin/sudo ]; then \
+	  mkdir -p /etc/postgresql-common/createcluster.d && \
+	  echo 'create_main_cluster = false' \
+	    > /etc/postgresql-common/createcluster.d/drx-no-main.conf && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    postgresql-15 sudo >/dev/null; \
 	fi
 
 # A drill on the sample runbook with the local inventory (no SSH needed), then its report.
