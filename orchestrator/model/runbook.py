@@ -68,6 +68,7 @@ RUNBOOK_FIELDS = (
     "rto_target",
     "rpo_target",
     "rpo_step",
+    "rpo_guard",
     "rto_start",
     "vars",
     "health",
@@ -101,7 +102,7 @@ class Step:
     duration: float | None = None
     env: dict[str, str] = field(default_factory=dict)
     idempotent: bool = False
-    sudo: bool = False
+    sudo: bool | str = False  # True: as root; a name: as that user
     line: int = 0
     field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -161,6 +162,9 @@ class Runbook:
     rpo_target: float | None = None  # seconds, or bytes when rpo_is_bytes
     rpo_is_bytes: bool = False
     rpo_step: str | None = None
+    #: refuse to start any step that needs the rpo_step while its value exceeds rpo_target
+    #: (Patroni's maximum_lag_on_failover); ``--accept-data-loss`` lets the run through
+    rpo_guard: bool = False
     rto_start: str | None = None
     field_lines: dict[str, int] = field(default_factory=dict)
 
@@ -194,6 +198,20 @@ def _capture(f: Fields) -> str | None:
         )
         return None
     return value
+
+
+SUDO_USER = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
+
+
+def _sudo(f: Fields) -> bool | str:
+    """``sudo``: true (run as root), false, or the name of the user to run as."""
+    value = f.data.get("sudo")
+    if isinstance(value, str):
+        if SUDO_USER.match(value):
+            return value
+        f.error("sudo", f"field 'sudo' must be true, false or a user name, not {value!r}")
+        return False
+    return f.flag("sudo")
 
 
 def _parse_step(
@@ -268,7 +286,7 @@ def _parse_step(
         duration=f.duration("duration"),
         env=f.env(),
         idempotent=f.flag("idempotent"),
-        sudo=f.flag("sudo"),
+        sudo=_sudo(f),
         line=data.line,
         field_lines={k: data.line_of(k) for k in data},
     )
@@ -405,9 +423,18 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         rpo_target=rpo_target,
         rpo_is_bytes=rpo_is_bytes,
         rpo_step=f.text("rpo_step"),
+        rpo_guard=f.flag("rpo_guard"),
         rto_start=f.text("rto_start"),
         field_lines={k: top.line_of(k) for k in top},
     )
+    if runbook.rpo_guard:
+        missing = [k for k in ("rpo_step", "rpo_target") if top.get(k) is None]
+        if missing:
+            f.error(
+                "rpo_guard",
+                f"rpo_guard needs {' and '.join(missing)}: the guard compares the rpo_step's "
+                "value with rpo_target",
+            )
     for key in ("rpo_step", "rto_start"):
         ref = getattr(runbook, key)
         if ref is not None and ref not in seen:

@@ -19,6 +19,8 @@ TAIL_BYTES = 4096
 STDOUT_KEEP_BYTES = 64 * 1024
 
 Redactor = Callable[[str], str]
+#: How a command is elevated: not at all (False), as root (True), or as the named user.
+Sudo = bool | str
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class Connection(Protocol):
         *,
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
-        sudo: bool = False,
+        sudo: Sudo = False,
         log_path: Path | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
@@ -84,7 +86,7 @@ class Connection(Protocol):
         """Run ``command`` (a POSIX shell string) and wait for it.
 
         - ``env`` (merged over ``host.env``) is exported to the command.
-        - ``sudo`` runs it through ``sudo -n``.
+        - ``sudo`` runs it through ``sudo -n`` (as root), or as the user it names.
         - full stdout+stderr are streamed (redacted, line by line) to ``log_path`` if given; only
           bounded tails stay in memory.
         - on ``timeout`` the command *and its children* are killed on the host, and the result has
@@ -193,9 +195,14 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_PARTIAL_LINE = 1024 * 1024
 
 
-def shell_command(command: str, env: Mapping[str, str], sudo: bool) -> str:
+def sudo_argv(sudo: Sudo) -> list[str]:
+    """The ``sudo`` words that run a command as ``sudo`` asks (root for ``True``)."""
+    return ["sudo", "-n", *(["-u", sudo] if isinstance(sudo, str) else [])]
+
+
+def shell_command(command: str, env: Mapping[str, str], sudo: Sudo) -> str:
     """Build the POSIX shell text that runs ``command`` with ``env`` exported, under ``sudo -n``
-    if asked.
+    if asked (``sudo -n -u USER`` when ``sudo`` names a user).
 
     The exports are part of the command text (not protocol-level env, which sshd only passes
     through ``AcceptEnv``), and they go *inside* the ``sudo`` shell, because sudo resets the
@@ -208,7 +215,7 @@ def shell_command(command: str, env: Mapping[str, str], sudo: bool) -> str:
         lines.append(f"export {key}={shlex.quote(str(value))}\n")
     body = "".join(lines) + command
     if sudo:
-        return f"exec sudo -n sh -c {shlex.quote(body)}"
+        return f"exec {shlex.join(sudo_argv(sudo))} sh -c {shlex.quote(body)}"
     return body
 
 

@@ -28,6 +28,7 @@ from orchestrator.transport.base import (
     HostSpec,
     OutputCollector,
     Redactor,
+    Sudo,
 )
 
 
@@ -56,7 +57,7 @@ class FakeCall:
     host: str
     command: str
     env: Mapping[str, str]
-    sudo: bool
+    sudo: Sudo
     timeout: float | None
     started: float
     ended: float
@@ -147,7 +148,7 @@ class FakeConnection:
         *,
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
-        sudo: bool = False,
+        sudo: Sudo = False,
         log_path: Path | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,

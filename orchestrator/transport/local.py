@@ -24,7 +24,9 @@ from orchestrator.transport.base import (
     Limit,
     OutputCollector,
     Redactor,
+    Sudo,
     shell_command,
+    sudo_argv,
     timed_run,
 )
 
@@ -44,7 +46,7 @@ class LocalConnection:
         *,
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
-        sudo: bool = False,
+        sudo: Sudo = False,
         log_path: Path | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
@@ -65,7 +67,7 @@ class LocalConnection:
     def _run(
         self,
         script: str,
-        sudo: bool,
+        sudo: Sudo,
         out: OutputCollector,
         limit: Limit,
     ) -> tuple[int | None, str | None]:
@@ -140,7 +142,7 @@ class LocalConnection:
             except subprocess.TimeoutExpired:
                 continue
 
-    def _kill_group(self, proc: subprocess.Popen[bytes], sudo: bool) -> None:
+    def _kill_group(self, proc: subprocess.Popen[bytes], sudo: Sudo) -> None:
         """TERM the command's process group, KILL it after the grace period."""
         pgid = proc.pid  # start_new_session: the shell leads its own group
         self._signal_group(pgid, signal.SIGTERM, sudo)
@@ -156,7 +158,7 @@ class LocalConnection:
             proc.wait(self.kill_grace_s)
 
     @staticmethod
-    def _signal_group(pgid: int, sig: signal.Signals, sudo: bool) -> None:
+    def _signal_group(pgid: int, sig: signal.Signals, sudo: Sudo) -> None:
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
@@ -165,7 +167,7 @@ class LocalConnection:
             # Members running as another user under sudo: ask sudo to deliver it.
             if sudo:
                 subprocess.run(
-                    ["sudo", "-n", "kill", f"-{sig.name[3:]}", "--", f"-{pgid}"],
+                    [*sudo_argv(sudo), "kill", f"-{sig.name[3:]}", "--", f"-{pgid}"],
                     stdin=subprocess.DEVNULL,
                     capture_output=True,
                     check=False,

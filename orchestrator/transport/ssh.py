@@ -55,6 +55,7 @@ from orchestrator.transport.base import (
     Limit,
     OutputCollector,
     Redactor,
+    Sudo,
     shell_command,
     timed_run,
 )
@@ -334,7 +335,7 @@ class SSHConnection:
         *,
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
-        sudo: bool = False,
+        sudo: Sudo = False,
         log_path: Path | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
@@ -384,7 +385,7 @@ class SSHConnection:
         self,
         script: str,
         marker: str,
-        sudo: bool,
+        sudo: Sudo,
         out: OutputCollector,
         limit: Limit,
     ) -> tuple[int | None, str | None]:
@@ -471,7 +472,7 @@ class SSHConnection:
             if chan.status_event.wait(limit.wait_s()):
                 return None
 
-    def _kill_remote(self, pgid: int, sudo: bool) -> None:
+    def _kill_remote(self, pgid: int, sudo: Sudo) -> None:
         """End process group ``pgid`` on the host through a new channel (best effort: if the
         link itself is gone, nothing can be done from here)."""
         script = shell_command(_kill_script(pgid, self._kill_grace_s), {}, sudo)
