@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install demo test lint fmt bench lab clean system-deps docs
+.PHONY: install demo test lint fmt bench lab lab-postgres clean system-deps docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,12 @@ lab: $(STAMP) system-deps
 # Regenerate the field tables of docs/reference.md and docs/schema/*.json from the models.
 docs: $(STAMP)
 	$(BIN)/python -m orchestrator.model.reference docs
+
+# A PostgreSQL 15 primary (site-a) and streaming replica (site-b) behind real sshd hosts, and an
+# app writing rows: drx fails the primary over to site-b and back, then RTO, RPO (bytes of WAL)
+# and rows lost are printed. State in .drx/lab-postgres; everything started is stopped at the end.
+lab-postgres: $(STAMP) system-deps
+	$(BIN)/python -m orchestrator.lab.postgres drill --dir .drx/lab-postgres
 
 clean:
 	rm -rf $(VENV) .drx lab .pytest_cache .mypy_cache .ruff_cache *.egg-info

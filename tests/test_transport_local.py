@@ -92,6 +92,23 @@ def test_sudo_wraps_command_and_keeps_env(
     assert (r.rc, r.stdout) == (0, "1 kept")
 
 
+def test_sudo_naming_a_user_runs_as_that_user(
+    conn: LocalConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sudo="postgres" runs ``sudo -n -u postgres sh -c ...``: the user goes to sudo's -u."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sudo"
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = "-n" ] && [ "$2" = "-u" ] || exit 99\nuser=$3; shift 3\n'
+        'exec env -i AS_USER="$user" "$@"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    r = conn.run('printf "%s %s" "$AS_USER" "$V"', env={"V": "kept"}, sudo="postgres")
+    assert (r.rc, r.stdout) == (0, "postgres kept")
+
+
 def test_sudo_unavailable_is_a_failing_command(
     conn: LocalConnection, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

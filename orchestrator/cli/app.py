@@ -67,6 +67,14 @@ FormatOpt = Annotated[
 VarOpt = Annotated[
     list[str] | None, typer.Option("--var", help="Set a variable: NAME=VALUE (repeatable).")
 ]
+AcceptDataLossOpt = Annotated[
+    bool,
+    typer.Option(
+        "--accept-data-loss",
+        help="Go on when the runbook's RPO guard trips (measured RPO over rpo_target); "
+        "recorded in the run.",
+    ),
+]
 SecretVarOpt = Annotated[
     list[str] | None,
     typer.Option("--secret-var", help="Set a secret variable, masked as *** everywhere."),

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from orchestrator.cli.app import (
+    AcceptDataLossOpt,
     FormatOpt,
     InventoryOpt,
     LogFormatOpt,
@@ -74,6 +75,7 @@ def failover(
         typer.Option("--emergency", help="Real disaster: the source may be gone."),
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Run even if SITE is active.")] = False,
+    accept_data_loss: AcceptDataLossOpt = False,
     max_parallel: Annotated[
         int, typer.Option("--max-parallel", min=1, help="Steps running at once.")
     ] = 32,
@@ -106,6 +108,7 @@ def failover(
         emergency=emergency,
         force=force,
         max_parallel=max_parallel,
+        accept_data_loss=accept_data_loss,
         cli_vars=var or [],
         secret_vars=secret_var or [],
     )
@@ -178,6 +181,7 @@ def run_failover(
     max_parallel: int,
     cli_vars: Iterable[str],
     secret_vars: Iterable[str],
+    accept_data_loss: bool = False,
 ) -> int:
     from orchestrator.run.runner import execute
 
@@ -189,6 +193,9 @@ def run_failover(
         typer.echo(note, err=True)
     # (Starting the pre-flight while the engine's modules import was tried: on two cores the
     # import and the key exchanges fight over the GIL and the run starts later, not sooner.)
-    code, summary = execute(plan, opts.store, run_options(opts, yes=yes, max_parallel=max_parallel))
+    run_opts = run_options(
+        opts, yes=yes, max_parallel=max_parallel, accept_data_loss=accept_data_loss
+    )
+    code, summary = execute(plan, opts.store, run_opts)
     closing_line(summary, opts.store, half_done(plan, summary, opts))
     return code

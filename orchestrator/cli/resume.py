@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from orchestrator.cli.app import (
+    AcceptDataLossOpt,
     InventoryOpt,
     LogFormatOpt,
     RunbookOpt,
@@ -48,6 +49,7 @@ def resume(
         ),
     ] = False,
     max_parallel: Annotated[int, typer.Option("--max-parallel", min=1)] = 32,
+    accept_data_loss: AcceptDataLossOpt = False,
     var: VarOpt = None,
     secret_var: SecretVarOpt = None,
     runbook: RunbookOpt = None,
@@ -69,6 +71,7 @@ def resume(
         yes=yes,
         emergency=emergency,
         max_parallel=max_parallel,
+        accept_data_loss=accept_data_loss,
         cli_vars=var or [],
         secret_vars=secret_var or [],
     )
@@ -85,6 +88,7 @@ def run_resume(
     max_parallel: int,
     cli_vars: Iterable[str],
     secret_vars: Iterable[str],
+    accept_data_loss: bool = False,
 ) -> int:
     """Continue a failed, cancelled or crashed run; succeeded steps are carried over."""
     from orchestrator.plan.build import build_plan
@@ -195,6 +199,7 @@ def run_resume(
         extra_results=extra,
         parent_start_wall=origin,
         check_source_health=False,
+        accept_data_loss=accept_data_loss,
     )
     code, result = execute(plan, opts.store, run_opts)
     closing_line(result, opts.store, half_done(plan, result, opts))

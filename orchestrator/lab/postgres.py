@@ -59,6 +59,8 @@ SUDO = "/usr/bin/sudo"
 SUDOERS_DIR = Path("/etc/sudoers.d")
 PG_USER = "postgres"
 DATABASE = "app"
+#: The file that marks a directory as a lab's own (the only kind the lab deletes).
+MARKER = ".drx-lab-postgres"
 #: Seconds a cluster, the replication or the application gets to come up.
 START_TIMEOUT = 30.0
 
@@ -207,8 +209,13 @@ class PostgresLab:
             raise
 
     def _start(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-        self.root.mkdir(parents=True)
+        # An earlier lab's directory is rebuilt from scratch; anything else is never deleted.
+        if self.root.exists() and any(self.root.iterdir()):
+            if not (self.root / MARKER).exists():
+                raise LabError(f"{self.root} exists and is not a PostgreSQL lab: not touching it")
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / MARKER).write_text("a drx PostgreSQL lab; rebuilt by each run\n")
         self.sshd = Lab(self.root, user=self.user)
         hosts = {"site-a": "db-a", "site-b": "db-b"}
         for site, name in hosts.items():
@@ -314,10 +321,7 @@ class PostgresLab:
 
     def _wait_streaming(self, primary: PgNode, replica: PgNode) -> None:
         deadline = time.monotonic() + START_TIMEOUT
-        query = (
-            "SELECT state FROM pg_stat_replication WHERE application_name = "
-            f"'{replica.node}'"
-        )
+        query = f"SELECT state FROM pg_stat_replication WHERE application_name = '{replica.node}'"
         while self._sql(primary, query).strip() != "streaming":
             if time.monotonic() > deadline:
                 raise LabError(f"{replica.host} did not start streaming from {primary.host}")
@@ -327,12 +331,13 @@ class PostgresLab:
         """Let the lab user run commands as postgres (only): what `sudo: postgres` needs."""
         SUDOERS_DIR.mkdir(mode=0o750, exist_ok=True)
         # One file per lab (no dots: sudo skips such names in an includedir).
-        path = SUDOERS_DIR / f"drx-lab-postgres-{os.getpid()}"
+        name = f"drx-lab-postgres-{os.getpid()}-{secrets.token_hex(4)}"
+        path = SUDOERS_DIR / name
         text = (
             "# drx PostgreSQL lab: the runbook's `sudo: postgres` steps, nothing as root\n"
             f"{self.user} ALL=({PG_USER}) NOPASSWD: /usr/bin/sh, /bin/sh\n"
         )
-        tmp = SUDOERS_DIR / f"drx-lab-postgres-{os.getpid()}.tmp"
+        tmp = SUDOERS_DIR / f"{name}.tmp"
         tmp.write_text(text)
         os.chmod(tmp, 0o440)
         check = subprocess.run(["visudo", "-cf", str(tmp)], capture_output=True, text=True)
@@ -465,6 +470,14 @@ class PostgresLab:
         out = self._sql(node, "SELECT id FROM drill_rows", db=DATABASE)
         return {int(line) for line in out.split()}
 
+    def rows_by_site(self, site: str) -> dict[str, int]:
+        """How many rows the cluster at ``site`` holds per site they were written at."""
+        node = next(n for n in self.nodes.values() if n.site == site)
+        out = self._sql(
+            node, "SELECT site || ' ' || count(*) FROM drill_rows GROUP BY site", db=DATABASE
+        )
+        return {k: int(v) for k, v in (line.split() for line in out.splitlines())}
+
     def primary_site(self) -> str | None:
         """The site whose cluster runs and is not in recovery (None if none or both)."""
         primaries = [
@@ -559,6 +572,7 @@ class DrillResult:
     lost_after_failover: int | None = None
     lost: int | None = None  # after the failback
     primary_at_end: str | None = None
+    rows_by_site: dict[str, int] | None = None  # at the final primary: rows written per site
 
     @property
     def ok(self) -> bool:
@@ -621,13 +635,17 @@ def run_drill(root: Path, runbook: Path, *, echo: bool = True) -> DrillResult:
             committed = pg.committed_ids()
             result.lost_after_failover = len(committed - pg.row_ids("site-b"))
         _run_drx(["report", *state], echo=echo)
-        _run_drx(["report", "--format", "html", "-o", str(root / "failover.html"), *state], echo=echo)
+        _run_drx(
+            ["report", "--format", "html", "-o", str(root / "failover.html"), *state], echo=echo
+        )
         if result.failover_exit not in (None, 0, 3):
             return result
         result.failback_exit = _run_drx(["failback", "--yes", *common], echo=echo)
         result.failback = _summary(pg.state_dir, "failback")
         _run_drx(["report", *state], echo=echo)
-        _run_drx(["report", "--format", "html", "-o", str(root / "failback.html"), *state], echo=echo)
+        _run_drx(
+            ["report", "--format", "html", "-o", str(root / "failback.html"), *state], echo=echo
+        )
         _run_drx(["runs", *state], echo=echo)
         # Stop the writes, then count: every acknowledged row must be at the final primary.
         pg.drain_app()
@@ -636,6 +654,7 @@ def run_drill(root: Path, runbook: Path, *, echo: bool = True) -> DrillResult:
         result.committed = len(committed)
         if result.primary_at_end is not None:
             result.lost = len(committed - pg.row_ids(result.primary_at_end))
+            result.rows_by_site = pg.rows_by_site(result.primary_at_end)
     return result
 
 

@@ -14,7 +14,8 @@ class Event(StrEnum):
     """A journal event kind (the ``event`` field). Fields beyond ``t``/``ts`` in brackets."""
 
     #: the run began: [run_id runbook direction source target moves_to parent_run emergency yes
-    #: wall0 parent_start_wall rto_target_s rpo_target rpo_is_bytes rpo_step rto_start
+    #: wall0 parent_start_wall rto_target_s rpo_target rpo_is_bytes rpo_step rpo_guard
+    #: accept_data_loss rto_start
     #: predicted_rto_s runbook_file inventory_file host_order health_names unreachable steps]
     RUN_STARTED = "run_started"
     #: a succeeded step of the resumed run, not re-run: [step from_run value attempts hosts]
@@ -38,6 +39,10 @@ class Event(StrEnum):
     RTO_BUDGET_AT_RISK = "rto_budget_at_risk"
     #: the projection is back under the target: [projected_s target_s]
     RTO_BUDGET_RECOVERED = "rto_budget_recovered"
+    #: the RPO guard tripped: the rpo_step's value exceeds rpo_target (or none was measured).
+    #: Not accepted: the blocked steps never start and the run fails; accepted (with
+    #: --accept-data-loss): the run goes on. [step measured target unit accepted blocked message]
+    RPO_GUARD = "rpo_guard"
     #: a step failed with on_failure: abort; nothing new starts: [step]
     RUN_ABORTING = "run_aborting"
     #: the run lock of a shared store could not be confirmed in time: nothing new starts

@@ -170,6 +170,30 @@ class RtoRecord:
 
 
 @dataclass
+class RpoGuardRecord:
+    """What the RPO guard (runbook ``rpo_guard: true``) did: not tripped; tripped and refused
+    (``blocked``: the steps that never started); or tripped and accepted by the operator with
+    --accept-data-loss (``accepted_loss``: the data given up, in the RPO's unit)."""
+
+    tripped: bool = False
+    accepted: bool = False
+    blocked: list[str] = field(default_factory=list)
+    accepted_loss: float | None = None
+    message: str | None = None
+
+    def to_dict(self, unit: str) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "tripped": self.tripped,
+            "accepted": self.accepted,
+            "blocked": list(self.blocked),
+            "message": self.message,
+        }
+        if self.accepted:
+            doc[f"accepted_loss_{unit}"] = self.accepted_loss
+        return doc
+
+
+@dataclass
 class RpoRecord:
     """The measured RPO: seconds, or bytes when the runbook's ``rpo_target`` is a size."""
 
@@ -178,15 +202,19 @@ class RpoRecord:
     met: bool | None = None
     step: str | None = None
     in_bytes: bool = False
+    guard: RpoGuardRecord | None = None  # None: the runbook sets no rpo_guard
 
     def to_dict(self) -> dict[str, Any]:
         unit = "bytes" if self.in_bytes else "s"
-        return {
+        doc: dict[str, Any] = {
             f"measured_{unit}": self.measured,
             f"target_{unit}": self.target,
             "met": self.met,
             "step": self.step,
         }
+        if self.guard is not None:
+            doc["guard"] = self.guard.to_dict(unit)
+        return doc
 
 
 @dataclass
@@ -381,6 +409,18 @@ def _read_step(d: Mapping[str, Any]) -> StepRecord:
     )
 
 
+def _read_guard(doc: Any, unit: str) -> RpoGuardRecord | None:
+    if not isinstance(doc, Mapping):
+        return None
+    return RpoGuardRecord(
+        tripped=doc.get("tripped") is True,
+        accepted=doc.get("accepted") is True,
+        blocked=[str(s) for s in _list(doc.get("blocked"))],
+        accepted_loss=_num(doc.get(f"accepted_loss_{unit}")),
+        message=_str(doc.get("message")),
+    )
+
+
 def _read_run(d: Mapping[str, Any]) -> RunSummary:
     rto = _map(d.get("rto"))
     rpo_doc = d.get("rpo")
@@ -394,6 +434,7 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
             met=rpo_doc.get("met") if isinstance(rpo_doc.get("met"), bool) else None,
             step=_str(rpo_doc.get("step")),
             in_bytes=in_bytes,
+            guard=_read_guard(rpo_doc.get("guard"), unit),
         )
     health_doc = d.get("health")
     health = None
@@ -480,6 +521,7 @@ class _Builder:
         self.steps_done_t: float | None = None
         self.finished: Mapping[str, Any] | None = None
         self.manual_wait = 0.0
+        self.guard: Mapping[str, Any] | None = None  # the rpo_guard event, if it tripped
         self.handlers: dict[str, Callable[[Mapping[str, Any], _StepTimes | None], None]] = {
             Event.STEP_STARTED: self._step_started,
             Event.STEP_FINISHED: self._step_finished,
@@ -494,6 +536,7 @@ class _Builder:
             Event.HEALTH_HELD: self._health_held,
             Event.HEALTH_TIMEOUT: self._health_timeout,
             Event.RUN_FINISHED: self._run_finished,
+            Event.RPO_GUARD: self._rpo_guard,
         }
 
     def read(self, e: Mapping[str, Any]) -> None:
@@ -501,6 +544,9 @@ class _Builder:
         if handler is not None:
             sid = e.get("step")
             handler(e, self.steps.get(sid) if sid else None)
+
+    def _rpo_guard(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        self.guard = e
 
     # -- steps and hosts
     def _step_started(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
@@ -623,7 +669,7 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         started_at=start["ts"],
         finished_at=b.finished["ts"] if b.finished else events[-1]["ts"],
         rto=_rto(start, t_start, t_end, start_step),
-        rpo=_rpo(start, b.steps),
+        rpo=_rpo(start, b.steps, b.guard),
         manual_wait_s=_r(b.manual_wait),
         critical_path=_critical_path(b.steps),
         steps=[st.record for st in b.steps.values()],
@@ -725,7 +771,9 @@ def _wall(start: Mapping[str, Any], t: float) -> str:
     return utc_iso(start["wall0"] + t)
 
 
-def _rpo(start: Mapping[str, Any], steps: Mapping[str, _StepTimes]) -> RpoRecord | None:
+def _rpo(
+    start: Mapping[str, Any], steps: Mapping[str, _StepTimes], guard: Mapping[str, Any] | None
+) -> RpoRecord | None:
     name = start.get("rpo_step")
     if not name:  # nothing measures it (no rpo_step, or a failback): not measured
         return None
@@ -742,7 +790,19 @@ def _rpo(start: Mapping[str, Any], steps: Mapping[str, _StepTimes]) -> RpoRecord
     )
     target = start.get("rpo_target")
     met = measured <= target if measured is not None and target is not None else None
-    return RpoRecord(measured, target, met, name, in_bytes=bool(start.get("rpo_is_bytes")))
+    record = RpoRecord(measured, target, met, name, in_bytes=bool(start.get("rpo_is_bytes")))
+    if start.get("rpo_guard"):
+        record.guard = RpoGuardRecord()
+        if guard is not None:
+            accepted = bool(guard.get("accepted"))
+            record.guard = RpoGuardRecord(
+                tripped=True,
+                accepted=accepted,
+                blocked=[] if accepted else list(guard.get("blocked") or []),
+                accepted_loss=guard.get("measured") if accepted else None,
+                message=guard.get("message"),
+            )
+    return record
 
 
 def _critical_path(steps: Mapping[str, _StepTimes]) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import ExitCode
-from orchestrator.report.model import HostResult, Run, Step
+from orchestrator.report.model import HostResult, Rpo, Run, Step
 from orchestrator.report.units import (
     delta,
     nbytes,
@@ -80,6 +80,10 @@ class RpoFacts:
     verdict: Verdict
     basis: str
     unit: str
+    #: the RPO guard in one sentence (None when the runbook sets no rpo_guard), and its state:
+    #: held · refused · accepted
+    guard: str | None = None
+    guard_state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -503,6 +507,7 @@ def rpo_facts(run: Run) -> RpoFacts | None:
         return None
     where = f"captured by {rpo.step}" if rpo.step else "captured by the runbook's rpo_step"
     missing = f"{rpo.step or 'the rpo_step'} captured no value"
+    guard, state = _guard_sentence(rpo)
     if rpo.unit == "bytes":
         verdict = target_verdict(
             rpo.measured,
@@ -511,9 +516,35 @@ def rpo_facts(run: Run) -> RpoFacts | None:
             show=nbytes,
             show_measured=nbytes_exact,
         )
-        return RpoFacts(verdict, f"data not yet replicated, in bytes, {where}", "bytes")
+        return RpoFacts(
+            verdict, f"data not yet replicated, in bytes, {where}", "bytes", guard, state
+        )
     verdict = target_verdict(rpo.measured, rpo.target, unmeasured=missing)
-    return RpoFacts(verdict, f"data-loss window in seconds, {where}", "s")
+    return RpoFacts(verdict, f"data-loss window in seconds, {where}", "s", guard, state)
+
+
+def _guard_sentence(rpo: Rpo) -> tuple[str | None, str | None]:
+    """The RPO guard's outcome in words: who let what through, or what it held back."""
+    guard = rpo.guard
+    if guard is None:
+        return None, None
+    show = nbytes_exact if rpo.unit == "bytes" else secs
+    target = show(rpo.target) if rpo.target is not None else "the target"
+    if not guard.tripped:
+        return f"RPO guard on: the measured RPO was within {target}; nothing held back.", "held"
+    if guard.accepted:
+        loss = show(guard.accepted_loss) if guard.accepted_loss is not None else "an unmeasured"
+        return (
+            f"RPO guard tripped, and the operator accepted the data loss (--accept-data-loss): "
+            f"{loss} against a target of {target}.",
+            "accepted",
+        )
+    blocked = ", ".join(guard.blocked) if guard.blocked else "no step"
+    return (
+        f"RPO guard tripped: the measured RPO exceeds {target}, so {blocked} never started "
+        "(--accept-data-loss lets a failover through).",
+        "refused",
+    )
 
 
 def rpo_absent(run: Run) -> str:

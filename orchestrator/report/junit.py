@@ -99,6 +99,8 @@ def _objective_case(
         return "skipped"
     verdict = facts_.verdict
     message = f"{what} {verdict.text}"
+    if isinstance(facts_, RpoFacts) and facts_.guard:
+        message = f"{message}. {facts_.guard}"
     if verdict.state in ("missed", "unmeasured"):
         _el(case, "failure", f"{message}\n{facts_.basis}", message=message, type="error")
         return "failure"
@@ -135,6 +137,13 @@ def render_junit(run: Run) -> str:
         ("rto_measured_s", run.rto.measured_s),
         ("rto_target_s", run.rto.target_s),
         ("rto_end_to_end_s", run.rto.end_to_end_s),
+        ("rpo_guard", run.rpo.guard.state if run.rpo and run.rpo.guard else None),
+        (
+            "data_loss_accepted",
+            run.rpo.guard.accepted_loss
+            if run.rpo and run.rpo.guard and run.rpo.guard.accepted
+            else None,
+        ),
     ):
         if value is not None:
             text = str(value).lower() if isinstance(value, bool) else value

@@ -181,6 +181,25 @@ class Rto:
 
 
 @dataclass(frozen=True)
+class RpoGuard:
+    """What the runbook's RPO guard did: held (not tripped), refused (tripped: the steps that
+    need the rpo_step never started) or accepted (tripped, let through by the operator with
+    --accept-data-loss: ``accepted_loss`` is the data given up, in the RPO's unit)."""
+
+    tripped: bool
+    accepted: bool
+    blocked: tuple[str, ...]
+    accepted_loss: float | None
+    message: str | None
+
+    @property
+    def state(self) -> str:
+        if not self.tripped:
+            return "held"
+        return "accepted" if self.accepted else "refused"
+
+
+@dataclass(frozen=True)
 class Rpo:
     """The measured RPO against its target, in seconds (unit 's') or bytes (unit 'bytes')."""
 
@@ -189,6 +208,7 @@ class Rpo:
     target: float | None
     met: bool | None
     step: str | None
+    guard: RpoGuard | None = None
 
 
 @dataclass(frozen=True)
@@ -406,7 +426,23 @@ def _rpo(raw: Any) -> Rpo | None:
         unit, measured, target = "bytes", data.get("measured_bytes"), data.get("target_bytes")
     else:
         unit, measured, target = "s", data.get("measured_s"), data.get("target_s")
-    return Rpo(unit, _num(measured), _num(target), _bool(data.get("met")), _str(data.get("step")))
+    guard = _map(data.get("guard"))
+    return Rpo(
+        unit,
+        _num(measured),
+        _num(target),
+        _bool(data.get("met")),
+        _str(data.get("step")),
+        RpoGuard(
+            tripped=guard.get("tripped") is True,
+            accepted=guard.get("accepted") is True,
+            blocked=_strs(guard.get("blocked")),
+            accepted_loss=_num(guard.get(f"accepted_loss_{unit}")),
+            message=_str(guard.get("message")),
+        )
+        if guard
+        else None,
+    )
 
 
 def _health(raw: Any, base: datetime | None) -> Health | None:

@@ -193,6 +193,11 @@ def _objectives(report: Report, paint: _Painter) -> list[str]:
         out.extend(paint(line, "dim") for line in _wrap(rto.prediction, " " * 15))
     if report.rpo is not None:
         objective("RPO", report.rpo.verdict.state, report.rpo.verdict.text, report.rpo.basis)
+        if report.rpo.guard:
+            style = {"held": "dim", "accepted": "yellow", "refused": "red"}[
+                report.rpo.guard_state or "held"
+            ]
+            out.extend(paint(line, style) for line in _wrap(report.rpo.guard, " " * 15))
     else:
         objective("RPO", "", f"not measured ({report.rpo_absent})", None)
     objective("Manual gates", "", report.manual.text, None)

@@ -30,6 +30,7 @@ from orchestrator.plan.build import Plan, PlanStep
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
+from orchestrator.run.rpo_guard import GuardVerdict, RpoGuard, judge
 from orchestrator.transport.base import (
     TAIL_BYTES,
     CancelToken,
@@ -110,6 +111,7 @@ class Executor:
         unreachable: Mapping[str, str] | None = None,
         carried: Mapping[str, StepOutcome] | None = None,
         extra_results: Mapping[str, StepOutcome] | None = None,
+        rpo_guard: RpoGuard | None = None,
     ):
         self.plan = plan
         self.connections = connections
@@ -136,6 +138,9 @@ class Executor:
         self._pool_lock = threading.Lock()
         self.manual_wait_s = 0.0
         self.aborted_by: str | None = None
+        self.rpo_guard = rpo_guard
+        #: the guard's verdict once it tripped (refused, or accepted with --accept-data-loss)
+        self.guard_verdict: GuardVerdict | None = None
 
     # -- scheduling -------------------------------------------------------------------------
     def may_start(self) -> bool:
@@ -150,6 +155,8 @@ class Executor:
             return "cancelled by the operator"
         if self.aborted_by is not None:
             return f"the run stopped: step '{self.aborted_by}' failed"
+        if self.guard_refuses and self.guard_verdict is not None:
+            return self.guard_verdict.message
         for guard in self.start_guards:
             reason = guard()
             if reason is not None:
@@ -231,6 +238,9 @@ class Executor:
         with self._idle:
             for sid in doomed:
                 self._doom(sid)
+            guard = self.rpo_guard
+            if guard is not None and guard.step in self.outcomes:  # resumed: measured before
+                self._judge_rpo(self.outcomes[guard.step])
         self._steps_pool = ThreadPoolExecutor(
             max_workers=self.max_parallel, thread_name_prefix="step"
         )
@@ -267,6 +277,8 @@ class Executor:
         worker to run (its slot is reused), submitting any others that fit (caller holds
         ``_idle``)."""
         self._finish(sid, outcome)
+        if self.rpo_guard is not None and sid == self.rpo_guard.step:
+            self._judge_rpo(outcome)
         ok = self._need_ok(sid)
         for child in self.plan.graph.successors(sid):
             if child not in self._todo or child not in self._waiting:
@@ -289,7 +301,35 @@ class Executor:
             self._steps_pool.submit(self._step_thread, ps)
         return nxt[0] if nxt else None
 
-    def _doom(self, sid: str) -> None:
+    @property
+    def guard_refuses(self) -> bool:
+        """The RPO guard tripped and the data loss was not accepted: the run fails."""
+        return self.guard_verdict is not None and self.guard_verdict.refuses
+
+    def _judge_rpo(self, outcome: StepOutcome) -> None:
+        """Apply the RPO guard to the rpo_step's outcome (caller holds ``_idle``): journal a
+        trip, and when it refuses, mark every step that needs the rpo_step as never started."""
+        assert self.rpo_guard is not None
+        verdict = judge(self.rpo_guard, outcome, self.plan)
+        if verdict is None or not verdict.tripped:
+            return
+        self.guard_verdict = verdict
+        guard = self.rpo_guard
+        self.journal.write(
+            Event.RPO_GUARD,
+            step=guard.step,
+            measured=verdict.measured,
+            target=guard.target,
+            unit="bytes" if guard.is_bytes else "s",
+            accepted=verdict.accepted,
+            blocked=list(verdict.blocked),
+            message=verdict.message,
+        )
+        if verdict.refuses:
+            for sid in verdict.blocked:
+                self._doom(sid, message=verdict.message)
+
+    def _doom(self, sid: str, message: str = "a step it needs did not succeed") -> None:
         """A need of ``sid`` will never succeed: it, and what needs it, will not run."""
         stack = [sid]
         while stack:
@@ -301,10 +341,7 @@ class Executor:
             if self.stopping.is_set():  # Ctrl-C: what never started is cancelled
                 self._finish(node, StepOutcome(node, Status.CANCELLED))
             else:
-                self._finish(
-                    node,
-                    StepOutcome(node, Status.NOT_RUN, message="a step it needs did not succeed"),
-                )
+                self._finish(node, StepOutcome(node, Status.NOT_RUN, message=message))
             stack.extend(self.plan.graph.successors(node))
 
     def _host_pool(self) -> ThreadPoolExecutor:

@@ -25,7 +25,7 @@ def prove(transport: Transport, host: Host, *, sudo: bool = False) -> Connection
     """Open a connection to ``host`` and prove it can run commands (and ``sudo -n`` if asked);
     raise TransportError naming what failed. One command now also takes the first session's
     set-up cost (tens of ms over SSH) out of the measured RTO."""
-    conn = transport.connect(host.spec)
+    conn: Connection = transport.connect(host.spec)
     try:
         timeout = max(host.spec.connect_timeout, 1.0)
         res = conn.run("true", timeout=timeout)

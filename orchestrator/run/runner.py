@@ -24,6 +24,7 @@ from orchestrator.record.summary import RunSummary, build_summary
 from orchestrator.run import preflight
 from orchestrator.run.budget import BudgetWatcher
 from orchestrator.run.executor import Executor, poll_once
+from orchestrator.run.rpo_guard import RpoGuard
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
 
@@ -42,6 +43,7 @@ class RunOptions:
     extra_results: Mapping[str, StepOutcome] = field(default_factory=dict)
     parent_start_wall: float | None = None
     check_source_health: bool = True
+    accept_data_loss: bool = False  # let the run past a tripped RPO guard
     before_run: Callable[[Plan], None] | None = None  # e.g. confirm outcome-unknown undos
     transports: preflight.TransportFactory = open_transport
 
@@ -184,6 +186,7 @@ def _run(
     doc = {**plan_document(plan), "run_id": run_id}
     journal = Journal(store.create_run(run_id, doc, lock), plan.redactor)
     rb = plan.runbook
+    guard = RpoGuard.of(plan, opts.accept_data_loss)
     journal.write(
         Event.RUN_STARTED,
         0.0,
@@ -204,6 +207,8 @@ def _run(
         rpo_target=rb.rpo_target,
         rpo_is_bytes=rb.rpo_is_bytes,
         rpo_step=_rpo_step(plan),
+        rpo_guard=guard is not None,
+        accept_data_loss=opts.accept_data_loss,
         rto_start=_rto_start(plan),
         predicted_rto_s=plan.predicted_rto_s,
         runbook_file=opts.runbook_file,
@@ -239,6 +244,7 @@ def _run(
         unreachable=unreachable,
         carried=opts.carried,
         extra_results=opts.extra_results,
+        rpo_guard=guard,
     )
     lock_guard = LockGuard(lock, journal, ex.stopping)
     ex.start_guards.append(lock_guard)
@@ -257,6 +263,9 @@ def _run(
             status, message = Status.FAILED, lock_guard.lost()
         elif ex.stopping.is_set():
             status, message = Status.CANCELLED, "cancelled by the operator"
+        elif ex.guard_refuses:
+            status = Status.FAILED
+            message = ex.guard_verdict.message if ex.guard_verdict else "the RPO guard refused"
         elif ex.aborted_by is not None:
             status = Status.FAILED
             message = f"step '{ex.aborted_by}' failed; the run stopped"

@@ -1,0 +1,93 @@
+"""The RPO guard (runbook ``rpo_guard: true``; Patroni calls it ``maximum_lag_on_failover``).
+
+When the ``rpo_step`` of a failover finishes, its value is the RPO the failover would cost. If
+it exceeds ``rpo_target`` — or nothing was measured — no step that needs the ``rpo_step``
+(transitively) may start: the run fails, saying measured against target. ``--accept-data-loss``
+lets the run through, and the journal records that the operator accepted it, and how much.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from orchestrator.model.units import format_duration
+from orchestrator.plan.build import FAILOVER, Plan
+from orchestrator.record.outcomes import Status, StepOutcome
+
+
+@dataclass(frozen=True)
+class RpoGuard:
+    """What the guard compares: the rpo_step's value against the target (seconds or bytes)."""
+
+    step: str
+    target: float
+    is_bytes: bool
+    accept_data_loss: bool
+
+    @classmethod
+    def of(cls, plan: Plan, accept_data_loss: bool) -> RpoGuard | None:
+        """The guard of a failover plan whose runbook sets ``rpo_guard`` (None otherwise)."""
+        rb = plan.runbook
+        if (
+            not rb.rpo_guard
+            or plan.direction != FAILOVER
+            or rb.rpo_step is None
+            or rb.rpo_target is None
+            or rb.rpo_step not in plan.steps
+        ):
+            return None
+        return cls(rb.rpo_step, rb.rpo_target, rb.rpo_is_bytes, accept_data_loss)
+
+    def show(self, amount: float) -> str:
+        if self.is_bytes:
+            return f"{int(amount):,} B"
+        return format_duration(amount)
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    """The guard's decision on one measurement: ``tripped`` (over target, or unmeasured)."""
+
+    measured: float | None
+    tripped: bool
+    accepted: bool
+    blocked: tuple[str, ...]  # the steps that need the rpo_step, in declaration order
+    message: str
+
+    @property
+    def refuses(self) -> bool:
+        return self.tripped and not self.accepted
+
+
+def judge(guard: RpoGuard, outcome: StepOutcome, plan: Plan) -> GuardVerdict | None:
+    """The verdict on the rpo_step's outcome; None when the step did not succeed (its failure
+    already keeps its dependents from starting)."""
+    if outcome.status is not Status.SUCCEEDED:
+        return None
+    value = outcome.value
+    measured = (
+        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    )
+    descendants = nx.descendants(plan.graph, guard.step)
+    blocked = tuple(sid for sid in plan.steps if sid in descendants)
+    target = guard.show(guard.target)
+    if measured is None:
+        what = f"RPO guard: {guard.step} measured no RPO (value {value!r}); the target is {target}"
+    elif measured > guard.target:
+        what = (
+            f"RPO guard: {guard.step} measured {guard.show(measured)}, over the rpo_target of "
+            f"{target}"
+        )
+    else:
+        return GuardVerdict(measured, False, False, blocked, "")
+    if guard.accept_data_loss:
+        loss = guard.show(measured) if measured is not None else "an unmeasured amount"
+        message = f"{what}; the operator accepted the data loss ({loss}) with --accept-data-loss"
+        return GuardVerdict(measured, True, True, blocked, message)
+    held = ", ".join(blocked) if blocked else "nothing"
+    message = (
+        f"{what}; {held} not started (--accept-data-loss to fail over anyway, losing that data)"
+    )
+    return GuardVerdict(measured, True, False, blocked, message)
