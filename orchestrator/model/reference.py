@@ -30,6 +30,7 @@ class Type(StrEnum):
     INTEGER = "integer"
     PORT = "integer 1-65535"
     BOOLEAN = "boolean"
+    SUDO = "boolean or user name"
     ENV = "mapping of strings"
     MAPPING = "mapping"
     KIND = "command · check · manual · wait"
@@ -98,6 +99,17 @@ RUNBOOK_DOC: tuple[FieldDoc, ...] = (
         "A step whose captured number (its last value) is "
         "the measured RPO, in seconds (or bytes when `rpo_target` is a size).",
         "check-lag",
+    ),
+    FieldDoc(
+        "rpo_guard",
+        Type.BOOLEAN,
+        "false",
+        "Refuse data loss past the target (Patroni's `maximum_lag_on_failover`): when the "
+        "value of `rpo_step` exceeds `rpo_target` (or nothing was measured), no step that needs "
+        "`rpo_step` starts and the failover fails (exit 1), naming measured and target. "
+        "`drx failover/resume --accept-data-loss` lets it through; the run records the "
+        "acceptance and the amount. Needs `rpo_step` and `rpo_target`.",
+        "true",
     ),
     FieldDoc(
         "rto_start",
@@ -286,10 +298,12 @@ STEP_DOC: tuple[FieldDoc, ...] = (
     ),
     FieldDoc(
         "sudo",
-        Type.BOOLEAN,
+        Type.SUDO,
         "false",
-        "Run the command through `sudo -n` (never prompts; `drx check` tests that it works).",
-        "true",
+        "Run the command through `sudo -n` (never prompts; `drx check` tests that it works): "
+        "`true` runs it as root, a user name (`postgres`) as that user (`sudo -n -u postgres`), "
+        "so that a sudoers rule can grant just that account.",
+        "postgres",
     ),
 )
 

@@ -200,14 +200,14 @@ def _capture(f: Fields) -> str | None:
     return value
 
 
-SUDO_USER = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
+SUDO_USER = r"^[a-z_][a-z0-9_-]*[$]?$"  # a POSIX user name
 
 
 def _sudo(f: Fields) -> bool | str:
     """``sudo``: true (run as root), false, or the name of the user to run as."""
     value = f.data.get("sudo")
     if isinstance(value, str):
-        if SUDO_USER.match(value):
+        if re.match(SUDO_USER, value):
             return value
         f.error("sudo", f"field 'sudo' must be true, false or a user name, not {value!r}")
         return False

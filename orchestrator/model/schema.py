@@ -17,7 +17,7 @@ from orchestrator.model.reference import (
     FieldDoc,
     Type,
 )
-from orchestrator.model.runbook import STEP_ID, UNDO_FIELDS, OnFailure, StepKind
+from orchestrator.model.runbook import STEP_ID, SUDO_USER, UNDO_FIELDS, OnFailure, StepKind
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 #: durations: 500ms, 30s, 5m, 1h, 1h30m, or a plain number of seconds
@@ -53,6 +53,7 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
         Type.INTEGER: {"type": "integer", "minimum": 0},
         Type.PORT: {"type": "integer", "minimum": 1, "maximum": 65535},
         Type.BOOLEAN: {"type": "boolean"},
+        Type.SUDO: {"anyOf": [{"type": "boolean"}, {"type": "string", "pattern": SUDO_USER}]},
         Type.ENV: _ENV,
         Type.MAPPING: {"type": "object"},
         Type.KIND: {"enum": [k.value for k in StepKind]},
