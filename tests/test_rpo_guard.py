@@ -161,3 +161,21 @@ def test_failback_after_a_trip_undoes_what_ran(local_world: World, capsys) -> No
     assert code == 0
     assert _started(w) == ["undo-stop-source"]
     assert not w.host_file("db-a", "stopped").exists()
+
+
+def test_a_tolerated_failure_of_the_rpo_step_measured_nothing(local_world: World, capsys) -> None:
+    """An rpo_step that fails with on_failure: continue would let its dependents run: it
+    measured no RPO, so the guard refuses; --accept-data-loss lets it through, recorded."""
+    w = local_world
+    w.write_runbook(
+        RUNBOOK.replace(
+            "    needs: [stop-source]\n", "    needs: [stop-source]\n    on_failure: continue\n"
+        )
+    )
+    code, err = w.run(capsys, "failover", "site-b", "--yes", "--var", "lag=unknown")
+    assert code == 1 and "measure measured no RPO (failed)" in err
+    assert _started(w) == ["stop-source", "measure"]
+    code, _ = w.run(capsys, "resume", "--yes", "--var", "lag=unknown", "--accept-data-loss")
+    assert code == 0
+    guard = w.summary()["rpo"]["guard"]
+    assert (guard["accepted"], guard["accepted_loss_bytes"]) == (True, None)

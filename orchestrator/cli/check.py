@@ -25,6 +25,7 @@ from orchestrator.errors import TransportError
 if TYPE_CHECKING:
     from orchestrator.model.inventory import Host, Inventory
     from orchestrator.model.runbook import Runbook
+    from orchestrator.transport.base import Sudo
 
 
 @dataclass
@@ -41,24 +42,28 @@ class HostCheck:
         return self.error is None
 
 
-def sudo_hosts(runbook: Runbook, inventory: Inventory, aliases: dict[str, str]) -> set[str]:
-    """Hosts on which a step, or the undo of one, runs through sudo."""
+def sudo_hosts(
+    runbook: Runbook, inventory: Inventory, aliases: dict[str, str]
+) -> dict[str, set[Sudo]]:
+    """Hosts on which a step, or the undo of one, runs through sudo — and as whom (True: root,
+    else the user named), so that a sudoers rule granting only that account passes."""
     from orchestrator.model.inventory import select
 
-    names: set[str] = set()
+    names: dict[str, set[Sudo]] = {}
     for step in runbook.steps:
         for s, selectors in ((step, step.hosts), (step.undo, None)):
             if s is None or not s.sudo:
                 continue
             for text in selectors or s.hosts:
                 try:
-                    names.update(h.name for h in select(inventory, text, aliases))
+                    for h in select(inventory, text, aliases):
+                        names.setdefault(h.name, set()).add(s.sudo)
                 except ValueError:
                     continue  # validation reports it
     return names
 
 
-def check_hosts(hosts: list[Host], sudo: set[str]) -> list[HostCheck]:
+def check_hosts(hosts: list[Host], sudo: dict[str, set[Sudo]]) -> list[HostCheck]:
     """Connect to every host in parallel, check its key, run ``true`` (and ``sudo -n true``)."""
     from orchestrator.run.preflight import PREFLIGHT_CONCURRENCY, open_transports, prove
 
@@ -68,7 +73,8 @@ def check_hosts(hosts: list[Host], sudo: set[str]) -> list[HostCheck]:
         t0 = time.monotonic()
         needs_sudo = host.name in sudo
         try:
-            prove(transports[host.spec.transport], host, sudo=needs_sudo).close()
+            as_users = sorted(sudo.get(host.name, ()), key=str)
+            prove(transports[host.spec.transport], host, sudo=as_users).close()
         except TransportError as exc:
             return HostCheck(host, needs_sudo, time.monotonic() - t0, exc)
         return HostCheck(host, needs_sudo, time.monotonic() - t0)

@@ -23,7 +23,8 @@ Everything the lab starts is stopped by PID when it stops (also after a failure 
 application, each cluster's postmaster (read from its ``postmaster.pid``: the drill restarts
 clusters under new PIDs), the sshd hosts; then the sudoers drop-in is removed.
 
-CLI: ``python -m orchestrator.lab.postgres drill [--dir DIR]`` — build the lab, run ``drx plan``,
+CLI: ``python -m orchestrator.lab.postgres drill [--dir DIR]`` — build the lab, run ``drx check``,
+``drx plan``,
 ``drx failover site-b``, the report, ``drx failback``, and print RTO, RPO and rows lost.
 """
 
@@ -627,6 +628,9 @@ def run_drill(root: Path, runbook: Path, *, echo: bool = True) -> DrillResult:
         )
         common = ["-r", str(runbook), "-i", str(pg.inventory), "--state-dir", str(pg.state_dir)]
         state = ["--state-dir", str(pg.state_dir)]
+        # check: every host, its key and `sudo -n -u postgres` before anything changes
+        if _run_drx(["check", "site-b", *common], echo=echo) != 0:
+            return result
         if _run_drx(["plan", "site-b", *common], echo=echo) != 0:
             return result
         result.failover_exit = _run_drx(["failover", "site-b", "--yes", *common], echo=echo)

@@ -310,7 +310,9 @@ class Executor:
         """Apply the RPO guard to the rpo_step's outcome (caller holds ``_idle``): journal a
         trip, and when it refuses, mark every step that needs the rpo_step as never started."""
         assert self.rpo_guard is not None
-        verdict = judge(self.rpo_guard, outcome, self.plan)
+        verdict = judge(
+            self.rpo_guard, outcome, self.plan, dependents_run=bool(self._need_ok(outcome.id))
+        )
         if verdict is None or not verdict.tripped:
             return
         self.guard_verdict = verdict

@@ -4,14 +4,14 @@ running one command. It can start in the background while the rest of the engine
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from orchestrator.errors import AuthenticationFailed, HostKeyError, TransportError
 from orchestrator.model.inventory import Host, Inventory
 from orchestrator.plan.build import Plan
 from orchestrator.transport import open_transport
-from orchestrator.transport.base import Connection, Transport
+from orchestrator.transport.base import Connection, Sudo, Transport
 
 #: at most this many connections are opened at once at the pre-flight
 PREFLIGHT_CONCURRENCY = 64
@@ -21,8 +21,9 @@ Connected = tuple[dict[str, Connection], dict[str, TransportError]]
 TransportFactory = Callable[[str], Transport]
 
 
-def prove(transport: Transport, host: Host, *, sudo: bool = False) -> Connection:
-    """Open a connection to ``host`` and prove it can run commands (and ``sudo -n`` if asked);
+def prove(transport: Transport, host: Host, *, sudo: Sequence[Sudo] = ()) -> Connection:
+    """Open a connection to ``host`` and prove it can run commands (and ``sudo -n`` as each of
+    ``sudo``: True for root, or a user name);
     raise TransportError naming what failed. One command now also takes the first session's
     set-up cost (tens of ms over SSH) out of the measured RTO."""
     conn: Connection = transport.connect(host.spec)
@@ -33,14 +34,17 @@ def prove(transport: Transport, host: Host, *, sudo: bool = False) -> Connection
             raise TransportError(
                 host.name, f"cannot run commands (rc={res.rc}, {res.error or res.output_tail})"
             )
-        if sudo:
-            res = conn.run("true", timeout=timeout, sudo=True)
+        for as_user in sudo:
+            res = conn.run("true", timeout=timeout, sudo=as_user)
             if not res.ok:
                 tail = " | ".join(res.output_tail.strip().splitlines()[-2:])
+                who = f" -u {as_user}" if isinstance(as_user, str) else ""
+                target = f"as {as_user}" if isinstance(as_user, str) else "as root"
                 raise SudoRefused(
                     host.name,
-                    f"sudo -n true failed (rc={res.rc}{', ' + tail if tail else ''}); a step "
-                    f"on this host uses sudo: allow {host.spec.user} passwordless sudo there",
+                    f"sudo -n{who} true failed (rc={res.rc}{', ' + tail if tail else ''}); a "
+                    f"step on this host uses sudo: allow {host.spec.user} passwordless sudo "
+                    f"{target} there",
                 )
     except BaseException:
         conn.close()

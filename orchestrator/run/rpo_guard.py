@@ -61,12 +61,16 @@ class GuardVerdict:
         return self.tripped and not self.accepted
 
 
-def judge(guard: RpoGuard, outcome: StepOutcome, plan: Plan) -> GuardVerdict | None:
-    """The verdict on the rpo_step's outcome; None when the step did not succeed (its failure
-    already keeps its dependents from starting)."""
-    if outcome.status is not Status.SUCCEEDED:
+def judge(
+    guard: RpoGuard, outcome: StepOutcome, plan: Plan, *, dependents_run: bool
+) -> GuardVerdict | None:
+    """The verdict on the rpo_step's outcome. ``dependents_run``: whether the steps that need it
+    would start (it succeeded, was skipped, or failed in a way that is tolerated: on_failure:
+    continue, or --emergency at the source); None when they would not start anyway. A step that
+    let its dependents through without a number measured nothing, which trips the guard."""
+    if not dependents_run:
         return None
-    value = outcome.value
+    value = outcome.value if outcome.status is Status.SUCCEEDED else None
     measured = (
         float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
     )
@@ -74,7 +78,8 @@ def judge(guard: RpoGuard, outcome: StepOutcome, plan: Plan) -> GuardVerdict | N
     blocked = tuple(sid for sid in plan.steps if sid in descendants)
     target = guard.show(guard.target)
     if measured is None:
-        what = f"RPO guard: {guard.step} measured no RPO (value {value!r}); the target is {target}"
+        how = f"value {value!r}" if outcome.status is Status.SUCCEEDED else outcome.status.value
+        what = f"RPO guard: {guard.step} measured no RPO ({how}); the target is {target}"
     elif measured > guard.target:
         what = (
             f"RPO guard: {guard.step} measured {guard.show(measured)}, over the rpo_target of "
