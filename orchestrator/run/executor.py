@@ -330,6 +330,7 @@ class Executor:
         if verdict.refuses:
             for sid in verdict.blocked:
                 self._doom(sid, message=verdict.message)
+            self.halt()
 
     def _doom(self, sid: str, message: str = "a step it needs did not succeed") -> None:
         """A need of ``sid`` will never succeed: it, and what needs it, will not run."""
