@@ -206,7 +206,8 @@ def test_source_health_failing_refuses_unless_emergency(world: World, capsys) ->
 
 
 def test_health_after_ends_the_rto_and_never_holding_fails(world: World, capsys) -> None:
-    """The RTO ends when health first holds at the target; health that never holds → exit 1."""
+    """The RTO ends when health first holds at the target; health that never holds → exit 1,
+    with the probe's last exit code and output in the run's message."""
     world.host_file("app-a", "serving").touch()
     world.write_runbook("""
         name: health
@@ -225,7 +226,7 @@ def test_health_after_ends_the_rto_and_never_holding_fails(world: World, capsys)
     world.write_runbook("""
         name: health
         health:
-          - {name: up, hosts: app@active, run: 'test -f "$DRX_HOST_DIR/serving"', interval: 50ms, timeout: 500ms}
+          - {name: up, hosts: app@active, run: 'test -f "$DRX_HOST_DIR/serving" || { echo "503 at {{ active }}"; exit 4; }', interval: 50ms, timeout: 500ms}
         steps:
           - {id: start, hosts: app@target, run: 'true', undo: 'true'}
     """)
@@ -233,6 +234,8 @@ def test_health_after_ends_the_rto_and_never_holding_fails(world: World, capsys)
     assert code == 1
     summary = world.summary()
     assert summary["status"] == "failed" and summary["health"]["timed_out"] is True
+    assert "health never held at site-b (health 'up' on app-b: exit 4" in summary["message"]
+    assert "503 at site-b" in err
 
 
 def test_lock_refuses_a_second_run_naming_the_holder(world: World, capsys) -> None:

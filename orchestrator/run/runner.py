@@ -280,7 +280,9 @@ def _run(
             elif ex.stopping.is_set():
                 status, message = Status.CANCELLED, "cancelled by the operator"
             elif not held:
-                status, message = Status.FAILED, f"health never held at {plan.to_site}"
+                why = "; ".join(_health_failures(journal.events))
+                status = Status.FAILED
+                message = f"health never held at {plan.to_site}" + (f" ({why})" if why else "")
     finally:
         signal.signal(signal.SIGINT, previous)
         ex.close()
@@ -403,6 +405,28 @@ def _install_sigint(ex: Executor) -> Any:
             )
 
     return signal.signal(signal.SIGINT, handler)
+
+
+def _health_failures(events: list[dict[str, Any]]) -> list[str]:
+    """How each health probe that never held ended: its last exit code (or error) and the
+    last lines of its output."""
+    last: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in events:
+        if e["event"] == Event.HOST_FINISHED and str(e.get("step", "")).startswith("health:"):
+            last[(e["step"], e["host"])] = e
+    lines = []
+    for (step, host), e in last.items():
+        if e.get("status") == "succeeded":
+            continue
+        why = f"exit {e['rc']}" if e.get("rc") is not None else "no exit code"
+        if e.get("error"):
+            why += f", {e['error']}"
+        tail = [t for t in str(e.get("output_tail") or "").strip().splitlines() if t.strip()][-3:]
+        lines.append(
+            f"health '{step.split(':', 1)[1]}' on {host}: {why}"
+            + (": " + " | ".join(tail) if tail else "")
+        )
+    return lines
 
 
 def _poll_health_after(plan: Plan, ex: Executor, journal: Journal) -> bool:
