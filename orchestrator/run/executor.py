@@ -708,7 +708,10 @@ class Executor:
             )
             if res.connection_failed:
                 return done(Status.FAILED, None, res.error, res.output_tail, polls=polls)
-            last = res
+            if res.rc is not None or last is None:
+                # on timeout, report the last poll that ended with an exit code, not the one
+                # the deadline cut short
+                last = res
             if res.error == "cancelled":
                 return done(
                     Status.CANCELLED, None, "cancelled", res.output_tail, res.stdout, polls=polls
