@@ -4,6 +4,7 @@ from the loaders' own field lists, so the documentation cannot drift from what d
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +233,24 @@ def test_init_writes_a_starter_that_fails_over_and_back(
     assert not (target / ".drx-world" / "db2.primary").exists()
     code, _, err = drx(capsys, "init", str(target))
     assert code == 2 and "already exist" in err
+
+
+def test_the_state_url_examples_of_the_reference_parse() -> None:
+    """Every etcd URL written in the reference is one the store's parser accepts (and the
+    parameters it names are the parser's)."""
+    from orchestrator.record.etcd_store import StateURL
+
+    text = (DOCS / "reference.md").read_text(encoding="utf-8")
+    section = text.split("## Shared state in etcd", 1)[1].split("\n## ", 1)[0]
+    urls = re.findall(r"etcds?://[^'`\s]+", section)
+    assert any("?ttl=" in u for u in urls)
+    for url in urls:
+        if "HOST:PORT" not in url:
+            assert StateURL.parse(url).prefix
+    params = set(re.findall(r"`(\w+)=`", section))
+    assert params == {"ttl", "ca", "cert", "key", "user"}
+    for name in params:  # each documented parameter is one the parser knows
+        scheme = "etcds" if name in ("ca", "cert", "key") else "etcd"
+        extra = "&cert=c&key=k" if name in ("cert", "key") else ""
+        value = "5s" if name == "ttl" else "x"
+        StateURL.parse(f"{scheme}://127.0.0.1:2379/p?{name}={value}{extra}")
