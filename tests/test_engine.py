@@ -481,8 +481,9 @@ def test_json_log_lines_carry_run_step_and_host(world: World, capsys) -> None:
     """)
     code, err = world.run(capsys, "failover", "site-b", "--log-format", "json")
     assert code == 1
-    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    assert records and all("run_id" in r for r in records)
+    records = [json.loads(line) for line in err.splitlines()]
+    run_lines = [r for r in records if "t" in r]  # the run's own events, then its closing line
+    assert run_lines and all("run_id" in r for r in [*run_lines, records[-1]])
     failed = [r for r in records if r["event"] == "host_finished"]
     assert failed[0]["step"] == "s" and failed[0]["host"] == "db-b" and failed[0]["rc"] == 1
 

@@ -27,6 +27,7 @@ from orchestrator.cli import (
 )
 
 # isort: on
+from orchestrator.cli import say
 from orchestrator.cli.app import app, state_dir_path
 from orchestrator.errors import DrxError, ExitCode, ValidationError
 
@@ -35,9 +36,7 @@ _COMMANDS = (init, validate, check, failover, failback, resume, runs, report, lo
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:
-    color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
-    prefix = "\x1b[31merror:\x1b[0m " if color else "error: "
-    print(prefix + message, file=sys.stderr)
+    say.error(message, int(code))
     raise SystemExit(int(code))
 
 
@@ -79,11 +78,25 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(args: list[str]) -> None:
+    with say.log_format(say.wanted_format(args)):
+        _run(args)
+
+
+def _run(args: list[str]) -> None:
     try:
         app(args=args, prog_name="drx", standalone_mode=True)
     except ValidationError as exc:
         for problem in exc.problems:
-            print(str(problem), file=sys.stderr)
+            say.say(
+                problem.severity,
+                problem.message,
+                str(problem),
+                file=problem.file,
+                line=problem.line,
+                column=problem.column,
+                step=problem.step,
+                hint=problem.hint,
+            )
         errors = sum(1 for p in exc.problems if p.severity == "error")
         _fail(f"{errors} error(s); nothing was run", ExitCode.REFUSED)
     except DrxError as exc:

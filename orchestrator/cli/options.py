@@ -3,7 +3,6 @@ command line and the environment, the active site, and the closing line of a run
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.cli import say
 from orchestrator.errors import Problem, UsageError, ValidationError
 
 if TYPE_CHECKING:
@@ -112,16 +112,13 @@ def warn_unknown_vars(
     runbook: Runbook, inventory: Inventory, cli_vars: Iterable[str], secret_vars: Iterable[str]
 ) -> None:
     """A warning on stderr for each ``--var``/``--secret-var`` name nothing uses."""
-    import sys
 
     from orchestrator.plan.build import parse_cli_vars, unknown_cli_vars
 
     names = [*parse_cli_vars(cli_vars), *parse_cli_vars(secret_vars, option="--secret-var")]
     for name, hint in unknown_cli_vars(runbook, inventory, names):
-        text = (
-            f"warning: --var {name} is not used by any template or vars of the runbook or inventory"
-        )
-        print(text + (f"; {hint}" if hint else ""), file=sys.stderr)
+        text = f"--var {name} is not used by any template or vars of the runbook or inventory"
+        say.warning(text + (f"; {hint}" if hint else ""), var=name)
 
 
 def active_site(store: Store, inventory: Inventory) -> str:
@@ -220,7 +217,6 @@ def half_done(plan: Plan, summary: RunSummary, opts: Options) -> str | None:
 def closing_line(summary: RunSummary, store: Store, after: str | None = None) -> None:
     """One line on stderr with the outcome and the measured RTO (and ``after``, what to do
     next, if given)."""
-    import sys
 
     from orchestrator.model.units import format_duration
 
@@ -246,5 +242,18 @@ def closing_line(summary: RunSummary, store: Store, after: str | None = None) ->
     text += f"\nreport: drx report {summary.run_id}{where}"
     if after:
         text += f"\n{after}"
-    with contextlib.suppress(OSError):  # stderr may be a closed pipe; the run is recorded
-        print(text, file=sys.stderr)
+    say.say(
+        "info" if summary.status == "succeeded" and rto.met is not False else "error",
+        "run_closed",
+        text,
+        run_id=summary.run_id,
+        direction=summary.direction,
+        status=summary.status,
+        rto_s=measured,
+        rto_end_to_end_s=rto.end_to_end_s,
+        rto_target_s=rto.target_s,
+        rto_met=rto.met,
+        why=summary.message,
+        report=f"drx report {summary.run_id}{where}",
+        note=after,
+    )

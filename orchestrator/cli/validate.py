@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import typer
-
+from orchestrator.cli import say
 from orchestrator.cli.app import (
     InventoryOpt,
     LogFormatOpt,
@@ -57,5 +56,5 @@ def validate(
     opts = options(runbook, inventory, state_dir, log_format, verbose, state_url)
     warnings = check(opts)
     for w in warnings:
-        typer.echo(str(w), err=True)
-    typer.echo(f"ok: {len(warnings)} warning(s)", err=True)
+        say.say("warning", w.message, str(w), file=w.file, line=w.line, step=w.step, hint=w.hint)
+    say.info(f"ok: {len(warnings)} warning(s)", warnings=len(warnings))
