@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,3 +142,61 @@ def etcd_prefix(request: pytest.FixtureRequest) -> str:
 
 
 _prefixes = itertools.count()
+
+
+class Receiver:
+    """A loopback HTTP receiver process (tests/http_receiver.py) and what it was sent."""
+
+    def __init__(self, record: Path, *, status: int = 200, delay: float = 0.0) -> None:
+        self.record = record
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("http_receiver.py")),
+                str(record),
+                "--status",
+                str(status),
+                "--delay",
+                str(delay),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+
+    @property
+    def base(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def requests(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        out = []
+        for line in self.record.read_text().splitlines():
+            entry = json.loads(line)
+            entry["body"] = base64.b64decode(entry["body"])
+            out.append(entry)
+        return out
+
+    def stop(self) -> None:
+        os.kill(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def http_receiver(tmp_path: Path) -> Iterator[Callable[..., Receiver]]:
+    """``http_receiver(status=200, delay=0)``: a started loopback HTTP receiver process,
+    stopped by pid after the test."""
+    started: list[Receiver] = []
+
+    def start(**kwargs: Any) -> Receiver:
+        r = Receiver(tmp_path / f"received-{len(started)}.jsonl", **kwargs)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.stop()

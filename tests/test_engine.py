@@ -9,6 +9,7 @@ import time
 import pytest
 
 from orchestrator.record.store import LocalStore
+from orchestrator.run.runner import operator_identity
 from tests.drill import World
 
 STAMP = 'date +%s.%N > "$DRX_HOST_DIR/{name}"'
@@ -178,7 +179,8 @@ def test_manual_gate_with_yes_and_without_a_terminal(world: World, capsys) -> No
     code, _ = world.run(capsys, "failover", "site-b", "--yes")
     assert code == 0
     gate = world.step(world.summary(), "ok")
-    assert gate["status"] == "succeeded" and gate["approved_by"] == "--yes"
+    assert gate["status"] == "succeeded" and gate["approved_via"] == "--yes"
+    assert gate["approved_by"] == operator_identity()  # user@host of whoever gave --yes
     world.host_file("db-b", "after").unlink()
     runs_before = len(world.run_dirs())
     code, err = world.run(capsys, "failover", "site-b", "--force")

@@ -4,10 +4,12 @@ the prompt waits cancels the run instead of hanging on the terminal."""
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import pty
 import select
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -73,13 +75,17 @@ def _wait(pid: int, fd: int) -> int:
 
 
 def test_operator_approves_a_gate_at_the_terminal(local_world: World) -> None:
-    """At a terminal the gate shows its rendered prompt; 'y' approves it (by the operator)."""
+    """At a terminal the gate shows its rendered prompt; 'y COMMENT' approves it, and the comment
+    is recorded with the approver as user@host."""
     pid, fd = _spawn_on_pty(local_world)
     _read_until(fd, "Proceed to site-b?")
-    os.write(fd, b"y\r")
+    os.write(fd, b"y checked with the DBA\r")
     assert _wait(pid, fd) == 0
     gate = local_world.step(local_world.summary(), "approve")
-    assert gate["status"] == "succeeded" and gate["approved_by"] == "operator"
+    assert gate["status"] == "succeeded"
+    assert gate["approved_by"] == f"{getpass.getuser()}@{socket.gethostname()}"
+    assert gate["approved_via"] == "terminal"
+    assert gate["approval_comment"] == "checked with the DBA"
     assert local_world.host_file("db-b", "after").exists()
 
 

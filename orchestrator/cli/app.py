@@ -75,6 +75,19 @@ AcceptDataLossOpt = Annotated[
         "recorded in the run.",
     ),
 ]
+NotifyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--notify",
+        envvar="DRX_NOTIFY",
+        help="Send run start, waiting gates, RTO at risk and the end to this Apprise URL "
+        "(repeatable; DRX_NOTIFY: space-separated).",
+    ),
+]
+CommentOpt = Annotated[
+    str | None,
+    typer.Option("--comment", help="A comment recorded with every gate approval (evidence)."),
+]
 SecretVarOpt = Annotated[
     list[str] | None,
     typer.Option("--secret-var", help="Set a secret variable, masked as *** everywhere."),
@@ -123,11 +136,21 @@ def options(
     log_format: str,
     verbose: int,
     state_url: str | None = None,
+    *,
+    notify: list[str] | None = None,
+    comment: str | None = None,
 ) -> Options:
     from orchestrator.cli.options import Options
 
     return Options.create(
-        runbook, inventory, state_dir_path(state_dir), log_format, verbose, state_url
+        runbook,
+        inventory,
+        state_dir_path(state_dir),
+        log_format,
+        verbose,
+        state_url,
+        notify=tuple(notify or ()),
+        comment=comment,
     )
 
 

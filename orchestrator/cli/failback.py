@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from orchestrator.cli.app import (
+    CommentOpt,
     FormatOpt,
     InventoryOpt,
     LogFormatOpt,
+    NotifyOpt,
     RunbookOpt,
     SecretVarOpt,
     StateDirOpt,
@@ -48,6 +50,8 @@ def failback(
     fmt: FormatOpt = "text",
     var: VarOpt = None,
     secret_var: SecretVarOpt = None,
+    notify: NotifyOpt = None,
+    comment: CommentOpt = None,
     runbook: RunbookOpt = None,
     inventory: InventoryOpt = None,
     state_dir: StateDirOpt = None,
@@ -60,7 +64,16 @@ def failback(
 
     Example: drx failback --dry-run; drx failback --yes
     """
-    opts = options(runbook, inventory, state_dir, log_format, verbose, state_url)
+    opts = options(
+        runbook,
+        inventory,
+        state_dir,
+        log_format,
+        verbose,
+        state_url,
+        notify=notify,
+        comment=comment,
+    )
     if dry_run:
         check_format(fmt, ("text", "json", "dot", "mermaid"))
     code = run_failback(

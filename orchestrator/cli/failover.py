@@ -9,9 +9,11 @@ import typer
 
 from orchestrator.cli.app import (
     AcceptDataLossOpt,
+    CommentOpt,
     FormatOpt,
     InventoryOpt,
     LogFormatOpt,
+    NotifyOpt,
     RunbookOpt,
     SecretVarOpt,
     StateDirOpt,
@@ -82,6 +84,8 @@ def failover(
     fmt: FormatOpt = "text",
     var: VarOpt = None,
     secret_var: SecretVarOpt = None,
+    notify: NotifyOpt = None,
+    comment: CommentOpt = None,
     runbook: RunbookOpt = None,
     inventory: InventoryOpt = None,
     state_dir: StateDirOpt = None,
@@ -93,7 +97,16 @@ def failover(
 
     Example: drx failover site-b --yes
     """
-    opts = options(runbook, inventory, state_dir, log_format, verbose, state_url)
+    opts = options(
+        runbook,
+        inventory,
+        state_dir,
+        log_format,
+        verbose,
+        state_url,
+        notify=notify,
+        comment=comment,
+    )
     if dry_run:
         check_format(fmt, ("text", "json", "dot", "mermaid"))
         typer.echo(

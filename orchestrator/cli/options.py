@@ -34,6 +34,8 @@ class Options:
     log_format: str = "console"
     verbose: int = 0
     state_url: str | None = None
+    notify: tuple[str, ...] = ()  # --notify URLs (commands that run)
+    comment: str | None = None  # --comment recorded with gate approvals
 
     @classmethod
     def create(
@@ -44,10 +46,16 @@ class Options:
         log_format: str = "console",
         verbose: int = 0,
         state_url: str | None = None,
+        *,
+        notify: tuple[str, ...] = (),
+        comment: str | None = None,
     ) -> Options:
         if log_format not in ("console", "json"):
             raise UsageError(f"unknown log format '{log_format}' (console or json)")
-        return cls(runbook, inventory, state_dir, log_format, verbose, state_url or None)
+        urls = tuple(u for item in notify for u in item.split())  # DRX_NOTIFY: space-separated
+        return cls(
+            runbook, inventory, state_dir, log_format, verbose, state_url or None, urls, comment
+        )
 
     @cached_property
     def store(self) -> Store:
@@ -172,6 +180,8 @@ def run_options(opts: Options, **kwargs: Any) -> Any:
         verbose=opts.verbose,
         runbook_file=runbook_path,
         inventory_file=inventory_path,
+        notify=list(opts.notify),
+        gate_comment=opts.comment,
         **kwargs,
     )
 
@@ -235,11 +245,9 @@ def closing_line(summary: RunSummary, store: Store, after: str | None = None) ->
             text += "met)" if rto.met else "MISSED)"
     if summary.message:
         text += f" — {summary.message}"
-    if "://" in store.location:
-        where = f" --state-url {store.location}"
-    else:
-        where = "" if store.location == ".drx" else f" --state-dir {store.location}"
-    text += f"\nreport: drx report {summary.run_id}{where}"
+    from orchestrator.run.runner import report_hint
+
+    text += f"\nreport: {report_hint(summary.run_id, store)}"
     if after:
         text += f"\n{after}"
     say.say(

@@ -9,8 +9,10 @@ import typer
 
 from orchestrator.cli.app import (
     AcceptDataLossOpt,
+    CommentOpt,
     InventoryOpt,
     LogFormatOpt,
+    NotifyOpt,
     RunbookOpt,
     SecretVarOpt,
     StateDirOpt,
@@ -52,6 +54,8 @@ def resume(
     accept_data_loss: AcceptDataLossOpt = False,
     var: VarOpt = None,
     secret_var: SecretVarOpt = None,
+    notify: NotifyOpt = None,
+    comment: CommentOpt = None,
     runbook: RunbookOpt = None,
     inventory: InventoryOpt = None,
     state_dir: StateDirOpt = None,
@@ -63,7 +67,16 @@ def resume(
 
     Example: drx resume --yes
     """
-    opts = options(runbook, inventory, state_dir, log_format, verbose, state_url)
+    opts = options(
+        runbook,
+        inventory,
+        state_dir,
+        log_format,
+        verbose,
+        state_url,
+        notify=notify,
+        comment=comment,
+    )
     code = run_resume(
         opts,
         run,
@@ -96,6 +109,7 @@ def run_resume(
     from orchestrator.record.outcomes import Status
     from orchestrator.record.runs import (
         Lineage,
+        approvals_from_events,
         load_summaries,
         outcomes_from_events,
         resolve_run,
@@ -173,6 +187,7 @@ def run_resume(
         )
     carried = {}
     carried_events = []
+    approvals = approvals_from_events(events)
     for sid, o in outcomes.items():
         # a check is read-only and its answer may be stale: it runs again, never carried
         if o.status is Status.SUCCEEDED and sid in plan.steps and not _is_check(plan.steps[sid]):
@@ -187,6 +202,7 @@ def run_resume(
                         {"host": h.host, "rc": h.rc, "stdout": h.stdout, "value": h.value}
                         for h in o.hosts.values()
                     ],
+                    "approval": approvals.get(sid),
                 }
             )
     origin = start.get("parent_start_wall") or start.get("wall0")

@@ -54,6 +54,14 @@ class Where:
         return Problem(self.file, line, message, step=self.step, hint=hint, severity=severity)
 
 
+@dataclass(frozen=True)
+class Located:
+    """A string of a YAML file with its line (e.g. a ``notify`` URL template)."""
+
+    text: str
+    line: int
+
+
 class Fields:
     """Reads typed fields out of one YAML mapping, recording a problem for each bad one."""
 
@@ -134,6 +142,14 @@ class Fields:
             self.error(key, f"field '{key}' must be a string or a list of strings")
             return []
         return list(value)
+
+    def located_list(self, key: str) -> list[Located]:
+        """A string or list of strings, each with its line."""
+        value = self.data.get(key)
+        items = self.str_list(key)
+        if isinstance(value, LList):
+            return [Located(text, value.line_of(i)) for i, text in enumerate(items)]
+        return [Located(text, self.line(key)) for text in items]
 
     def duration(self, key: str, default: float | None = None) -> float | None:
         if key not in self.data or self.data[key] is None:

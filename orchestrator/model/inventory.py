@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import Problem, ValidationError
-from orchestrator.model.fields import Fields, Where, as_mapping, suggest
+from orchestrator.model.fields import Fields, Located, Where, as_mapping, suggest
 from orchestrator.model.yaml_source import load_yaml
 from orchestrator.transport.base import HostSpec
 
@@ -100,6 +100,8 @@ class Inventory:
     hosts: dict[str, Host]  # every host (not control), in inventory order
     control: Host
     order: dict[str, int] = field(default_factory=dict)  # host name → position, control first
+    #: notification URLs (templates), added to the runbook's
+    notify: list[Located] = field(default_factory=list)
 
     def host(self, name: str) -> Host:
         return self.control if name == CONTROL else self.hosts[name]
@@ -373,7 +375,9 @@ def parse_inventory(path: str | Path) -> tuple[Inventory | None, list[Problem]]:
         spec=HostSpec(name=CONTROL, address="localhost", transport="local", env=defaults["env"]),
     )
     order = {CONTROL: 0} | {name: i + 1 for i, name in enumerate(hosts)}
-    inv = Inventory(file, active or "", global_vars, sites, hosts, control, order)
+    inv = Inventory(
+        file, active or "", global_vars, sites, hosts, control, order, f.located_list("notify")
+    )
     return inv, problems
 
 

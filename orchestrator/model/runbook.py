@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import Problem
-from orchestrator.model.fields import Fields, Where, as_list, as_mapping, closest, suggest
+from orchestrator.model.fields import Fields, Located, Where, as_list, as_mapping, closest, suggest
 from orchestrator.model.units import is_size, parse_duration, parse_size
 from orchestrator.model.yaml_source import LList, LMap, load_yaml
 
@@ -64,6 +64,7 @@ UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs"))
 HEALTH_FIELDS = ("name", "hosts", "run", "until", "interval", "timeout", "capture", "env")
 RUNBOOK_FIELDS = (
     "name",
+    "notify",
     "description",
     "rto_target",
     "rpo_target",
@@ -167,6 +168,8 @@ class Runbook:
     rpo_guard: bool = False
     rto_start: str | None = None
     field_lines: dict[str, int] = field(default_factory=dict)
+    #: notification URLs (templates) for run start, gates, RTO at risk and run end
+    notify: list[Located] = field(default_factory=list)
 
     def step(self, step_id: str) -> Step:
         return self.by_id[step_id]
@@ -426,6 +429,7 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         rpo_guard=f.flag("rpo_guard"),
         rto_start=f.text("rto_start"),
         field_lines={k: top.line_of(k) for k in top},
+        notify=f.located_list("notify"),
     )
     if runbook.rpo_guard:
         missing = [k for k in ("rpo_step", "rpo_target") if top.get(k) is None]

@@ -105,6 +105,7 @@ class Plan:
     left_out: list[dict[str, str]] = field(default_factory=list)  # failback: steps not undone
     warnings: list[Problem] = field(default_factory=list)
     cli_vars: dict[str, Any] = field(default_factory=dict)
+    notify: list[str] = field(default_factory=list)  # rendered notification URLs
 
     @property
     def to_site(self) -> str:
@@ -369,6 +370,7 @@ class _Checker:
         self.plan = plan
         self.problems = problems
         self._seen = set(problems)  # a set: a membership scan of the list is quadratic
+        self.file: str | None = None  # the file of the template being checked (default runbook)
 
     def template(
         self,
@@ -379,9 +381,11 @@ class _Checker:
         ctx: dict[str, Any],
         *,
         expression: bool = False,
+        file: str | None = None,
     ) -> str | None:
         if source is None:
             return None
+        self.file = file
         try:
             if expression:
                 evaluate(source, ctx)
@@ -407,7 +411,7 @@ class _Checker:
         return None
 
     def _add(self, step_id: str | None, line: int, message: str, hint: str | None = None) -> None:
-        problem = Where(self.plan.runbook.path, step_id).problem(line, message, hint)
+        problem = Where(self.file or self.plan.runbook.path, step_id).problem(line, message, hint)
         if problem not in self._seen:
             self._seen.add(problem)
             self.problems.append(problem)
@@ -622,11 +626,28 @@ def build_plan(
                     {**ctx, **_UNTIL_PREVIEW},
                     expression=True,
                 )
+    plan.notify = _notify_urls(checker, plan)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise ValidationError(problems)
     finish_plan(plan, predictions or {})
     return plan
+
+
+def _notify_urls(checker: _Checker, plan: Plan) -> list[str]:
+    """The runbook's and the inventory's ``notify`` URLs, rendered (they may take a token from a
+    secret variable: the real value is sent, and masked wherever drx writes the URL)."""
+    urls: list[str] = []
+    ctx = plan.context()
+    for file, items in (
+        (plan.runbook.path, plan.runbook.notify),
+        (plan.inventory.path, plan.inventory.notify),
+    ):
+        for item in items:
+            url = checker.template(None, item.line, "notify", item.text, ctx, file=file)
+            if url is not None and url not in urls:
+                urls.append(url)
+    return urls
 
 
 def _check_undo(

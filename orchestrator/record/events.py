@@ -16,9 +16,11 @@ class Event(StrEnum):
     #: the run began: [run_id runbook direction source target moves_to parent_run emergency yes
     #: wall0 parent_start_wall rto_target_s rpo_target rpo_is_bytes rpo_step rpo_guard
     #: accept_data_loss rto_start
-    #: predicted_rto_s runbook_file inventory_file host_order health_names unreachable steps]
+    #: predicted_rto_s runbook_file inventory_file runbook_sha256 inventory_sha256
+    #: host_order health_names unreachable steps]
     RUN_STARTED = "run_started"
-    #: a succeeded step of the resumed run, not re-run: [step from_run value attempts hosts]
+    #: a succeeded step of the resumed run, not re-run: [step from_run value attempts hosts
+    #: approval (a gate's original by/via/comment)]
     STEP_CARRIED = "step_carried"
     #: [step kind hosts wave]
     STEP_STARTED = "step_started"
@@ -27,13 +29,13 @@ class Event(StrEnum):
     #: one poll of a check on one host: [step host attempt ok rc value duration_s]
     POLL = "poll"
     #: one attempt on one host ended: [step host attempt status rc error duration_s value
-    #: stdout output_tail]
+    #: stdout output_tail command (as rendered for the host, secrets masked)]
     HOST_FINISHED = "host_finished"
     #: [step status error attempts value outcome_unknown message]
     STEP_FINISHED = "step_finished"
     #: a manual gate asks: [step prompt]
     GATE_WAITING = "gate_waiting"
-    #: [step approved by waited_s message]
+    #: [step approved by (user@host) via (--yes|terminal) comment waited_s message]
     GATE_ANSWERED = "gate_answered"
     #: the projected RTO crossed the target: [projected_s target_s]
     RTO_BUDGET_AT_RISK = "rto_budget_at_risk"

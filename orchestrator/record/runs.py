@@ -185,6 +185,18 @@ def outcomes_from_events(events: list[dict[str, Any]]) -> dict[str, StepOutcome]
     return outcomes
 
 
+def approvals_from_events(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Who approved each gate of a run (``by``, ``via``, ``comment``), including approvals it
+    carried from the run it resumed: a resumed run keeps the original approvals."""
+    approvals: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e["event"] == Event.STEP_CARRIED and e.get("approval"):
+            approvals[e["step"]] = dict(e["approval"])
+        elif e["event"] == Event.GATE_ANSWERED and e.get("approved"):
+            approvals[e["step"]] = {k: e.get(k) for k in ("by", "via", "comment")}
+    return approvals
+
+
 def run_start(events: list[dict[str, Any]]) -> dict[str, Any]:
     if not events or events[0]["event"] != Event.RUN_STARTED:
         raise JournalError("journal does not start with run_started")

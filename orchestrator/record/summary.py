@@ -77,9 +77,10 @@ class HostRecord:
     error: str | None = None
     value: Any = None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    command: str | None = None  # as rendered for this host (its last attempt), secrets masked
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "host": self.host,
             "rc": self.rc,
             "duration_s": self.duration_s,
@@ -89,6 +90,9 @@ class HostRecord:
             "attempts": [a.to_dict() for a in self.attempts],
             "value": self.value,
         }
+        if self.command is not None:
+            doc["command"] = self.command
+        return doc
 
 
 @dataclass
@@ -111,7 +115,9 @@ class StepRecord:
     carried_from: str | None = None
     outcome_unknown: bool = False
     manual_wait_s: float | None = None
-    approved_by: str | None = None
+    approved_by: str | None = None  # user@host of the approver
+    approved_via: str | None = None  # "--yes" or "terminal"
+    approval_comment: str | None = None
     prompt: str | None = None
     value: Any = None
     message: str | None = None
@@ -142,6 +148,9 @@ class StepRecord:
         }
         if self.prompt is not None:
             doc["prompt"] = self.prompt
+        if self.approved_via is not None:
+            doc["approved_via"] = self.approved_via
+            doc["approval_comment"] = self.approval_comment
         return doc
 
 
@@ -264,6 +273,8 @@ class RunSummary:
     yes: bool = False
     runbook_file: str | None = None
     inventory_file: str | None = None
+    runbook_sha256: str | None = None  # of the files as they were when the run started
+    inventory_sha256: str | None = None
     rto_started_at: str | None = None
     moves_to: str | None = None
     message: str | None = None
@@ -306,6 +317,8 @@ class RunSummary:
             "yes": self.yes,
             "runbook_file": self.runbook_file,
             "inventory_file": self.inventory_file,
+            "runbook_sha256": self.runbook_sha256,
+            "inventory_sha256": self.inventory_sha256,
             "rto_started_at": self.rto_started_at,
             "moves_to": self.moves_to,
         }
@@ -379,6 +392,7 @@ def _read_host(d: Mapping[str, Any]) -> HostRecord:
         error=_str(d.get("error")),
         value=d.get("value"),
         attempts=[_read_attempt(_map(a)) for a in _list(d.get("attempts"))],
+        command=_str(d.get("command")),
     )
 
 
@@ -402,6 +416,8 @@ def _read_step(d: Mapping[str, Any]) -> StepRecord:
         outcome_unknown=d.get("outcome_unknown") is True,
         manual_wait_s=_num(d.get("manual_wait_s")),
         approved_by=_str(d.get("approved_by")),
+        approved_via=_str(d.get("approved_via")),
+        approval_comment=_str(d.get("approval_comment")),
         prompt=_str(d.get("prompt")),
         value=d.get("value"),
         message=_str(d.get("message")),
@@ -476,6 +492,8 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         yes=d.get("yes") is True,
         runbook_file=_str(d.get("runbook_file")),
         inventory_file=_str(d.get("inventory_file")),
+        runbook_sha256=_str(d.get("runbook_sha256")),
+        inventory_sha256=_str(d.get("inventory_sha256")),
         rto_started_at=_str(d.get("rto_started_at")),
         moves_to=_str(d.get("moves_to")),
         message=_str(d.get("message")),
@@ -570,6 +588,10 @@ class _Builder:
         rec = st.record
         rec.status, rec.carried_from, rec.value = "succeeded", e.get("from_run"), e.get("value")
         rec.attempts = e.get("attempts", 0)
+        approval = e.get("approval") or {}  # a gate keeps its original approval on resume
+        rec.approved_by = approval.get("by")
+        rec.approved_via = approval.get("via")
+        rec.approval_comment = approval.get("comment")
         for h in e.get("hosts", []):
             st.hosts[h["host"]] = HostRecord(
                 host=h["host"],
@@ -610,6 +632,7 @@ class _Builder:
         attempt.rc, attempt.error = e.get("rc"), e.get("error")
         host.rc, host.error, host.status = e.get("rc"), e.get("error"), e.get("status") or "unknown"
         host.output_tail = e.get("output_tail", "")
+        host.command = e.get("command") or host.command
         host.duration_s = _r(sum(a.duration_s for a in host.attempts if a.duration_s is not None))
         host.value = e.get("value")
 
@@ -624,7 +647,10 @@ class _Builder:
         waited = float(e.get("waited_s") or 0.0)
         self.manual_wait += waited
         st.record.manual_wait_s = _r(waited)
-        st.record.approved_by = e.get("by") if e.get("approved") else None
+        approved = bool(e.get("approved"))
+        st.record.approved_by = e.get("by") if approved else None
+        st.record.approved_via = e.get("via") if approved else None
+        st.record.approval_comment = e.get("comment") if approved else None
 
     # -- the end of the run
     def _steps_done(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
@@ -678,6 +704,8 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         yes=bool(start.get("yes")),
         runbook_file=start.get("runbook_file"),
         inventory_file=start.get("inventory_file"),
+        runbook_sha256=start.get("runbook_sha256"),
+        inventory_sha256=start.get("inventory_sha256"),
         rto_started_at=_wall(start, t_start) if t_start is not None else None,
         moves_to=start.get("moves_to"),
         message=(b.finished.get("message") or None) if b.finished else None,

@@ -206,9 +206,7 @@ def _step_bars(
         x = scale.x(step.offset_s)
         w = max(scale.x(step.offset_s + (step.duration_s or 0.0)) - x, 2.0)
         if step.kind == "manual":
-            who = {"operator": "the operator", None: "nobody"}.get(
-                step.approved_by, step.approved_by
-            )
+            who = step.approver or "nobody"
             wait = step.manual_wait_s if step.manual_wait_s is not None else step.duration_s
             title = (
                 f"{step.id}: waited {secs(wait)} for an operator from {offset(step.offset_s)}; "

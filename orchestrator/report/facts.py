@@ -100,8 +100,6 @@ class Gate:
     @property
     def approval(self) -> str:
         """Who let the run past this gate, or why nobody did."""
-        if self.approved_by == "operator":
-            return "approved by the operator"
         if self.approved_by:
             return f"approved by {self.approved_by}"
         return {
@@ -560,7 +558,7 @@ def _manual(run: Run) -> ManualFacts:
             step_id=s.id,
             prompt=s.prompt or s.name,
             wait_s=s.manual_wait_s if s.manual_wait_s is not None else s.duration_s,
-            approved_by=s.approved_by,
+            approved_by=s.approver,
             status=s.status,
             critical=s.id in run.critical,
         )
@@ -734,7 +732,7 @@ def _step_note(step: Step) -> str:
     if step.outcome_unknown:
         notes.append("outcome unknown")
     if step.kind == "manual" and step.approved_by:
-        who = "the operator" if step.approved_by == "operator" else step.approved_by
+        who = step.approver
         waited = f" after {secs(step.manual_wait_s)}" if step.manual_wait_s else ""
         notes.append(f"approved by {who}{waited}")
     retried = [h.host for h in step.hosts if len(h.attempts) > 1]

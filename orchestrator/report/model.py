@@ -150,6 +150,20 @@ class Step:
     value: Any
     hosts: tuple[HostResult, ...]
     prompt: str | None = None  # a manual step's rendered question
+    approved_via: str | None = None  # "--yes" or "terminal"
+    approval_comment: str | None = None
+
+    @property
+    def approver(self) -> str | None:
+        """Who approved this gate, how, and what they said: ``root@host (--yes): "ok"``."""
+        if not self.approved_by:
+            return None
+        who = "the operator" if self.approved_by == "operator" else self.approved_by
+        if self.approved_via:
+            who += f" ({self.approved_via})"
+        if self.approval_comment:
+            who += f': "{self.approval_comment}"'
+        return who
 
     @property
     def end_offset_s(self) -> float | None:
@@ -415,6 +429,8 @@ def _step(index: int, raw: Mapping[str, Any], base: datetime | None) -> Step:
         value=raw.get("value"),
         hosts=tuple(hosts),
         prompt=_str(raw.get("prompt")),
+        approved_via=_str(raw.get("approved_via")),
+        approval_comment=_str(raw.get("approval_comment")),
     )
 
 

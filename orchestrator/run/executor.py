@@ -456,6 +456,8 @@ class Executor:
                 step=ps.id,
                 approved=approved,
                 by=getattr(self.gate, "by", "operator") if approved else None,
+                via=getattr(self.gate, "via", None) if approved else None,
+                comment=getattr(self.gate, "comments", {}).get(ps.id) if approved else None,
                 waited_s=round(t1 - t0, 6),
                 message=problem,
             )
@@ -596,6 +598,7 @@ class Executor:
         step = ps.step
         j = self.journal
         t0 = j.now()
+        rendered: str | None = None  # the command as run on this host (journaled, redacted)
 
         def done(
             status: Status,
@@ -620,6 +623,7 @@ class Executor:
                 output_tail=tail[-TAIL_BYTES:],
                 stdout=stdout[-JOURNAL_STDOUT_BYTES:],
                 value=value,
+                command=rendered,
                 **extra,
             )
             return HostOutcome(host.name, status, rc, error, stdout, value, t_end=t1)
@@ -635,6 +639,7 @@ class Executor:
             env = render_env(step.env, ctx)
         except jinja2.TemplateError as exc:
             return done(Status.FAILED, None, "template", f"template error: {exc}")
+        rendered = command
         if step.kind is StepKind.CHECK:
             return self._poll(ps, host, attempt, conn, command, env, ctx, done)
         res = run_command(

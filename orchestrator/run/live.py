@@ -96,6 +96,7 @@ class LogView:
         self.json_lines = json_lines
         self.verbose = verbose
         self.budget = budget
+        self.last_comment: str | None = None  # typed after the last answer (y COMMENT)
         journal.listeners.append(self.on_event)
 
     def on_event(self, e: dict[str, Any]) -> None:
@@ -123,7 +124,8 @@ class LogView:
         getattr(self.log, level)(kind, **fields)
 
     def ask(self, step_id: str, prompt: str) -> bool:
-        return ask_line(f"{step_id}: {prompt}")
+        answer, self.last_comment = ask_reply(f"{step_id}: {prompt}")
+        return answer
 
     def close(self) -> None:
         """Nothing to tear down: every line is already written."""
@@ -135,26 +137,43 @@ NO = ("n", "no")
 ANSWER_HINT = "answer y, yes, n or no"
 
 
+#: shown with a gate's question
+ANSWER_FORMAT = "[y/n, or y COMMENT]"
+
+
 def parse_answer(text: str) -> bool | None:
     """True for y/yes, False for n/no (any case, surrounding blanks ignored), else None."""
-    word = text.strip().lower()
+    return parse_reply(text)[0]
+
+
+def parse_reply(text: str) -> tuple[bool | None, str | None]:
+    """A gate's answer and the comment typed after it, for the record: ``y checked with the
+    DBA`` approves with that comment (``yes: …`` and ``yes, …`` too)."""
+    word, _, rest = text.strip().partition(" ")
+    word = word.rstrip(":,").lower()
+    comment = rest.strip().lstrip(":,").strip() or None
     if word in YES:
-        return True
+        return True, comment
     if word in NO:
-        return False
-    return None
+        return False, comment
+    return None, None
 
 
 def ask_line(question: str) -> bool:
     """Ask on the terminal, line by line, until the answer is y, yes, n or no (end of input
     declines)."""
+    return ask_reply(question)[0]
+
+
+def ask_reply(question: str) -> tuple[bool, str | None]:
+    """``ask_line``, also returning the comment typed after the answer."""
     while True:
         try:
-            answer = parse_answer(input(f"{question} [y/n]: "))
+            answer, comment = parse_reply(input(f"{question} {ANSWER_FORMAT}: "))
         except EOFError:
-            return False
+            return False, None
         if answer is not None:
-            return answer
+            return answer, comment
         print(ANSWER_HINT, file=sys.stderr)
 
 
@@ -240,6 +259,7 @@ class LiveView:
             transient=False,
         )
         self.live.__enter__()
+        self.last_comment: str | None = None  # typed after the last answer (y COMMENT)
         self._thread = threading.Thread(target=self._tick, name="live-view", daemon=True)
         self._thread.start()
         journal.listeners.append(self.on_event)
@@ -382,7 +402,9 @@ class LiveView:
         parts.append(line)
         parts.extend(Text(m, style="bold red", overflow="ellipsis", no_wrap=True) for m in messages)
         if question:
-            ask = Text(f"? {question['step']}: {question['prompt']} [y/n] ", style="bold magenta")
+            ask = Text(
+                f"? {question['step']}: {question['prompt']} {ANSWER_FORMAT} ", style="bold magenta"
+            )
             ask.append(question["typed"], style="bold")
             if question.get("hint"):
                 ask.append(f"  ({question['hint']})", style="yellow")
@@ -423,7 +445,7 @@ class LiveView:
             q = self.question
             assert q is not None
             if key in ("\r", "\n"):
-                answer = parse_answer(q["typed"])
+                answer, self.last_comment = parse_reply(q["typed"])
                 if answer is None:
                     q.update(typed="", hint=ANSWER_HINT)
                 return answer

@@ -21,7 +21,7 @@ from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status, StepOutcome
 from orchestrator.record.store import LockState, RunLock, Store, document_json
 from orchestrator.record.summary import RunSummary, build_summary
-from orchestrator.run import preflight
+from orchestrator.run import notify, preflight
 from orchestrator.run.budget import BudgetWatcher
 from orchestrator.run.executor import Executor, poll_once
 from orchestrator.run.rpo_guard import RpoGuard
@@ -46,20 +46,49 @@ class RunOptions:
     accept_data_loss: bool = False  # let the run past a tripped RPO guard
     before_run: Callable[[Plan], None] | None = None  # e.g. confirm outcome-unknown undos
     transports: preflight.TransportFactory = open_transport
+    notify: list[str] = field(default_factory=list)  # --notify / DRX_NOTIFY URLs
+    gate_comment: str | None = None  # --comment: recorded with every gate approval
+
+
+def operator_identity() -> str:
+    """``user@host`` of whoever runs drx: the approver a gate records."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
 
 
 class Gate:
     """Answers manual gates: ``--yes``, else the operator at the terminal (through the view,
-    ``ask``), else refuses."""
+    ``ask``), else refuses.
 
-    def __init__(self, yes: bool, interactive: bool, ask: Callable[[str, str], bool] | None = None):
+    Records who approved (``by``: user@host), how (``via``: ``--yes`` or ``terminal``) and an
+    optional comment per gate: ``--comment``, else one typed after the answer (``y COMMENT``).
+    """
+
+    def __init__(
+        self,
+        yes: bool,
+        interactive: bool,
+        ask: Callable[[str, str], bool] | None = None,
+        comment: str | None = None,
+    ):
         self.yes = yes
         self.interactive = interactive
-        self.by = "--yes" if yes else "operator"
+        self.by = operator_identity()
+        self.via = "--yes" if yes else "terminal"
         self.ask = ask
+        self.comment = comment
+        self.comments: dict[str, str | None] = {}
+        self.view: Any = None  # the view that asked: it keeps the comment typed with the answer
 
     def __call__(self, step_id: str, prompt: str) -> bool:
         if self.yes:
+            self.comments[step_id] = self.comment
             return True
         if not self.interactive:
             raise GateUnavailable(
@@ -67,10 +96,14 @@ class Gate:
                 "(use --yes to approve every gate)"
             )
         if self.ask is not None:
-            return self.ask(step_id, prompt)
-        from orchestrator.run.live import ask_line
+            approved = self.ask(step_id, prompt)
+        else:
+            from orchestrator.run.live import ask_line
 
-        return ask_line(f"{step_id}: {prompt}")
+            approved = ask_line(f"{step_id}: {prompt}")
+        typed = getattr(self.view, "last_comment", None)
+        self.comments[step_id] = self.comment if self.comment is not None else typed
+        return approved
 
 
 def _health_steps(plan: Plan, phase: str) -> list[PlanStep]:
@@ -213,6 +246,8 @@ def _run(
         predicted_rto_s=plan.predicted_rto_s,
         runbook_file=opts.runbook_file,
         inventory_file=opts.inventory_file,
+        runbook_sha256=file_sha256(opts.runbook_file),
+        inventory_sha256=file_sha256(opts.inventory_file),
         host_order=[h.name for h in plan.hosts()],
         health_names=[hp.check.name for hp in plan.health],
         unreachable=dict(unreachable),
@@ -233,7 +268,7 @@ def _run(
     )
     for event in opts.carried_events:
         journal.write(Event.STEP_CARRIED, 0.0, **event)
-    gate = Gate(opts.yes, opts.interactive)
+    gate = Gate(opts.yes, opts.interactive, comment=opts.gate_comment)
     ex = Executor(
         plan,
         connections,
@@ -253,6 +288,13 @@ def _run(
     budget.start()
     view = attach_output(plan, journal, opts, budget)
     gate.ask = view.ask
+    gate.view = view
+    notifier = notify.start(
+        [*plan.notify, *(u for u in opts.notify if u not in plan.notify)],
+        journal,
+        plan.redactor,
+        report_hint(run_id, store),
+    )
     previous = _install_sigint(ex)
     status, message = Status.SUCCEEDED, None
     try:
@@ -303,6 +345,8 @@ def _run(
     )
     summary = build_summary(journal.events)
     journal.close()
+    if notifier is not None:
+        notifier.close()
     view.close()
     budget.stop()
     doc = plan.redactor.deep(summary.to_dict())
@@ -376,6 +420,29 @@ def _lost_message(reason: str, store: Store, run_id: str) -> str:
     if unwritten.exists():
         text += f"; what could not be written to {store.location} is in {unwritten}"
     return text
+
+
+def file_sha256(path: str | None) -> str | None:
+    """The sha256 of a file drx ran from (evidence of exactly what ran), or None."""
+    if not path:
+        return None
+    import hashlib
+
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def report_hint(run_id: str, store: Store) -> str:
+    """The command that shows a run's report (``--state-url``/``--state-dir`` unless the
+    default)."""
+    if "://" in store.location:
+        where = f" --state-url {store.location}"
+    else:
+        where = "" if store.location == ".drx" else f" --state-dir {store.location}"
+    return f"drx report {run_id}{where}"
 
 
 def _rpo_step(plan: Plan) -> str | None:
