@@ -28,7 +28,7 @@ CONNECTION_FIELDS = (
     "env",
 )
 SITE_ALIASES = ("source", "target", "active")
-INVENTORY_FIELDS = ("active", "defaults", "vars", "sites")
+INVENTORY_FIELDS = ("active", "defaults", "vars", "sites", "notify")
 SITE_FIELDS = ("vars", "hosts", *CONNECTION_FIELDS)
 HOST_FIELDS = ("address", "roles", "vars", *CONNECTION_FIELDS)
 

@@ -112,6 +112,15 @@ RUNBOOK_DOC: tuple[FieldDoc, ...] = (
         "true",
     ),
     FieldDoc(
+        "notify",
+        Type.STRINGS,
+        "[]",
+        "Apprise notification URLs (templates: a token may come from a secret variable) "
+        "told when a run starts, a gate waits, the RTO is at risk and the run ends; "
+        "added to `--notify` and DRX_NOTIFY.",
+        "ntfys://ntfy.example.org/{{ vars.ntfy_token }}",
+    ),
+    FieldDoc(
         "rto_start",
         Type.TEXT,
         "the first step",
@@ -367,6 +376,15 @@ INVENTORY_DOC: tuple[FieldDoc, ...] = (
         "{}",
         "Variables for every template (over the runbook's).",
         "{dns_zone: example.internal}",
+    ),
+    FieldDoc(
+        "notify",
+        Type.STRINGS,
+        "[]",
+        "Apprise notification URLs (templates: a token may come from a secret variable) "
+        "told when a run starts, a gate waits, the RTO is at risk and the run ends; "
+        "added to the runbook's, `--notify` and DRX_NOTIFY.",
+        "ntfys://ntfy.example.org/{{ vars.ntfy_token }}",
     ),
     FieldDoc(
         "sites",

@@ -36,7 +36,10 @@ class BudgetWatcher:
             self._thread.start()
 
     def stop(self) -> None:
+        """Stop projecting; returns once the ticker can journal nothing more."""
         self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(1.0)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._tick_s):

@@ -344,11 +344,11 @@ def _run(
         Event.RUN_FINISHED, status=status.value, exit_code=int(exit_code), message=message
     )
     summary = build_summary(journal.events)
+    budget.stop()  # before the journal closes: it must not journal a late "at risk"
     journal.close()
     if notifier is not None:
         notifier.close()
     view.close()
-    budget.stop()
     doc = plan.redactor.deep(summary.to_dict())
     try:
         if lock_guard.lost() is not None:
