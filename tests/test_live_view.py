@@ -17,6 +17,7 @@ import pexpect
 import pyte
 import pytest
 
+from orchestrator.run.runner import operator_identity
 from tests.drill import World, world_dir
 
 
@@ -125,7 +126,8 @@ def test_the_rto_clock_ticks_on_while_a_gate_asks(world: World) -> None:
     term.send("yes\r")
     assert term.exit_code() == 0, term.text()
     gate = world.step(world.summary(), "approve")
-    assert gate["status"] == "succeeded" and gate["approved_by"] == "operator"
+    assert gate["status"] == "succeeded" and gate["approved_via"] == "terminal"
+    assert gate["approved_by"] == operator_identity()
     assert world.summary()["manual_wait_s"] >= 1.5
     assert world.host_file("db-b", "after").exists()
 

@@ -138,7 +138,7 @@ ANSWER_HINT = "answer y, yes, n or no"
 
 
 #: shown with a gate's question
-ANSWER_FORMAT = "[y/n, or y COMMENT]"
+ANSWER_FORMAT = "[y/n]"  # "y COMMENT" also approves, recording the comment
 
 
 def parse_answer(text: str) -> bool | None:
@@ -454,7 +454,7 @@ class LiveView:
             if key in ("\x7f", "\x08"):
                 q["typed"] = q["typed"][:-1]
             elif key.isprintable():
-                q.update(typed=(q["typed"] + key)[-20:], hint="")
+                q.update(typed=(q["typed"] + key)[-500:], hint="")  # room for a comment
             return None
 
     def _restore_tty(self) -> None:

@@ -4,6 +4,7 @@ failed back and resumed."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
