@@ -70,7 +70,7 @@ lab: $(STAMP) system-deps
 
 # Regenerate the field tables of docs/reference.md and docs/schema/*.json from the models.
 docs: $(STAMP)
-	$(BIN)/python -m orchestrator.model.reference docs
+	$(BIN)/python -m orchestrator.cli.docs docs
 
 # A PostgreSQL 15 primary (site-a) and streaming replica (site-b) behind real sshd hosts, and an
 # app writing rows: drx fails the primary over to site-b and back, then RTO, RPO (bytes of WAL)

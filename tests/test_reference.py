@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
+from orchestrator.cli import docs
 from orchestrator.model import inventory as inventory_model
 from orchestrator.model import reference
 from orchestrator.model import runbook as runbook_model
@@ -58,8 +59,8 @@ def test_the_reference_documents_exactly_the_fields_the_loaders_accept(
 def test_the_checked_in_reference_and_schemas_are_up_to_date() -> None:
     """docs/reference.md's generated tables and docs/schema/*.json match the models (make docs)."""
     text = (DOCS / "reference.md").read_text(encoding="utf-8")
-    assert reference.update_reference(text) == text, "run make docs"
-    assert sorted(reference.block_names(text)) == sorted(reference.generated_blocks())
+    assert docs.update_reference(text) == text, "run make docs"
+    assert sorted(docs.block_names(text)) == sorted(docs.generated_blocks())
     for name, build in (("runbook", runbook_schema), ("inventory", inventory_schema)):
         on_disk = json.loads((DOCS / "schema" / f"{name}.json").read_text(encoding="utf-8"))
         assert on_disk == build(), f"docs/schema/{name}.json is stale: run make docs"

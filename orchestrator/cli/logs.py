@@ -55,8 +55,9 @@ def logs(
     host: Annotated[str | None, typer.Argument(help="Only this host.")] = None,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Print a step's full output (every attempt, stdout and stderr as they came), which reports
-    and the journal keep only the last lines of. With several hosts, each is headed by its name.
+    """Print a step's full output (every attempt, stdout and stderr as they came) of a run (RUN may
+    be latest), which reports and the journal keep only the last lines of. With several hosts,
+    each is headed by its name.
 
     Example: drx logs 20261126T174500.123Z-failover-site-b promote-db db-b
     """

@@ -36,7 +36,8 @@ def report(
     state_dir: StateDirOpt = None,
     state_url: StateUrlOpt = None,
 ) -> None:
-    """The post-drill report of a run (default: the latest).
+    """The post-drill report of a run (default: the latest), as text, md, html, json or
+    junit; with -o FILE the format follows FILE's extension unless --format says otherwise.
 
     Example: drx report --format html -o drill.html
     """

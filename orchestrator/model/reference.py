@@ -8,10 +8,8 @@ reference cannot document a field the loader would refuse.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
 from orchestrator.errors import ExitCode
 
@@ -565,7 +563,8 @@ EXIT_DETAILS: dict[ExitCode, str] = {
 # -- the generated parts of docs/reference.md ---------------------------------------------------
 
 
-def _cell(text: str) -> str:
+def cell(text: str) -> str:
+    """``text`` made safe for one cell of a markdown table."""
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -574,14 +573,14 @@ def field_table(docs: tuple[FieldDoc, ...]) -> str:
     rows = ["| field | type | default | meaning | example |", "|---|---|---|---|---|"]
     for d in docs:
         rows.append(
-            f"| `{d.name}` | {_cell(d.type.value)} | {_cell(d.default)} | {_cell(d.meaning)} "
-            f"| `{_cell(d.example)}` |"
+            f"| `{d.name}` | {cell(d.type.value)} | {cell(d.default)} | {cell(d.meaning)} "
+            f"| `{cell(d.example)}` |"
         )
     return "\n".join(rows)
 
 
-def generated_blocks() -> dict[str, str]:
-    """The text of every generated block of docs/reference.md, by block name."""
+def field_blocks() -> dict[str, str]:
+    """The generated blocks of docs/reference.md that come from the models, by block name."""
     from orchestrator.model.runbook import UNDO_FIELDS
 
     blocks = {f"{name}-fields": field_table(docs) for name, docs in all_docs().items()}
@@ -590,58 +589,14 @@ def generated_blocks() -> dict[str, str]:
     )
     blocks["template-context"] = "\n".join(
         ["| name | value |", "|---|---|"]
-        + [f"| `{name}` | {_cell(text)} |" for name, text in TEMPLATE_CONTEXT]
+        + [f"| `{name}` | {cell(text)} |" for name, text in TEMPLATE_CONTEXT]
     )
     blocks["filters"] = "\n".join(
         ["| filter | does | example |", "|---|---|---|"]
-        + [f"| `{name}` | {_cell(text)} | `{_cell(ex)}` |" for name, text, ex in FILTERS]
+        + [f"| `{name}` | {cell(text)} | `{cell(ex)}` |" for name, text, ex in FILTERS]
     )
     blocks["exit-codes"] = "\n".join(
         ["| code | meaning |", "|---|---|"]
-        + [f"| `{int(c)}` | {_cell(EXIT_DETAILS.get(c, c.meaning))} |" for c in ExitCode]
+        + [f"| `{int(c)}` | {cell(EXIT_DETAILS.get(c, c.meaning))} |" for c in ExitCode]
     )
     return blocks
-
-
-_BLOCK = re.compile(
-    r"(<!-- generated: (?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S
-)
-
-
-def update_reference(text: str) -> str:
-    """``text`` (docs/reference.md) with every generated block rewritten from the tables;
-    raise KeyError for a block name that is not generated."""
-    blocks = generated_blocks()
-    return _BLOCK.sub(lambda m: m.group(1) + blocks[m.group("name")] + "\n" + m.group(4), text)
-
-
-def block_names(text: str) -> list[str]:
-    return [m.group("name") for m in _BLOCK.finditer(text)]
-
-
-def write_docs(docs_dir: Path) -> list[Path]:
-    """Regenerate docs/reference.md's tables and docs/schema/*.json; return what changed."""
-    import json
-
-    from orchestrator.model.schema import SCHEMAS
-
-    changed: list[Path] = []
-    outputs = {
-        docs_dir / "schema" / f"{name}.json": json.dumps(build(), indent=2) + "\n"
-        for name, build in SCHEMAS.items()
-    }
-    reference = docs_dir / "reference.md"
-    outputs[reference] = update_reference(reference.read_text(encoding="utf-8"))
-    for path, text in outputs.items():
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            changed.append(path)
-    return changed
-
-
-if __name__ == "__main__":  # make docs: python -m orchestrator.model.reference docs
-    import sys
-
-    for changed_path in write_docs(Path(sys.argv[1] if len(sys.argv) > 1 else "docs")):
-        print(f"updated {changed_path}")
