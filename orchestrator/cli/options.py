@@ -247,7 +247,8 @@ def closing_line(summary: RunSummary, store: Store, after: str | None = None) ->
         text += f" — {summary.message}"
     from orchestrator.run.runner import report_hint
 
-    text += f"\nreport: {report_hint(summary.run_id, store)}"
+    report = report_hint(summary.run_id, store)
+    text += f"\nreport: {report}"
     if after:
         text += f"\n{after}"
     say.say(
@@ -262,6 +263,6 @@ def closing_line(summary: RunSummary, store: Store, after: str | None = None) ->
         rto_target_s=rto.target_s,
         rto_met=rto.met,
         why=summary.message,
-        report=f"drx report {summary.run_id}{where}",
+        report=report,
         note=after,
     )
