@@ -131,7 +131,7 @@ def _validator(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
 
 @pytest.mark.parametrize(
     "path",
-    [ROOT / "runbooks" / "webapp.yaml", STARTER / "runbook.yaml"],
+    [*sorted((ROOT / "runbooks").glob("*.yaml")), STARTER / "runbook.yaml"],
     ids=lambda p: p.parent.name + "/" + p.name,
 )
 def test_the_runbook_schema_accepts_the_shipped_runbooks(path: Path) -> None:
