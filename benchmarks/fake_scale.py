@@ -31,7 +31,7 @@ import yaml
 import orchestrator.run.runner as runner
 from orchestrator.model.loading import load_both
 from orchestrator.plan.build import build_plan
-from orchestrator.record.store import LocalStore
+from orchestrator.record.store import open_store
 from orchestrator.transport.fake import FakeTransport
 
 #: parallel chains per block, and steps per chain
@@ -99,6 +99,7 @@ def run(
     shape: str = "blocks",
     hosts: int = HOSTS,
     profiler: ThreadProfiler | None = None,
+    state_url: str | None = None,
 ) -> dict[str, Any]:
     """Load, plan and execute a ``steps``-step runbook on the fake transport; the timings.
     A ``profiler`` runs from loading to the end of the run (not while files are written)."""
@@ -116,7 +117,7 @@ def run(
     t2 = time.perf_counter()
     code, record = runner.execute(
         plan,
-        LocalStore(workdir / "state"),
+        open_store(workdir / "state", state_url),
         runner.RunOptions(yes=True, transports=lambda kind: fake),
     )
     summary = record.to_dict()
@@ -215,9 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="profile the run with cProfile into FILE")
     parser.add_argument("--shape", choices=("blocks", "fanout"), default="blocks")
     parser.add_argument("--hosts", type=int, default=HOSTS, help="hosts of the target site")
+    parser.add_argument("--state-url", help="keep the run in etcd (default: a local directory)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="drx-fake-scale-") as tmp:
-        options: dict[str, Any] = {"shape": args.shape, "hosts": args.hosts}
+        options: dict[str, Any] = {
+            "shape": args.shape,
+            "hosts": args.hosts,
+            "state_url": args.state_url,
+        }
         if args.profile:
             profiler = ThreadProfiler()
             result = run(args.steps, Path(tmp), args.summary_out, profiler=profiler, **options)

@@ -148,26 +148,32 @@ def test_journal_lines_are_batched_in_order(
     assert store.read_plan("RUN") == {"run_id": "RUN"}
 
 
-def test_host_started_is_in_the_store_before_write_returns(
+def test_a_line_reaches_the_store_within_milliseconds(
     etcd: EtcdCluster, etcd_prefix: str, tmp_path: Path
 ) -> None:
-    """The line written just before a command starts is readable from another controller the
-    moment ``write`` returns (a takeover then knows the command may have run)."""
+    """A line written is readable from another controller within one round trip or so (the
+    window a killed controller can lose), without ``write`` ever waiting on the network."""
     store = store_of(etcd, etcd_prefix, tmp_path)
     reader = store_of(etcd, etcd_prefix, tmp_path)
     with store.acquire("RUN") as lock:
         journal = Journal(store.create_run("RUN", {}, lock))
+        delays = []
         for i in range(20):
+            t0 = time.monotonic()
             journal.write("host_started", step=f"s{i}", host="h", attempt=1)
-            assert reader.read_events("RUN")[-1]["step"] == f"s{i}"
+            assert time.monotonic() - t0 < 0.005
+            while [e.get("step") for e in reader.read_events("RUN")][-1:] != [f"s{i}"]:
+                assert time.monotonic() - t0 < 1.0
+            delays.append(time.monotonic() - t0)
         journal.close()
+    assert sorted(delays)[10] < 0.1
 
 
 def test_lost_lock_keeps_unwritten_lines_locally(
     etcd: EtcdCluster, etcd_prefix: str, tmp_path: Path
 ) -> None:
     """Once the lock is lost, what the store would not take goes to runs/<id>/unwritten.jsonl
-    in the local directory, in order; a write-ahead line raises LockLost."""
+    in the local directory, in order."""
     store = store_of(etcd, etcd_prefix, tmp_path)
     lock = store.acquire("RUN")
     assert isinstance(lock, EtcdLock)
@@ -176,8 +182,7 @@ def test_lost_lock_keeps_unwritten_lines_locally(
     time.sleep(0.3)
     lock.lose("the store says the lease is gone (test)")
     journal.write("second")
-    with pytest.raises(LockLost, match="lease is gone"):
-        journal.write("host_started", step="x", host="h")
+    journal.write("host_started", step="x", host="h")
     journal.close()
     lock.release()
     kept = (tmp_path / "local" / "runs" / "RUN" / "unwritten.jsonl").read_text().splitlines()

@@ -9,7 +9,8 @@ Keys, under the URL's prefix ``P`` (two prefixes never see each other)::
     /P/index/<run-id>                one key per run (listing runs reads only these)
     /P/runs/<run-id>/plan            plan.json
     /P/runs/<run-id>/summary         summary.json
-    /P/runs/<run-id>/journal/<seq>   one journal line per key, seq zero-padded (key order = order)
+    /P/runs/<run-id>/journal/<seq>   journal lines from number <seq> on (zero-padded: key order is
+                                     journal order), zlib-compressed
 
 **Lock and fencing.** The lock is a lease (the URL's ``ttl``) plus the lock key, created only if
 absent; the fencing token is the lock key's create revision. Every write the holder makes is one
@@ -21,13 +22,15 @@ the engine starts nothing new); a renewal that succeeds makes it held again (an 
 change keeps leases alive); the lease gone, a fenced write, or 3 × TTL without the store make it
 lost for good.
 
-**Journal.** Lines are queued by ``write`` and sent by one writer thread, as many as are waiting
-in one guarded transaction (up to etcd's 128 operations and 1 MiB), so the scheduler never waits
-on the network — except for ``host_started``, the line written just before a command starts: it
-returns only once that line is in the store, so that a controller taking over after a crash
-knows every command that may have run (as a local journal's write(2) guarantees). Writes that
-fail while the store is briefly unreachable are retried in order; once the lock is lost, what
-could not be written goes to ``runs/<run-id>/unwritten.jsonl`` in the local directory.
+**Journal.** Lines are queued by ``write`` and sent by one writer thread: everything waiting
+goes in one guarded transaction (consecutive lines share a key, zlib-compressed, since etcd's
+gateway costs time per byte), so the scheduler never waits on the network and a 10,000-step run
+costs a few hundred transactions. A line reaches the store within one round trip of being
+written (milliseconds); what a controller killed in that window had queued is lost with it, as
+a local journal's last few milliseconds are when its machine loses power (it is fsynced in
+batches). Writes that fail while the store is briefly unreachable are retried in order; once the
+lock is lost, what could not be written goes to ``runs/<run-id>/unwritten.jsonl`` in the local
+directory.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,12 +76,19 @@ from orchestrator.record.store import (
 
 DEFAULT_TTL_S = 10.0
 MIN_TTL_S = 2.0
-#: etcd's default --max-txn-ops is 128: the journal's puts per transaction stay below it
-MAX_BATCH_OPS = 120
+#: journal lines (uncompressed) kept in one key; a transaction carries up to MAX_BATCH_OPS keys
+CHUNK_BYTES = 64 * 1024
+#: etcd's default --max-txn-ops is 128: the journal's puts per transaction stay far below it
+MAX_BATCH_OPS = 8
 #: and its default request limit is 1.5 MiB
-MAX_BATCH_BYTES = 1 << 20
-#: a line the writer must have in the store before ``write`` returns (see the module docstring)
-_WRITE_AHEAD = (b'{"event":"host_started"',)
+#: and its default request limit is 1.5 MiB (values travel base64-encoded: 4/3 bigger)
+MAX_BATCH_BYTES = 768 * 1024
+#: a document (plan, summary) bigger than this is stored in parts of this size
+DOC_PART_BYTES = 512 * 1024
+#: the first byte of a compressed journal chunk (a line of JSON starts with ``{``)
+_ZLIB = b"z"
+#: the head value of a document stored in parts: ``parts N``
+_PARTS = b"parts "
 PASSWORD_ENV = "DRX_ETCD_PASSWORD"
 
 
@@ -289,7 +300,6 @@ class EtcdJournalSink(JournalSink):
         self._committed = 0
         self._closing = False
         self._done = False
-        self._mine = threading.local()  # the seq of the line this thread wrote last
         self._writer = threading.Thread(target=self._write_loop, name="etcd-journal", daemon=True)
         self._writer.start()
 
@@ -299,20 +309,7 @@ class EtcdJournalSink(JournalSink):
                 raise JournalError(f"the journal of {self.run_id} is closed")
             self._seq += 1
             self._queue.append((self._seq, line))
-            self._mine.seq = self._seq
             self._cond.notify_all()
-
-    def confirm(self, line: bytes) -> None:
-        """Wait until a write-ahead line (``host_started``) is in the store; raise LockLost
-        when it never will be (the command it announces must not start)."""
-        if not line.startswith(_WRITE_AHEAD):
-            return
-        seq = getattr(self._mine, "seq", 0)
-        with self._cond:
-            while self._committed < seq and not self._done:
-                self._cond.wait(0.1)
-            if self._committed < seq:
-                raise LockLost(self.lock.message())
 
     def _write_loop(self) -> None:
         while True:
@@ -324,13 +321,11 @@ class EtcdJournalSink(JournalSink):
                 batch: list[tuple[int, bytes]] = []
                 size = 0
                 for seq, line in self._queue:
-                    if batch and (
-                        len(batch) >= MAX_BATCH_OPS or size + len(line) > MAX_BATCH_BYTES
-                    ):
+                    if batch and size + len(line) > MAX_BATCH_OPS * CHUNK_BYTES:
                         break
                     batch.append((seq, line))
-                    size += len(line) + 64
-            ops = [op_put(self.base + b"%010d" % seq, line) for seq, line in batch]
+                    size += len(line)
+            ops = journal_puts(self.base, batch)
             try:
                 self.lock.write(ops)
             except LockLost:
@@ -448,30 +443,59 @@ class EtcdStore(Store):
         from orchestrator.record.store import document_json
 
         held = self._etcd_lock(lock)
-        held.write(
-            [
-                op_put(self.key(f"index/{run_id}"), b""),
-                op_put(self.key(f"runs/{run_id}/plan"), document_json(plan_doc).encode()),
-            ]
-        )
+        parts, head = self._doc_ops(f"runs/{run_id}/plan", document_json(plan_doc))
+        for part in parts:
+            held.write([part])
+        held.write([op_put(self.key(f"index/{run_id}"), b""), head])
         return EtcdJournalSink(self, run_id, held)
 
     def read_events(self, run_id: str) -> list[dict[str, Any]]:
-        lines = [kv.value for kv in self.client.range_prefix(self.key(f"runs/{run_id}/journal/"))]
+        lines = [
+            journal_lines(kv.value)
+            for kv in self.client.range_prefix(self.key(f"runs/{run_id}/journal/"))
+        ]
         if not lines and not self.has_run(run_id):
             raise UsageError(f"no run '{run_id}' in {self.location}")
         return parse_journal(b"".join(lines), f"{self.location} run {run_id}")
 
     def write_summary(self, run_id: str, text: str, lock: RunLock) -> None:
-        self._etcd_lock(lock).write([op_put(self.key(f"runs/{run_id}/summary"), text.encode())])
+        held = self._etcd_lock(lock)
+        parts, head = self._doc_ops(f"runs/{run_id}/summary", text)
+        for part in parts:
+            held.write([part])
+        held.write([head])
 
     def read_summary(self, run_id: str) -> dict[str, Any] | None:
-        kv = self.client.get(self.key(f"runs/{run_id}/summary"))
-        return _json_doc(kv.value) if kv is not None else None
+        return self._read_doc(f"runs/{run_id}/summary")
 
     def read_plan(self, run_id: str) -> dict[str, Any] | None:
-        kv = self.client.get(self.key(f"runs/{run_id}/plan"))
-        return _json_doc(kv.value) if kv is not None else None
+        return self._read_doc(f"runs/{run_id}/plan")
+
+    def _doc_ops(self, name: str, text: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The puts that store a document: its parts (each its own transaction, as etcd
+        limits a request to 1.5 MiB), then the head, written last, so a reader sees the whole
+        document or none of it."""
+        data = text.encode()
+        if len(data) > CHUNK_BYTES:
+            data = _ZLIB + zlib.compress(data, 1)
+        if len(data) <= DOC_PART_BYTES:
+            return [], op_put(self.key(name), data)
+        pieces = [data[i : i + DOC_PART_BYTES] for i in range(0, len(data), DOC_PART_BYTES)]
+        parts = [op_put(self.key(f"{name}.part/{i:06d}"), piece) for i, piece in enumerate(pieces)]
+        return parts, op_put(self.key(name), _PARTS + str(len(pieces)).encode())
+
+    def _read_doc(self, name: str) -> dict[str, Any] | None:
+        kv = self.client.get(self.key(name))
+        if kv is None:
+            return None
+        data = kv.value
+        if data.startswith(_PARTS):
+            count = int(data[len(_PARTS) :])
+            pieces = [p.value for p in self.client.range_prefix(self.key(f"{name}.part/"))]
+            if len(pieces) < count:
+                return None
+            data = b"".join(pieces[:count])
+        return _json_doc(journal_lines(data))
 
     # -- helpers --------------------------------------------------------------------------------
     def _etcd_lock(self, lock: RunLock) -> EtcdLock:
@@ -498,13 +522,15 @@ class EtcdStore(Store):
     ) -> None:
         """Copy one run into the store as it is (``drx state push``), only if it is not there."""
         ops = [op_put(self.key(f"index/{run_id}"), b"")]
-        if plan is not None:
-            ops.append(op_put(self.key(f"runs/{run_id}/plan"), plan.encode()))
-        if summary is not None:
-            ops.append(op_put(self.key(f"runs/{run_id}/summary"), summary.encode()))
+        puts: list[dict[str, Any]] = []
+        for name, text in (("plan", plan), ("summary", summary)):
+            if text is not None:
+                parts, head = self._doc_ops(f"runs/{run_id}/{name}", text)
+                puts.extend(parts)
+                ops.append(head)
         lines = [line + b"\n" for line in journal.split(b"\n") if line.strip()]
         base = self.key(f"runs/{run_id}/journal/")
-        puts = [op_put(base + b"%010d" % (i + 1), line) for i, line in enumerate(lines)]
+        puts += journal_puts(base, list(enumerate(lines, 1)))
         # the journal first, the index key last: a run appears only once it is complete
         for chunk in _chunks(puts, MAX_BATCH_OPS, MAX_BATCH_BYTES):
             self.client.txn([], chunk)
@@ -514,13 +540,38 @@ class EtcdStore(Store):
         self.client.close()
 
 
+def journal_puts(base: bytes, lines: list[tuple[int, bytes]]) -> list[dict[str, Any]]:
+    """Puts that append numbered journal lines: consecutive lines share a key (up to
+    CHUNK_BYTES of them, zlib-compressed: etcd's gateway costs time per byte), named after the
+    first line's number, so that key order is journal order."""
+    puts: list[dict[str, Any]] = []
+    first, size = 0, 0
+    chunk: list[bytes] = []
+    for seq, line in lines:
+        if chunk and size + len(line) > CHUNK_BYTES:
+            puts.append(op_put(base + b"%010d" % first, _ZLIB + zlib.compress(b"".join(chunk), 1)))
+            chunk, size = [], 0
+        if not chunk:
+            first = seq
+        chunk.append(line)
+        size += len(line)
+    if chunk:
+        puts.append(op_put(base + b"%010d" % first, _ZLIB + zlib.compress(b"".join(chunk), 1)))
+    return puts
+
+
+def journal_lines(value: bytes) -> bytes:
+    """The journal lines (or document) kept in one key's value, decompressed."""
+    return zlib.decompress(value[len(_ZLIB) :]) if value.startswith(_ZLIB) else value
+
+
 def _chunks(
     ops: list[dict[str, Any]], max_ops: int, max_bytes: int
 ) -> Iterator[list[dict[str, Any]]]:
     chunk: list[dict[str, Any]] = []
     size = 0
     for op in ops:
-        n = len(op["request_put"]["value"]) + 64
+        n = len(op["request_put"]["value"]) * 3 // 4 + 64
         if chunk and (len(chunk) >= max_ops or size + n > max_bytes):
             yield chunk
             chunk, size = [], 0

@@ -72,7 +72,6 @@ class Journal:
                 raise JournalError("the journal is closed")
             self.sink.write(line)
             self.events.append(json.loads(line))
-        self.sink.confirm(line)
         for listener in list(self.listeners):
             try:
                 listener(record)

@@ -79,12 +79,6 @@ class JournalSink(abc.ABC):
     @abc.abstractmethod
     def write(self, line: bytes) -> None: ...
 
-    def confirm(self, line: bytes) -> None:
-        """Return once ``line``, just written by this thread, is durable (called outside the
-        journal's lock). A sink whose ``write`` already makes a line survive the controller
-        being killed (the local file: the kernel has it) has nothing to wait for."""
-        return
-
     @abc.abstractmethod
     def close(self) -> None:
         """Make everything written durable, then release the sink."""

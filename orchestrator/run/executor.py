@@ -21,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from orchestrator.errors import GateUnavailable, LockLost, TransportError
+from orchestrator.errors import GateUnavailable, TransportError
 from orchestrator.model.inventory import Host
 from orchestrator.model.runbook import OnFailure, Step, StepKind
 from orchestrator.model.templating import StepsView, evaluate, render
@@ -585,11 +585,7 @@ class Executor:
     def _host_attempt(self, ps: PlanStep, host: Host, attempt: int) -> HostOutcome:
         j = self.journal
         t0 = j.now()
-        try:
-            j.write(Event.HOST_STARTED, t0, step=ps.id, host=host.name, attempt=attempt)
-        except LockLost as exc:  # the store never took it: the command must not start
-            self.halt()
-            return HostOutcome(host.name, Status.CANCELLED, None, "lock_lost", str(exc))
+        j.write(Event.HOST_STARTED, t0, step=ps.id, host=host.name, attempt=attempt)
         outcome = self._host_body(ps, host, attempt)
         outcome.attempts = attempt
         return outcome
