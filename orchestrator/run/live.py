@@ -3,6 +3,7 @@ event (structlog, console or JSON) when not on a terminal. Both read the journal
 
 from __future__ import annotations
 
+import heapq
 import os
 import select
 import sys
@@ -303,18 +304,19 @@ class LiveView:
         ids = list(self.state)
         if len(ids) <= budget:
             return ids, {}
-        position = {sid: i for i, sid in enumerate(ids)}
+        state, priority = self.state, self._PRIORITY
         # running and waiting first, then failed, pending in plan order, then the most
-        # recently finished
-        ranked = sorted(
-            ids,
-            key=lambda sid: (
-                self._PRIORITY.get(self.state[sid]["status"], 4),
-                -self.state[sid]["seq"],
-                position[sid],
+        # recently finished (the few rows a screen holds: no full sort of every step)
+        ranked = heapq.nsmallest(
+            max(budget, 0),
+            enumerate(ids),
+            key=lambda item: (
+                priority.get(state[item[1]]["status"], 4),
+                -state[item[1]]["seq"],
+                item[0],
             ),
         )
-        shown = set(ranked[: max(budget, 0)])
+        shown = {sid for _, sid in ranked}
         folded: dict[str, int] = {}
         for sid in ids:
             if sid not in shown:
