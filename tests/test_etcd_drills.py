@@ -365,3 +365,53 @@ def test_site_lost_mid_failover_emergency_resume_from_the_other_site(
         assert world.host_file("app-a", "freeze").read_text().count("ran") == 1
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_state_push_moves_local_history_into_the_store(
+    shared_world: World, etcd: EtcdCluster, etcd_prefix: str
+) -> None:
+    """``drx state push`` copies a local directory's runs and active site into the store:
+    runs, reports and plan predictions from history then work through --state-url; a second
+    push copies nothing twice."""
+    a, b = controllers(shared_world, etcd, etcd_prefix)
+    files = ["-r", str(shared_world.runbook), "-i", str(shared_world.inventory)]
+    local = ["--state-dir", str(a.local)]
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("DRX_STATE_URL", None)
+    drx = [sys.executable, "-m", "orchestrator.cli"]
+    for command in (["failover", "site-b"], ["failback"]):
+        done = subprocess.run(
+            [*drx, *command, "--yes", "--var", "slow=0", *files, *local],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    pushed = subprocess.run(
+        [*drx, "state", "push", *local, "--state-url", a.url],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    assert "copied 2 run(s)" in pushed.stdout and "state (active site" in pushed.stdout
+    runs = json.loads(b.run("runs", "--format", "json").stdout)
+    assert [(r["direction"], r["status"]) for r in runs] == [
+        ("failover", "succeeded"),
+        ("failback", "succeeded"),
+    ]
+    assert runs[1]["parent_run"] == runs[0]["run_id"]
+    assert b.run("report", runs[0]["run_id"], "--format", "json").returncode == 0
+    plan = json.loads(b.run("plan", "site-b", "--format", "json", "--var", "slow=0").stdout)
+    assert {s["prediction_source"] for s in plan["steps"]} == {"history"}
+    assert "active site: site-a" in b.run("status").stdout
+    again = subprocess.run(
+        [*drx, "state", "push", *local, "--state-url", a.url],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert "copied 0 run(s)" in again.stdout and "skipped 2" in again.stdout

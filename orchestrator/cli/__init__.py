@@ -23,6 +23,7 @@ from orchestrator.cli import (
     report,
     logs,
     status,
+    state,
     schema,
 )
 
@@ -32,7 +33,20 @@ from orchestrator.cli.app import app, state_dir_path
 from orchestrator.errors import DrxError, ExitCode, ValidationError
 
 __all__ = ["app", "main"]
-_COMMANDS = (init, validate, check, failover, failback, resume, runs, report, logs, status, schema)
+_COMMANDS = (
+    init,
+    validate,
+    check,
+    failover,
+    failback,
+    resume,
+    runs,
+    report,
+    logs,
+    status,
+    state,
+    schema,
+)
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:

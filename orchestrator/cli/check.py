@@ -15,6 +15,7 @@ from orchestrator.cli.app import (
     LogFormatOpt,
     RunbookOpt,
     StateDirOpt,
+    StateUrlOpt,
     VerboseOpt,
     app,
     options,
@@ -169,6 +170,7 @@ def check(
     runbook: RunbookOpt = None,
     inventory: InventoryOpt = None,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
     log_format: LogFormatOpt = "console",
     verbose: VerboseOpt = 0,
 ) -> None:
@@ -178,7 +180,7 @@ def check(
 
     Example: drx check site-b -i inventory/ssh.yaml
     """
-    opts = options(runbook, inventory, state_dir, log_format, verbose)
+    opts = options(runbook, inventory, state_dir, log_format, verbose, state_url)
     table, problems, ok, note = run_check(opts, site)
     typer.echo(table, nl=False)
     if note:

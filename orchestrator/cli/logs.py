@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli.app import StateDirOpt, app, store_for
+from orchestrator.cli.app import StateDirOpt, StateUrlOpt, app, store_for
 from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ def logs(
     step: Annotated[str, typer.Argument(help="Step id (in a failback: undo-ID).")],
     host: Annotated[str | None, typer.Argument(help="Only this host.")] = None,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
 ) -> None:
     """Print a step's full output (every attempt, stdout and stderr as they came) of a run (RUN may
     be latest), which reports and the journal keep only the last lines of. With several hosts,
@@ -61,7 +62,7 @@ def logs(
 
     Example: drx logs 20261126T174500.123Z-failover-site-b promote-db db-b
     """
-    found = step_logs(store_for(state_dir), run, step, host)
+    found = step_logs(store_for(state_dir, state_url), run, step, host)
     several = len(found) > 1
     for name, path in found:
         if several:
