@@ -84,7 +84,9 @@ def test_postgres_failover_and_failback_lose_no_row(lab_root: Path) -> None:
         (s for s in fb["steps"] if s["status"] == "succeeded"), key=lambda s: s["started_at"]
     )
     assert [s["undo_of"] for s in undone] == chain[::-1]
-    assert next(s for s in fb["steps"] if s["id"] == "undo-wait-replica")["value"] == 0
+    # the failback's own RPO (failback_rpo_step), held to the same 0 B by the guard
+    assert (fb["rpo"]["step"], fb["rpo"]["measured_bytes"]) == ("undo-wait-replica", 0)
+    assert fb["rpo"]["guard"]["tripped"] is False
     assert result.ok
     assert _processes_under(lab_root) == []
     assert _sudoers_files() == sudoers_before

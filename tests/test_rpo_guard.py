@@ -79,6 +79,7 @@ def test_guard_trip_fails_the_run_before_dependents_start(world: World, capsys) 
     assert not world.host_file("app-b", "switched").exists()
     message = "measure measured 5,000 B, over the rpo_target of 1,024 B"
     assert message in summary["message"] and message in err
+    assert f"drx resume {summary['run_id']}" in err and "--accept-data-loss" in err
     assert summary["rpo"]["measured_bytes"] == 5000 and summary["rpo"]["met"] is False
     assert summary["rpo"]["guard"] == {
         "tripped": True,
@@ -179,3 +180,44 @@ def test_a_tolerated_failure_of_the_rpo_step_measured_nothing(local_world: World
     assert code == 0
     guard = w.summary()["rpo"]["guard"]
     assert (guard["accepted"], guard["accepted_loss_bytes"]) == (True, None)
+
+
+FAILBACK_MEASURED = RUNBOOK.replace(
+    "rpo_guard: true\n", "rpo_guard: true\nfailback_rpo_step: undo-measure\n"
+).replace(
+    "    capture: number\n    needs: [stop-source]\n",
+    "    capture: number\n    needs: [stop-source]\n"
+    "    undo: {run: 'echo \"{{ vars.back_lag }} bytes behind\"', capture: number}\n",
+)
+
+BACK_LAG_0 = ("--var", "back_lag=0")
+
+
+def test_failback_rpo_step_measures_and_guards_a_failback(local_world: World, capsys) -> None:
+    """With failback_rpo_step, a failback records its own RPO and the guard holds it too: over
+    target, the undos that need the measurement never start (exit 1) until the loss is accepted."""
+    w = local_world
+    w.write_runbook(FAILBACK_MEASURED)
+    assert w.run(capsys, "failover", "site-b", "--yes", "--var", "lag=0", *BACK_LAG_0)[0] == 0
+    code, err = w.run(capsys, "failback", "--yes", "--var", "lag=0", "--var", "back_lag=4096")
+    assert code == 1 and "undo-measure measured 4,096 B, over the rpo_target of 1,024 B" in err
+    assert _started(w) == ["undo-switch", "undo-promote", "undo-measure"]
+    assert w.host_file("db-a", "stopped").exists()  # the source was not brought back
+    summary = w.summary()
+    assert summary["rpo"]["step"] == "undo-measure" and summary["rpo"]["measured_bytes"] == 4096
+    assert summary["rpo"]["guard"]["blocked"] == ["undo-stop-source"]
+    code, _ = w.run(
+        capsys, "resume", "--yes", "--var", "lag=0", "--var", "back_lag=4096", "--accept-data-loss"
+    )
+    assert code == 0 and not w.host_file("db-a", "stopped").exists()
+    assert w.summary()["rpo"]["guard"]["accepted_loss_bytes"] == 4096
+
+
+def test_a_failback_within_target_reports_its_rpo(local_world: World, capsys) -> None:
+    """A failback whose failback_rpo_step measures within target runs through and reports it."""
+    w = local_world
+    w.write_runbook(FAILBACK_MEASURED)
+    assert w.run(capsys, "failover", "site-b", "--yes", "--var", "lag=0", *BACK_LAG_0)[0] == 0
+    assert w.run(capsys, "failback", "--yes", "--var", "lag=0", *BACK_LAG_0)[0] == 0
+    rpo = w.summary()["rpo"]
+    assert (rpo["measured_bytes"], rpo["met"], rpo["guard"]["tripped"]) == (0, True, False)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from orchestrator.cli.app import (
+    AcceptDataLossOpt,
     CommentOpt,
     FormatOpt,
     InventoryOpt,
@@ -47,6 +48,7 @@ def failback(
         bool, typer.Option("--yes", "-y", help="Approve gates and outcome-unknown steps.")
     ] = False,
     max_parallel: Annotated[int, typer.Option("--max-parallel", min=1)] = 32,
+    accept_data_loss: AcceptDataLossOpt = False,
     fmt: FormatOpt = "text",
     var: VarOpt = None,
     secret_var: SecretVarOpt = None,
@@ -83,6 +85,7 @@ def failback(
         fmt=fmt,
         yes=yes,
         max_parallel=max_parallel,
+        accept_data_loss=accept_data_loss,
         cli_vars=var or [],
         secret_vars=secret_var or [],
     )
@@ -243,6 +246,7 @@ def run_failback(
     max_parallel: int,
     cli_vars: Iterable[str],
     secret_vars: Iterable[str],
+    accept_data_loss: bool = False,
 ) -> int:
     import sys
 
@@ -253,7 +257,13 @@ def run_failback(
     if dry_run:
         sys.stdout.write(render_plan(plan, fmt))
         return 0
-    run_opts = run_options(opts, yes=yes, max_parallel=max_parallel, extra_results=outcomes)
+    run_opts = run_options(
+        opts,
+        yes=yes,
+        max_parallel=max_parallel,
+        extra_results=outcomes,
+        accept_data_loss=accept_data_loss,
+    )
     run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
     code, summary = execute(plan, opts.store, run_opts)
     closing_line(summary, opts.store)

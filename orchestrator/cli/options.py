@@ -216,11 +216,15 @@ def half_done(plan: Plan, summary: RunSummary, opts: Options) -> str | None:
         return None
     shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
     tail = command_options(opts)
+    guard = summary.rpo.guard if summary.rpo is not None else None
+    carry_on = f"  to carry on instead: drx resume {summary.run_id}{tail}"
+    if guard is not None and guard.tripped and not guard.accepted:
+        carry_on += " --accept-data-loss   (losing the data the RPO guard refused to lose)"
     return (
         f"the run stopped half-way: {len(changed)} step(s) had already changed things "
         f"({shown}), so the service is between {summary.source} and {summary.target}.\n"
         f"  to undo them:        drx failback --run {summary.run_id}{tail}\n"
-        f"  to carry on instead: drx resume {summary.run_id}{tail}"
+        f"{carry_on}"
     )
 
 

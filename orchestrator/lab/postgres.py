@@ -669,41 +669,36 @@ def _figure(summary: dict[str, Any] | None, *keys: str) -> Any:
     return value
 
 
-def _step_value(summary: dict[str, Any] | None, step_id: str) -> Any:
-    for step in (summary or {}).get("steps", []):
-        if step.get("id") == step_id:
-            return step.get("value")
-    return None
+def _run_line(
+    label: str, code: int | None, summary: dict[str, Any] | None, lost: int | None
+) -> str:
+    """One run's figures: exit code, RTO against its target, RPO in bytes, rows lost."""
+
+    def num(value: Any, unit: str) -> str:
+        return f"{value:g} {unit}" if isinstance(value, int | float) else "—"
+
+    rpo = _figure(summary, "rpo", "measured_bytes")
+    return (
+        f"{label}: exit {code if code is not None else '—'}, "
+        f"RTO {num(_figure(summary, 'rto', 'measured_s'), 's')} "
+        f"(target {num(_figure(summary, 'rto', 'target_s'), 's')}), "
+        f"RPO {num(rpo, 'B')} of WAL not received "
+        f"(target {num(_figure(summary, 'rpo', 'target_bytes'), 'B')}), "
+        f"{lost if lost is not None else '—'} rows lost"
+    )
 
 
 def report_lines(result: DrillResult) -> list[str]:
     """The figures of a drill, one line each."""
-    fo, fb = result.failover, result.failback
-    lines = []
-    rto = _figure(fo, "rto", "measured_s")
-    rpo = _figure(fo, "rpo", "measured_bytes")
-    target = _figure(fo, "rpo", "target_bytes")
-    lines.append(
-        f"failover to site-b: exit {result.failover_exit}, "
-        f"RTO {rto if rto is not None else '—'} s (target {_figure(fo, 'rto', 'target_s')} s), "
-        f"RPO {int(rpo) if rpo is not None else '—'} B of WAL not received "
-        f"(target {int(target) if target is not None else '—'} B), "
-        f"{result.lost_after_failover if result.lost_after_failover is not None else '—'} "
-        "rows lost"
-    )
-    back_rto = _figure(fb, "rto", "measured_s")
-    back_rpo = _step_value(fb, "undo-wait-replica")
-    lines.append(
-        f"failback to site-a: exit {result.failback_exit}, "
-        f"RTO {back_rto if back_rto is not None else '—'} s, "
-        f"RPO {back_rpo if back_rpo is not None else '—'} B of WAL not received"
-    )
-    lost = result.lost if result.lost is not None else "—"
-    lines.append(
-        f"rows: {result.committed} committed, {lost} rows lost; "
-        f"primary at the end: {result.primary_at_end or 'none'}"
-    )
-    return lines
+    return [
+        _run_line(
+            "failover to site-b", result.failover_exit, result.failover, result.lost_after_failover
+        ),
+        _run_line("failback to site-a", result.failback_exit, result.failback, result.lost),
+        f"rows: {result.committed} committed, "
+        f"{result.lost if result.lost is not None else '—'} rows lost; "
+        f"primary at the end: {result.primary_at_end or 'none'}",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

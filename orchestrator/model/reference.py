@@ -119,6 +119,16 @@ RUNBOOK_DOC: tuple[FieldDoc, ...] = (
         "ntfys://ntfy.example.org/{{ vars.ntfy_token }}",
     ),
     FieldDoc(
+        "failback_rpo_step",
+        Type.TEXT,
+        "none",
+        "The failback's own RPO: `undo-<step id>`, the undo of a step, whose captured number is "
+        "a failback's measured RPO (same unit and target as `rpo_step`); with `rpo_guard`, the "
+        "guard applies to failbacks too (`drx failback --accept-data-loss`). Unset, a failback "
+        "measures no RPO.",
+        "undo-wait-replica",
+    ),
+    FieldDoc(
         "rto_start",
         Type.TEXT,
         "the first step",

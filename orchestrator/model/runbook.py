@@ -70,6 +70,7 @@ RUNBOOK_FIELDS = (
     "rpo_target",
     "rpo_step",
     "rpo_guard",
+    "failback_rpo_step",
     "rto_start",
     "vars",
     "health",
@@ -166,6 +167,9 @@ class Runbook:
     #: refuse to start any step that needs the rpo_step while its value exceeds rpo_target
     #: (Patroni's maximum_lag_on_failover); ``--accept-data-loss`` lets the run through
     rpo_guard: bool = False
+    #: ``undo-<step>``: the failback step whose captured value is a failback's RPO (the guard
+    #: then applies to failbacks too); None: a failback measures no RPO
+    failback_rpo_step: str | None = None
     rto_start: str | None = None
     field_lines: dict[str, int] = field(default_factory=dict)
     #: notification URLs (templates) for run start, gates, RTO at risk and run end
@@ -427,6 +431,7 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         rpo_is_bytes=rpo_is_bytes,
         rpo_step=f.text("rpo_step"),
         rpo_guard=f.flag("rpo_guard"),
+        failback_rpo_step=f.text("failback_rpo_step"),
         rto_start=f.text("rto_start"),
         field_lines={k: top.line_of(k) for k in top},
         notify=f.located_list("notify"),
@@ -438,6 +443,17 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
                 "rpo_guard",
                 f"rpo_guard needs {' and '.join(missing)}: the guard compares the rpo_step's "
                 "value with rpo_target",
+            )
+    back = runbook.failback_rpo_step
+    if back is not None:
+        undone = back.removeprefix("undo-")
+        with_undo = [s.id for s in steps if s.undo is not None]
+        if not back.startswith("undo-") or undone not in with_undo:
+            f.error(
+                "failback_rpo_step",
+                f"failback_rpo_step must name the undo of a step that has one, as "
+                f"'undo-<step id>', not '{back}'",
+                suggest(back, [f"undo-{s}" for s in with_undo]),
             )
     for key in ("rpo_step", "rto_start"):
         ref = getattr(runbook, key)

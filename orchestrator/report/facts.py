@@ -540,7 +540,7 @@ def _guard_sentence(rpo: Rpo) -> tuple[str | None, str | None]:
     blocked = ", ".join(guard.blocked) if guard.blocked else "no step"
     return (
         f"RPO guard tripped: the measured RPO exceeds {target}, so {blocked} never started "
-        "(--accept-data-loss lets a failover through).",
+        "(--accept-data-loss lets the run through).",
         "refused",
     )
 

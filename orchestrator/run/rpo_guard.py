@@ -1,6 +1,7 @@
 """The RPO guard (runbook ``rpo_guard: true``; Patroni calls it ``maximum_lag_on_failover``).
 
-When the ``rpo_step`` of a failover finishes, its value is the RPO the failover would cost. If
+When the ``rpo_step`` of a failover (or the ``failback_rpo_step`` of a failback) finishes, its
+value is the RPO the run would cost. If
 it exceeds ``rpo_target`` — or nothing was measured — no step that needs the ``rpo_step``
 (transitively) may start: the run fails, saying measured against target. ``--accept-data-loss``
 lets the run through, and the journal records that the operator accepted it, and how much.
@@ -28,17 +29,13 @@ class RpoGuard:
 
     @classmethod
     def of(cls, plan: Plan, accept_data_loss: bool) -> RpoGuard | None:
-        """The guard of a failover plan whose runbook sets ``rpo_guard`` (None otherwise)."""
+        """The guard of a plan whose runbook sets ``rpo_guard`` and that measures an RPO: a
+        failover (its rpo_step), or a failback that runs the runbook's failback_rpo_step."""
         rb = plan.runbook
-        if (
-            not rb.rpo_guard
-            or plan.direction != FAILOVER
-            or rb.rpo_step is None
-            or rb.rpo_target is None
-            or rb.rpo_step not in plan.steps
-        ):
+        step = rb.rpo_step if plan.direction == FAILOVER else rb.failback_rpo_step
+        if not rb.rpo_guard or step is None or rb.rpo_target is None or step not in plan.steps:
             return None
-        return cls(rb.rpo_step, rb.rpo_target, rb.rpo_is_bytes, accept_data_loss)
+        return cls(step, rb.rpo_target, rb.rpo_is_bytes, accept_data_loss)
 
     def show(self, amount: float) -> str:
         if self.is_bytes:

@@ -447,10 +447,12 @@ def report_hint(run_id: str, store: Store) -> str:
 
 
 def _rpo_step(plan: Plan) -> str | None:
-    name = plan.runbook.rpo_step
+    """The step whose value is this run's RPO: the rpo_step of a failover; in a failback, the
+    runbook's failback_rpo_step (an undo) if the failback runs it."""
     if plan.direction == FAILBACK:
-        return None
-    return name
+        back = plan.runbook.failback_rpo_step
+        return back if back is not None and back in plan.steps else None
+    return plan.runbook.rpo_step
 
 
 def _rto_start(plan: Plan) -> str | None:
