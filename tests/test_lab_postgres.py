@@ -52,18 +52,11 @@ def _processes_under(root: Path) -> list[str]:
     return found
 
 
-def _sudoers_files() -> set[str]:
-    return (
-        {p.name for p in SUDOERS_DIR.glob("drx-lab-postgres-*")} if SUDOERS_DIR.is_dir() else set()
-    )
-
-
 @pytest.mark.timeout(300)
 def test_postgres_failover_and_failback_lose_no_row(lab_root: Path) -> None:
     """Failover to site-b and failback both succeed over sshd+sudo, the RPO is 0 B, every
     acknowledged row is at the final primary (site-a), rows were written at both sites, the
     failback ran the undos in reverse order, and the lab leaves no process or sudoers file."""
-    sudoers_before = _sudoers_files()
     result = run_drill(lab_root, RUNBOOK, echo=False)
     assert (result.failover_exit, result.failback_exit) == (0, 0)
     assert (result.lost_after_failover, result.lost) == (0, 0)
@@ -89,4 +82,5 @@ def test_postgres_failover_and_failback_lose_no_row(lab_root: Path) -> None:
     assert fb["rpo"]["guard"]["tripped"] is False
     assert result.ok
     assert _processes_under(lab_root) == []
-    assert _sudoers_files() == sudoers_before
+    assert result.sudoers is not None and result.sudoers.parent == SUDOERS_DIR
+    assert not result.sudoers.exists()

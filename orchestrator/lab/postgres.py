@@ -328,6 +328,11 @@ class PostgresLab:
                 raise LabError(f"{replica.host} did not start streaming from {primary.host}")
             time.sleep(0.05)
 
+    @property
+    def sudoers(self) -> Path | None:
+        """The sudoers drop-in this lab installed (None before it started)."""
+        return self._sudoers
+
     def _install_sudoers(self) -> None:
         """Let the lab user run commands as postgres (only): what `sudo: postgres` needs."""
         SUDOERS_DIR.mkdir(mode=0o750, exist_ok=True)
@@ -574,6 +579,7 @@ class DrillResult:
     lost: int | None = None  # after the failback
     primary_at_end: str | None = None
     rows_by_site: dict[str, int] | None = None  # at the final primary: rows written per site
+    sudoers: Path | None = None  # the lab's sudoers drop-in (removed when the lab stopped)
 
     @property
     def ok(self) -> bool:
@@ -617,6 +623,7 @@ def run_drill(root: Path, runbook: Path, *, echo: bool = True) -> DrillResult:
     result = DrillResult()
     with PostgresLab(root) as pg:
         pg.start()
+        result.sudoers = pg.sudoers
         a, b = pg.nodes["db-a"], pg.nodes["db-b"]
         print(
             f"lab: db-a (site-a) sshd {a.address}:{pg.sshd.host('db-a').port if pg.sshd else '?'}"
