@@ -211,3 +211,22 @@ def test_a_resumed_run_shows_carried_steps_and_one_header(world: World, capsys) 
         assert row.startswith("✔"), row
     summary = json.loads(json.dumps(world.summary()))
     assert world.step(summary, "one")["carried_from"]
+
+
+def test_a_long_gate_question_still_leaves_the_rto_line_in_sight(world: World) -> None:
+    """A gate whose question wraps over several lines, after 35 steps, in 80×24: the header,
+    the RTO line and the whole question (up to its [y/n]) are on the screen together."""
+    long_prompt = "Move " + "traffic and every queue consumer " * 7 + "to {{ target }}?"
+    text = forty_steps().replace(
+        "  - {id: long-step, hosts: app@target, run: 'sleep 3', undo: 'true', needs: [s35]}",
+        f'  - {{id: long-step, kind: manual, prompt: "{long_prompt}", needs: [s35]}}',
+    )
+    world.write_runbook(text)
+    term = Terminal(world, ["failover", "site-b"])
+    screen = term.wait_for(lambda s: "to site-b? [y/n]" in s.replace("\n", ""))
+    lines = term.lines
+    assert any(line.startswith("drx failover → site-b") for line in lines), screen
+    assert any(line.startswith("RTO ") for line in lines), screen
+    assert any(line.startswith("? long-step: Move traffic") for line in lines), screen
+    term.send("y\r")
+    assert term.exit_code() == 0, term.text()

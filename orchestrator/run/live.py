@@ -347,7 +347,12 @@ class LiveView:
             question = dict(self.question) if self.question else None
             # header, table heading, RTO line, messages, question, fold line, and the line the
             # cursor rests on: whatever is left is for step rows
-            fixed = 4 + len(messages) + (1 if question else 0) + 1
+            asking = 0
+            if question:  # a long question wraps: it takes the rows it needs
+                text = f"? {question['step']}: {question['prompt']} {ANSWER_FORMAT} "
+                width = max(self.console.size.width, 20)
+                asking = -(-(len(text) + len(question["typed"]) + 30) // width)
+            fixed = 4 + len(messages) + asking + 1
             visible, folded = self._visible(height - fixed)
             if folded:
                 visible, folded = self._visible(height - fixed - 1)
