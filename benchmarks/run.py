@@ -15,6 +15,8 @@ Sections (see each module for how a figure is made):
 5. Memory — peak RSS of drx while a step prints 1 GB (local transport, then over SSH).
 6. Start-up — ``drx --help`` and ``drx plan site-b`` on the sample.
 7. Reports — rendering each report format for a 1,000-step run.
+8. Shared state — a 3-member etcd cluster on loopback against a local state directory: the same
+   drill's measured RTO, and the 10,000-step fake-transport run (bench_etcd.py).
 
 The peers are installed on first use into benchmarks/.venvs/ (ansible-core, pyinfra); a peer
 that cannot be installed or run is reported as skipped with the reason. ``--quick`` runs tiny
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_engine
+import bench_etcd
 import bench_ssh
 from bench_common import (
     BENCH_DIR,
@@ -209,6 +212,10 @@ def run_all(cfg: Config, workdir: Path) -> Runner:
         "fake_scale",
         lambda: bench_engine.fake_scale(cfg.scale_steps, workdir, cfg.profile_steps or None),
     )
+    runner.run(
+        "shared_state",
+        lambda: bench_etcd.shared_state(workdir, cfg.rounds, cfg.scale_steps, cfg.quick),
+    )
     memory = runner.run("memory", lambda: bench_engine.memory_local(workdir, cfg.memory_size))
     ansible, pyinfra = peers(cfg)
     for peer in (ansible, pyinfra):
@@ -289,6 +296,7 @@ ORDER = (
     "plan_scale",
     "validate_shapes",
     "fake_scale",
+    "shared_state",
     "wide",
     "memory",
     "startup",

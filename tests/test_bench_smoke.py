@@ -22,6 +22,7 @@ SECTIONS = {
     "plan_scale",
     "validate_shapes",
     "fake_scale",
+    "shared_state",
     "wide",
     "memory",
     "startup",
