@@ -126,9 +126,10 @@ def _run(args: list[str]) -> None:
 
         directory = _debug_log_dir(args)
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = directory / "debug.log"
-            with path.open("a", encoding="utf-8") as fh:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # may hold secrets
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
                 fh.write(f"--- {datetime.datetime.now(datetime.UTC).isoformat()} drx {args}\n")
                 fh.write(traceback.format_exc())
             where = str(path)

@@ -124,9 +124,28 @@ def state_dir_path(state_dir: str | None) -> Path:
 
 def store_for(state_dir: str | None, state_url: str | None = None) -> Store:
     """The store named by the common options."""
-    from orchestrator.record.store import open_store
+    return open_checked(state_dir_path(state_dir), state_url)
 
-    return open_store(state_dir_path(state_dir), state_url)
+
+_WARNED: set[Path] = set()
+
+
+def open_checked(state_dir: Path, state_url: str | None) -> Store:
+    """Open the store; warn (once) when the local state directory lets others in: journals
+    and command output can hold what nobody declared secret."""
+    from orchestrator.cli import say
+    from orchestrator.record.store import open_store, readable_by_others
+
+    if state_dir not in _WARNED and readable_by_others(state_dir):
+        _WARNED.add(state_dir)
+        mode = oct(state_dir.stat().st_mode & 0o777)[2:]
+        say.warning(
+            f"state directory {state_dir} is readable by others (mode {mode}); journals and "
+            f"command output may hold secrets: chmod 700 {state_dir}",
+            state_dir=str(state_dir),
+            mode=mode,
+        )
+    return open_store(state_dir, state_url)
 
 
 def options(

@@ -60,9 +60,9 @@ class Options:
     @cached_property
     def store(self) -> Store:
         """Where state, the lock and runs are kept."""
-        from orchestrator.record.store import open_store
+        from orchestrator.cli.app import open_checked
 
-        return open_store(self.state_dir, self.state_url)
+        return open_checked(self.state_dir, self.state_url)
 
     def load(self) -> tuple[Runbook, Inventory]:
         from orchestrator.model.loading import load_both, resolve_paths

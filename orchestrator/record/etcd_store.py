@@ -72,6 +72,8 @@ from orchestrator.record.store import (
     RunLock,
     Store,
     parse_journal,
+    private_dir,
+    private_open,
 )
 
 DEFAULT_TTL_S = 10.0
@@ -506,8 +508,8 @@ class EtcdStore(Store):
     def keep_unwritten(self, run_id: str, lines: list[bytes]) -> Path:
         """Append journal lines the store would not take to the local ``unwritten.jsonl``."""
         path = self.local_dir / "runs" / run_id / "unwritten.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("ab") as fh:
+        private_dir(path.parent, self.local_dir)
+        with os.fdopen(private_open(path, os.O_WRONLY | os.O_APPEND), "ab") as fh:
             fh.writelines(lines)
             fh.flush()
             os.fsync(fh.fileno())

@@ -22,6 +22,7 @@ import abc
 import contextlib
 import datetime
 import enum
+import errno
 import fcntl
 import json
 import os
@@ -179,10 +180,44 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+#: what drx writes in a state directory is for its owner only: command output, journals and
+#: summaries can hold what nobody declared secret (docs/reference.md, "State directory")
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+
+
+def private_dir(path: Path, base: Path | None = None) -> None:
+    """Create ``path`` (and its missing parents below ``base``) owner-only, 0700."""
+    missing = []
+    current = path
+    while not current.exists() and current != base and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    if base is not None and not base.exists():
+        private_dir(base)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=PRIVATE_DIR)
+        with contextlib.suppress(OSError):
+            directory.chmod(PRIVATE_DIR)  # mkdir's mode is reduced by the umask
+
+
+def private_open(path: Path, flags: int) -> int:
+    """``os.open`` of a file drx writes, created owner-only (0600)."""
+    return os.open(path, flags | os.O_CREAT, PRIVATE_FILE)
+
+
+def readable_by_others(state_dir: Path) -> bool:
+    """Whether a state directory lets others than its owner in (drx then warns)."""
+    try:
+        return bool(state_dir.stat().st_mode & 0o077)
+    except OSError:
+        return False
+
+
 def _write_atomic(path: Path, text: str) -> None:
     """Write a temp file, fsync, rename: readers see the old or the new file, never half."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    with os.fdopen(private_open(tmp, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
@@ -208,7 +243,7 @@ class LocalStore(Store):
         return self.state_dir / "runs"
 
     def _ensure_dir(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
 
     # -- state
     def read_state(self) -> dict[str, Any]:
@@ -251,7 +286,9 @@ class LocalStore(Store):
 
     def create_run(self, run_id: str, plan_doc: dict[str, Any], lock: RunLock) -> JournalSink:
         run_dir = self._runs / run_id
-        run_dir.mkdir(parents=True)
+        if run_dir.exists():
+            raise FileExistsError(errno.EEXIST, "run directory exists", str(run_dir))
+        private_dir(run_dir / "output", self.state_dir)
         _write_atomic(run_dir / "plan.json", document_json(plan_doc))
         return _FileSink(run_dir / "journal.jsonl")
 
@@ -281,7 +318,7 @@ class _FileLock(RunLock):
     """``.drx/lock`` held with flock for the life of the run; it names the holder."""
 
     def __init__(self, state_dir: Path, holder: str) -> None:
-        self._fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = private_open(state_dir / "lock", os.O_RDWR)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -316,7 +353,7 @@ class _FileSink(JournalSink):
 
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = private_open(path, os.O_WRONLY | os.O_APPEND)
         self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._pending = False  # written but not yet fsynced

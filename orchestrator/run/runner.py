@@ -20,7 +20,7 @@ from orchestrator.plan.preview import plan_document
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status, StepOutcome
-from orchestrator.record.store import LockState, RunLock, Store, document_json
+from orchestrator.record.store import LockState, RunLock, Store, document_json, private_dir
 from orchestrator.record.summary import RunSummary, build_summary
 from orchestrator.run import notify, preflight
 from orchestrator.run.budget import BudgetWatcher
@@ -270,11 +270,13 @@ def _run(
     for event in opts.carried_events:
         journal.write(Event.STEP_CARRIED, 0.0, **event)
     gate = Gate(opts.yes, opts.interactive, comment=opts.gate_comment)
+    output = store.output_dir(run_id)
+    private_dir(output, store.local_dir)  # command output: owner-only, wherever the store is
     ex = Executor(
         plan,
         connections,
         journal,
-        store.output_dir(run_id),
+        output,
         max_parallel=opts.max_parallel,
         gate=gate,
         unreachable=unreachable,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import threading
@@ -287,8 +288,10 @@ class OutputCollector:
         if self._redact is not None:
             text = self._redact(text)
         if self._log is None and self._log_path is not None:
-            self._log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self._log_path, "a", encoding="utf-8")  # noqa: SIM115 - see close()
+            # output may hold what nobody declared secret: owner-only, like the state dir
+            self._log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._log = os.fdopen(fd, "a", encoding="utf-8")
         if self._log is not None:
             self._log.write(text)
             self._log.flush()  # the log is what people watch while a step runs
