@@ -335,23 +335,12 @@ class PostgresLab:
 
     def _install_sudoers(self) -> None:
         """Let the lab user run commands as postgres (only): what `sudo: postgres` needs."""
-        SUDOERS_DIR.mkdir(mode=0o750, exist_ok=True)
-        # One file per lab (no dots: sudo skips such names in an includedir).
-        name = f"drx-lab-postgres-{os.getpid()}-{secrets.token_hex(4)}"
-        path = SUDOERS_DIR / name
-        text = (
-            "# drx PostgreSQL lab: the runbook's `sudo: postgres` steps, nothing as root\n"
-            f"{self.user} ALL=({PG_USER}) NOPASSWD: /usr/bin/sh, /bin/sh\n"
+        assert self.sshd is not None
+        self._sudoers = self.sshd.install_sudoers(
+            ["/usr/bin/sh", "/bin/sh"],
+            run_as=PG_USER,
+            purpose="drx PostgreSQL lab: the runbook's `sudo: postgres` steps, nothing as root",
         )
-        tmp = SUDOERS_DIR / f"{name}.tmp"
-        tmp.write_text(text)
-        os.chmod(tmp, 0o440)
-        check = subprocess.run(["visudo", "-cf", str(tmp)], capture_output=True, text=True)
-        if check.returncode != 0:
-            tmp.unlink()
-            raise LabError(f"sudoers drop-in refused by visudo: {check.stdout}{check.stderr}")
-        os.replace(tmp, path)
-        self._sudoers = path
 
     def _dsn(self, node: PgNode) -> str:
         return (

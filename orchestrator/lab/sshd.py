@@ -38,6 +38,7 @@ import contextlib
 import ipaddress
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -59,6 +60,8 @@ from orchestrator.transport.base import HostSpec
 
 DEFAULT_USER = "drxlab"
 SSHD = "/usr/sbin/sshd"
+SUDO = "/usr/bin/sudo"
+SUDOERS_DIR = Path("/etc/sudoers.d")
 #: Seconds a host gets to show its ``SSH-`` banner after start.
 START_TIMEOUT = 10.0
 FIRST_ADDRESS = ipaddress.IPv4Address("127.0.0.2")
@@ -201,6 +204,7 @@ class Lab:
         self._next_index = 0
         self._lock = threading.RLock()
         self._stopped = False
+        self._sudoers: list[Path] = []
         self._check_environment()
         self._prepare()
         atexit.register(self.stop)
@@ -483,12 +487,55 @@ class Lab:
             del self.hosts[name]
             self._write_known_hosts()
 
+    # --- sudo -----------------------------------------------------------------------------
+
+    def install_sudoers(
+        self, commands: Sequence[str], *, run_as: str = "root", purpose: str = "drx lab"
+    ) -> Path:
+        """A sudoers drop-in that lets the lab user (and nobody else) run ``commands`` (sudoers
+        command patterns, e.g. ``/bin/sh``) as ``run_as`` without a password — what a step's
+        ``sudo`` needs over SSH. Checked with ``visudo -c`` before it takes effect; removed by
+        :meth:`remove_sudoers` or when the lab stops."""
+        if not commands:
+            raise LabError("a sudoers drop-in needs at least one command")
+        if not os.access(SUDO, os.X_OK):
+            raise LabError(f"no sudo at {SUDO} (make system-deps installs it)")
+        SUDOERS_DIR.mkdir(mode=0o750, exist_ok=True)
+        # no dots in the name: sudo skips such files in an includedir
+        name = f"drx-lab-{os.getpid()}-{secrets.token_hex(4)}"
+        path = SUDOERS_DIR / name
+        tmp = SUDOERS_DIR / f"{name}.tmp"
+        tmp.write_text(
+            f"# {purpose}: removed when the lab stops\n"
+            f"{self.user} ALL=({run_as}) NOPASSWD: {', '.join(commands)}\n"
+        )
+        os.chmod(tmp, 0o440)
+        check = subprocess.run(["visudo", "-cf", str(tmp)], capture_output=True, text=True)
+        if check.returncode != 0:
+            tmp.unlink()
+            raise LabError(f"sudoers drop-in refused by visudo: {check.stdout}{check.stderr}")
+        os.replace(tmp, path)
+        with self._lock:
+            self._sudoers.append(path)
+        return path
+
+    def remove_sudoers(self, path: Path | None = None) -> None:
+        """Remove one drop-in this lab installed (default: all of them)."""
+        with self._lock:
+            chosen = [p for p in self._sudoers if path is None or p == path]
+            for p in chosen:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                self._sudoers.remove(p)
+
     def stop(self) -> None:
-        """Kill every host's sshd and sessions. Idempotent; also run at interpreter exit."""
+        """Kill every host's sshd and sessions and remove the lab's sudoers drop-ins.
+        Idempotent; also run at interpreter exit."""
         with self._lock:
             for h in self.hosts.values():
                 with contextlib.suppress(OSError):
                     self._kill_tree(h)
+            self.remove_sudoers()
             self._stopped = True
         atexit.unregister(self.stop)
 
