@@ -127,6 +127,20 @@ def store_for(state_dir: str | None, state_url: str | None = None) -> Store:
     return open_checked(state_dir_path(state_dir), state_url)
 
 
+def runbook_name(runbook: str | None) -> str | None:
+    """The ``name`` of the runbook given with -r (or DRX_RUNBOOK), to filter runs by; None
+    when no runbook was given (then every runbook's runs are shown)."""
+    if not runbook:
+        return None
+    from orchestrator.errors import ValidationError
+    from orchestrator.model.runbook import parse_runbook
+
+    parsed, problems = parse_runbook(runbook)
+    if parsed is None or any(p.severity == "error" for p in problems):
+        raise ValidationError(problems)
+    return parsed.name
+
+
 _WARNED: set[Path] = set()
 
 

@@ -103,7 +103,7 @@ def run_check(opts: Options, site: str | None) -> tuple[str, list[str], bool, st
     from orchestrator.run.runner import check_source_health
 
     runbook, inventory = opts.load_checked(lambda inv: [s for s in inv.sites if s != inv.active])
-    active = active_site(opts.store, inventory)
+    active = active_site(opts.store, inventory, runbook.name)
     if site is not None:
         check_site(inventory, site)
     target = site if site not in (None, active) else next(s for s in inventory.sites if s != active)
@@ -158,7 +158,7 @@ def run_check(opts: Options, site: str | None) -> tuple[str, list[str], bool, st
         )
         problems += bad
     ok = all(r.ok for r in results) and health_ok
-    return _table(rows), problems, ok, state_note(opts.store, inventory)
+    return _table(rows), problems, ok, state_note(opts.store, inventory, runbook.name)
 
 
 @app.command()

@@ -162,6 +162,7 @@ def failback_plan(
 
     summaries = load_summaries(opts.store)
     lineage = Lineage.of(summaries)
+    runbook, inventory = opts.load()
     if run is not None:
         run_id = resolve_run(opts.store, run)
         summary = lineage.by_id[run_id]
@@ -171,18 +172,19 @@ def failback_plan(
             s
             for s in summaries
             if s.direction == "failover"
+            and s.runbook == runbook.name  # each runbook has its own history
             and lineage.failback_of(s.run_id) is None
             and lineage.resumed_by(s.run_id) is None
         ]
         if not candidates:
             raise RefusedError(
-                f"nothing to fail back: no failover run in {shown_location(opts.store)} "
+                f"nothing to fail back: no failover run of runbook '{runbook.name}' in "
+                f"{shown_location(opts.store)} "
                 "that has not been failed back (if the drill ran from another directory, "
                 "pass --state-dir)"
             )
         summary = candidates[-1]
         run_id = summary.run_id
-    runbook, inventory = opts.load()
     if summary.runbook != runbook.name:
         raise RefusedError(
             f"run {run_id} used runbook '{summary.runbook}', not '{runbook.name}'; "

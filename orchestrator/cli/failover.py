@@ -146,7 +146,7 @@ def failover_plan(
     )
     check_site(inventory, site)
     warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
-    source = active_site(opts.store, inventory)
+    source = active_site(opts.store, inventory, runbook.name)
     if site == source and not force:
         raise RefusedError(f"site '{site}' is already active (use --force to run anyway)")
     if site == source:
@@ -201,7 +201,7 @@ def run_failover(
     plan = failover_plan(
         opts, site, force=force, emergency=emergency, cli_vars=cli_vars, secret_vars=secret_vars
     )
-    note = state_note(opts.store, plan.inventory)
+    note = state_note(opts.store, plan.inventory, plan.runbook.name)
     if note:
         typer.echo(note, err=True)
     # (Starting the pre-flight while the engine's modules import was tried: on two cores the

@@ -129,10 +129,11 @@ def warn_unknown_vars(
         say.warning(text + (f"; {hint}" if hint else ""), var=name)
 
 
-def active_site(store: Store, inventory: Inventory) -> str:
-    """The site serving now: state.json overrides the inventory's ``active``."""
-    state = store.read_state()
-    active = state.get("active")
+def active_site(store: Store, inventory: Inventory, runbook: str) -> str:
+    """The site serving ``runbook``'s service now: state.json overrides the inventory."""
+    from orchestrator.record.store import runbook_state
+
+    active = runbook_state(store.read_state(), runbook).get("active")
     return active if isinstance(active, str) and active in inventory.sites else inventory.active
 
 
@@ -144,13 +145,16 @@ def shown_location(store: Store) -> str:
     return store.location
 
 
-def state_note(store: Store, inventory: Inventory) -> str | None:
+def state_note(store: Store, inventory: Inventory, runbook: str) -> str | None:
     """When no run has recorded an active site yet, say which one drx trusts and where it
     looked, so that running from the wrong directory is noticed."""
-    if store.read_state().get("active"):
+    from orchestrator.record.store import runbook_state
+
+    if runbook_state(store.read_state(), runbook).get("active"):
         return None
     return (
-        f"note: no drx state in {shown_location(store)} yet; trusting the inventory's active "
+        f"note: no drx state in {shown_location(store)} yet for runbook '{runbook}'; trusting "
+        f"the inventory's active "
         f"site '{inventory.active}' ({inventory.path}). If drills ran from another directory, "
         "pass --state-dir (or set DRX_STATE_DIR)."
     )

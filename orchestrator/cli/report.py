@@ -9,10 +9,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from orchestrator.cli.app import (
+    InventoryOpt,
+    LogFormatOpt,
+    RunbookOpt,
     StateDirOpt,
     StateUrlOpt,
+    VerboseOpt,
     app,
     check_format,
+    runbook_name,
     store_for,
 )
 
@@ -33,17 +38,25 @@ def report(
     compare: Annotated[
         str | None, typer.Option("--compare", help="Compare with another run.")
     ] = None,
+    runbook: RunbookOpt = None,
+    inventory: InventoryOpt = None,
     state_dir: StateDirOpt = None,
     state_url: StateUrlOpt = None,
+    log_format: LogFormatOpt = "console",
+    verbose: VerboseOpt = 0,
 ) -> None:
-    """The post-drill report of a run (default: the latest), as text, md, html, json or
-    junit; with -o FILE the format follows FILE's extension unless --format says otherwise.
+    """The post-drill report of a run (default: the latest; with -r, the latest of that
+    runbook), as text, md, html, json or junit; with -o FILE the format follows FILE's
+    extension unless --format says otherwise.
 
     Example: drx report --format html -o drill.html
     """
     fmt = fmt or format_for(output)
     check_format(fmt, ("text", "md", "html", "json", "junit"))
-    text = render_report(store_for(state_dir, state_url), run, fmt, compare, color=output is None)
+    store = store_for(state_dir, state_url)
+    text = render_report(
+        store, run, fmt, compare, color=output is None, runbook=runbook_name(runbook)
+    )
     if output:
         Path(output).write_text(text, encoding="utf-8")
         typer.echo(f"wrote {output}", err=True)
@@ -71,14 +84,27 @@ def format_for(output: str | None) -> str:
 
 
 def render_report(
-    store: Store, run: str | None, fmt: str, compare: str | None, *, color: bool = False
+    store: Store,
+    run: str | None,
+    fmt: str,
+    compare: str | None,
+    *,
+    color: bool = False,
+    runbook: str | None = None,
 ) -> str:
     import sys
 
+    from orchestrator.errors import RefusedError
     from orchestrator.record.runs import load_summaries, load_summary, resolve_run
     from orchestrator.report import render
 
-    run_id = resolve_run(store, run)
+    if run is None and runbook is not None:
+        mine = [s.run_id for s in load_summaries(store) if s.runbook == runbook]
+        if not mine:
+            raise RefusedError(f"no runs of runbook '{runbook}' in {store.location}")
+        run_id = mine[-1]
+    else:
+        run_id = resolve_run(store, run)
     summary = load_summary(store, run_id)
     other = load_summary(store, resolve_run(store, compare)) if compare else None
     history = None

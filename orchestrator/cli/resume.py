@@ -119,13 +119,16 @@ def run_resume(
 
     summaries = load_summaries(opts.store)
     lineage = Lineage.of(summaries)
+    runbook, inventory = opts.load()
     if run is not None:
         run_id = resolve_run(opts.store, run)
     else:
         candidates = [
             s.run_id
             for s in summaries
-            if lineage.resumed_by(s.run_id) is None and lineage.failback_of(s.run_id) is None
+            if s.runbook == runbook.name  # each runbook has its own history
+            and lineage.resumed_by(s.run_id) is None
+            and lineage.failback_of(s.run_id) is None
         ]
         if not candidates:
             raise RefusedError(f"nothing to resume in {opts.store.location}")
@@ -134,7 +137,6 @@ def run_resume(
     events = opts.store.read_events(run_id)
     start = run_start(events)
     outcomes = outcomes_from_events(events)
-    runbook, inventory = opts.load()
     if start["runbook"] != runbook.name:
         raise RefusedError(f"run {run_id} used runbook '{start['runbook']}', not '{runbook.name}'")
     warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)

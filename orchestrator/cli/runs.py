@@ -7,10 +7,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from orchestrator.cli.app import (
+    InventoryOpt,
+    LogFormatOpt,
+    RunbookOpt,
     StateDirOpt,
     StateUrlOpt,
+    VerboseOpt,
     app,
     check_format,
+    runbook_name,
     store_for,
 )
 
@@ -21,29 +26,37 @@ if TYPE_CHECKING:
 @app.command()
 def runs(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    runbook: RunbookOpt = None,
+    inventory: InventoryOpt = None,
     state_dir: StateDirOpt = None,
     state_url: StateUrlOpt = None,
+    log_format: LogFormatOpt = "console",
+    verbose: VerboseOpt = 0,
 ) -> None:
     """List past runs: id, runbook, direction, site, status, measured RTO vs target, RPO.
+    With -r, only the runs of that runbook.
 
     Example: drx runs --format json
     """
     check_format(fmt, ("table", "json"))
-    typer.echo(list_runs(store_for(state_dir, state_url), fmt), nl=False)
+    name = runbook_name(runbook)
+    typer.echo(list_runs(store_for(state_dir, state_url), fmt, name), nl=False)
 
 
-def list_runs(store: Store, fmt: str) -> str:
+def list_runs(store: Store, fmt: str, runbook: str | None = None) -> str:
     import json
 
     from orchestrator.model.units import format_duration
     from orchestrator.record.runs import continued, load_summaries, reversed_run
 
-    summaries = load_summaries(store)
-    by_id = {s.run_id: s for s in summaries}
+    every = load_summaries(store)
+    by_id = {s.run_id: s for s in every}  # links may cross runbooks: look them up in all
+    summaries = [s for s in every if runbook is None or s.runbook == runbook]
     if fmt == "json":
         return json.dumps([s.to_dict() for s in summaries], indent=2) + "\n"
     if not summaries:
-        return f"no runs in {store.location}\n"
+        which = f" of runbook '{runbook}'" if runbook else ""
+        return f"no runs{which} in {store.location}\n"
     rows = [("RUN", "RUNBOOK", "DIRECTION", "SITE", "STATUS", "RTO", "TARGET", "RPO", "NOTE")]
     for s in summaries:
         rto, rpo = s.rto, s.rpo

@@ -7,9 +7,14 @@ from typing import TYPE_CHECKING
 import typer
 
 from orchestrator.cli.app import (
+    InventoryOpt,
+    LogFormatOpt,
+    RunbookOpt,
     StateDirOpt,
     StateUrlOpt,
+    VerboseOpt,
     app,
+    runbook_name,
     store_for,
 )
 from orchestrator.cli.options import shown_location
@@ -19,29 +24,53 @@ if TYPE_CHECKING:
 
 
 @app.command()
-def status(state_dir: StateDirOpt = None, state_url: StateUrlOpt = None) -> None:
-    """Show the active site, the latest run, and whether a run holds the lock.
+def status(
+    runbook: RunbookOpt = None,
+    inventory: InventoryOpt = None,
+    state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
+    log_format: LogFormatOpt = "console",
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Show the active site of each runbook (with -r, of that runbook), the latest run, and
+    whether a run holds the lock.
 
     Example: drx status --state-dir /var/lib/drx
     """
-    typer.echo(describe(store_for(state_dir, state_url)), nl=False)
+    typer.echo(describe(store_for(state_dir, state_url), runbook_name(runbook)), nl=False)
 
 
-def describe(store: Store) -> str:
+def describe(store: Store, runbook: str | None = None) -> str:
     from orchestrator.model.units import format_duration
-    from orchestrator.record.runs import load_summary
+    from orchestrator.record.runs import load_summaries, load_summary
+    from orchestrator.record.store import runbook_state
 
     state = store.read_state()
     shared = "://" in store.location
     lines = [f"state store: {store.location}" if shared else f"state dir: {store.location}"]
-    if state.get("active"):
-        lines.append(f"active site: {state['active']}")
-    else:
+    books = state.get("runbooks")
+    names = [runbook] if runbook else sorted(books) if isinstance(books, dict) else []
+    actives = [(n, runbook_state(state, n).get("active")) for n in names]
+    if not names and state.get("active"):  # a state written before runbooks were kept apart
+        actives = [("", state["active"])]
+    for name, active in actives:
+        of = f" (runbook {name})" if name else ""
+        if active:
+            lines.append(f"active site: {active}{of}")
+        else:
+            lines.append(
+                f"active site: none recorded{of} in {shown_location(store)}, so drx trusts "
+                "the inventory's 'active' (if drills ran from another directory, pass "
+                "--state-dir)"
+            )
+    if not actives:
         lines.append(
             f"active site: none recorded in {shown_location(store)}, so drx trusts the "
             "inventory's 'active' (if drills ran from another directory, pass --state-dir)"
         )
     ids = store.run_ids()
+    if runbook is not None:
+        ids = [s.run_id for s in load_summaries(store) if s.runbook == runbook]
     if ids:
         s = load_summary(store, ids[-1])
         rto, e2e = s.rto.measured_s, s.rto.end_to_end_s

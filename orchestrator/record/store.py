@@ -29,7 +29,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -157,6 +157,31 @@ class Store(abc.ABC):
             n += 1
             run_id = f"{base}-{n}"
         return run_id
+
+
+#: what state.json keeps for each runbook (docs/reference.md, "State directory")
+_PER_RUNBOOK = ("active", "active_since", "last_run")
+
+
+def runbook_state(state: Mapping[str, Any], runbook: str) -> dict[str, Any]:
+    """One runbook's part of the state — its active site, since when, its last run: two
+    runbooks in one state directory (a database tier, a web tier) fail over independently.
+    A state written before runbooks were kept apart counts for every runbook."""
+    books = state.get("runbooks")
+    if isinstance(books, Mapping):
+        entry = books.get(runbook)
+        return dict(entry) if isinstance(entry, Mapping) else {}
+    return {k: state[k] for k in _PER_RUNBOOK if state.get(k) is not None}
+
+
+def runbook_changes(state: Mapping[str, Any], runbook: str, **changes: Any) -> dict[str, Any]:
+    """The ``update_state`` changes that set ``changes`` for ``runbook``. The state-wide
+    fields stay as well, naming the last run and what it made active, for readers of the
+    single-runbook layout; drx itself reads the per-runbook entries once they exist."""
+    books = state.get("runbooks")
+    books = dict(books) if isinstance(books, Mapping) else {}
+    books[runbook] = runbook_state(state, runbook) | changes
+    return {"runbooks": books, **changes}
 
 
 def open_store(state_dir: Path, state_url: str | None = None) -> Store:

@@ -20,7 +20,14 @@ from orchestrator.plan.preview import plan_document
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status, StepOutcome
-from orchestrator.record.store import LockState, RunLock, Store, document_json, private_dir
+from orchestrator.record.store import (
+    LockState,
+    RunLock,
+    Store,
+    document_json,
+    private_dir,
+    runbook_changes,
+)
 from orchestrator.record.summary import RunSummary, build_summary
 from orchestrator.run import notify, preflight
 from orchestrator.run.budget import BudgetWatcher
@@ -357,11 +364,11 @@ def _run(
         if lock_guard.lost() is not None:
             raise LockLost(message or "the run lock was lost")
         store.write_summary(run_id, document_json(doc), lock)
-        changes: dict[str, Any] = {"last_run": run_id, "running": None}
+        mine: dict[str, Any] = {"last_run": run_id}
         if status is Status.SUCCEEDED:
-            changes["active"] = plan.to_site
-            changes["active_since"] = summary.finished_at
-        store.update_state(**changes)
+            mine.update(active=plan.to_site, active_since=summary.finished_at)
+        changes = runbook_changes(store.read_state(), plan.runbook.name, **mine)
+        store.update_state(running=None, **changes)
     except LockLost as exc:
         raise LockLost(_lost_message(str(exc), store, run_id)) from None
     return exit_code, RunSummary.from_dict(doc)
