@@ -97,6 +97,8 @@ class Plan:
     run_id: str = "<run-id>"
     predicted_rto_s: float = 0.0
     predicted_rto_is_lower_bound: bool = True
+    #: of the predicted RTO, the time people spend answering manual gates on the critical path
+    predicted_operator_s: float = 0.0
     predicted_health_s: float | None = None
     critical_path: list[str] = field(default_factory=list)
     parent_run: str | None = None
@@ -704,6 +706,14 @@ def finish_plan(plan: Plan, predictions: Mapping[str, float]) -> None:
     plan.predicted_rto_s = round(total + (health or 0.0), 3)
     plan.predicted_rto_is_lower_bound = unknown
     plan.critical_path = path
+    plan.predicted_operator_s = round(
+        sum(
+            plan.steps[n].predicted_s or 0.0
+            for n in path
+            if plan.steps[n].step.kind is StepKind.MANUAL
+        ),
+        3,
+    )
 
 
 def parse_cli_vars(pairs: Iterable[str], *, option: str = "--var") -> dict[str, str]:

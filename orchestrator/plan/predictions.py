@@ -13,7 +13,7 @@ def predictions_for(
     store: Store, runbook: str, direction: str, target: str
 ) -> tuple[dict[str, float], float | None]:
     """Median duration of each step (and of health) over past succeeded runs of the same
-    runbook, direction and target."""
+    runbook, direction and target; a manual gate's only over runs where a person answered it."""
     from orchestrator.record.runs import load_summaries
 
     durations: dict[str, list[float]] = {}
@@ -27,8 +27,17 @@ def predictions_for(
         ):
             continue
         for step in summary.steps:
-            if step.status == "succeeded" and step.duration_s is not None and not step.carried_from:
-                durations.setdefault(step.id, []).append(step.duration_s)
+            if step.status != "succeeded" or step.duration_s is None or step.carried_from:
+                continue
+            if step.kind == "manual":
+                # a gate takes as long as a person takes to answer it: runs where --yes
+                # answered (in a millisecond) say nothing about that; the gate's expect does
+                if (step.approved_via or ("--yes" if summary.yes else "terminal")) != "terminal":
+                    continue
+            duration = step.duration_s
+            if step.kind == "manual" and step.manual_wait_s is not None:
+                duration = step.manual_wait_s
+            durations.setdefault(step.id, []).append(duration)
         if summary.health is not None and summary.health.duration_s is not None:
             health.append(summary.health.duration_s)
     medians = {k: statistics.median(v) for k, v in durations.items()}

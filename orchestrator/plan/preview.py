@@ -61,6 +61,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "steps": steps,
         "predicted_rto_s": plan.predicted_rto_s,
         "predicted_rto_is_lower_bound": plan.predicted_rto_is_lower_bound,
+        "predicted_operator_s": plan.predicted_operator_s,
+        "predicted_automated_s": round(plan.predicted_rto_s - plan.predicted_operator_s, 3),
         "predicted_health_s": plan.predicted_health_s,
         "critical_path": plan.critical_path,
         "rto_target_s": plan.runbook.rto_target,
@@ -144,6 +146,12 @@ def render_text(plan: Plan) -> str:
         out.append(f"Predicted RTO: unknown (no step has history or expect yet){vs}")
     else:
         out.append(f"Predicted RTO: {format_duration(plan.predicted_rto_s)}{vs}{bound}")
+        if any(ps.kind is StepKind.MANUAL for ps in plan.steps.values()):
+            automated = plan.predicted_rto_s - plan.predicted_operator_s
+            out.append(
+                f"  of which automated {format_duration(automated)}, operator at gates "
+                f"{format_duration(plan.predicted_operator_s)} (gates on the critical path)"
+            )
     out.append("Critical path: " + " → ".join(plan.critical_path))
     return "\n".join(out) + "\n"
 
