@@ -29,11 +29,11 @@ def predictions_for(
         for step in summary.steps:
             if step.status != "succeeded" or step.duration_s is None or step.carried_from:
                 continue
-            if step.kind == "manual":
-                # a gate takes as long as a person takes to answer it: runs where --yes
-                # answered (in a millisecond) say nothing about that; the gate's expect does
-                if (step.approved_via or ("--yes" if summary.yes else "terminal")) != "terminal":
-                    continue
+            # a gate takes as long as a person takes to answer it: runs where --yes answered
+            # (in a millisecond) say nothing about that; the gate's expect does
+            via = step.approved_via or ("--yes" if summary.yes else "terminal")
+            if step.kind == "manual" and via != "terminal":
+                continue
             duration = step.duration_s
             if step.kind == "manual" and step.manual_wait_s is not None:
                 duration = step.manual_wait_s
