@@ -91,7 +91,7 @@ def test_a_failback_of_the_sample_reports_rpo_not_measured_in_every_format(
     assert json.loads(report["json"])["rpo"] is None
     for fmt in ("text", "md", "html"):
         assert "not measured" in report[fmt].lower(), fmt
-        assert "a failback measures no RPO" in report[fmt], fmt
+        assert "this failback measures no RPO" in report[fmt], fmt
     assert "RPO" in report["text"] and "missed" not in report["text"].split("RPO", 1)[1][:80]
     case = next(
         c for c in ET.fromstring(report["junit"]).iter("testcase") if c.get("name") == "rpo-target"

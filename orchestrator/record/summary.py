@@ -803,7 +803,7 @@ def _rpo(
     start: Mapping[str, Any], steps: Mapping[str, _StepTimes], guard: Mapping[str, Any] | None
 ) -> RpoRecord | None:
     name = start.get("rpo_step")
-    if not name:  # nothing measures it (no rpo_step, or a failback): not measured
+    if not name:  # nothing measures it (no rpo_step; a failback without one): not measured
         return None
     value = None
     st = steps.get(name) if name else None

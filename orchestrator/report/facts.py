@@ -548,7 +548,7 @@ def _guard_sentence(rpo: Rpo) -> tuple[str | None, str | None]:
 def rpo_absent(run: Run) -> str:
     """Why a run reports no RPO (every format says the same)."""
     if run.direction == "failback":
-        return "a failback measures no RPO (the failover measured the data lost)"
+        return "this failback measures no RPO (the runbook sets no failback_rpo_step it ran)"
     return "the runbook sets no rpo_step"
 
 
