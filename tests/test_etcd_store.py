@@ -4,13 +4,14 @@ journal sink, and what is kept locally once the lock is lost."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import LockLost, RefusedError, StoreUnavailable, UsageError
+from orchestrator.errors import LockLost, RefusedError, StoreError, StoreUnavailable, UsageError
 from orchestrator.lab.etcd import EtcdCluster
 from orchestrator.record.etcd_client import EtcdClient
 from orchestrator.record.etcd_store import EtcdLock, EtcdStore, StateURL
@@ -239,3 +240,61 @@ def test_lock_in_doubt_without_quorum_then_held_again(
     assert lock.token == token
     store.update_state(active="site-b")
     lock.release()
+
+
+def test_user_and_password_auth(
+    fresh_etcd: EtcdCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With etcd's authentication on, user= and DRX_ETCD_PASSWORD get a token and every call
+    works (lock, journal, state); a wrong password is refused with etcd's reason, exit 2."""
+    import subprocess
+
+    endpoints = ",".join(fresh_etcd.endpoints)
+    env = {**os.environ, "ETCDCTL_API": "3"}
+    for args in (
+        ["user", "add", "root:rootpw"],
+        ["user", "add", "drx:s3cret"],
+        ["role", "add", "drx"],
+        ["role", "grant-permission", "drx", "--prefix=true", "readwrite", "/auth/"],
+        ["user", "grant-role", "drx", "drx"],
+        ["auth", "enable"],
+    ):
+        subprocess.run(
+            ["etcdctl", "--endpoints", endpoints, *args], env=env, check=True, capture_output=True
+        )
+    url = fresh_etcd.url("auth", ttl="2s", user="drx")
+    monkeypatch.setenv("DRX_ETCD_PASSWORD", "s3cret")
+    store = open_store(tmp_path, url)
+    with store.acquire("RUN") as lock:
+        journal = Journal(store.create_run("RUN", {"run_id": "RUN"}, lock))
+        journal.write("hello")
+        journal.close()
+        store.update_state(active="site-b")
+    assert [e["event"] for e in store.read_events("RUN")] == ["hello"]
+    assert store.read_state()["active"] == "site-b"
+    monkeypatch.setenv("DRX_ETCD_PASSWORD", "wrong")
+    with pytest.raises(StoreError, match="authentication failed") as refused:
+        open_store(tmp_path, url).run_ids()
+    assert refused.value.exit_code == 2
+
+
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    """etcds:// with ca=, cert=, key=: the lock, the journal and the state work over TLS with a
+    client certificate; without the certificate the members refuse the client."""
+    cluster = EtcdCluster(tmp_path / "etcd", first_address=21, tls=True)
+    try:
+        cluster.start()
+        store = open_store(tmp_path / "local", cluster.url("tls", ttl="2s"))
+        assert store.location.startswith("etcds://")
+        with store.acquire("RUN") as lock:
+            journal = Journal(store.create_run("RUN", {}, lock))
+            journal.write("over-tls")
+            journal.close()
+            store.update_state(active="site-b")
+        assert [e["event"] for e in store.read_events("RUN")] == ["over-tls"]
+        assert cluster.tls is not None
+        no_cert = f"etcds://{','.join(cluster.endpoints)}/tls?ttl=2s&ca={cluster.tls.ca}"
+        with pytest.raises(StoreError):
+            open_store(tmp_path / "local", no_cert).read_state()
+    finally:
+        cluster.remove()

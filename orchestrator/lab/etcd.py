@@ -32,6 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from orchestrator.record.etcd_client import TLS
+
 ETCD = "/usr/bin/etcd"
 ETCDCTL = "/usr/bin/etcdctl"
 #: seconds a new cluster gets to report healthy
@@ -82,6 +89,7 @@ class EtcdCluster:
         names: Sequence[str] = ("m0", "m1", "m2"),
         first_address: int = 1,
         network: str = "127.0.31",
+        tls: bool = False,
     ) -> None:
         for tool in (ETCD, ETCDCTL):
             if not os.access(tool, os.X_OK):
@@ -102,6 +110,10 @@ class EtcdCluster:
                 root / name / "data",
                 root / name / "etcd.log",
             )
+        #: CA, server and client certificates when clients must speak TLS (``etcds://``)
+        self.tls = (
+            make_tls(root / "tls", [m.address for m in self.members.values()]) if tls else None
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> EtcdCluster:
@@ -121,14 +133,30 @@ class EtcdCluster:
 
     def url(self, prefix: str, **query: str) -> str:
         """The ``--state-url`` of this cluster for ``prefix``."""
-        text = f"etcd://{','.join(self.endpoints)}/{prefix}"
+        scheme = "etcd"
+        if self.tls is not None:
+            scheme = "etcds"
+            query = {
+                "ca": str(self.tls.ca),
+                "cert": str(self.tls.cert),
+                "key": str(self.tls.key),
+            } | query
+        text = f"{scheme}://{','.join(self.endpoints)}/{prefix}"
         if query:
             text += "?" + "&".join(f"{k}={v}" for k, v in query.items())
         return text
 
     def _command(self, m: Member, state: str) -> list[str]:
         cluster = ",".join(f"{x.name}={x.peer_url}" for x in self.members.values())
-        client = f"http://{m.endpoint}"
+        client = f"{'https' if self.tls else 'http'}://{m.endpoint}"
+        tls = []
+        if self.tls is not None:
+            tls = [
+                f"--cert-file={self.tls.server_cert}",
+                f"--key-file={self.tls.server_key}",
+                f"--trusted-ca-file={self.tls.ca}",
+                "--client-cert-auth",
+            ]
         return [
             ETCD,
             "--name",
@@ -151,6 +179,7 @@ class EtcdCluster:
             state,
             "--log-outputs",
             "stderr",
+            *tls,
         ]
 
     def _spawn(self, m: Member, state: str) -> None:
@@ -187,8 +216,23 @@ class EtcdCluster:
                     raise EtcdLabError(
                         f"etcd member {n} exited with {m.proc.returncode}: {self._tail(m)}"
                     )
+            tls = []
+            if self.tls is not None:
+                tls = [
+                    f"--cacert={self.tls.ca}",
+                    f"--cert={self.tls.cert}",
+                    f"--key={self.tls.key}",
+                ]
             res = subprocess.run(
-                [ETCDCTL, "--endpoints", endpoints, "--command-timeout=2s", "endpoint", "health"],
+                [
+                    ETCDCTL,
+                    "--endpoints",
+                    endpoints,
+                    "--command-timeout=2s",
+                    *tls,
+                    "endpoint",
+                    "health",
+                ],
                 capture_output=True,
                 text=True,
                 env={**os.environ, "ETCDCTL_API": "3"},
@@ -247,6 +291,11 @@ class EtcdCluster:
         if wait:
             self.wait_healthy([name])
 
+    def _client_tls(self) -> TLS | None:
+        if self.tls is None:
+            return None
+        return TLS(str(self.tls.ca), str(self.tls.cert), str(self.tls.key))
+
     def leader(self, timeout: float = 10.0) -> str:
         """The name of the member that leads now (as the running members report it)."""
         from orchestrator.record.etcd_client import EtcdClient
@@ -258,7 +307,7 @@ class EtcdCluster:
             for m in self.members.values():
                 if not m.running:
                     continue
-                client = EtcdClient([m.endpoint], timeout=1.0)
+                client = EtcdClient([m.endpoint], timeout=1.0, tls=self._client_tls())
                 try:
                     st = client.member_status(m.endpoint, timeout=1.0)
                 except Exception:
@@ -276,3 +325,72 @@ class EtcdCluster:
                     return ids[lead]
             time.sleep(0.1)
         raise EtcdLabError("no etcd member leads")
+
+
+@dataclass(frozen=True)
+class LabTLS:
+    """Files of a lab cluster's TLS: its CA, the members' certificate, a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    cert: Path
+    key: Path
+
+
+def make_tls(directory: Path, addresses: Sequence[str]) -> LabTLS:
+    """A throw-away CA, a server certificate for ``addresses`` and a client certificate."""
+    import datetime
+    import ipaddress
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def key_pair(name: str) -> tuple[ec.EllipticCurvePrivateKey, Path]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        path = directory / f"{name}.key"
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        path.chmod(0o600)
+        return key, path
+
+    def cert(
+        name: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: x509.Name,
+        signer: ec.EllipticCurvePrivateKey,
+        *,
+        ca: bool = False,
+        sans: Sequence[str] = (),
+    ) -> tuple[x509.Certificate, Path]:
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer if not ca else subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if sans:
+            names = [x509.IPAddress(ipaddress.ip_address(a)) for a in sans]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        certificate = builder.sign(signer, hashes.SHA256())
+        path = directory / f"{name}.pem"
+        path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        return certificate, path
+
+    ca_key, _ = key_pair("ca")
+    ca_cert, ca_path = cert("drx-lab-ca", ca_key, x509.Name([]), ca_key, ca=True)
+    server_key, server_key_path = key_pair("server")
+    _, server_path = cert("server", server_key, ca_cert.subject, ca_key, sans=addresses)
+    client_key, client_key_path = key_pair("client")
+    _, client_path = cert("client", client_key, ca_cert.subject, ca_key)
+    return LabTLS(ca_path, server_path, server_key_path, client_path, client_key_path)

@@ -174,7 +174,8 @@ class EtcdLock(RunLock):
     def __init__(self, store: EtcdStore, holder: str) -> None:
         self.store = store
         self.client = store.client
-        self.ttl = store.url.ttl
+        #: etcd counts lease TTLs in whole seconds: the deadline uses what the lease really has
+        self.ttl = float(int(store.url.ttl))
         self.key = store.key("lock")
         self.holder = holder
         #: renewals are sent this often, and no call waits longer
@@ -184,7 +185,7 @@ class EtcdLock(RunLock):
         self._lost = threading.Event()
         self._stop = threading.Event()
         t_send = time.monotonic()
-        self.lease = self.client.lease_grant(max(1, round(self.ttl)), timeout=self.period)
+        self.lease = self.client.lease_grant(int(self.ttl), timeout=self.period)
         result = self.client.txn(
             [cmp_create_revision(self.key, 0)],
             [op_put(self.key, holder.encode(), self.lease)],
