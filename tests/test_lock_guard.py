@@ -17,20 +17,13 @@ from orchestrator.model.loading import load_both
 from orchestrator.plan.build import build_plan
 from orchestrator.record.store import LockState, RunLock
 from orchestrator.run.runner import RunOptions, execute
-from tests.test_store import MemoryStore
+from tests.test_store import INVENTORY, MemoryStore
 
 RUNBOOK = """
 name: guarded
 steps:
   - {id: one, hosts: "@target", run: "sleep 0.3"}
   - {id: two, hosts: "@target", run: "echo two", needs: [one]}
-"""
-INVENTORY = """
-active: site-a
-defaults: {transport: local}
-sites:
-  site-a: {hosts: {a1: {}}}
-  site-b: {hosts: {b1: {}}}
 """
 
 
