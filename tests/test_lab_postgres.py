@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.lab.postgres import SUDOERS_DIR, PostgresLab, run_drill
+from orchestrator.lab.postgres import (
+    SUDOERS_DIR,
+    PostgresLab,
+    latest_summary,
+    run_drill,
+    run_drx,
+)
 from orchestrator.lab.sshd import LabError
 
 pytestmark = [pytest.mark.postgres, pytest.mark.sshd]
@@ -84,3 +90,29 @@ def test_postgres_failover_and_failback_lose_no_row(lab_root: Path) -> None:
     assert _processes_under(lab_root) == []
     assert result.sudoers is not None and result.sudoers.parent == SUDOERS_DIR
     assert not result.sudoers.exists()
+
+
+@pytest.mark.timeout(300)
+def test_site_a_lost_the_rpo_guard_needs_accept_data_loss(lab_root: Path) -> None:
+    """Site a is lost (sshd and postmaster gone): an --emergency failover cannot measure the
+    RPO, so the guard refuses to promote (exit 1, db-b still a standby); resuming with
+    --accept-data-loss promotes db-b, the app writes there, and the run records the acceptance."""
+    with PostgresLab(lab_root) as pg:
+        pg.start()
+        pg.lose("db-a")
+        common = ["-r", str(RUNBOOK), "-i", str(pg.inventory), "--state-dir", str(pg.state_dir)]
+        code = run_drx(["failover", "site-b", "--emergency", "--yes", *common], echo=False)
+        assert code == 1
+        refused = latest_summary(pg.state_dir, "failover")
+        assert refused is not None
+        guard = refused["rpo"]["guard"]
+        assert (guard["tripped"], guard["accepted"]) == (True, False)
+        assert guard["blocked"] == ["promote-target", "repoint-app", "rejoin-source"]
+        assert "measure-rpo measured no RPO" in refused["message"]
+        assert pg.primary_site() is None  # nothing promoted: db-b is still a standby
+        code = run_drx(["resume", "--yes", "--accept-data-loss", *common], echo=False)
+        assert code == 0
+        done = latest_summary(pg.state_dir, "failover")
+        assert done is not None and done["parent_run"] == refused["run_id"]
+        assert (done["rpo"]["guard"]["accepted"], done["rpo"]["measured_bytes"]) == (True, None)
+        assert pg.primary_site() == "site-b" and pg.app_healthy("site-b")

@@ -496,6 +496,14 @@ class PostgresLab:
         except OSError:
             return "(no log)"
 
+    def lose(self, host: str) -> None:
+        """A site is lost: the host's sshd dies (connections refused) and its cluster crashes
+        (immediate shutdown, as after a power cut: no shutdown checkpoint)."""
+        assert self.sshd is not None
+        self.sshd.kill(host)
+        node = self.nodes[host]
+        self._pg(PG_BIN / "pg_ctl", "-D", node.data, "-m", "immediate", "-w", "stop")
+
     # --- stop -----------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -581,7 +589,7 @@ class DrillResult:
         )
 
 
-def _run_drx(args: Sequence[str], *, echo: bool = True) -> int:
+def run_drx(args: Sequence[str], *, echo: bool = True) -> int:
     """Run one drx command in the foreground; a Ctrl-C reaches it too (same process group):
     wait for it to record the cancellation instead of killing it."""
     command = [sys.executable, "-m", "orchestrator.cli", *args]
@@ -599,7 +607,7 @@ def _run_drx(args: Sequence[str], *, echo: bool = True) -> int:
         raise
 
 
-def _summary(state_dir: Path, direction: str) -> dict[str, Any] | None:
+def latest_summary(state_dir: Path, direction: str) -> dict[str, Any] | None:
     runs = sorted((state_dir / "runs").glob(f"*-{direction}-*"))
     if not runs or not (runs[-1] / "summary.json").exists():
         return None
@@ -625,28 +633,28 @@ def run_drill(root: Path, runbook: Path, *, echo: bool = True) -> DrillResult:
         common = ["-r", str(runbook), "-i", str(pg.inventory), "--state-dir", str(pg.state_dir)]
         state = ["--state-dir", str(pg.state_dir)]
         # check: every host, its key and `sudo -n -u postgres` before anything changes
-        if _run_drx(["check", "site-b", *common], echo=echo) != 0:
+        if run_drx(["check", "site-b", *common], echo=echo) != 0:
             return result
-        if _run_drx(["plan", "site-b", *common], echo=echo) != 0:
+        if run_drx(["plan", "site-b", *common], echo=echo) != 0:
             return result
-        result.failover_exit = _run_drx(["failover", "site-b", "--yes", *common], echo=echo)
-        result.failover = _summary(pg.state_dir, "failover")
+        result.failover_exit = run_drx(["failover", "site-b", "--yes", *common], echo=echo)
+        result.failover = latest_summary(pg.state_dir, "failover")
         if result.failover_exit == 0:
             committed = pg.committed_ids()
             result.lost_after_failover = len(committed - pg.row_ids("site-b"))
-        _run_drx(["report", *state], echo=echo)
-        _run_drx(
+        run_drx(["report", *state], echo=echo)
+        run_drx(
             ["report", "--format", "html", "-o", str(root / "failover.html"), *state], echo=echo
         )
         if result.failover_exit not in (None, 0, 3):
             return result
-        result.failback_exit = _run_drx(["failback", "--yes", *common], echo=echo)
-        result.failback = _summary(pg.state_dir, "failback")
-        _run_drx(["report", *state], echo=echo)
-        _run_drx(
+        result.failback_exit = run_drx(["failback", "--yes", *common], echo=echo)
+        result.failback = latest_summary(pg.state_dir, "failback")
+        run_drx(["report", *state], echo=echo)
+        run_drx(
             ["report", "--format", "html", "-o", str(root / "failback.html"), *state], echo=echo
         )
-        _run_drx(["runs", *state], echo=echo)
+        run_drx(["runs", *state], echo=echo)
         # Stop the writes, then count: every acknowledged row must be at the final primary.
         pg.drain_app()
         result.primary_at_end = pg.primary_site()
