@@ -66,6 +66,28 @@ def test_the_checked_in_reference_and_schemas_are_up_to_date() -> None:
         assert on_disk == build(), f"docs/schema/{name}.json is stale: run make docs"
 
 
+def test_the_commands_table_lists_every_command_the_cli_has() -> None:
+    """Every command click would run, sub-commands of a group (drx state push) included, has a
+    row in the reference's commands table."""
+    import typer.main
+
+    from orchestrator.cli import app
+
+    def names(command: Any, prefix: str) -> list[str]:
+        # typer ships its own click: a group is whatever has sub-commands
+        subs = getattr(command, "commands", None)
+        if not subs:
+            return [prefix]
+        return [name for sub_name, sub in subs.items() for name in names(sub, f"{prefix} {sub_name}")]
+
+    table = docs.commands_table()
+    rows = {line.split("`")[1] for line in table.splitlines()[2:]}
+    every = names(typer.main.get_command(app), "drx")
+    assert "drx state push" in every
+    missing = [n for n in every if not any(r == n or r.startswith(n + " ") for r in rows)]
+    assert missing == []
+
+
 def test_every_loader_field_appears_in_a_table_of_the_reference() -> None:
     """Every accepted field name is written in the reference as a table row."""
     text = (DOCS / "reference.md").read_text(encoding="utf-8")

@@ -12,7 +12,10 @@ import sys
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import typer.models
 
 _BLOCK = re.compile(
     r"(<!-- generated: (?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S
@@ -50,6 +53,16 @@ def _params(callback: Callable[..., Any]) -> tuple[list[str], list[str]]:
     return arguments, options
 
 
+def _group_name(group: typer.models.TyperInfo) -> str:
+    """The name a group of commands is typed as: given to ``add_typer`` or to its ``Typer``."""
+    if isinstance(group.name, str):
+        return group.name
+    assert group.typer_instance is not None
+    name = group.typer_instance.info.name
+    assert isinstance(name, str)
+    return name
+
+
 def commands_table() -> str:
     """Every command: its usage, what it does (the first sentence of its help), its options
     (those every command shares are listed once, below the table)."""
@@ -57,10 +70,17 @@ def commands_table() -> str:
     from orchestrator.model.reference import cell
 
     rows = ["| command | does | options |", "|---|---|---|"]
-    for info in app.registered_commands:
+    # A group's commands (``drx state push``) are listed under the group's name.
+    commands = [("", info) for info in app.registered_commands] + [
+        (f"{_group_name(group)} ", info)
+        for group in app.registered_groups
+        if group.typer_instance is not None
+        for info in group.typer_instance.registered_commands
+    ]
+    for prefix, info in commands:
         callback = info.callback
         assert callback is not None
-        name = info.name or callback.__name__.replace("_", "-")
+        name = prefix + (info.name or callback.__name__.replace("_", "-"))
         arguments, options = _params(callback)
         doc = inspect.getdoc(callback) or ""
         first = " ".join(doc.split("\n\n")[0].split())
