@@ -49,7 +49,8 @@ def test_demo_drill_with_local_inventory_fails_over_and_back(tmp_path: Path) -> 
 
 
 def test_lab_drill_runs_the_sample_over_real_sshd() -> None:
-    """`python -m orchestrator.lab.sshd drill` (make lab) fails over and back over SSH."""
+    """`python -m orchestrator.lab.sshd drill` (make lab) fails over and back over SSH, with
+    its runs in an owner-only state directory of their own (no warning about its mode)."""
     root = Path(tempfile.mkdtemp(prefix="drx-labdrill-"))
     root.chmod(0o755)
     try:
@@ -61,7 +62,9 @@ def test_lab_drill_runs_the_sample_over_real_sshd() -> None:
             timeout=180,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        runs = sorted((root / "lab/state/runs").iterdir())
+        assert "readable by others" not in done.stderr
+        assert (root / "lab/drx").stat().st_mode & 0o777 == 0o700
+        runs = sorted((root / "lab/drx/runs").iterdir())
         summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
         assert [(s["direction"], s["status"]) for s in summaries] == [
             ("failover", "succeeded"),

@@ -724,8 +724,10 @@ def drill(root: Path, runbook: str) -> int:
             flush=True,
         )
         drx = [sys.executable, "-m", "orchestrator.cli"]
-        common = ["-r", runbook, "-i", str(inventory), "--state-dir", str(root / "state")]
-        state = ["--state-dir", str(root / "state")]
+        # drx's own state directory, apart from <root>/state (the hosts' directories, which the
+        # lab user must reach): drx creates it owner-only, as the postgres lab's drx/ is.
+        state = ["--state-dir", str(root / "drx")]
+        common = ["-r", runbook, "-i", str(inventory), *state]
         steps = [
             [*drx, "plan", "site-b", *common],
             [*drx, "failover", "site-b", "--yes", *common],
@@ -742,7 +744,7 @@ def drill(root: Path, runbook: str) -> int:
                 return code
     print(
         f"lab: sshd hosts stopped; reports in {root / 'failover.html'} and "
-        f"{root / 'failback.html'}, runs in {root / 'state'}",
+        f"{root / 'failback.html'}, runs in {root / 'drx'}",
         file=sys.stderr,
     )
     return 0
