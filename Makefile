@@ -74,9 +74,10 @@ docs: $(STAMP)
 
 # A PostgreSQL 15 primary (site-a) and streaming replica (site-b) behind real sshd hosts, and an
 # app writing rows: drx fails the primary over to site-b and back, then RTO, RPO (bytes of WAL)
-# and rows lost are printed. State in .drx/lab-postgres; everything started is stopped at the end.
+# and rows lost are printed. Lab and runs in lab-postgres/ (not under .drx, which drx keeps 0700:
+# the lab user could not reach it); everything started is stopped at the end.
 lab-postgres: $(STAMP) system-deps
-	$(BIN)/python -m orchestrator.lab.postgres drill --dir .drx/lab-postgres
+	$(BIN)/python -m orchestrator.lab.postgres drill --dir lab-postgres
 
 clean:
-	rm -rf $(VENV) .drx lab .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .drx lab lab-postgres .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -101,3 +101,20 @@ def test_a_failback_of_the_sample_reports_rpo_not_measured_in_every_format(
     )
     assert case.find("failure") is None and case.find("skipped") is not None
     assert float(case.get("time", "0")) == 0.0
+
+
+def test_lab_directories_lie_outside_the_private_state_directory() -> None:
+    """make lab and make lab-postgres build their labs outside ./.drx, which drx creates 0700
+    (make demo does): the lab user could not reach a lab inside it."""
+    import re
+
+    from orchestrator.lab import postgres
+
+    recipe = re.search(r"^lab-postgres:.*\n\t(.*)$", (REPO / "Makefile").read_text(), re.M)
+    assert recipe is not None
+    made = re.search(r"--dir (\S+)", recipe.group(1))
+    assert made is not None and Path(made.group(1)) == postgres.DEFAULT_DIR
+    assert ".drx" not in postgres.DEFAULT_DIR.parts
+    assert re.search(
+        r"^lab:.*\n\t.*orchestrator\.lab drill$", (REPO / "Makefile").read_text(), re.M
+    )

@@ -2,7 +2,7 @@
 real sshd host on loopback, and an application that writes rows — for ``make lab-postgres`` and
 the test that drills ``runbooks/postgres.yaml`` on every change.
 
-What it builds under its directory (default ``.drx/lab-postgres``):
+What it builds under its directory (default ``lab-postgres``):
 
 - two sshd hosts, ``db-a`` (site-a) and ``db-b`` (site-b), from :class:`orchestrator.lab.sshd.Lab`,
   logged into as the unprivileged lab user (``drxlab``);
@@ -62,6 +62,9 @@ PG_USER = "postgres"
 DATABASE = "app"
 #: The file that marks a directory as a lab's own (the only kind the lab deletes).
 MARKER = ".drx-lab-postgres"
+#: ``make lab-postgres``'s directory: not under ``./.drx``, which drx keeps owner-only (0700),
+#: so that the lab user can reach its files
+DEFAULT_DIR = Path("lab-postgres")
 #: Seconds a cluster, the replication or the application gets to come up.
 START_TIMEOUT = 30.0
 
@@ -712,7 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     drill_p = sub.add_parser("drill", help="build the lab, fail over to site-b and back")
-    drill_p.add_argument("--dir", type=Path, default=Path(".drx/lab-postgres"))
+    drill_p.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     drill_p.add_argument("--runbook", type=Path, default=Path("runbooks/postgres.yaml"))
     args = parser.parse_args(argv)
 
