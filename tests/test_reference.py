@@ -78,7 +78,9 @@ def test_the_commands_table_lists_every_command_the_cli_has() -> None:
         subs = getattr(command, "commands", None)
         if not subs:
             return [prefix]
-        return [name for sub_name, sub in subs.items() for name in names(sub, f"{prefix} {sub_name}")]
+        return [
+            name for sub_name, sub in subs.items() for name in names(sub, f"{prefix} {sub_name}")
+        ]
 
     table = docs.commands_table()
     rows = {line.split("`")[1] for line in table.splitlines()[2:]}
