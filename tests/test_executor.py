@@ -142,3 +142,24 @@ def test_a_start_guard_stops_new_steps_attempts_and_polls(tmp_path: Path) -> Non
     outcomes, _, _ = _run(tmp_path, runbook, handler, guard=guard)
     assert calls == ["flaky", "flaky"]
     assert outcomes["first"].status is Status.FAILED and outcomes["first"].attempts == 2
+
+
+def test_a_wait_step_ends_at_once_when_the_run_stops(tmp_path: Path) -> None:
+    """A wait runs nothing: when nothing new may start, it ends cancelled within a moment
+    instead of sleeping out its duration."""
+    import time
+
+    stop_at = time.monotonic() + 0.3
+    outcomes, _, _ = _run(
+        tmp_path,
+        """
+        name: w
+        steps:
+          - {id: pause, kind: wait, duration: 30s}
+        """,
+        lambda h, c: 0,
+        guard=lambda: "lease in doubt" if time.monotonic() > stop_at else None,
+    )
+    assert time.monotonic() - stop_at < 1.0
+    assert outcomes["pause"].status is Status.CANCELLED
+    assert outcomes["pause"].message == "lease in doubt"

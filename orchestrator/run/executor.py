@@ -422,9 +422,10 @@ class Executor:
         if step.kind is StepKind.MANUAL:
             return self._end(ps, self._manual(ps))
         if step.kind is StepKind.WAIT:
-            cancelled = self.cancel.event.wait(step.duration or 0.0)
-            status = Status.CANCELLED if cancelled else Status.SUCCEEDED
-            return self._end(ps, StepOutcome(ps.id, status, outcome_unknown=False))
+            # a wait runs nothing: once the run stops scheduling it ends at once, cancelled
+            if self._pause(step.duration or 0.0):
+                return self._end(ps, StepOutcome(ps.id, Status.SUCCEEDED))
+            return self._end(ps, StepOutcome(ps.id, Status.CANCELLED, message=self.why_stopped()))
         return self._end(ps, self._on_hosts(ps))
 
     def _end(self, ps: PlanStep, outcome: StepOutcome) -> StepOutcome:
