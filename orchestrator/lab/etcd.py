@@ -19,6 +19,7 @@ API::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -198,6 +199,7 @@ class EtcdCluster:
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start every member not running and wait until all of them are healthy."""
+        atexit.register(self.stop)  # never leave members behind, even if the caller dies
         fresh = not any(m.data_dir.exists() for m in self.members.values())
         for m in self.members.values():
             if not m.running:
