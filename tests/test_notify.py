@@ -44,12 +44,13 @@ def _wait_for(receiver: Receiver, path: str, count: int, timeout: float = 10.0) 
     return _messages(receiver, path)
 
 
-def test_a_drill_notifies_start_gate_rto_risk_and_end_with_secrets_masked(
+def test_a_drill_under_yes_notifies_start_rto_risk_and_end_with_secrets_masked(
     world: World, http_receiver, capsys
 ) -> None:
     """--notify and the runbook's templated `notify:` URL (its token a secret variable) each get
-    run started, RTO at risk, gate waiting and run finished (status, RTO vs target, the report
-    command), in that order; no message carries a secret value."""
+    run started, RTO at risk and run finished (status, RTO vs target, the report command), in
+    that order — no "gate waiting": --yes approved it, nobody waited; no message carries a
+    secret value."""
     receiver = http_receiver()
     world.write_runbook(RUNBOOK.replace("vars: {", f"vars: {{hook_host: '{receiver.base}', "))
     code, err = world.run(
@@ -65,18 +66,16 @@ def test_a_drill_notifies_start_gate_rto_risk_and_end_with_secrets_masked(
     assert code == 0, err
     run_id = world.summary()["run_id"]
     for path in ("/cli-hook", f"/{SECRET_TOKEN}"):
-        messages = _wait_for(receiver, path, 4)
+        messages = _wait_for(receiver, path, 3)
         titles = [m["title"] for m in messages]
-        assert len(titles) == 4, titles
+        assert len(titles) == 3, titles
         assert "started" in titles[0] and "notified" in titles[0]
         assert "RTO target at risk" in titles[1]  # prep is expected to take 5s of 2s
-        assert "gate 'approve' is waiting" in titles[2]
-        assert run_id in titles[3] and "succeeded" in titles[3]
-        assert "Promote with *** to site-b?" in messages[2]["message"]
-        end = messages[3]["message"]
+        assert run_id in titles[2] and "succeeded" in titles[2]
+        end = messages[2]["message"]
         assert re.search(r"measured RTO [0-9.]+ ?m?s \(target 2(\.0)? ?s: met\)", end), end
         assert f"report: drx report {run_id}" in end
-        assert [m["type"] for m in messages] == ["info", "warning", "warning", "success"]
+        assert [m["type"] for m in messages] == ["info", "warning", "success"]
     for r in receiver.requests():
         assert SECRET_PASSWORD.encode() not in r["body"]
         assert SECRET_TOKEN.encode() not in r["body"]
@@ -156,3 +155,26 @@ def test_a_notify_template_with_an_unknown_name_is_refused(world: World, capsys)
     assert code == 2
     assert f"{world.runbook}:3:" in err and "notify" in err and "nope" in err
     assert not world.host_file("db-b", "promoted").exists()
+
+
+def test_a_gate_on_a_terminal_notifies_that_it_waits_with_secrets_masked(
+    world: World, http_receiver
+) -> None:
+    """Without --yes, a gate asking on the terminal sends "gate waiting" (its prompt with the
+    secret masked) before the operator answers."""
+    from tests.test_live_view import Terminal
+
+    receiver = http_receiver()
+    world.write_runbook(RUNBOOK.replace("vars: {", f"vars: {{hook_host: '{receiver.base}', "))
+    term = Terminal(
+        world, ["failover", "site-b", "--secret-var", f"hook_token={SECRET_TOKEN}"], cols=120
+    )
+    term.wait_for(lambda s: "? approve:" in s)
+    waiting = [m for m in _wait_for(receiver, f"/{SECRET_TOKEN}", 3) if "gate" in m["title"]]
+    term.send("y\r")
+    assert term.exit_code() == 0, term.text()
+    assert len(waiting) == 1 and "gate 'approve' is waiting" in waiting[0]["title"]
+    assert waiting[0]["message"] == "Promote with *** to site-b?"
+    assert waiting[0]["type"] == "warning"
+    for r in receiver.requests():
+        assert SECRET_PASSWORD.encode() not in r["body"]

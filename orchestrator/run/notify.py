@@ -121,6 +121,7 @@ class Notifier:
         self._warn = warn
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._abandoned = False  # the run has ended and stopped waiting: say nothing more
+        self._gates_wait = True  # a gate waits for a person (not under --yes)
         self._thread = threading.Thread(target=self._loop, name="drx-notify", daemon=True)
         self._thread.start()
         self.sent = 0
@@ -132,7 +133,13 @@ class Notifier:
 
     def on_event(self, event: dict[str, Any]) -> None:
         """Journal listener: queue the events that call for a message (never blocks)."""
-        if event["event"] in self.WANTED:
+        kind = event["event"]
+        if kind == Event.RUN_STARTED:
+            # under --yes every gate is approved the moment it is reached: nobody is waited for
+            self._gates_wait = not event.get("yes")
+        if kind == Event.GATE_WAITING and not self._gates_wait:
+            return
+        if kind in self.WANTED:
             self._queue.put(event)
 
     def close(self, timeout: float = DRAIN_S) -> None:
