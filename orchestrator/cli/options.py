@@ -232,6 +232,21 @@ def half_done(plan: Plan, summary: RunSummary, opts: Options) -> str | None:
     )
 
 
+def export_trace(summary: RunSummary, store: Store) -> None:
+    """Export the run as an OpenTelemetry trace when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is
+    set; a collector that is missing or slow is a warning, never a failed run."""
+    from orchestrator.report import otlp
+
+    if not otlp.export_configured():
+        return
+    try:
+        problem = otlp.export(summary, store.read_events(summary.run_id))
+    except Exception as exc:  # the run is recorded; the trace is a copy of it
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem:
+        say.warning(f"trace not exported: {problem}")
+
+
 def closing_line(summary: RunSummary, store: Store, after: str | None = None) -> None:
     """One line on stderr with the outcome and the measured RTO (and ``after``, what to do
     next, if given)."""
@@ -255,6 +270,7 @@ def closing_line(summary: RunSummary, store: Store, after: str | None = None) ->
         text += f" — {summary.message}"
     from orchestrator.run.runner import report_hint
 
+    export_trace(summary, store)
     report = report_hint(summary.run_id, store)
     text += f"\nreport: {report}"
     if after:

@@ -31,7 +31,9 @@ def report(
     fmt: Annotated[
         str | None,
         typer.Option(
-            "--format", "-f", help="text, md, html, json or junit (default: from -o's extension)."
+            "--format",
+            "-f",
+            help="text, md, html, json, junit or otlp (default: from -o's extension).",
         ),
     ] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to FILE.")] = None,
@@ -48,11 +50,13 @@ def report(
     """The post-drill report of a run (default: the latest; with -r, the latest of that
     runbook), as text, md, html, json or junit; with -o FILE the format follows FILE's
     extension unless --format says otherwise.
+    --format otlp prints the run as an OpenTelemetry trace (OTLP/JSON), for any run, crashed
+    ones included.
 
     Example: drx report --format html -o drill.html
     """
     fmt = fmt or format_for(output)
-    check_format(fmt, ("text", "md", "html", "json", "junit"))
+    check_format(fmt, ("text", "md", "html", "json", "junit", "otlp"))
     store = store_for(state_dir, state_url)
     text = render_report(
         store, run, fmt, compare, color=output is None, runbook=runbook_name(runbook)
@@ -106,6 +110,10 @@ def render_report(
     else:
         run_id = resolve_run(store, run)
     summary = load_summary(store, run_id)
+    if fmt == "otlp":
+        from orchestrator.report.otlp import otlp_json
+
+        return otlp_json(summary, store.read_events(run_id))
     other = load_summary(store, resolve_run(store, compare)) if compare else None
     history = None
     if fmt == "html":

@@ -1,0 +1,339 @@
+"""A run as one OpenTelemetry trace, built from its journal (and summary) after the fact.
+
+One code path serves both uses: ``drx report RUN --format otlp`` prints the trace as OTLP/JSON,
+and at the end of a run drx exports the same spans over OTLP/HTTP when
+``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set — so a crashed
+run can be exported later, and times are the journal's, not a live tracer's.
+
+Spans: the run (root) → a span per step → a span per host attempt → a span per check poll. Names
+and attributes follow the OpenTelemetry CICD semantic conventions (``cicd.pipeline.name`` is the
+runbook, ``cicd.pipeline.run.id`` the run id, ``cicd.pipeline.task.name`` and
+``cicd.pipeline.task.run.id`` the step, ``cicd.pipeline.result`` /
+``cicd.pipeline.task.run.result``, ``error.type``), plus ``drx.*`` attributes (direction, sites,
+host, attempt, RTO/RPO measured and target). Trace and span ids are derived from the run id, so
+exporting a run twice gives the same trace. See README.md, "OpenTelemetry".
+
+The SDK and exporter are imported only here, and only when used (``drx --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.record.events import Event
+from orchestrator.record.summary import RunSummary
+
+#: the instrumentation scope of drx's spans
+SCOPE = "drx"
+#: the longest the export at the end of a run may take (OTEL_EXPORTER_OTLP_TIMEOUT may lower it)
+EXPORT_TIMEOUT_S = 3.0
+#: check polls kept per host attempt (a check polled every second for an hour is 3,600 spans)
+POLLS_PER_ATTEMPT = 200
+
+_RUN_RESULT = {
+    "succeeded": "success",
+    "failed": "failure",
+    "cancelled": "cancellation",
+    "crashed": "error",
+    "running": "pending",
+}
+_TASK_RESULT = {
+    "succeeded": "success",
+    "failed": "failure",
+    "cancelled": "cancellation",
+    "skipped": "skip",
+    "unknown": "error",
+}
+
+
+@dataclass
+class SpanData:
+    """A span before it becomes an SDK ``ReadableSpan``: times in ns since the epoch."""
+
+    key: str  # unique within the run: the span id is derived from it
+    name: str
+    start_ns: int
+    end_ns: int
+    parent: str | None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # error.type; the span's status is ERROR
+
+
+def export_configured() -> bool:
+    """Whether the environment asks for traces to be exported."""
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+
+
+def _id(run_id: str, key: str, size: int) -> int:
+    digest = hashlib.sha256(f"{run_id}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:size], "big") or 1
+
+
+def trace_id(run_id: str) -> int:
+    """The run's trace id (the same every time the run is exported)."""
+    return _id(run_id, "trace", 16)
+
+
+def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[SpanData]:
+    """The run's spans from its journal events; the summary gives outcome, RTO and RPO."""
+    if not events:
+        return []
+    start = events[0]
+    wall0 = float(start.get("wall0") or 0.0)
+
+    def ns(t: float) -> int:
+        return int((wall0 + float(t)) * 1e9)
+
+    last_t = float(events[-1]["t"])
+    steps: dict[str, SpanData] = {}
+    attempts: dict[tuple[str, str], SpanData] = {}
+    polls: dict[tuple[str, str], int] = {}
+    spans: list[SpanData] = []
+    health: SpanData | None = None
+    for e in events:
+        kind, t = e["event"], float(e["t"])
+        sid = e.get("step") or ""
+        if kind == Event.STEP_STARTED:
+            span = SpanData(
+                f"step/{sid}",
+                sid,
+                ns(t),
+                ns(last_t),
+                "run",
+                {
+                    "cicd.pipeline.task.name": sid,
+                    "cicd.pipeline.task.run.id": f"{summary.run_id}/{sid}",
+                    "drx.step.kind": str(e.get("kind") or "command"),
+                    "drx.step.wave": int(e.get("wave") or 0),
+                },
+            )
+            steps[sid] = span
+            spans.append(span)
+        elif kind == Event.STEP_FINISHED and sid in steps:
+            span = steps[sid]
+            span.end_ns = ns(t)
+            status = str(e.get("status") or "unknown")
+            span.attributes["cicd.pipeline.task.run.result"] = _TASK_RESULT.get(status, "error")
+            span.attributes["drx.step.status"] = status
+            span.attributes["drx.step.attempts"] = int(e.get("attempts") or 0)
+            if status in ("failed", "unknown"):
+                span.error = str(e.get("error") or status)
+        elif kind == Event.HOST_STARTED and not sid.startswith("health:"):
+            host, attempt = str(e.get("host")), int(e.get("attempt") or 1)
+            parent = steps.get(sid)
+            span = SpanData(
+                f"attempt/{sid}/{host}/{attempt}",
+                f"{sid} on {host}",
+                ns(t),
+                ns(last_t),
+                parent.key if parent else "run",
+                {
+                    "cicd.pipeline.task.name": sid,
+                    "drx.host": host,
+                    "drx.attempt": attempt,
+                },
+            )
+            attempts[(sid, host)] = span
+            spans.append(span)
+        elif kind == Event.HOST_FINISHED and (sid, str(e.get("host"))) in attempts:
+            span = attempts[(sid, str(e.get("host")))]
+            span.end_ns = ns(t)
+            status = str(e.get("status") or "unknown")
+            span.attributes["drx.host.status"] = status
+            if e.get("rc") is not None:
+                span.attributes["drx.rc"] = int(e["rc"])
+            if status != "succeeded":
+                span.error = str(e.get("error") or status)
+        elif kind == Event.POLL and (sid, str(e.get("host"))) in attempts:
+            key = (sid, str(e.get("host")))
+            polls[key] = polls.get(key, 0) + 1
+            if polls[key] > POLLS_PER_ATTEMPT:
+                continue
+            parent_span = attempts[key]
+            duration = float(e.get("duration_s") or 0.0)
+            spans.append(
+                SpanData(
+                    f"{parent_span.key}/poll/{polls[key]}",
+                    f"poll {sid}",
+                    ns(t),  # a poll event is written at the poll's start
+                    ns(t + duration),
+                    parent_span.key,
+                    {"drx.poll": polls[key], "drx.poll.ok": bool(e.get("ok"))},
+                )
+            )
+        elif kind == Event.HEALTH_POLLING:
+            health = SpanData(
+                "health",
+                "health",
+                ns(t),
+                ns(last_t),
+                "run",
+                {"drx.site": str(e.get("site") or "")},
+            )
+            spans.append(health)
+        elif kind in (Event.HEALTH_HELD, Event.HEALTH_TIMEOUT) and health is not None:
+            health.end_ns = ns(t)
+            health.attributes["drx.health.held"] = kind == Event.HEALTH_HELD
+            if kind == Event.HEALTH_TIMEOUT:
+                health.error = "health_timeout"
+        elif kind == Event.GATE_ANSWERED and sid in steps:
+            for name, value in (
+                ("drx.gate.approved_by", e.get("by")),
+                ("drx.gate.approved_via", e.get("via")),
+                ("drx.gate.comment", e.get("comment")),
+            ):
+                if value:
+                    steps[sid].attributes[name] = str(value)
+    end_t = last_t
+    root = SpanData("run", f"{summary.direction} {summary.runbook}", ns(0.0), ns(end_t), None)
+    root.attributes.update(_run_attributes(summary))
+    if summary.status not in ("succeeded", "running"):
+        root.error = summary.status if summary.status != "failed" else "failed"
+    return [root, *spans]
+
+
+def _run_attributes(s: RunSummary) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "cicd.pipeline.name": s.runbook,
+        "cicd.pipeline.run.id": s.run_id,
+        "cicd.pipeline.result": _RUN_RESULT.get(s.status, "error"),
+        "drx.direction": s.direction,
+        "drx.source": s.source,
+        "drx.target": s.target,
+        "drx.site": s.site,
+        "drx.status": s.status,
+        "drx.emergency": s.emergency,
+    }
+    optional: dict[str, Any] = {
+        "drx.parent_run": s.parent_run,
+        "drx.rto.measured_s": s.rto.measured_s,
+        "drx.rto.target_s": s.rto.target_s,
+        "drx.rto.met": s.rto.met,
+        "drx.rto.end_to_end_s": s.rto.end_to_end_s,
+        "drx.runbook.sha256": s.runbook_sha256,
+        "drx.inventory.sha256": s.inventory_sha256,
+        "drx.message": s.message,
+    }
+    if s.rpo is not None:
+        unit = "bytes" if s.rpo.in_bytes else "s"
+        optional[f"drx.rpo.measured_{unit}"] = s.rpo.measured
+        optional[f"drx.rpo.target_{unit}"] = s.rpo.target
+        optional["drx.rpo.met"] = s.rpo.met
+    attrs.update({k: v for k, v in optional.items() if v is not None})
+    return attrs
+
+
+def readable_spans(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """The run's spans as OpenTelemetry SDK ``ReadableSpan`` objects, ready for any exporter."""
+    from opentelemetry import trace as trace_api
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import Status, StatusCode
+
+    from orchestrator import __version__
+
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by Resource.create
+    attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "drx"}
+    resource = Resource.create({**attrs, "service.version": __version__})
+    scope = InstrumentationScope(SCOPE, __version__)
+    tid = trace_id(summary.run_id)
+    data = span_data(summary, events)
+
+    def context(key: str) -> Any:
+        return trace_api.SpanContext(
+            trace_id=tid,
+            span_id=_id(summary.run_id, key, 8),
+            is_remote=False,
+            trace_flags=trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED),
+        )
+
+    spans = []
+    for d in data:
+        attributes = dict(d.attributes)
+        status = Status(StatusCode.UNSET)
+        if d.error:
+            attributes["error.type"] = d.error
+            status = Status(StatusCode.ERROR, d.error)
+        elif d.parent is None or "cicd.pipeline.task.run.result" in attributes:
+            status = Status(StatusCode.OK)
+        spans.append(
+            ReadableSpan(
+                name=d.name,
+                context=context(d.key),
+                parent=context(d.parent) if d.parent else None,
+                resource=resource,
+                attributes=attributes,
+                kind=trace_api.SpanKind.INTERNAL,
+                status=status,
+                start_time=d.start_ns,
+                end_time=max(d.end_ns, d.start_ns),
+                instrumentation_scope=scope,
+            )
+        )
+    return spans
+
+
+def otlp_json(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> str:
+    """The run's trace as an OTLP/JSON ``ExportTraceServiceRequest`` (what a collector's
+    ``/v1/traces`` takes with ``Content-Type: application/json``)."""
+    import base64
+    import json
+
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    doc = MessageToDict(encode_spans(readable_spans(summary, events)), use_integers_for_enums=True)
+    # OTLP/JSON differs from the protobuf JSON mapping: ids are hex, not base64
+    for rs in doc.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for span in ss.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if span.get(key):
+                        span[key] = base64.b64decode(span[key]).hex()
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def export(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> str | None:
+    """Export the run's trace over OTLP/HTTP to the endpoint the environment names; returns
+    None, or why it failed. Bounded by ``EXPORT_TIMEOUT_S``: a missing collector never holds a
+    drill up, and never fails it."""
+    import logging
+
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import SpanExportResult
+    except ImportError as exc:  # pragma: no cover - a broken installation
+        return f"OpenTelemetry is not installed: {exc}"
+    # drx reports a failed export in its own words; the exporter's log lines would bypass it
+    for name in ("opentelemetry", "urllib3"):
+        quiet = logging.getLogger(name)
+        quiet.propagate = False
+        if not quiet.handlers:
+            quiet.addHandler(logging.NullHandler())
+    timeout = EXPORT_TIMEOUT_S
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
+        value = os.environ.get(name)
+        if value:
+            with contextlib.suppress(ValueError):
+                timeout = min(timeout, float(value) / 1000.0)  # milliseconds
+            break
+    exporter = OTLPSpanExporter(timeout=timeout)
+    try:
+        result = exporter.export(readable_spans(summary, events))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        with contextlib.suppress(Exception):
+            exporter.shutdown()  # type: ignore[no-untyped-call]
+    if result is not SpanExportResult.SUCCESS:
+        return f"the collector at {getattr(exporter, '_endpoint', '?')} did not take it"
+    return None
