@@ -723,6 +723,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C stops the drill even when started in the background (which ignores SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = run_drill(args.dir, args.runbook.resolve())
     except LabError as exc:
