@@ -235,7 +235,8 @@ def test_init_writes_a_starter_that_fails_over_and_back(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`drx init DIR` writes a runbook and inventory that validate, whose failover and failback
-    run on local hosts (traffic moves to dc2 and back), and refuses to overwrite them."""
+    run on local hosts (traffic moves to dc2 and back), and refuses to overwrite them, naming
+    the files that exist."""
     target = tmp_path / "drill"
     code, _, err = drx(capsys, "init", str(target))
     assert code == 0, err
@@ -257,7 +258,12 @@ def test_init_writes_a_starter_that_fails_over_and_back(
     assert (target / ".drx-world" / "traffic").read_text().strip() == "192.0.2.10"
     assert not (target / ".drx-world" / "db2.primary").exists()
     code, _, err = drx(capsys, "init", str(target))
-    assert code == 2 and "already exist" in err
+    assert code == 2
+    assert f"{target / 'runbook.yaml'} and {target / 'inventory.yaml'} already exist;" in err
+    (target / "inventory.yaml").unlink()
+    code, _, err = drx(capsys, "init", str(target))
+    assert code == 2 and f"{target / 'runbook.yaml'} already exists;" in err
+    assert not (target / "inventory.yaml").exists()
 
 
 def test_the_state_url_examples_of_the_reference_parse() -> None:

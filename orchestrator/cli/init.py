@@ -33,7 +33,8 @@ def write_starter(directory: Path, force: bool = False) -> list[Path]:
     existing = [str(p) for p in paths[: len(STARTER_FILES)] if p.exists()]
     if existing and not force:
         raise UsageError(
-            f"{', '.join(existing)} already exist(s); nothing was written (--force overwrites)"
+            f"{' and '.join(existing)} already {'exists' if len(existing) == 1 else 'exist'}; "
+            "nothing was written (--force overwrites)"
         )
     (directory / WORLD_DIR).mkdir(parents=True, exist_ok=True)
     for path, text in zip(paths, texts.values(), strict=True):
