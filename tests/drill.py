@@ -92,7 +92,7 @@ class World:
     def run(self, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         """Run ``drx ARGV`` in-process; (exit code, stderr)."""
         command, rest = argv[0], list(argv[1:])
-        opts = [] if command in ("runs", "report", "status", "logs") else self.args()[:4]
+        opts = [] if command in ("runs", "report", "status", "logs", "bundle") else self.args()[:4]
         code = 0
         try:
             main([command, *rest, *opts, "--state-dir", str(self.state)])

@@ -87,6 +87,20 @@ def format_for(output: str | None) -> str:
     return EXTENSIONS.get(Path(output).suffix.lower(), "text")
 
 
+def choose_run(store: Store, run: str | None, runbook: str | None) -> str:
+    """The run asked for: ``run`` (id, prefix or suffix), else the latest run of ``runbook``
+    (the name of the runbook given with -r), else the latest run."""
+    from orchestrator.errors import RefusedError
+    from orchestrator.record.runs import load_summaries, resolve_run
+
+    if run is None and runbook is not None:
+        mine = [s.run_id for s in load_summaries(store) if s.runbook == runbook]
+        if not mine:
+            raise RefusedError(f"no runs of runbook '{runbook}' in {store.location}")
+        return mine[-1]
+    return resolve_run(store, run)
+
+
 def render_report(
     store: Store,
     run: str | None,
@@ -98,17 +112,10 @@ def render_report(
 ) -> str:
     import sys
 
-    from orchestrator.errors import RefusedError
     from orchestrator.record.runs import load_summaries, load_summary, resolve_run
     from orchestrator.report import render
 
-    if run is None and runbook is not None:
-        mine = [s.run_id for s in load_summaries(store) if s.runbook == runbook]
-        if not mine:
-            raise RefusedError(f"no runs of runbook '{runbook}' in {store.location}")
-        run_id = mine[-1]
-    else:
-        run_id = resolve_run(store, run)
+    run_id = choose_run(store, run, runbook)
     summary = load_summary(store, run_id)
     if fmt == "otlp":
         from orchestrator.report.otlp import otlp_json
