@@ -118,3 +118,25 @@ def test_lab_directories_lie_outside_the_private_state_directory() -> None:
     assert re.search(
         r"^lab:.*\n\t.*orchestrator\.lab drill$", (REPO / "Makefile").read_text(), re.M
     )
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    """README's Layout section names every package and module under orchestrator/, so a new
+    module shows up there (or this test fails)."""
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout") :]
+    start = layout.index("```\norchestrator/")
+    block = layout[start : layout.index("```\n", start + 4)]
+    missing = []
+    for path in sorted((REPO / "orchestrator").rglob("*.py")):
+        rel = path.relative_to(REPO / "orchestrator")
+        names = [*rel.parts[:-1], path.stem]
+        if path.stem in ("__init__", "__main__"):
+            names = list(rel.parts[:-1])
+        for i, name in enumerate(names):
+            word = f"{name}/" if i < len(rel.parts) - 1 else name
+            if not re.search(rf"(?<![\w/]){re.escape(word)}(?!\w)", block):
+                missing.append(str(rel))
+    assert sorted(set(missing)) == []
