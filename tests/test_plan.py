@@ -551,3 +551,18 @@ def test_text_plan_lists_waves_hosts_commands_and_the_rto(tmp_path: Path) -> Non
     assert "      control: dnsctl set www 127.0.2.10\n" in text
     assert "Predicted RTO: 6 s vs target 900 s (15m) (lower bound" in text
     assert "Critical path: freeze-writes → check-lag → promote-db → start-app → warm-cache" in text
+
+
+def test_a_command_string_undo_runs_like_its_step(tmp_path: Path) -> None:
+    """A string undo of a sudo step runs with that sudo; a mapping undo says for itself (no
+    sudo unless it asks)."""
+    rb, inv = write(
+        tmp_path,
+        "name: u\nsteps:\n"
+        "  - {id: a, hosts: control, run: x, sudo: postgres, undo: y}\n"
+        "  - {id: b, hosts: control, run: x, sudo: true, undo: {run: y}}\n",
+    )
+    runbook, _ = load_both(str(rb), str(inv))
+    a, b = runbook.by_id["a"].undo, runbook.by_id["b"].undo
+    assert a is not None and a.sudo == "postgres"
+    assert b is not None and not b.sudo

@@ -209,7 +209,7 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         Type.UNDO,
         "none",
         "What a failback runs to reverse this step: a command "
-        "(run on the same hosts), or a mapping with any step field but `id`, `undo` and "
+        "(run like the step: on its hosts, with its `sudo`), or a mapping with any step field but `id`, `undo` and "
         "`needs` (see What an undo may be).",
         "dbctl demote",
     ),
