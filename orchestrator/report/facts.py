@@ -31,6 +31,10 @@ from orchestrator.report.units import (
 
 # Lines of output shown per failed host; the full output stays in the run's log files.
 TAIL_LINES = 20
+#: lines of each host's output shown under "Commands and output"
+OUTPUT_TAIL_LINES = 10
+#: host entries shown under "Commands and output" (beyond: counted, and in the logs)
+OUTPUT_HOSTS = 500
 
 # Below this, a duration difference is noise from scheduling and clocks, not a change.
 _NOISE_S = 0.05
@@ -161,6 +165,30 @@ class FailedHost:
 
 
 @dataclass(frozen=True)
+class HostOutput:
+    """What one host ran for a step (the command as rendered, secrets masked) and the tail of
+    what it printed: the evidence behind the step's status."""
+
+    host: str
+    status: str
+    rc: int | None
+    command: str | None
+    tail: str
+    tail_lines: int
+    log_path: str
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """A step that ran commands, with every host's command and output."""
+
+    step_id: str
+    name: str
+    status: str
+    hosts: tuple[HostOutput, ...]
+
+
+@dataclass(frozen=True)
 class Failure:
     """A step that failed or whose outcome is unknown."""
 
@@ -268,6 +296,10 @@ class Report:
     path: CriticalPath
     failures: tuple[Failure, ...]
     steps: tuple[StepRow, ...]
+    #: each step's rendered commands and output tails, per host (at most OUTPUT_HOSTS entries)
+    outputs: tuple[StepOutput, ...]
+    #: host entries left out of ``outputs`` (they are in the logs and the evidence bundle)
+    outputs_omitted: int
     step_counts: str
     health: str
     comparison: Comparison | None
@@ -684,6 +716,38 @@ def _log_path(run: Run, step: Step, host: str) -> str:
     return f"runs/{run.run_id}/output/{step.id}/{host}.log"
 
 
+def _outputs(run: Run) -> tuple[tuple[StepOutput, ...], int]:
+    """Every step that ran on hosts, in start order, with each host's command and output tail;
+    past OUTPUT_HOSTS host entries the rest are counted, not shown (a 10,000-step report stays
+    readable; the full output is in the logs)."""
+    steps: list[StepOutput] = []
+    shown = omitted = 0
+    for step in sorted(run.steps, key=lambda s: (s.offset_s is None, s.offset_s or 0.0, s.index)):
+        if not step.hosts or step.carried_from:
+            continue
+        hosts = []
+        for host in step.hosts:
+            if shown >= OUTPUT_HOSTS:
+                omitted += 1
+                continue
+            shown += 1
+            text, total = tail(host.output_tail, OUTPUT_TAIL_LINES)
+            hosts.append(
+                HostOutput(
+                    host=host.host,
+                    status=host.status or step.status,
+                    rc=host.rc,
+                    command=host.command,
+                    tail=text,
+                    tail_lines=total,
+                    log_path=_log_path(run, step, host.host),
+                )
+            )
+        if hosts:
+            steps.append(StepOutput(step.id, step.name, step.status, tuple(hosts)))
+    return tuple(steps), omitted
+
+
 def _failures(run: Run) -> tuple[Failure, ...]:
     failures = []
     for step in run.steps:
@@ -934,6 +998,7 @@ def build(run: Run, *, compare: Run | None = None, history: Sequence[Run] = ()) 
     """Compute every finding of the report for ``run``."""
     rto = rto_facts(run)
     points = _history(run, history) if history else ()
+    outputs, omitted = _outputs(run)
     return Report(
         run=run,
         title=f"{run.runbook} — {run.direction} {route(run)}",
@@ -948,6 +1013,8 @@ def build(run: Run, *, compare: Run | None = None, history: Sequence[Run] = ()) 
         path=_critical_path(run),
         failures=_failures(run),
         steps=_step_rows(run),
+        outputs=outputs,
+        outputs_omitted=omitted,
         step_counts=_step_counts(run),
         health=_health(run),
         comparison=_compare(run, compare) if compare is not None else None,

@@ -116,6 +116,7 @@ class HostResult:
     error: str | None
     output_tail: str
     attempts: tuple[Attempt, ...]
+    command: str | None = None  # as rendered for this host, secrets masked
 
     @property
     def failed(self) -> bool:
@@ -263,6 +264,8 @@ class Run:
     #: the run this one continues, and (a failback) the failover it reverses
     resumes: str | None = None
     reverses: str | None = None
+    runbook_sha256: str | None = None  # of the files the run was started from
+    inventory_sha256: str | None = None
 
     @property
     def is_failback(self) -> bool:
@@ -405,6 +408,7 @@ def _step(index: int, raw: Mapping[str, Any], base: datetime | None) -> Step:
                 attempts=_attempts(
                     host, offset, None if carried_from else base, host_status or status
                 ),
+                command=_str(host.get("command")),
             )
         )
     return Step(
@@ -515,6 +519,8 @@ def load(summary: Mapping[str, Any]) -> Run:
         finished_at=_str(summary.get("finished_at")),
         runbook_file=_str(summary.get("runbook_file")),
         inventory_file=_str(summary.get("inventory_file")),
+        runbook_sha256=_str(summary.get("runbook_sha256")),
+        inventory_sha256=_str(summary.get("inventory_sha256")),
         rto_started_at=_str(summary.get("rto_started_at")),
         rto=Rto(
             measured_s=_num(rto.get("measured_s")),
