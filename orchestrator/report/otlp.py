@@ -31,7 +31,7 @@ from orchestrator.record.summary import RunSummary
 #: the instrumentation scope of drx's spans
 SCOPE = "drx"
 #: the longest the export at the end of a run may take (OTEL_EXPORTER_OTLP_TIMEOUT may lower it)
-EXPORT_TIMEOUT_S = 3.0
+EXPORT_TIMEOUT_S = 2.0
 #: check polls kept per host attempt (a check polled every second for an hour is 3,600 spans)
 POLLS_PER_ATTEMPT = 200
 
