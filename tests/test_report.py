@@ -764,3 +764,14 @@ def test_rendering_a_thousand_step_run_is_fast() -> None:
     assert len(elements(html, "rect", "bar")) == len(expected_bars(summary))
     # Generous: a loaded CI machine must not make this flaky; the budget is 2 s per format.
     assert max(timings.values()) < 10
+
+
+@pytest.mark.parametrize("fmt", ["text", "md", "html"])
+def test_a_plan_without_any_prediction_is_not_reported_as_predicting_0_s(fmt: str) -> None:
+    """A run whose plan predicted 0 s (no step had history or expect) says the plan had no
+    prediction, not "The plan predicted 0 s; the run took 1 s more"."""
+    summary = load("failover_succeeded")
+    summary["rto"]["predicted_s"] = 0.0
+    out = render(summary, fmt)
+    assert "The plan had no prediction" in out
+    assert "The plan predicted" not in out

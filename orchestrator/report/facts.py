@@ -517,7 +517,10 @@ def rto_facts(run: Run) -> RtoFacts:
             f"to {health_word}: the outage the service actually had"
         )
     prediction = None
-    if rto.predicted_s is not None and rto.measured_s is not None:
+    if rto.predicted_s == 0:
+        # a plan whose steps have neither history nor `expect` predicts 0 s: it had no figure
+        prediction = "The plan had no prediction (no step had history or an expect)."
+    elif rto.predicted_s is not None and rto.measured_s is not None:
         diff = rto.measured_s - rto.predicted_s
         if abs(diff) < _NOISE_S:
             prediction = f"The plan predicted {secs(rto.predicted_s)}; the run took as long."
