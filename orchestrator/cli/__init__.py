@@ -12,7 +12,7 @@ from typing import NoReturn
 
 # Commands register themselves on ``app`` when imported, in the order ``drx --help`` lists them.
 # isort: off
-from orchestrator.cli import (
+from orchestrator.cli import (  # noqa: F401
     init,
     validate,
     check,
@@ -34,21 +34,6 @@ from orchestrator.cli.app import app, state_dir_path
 from orchestrator.errors import DrxError, ExitCode, ValidationError
 
 __all__ = ["app", "main"]
-_COMMANDS = (
-    init,
-    validate,
-    check,
-    failover,
-    failback,
-    resume,
-    runs,
-    report,
-    bundle,
-    logs,
-    status,
-    state,
-    schema,
-)
 
 
 def _fail(message: str, code: ExitCode) -> NoReturn:

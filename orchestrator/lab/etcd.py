@@ -24,7 +24,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from orchestrator.lab.sshd import free_port
 from orchestrator.record.etcd_client import TLS
 
 ETCD = "/usr/bin/etcd"
@@ -73,13 +73,6 @@ class Member:
         return self.proc is not None and self.proc.poll() is None
 
 
-def _free_port(address: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((address, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class EtcdCluster:
     """Three (or ``len(names)``) etcd members on loopback, started and stopped by pid."""
 
@@ -106,8 +99,8 @@ class EtcdCluster:
             self.members[name] = Member(
                 name,
                 address,
-                _free_port(address),
-                _free_port(address),
+                free_port(address),
+                free_port(address),
                 root / name / "data",
                 root / name / "etcd.log",
             )

@@ -53,7 +53,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.lab.sshd import DEFAULT_USER, Lab, LabError, _free_port
+from orchestrator.lab.sshd import DEFAULT_USER, Lab, LabError, free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SUDO = "/usr/bin/sudo"
@@ -231,7 +231,7 @@ class PostgresLab:
                 site=site,
                 node=name.replace("-", "_"),
                 address=lab_host.address,
-                port=_free_port(lab_host.address),
+                port=free_port(lab_host.address),
                 dir=node_dir,
             )
         os.chmod(self.root / "pg", 0o755)
@@ -354,7 +354,7 @@ class PostgresLab:
     def _start_app(self) -> None:
         app_dir = self.root / "app"
         app_dir.mkdir()
-        port = _free_port("127.0.0.1")
+        port = free_port("127.0.0.1")
         self.app_address = f"127.0.0.1:{port}"
         config = app_dir / "config.json"
         config.write_text(

@@ -125,7 +125,8 @@ class LabHost:
         return self.process is not None and self.process.poll() is None
 
 
-def _free_port(address: str) -> int:
+def free_port(address: str) -> int:
+    """A TCP port nothing listens on at ``address`` now (the kernel's pick)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((address, 0))
         port: int = s.getsockname()[1]
@@ -312,7 +313,7 @@ class Lab:
             host = LabHost(
                 name=name,
                 address=address,
-                port=_free_port(address),
+                port=free_port(address),
                 user=self.user,
                 identity_file=self.identity_file,
                 known_hosts=self.known_hosts,
@@ -383,7 +384,7 @@ class Lab:
                 retry = []
                 for h, reason in failed:
                     if "Address already in use" in reason and attempt < 2:
-                        h.port = _free_port(h.address)
+                        h.port = free_port(h.address)
                         self._write_config(h)
                         retry.append(h)
                     else:
