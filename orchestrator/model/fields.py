@@ -6,11 +6,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import Problem
 from orchestrator.model.units import parse_duration
-from orchestrator.model.yaml_source import LList, LMap
+from orchestrator.model.yaml_source import LList, LMap, load_yaml
 
 
 def closest(word: str, choices: Iterable[str]) -> str | None:
@@ -179,6 +180,21 @@ def as_mapping(value: Any, where: Where, line: int, what: str, problems: list[Pr
     empty = LMap()
     empty.line, empty.column, empty.key_lines = line, 0, {}
     return empty
+
+
+def load_document(path: str | Path, what: str) -> tuple[Fields | None, Where, list[Problem]]:
+    """Load a runbook or inventory file (``what`` names it): the fields of its top-level
+    mapping to check (None when the file is empty), where problems point, and the problems of
+    reading it so far."""
+    loaded = load_yaml(path)
+    problems = list(loaded.problems)
+    where = Where(loaded.path)
+    if loaded.data is None:
+        if not problems:
+            problems.append(where.problem(1, f"the {what} is empty"))
+        return None, where, problems
+    top = as_mapping(loaded.data, where, 1, f"the {what}", problems)
+    return Fields(top, where, problems, f"the {what}"), where, problems
 
 
 def as_list(value: Any, where: Where, line: int, what: str, problems: list[Problem]) -> LList:

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import Problem, ValidationError
-from orchestrator.model.fields import Fields, Located, Where, as_mapping, suggest
-from orchestrator.model.yaml_source import load_yaml
+from orchestrator.model.fields import Fields, Located, as_mapping, load_document, suggest
 from orchestrator.transport.base import HostSpec
 
 CONTROL = "control"
@@ -261,16 +260,10 @@ def load_inventory(path: str | Path) -> Inventory:
 
 def parse_inventory(path: str | Path) -> tuple[Inventory | None, list[Problem]]:
     """Load an inventory, returning it (None if unusable) and every problem found."""
-    loaded = load_yaml(path)
-    problems = list(loaded.problems)
-    file = loaded.path
-    where = Where(file)
-    if loaded.data is None:
-        if not problems:
-            problems.append(where.problem(1, "the inventory is empty"))
+    f, where, problems = load_document(path, "inventory")
+    if f is None:
         return None, problems
-    top = as_mapping(loaded.data, where, 1, "the inventory", problems)
-    f = Fields(top, where, problems, "the inventory")
+    top, file = f.data, where.file
     f.check_known(INVENTORY_FIELDS)
     defaults_map = f.mapping("defaults")
     df = Fields(defaults_map, where, problems, "defaults")

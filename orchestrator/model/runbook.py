@@ -14,9 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import Problem
-from orchestrator.model.fields import Fields, Located, Where, as_list, as_mapping, closest, suggest
+from orchestrator.model.fields import (
+    Fields,
+    Located,
+    Where,
+    as_list,
+    as_mapping,
+    closest,
+    load_document,
+    suggest,
+)
 from orchestrator.model.units import is_size, parse_duration, parse_size
-from orchestrator.model.yaml_source import LList, LMap, load_yaml
+from orchestrator.model.yaml_source import LList, LMap
 
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 DEFAULT_TIMEOUT = 600.0
@@ -329,16 +338,10 @@ def _replace(step: Step, **changes: Any) -> Step:
 
 def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
     """Load a runbook, returning it (None if unusable) and every problem found in it alone."""
-    loaded = load_yaml(path)
-    problems = list(loaded.problems)
-    file = loaded.path
-    where = Where(file)
-    if loaded.data is None:
-        if not problems:
-            problems.append(where.problem(1, "the runbook is empty"))
+    f, where, problems = load_document(path, "runbook")
+    if f is None:
         return None, problems
-    top = as_mapping(loaded.data, where, 1, "the runbook", problems)
-    f = Fields(top, where, problems, "the runbook")
+    top, file = f.data, where.file
     f.check_known(RUNBOOK_FIELDS)
     name = f.text("name")
     if name is None:

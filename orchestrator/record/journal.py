@@ -49,8 +49,8 @@ class Journal:
         self.wall0 = time.time()
         #: called with each event as written (live view, logs); must be quick and never raise
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
-        #: every event written, in order (the summary is built from them when the run ends)
-        self.events: list[dict[str, Any]] = []
+        self._lines: list[bytes] = []  # every line written, in order
+        self._parsed: list[dict[str, Any]] = []  # the first len(_parsed) lines, read back
 
     def now(self) -> float:
         """Seconds since the run started (monotonic)."""
@@ -71,7 +71,7 @@ class Journal:
             if self._closed:
                 raise JournalError("the journal is closed")
             self.sink.write(line)
-            self.events.append(json.loads(line))
+            self._lines.append(line)
         for listener in list(self.listeners):
             try:
                 listener(record)
@@ -80,6 +80,15 @@ class Journal:
                 with contextlib.suppress(ValueError):
                     self.listeners.remove(listener)
         return record
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every event written so far, in order, as the journal holds it (what a reader of the
+        file would get). Lines are read back here, when asked — at the end of a run — rather
+        than on the scheduler's path, and each only once."""
+        with self._lock:
+            self._parsed.extend(json.loads(line) for line in self._lines[len(self._parsed) :])
+            return list(self._parsed)
 
     def close(self) -> None:
         with self._lock:
