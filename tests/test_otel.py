@@ -156,14 +156,18 @@ def test_a_crashed_run_can_be_printed_as_a_trace(world: World) -> None:
           - {id: slow, hosts: db@target, run: 'sleep 30', undo: 'true'}
     """)
     proc = world.spawn("failover", "site-b", "--yes")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        runs = world.run_dirs()
-        if runs and '"host_started"' in (runs[-1] / "journal.jsonl").read_text():
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=10)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            runs = world.run_dirs()
+            # the run's directory exists a moment before its journal does
+            journal = runs[-1] / "journal.jsonl" if runs else None
+            if journal and journal.is_file() and '"host_started"' in journal.read_text():
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
 
     out = subprocess.run(
         [
