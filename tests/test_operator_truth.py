@@ -1,0 +1,96 @@
+"""drx tells the operator the truth in every state: a half-done failover is continued or failed
+back, never run over; a failover that reverses the last one is a failback; a running run is
+reported as running; a declined gate says who declined; a resumed run is judged end to end; and
+every sentence of a report is derived from what happened."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from orchestrator.lab.sshd import free_port
+from tests.drill import World
+
+#: step b fails while "$DRX_HOST_DIR/broken" exists; a changes things before it
+RUNBOOK = """
+    name: truth
+    steps:
+      - {id: a, hosts: db@target, run: 'touch "$DRX_HOST_DIR/a"', undo: 'rm -f "$DRX_HOST_DIR/a"'}
+      - id: b
+        hosts: db@target
+        run: '[ ! -e "$DRX_HOST_DIR/broken" ] && touch "$DRX_HOST_DIR/b"'
+        undo: 'rm -f "$DRX_HOST_DIR/b"'
+        needs: [a]
+"""
+
+pytestmark = pytest.mark.parametrize("world", ["local"], indirect=True)
+
+
+def run_ids(world: World) -> list[str]:
+    return [d.name for d in world.run_dirs()]
+
+
+def half_done(world: World, capsys: pytest.CaptureFixture[str]) -> str:
+    """A failover that changed a step and then failed; the cause is fixed afterwards."""
+    world.write_runbook(RUNBOOK)
+    world.host_file("db-b", "broken").touch()
+    code, err = world.run(capsys, "failover", "site-b")
+    assert code == 1, err
+    world.host_file("db-b", "broken").unlink()
+    return run_ids(world)[-1]
+
+
+def test_a_failover_after_a_half_done_one_is_refused_with_the_ways_on(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failover while the last one stopped half-way exits 2, runs nothing, names the run and
+    both ways on (resume RUN, failback RUN) and no --emergency; status prints the same."""
+    stopped = half_done(world, capsys)
+    code, err = world.run(capsys, "failover", "site-b")
+    assert code == 2, err
+    assert run_ids(world) == [stopped]
+    assert f"failover {stopped} failed half-way" in err
+    assert f"drx resume {stopped}" in err and f"drx failback {stopped}" in err
+    assert "--emergency" not in err
+    assert world.run(capsys, "status")[0] == 0
+    out = world.last_stdout
+    assert f"drx resume {stopped}" in out and f"drx failback {stopped}" in out
+    # the way on named works, and the refusal is gone once it did
+    code, err = world.run(capsys, "failback", stopped)
+    assert code == 0, err
+    assert world.run(capsys, "status")[0] == 0
+    assert "next, one of" not in world.last_stdout
+    assert world.run(capsys, "failover", "site-b")[0] == 0
+
+
+def test_emergency_is_offered_only_when_the_source_cannot_be_reached(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the source's hosts unreachable, the refusal also offers resume --emergency."""
+    stopped = half_done(world, capsys)
+    doc = yaml.safe_load(world.inventory.read_text())
+    dead = free_port("127.0.0.1")  # nothing listens there: connections are refused
+    for host in doc["sites"]["site-a"]["hosts"].values():
+        host.update(transport="ssh", port=dead, user="nobody")
+    world.inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+    code, err = world.run(capsys, "failover", "site-b")
+    assert code == 2, err
+    assert f"drx resume {stopped}" in err and "--emergency" in err
+    assert "db-a" in err and run_ids(world) == [stopped]
+
+
+def test_a_failover_that_reverses_the_last_one_needs_force(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Right after a succeeded failover to B, a failover back to A is refused (exit 2) saying
+    it reverses that run and that drx failback is the command; --force runs it."""
+    world.write_runbook(RUNBOOK)
+    assert world.run(capsys, "failover", "site-b")[0] == 0
+    first = run_ids(world)[-1]
+    code, err = world.run(capsys, "failover", "site-a")
+    assert code == 2, err
+    assert f"reverses the last failover, {first}" in err and "drx failback" in err
+    assert run_ids(world) == [first]
+    code, err = world.run(capsys, "failover", "site-a", "--force")
+    assert code == 0, err
+    assert world.summary()["target"] == "site-a"
