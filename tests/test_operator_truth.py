@@ -5,6 +5,10 @@ every sentence of a report is derived from what happened."""
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
+
 import pytest
 import yaml
 
@@ -94,3 +98,29 @@ def test_a_failover_that_reverses_the_last_one_needs_force(
     code, err = world.run(capsys, "failover", "site-a", "--force")
     assert code == 0, err
     assert world.summary()["target"] == "site-a"
+
+
+def test_a_declined_gate_records_who_declined_how_and_why(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'n COMMENT' at the terminal: the journal, summary and every report say who declined the
+    gate (user@host), how (terminal) and the comment."""
+    from tests.test_gates import RUNBOOK as GATED
+    from tests.test_gates import _read_until, _spawn_on_pty, _wait
+
+    world.write_runbook(GATED)
+    pid, fd = _spawn_on_pty(world)
+    _read_until(fd, "Proceed to site-b?")
+    os.write(fd, b"n the DBA says the replica is behind\r")
+    assert _wait(pid, fd) == 1
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    answered = next(e for e in world.journal() if e["event"] == "gate_answered")
+    assert (answered["approved"], answered["by"], answered["via"]) == (False, who, "terminal")
+    assert answered["comment"] == "the DBA says the replica is behind"
+    gate = world.step(world.summary(), "approve")
+    assert gate["declined_by"] == who and gate["approved_by"] is None
+    for fmt in ("text", "md", "html"):
+        code, err = world.run(capsys, "report", "--format", fmt)
+        assert code == 0, err
+        assert f"declined by {who} (terminal)" in world.last_stdout, fmt
+        assert "the DBA says the replica is behind" in world.last_stdout, fmt

@@ -119,6 +119,9 @@ class StepRecord:
     approved_via: str | None = None  # "--yes" or "terminal"
     approval_comment: str | None = None
     prompt: str | None = None
+    declined_by: str | None = None  # user@host of the operator who declined the gate
+    declined_via: str | None = None  # how: "terminal", ...
+    decline_comment: str | None = None
     value: Any = None
     message: str | None = None
     hosts: list[HostRecord] = field(default_factory=list)
@@ -151,6 +154,10 @@ class StepRecord:
         if self.approved_via is not None:
             doc["approved_via"] = self.approved_via
             doc["approval_comment"] = self.approval_comment
+        if self.declined_by is not None:
+            doc["declined_by"] = self.declined_by
+            doc["declined_via"] = self.declined_via
+            doc["decline_comment"] = self.decline_comment
         return doc
 
 
@@ -419,6 +426,9 @@ def _read_step(d: Mapping[str, Any]) -> StepRecord:
         approved_via=_str(d.get("approved_via")),
         approval_comment=_str(d.get("approval_comment")),
         prompt=_str(d.get("prompt")),
+        declined_by=_str(d.get("declined_by")),
+        declined_via=_str(d.get("declined_via")),
+        decline_comment=_str(d.get("decline_comment")),
         value=d.get("value"),
         message=_str(d.get("message")),
         hosts=[_read_host(_map(h)) for h in _list(d.get("hosts"))],
@@ -651,6 +661,10 @@ class _Builder:
         st.record.approved_by = e.get("by") if approved else None
         st.record.approved_via = e.get("via") if approved else None
         st.record.approval_comment = e.get("comment") if approved else None
+        if not approved and e.get("by"):
+            st.record.declined_by = e.get("by")
+            st.record.declined_via = e.get("via")
+            st.record.decline_comment = e.get("comment")
 
     # -- the end of the run
     def _steps_done(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:

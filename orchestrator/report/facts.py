@@ -100,12 +100,15 @@ class Gate:
     approved_by: str | None
     status: str
     critical: bool
+    declined_by: str | None = None
 
     @property
     def approval(self) -> str:
         """Who let the run past this gate, or why nobody did."""
         if self.approved_by:
             return f"approved by {self.approved_by}"
+        if self.declined_by:
+            return f"declined by {self.declined_by}"
         return {
             "not_run": "not reached",
             "skipped": "skipped",
@@ -596,6 +599,7 @@ def _manual(run: Run) -> ManualFacts:
             approved_by=s.approver,
             status=s.status,
             critical=s.id in run.critical,
+            declined_by=s.decliner,
         )
         for s in run.steps
         if s.kind == "manual"
@@ -802,6 +806,9 @@ def _step_note(step: Step) -> str:
         who = step.approver
         waited = f" after {secs(step.manual_wait_s)}" if step.manual_wait_s else ""
         notes.append(f"approved by {who}{waited}")
+    if step.kind == "manual" and step.declined_by:
+        waited = f" after {secs(step.manual_wait_s)}" if step.manual_wait_s else ""
+        notes.append(f"declined by {step.decliner}{waited}")
     retried = [h.host for h in step.hosts if len(h.attempts) > 1]
     if retried:
         notes.append("retried on " + ", ".join(retried[:3]) + (" …" if len(retried) > 3 else ""))

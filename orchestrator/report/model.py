@@ -126,6 +126,17 @@ class HostResult:
         return bool(self.error) or (self.rc is not None and self.rc != 0)
 
 
+def _who(by: str | None, via: str | None, comment: str | None) -> str | None:
+    if not by:
+        return None
+    who = "the operator" if by == "operator" else by
+    if via:
+        who += f" ({via})"
+    if comment:
+        who += f': "{comment}"'
+    return who
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of the run as recorded, with ``index`` its position in the summary."""
@@ -153,18 +164,19 @@ class Step:
     prompt: str | None = None  # a manual step's rendered question
     approved_via: str | None = None  # "--yes" or "terminal"
     approval_comment: str | None = None
+    declined_by: str | None = None
+    declined_via: str | None = None
+    decline_comment: str | None = None
 
     @property
     def approver(self) -> str | None:
         """Who approved this gate, how, and what they said: ``root@host (--yes): "ok"``."""
-        if not self.approved_by:
-            return None
-        who = "the operator" if self.approved_by == "operator" else self.approved_by
-        if self.approved_via:
-            who += f" ({self.approved_via})"
-        if self.approval_comment:
-            who += f': "{self.approval_comment}"'
-        return who
+        return _who(self.approved_by, self.approved_via, self.approval_comment)
+
+    @property
+    def decliner(self) -> str | None:
+        """Who declined this gate, how, and what they said (as ``approver``)."""
+        return _who(self.declined_by, self.declined_via, self.decline_comment)
 
     @property
     def end_offset_s(self) -> float | None:
@@ -435,6 +447,9 @@ def _step(index: int, raw: Mapping[str, Any], base: datetime | None) -> Step:
         prompt=_str(raw.get("prompt")),
         approved_via=_str(raw.get("approved_via")),
         approval_comment=_str(raw.get("approval_comment")),
+        declined_by=_str(raw.get("declined_by")),
+        declined_via=_str(raw.get("declined_via")),
+        decline_comment=_str(raw.get("decline_comment")),
     )
 
 

@@ -185,9 +185,10 @@ def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[
             if kind == Event.HEALTH_TIMEOUT:
                 health.error = "health_timeout"
         elif kind == Event.GATE_ANSWERED and sid in steps:
+            answer = "approved" if e.get("approved") else "declined"
             for name, value in (
-                ("drx.gate.approved_by", e.get("by")),
-                ("drx.gate.approved_via", e.get("via")),
+                (f"drx.gate.{answer}_by", e.get("by")),
+                (f"drx.gate.{answer}_via", e.get("via")),
                 ("drx.gate.comment", e.get("comment")),
             ):
                 if value:
