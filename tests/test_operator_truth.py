@@ -27,7 +27,7 @@ RUNBOOK = """
         needs: [a]
 """
 
-pytestmark = pytest.mark.parametrize("world", ["local"], indirect=True)
+local = pytest.mark.parametrize("world", ["local"], indirect=True)
 
 
 def run_ids(world: World) -> list[str]:
@@ -44,6 +44,7 @@ def half_done(world: World, capsys: pytest.CaptureFixture[str]) -> str:
     return run_ids(world)[-1]
 
 
+@local
 def test_a_failover_after_a_half_done_one_is_refused_with_the_ways_on(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -67,6 +68,7 @@ def test_a_failover_after_a_half_done_one_is_refused_with_the_ways_on(
     assert world.run(capsys, "failover", "site-b")[0] == 0
 
 
+@local
 def test_emergency_is_offered_only_when_the_source_cannot_be_reached(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -83,6 +85,7 @@ def test_emergency_is_offered_only_when_the_source_cannot_be_reached(
     assert "db-a" in err and run_ids(world) == [stopped]
 
 
+@local
 def test_a_failover_that_reverses_the_last_one_needs_force(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -100,6 +103,7 @@ def test_a_failover_that_reverses_the_last_one_needs_force(
     assert world.summary()["target"] == "site-a"
 
 
+@local
 def test_a_declined_gate_records_who_declined_how_and_why(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -124,3 +128,55 @@ def test_a_declined_gate_records_who_declined_how_and_why(
         assert code == 0, err
         assert f"declined by {who} (terminal)" in world.last_stdout, fmt
         assert "the DBA says the replica is behind" in world.last_stdout, fmt
+
+
+@local
+@pytest.mark.parametrize(
+    ("change", "valid"),
+    [
+        ({"kind": "check", "interval": "0s"}, False),
+        ({"kind": "check", "interval": 0}, False),
+        ({"kind": "check", "interval": "10ms"}, False),
+        ({"kind": "check", "interval": 0.04}, False),
+        ({"kind": "check", "interval": "50ms"}, True),
+        ({"kind": "check", "interval": "1s"}, True),
+        ({"serial": 0}, False),
+        ({"serial": 1}, True),
+    ],
+)
+def test_the_schema_agrees_with_the_validator(
+    world: World, capsys: pytest.CaptureFixture[str], change: dict[str, object], valid: bool
+) -> None:
+    """A poll interval under 50ms and serial: 0 are refused by drx validate (exit 2, file:line)
+    and by the JSON Schema; the values at the bounds pass both."""
+    import jsonschema
+
+    from orchestrator.model.schema import runbook_schema
+
+    step = {"id": "s", "hosts": "db@target", "run": "true", "undo": "true", **change}
+    doc = {"name": "bounds", "steps": [step]}
+    world.runbook.write_text(yaml.safe_dump(doc, sort_keys=False))
+    code, err = world.run(capsys, "validate")
+    assert code == (0 if valid else 2), err
+    key = next(iter(k for k in change if k != "kind"))
+    if not valid:
+        assert f"{world.runbook}:" in err and key in err
+    errors = list(jsonschema.Draft202012Validator(runbook_schema()).iter_errors(doc))
+    assert (errors == []) is valid, errors
+
+
+@local
+def test_a_manual_step_with_hosts_draws_a_warning(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manual step that names hosts runs nothing on them: validate warns, naming the line."""
+    world.write_runbook("""
+        name: gate-hosts
+        steps:
+          - id: ask
+            kind: manual
+            hosts: db@target
+    """)
+    code, err = world.run(capsys, "validate")
+    assert code == 0, err
+    assert f"{world.runbook}:6: warning: step 'ask'" in err and "'hosts'" in err
