@@ -180,3 +180,29 @@ def test_a_manual_step_with_hosts_draws_a_warning(
     code, err = world.run(capsys, "validate")
     assert code == 0, err
     assert f"{world.runbook}:6: warning: step 'ask'" in err and "'hosts'" in err
+
+
+@local
+def test_a_failed_run_report_says_only_what_happened(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failover run with --yes that fails before its gate: no report format claims that --yes
+    approved every gate, that health polling stopped, or that the RTO was measured."""
+    world.write_runbook("""
+        name: failing
+        health:
+          - {name: up, hosts: control, run: 'true'}
+        steps:
+          - {id: a, hosts: db@target, run: 'false', undo: 'true'}
+          - {id: gate, kind: manual, needs: [a]}
+    """)
+    code, err = world.run(capsys, "failover", "site-b", "--yes")
+    assert code == 1, err
+    for fmt in ("text", "md", "html"):
+        assert world.run(capsys, "report", "--format", fmt)[0] == 0
+        out = world.last_stdout
+        assert "Every manual gate was approved" not in out, fmt
+        assert "approved no manual gate" in out and "gate (not reached)" in out, fmt
+        assert "polling stopped after 0 polls" not in out, fmt
+        assert "Not polled: the run stopped before the health check." in out, fmt
+        assert "would be measured from the start of a" in out, fmt

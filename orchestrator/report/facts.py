@@ -458,6 +458,35 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
     return Outcome("unknown", f"{moved}: status {run.status!r}.")
 
 
+def _yes_note(run: Run) -> str:
+    """What --yes did in this run: the gates it approved, said of those it reached only."""
+    gates = [s for s in run.steps if s.kind == "manual"]
+    approved = [
+        s
+        for s in gates
+        if s.approved_via == "--yes"
+        or (s.approved_via is None and s.status == "succeeded" and not s.carried_from)
+    ]
+    if len(approved) == len(gates):
+        return "Every manual gate was approved in advance with --yes."
+    rest = [s for s in gates if s not in approved]
+    left = ", ".join(f"{s.id} ({_status_words(s.status)})" for s in rest)
+    if not approved:
+        return f"--yes was given, but it approved no manual gate: {left}."
+    return (
+        f"--yes approved {plural(len(approved), 'manual gate')} in advance "
+        f"({', '.join(s.id for s in approved)}); not by it: {left}."
+    )
+
+
+def _status_words(status: str) -> str:
+    return {
+        "not_run": "not reached",
+        "succeeded": "approved before this run",
+        "cancelled": "cancelled while waiting",
+    }.get(status, status.replace("_", " "))
+
+
 def _notes(run: Run) -> tuple[str, ...]:
     notes = []
     if run.is_failback and run.reversed_run:
@@ -478,7 +507,7 @@ def _notes(run: Run) -> tuple[str, ...]:
             "to the source site were recorded without stopping the run."
         )
     if run.yes and any(s.kind == "manual" for s in run.steps):
-        notes.append("Every manual gate was approved in advance with --yes.")
+        notes.append(_yes_note(run))
     return tuple(notes)
 
 
@@ -504,6 +533,8 @@ def rto_facts(run: Run) -> RtoFacts:
     start = rto.start_step or next(iter(run.critical_path), None)
     since = f"the start of {start}" if start else "the first step"
     label, basis = "RTO", f"measured from {since} to {health_word}"
+    if rto.measured_s is None:  # how it would have been measured: nothing was
+        basis = "would be " + basis
     end_to_end = end_to_end_basis = None
     if run.is_resumed:
         label = "RTO of this run"
@@ -872,6 +903,8 @@ def _health(run: Run) -> str:
         return f"Held at {run.to_site} at {at} ({offset(health.held_offset_s)}) after {polls}."
     if health.timed_out:
         return f"Never held at {run.to_site}: gave up after {polls}."
+    if not health.polls:
+        return "Not polled: the run stopped before the health check."
     return f"Not confirmed at {run.to_site}: polling stopped after {polls}."
 
 
