@@ -8,11 +8,14 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import time
+from typing import Any
 
 import pytest
 import yaml
 
 from orchestrator.lab.sshd import free_port
+from orchestrator.model.units import format_duration
 from tests.drill import World
 
 #: step b fails while "$DRX_HOST_DIR/broken" exists; a changes things before it
@@ -206,3 +209,40 @@ def test_a_failed_run_report_says_only_what_happened(
         assert "polling stopped after 0 polls" not in out, fmt
         assert "Not polled: the run stopped before the health check." in out, fmt
         assert "would be measured from the start of a" in out, fmt
+
+
+@local
+def test_a_resumed_run_headlines_the_rto_end_to_end(
+    world: World, capsys: pytest.CaptureFixture[str], http_receiver: Any
+) -> None:
+    """After a resume, the closing line, the notification, the report's Outcome and objectives,
+    drx runs and drx status give the end-to-end RTO first and the resumed part second."""
+    from tests.test_notify import _wait_for
+
+    receiver = http_receiver()
+    world.write_runbook(RUNBOOK.replace("name: truth", "name: truth\n    rto_target: 1h"))
+    world.host_file("db-b", "broken").touch()
+    assert world.run(capsys, "failover", "site-b")[0] == 1
+    first = run_ids(world)[-1]
+    world.host_file("db-b", "broken").unlink()
+    time.sleep(0.6)  # the operator looks into it: the outage goes on
+    hook = f"json://{receiver.base}/hook"
+    code, err = world.run(capsys, "resume", "--notify", hook)
+    assert code == 0, err
+    rto = world.summary()["rto"]
+    e2e, part, target = (
+        format_duration(rto[k]) for k in ("end_to_end_s", "measured_s", "target_s")
+    )
+    headline = f"measured RTO {e2e} end to end from the start of {first} (target {target}: met)"
+    assert f"{headline}; the resumed part {part}" in err
+    end = _wait_for(receiver, "/hook", 2)[-1]["message"]
+    assert f"{headline}; the resumed part {part}" in end
+    assert world.run(capsys, "report")[0] == 0
+    out = world.last_stdout
+    outcome = " ".join(out[out.index("Outcome") : out.index("Objectives")].split())
+    assert f"after the start of the original run {first} (the RTO end to end)" in outcome
+    assert "This resumed run's own part took" in outcome
+    assert out.index("RTO (e2e)") < out.index("RTO (run)")
+    assert "the part after the resume" in out
+    assert world.run(capsys, "runs")[0] == 0
+    assert f"{e2e} e2e (resumed part {part})" in world.last_stdout.splitlines()[-1]

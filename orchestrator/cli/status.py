@@ -76,7 +76,7 @@ def describe(store: Store, runbook: str | None = None) -> str:
         rto, e2e = s.rto.measured_s, s.rto.end_to_end_s
         extra = f", RTO {format_duration(rto)}" if rto is not None else ""
         if e2e is not None:
-            extra += f" ({format_duration(e2e)} end to end)"
+            extra = f", RTO {format_duration(e2e)} end to end (resumed part {format_duration(rto)})"
         lines.append(f"latest run: {s.run_id} ({s.direction}, {s.status}{extra})")
         lines += next_steps(store, s.runbook)
     else:

@@ -184,6 +184,26 @@ class RtoRecord:
             doc["end_to_end_s"] = self.end_to_end_s
         return doc
 
+    def headline(self, parent_run: str | None = None) -> str | None:
+        """The RTO in one phrase, the figure the business saw first: for a resumed run the RTO
+        end to end (from the original run's start), then this run's own part; None when no RTO
+        was measured."""
+        from orchestrator.model.units import format_duration
+
+        if self.measured_s is None:
+            return None
+        if self.end_to_end_s is not None:
+            since = f" from the start of {parent_run}" if parent_run else ""
+            text = f"measured RTO {format_duration(self.end_to_end_s)} end to end{since}"
+        else:
+            text = f"measured RTO {format_duration(self.measured_s)}"
+        if self.target_s is not None:
+            text += f" (target {format_duration(self.target_s)}: "
+            text += "met)" if self.met else "MISSED)"
+        if self.end_to_end_s is not None:
+            text += f"; the resumed part {format_duration(self.measured_s)}"
+        return text
+
 
 @dataclass
 class RpoGuardRecord:

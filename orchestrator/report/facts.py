@@ -395,23 +395,26 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
         else:
             reached = "every step finished"
         text = f"{moved} succeeded: {reached}"
-        if run.rto.measured_s is not None:
+        verdict = rto.verdict
+        if rto.end_to_end is not None and run.rto.end_to_end_s is not None:
+            # a resumed run: the outage the service had runs from the original run's start
+            verdict = rto.end_to_end
+            text += (
+                f" {secs(run.rto.end_to_end_s)} after the start of the original run "
+                f"{run.parent_run} (the RTO end to end)"
+            )
+        elif run.rto.measured_s is not None:
             text += f" {secs(run.rto.measured_s)} after the RTO start"
         state = "succeeded"
-        if rto.verdict.state == "met":
+        if verdict.state == "met":
             text += f", within the {secs(run.rto.target_s)} RTO target."
-        elif rto.verdict.state == "missed":
-            text += f", but the RTO target was missed by {secs(-(rto.verdict.margin or 0.0))}."
+        elif verdict.state == "missed":
+            text += f", but the RTO target was missed by {secs(-(verdict.margin or 0.0))}."
             state = "warning"
         else:
             text += "."
-        if rto.end_to_end is not None and rto.end_to_end.state == "missed":
-            text += (
-                f" Counted from the original run's start, the outage lasted "
-                f"{secs(run.rto.end_to_end_s)}: end to end, the RTO target was missed by "
-                f"{secs(-(rto.end_to_end.margin or 0.0))}."
-            )
-            state = "warning"
+        if verdict is not rto.verdict and run.rto.measured_s is not None:
+            text += f" This resumed run's own part took {secs(run.rto.measured_s)}."
         if broken:
             text += (
                 f" {plural(len(broken), 'step')} failed without stopping the run: "
@@ -539,6 +542,13 @@ def rto_facts(run: Run) -> RtoFacts:
     if run.is_resumed:
         label = "RTO of this run"
         basis = f"measured from this run's own first step to {health_word}"
+        if rto.measured_s is not None and rto.end_to_end_s is not None:
+            # the target judges the outage end to end, not the part after the resume
+            verdict = Verdict(
+                "no-target",
+                f"{secs(rto.measured_s)}: the part after the resume (the target is judged "
+                "end to end)",
+            )
         end_to_end = target_verdict(
             rto.end_to_end_s,
             rto.target_s,

@@ -181,14 +181,14 @@ def _objectives(report: Report, paint: _Painter) -> list[str]:
             out.extend(paint(line, "dim") for line in _wrap(basis, " " * 15))
 
     rto = report.rto
+    if rto.end_to_end is not None:  # a resumed run: the outage end to end is the headline
+        objective("RTO (e2e)", rto.end_to_end.state, rto.end_to_end.text, rto.end_to_end_basis)
     objective(
         rto.label if not run.is_resumed else "RTO (run)",
         rto.verdict.state,
         rto.verdict.text,
         rto.basis,
     )
-    if rto.end_to_end is not None:
-        objective("RTO (e2e)", rto.end_to_end.state, rto.end_to_end.text, rto.end_to_end_basis)
     if rto.prediction:
         out.extend(paint(line, "dim") for line in _wrap(rto.prediction, " " * 15))
     if report.rpo is not None:
