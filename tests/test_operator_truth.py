@@ -246,3 +246,28 @@ def test_a_resumed_run_headlines_the_rto_end_to_end(
     assert "the part after the resume" in out
     assert world.run(capsys, "runs")[0] == 0
     assert f"{e2e} e2e (resumed part {part})" in world.last_stdout.splitlines()[-1]
+
+
+@local
+def test_critical_path_shares_are_of_the_rto_window(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With rto_start, a step that ran before the clock started has no share and is marked as
+    outside the RTO; the shares of the rest add up to at most 100 %."""
+    world.write_runbook("""
+        name: clocked
+        rto_start: go
+        steps:
+          - {id: prepare, hosts: db@target, run: 'sleep 0.4', undo: 'true'}
+          - {id: go, hosts: db@target, run: 'sleep 0.2', undo: 'true', needs: [prepare]}
+    """)
+    assert world.run(capsys, "failover", "site-b")[0] == 0
+    from orchestrator.report.facts import build
+    from orchestrator.report.model import load
+
+    path = build(load(world.summary())).path
+    rows = {r.step_id: r for r in path.rows if r.step_id}
+    assert rows["prepare"].share is None and "before the RTO clock" in rows["prepare"].note
+    assert sum(r.share or 0.0 for r in path.rows) <= 100.5
+    assert world.run(capsys, "report")[0] == 0
+    assert "before the RTO clock started" in world.last_stdout

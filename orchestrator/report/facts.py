@@ -672,6 +672,16 @@ def _manual(run: Run) -> ManualFacts:
     return ManualFacts(gates, total, on_path, automated, share, text)
 
 
+def _inside_rto(step: Step) -> float | None:
+    """How much of ``step`` ran inside the RTO window (offsets count from the RTO start: with
+    ``rto_start``, steps before it start at negative offsets)."""
+    if step.duration_s is None:
+        return None
+    if step.offset_s is None or step.offset_s >= 0:
+        return step.duration_s
+    return max(0.0, step.offset_s + step.duration_s)
+
+
 def _critical_path(run: Run) -> CriticalPath:
     basis = run.rto.measured_s
     basis_text = f"Shares are of the RTO ({span(basis)})."
@@ -694,11 +704,16 @@ def _critical_path(run: Run) -> CriticalPath:
             continue
         notes = []
         share = None
+        inside = _inside_rto(step)
         if step.carried_from:
             notes.append("carried over: ran in the earlier run, outside this RTO")
-        elif step.duration_s is not None:
-            counted += step.duration_s
-            share = step.duration_s / basis * 100 if basis else None
+        elif inside is not None and inside <= 0.0:
+            notes.append("before the RTO clock started (rto_start), outside this RTO")
+        elif inside is not None:
+            counted += inside
+            share = inside / basis * 100 if basis else None
+            if inside < (step.duration_s or 0.0) - _NOISE_S:
+                notes.append(f"started before the RTO clock: {span(inside)} of it counted")
         if step.kind == "manual":
             notes.append("manual gate")
         if step.attempts and step.attempts > 1:
