@@ -6,7 +6,9 @@ every sentence of a report is derived from what happened."""
 from __future__ import annotations
 
 import getpass
+import json
 import os
+import re
 import socket
 import time
 from typing import Any
@@ -271,3 +273,62 @@ def test_critical_path_shares_are_of_the_rto_window(
     assert sum(r.share or 0.0 for r in path.rows) <= 100.5
     assert world.run(capsys, "report")[0] == 0
     assert "before the RTO clock started" in world.last_stdout
+
+
+@local
+def test_a_running_run_is_reported_as_running_in_every_format(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While a run holds the lock, drx report says it is running — steps so far, elapsed time,
+    projected RTO (from the history of an earlier drill) — in every format, and judges nothing:
+    no finish time, no missed target, no failed or unknown step."""
+    world.write_runbook("""
+        name: slow
+        rto_target: 1h
+        steps:
+          - {id: a, hosts: db@target, run: 'true', undo: 'true'}
+          - id: hold
+            hosts: db@target
+            run: 'while [ ! -e "$DRX_HOST_DIR/go" ]; do sleep 0.05; done'
+            undo: 'true'
+            needs: [a]
+    """)
+    world.host_file("db-b", "go").touch()
+    assert world.run(capsys, "failover", "site-b")[0] == 0
+    assert world.run(capsys, "failback", "--yes")[0] == 0
+    world.host_file("db-b", "go").unlink()
+    proc = world.spawn("failover", "site-b")
+    try:
+        deadline = time.monotonic() + 60
+        while not any(
+            e["event"] == "host_started" and e["step"] == "hold"
+            for e in (world.journal() if len(run_ids(world)) == 3 else [])
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None, "the run never got going"
+            time.sleep(0.05)
+        outs = {}
+        for fmt in ("text", "md", "html", "json", "junit"):
+            code, err = world.run(capsys, "report", "--format", fmt)
+            assert code == 0, err
+            outs[fmt] = world.last_stdout
+    finally:
+        world.host_file("db-b", "go").touch()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    doc = json.loads(outs["json"])
+    assert doc["status"] == "running" and doc["finished_at"] is None
+    assert doc["progress"]["elapsed_s"] > 0 and doc["progress"]["projected_rto_s"] is not None
+    assert world.step(doc, "hold")["status"] == "running"
+    # what the page says, not its style sheet or markup
+    outs["html"] = re.sub(
+        r"<style.*?</style>|<script.*?</script>|<[^>]+>", " ", outs["html"], flags=re.S
+    )
+    for fmt in ("text", "md", "html"):
+        text = " ".join(outs[fmt].split())
+        assert "is still running: 1 of 2 steps finished, hold running" in text, fmt
+        assert "projected RTO" in text and "Nothing is judged until it ends." in text, fmt
+        assert "so far" in text, fmt
+        for false in ("Finished", "took", "not met", "missed", "unknown", "polling stopped"):
+            assert false not in text, (fmt, false)
+    junit = outs["junit"]
+    assert 'failures="0"' in junit and 'errors="0"' in junit and "still running" in junit

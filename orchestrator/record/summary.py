@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.record.events import Event
+from orchestrator.record.progress import Progress
 
 #: check polls kept per host attempt in the summary (the journal has them all)
 POLLS_IN_SUMMARY = 200
@@ -308,6 +309,8 @@ class RunSummary:
     #: runs that reversed / continued this one (filled in when runs are listed together)
     failed_back_by: list[str] = field(default_factory=list)
     resumed_by: list[str] = field(default_factory=list)
+    #: a run still running, read back: elapsed so far and its projected RTO
+    progress: Progress | None = None
 
     @property
     def site(self) -> str:
@@ -355,6 +358,8 @@ class RunSummary:
             doc["failed_back_by"] = self.failed_back_by
         if self.resumed_by:
             doc["resumed_by_runs"] = self.resumed_by
+        if self.progress is not None:
+            doc["progress"] = self.progress.to_dict()
         return doc
 
     @classmethod
@@ -527,6 +532,7 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         rto_started_at=_str(d.get("rto_started_at")),
         moves_to=_str(d.get("moves_to")),
         message=_str(d.get("message")),
+        progress=Progress.from_dict(_map(d["progress"])) if d.get("progress") else None,
     )
 
 

@@ -115,6 +115,7 @@ class Gate:
             "failed": "not approved",
             "cancelled": "cancelled while waiting",
             "unknown": "outcome unknown",
+            "running": "waiting for an answer",
         }.get(self.status, "approval not recorded")
 
 
@@ -388,6 +389,8 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
     moved = f"{direction} {route(run)}"
     broken = [s for s in run.steps if s.broke]
     never = [s for s in run.steps if s.status in ("not_run", "cancelled") and not s.outcome_unknown]
+    if run.is_running:
+        return Outcome("running", f"{moved} is still running: {_so_far(run)}")
     if run.status == "succeeded":
         health = run.health
         if health is not None and (health.held_at or health.held_offset_s is not None):
@@ -461,6 +464,34 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
     return Outcome("unknown", f"{moved}: status {run.status!r}.")
 
 
+def _so_far(run: Run) -> str:
+    """A running run in a sentence: its steps so far, elapsed time and projected RTO."""
+    done = [s for s in run.steps if s.status not in ("not_run", "running")]
+    now = [s.id for s in run.steps if s.status == "running"]
+    text = f"{len(done)} of {plural(len(run.steps), 'step')} finished"
+    text += f", {', '.join(now)} running" if now else ""
+    progress = run.progress
+    if progress is not None and progress.elapsed_s is not None:
+        text += f"; {secs(progress.elapsed_s)} since it started"
+    if progress is not None and progress.as_of:
+        text += f" (as of {when(progress.as_of)})"
+    return text + ". " + _projection(run) + " Nothing is judged until it ends."
+
+
+def _projection(run: Run) -> str:
+    progress = run.progress
+    if progress is None or progress.rto_elapsed_s is None:
+        return "The RTO clock has not started yet."
+    text = f"The RTO clock has run {secs(progress.rto_elapsed_s)}"
+    if progress.projected_rto_s is not None:
+        text += f"; projected RTO {secs(progress.projected_rto_s)}"
+    else:
+        text += "; no projected RTO (the plan had no prediction)"
+    if run.rto.target_s is not None:
+        text += f"; the target is {secs(run.rto.target_s)}"
+    return text + "."
+
+
 def _yes_note(run: Run) -> str:
     """What --yes did in this run: the gates it approved, said of those it reached only."""
     gates = [s for s in run.steps if s.kind == "manual"]
@@ -473,7 +504,10 @@ def _yes_note(run: Run) -> str:
     if len(approved) == len(gates):
         return "Every manual gate was approved in advance with --yes."
     rest = [s for s in gates if s not in approved]
-    left = ", ".join(f"{s.id} ({_status_words(s.status)})" for s in rest)
+    left = ", ".join(
+        f"{s.id} ({_status_words(s.status)}{' yet' if s.status == 'not_run' and run.is_running else ''})"
+        for s in rest
+    )
     if not approved:
         return f"--yes was given, but it approved no manual gate: {left}."
     return (
@@ -487,6 +521,7 @@ def _status_words(status: str) -> str:
         "not_run": "not reached",
         "succeeded": "approved before this run",
         "cancelled": "cancelled while waiting",
+        "running": "waiting for an answer",
     }.get(status, status.replace("_", " "))
 
 
@@ -533,11 +568,15 @@ def rto_facts(run: Run) -> RtoFacts:
     else:
         reason = f"the run ended before {health_word}"
     verdict = target_verdict(rto.measured_s, rto.target_s, unmeasured=reason)
+    if run.is_running:  # never judged while it runs
+        verdict = Verdict(
+            "running", "not measured yet: the run is still running. " + _projection(run)
+        )
     start = rto.start_step or next(iter(run.critical_path), None)
     since = f"the start of {start}" if start else "the first step"
     label, basis = "RTO", f"measured from {since} to {health_word}"
     if rto.measured_s is None:  # how it would have been measured: nothing was
-        basis = "would be " + basis
+        basis = ("will be " if run.is_running else "would be ") + basis
     end_to_end = end_to_end_basis = None
     if run.is_resumed:
         label = "RTO of this run"
@@ -649,7 +688,8 @@ def _manual(run: Run) -> ManualFacts:
         return ManualFacts((), run.manual_wait_s, None, None, None, "No manual gates in this run.")
     reached = [g for g in gates if g.status not in ("not_run", "skipped")]
     if not reached:
-        text = f"{plural(len(gates), 'manual gate')}, none reached."
+        text = f"{plural(len(gates), 'manual gate')}, none reached"
+        text += " yet." if run.is_running else "."
         return ManualFacts(gates, None, None, None, None, text)
     known = [g.wait_s for g in reached if g.wait_s is not None]
     total = run.manual_wait_s if run.manual_wait_s is not None else (sum(known) if known else None)
@@ -685,6 +725,12 @@ def _inside_rto(step: Step) -> float | None:
 def _critical_path(run: Run) -> CriticalPath:
     basis = run.rto.measured_s
     basis_text = f"Shares are of the RTO ({span(basis)})."
+    clock = run.progress.rto_elapsed_s if run.progress is not None else None
+    if basis is None and clock is not None:
+        basis = clock
+        basis_text = (
+            f"The run is still running: shares are of the {span(basis)} on the RTO clock so far."
+        )
     if basis is None:
         ends = [s.end_offset_s for s in run.steps if s.started and s.end_offset_s is not None]
         basis = max(ends) if ends else None
@@ -918,6 +964,8 @@ def _step_counts(run: Run) -> str:
 
 def _health(run: Run) -> str:
     health = run.health
+    if run.is_running and (health is None or not health.polls):
+        return "Not polled yet: the run is still running."
     if health is None:
         if run.status == "succeeded":
             return "No health check in this run: the RTO ends when the last step ends."

@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from orchestrator.record.progress import Progress
 from orchestrator.report.units import parse_when
 
 # How a host attempt ended, as drawn and counted by the reports.
@@ -28,6 +29,7 @@ _STATUS_TO_OUTCOME = {
     "unknown": "unknown",
     "skipped": "skipped",
     "not_run": "skipped",
+    "running": "running",  # a run still running, read back
 }
 
 
@@ -278,6 +280,12 @@ class Run:
     reverses: str | None = None
     runbook_sha256: str | None = None  # of the files the run was started from
     inventory_sha256: str | None = None
+    #: a run still running: as of when, elapsed so far, on the RTO clock, projected RTO
+    progress: Progress | None = None
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == "running"
 
     @property
     def is_failback(self) -> bool:
@@ -308,7 +316,9 @@ class Run:
 
     @property
     def elapsed_s(self) -> float | None:
-        """Wall-clock duration of the whole run, pre-flight included."""
+        """Wall-clock duration of the whole run, pre-flight included (so far, if running)."""
+        if self.progress is not None:
+            return self.progress.elapsed_s
         return _between(parse_when(self.started_at), parse_when(self.finished_at))
 
     @cached_property
@@ -552,4 +562,5 @@ def load(summary: Mapping[str, Any]) -> Run:
         exit_code=_int(summary.get("exit_code")),
         yes=_bool(summary.get("yes")),
         steps=tuple(_step(i, _map(s), base) for i, s in enumerate(raw_steps)),
+        progress=Progress.from_dict(_map(summary["progress"])) if summary.get("progress") else None,
     )

@@ -141,6 +141,8 @@ def _header(report: Report, paint: _Painter) -> list[str]:
         ("Started", when(run.started_at)),
         ("Finished", when(run.finished_at) + elapsed),
     ]
+    if run.is_running:  # not finished: how long so far
+        meta[-1] = ("Running", f"{span(run.elapsed_s)} so far")
     if run.is_failback and run.parent_run:
         meta.append(("Reverses", f"failover run {run.parent_run}"))
     elif run.parent_run:
