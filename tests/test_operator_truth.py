@@ -332,3 +332,41 @@ def test_a_running_run_is_reported_as_running_in_every_format(
             assert false not in text, (fmt, false)
     junit = outs["junit"]
     assert 'failures="0"' in junit and 'errors="0"' in junit and "still running" in junit
+
+
+@local
+def test_resume_of_a_changed_runbook_shows_the_change_and_needs_yes(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A runbook edited since the run stopped: resume refuses (exit 2, nothing run) naming the
+    file and its sha256 before and now; with --yes it goes on and warns the same."""
+    import hashlib
+
+    stopped = half_done(world, capsys)
+    before = hashlib.sha256(world.runbook.read_bytes()).hexdigest()
+    world.write_runbook(RUNBOOK.replace("name: truth", "name: truth\n    description: fixed"))
+    now = hashlib.sha256(world.runbook.read_bytes()).hexdigest()
+    code, err = world.run(capsys, "resume", stopped)
+    assert code == 2, err
+    assert f"runbook {world.runbook}: sha256 {before[:12]}… → {now[:12]}…" in err
+    assert "--yes" in err and run_ids(world) == [stopped]
+    code, err = world.run(capsys, "resume", stopped, "--yes")
+    assert code == 0, err
+    assert f"sha256 {before[:12]}… → {now[:12]}…" in err
+
+
+@local
+def test_nothing_to_resume_says_what_would_be_and_where_drx_looked(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no run to resume, resume says what makes a run resumable, the absolute state
+    directory it looked in, and what it found there."""
+    world.write_runbook(RUNBOOK)
+    code, err = world.run(capsys, "resume")
+    assert code == 2
+    assert f"nothing to resume for runbook 'truth' in {world.state.resolve()}" in err
+    assert "failed, was cancelled or crashed" in err and "no runs at all" in err
+    assert world.run(capsys, "failover", "site-b")[0] == 0
+    code, err = world.run(capsys, "resume")
+    assert code == 2
+    assert f"run {run_ids(world)[-1]} succeeded" in err and "crashed runs can be resumed" in err

@@ -5,7 +5,7 @@ before it runs anything, and ``drx status`` prints the same next steps."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.model.inventory import Host
@@ -120,3 +120,35 @@ def unreachable(
     connections, failures = preflight.connect_all(list(hosts), factory)
     preflight.close_all(connections)
     return sorted(failures)
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """A runbook or inventory file whose content changed since a run started from it."""
+
+    what: str  # "runbook" | "inventory"
+    path: str
+    before: str  # sha256 when the run started
+    now: str | None  # sha256 now (None: the file cannot be read)
+
+    def __str__(self) -> str:
+        now = self.now[:12] if self.now else "unreadable"
+        return f"{self.what} {self.path}: sha256 {self.before[:12]}… → {now}…"
+
+
+def changed_files(
+    start: Mapping[str, object], runbook_file: str | None, inventory_file: str | None
+) -> list[FileChange]:
+    """The files that changed since the run journaled by ``start`` (its ``run_started`` event)
+    began: resuming it then runs steps the original run never planned."""
+    from orchestrator.run.runner import file_sha256
+
+    changes = []
+    for what, path in (("runbook", runbook_file), ("inventory", inventory_file)):
+        before = start.get(f"{what}_sha256")
+        if not isinstance(before, str) or path is None:
+            continue
+        now = file_sha256(path)
+        if now != before:
+            changes.append(FileChange(what, path, before, now))
+    return changes
