@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -370,3 +371,43 @@ def test_nothing_to_resume_says_what_would_be_and_where_drx_looked(
     code, err = world.run(capsys, "resume")
     assert code == 2
     assert f"run {run_ids(world)[-1]} succeeded" in err and "crashed runs can be resumed" in err
+
+
+@local
+def test_logs_and_bundle_take_the_common_options_and_bundle_paths_are_portable(
+    world: World, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """logs and bundle accept --log-format, -v, -r and -i like every command; no bundle path
+    holds a ':'; reports name the command that prints a full log, never a '<state-dir>'."""
+    import tarfile
+
+    world.write_runbook("""
+        name: portable
+        health:
+          - {name: up, hosts: control, run: 'true'}
+        steps:
+          - {id: a, hosts: db@target, run: 'echo hello; false', undo: 'true', on_failure: continue}
+    """)
+    assert world.run(capsys, "failover", "site-b")[0] == 0
+    run_id = run_ids(world)[-1]
+    # health output kept under output/health:NAME/ (as drx logs finds it)
+    kept = world.state / "runs" / run_id / "output" / "health:up"
+    kept.mkdir()
+    (kept / "control.log").write_text("ok\n")
+    common = ["--log-format", "json", "-v", "-r", str(world.runbook), "-i", str(world.inventory)]
+    code, err = world.run(capsys, "logs", "latest", "a", *common)
+    assert code == 0, err
+    assert world.last_stdout == "hello\n"
+    target = tmp_path / "evidence.tar.gz"
+    code, err = world.run(capsys, "bundle", "-o", str(target), *common)
+    assert code == 0, err
+    with tarfile.open(target) as tar:
+        names = tar.getnames()
+    assert not [n for n in names if ":" in n], names
+    assert f"drx-{run_id}/output/_health/up/control.log" in names
+    for fmt in ("text", "md", "html"):
+        assert world.run(capsys, "report", "--format", fmt)[0] == 0
+        assert (
+            "<state-dir>" not in world.last_stdout and "&lt;state-dir&gt;" not in world.last_stdout
+        )
+        assert f"drx logs {run_id} a db-b" in world.last_stdout, fmt

@@ -166,6 +166,7 @@ class FailedHost:
     tail: str
     tail_lines: int  # lines in the recorded tail (the shown part is at most TAIL_LINES)
     log_path: str
+    log_command: str = ""  # the command that prints the full output, wherever the state is
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,7 @@ class HostOutput:
     tail: str
     tail_lines: int
     log_path: str
+    log_command: str = ""
 
 
 @dataclass(frozen=True)
@@ -850,6 +852,7 @@ def _outputs(run: Run) -> tuple[tuple[StepOutput, ...], int]:
                     tail=text,
                     tail_lines=total,
                     log_path=_log_path(run, step, host.host),
+                    log_command=f"drx logs {run.run_id} {step.id} {host.host}",
                 )
             )
         if hosts:
@@ -876,6 +879,7 @@ def _failures(run: Run) -> tuple[Failure, ...]:
                     tail=text,
                     tail_lines=total,
                     log_path=_log_path(run, step, host.host),
+                    log_command=f"drx logs {run.run_id} {step.id} {host.host}",
                 )
             )
         failures.append(
