@@ -411,3 +411,23 @@ def test_logs_and_bundle_take_the_common_options_and_bundle_paths_are_portable(
             "<state-dir>" not in world.last_stdout and "&lt;state-dir&gt;" not in world.last_stdout
         )
         assert f"drx logs {run_id} a db-b" in world.last_stdout, fmt
+
+
+@local
+def test_plan_says_so_when_no_gate_is_on_the_critical_path_and_suggests_the_site(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plan whose gate waits beside the critical path says there is no gate on it (not
+    'operator at gates 0 s (gates on the critical path)'); a site in the wrong case is named."""
+    world.write_runbook("""
+        name: beside
+        steps:
+          - {id: slow, hosts: db@target, run: 'true', undo: 'true', expect: 5s}
+          - {id: ask, kind: manual}
+          - {id: quick, hosts: db@target, run: 'true', undo: 'true', expect: 1s, needs: [ask]}
+    """)
+    assert world.run(capsys, "plan", "site-b")[0] == 0
+    assert "no gate on the critical path" in world.last_stdout
+    assert "(gates on the critical path)" not in world.last_stdout
+    code, err = world.run(capsys, "plan", "SITE-B")
+    assert code == 2 and "did you mean 'site-b'?" in err
