@@ -431,3 +431,23 @@ def test_plan_says_so_when_no_gate_is_on_the_critical_path_and_suggests_the_site
     assert "(gates on the critical path)" not in world.last_stdout
     code, err = world.run(capsys, "plan", "SITE-B")
     assert code == 2 and "did you mean 'site-b'?" in err
+
+
+@local
+def test_a_failback_names_the_way_it_moved_the_service_in_junit_and_otlp(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failback's junit properties and OTLP run attributes say it moved the service from
+    site-b to site-a, beside the failover's source and target it keeps."""
+    world.write_runbook(RUNBOOK)
+    assert world.run(capsys, "failover", "site-b")[0] == 0
+    assert world.run(capsys, "failback", "--yes")[0] == 0
+    assert world.run(capsys, "report", "--format", "junit")[0] == 0
+    assert '<property name="moved" value="from site-b to site-a" />' in world.last_stdout
+    assert world.run(capsys, "report", "--format", "otlp")[0] == 0
+    trace = json.loads(world.last_stdout)
+    spans = trace["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    root = next(s for s in spans if not s.get("parentSpanId"))
+    attrs = {a["key"]: next(iter(a["value"].values())) for a in root["attributes"]}
+    assert attrs["drx.moved"] == "from site-b to site-a"
+    assert (attrs["drx.moved_from"], attrs["drx.moved_to"]) == ("site-b", "site-a")

@@ -137,6 +137,10 @@ def render_junit(run: Run) -> str:
         ("direction", run.direction),
         ("source", run.source),
         ("target", run.target),
+        # where this run moved the service (a failback keeps the failover's source/target)
+        ("moved", f"from {run.from_site} to {run.to_site}"),
+        ("moved_from", run.from_site),
+        ("moved_to", run.to_site),
         ("parent_run", run.parent_run),
         ("exit_code", run.exit_code),
         ("emergency", run.emergency),

@@ -210,6 +210,10 @@ def _run_attributes(s: RunSummary) -> dict[str, Any]:
         "drx.source": s.source,
         "drx.target": s.target,
         "drx.site": s.site,
+        # where this run moved the service (a failback keeps the failover's source/target)
+        "drx.moved_from": s.source if s.site == s.target else s.target,
+        "drx.moved_to": s.site,
+        "drx.moved": f"from {s.source if s.site == s.target else s.target} to {s.site}",
         "drx.status": s.status,
         "drx.emergency": s.emergency,
     }
