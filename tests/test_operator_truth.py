@@ -451,3 +451,26 @@ def test_a_failback_names_the_way_it_moved_the_service_in_junit_and_otlp(
     attrs = {a["key"]: next(iter(a["value"].values())) for a in root["attributes"]}
     assert attrs["drx.moved"] == "from site-b to site-a"
     assert (attrs["drx.moved_from"], attrs["drx.moved_to"]) == ("site-b", "site-a")
+
+
+@local
+def test_emergency_is_offered_when_only_the_source_cannot_be_reached(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failover whose pre-flight cannot reach the source's hosts (only those) is refused
+    naming them and offering --emergency; with --emergency it runs."""
+    world.write_runbook("""
+        name: lost
+        steps:
+          - {id: freeze, hosts: db@source, run: 'true', undo: 'true', on_failure: continue}
+          - {id: promote, hosts: db@target, run: 'true', undo: 'true', needs: [freeze]}
+    """)
+    doc = yaml.safe_load(world.inventory.read_text())
+    dead = free_port("127.0.0.1")
+    for host in doc["sites"]["site-a"]["hosts"].values():
+        host.update(transport="ssh", port=dead, user="nobody")
+    world.inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+    code, err = world.run(capsys, "failover", "site-b")
+    assert code == 2, err
+    assert "is at the source, site-a" in err and "--emergency" in err and "db-a" in err
+    assert world.run(capsys, "failover", "site-b", "--emergency")[0] == 0
