@@ -474,3 +474,20 @@ def test_emergency_is_offered_when_only_the_source_cannot_be_reached(
     assert code == 2, err
     assert "is at the source, site-a" in err and "--emergency" in err and "db-a" in err
     assert world.run(capsys, "failover", "site-b", "--emergency")[0] == 0
+
+
+@local
+def test_failback_takes_the_run_as_resume_does_and_keeps_run_as_an_alias(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """drx failback RUN and drx failback --run RUN name the same run; two different runs are a
+    usage error (exit 2, nothing run)."""
+    stopped = half_done(world, capsys)
+    code, err = world.run(capsys, "failback", stopped, "--run", "20200101T000000.000Z-x")
+    assert code == 2 and "two runs given" in err
+    assert run_ids(world) == [stopped]
+    code, err = world.run(capsys, "failback", stopped, "--run", stopped, "--dry-run")
+    assert code == 0, err
+    code, err = world.run(capsys, "failback", "--run", stopped)
+    assert code == 0, err
+    assert world.summary()["reverses"] == stopped
