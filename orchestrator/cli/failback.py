@@ -33,7 +33,7 @@ from orchestrator.cli.options import (
     shown_location,
     warn_unknown_vars,
 )
-from orchestrator.errors import RefusedError
+from orchestrator.errors import RefusedError, UsageError
 
 if TYPE_CHECKING:
     from orchestrator.model.inventory import Inventory
@@ -42,7 +42,13 @@ if TYPE_CHECKING:
 
 @app.command()
 def failback(
-    run: Annotated[str | None, typer.Option("--run", help="The failover run to reverse.")] = None,
+    run_arg: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="RUN", help="The failover run to reverse (as `drx resume RUN` takes it)."
+        ),
+    ] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Same as RUN.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the reverse plan.")] = False,
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Approve gates and outcome-unknown steps.")
@@ -78,9 +84,11 @@ def failback(
     )
     if dry_run:
         check_format(fmt, ("text", "json", "dot", "mermaid"))
+    if run is not None and run_arg is not None and run != run_arg:
+        raise UsageError(f"two runs given: {run_arg} and --run {run} (give one)")
     code = run_failback(
         opts,
-        run,
+        run or run_arg,
         dry_run=dry_run,
         fmt=fmt,
         yes=yes,

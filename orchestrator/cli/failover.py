@@ -29,6 +29,7 @@ from orchestrator.cli.options import (
     active_site,
     check_site,
     closing_line,
+    command_options,
     half_done,
     other_sites,
     run_options,
@@ -201,6 +202,7 @@ def run_failover(
     plan = failover_plan(
         opts, site, force=force, emergency=emergency, cli_vars=cli_vars, secret_vars=secret_vars
     )
+    refuse_out_of_turn(opts, plan, force=force)
     note = state_note(opts.store, plan.inventory, plan.runbook.name)
     if note:
         typer.echo(note, err=True)
@@ -212,3 +214,26 @@ def run_failover(
     code, summary = execute(plan, opts.store, run_opts)
     closing_line(summary, opts.store, half_done(plan, summary, opts))
     return code
+
+
+def refuse_out_of_turn(opts: Options, plan: Any, *, force: bool) -> None:
+    """Refuse (exit 2, nothing run) a failover that would start from a state it does not know
+    (the last failover stopped half-way: resume or fail it back) or that reverses the last
+    failover (that is a failback; ``--force`` runs it anyway)."""
+    from orchestrator.record.runs import load_summaries
+    from orchestrator.run import standing
+
+    summaries = load_summaries(opts.store)
+    name = plan.runbook.name
+    tail = command_options(opts)
+    stopped = standing.half_done_failover(summaries, name)
+    if stopped is not None:
+        lost = standing.unreachable(plan.inventory.sites[stopped.run.source].hosts)
+        ways = stopped.ways_on(tail, source_unreachable=lost)
+        raise RefusedError(
+            f"{stopped.describe()}; a new failover would start from a state it does not "
+            "know, so nothing was run. Go on with one of:\n  " + "\n  ".join(ways)
+        )
+    back = standing.wrong_way(summaries, name, plan.to_site, plan.source)
+    if back is not None and not force:
+        raise RefusedError(back.message(plan.to_site, tail))

@@ -66,8 +66,8 @@ def list_runs(store: Store, fmt: str, runbook: str | None = None) -> str:
             rpo_text = format_duration(rpo.measured) if rpo else "—"
         met = rto.met
         rto_text = format_duration(rto.measured_s)
-        if rto.end_to_end_s is not None:  # a resumed run, judged end to end (✔/✘)
-            rto_text += f" (e2e {format_duration(rto.end_to_end_s)})"
+        if rto.end_to_end_s is not None:  # a resumed run: the outage end to end comes first
+            rto_text = f"{format_duration(rto.end_to_end_s)} e2e (resumed part {rto_text})"
         if met is not None:
             rto_text += " ✔" if met else " ✘"
         note = []

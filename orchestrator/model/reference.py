@@ -246,7 +246,13 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "polling, over `rc`, `stdout`, `stderr` and `value` (see `capture`).",
         "value <= 5",
     ),
-    FieldDoc("interval", Type.DURATION, "5s", "For `check`: the pause between polls.", "500ms"),
+    FieldDoc(
+        "interval",
+        Type.DURATION,
+        "5s",
+        "For `check`: the pause between polls; at least 50ms.",
+        "500ms",
+    ),
     FieldDoc(
         "capture",
         Type.CAPTURE,
@@ -349,7 +355,7 @@ HEALTH_DOC: tuple[FieldDoc, ...] = (
         required=True,
     ),
     FieldDoc("until", Type.EXPRESSION, "rc == 0", "The condition for healthy.", "value == 'ok'"),
-    FieldDoc("interval", Type.DURATION, "2s", "The pause between polls.", "500ms"),
+    FieldDoc("interval", Type.DURATION, "2s", "The pause between polls; at least 50ms.", "500ms"),
     FieldDoc(
         "timeout",
         Type.DURATION,

@@ -30,6 +30,9 @@ from orchestrator.model.yaml_source import LList, LMap
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_INTERVAL = 5.0
+#: the shortest pause between polls: shorter ones would hammer the hosts (over SSH, a session
+#: a poll) and are refused
+MIN_INTERVAL = 0.05
 DEFAULT_RETRY_DELAY = 5.0
 
 
@@ -230,6 +233,19 @@ def _sudo(f: Fields) -> bool | str:
     return f.flag("sudo")
 
 
+def _interval(f: Fields, default: float) -> float:
+    """A poll interval, refused (naming the line) when under ``MIN_INTERVAL``."""
+    interval = f.duration("interval", default) or 0.0
+    if interval < MIN_INTERVAL and f.data.get("interval") is not None:
+        f.error(
+            "interval",
+            f"field 'interval' must be at least 50ms, not {f.data['interval']!r}: every poll "
+            "runs the command again on each host",
+        )
+        return default
+    return interval
+
+
 def _parse_step(
     data: LMap, where: Where, problems: list[Problem], *, undo_of: Step | None = None
 ) -> Step | None:
@@ -292,7 +308,7 @@ def _parse_step(
         retries=f.integer("retries", 0),
         retry_delay=f.duration("retry_delay", DEFAULT_RETRY_DELAY) or 0.0,
         until=f.text("until"),
-        interval=f.duration("interval", DEFAULT_INTERVAL) or 0.0,
+        interval=_interval(f, DEFAULT_INTERVAL),
         capture=_capture(f),
         when=f.text("when"),
         on_failure=on_failure,
@@ -417,7 +433,7 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
                 hosts=hosts,
                 run=run or "",
                 until=hf.text("until"),
-                interval=hf.duration("interval", 2.0) or 0.0,
+                interval=_interval(hf, 2.0),
                 timeout=hf.duration("timeout", 120.0) or 0.0,
                 capture=_capture(hf),
                 env=hf.env(),

@@ -22,6 +22,8 @@ from orchestrator.model.runbook import STEP_ID, SUDO_USER, UNDO_FIELDS, OnFailur
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 #: durations: 500ms, 30s, 5m, 1h, 1h30m, or a plain number of seconds
 DURATION_PATTERN = r"^\s*((\d+(\.\d+)?(ms|s|m|h|d))+|\d+(\.\d+)?)\s*$"
+#: poll intervals under 50ms (the loaders refuse them): 0, 10ms, 0.04s, 0m, ...
+TOO_SHORT_INTERVAL = r"^\s*(0*[0-4]?\d(\.\d+)?ms|0*(\.0[0-4]\d*|\.0*)?s?|0*\.?0*(m|h|d))\s*$"
 SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([Bb]|[KkMmGgTt][Bb])\s*$"
 
 _STRING: dict[str, Any] = {"type": "string"}
@@ -84,6 +86,14 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
     schema["description"] = f"{doc.meaning} Default: {doc.default}."
     if doc.name == "id":
         schema = {"type": "string", "pattern": STEP_ID.pattern, "description": doc.meaning}
+    # the bounds the loaders enforce beyond the type (docs/reference.md)
+    if doc.name == "serial":
+        schema["minimum"] = 1
+    if doc.name == "interval":
+        schema["anyOf"] = [
+            {"type": "number", "minimum": 0.05},
+            {"type": "string", "pattern": DURATION_PATTERN, "not": {"pattern": TOO_SHORT_INTERVAL}},
+        ]
     return schema
 
 

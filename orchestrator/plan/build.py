@@ -557,6 +557,18 @@ def build_plan(
             readable=ancestors.get(step.id, frozenset()),
         )
         plan.steps[step.id] = ps
+        ignored = [
+            k for k in ("hosts", "run") if step.kind is StepKind.MANUAL and k in step.field_lines
+        ]
+        if ignored:
+            plan.warnings.append(
+                Where(runbook.path, step.id).problem(
+                    step.field_lines[ignored[0]],
+                    f"a manual step runs nothing on any host: its {' and '.join(map(repr, ignored))} "
+                    "are ignored (remove them, or make the step a command)",
+                    severity="warning",
+                )
+            )
         if step.kind is StepKind.COMMAND and step.undo is None:
             plan.warnings.append(
                 Where(runbook.path, step.id).problem(

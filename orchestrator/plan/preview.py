@@ -148,10 +148,19 @@ def render_text(plan: Plan) -> str:
         out.append(f"Predicted RTO: {format_duration(plan.predicted_rto_s)}{vs}{bound}")
         if any(ps.kind is StepKind.MANUAL for ps in plan.steps.values()):
             automated = plan.predicted_rto_s - plan.predicted_operator_s
-            out.append(
-                f"  of which automated {format_duration(automated)}, operator at gates "
-                f"{format_duration(plan.predicted_operator_s)} (gates on the critical path)"
-            )
+            gated = [s for s in plan.critical_path if plan.steps[s].step.kind is StepKind.MANUAL]
+            if gated:
+                out.append(
+                    f"  of which automated {format_duration(automated)}, operator at gates "
+                    f"{format_duration(plan.predicted_operator_s)} ({', '.join(gated)} on the "
+                    "critical path)"
+                )
+            else:
+                out.append(
+                    f"  all of it automated: no gate on the critical path (the gates, "
+                    f"{', '.join(s for s, ps in plan.steps.items() if ps.kind is StepKind.MANUAL)}, "
+                    "wait beside it)"
+                )
     out.append("Critical path: " + " → ".join(plan.critical_path))
     return "\n".join(out) + "\n"
 

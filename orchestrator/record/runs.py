@@ -26,8 +26,31 @@ def load_summary(store: Store, run_id: str) -> RunSummary:
         raise JournalError(f"run {run_id}: journal cannot be read back: {exc}") from exc
     holder = store.lock_holder()
     if holder is not None and holder.split()[0] == run_id:
-        summary.status = "running"  # not crashed: its controller holds the lock right now
+        running(summary, store.read_plan(run_id))  # not crashed: its controller holds the lock
     return summary
+
+
+def running(summary: RunSummary, plan: Mapping[str, Any] | None) -> None:
+    """Mark a summary rebuilt from a live run's journal as running: its steps under way are
+    running (not of unknown outcome), it has not finished, and its progress is as of now."""
+    import time
+
+    from orchestrator.record.progress import progress
+
+    summary.status = "running"
+    summary.finished_at = None
+    for step in summary.steps:
+        if step.status == "unknown":
+            step.status = "running"
+            for host in step.hosts:
+                host.status = "running" if host.status == "unknown" else host.status
+    summary.progress = progress(
+        summary.started_at,
+        summary.rto_started_at,
+        {s.id: (s.status, s.started_at) for s in summary.steps},
+        plan,
+        time.time(),
+    )
 
 
 def load_summaries(store: Store) -> list[RunSummary]:

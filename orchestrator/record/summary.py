@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.record.events import Event
+from orchestrator.record.progress import Progress
 
 #: check polls kept per host attempt in the summary (the journal has them all)
 POLLS_IN_SUMMARY = 200
@@ -119,6 +120,9 @@ class StepRecord:
     approved_via: str | None = None  # "--yes" or "terminal"
     approval_comment: str | None = None
     prompt: str | None = None
+    declined_by: str | None = None  # user@host of the operator who declined the gate
+    declined_via: str | None = None  # how: "terminal", ...
+    decline_comment: str | None = None
     value: Any = None
     message: str | None = None
     hosts: list[HostRecord] = field(default_factory=list)
@@ -151,6 +155,10 @@ class StepRecord:
         if self.approved_via is not None:
             doc["approved_via"] = self.approved_via
             doc["approval_comment"] = self.approval_comment
+        if self.declined_by is not None:
+            doc["declined_by"] = self.declined_by
+            doc["declined_via"] = self.declined_via
+            doc["decline_comment"] = self.decline_comment
         return doc
 
 
@@ -176,6 +184,26 @@ class RtoRecord:
         if self.end_to_end_s is not None:
             doc["end_to_end_s"] = self.end_to_end_s
         return doc
+
+    def headline(self, parent_run: str | None = None) -> str | None:
+        """The RTO in one phrase, the figure the business saw first: for a resumed run the RTO
+        end to end (from the original run's start), then this run's own part; None when no RTO
+        was measured."""
+        from orchestrator.model.units import format_duration
+
+        if self.measured_s is None:
+            return None
+        if self.end_to_end_s is not None:
+            since = f" from the start of {parent_run}" if parent_run else ""
+            text = f"measured RTO {format_duration(self.end_to_end_s)} end to end{since}"
+        else:
+            text = f"measured RTO {format_duration(self.measured_s)}"
+        if self.target_s is not None:
+            text += f" (target {format_duration(self.target_s)}: "
+            text += "met)" if self.met else "MISSED)"
+        if self.end_to_end_s is not None:
+            text += f"; the resumed part {format_duration(self.measured_s)}"
+        return text
 
 
 @dataclass
@@ -281,6 +309,8 @@ class RunSummary:
     #: runs that reversed / continued this one (filled in when runs are listed together)
     failed_back_by: list[str] = field(default_factory=list)
     resumed_by: list[str] = field(default_factory=list)
+    #: a run still running, read back: elapsed so far and its projected RTO
+    progress: Progress | None = None
 
     @property
     def site(self) -> str:
@@ -328,6 +358,8 @@ class RunSummary:
             doc["failed_back_by"] = self.failed_back_by
         if self.resumed_by:
             doc["resumed_by_runs"] = self.resumed_by
+        if self.progress is not None:
+            doc["progress"] = self.progress.to_dict()
         return doc
 
     @classmethod
@@ -419,6 +451,9 @@ def _read_step(d: Mapping[str, Any]) -> StepRecord:
         approved_via=_str(d.get("approved_via")),
         approval_comment=_str(d.get("approval_comment")),
         prompt=_str(d.get("prompt")),
+        declined_by=_str(d.get("declined_by")),
+        declined_via=_str(d.get("declined_via")),
+        decline_comment=_str(d.get("decline_comment")),
         value=d.get("value"),
         message=_str(d.get("message")),
         hosts=[_read_host(_map(h)) for h in _list(d.get("hosts"))],
@@ -497,6 +532,7 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         rto_started_at=_str(d.get("rto_started_at")),
         moves_to=_str(d.get("moves_to")),
         message=_str(d.get("message")),
+        progress=Progress.from_dict(_map(d["progress"])) if d.get("progress") else None,
     )
 
 
@@ -651,6 +687,10 @@ class _Builder:
         st.record.approved_by = e.get("by") if approved else None
         st.record.approved_via = e.get("via") if approved else None
         st.record.approval_comment = e.get("comment") if approved else None
+        if not approved and e.get("by"):
+            st.record.declined_by = e.get("by")
+            st.record.declined_via = e.get("via")
+            st.record.decline_comment = e.get("comment")
 
     # -- the end of the run
     def _steps_done(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:

@@ -200,17 +200,23 @@ def _step_bars(
         # Manual gates and waits run on no host: one bar for the step itself.
         if step.offset_s is None:
             return bars, polls
-        outcome = {"succeeded": "ok", "failed": "failed", "cancelled": "cancelled"}.get(
-            step.status, "unknown"
-        )
+        outcome = {
+            "succeeded": "ok",
+            "failed": "failed",
+            "cancelled": "cancelled",
+            "running": "running",
+        }.get(step.status, "unknown")
         x = scale.x(step.offset_s)
         w = max(scale.x(step.offset_s + (step.duration_s or 0.0)) - x, 2.0)
         if step.kind == "manual":
-            who = step.approver or "nobody"
+            if step.approver:
+                answer = f"approved by {step.approver}"
+            else:
+                answer = f"declined by {step.decliner}" if step.decliner else "not approved"
             wait = step.manual_wait_s if step.manual_wait_s is not None else step.duration_s
             title = (
                 f"{step.id}: waited {secs(wait)} for an operator from {offset(step.offset_s)}; "
-                f"approved by {who}"
+                f"{answer}"
             )
         else:
             title = f"{step.id}: {step.kind} {secs(step.duration_s)} from {offset(step.offset_s)}"

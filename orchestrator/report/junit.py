@@ -69,6 +69,9 @@ def _output(step: Step) -> str:
 def _step_case(suite: ET.Element, step: Step, classname: str) -> str:
     """Add the testcase of one step; returns 'failure', 'error', 'skipped' or 'passed'."""
     case = _el(suite, "testcase", classname=classname, name=step.id, time=_seconds(step.duration_s))
+    if step.status == "running":
+        _el(case, "skipped", message="running: the run has not finished")
+        return "skipped"
     if step.status == "failed":
         _el(case, "failure", _output(step), message=cause(step), type="error")
         return "failure"
@@ -101,6 +104,9 @@ def _objective_case(
     message = f"{what} {verdict.text}"
     if isinstance(facts_, RpoFacts) and facts_.guard:
         message = f"{message}. {facts_.guard}"
+    if verdict.state == "running":  # never judged before the run ends
+        _el(case, "skipped", message=message)
+        return "skipped"
     if verdict.state in ("missed", "unmeasured"):
         _el(case, "failure", f"{message}\n{facts_.basis}", message=message, type="error")
         return "failure"
@@ -131,6 +137,10 @@ def render_junit(run: Run) -> str:
         ("direction", run.direction),
         ("source", run.source),
         ("target", run.target),
+        # where this run moved the service (a failback keeps the failover's source/target)
+        ("moved", f"from {run.from_site} to {run.to_site}"),
+        ("moved_from", run.from_site),
+        ("moved_to", run.to_site),
         ("parent_run", run.parent_run),
         ("exit_code", run.exit_code),
         ("emergency", run.emergency),

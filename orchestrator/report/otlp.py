@@ -185,9 +185,10 @@ def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[
             if kind == Event.HEALTH_TIMEOUT:
                 health.error = "health_timeout"
         elif kind == Event.GATE_ANSWERED and sid in steps:
+            answer = "approved" if e.get("approved") else "declined"
             for name, value in (
-                ("drx.gate.approved_by", e.get("by")),
-                ("drx.gate.approved_via", e.get("via")),
+                (f"drx.gate.{answer}_by", e.get("by")),
+                (f"drx.gate.{answer}_via", e.get("via")),
                 ("drx.gate.comment", e.get("comment")),
             ):
                 if value:
@@ -209,6 +210,10 @@ def _run_attributes(s: RunSummary) -> dict[str, Any]:
         "drx.source": s.source,
         "drx.target": s.target,
         "drx.site": s.site,
+        # where this run moved the service (a failback keeps the failover's source/target)
+        "drx.moved_from": s.source if s.site == s.target else s.target,
+        "drx.moved_to": s.site,
+        "drx.moved": f"from {s.source if s.site == s.target else s.target} to {s.site}",
         "drx.status": s.status,
         "drx.emergency": s.emergency,
     }

@@ -141,6 +141,8 @@ def _header(report: Report, paint: _Painter) -> list[str]:
         ("Started", when(run.started_at)),
         ("Finished", when(run.finished_at) + elapsed),
     ]
+    if run.is_running:  # not finished: how long so far
+        meta[-1] = ("Running", f"{span(run.elapsed_s)} so far")
     if run.is_failback and run.parent_run:
         meta.append(("Reverses", f"failover run {run.parent_run}"))
     elif run.parent_run:
@@ -181,14 +183,14 @@ def _objectives(report: Report, paint: _Painter) -> list[str]:
             out.extend(paint(line, "dim") for line in _wrap(basis, " " * 15))
 
     rto = report.rto
+    if rto.end_to_end is not None:  # a resumed run: the outage end to end is the headline
+        objective("RTO (e2e)", rto.end_to_end.state, rto.end_to_end.text, rto.end_to_end_basis)
     objective(
         rto.label if not run.is_resumed else "RTO (run)",
         rto.verdict.state,
         rto.verdict.text,
         rto.basis,
     )
-    if rto.end_to_end is not None:
-        objective("RTO (e2e)", rto.end_to_end.state, rto.end_to_end.text, rto.end_to_end_basis)
     if rto.prediction:
         out.extend(paint(line, "dim") for line in _wrap(rto.prediction, " " * 15))
     if report.rpo is not None:
@@ -307,7 +309,7 @@ def _failures(report: Report, paint: _Painter) -> list[str]:
                     facts.append(host.error)
                 facts.append(f"{host.attempts} attempt{'s' if host.attempts != 1 else ''}")
                 out.append("    " + " · ".join(facts))
-                out.append(paint(f"    full output: <state-dir>/{host.log_path}", "dim"))
+                out.append(paint(f"    full output: {host.log_command}", "dim"))
                 if host.tail:
                     if host.tail_lines > TAIL_LINES:
                         out.append(

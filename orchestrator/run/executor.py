@@ -451,14 +451,16 @@ class Executor:
             approved, problem, error = self._ask(ps.id, prompt)
             t1 = self.journal.now()
             self.manual_wait_s += t1 - t0
+            # someone answered (approved or declined): who, how and what they said is recorded
+            answered = approved is True or error == "declined"
             self.journal.write(
                 Event.GATE_ANSWERED,
                 t1,
                 step=ps.id,
                 approved=approved,
-                by=getattr(self.gate, "by", "operator") if approved else None,
-                via=getattr(self.gate, "via", None) if approved else None,
-                comment=getattr(self.gate, "comments", {}).get(ps.id) if approved else None,
+                by=getattr(self.gate, "by", "operator") if answered else None,
+                via=getattr(self.gate, "via", None) if answered else None,
+                comment=getattr(self.gate, "comments", {}).get(ps.id) if answered else None,
                 waited_s=round(t1 - t0, 6),
                 message=problem,
             )

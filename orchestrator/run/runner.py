@@ -195,6 +195,12 @@ def _execute_locked(
             fatal = {n: e for n, e in failures.items() if n not in tolerated}
             if fatal:
                 lines = preflight.failure_lines(fatal, plan.inventory)
+                at_source = all(plan.inventory.host(n).site == plan.source for n in fatal)
+                if plan.direction == FAILOVER and at_source:  # the one case --emergency is for
+                    lines.append(
+                        f"every host drx cannot reach is at the source, {plan.source}: if "
+                        f"{plan.source} is really gone, fail over with --emergency"
+                    )
                 raise PreflightError(
                     "pre-flight failed, nothing was changed:\n  " + "\n  ".join(lines)
                 )
