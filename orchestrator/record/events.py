@@ -14,7 +14,7 @@ class Event(StrEnum):
     """A journal event kind (the ``event`` field). Fields beyond ``t``/``ts`` in brackets."""
 
     #: the run began: [run_id runbook direction source target moves_to parent_run emergency yes
-    #: wall0 parent_start_wall rto_target_s rpo_target rpo_is_bytes rpo_step rpo_guard
+    #: mode drill_id rollback wall0 parent_start_wall rto_target_s rpo_target rpo_is_bytes rpo_step rpo_guard
     #: accept_data_loss rto_start
     #: predicted_rto_s runbook_file inventory_file runbook_sha256 inventory_sha256
     #: host_order health_names unreachable steps]
@@ -55,6 +55,8 @@ class Event(StrEnum):
     LOCK_LOST = "lock_lost"
     #: the first Ctrl-C: nothing new starts
     INTERRUPT = "interrupt"
+    #: a Ctrl-C refused once, with a warning: a rollback (or a drill's way home) goes on
+    INTERRUPT_REFUSED = "interrupt_refused"
     #: the second Ctrl-C: running commands are closed
     CANCEL_RUNNING = "cancel_running"
     #: no step is running or left to start

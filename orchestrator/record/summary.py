@@ -247,6 +247,35 @@ class HealthRecord:
 
 
 @dataclass
+class ProbeRecord:
+    """A probe over the run: its polls, down windows (offsets from the run's start) and
+    whether a window outlasted ``max_down``."""
+
+    name: str
+    polls: int = 0
+    failed_polls: int = 0
+    down_s: float = 0.0
+    longest_down_s: float = 0.0
+    windows: list[list[float | None]] = field(default_factory=list)
+    breached: bool = False
+    max_down_s: float | None = None
+    interval_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "polls": self.polls,
+            "failed_polls": self.failed_polls,
+            "down_s": self.down_s,
+            "longest_down_s": self.longest_down_s,
+            "windows": [list(w) for w in self.windows],
+            "breached": self.breached,
+            "max_down_s": self.max_down_s,
+            "interval_s": self.interval_s,
+        }
+
+
+@dataclass
 class RunSummary:
     """A run: who, what, how it ended, its RTO and RPO, and every step."""
 
@@ -281,6 +310,11 @@ class RunSummary:
     #: runs that reversed / continued this one (filled in when runs are listed together)
     failed_back_by: list[str] = field(default_factory=list)
     resumed_by: list[str] = field(default_factory=list)
+    mode: str = "real"  # "drill": a leg (or rollback) of drx drill
+    drill_id: str | None = None  # the drill's failover leg, on both legs
+    rollback: bool = False  # a failback that rolled back a failed or cancelled failover
+    rolled_back_by: str | None = None  # of a failover: the rollback that reversed it
+    probes: list[ProbeRecord] = field(default_factory=list)
 
     @property
     def site(self) -> str:
@@ -324,6 +358,11 @@ class RunSummary:
         }
         if self.message:
             doc["message"] = self.message
+        doc["mode"] = self.mode
+        doc["drill_id"] = self.drill_id
+        doc["rollback"] = self.rollback
+        doc["rolled_back_by"] = self.rolled_back_by
+        doc["probes"] = [p.to_dict() for p in self.probes]
         if self.failed_back_by:
             doc["failed_back_by"] = self.failed_back_by
         if self.resumed_by:
@@ -497,6 +536,25 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         rto_started_at=_str(d.get("rto_started_at")),
         moves_to=_str(d.get("moves_to")),
         message=_str(d.get("message")),
+        mode=_str(d.get("mode")) or "real",
+        drill_id=_str(d.get("drill_id")),
+        rollback=d.get("rollback") is True,
+        rolled_back_by=_str(d.get("rolled_back_by")),
+        probes=[_read_probe(_map(p)) for p in _list(d.get("probes"))],
+    )
+
+
+def _read_probe(d: Mapping[str, Any]) -> ProbeRecord:
+    return ProbeRecord(
+        name=str(d.get("name", "")),
+        polls=_int(d.get("polls")) or 0,
+        failed_polls=_int(d.get("failed_polls")) or 0,
+        down_s=_num(d.get("down_s")) or 0.0,
+        longest_down_s=_num(d.get("longest_down_s")) or 0.0,
+        windows=[[_num(x) for x in _list(w)] for w in _list(d.get("windows"))],
+        breached=d.get("breached") is True,
+        max_down_s=_num(d.get("max_down_s")),
+        interval_s=_num(d.get("interval_s")),
     )
 
 
@@ -709,6 +767,9 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         rto_started_at=_wall(start, t_start) if t_start is not None else None,
         moves_to=start.get("moves_to"),
         message=(b.finished.get("message") or None) if b.finished else None,
+        mode=start.get("mode") or "real",
+        drill_id=start.get("drill_id"),
+        rollback=bool(start.get("rollback")),
     )
     return summary
 

@@ -56,6 +56,9 @@ class RunOptions:
     transports: preflight.TransportFactory = open_transport
     notify: list[str] = field(default_factory=list)  # --notify / DRX_NOTIFY URLs
     gate_comment: str | None = None  # --comment: recorded with every gate approval
+    #: a run that must not be stopped lightly (a rollback, a drill's way home): the first
+    #: Ctrl-C is refused with a warning, the next ones act as usual
+    refuse_first_interrupt: bool = False
 
 
 def operator_identity() -> str:
@@ -162,7 +165,10 @@ def execute(
             "nothing was run (use --yes to approve every gate)"
         )
     run_id = store.new_run_id(plan.direction, plan.to_site)
-    plan = replace(plan, run_id=run_id)
+    drill_id = plan.drill_id
+    if drill_id is None and plan.mode == "drill" and plan.direction == FAILOVER:
+        drill_id = run_id  # a drill is named after its failover leg
+    plan = replace(plan, run_id=run_id, drill_id=drill_id)
     try:
         with store.acquire(run_id) as lock:
             return _execute_locked(plan, store, lock, opts, connecting)
@@ -241,6 +247,9 @@ def _run(
         resumes=plan.resumes,
         reverses=plan.reverses,
         emergency=plan.emergency,
+        mode=plan.mode,
+        drill_id=plan.drill_id,
+        rollback=plan.rollback,
         yes=opts.yes,
         wall0=journal.wall0,
         parent_start_wall=opts.parent_start_wall,
@@ -305,7 +314,7 @@ def _run(
         plan.redactor,
         report_hint(run_id, store),
     )
-    previous = _install_sigint(ex)
+    previous = _install_sigint(ex, opts.refuse_first_interrupt)
     status, message = Status.SUCCEEDED, None
     try:
         outcomes = ex.run()
@@ -468,11 +477,22 @@ def _rto_start(plan: Plan) -> str | None:
     return plan.runbook.rto_start if plan.direction == FAILOVER else None
 
 
-def _install_sigint(ex: Executor) -> Any:
+def _install_sigint(ex: Executor, refuse_first: bool = False) -> Any:
     if threading.current_thread() is not threading.main_thread():
         return signal.getsignal(signal.SIGINT)
+    refused = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
+        if refuse_first and not refused.is_set():
+            refused.set()
+            ex.journal.write(Event.INTERRUPT_REFUSED)
+            print(
+                "\ndrx: this run brings the service back to where it was; stopping it now "
+                "would leave it between sites. Ctrl-C again to abandon it (drx failback "
+                "continues it later)",
+                file=sys.stderr,
+            )
+            return
         ex.interrupt()
         if ex.cancel.is_set():
             print("\ndrx: cancelling running commands", file=sys.stderr)
