@@ -254,3 +254,68 @@ def test_on_failure_rollback_with_no_undo_at_all_is_a_warning(world: World, caps
     code, err = world.run(capsys, "validate")
     assert code == 0, err
     assert "runbook.yaml:3: warning: on_failure: rollback, but no step has an 'undo'" in err
+
+
+def _probe_runbook(world: World, hold: str, max_down: str) -> None:
+    down = world.root / "down"
+    world.write_runbook(f"""
+        name: drill
+        probes:
+          - {{name: client, run: 'test ! -e {down}', interval: 100ms, timeout: 2s, max_down: {max_down}}}
+        steps:
+          - {{id: a, hosts: db@target, run: '{mark("a")}; touch {down}', undo: '{mark("undo-a", "undone")}; rm -f {down}'}}
+          - {{id: b, hosts: db@target, run: '{mark("b")}; sleep {hold}', undo: '{mark("undo-b", "undone")}', needs: [a]}}
+          - {{id: c, hosts: db@target, run: '{mark("c")}; rm -f {down}', undo: '{mark("undo-c", "undone")}', needs: [b]}}
+    """)
+
+
+def test_probes_measure_the_downtime_clients_saw(world: World, capsys) -> None:
+    """A probe polled from the control machine for the whole run: every poll is journaled, the
+    down window spans the time the service was down (between a and c), and summary.json and
+    the report show the observed downtime beside the measured RTO."""
+    _probe_runbook(world, "0.8", "30s")
+    code, err = world.run(capsys, "failover", "site-b")
+    assert code == 0, err
+    summary = world.summary()
+    (probe,) = summary["probes"]
+    assert probe["name"] == "client" and probe["breached"] is False
+    assert len(probe["windows"]) == 1 and probe["windows"][0][1] is not None
+    assert 0.6 <= probe["down_s"] <= 3.0, probe
+    assert probe["longest_down_s"] == probe["down_s"] and probe["failed_polls"] >= 3
+    polls = [e for e in world.journal() if e["event"] == "probe_poll"]
+    assert len(polls) == probe["polls"] and polls[0]["t"] < 0.5
+    code, _ = world.run(capsys, "report", summary["run_id"])
+    text = " ".join(world.last_stdout.split())
+    assert "observed downtime" in text and "beside the measured RTO" in text, text
+    html = world.root / "report.html"
+    code, _ = world.run(capsys, "report", summary["run_id"], "-o", str(html))
+    assert code == 0
+    page = html.read_text()
+    assert 'data-step="probe:client"' in page and "probe-down" in page
+    assert "Observed downtime" in page
+    code, _ = world.run(capsys, "report", summary["run_id"], "--format", "otlp")
+    spans = [
+        span
+        for rs in json.loads(world.last_stdout)["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for span in ss["spans"]
+    ]
+    assert [s["name"] for s in spans].count("probe client down") == 1
+
+
+def test_a_probe_breach_stops_the_drill_and_rolls_it_back(world: World, capsys) -> None:
+    """A down window past max_down stops scheduling at once (c never starts), fails the
+    failover naming the probe, and the drill rolls back what it did (exit 1, source active)."""
+    _probe_runbook(world, "1.5", "500ms")
+    code, err = world.run(capsys, "drill", "site-b", "--yes")
+    assert code == 1, err
+    first, back = world.summaries()
+    assert first["status"] == "failed" and "probe 'client' breached" in first["message"]
+    assert first["probes"][0]["breached"] is True
+    assert world.step(first, "c")["status"] == "cancelled"
+    assert lines(world, "db-b", "ran") == ["a", "b"]
+    assert back["rollback"] is True and back["status"] == "succeeded"
+    assert lines(world, "db-b", "undone") == ["undo-b", "undo-a"]
+    assert _active(world) == "site-a"
+    breach = next(e for e in world.journal(world.run_dirs()[0]) if e["event"] == "probe_breached")
+    assert 0.5 <= breach["down_s"] <= 2.0

@@ -59,6 +59,12 @@ class Event(StrEnum):
     INTERRUPT_REFUSED = "interrupt_refused"
     #: the second Ctrl-C: running commands are closed
     CANCEL_RUNNING = "cancel_running"
+    #: one poll of a probe on one host (``t``: when it started): [probe host ok rc error value
+    #: duration_s]
+    PROBE_POLL = "probe_poll"
+    #: a probe's down window outlasted its max_down: [probe down_s since max_down_s stops_run
+    #: message]
+    PROBE_BREACHED = "probe_breached"
     #: no step is running or left to start
     STEPS_DONE = "steps_done"
     #: health is polled at the site the run moves to: [site]

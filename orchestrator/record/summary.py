@@ -598,6 +598,8 @@ class _Builder:
         self.finished: Mapping[str, Any] | None = None
         self.manual_wait = 0.0
         self.guard: Mapping[str, Any] | None = None  # the rpo_guard event, if it tripped
+        self.probe_polls: dict[str, list[Mapping[str, Any]]] = {}
+        self.probe_breached: set[str] = set()
         self.handlers: dict[str, Callable[[Mapping[str, Any], _StepTimes | None], None]] = {
             Event.STEP_STARTED: self._step_started,
             Event.STEP_FINISHED: self._step_finished,
@@ -613,6 +615,8 @@ class _Builder:
             Event.HEALTH_TIMEOUT: self._health_timeout,
             Event.RUN_FINISHED: self._run_finished,
             Event.RPO_GUARD: self._rpo_guard,
+            Event.PROBE_POLL: self._probe_poll,
+            Event.PROBE_BREACHED: self._probe_breached,
         }
 
     def read(self, e: Mapping[str, Any]) -> None:
@@ -623,6 +627,12 @@ class _Builder:
 
     def _rpo_guard(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
         self.guard = e
+
+    def _probe_poll(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        self.probe_polls.setdefault(str(e.get("probe")), []).append(e)
+
+    def _probe_breached(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        self.probe_breached.add(str(e.get("probe")))
 
     # -- steps and hosts
     def _step_started(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
@@ -770,8 +780,54 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         mode=start.get("mode") or "real",
         drill_id=start.get("drill_id"),
         rollback=bool(start.get("rollback")),
+        probes=probe_records(start, b.probe_polls, b.probe_breached, events[-1]["t"]),
     )
     return summary
+
+
+def probe_records(
+    start: Mapping[str, Any],
+    polls: Mapping[str, list[Mapping[str, Any]]],
+    breached: set[str],
+    t_end: float,
+) -> list[ProbeRecord]:
+    """Each probe's figures from its polls: it is down from its first failing poll (on any of
+    its hosts) to the next poll after which every host passes; a window still open at the end
+    of the run has no end (null) and counts until then."""
+    records = []
+    for meta in start.get("probes") or []:
+        name = str(meta.get("name"))
+        mine = sorted(polls.get(name, []), key=lambda e: float(e["t"]))
+        down_hosts: set[str] = set()
+        windows: list[list[float | None]] = []
+        since: float | None = None
+        for e in mine:
+            if e.get("ok"):
+                down_hosts.discard(str(e.get("host")))
+            else:
+                down_hosts.add(str(e.get("host")))
+            if down_hosts and since is None:
+                since = float(e["t"])
+            elif not down_hosts and since is not None:
+                windows.append([round(since, 3), round(float(e["t"]), 3)])
+                since = None
+        if since is not None:
+            windows.append([round(since, 3), None])
+        lengths = [(w[1] if w[1] is not None else t_end) - (w[0] or 0.0) for w in windows]
+        records.append(
+            ProbeRecord(
+                name=name,
+                polls=len(mine),
+                failed_polls=sum(1 for e in mine if not e.get("ok")),
+                down_s=round(sum(lengths), 3),
+                longest_down_s=round(max(lengths, default=0.0), 3),
+                windows=windows,
+                breached=name in breached,
+                max_down_s=meta.get("max_down_s"),
+                interval_s=meta.get("interval_s"),
+            )
+        )
+    return records
 
 
 def _rto_start(

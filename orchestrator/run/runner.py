@@ -32,6 +32,7 @@ from orchestrator.record.summary import RunSummary, build_summary
 from orchestrator.run import notify, preflight
 from orchestrator.run.budget import BudgetWatcher
 from orchestrator.run.executor import Executor, poll_once
+from orchestrator.run.probes import Probes
 from orchestrator.run.rpo_guard import RpoGuard
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
@@ -267,6 +268,15 @@ def _run(
         inventory_sha256=file_sha256(opts.inventory_file),
         host_order=[h.name for h in plan.hosts()],
         health_names=[hp.check.name for hp in plan.health],
+        probes=[
+            {
+                "name": pp.probe.name,
+                "hosts": [h.name for h in pp.hosts],
+                "interval_s": pp.probe.interval,
+                "max_down_s": pp.probe.max_down,
+            }
+            for pp in plan.probes
+        ],
         unreachable=dict(unreachable),
         steps=[
             {
@@ -302,6 +312,12 @@ def _run(
     )
     lock_guard = LockGuard(lock, journal, ex.stopping)
     ex.start_guards.append(lock_guard)
+    # a breach stops a run, except one that brings the service back (nowhere better to go)
+    probes = Probes(
+        plan, connections, journal, stops_run=not opts.refuse_first_interrupt, on_breach=ex.halt
+    )
+    ex.start_guards.append(probes.why_stopped)
+    probes.start()
     store.update_state(last_run=run_id, running=run_id)
     budget = BudgetWatcher(plan, journal)
     budget.start()
@@ -320,8 +336,11 @@ def _run(
         outcomes = ex.run()
         journal.write(Event.STEPS_DONE)
         statuses = {o.status for o in outcomes.values()}
+        breach = probes.why_stopped
         if lock_guard.lost() is not None:
             status, message = Status.FAILED, lock_guard.lost()
+        elif breach() is not None:
+            status, message = Status.FAILED, breach()
         elif ex.stopping.is_set():
             status, message = Status.CANCELLED, "cancelled by the operator"
         elif ex.guard_refuses:
@@ -338,6 +357,8 @@ def _run(
             held = _poll_health_after(plan, ex, journal)
             if lock_guard.lost() is not None:
                 status, message = Status.FAILED, lock_guard.lost()
+            elif breach() is not None:
+                status, message = Status.FAILED, breach()
             elif ex.stopping.is_set():
                 status, message = Status.CANCELLED, "cancelled by the operator"
             elif not held:
@@ -345,6 +366,7 @@ def _run(
                 status = Status.FAILED
                 message = f"health never held at {plan.to_site}" + (f" ({why})" if why else "")
     finally:
+        probes.stop()
         signal.signal(signal.SIGINT, previous)
         ex.close()
     exit_code = {
