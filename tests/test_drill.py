@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from datetime import datetime
 
 from orchestrator.record.store import runbook_state
 from tests.drill import World
@@ -319,3 +320,22 @@ def test_a_probe_breach_stops_the_drill_and_rolls_it_back(world: World, capsys) 
     assert _active(world) == "site-a"
     breach = next(e for e in world.journal(world.run_dirs()[0]) if e["event"] == "probe_breached")
     assert 0.5 <= breach["down_s"] <= 2.0
+
+
+def test_a_drill_that_misses_its_rto_exits_3_after_the_hold(world: World, capsys) -> None:
+    """Both legs succeed but miss rto_target: exit 3, the source active again; the failback leg
+    starts only once --hold has passed after the failover leg ended."""
+    world.write_runbook(f"""
+        name: drill
+        rto_target: 100ms
+        steps:
+          - {{id: a, hosts: db@target, run: '{mark("a", then="sleep 0.3")}', undo: '{mark("undo-a", "undone", "sleep 0.3")}'}}
+    """)
+    code, err = world.run(capsys, "drill", "site-b", "--yes", "--hold", "700ms")
+    assert code == 3, err
+    first, back = world.summaries()
+    assert first["rto"]["met"] is False and back["status"] == "succeeded"
+    assert _active(world) == "site-a"
+    ended = datetime.fromisoformat(first["finished_at"].replace("Z", "+00:00"))
+    began = datetime.fromisoformat(back["started_at"].replace("Z", "+00:00"))
+    assert (began - ended).total_seconds() >= 0.7

@@ -480,6 +480,17 @@ def _notes(run: Run) -> tuple[str, ...]:
             f"{plural(len(carried), 'step')} that had succeeded there "
             f"{'was' if len(carried) == 1 else 'were'} carried over, not re-run."
         )
+    if run.drill_id is not None:
+        leg = "failover leg" if run.drill_id == run.run_id else "way home"
+        notes.append(
+            f"Part of drill {run.drill_id} (the {leg}): templates saw mode 'drill', and steps "
+            "with 'only: real' were skipped."
+        )
+    if run.rollback:
+        notes.append(
+            "A rollback: the failover it reverses did not succeed (it failed, was cancelled or a "
+            "probe breached), and what it did was undone at once."
+        )
     if run.emergency:
         notes.append(
             "Emergency mode: the source health check was skipped, and failures of steps confined "
