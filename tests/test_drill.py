@@ -320,6 +320,9 @@ def test_a_probe_breach_stops_the_drill_and_rolls_it_back(world: World, capsys) 
     assert _active(world) == "site-a"
     breach = next(e for e in world.journal(world.run_dirs()[0]) if e["event"] == "probe_breached")
     assert 0.5 <= breach["down_s"] <= 2.0
+    code, _ = world.run(capsys, "report", first["run_id"], "--format", "junit")
+    assert '<testcase classname="drill.failover" name="probe:client"' in world.last_stdout
+    assert "BREACHED its max_down" in world.last_stdout
 
 
 def test_a_drill_that_misses_its_rto_exits_3_after_the_hold(world: World, capsys) -> None:
@@ -339,3 +342,23 @@ def test_a_drill_that_misses_its_rto_exits_3_after_the_hold(world: World, capsys
     ended = datetime.fromisoformat(first["finished_at"].replace("Z", "+00:00"))
     began = datetime.fromisoformat(back["started_at"].replace("Z", "+00:00"))
     assert (began - ended).total_seconds() >= 0.7
+
+
+def test_ctrl_c_during_the_hold_sends_the_drill_home_at_once(world: World) -> None:
+    """A Ctrl-C while the drill holds at the target cuts the hold short: the failback leg runs
+    at once and the drill ends at the source, exit 130."""
+    world.write_runbook(FOUR)
+    proc = world.spawn("drill", "site-b", "--yes", "--hold", "60s")
+    deadline = time.monotonic() + 30
+    while not any((d / "summary.json").exists() for d in world.run_dirs()):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "going home" in err
+    first, back = world.summaries()
+    assert back["status"] == "succeeded" and back["drill_id"] == first["run_id"]
+    assert lines(world, "db-b", "undone") == ["undo-c", "undo-a"]
+    assert _active(world) == "site-a"
