@@ -83,6 +83,14 @@ def failover(
         int, typer.Option("--max-parallel", min=1, help="Steps running at once.")
     ] = 32,
     fmt: FormatOpt = "text",
+    rollback: Annotated[
+        bool | None,
+        typer.Option(
+            "--rollback/--no-rollback",
+            help="Roll back at once if the failover fails or is cancelled (default: the "
+            "runbook's on_failure; never under --emergency unless --rollback).",
+        ),
+    ] = None,
     var: VarOpt = None,
     secret_var: SecretVarOpt = None,
     notify: NotifyOpt = None,
@@ -125,6 +133,7 @@ def failover(
         accept_data_loss=accept_data_loss,
         cli_vars=var or [],
         secret_vars=secret_var or [],
+        rollback=rollback,
     )
     raise typer.Exit(code)
 
@@ -137,6 +146,7 @@ def failover_plan(
     emergency: bool,
     cli_vars: Iterable[str],
     secret_vars: Iterable[str],
+    mode: str = "real",
 ) -> Any:
     """Load, check the site, and build the failover plan (with history predictions)."""
     from orchestrator.plan.build import build_plan
@@ -165,6 +175,7 @@ def failover_plan(
         emergency=emergency,
         predictions=steps,
         predicted_health_s=health,
+        mode=mode,
     )
 
 
@@ -176,11 +187,18 @@ def preview_failover(
     emergency: bool,
     cli_vars: Iterable[str],
     secret_vars: Iterable[str],
+    mode: str = "real",
 ) -> str:
     from orchestrator.plan.preview import render_plan
 
     plan = failover_plan(
-        opts, site, force=force, emergency=emergency, cli_vars=cli_vars, secret_vars=secret_vars
+        opts,
+        site,
+        force=force,
+        emergency=emergency,
+        cli_vars=cli_vars,
+        secret_vars=secret_vars,
+        mode=mode,
     )
     return render_plan(plan, fmt)
 
@@ -196,7 +214,10 @@ def run_failover(
     cli_vars: Iterable[str],
     secret_vars: Iterable[str],
     accept_data_loss: bool = False,
+    rollback: bool | None = None,
 ) -> int:
+    from orchestrator.cli.failback import run_return
+    from orchestrator.run.rollback import rollback_due
     from orchestrator.run.runner import execute
 
     plan = failover_plan(
@@ -212,7 +233,18 @@ def run_failover(
         opts, yes=yes, max_parallel=max_parallel, accept_data_loss=accept_data_loss
     )
     code, summary = execute(plan, opts.store, run_opts)
-    closing_line(summary, opts.store, half_done(plan, summary, opts))
+    due = rollback_due(summary.status, plan.runbook.on_failure, emergency=emergency, asked=rollback)
+    closing_line(summary, opts.store, None if due else half_done(plan, summary, opts))
+    if due:
+        run_return(
+            opts,
+            summary.run_id,
+            rollback=True,
+            yes=yes,
+            max_parallel=max_parallel,
+            cli_vars=cli_vars,
+            secret_vars=secret_vars,
+        )
     return code
 
 

@@ -133,4 +133,14 @@ def render_report(
         ][-20:]
     use_color = color and fmt == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     text = render(summary, fmt, compare=other, history=history, color=use_color)
+    if summary.drill_id == run_id and fmt in ("text", "md") and compare is None:
+        # a drill's id is its failover leg's: its report shows every leg, in order
+        legs = [s for s in load_summaries(store) if s.drill_id == run_id and s.run_id != run_id]
+        parts = [text.rstrip("\n")]
+        for leg in legs:
+            what = "rollback" if leg.rollback else "failback"
+            rule = f"## Drill {run_id}: the {what} leg" if fmt == "md" else "=" * 72
+            parts.append(rule)
+            parts.append(render(leg, fmt, color=use_color).rstrip("\n"))
+        text = "\n\n".join(parts)
     return text if text.endswith("\n") else text + "\n"

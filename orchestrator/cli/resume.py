@@ -174,8 +174,11 @@ def run_resume(
             start.get("reverses") or start["parent_run"],
             variables,
             secrets,
+            mode=start.get("mode") or "real",
+            rollback=bool(start.get("rollback")),
         )
     plan.parent_run = plan.resumes = run_id
+    plan.drill_id = start.get("drill_id")  # a continued leg or rollback stays in its drill
     inflight = [
         sid
         for sid, o in outcomes.items()
@@ -219,6 +222,7 @@ def run_resume(
         parent_start_wall=origin,
         check_source_health=False,
         accept_data_loss=accept_data_loss,
+        refuse_first_interrupt=plan.rollback,
     )
     code, result = execute(plan, opts.store, run_opts)
     closing_line(result, opts.store, half_done(plan, result, opts))

@@ -71,6 +71,10 @@ def list_runs(store: Store, fmt: str, runbook: str | None = None) -> str:
         if met is not None:
             rto_text += " ✔" if met else " ✘"
         note = []
+        if s.drill_id is not None:
+            note.append("drill" if s.drill_id == s.run_id else f"drill {s.drill_id}")
+        if s.rollback:
+            note.append("rollback")
         if s.failed_back_by:
             note.append(f"failed back by {s.failed_back_by[-1]}")
         if s.resumed_by:

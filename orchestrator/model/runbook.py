@@ -48,6 +48,20 @@ class OnFailure(StrEnum):
     CONTINUE = "continue"
 
 
+class RunbookOnFailure(StrEnum):
+    """What a failover that fails (or is cancelled) does next: stop where it is, or roll back."""
+
+    STOP = "stop"
+    ROLLBACK = "rollback"
+
+
+class Mode(StrEnum):
+    """Whether a run is part of a drill (``drx drill``) or real; steps may run in one only."""
+
+    DRILL = "drill"
+    REAL = "real"
+
+
 STEP_FIELDS = (
     "id",
     "name",
@@ -71,6 +85,7 @@ STEP_FIELDS = (
     "env",
     "idempotent",
     "sudo",
+    "only",
 )
 UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs"))
 HEALTH_FIELDS = ("name", "hosts", "run", "until", "interval", "timeout", "capture", "env")
@@ -87,7 +102,12 @@ RUNBOOK_FIELDS = (
     "vars",
     "health",
     "steps",
+    "on_failure",
+    "probes",
 )
+PROBE_FIELDS = ("name", "hosts", "run", "until", "capture", "interval", "timeout", "max_down")
+DEFAULT_PROBE_INTERVAL = 1.0
+DEFAULT_PROBE_TIMEOUT = 5.0
 CAPTURE_KINDS = ("text", "number", "json")
 
 
@@ -117,6 +137,7 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
     idempotent: bool = False
     sudo: bool | str = False  # True: as root; a name: as that user
+    only: Mode | None = None  # runs only in drills / only outside them
     line: int = 0
     field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -164,6 +185,42 @@ class HealthCheck:
         )
 
 
+@dataclass(frozen=True)
+class Probe:
+    """One entry of ``probes``: a client-side check polled for the whole run, on its own
+    schedule, to measure the downtime clients saw (docs/reference.md, "probes")."""
+
+    name: str
+    hosts: tuple[str, ...]
+    run: str
+    until: str | None = None
+    capture: str | None = None
+    interval: float = DEFAULT_PROBE_INTERVAL
+    timeout: float = DEFAULT_PROBE_TIMEOUT  # per poll
+    max_down: float | None = None  # a down window longer than this breaches
+    line: int = 0
+    field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def line_of(self, key: str) -> int:
+        return self.field_lines.get(key, self.line)
+
+    def as_step(self) -> Step:
+        """A check step with this probe's command (what one poll runs)."""
+        return Step(
+            id=f"probe:{self.name}",
+            name=self.name,
+            kind=StepKind.CHECK,
+            hosts=self.hosts,
+            run=self.run,
+            until=self.until,
+            interval=self.interval,
+            timeout=self.timeout,
+            capture=self.capture,
+            line=self.line,
+            field_lines=self.field_lines,
+        )
+
+
 @dataclass
 class Runbook:
     path: str
@@ -186,6 +243,14 @@ class Runbook:
     field_lines: dict[str, int] = field(default_factory=dict)
     #: notification URLs (templates) for run start, gates, RTO at risk and run end
     notify: list[Located] = field(default_factory=list)
+    #: a failover that fails or is cancelled: stop there, or roll back what it did
+    on_failure: RunbookOnFailure = RunbookOnFailure.STOP
+    probes: list[Probe] = field(default_factory=list)
+
+    @property
+    def has_undo(self) -> bool:
+        """Whether any step has an undo (else a rollback has nothing to do)."""
+        return any(s.undo is not None for s in self.steps)
 
     def step(self, step_id: str) -> Step:
         return self.by_id[step_id]
@@ -246,6 +311,22 @@ def _interval(f: Fields, default: float) -> float:
     return interval
 
 
+def _only(f: Fields) -> Mode | None:
+    """``only``: drill or real (the step runs in that mode alone)."""
+    text = f.string("only")
+    if text is None:
+        return None
+    try:
+        return Mode(text)
+    except ValueError:
+        f.error(
+            "only",
+            f"only must be drill or real, not '{text}'",
+            suggest(text, [m.value for m in Mode]),
+        )
+        return None
+
+
 def _parse_step(
     data: LMap, where: Where, problems: list[Problem], *, undo_of: Step | None = None
 ) -> Step | None:
@@ -296,6 +377,7 @@ def _parse_step(
         f.error("on_failure", f"on_failure must be abort or continue, not '{on_failure_text}'")
         on_failure = OnFailure.ABORT
     serial = f.integer("serial", None, minimum=1)
+    only = _only(f)
     name = f.text("name") or (undo_of.name and f"undo {undo_of.name}" if undo_of else step_id)
     step = Step(
         id=step_id,
@@ -319,6 +401,7 @@ def _parse_step(
         env=f.env(),
         idempotent=f.flag("idempotent"),
         sudo=_sudo(f),
+        only=only,
         line=data.line,
         field_lines={k: data.line_of(k) for k in data},
     )
@@ -350,6 +433,52 @@ def _replace(step: Step, **changes: Any) -> Step:
     from dataclasses import replace
 
     return replace(step, **changes)
+
+
+def _probes(f: Fields, where: Where, problems: list[Problem]) -> list[Probe]:
+    """The runbook's ``probes``: each needs ``run``; ``max_down`` no shorter than ``interval``
+    (a window is only ever seen one interval at a time)."""
+    top = f.data
+    if top.get("probes") is None:
+        return []
+    items = as_list(top["probes"], where, f.line("probes"), "'probes'", problems)
+    probes: list[Probe] = []
+    names: dict[str, int] = {}
+    for index, item in enumerate(items):
+        pmap = as_mapping(item, where, items.line_of(index), "a probe", problems)
+        pf = Fields(pmap, Where(where.file, None), problems, "a probe")
+        pf.check_known(PROBE_FIELDS)
+        name = pf.text("name") or f"probe-{index + 1}"
+        if name in names:
+            pf.error("name", f"duplicate probe name '{name}' (first defined on line {names[name]})")
+        names.setdefault(name, pf.line("name"))
+        run = pf.text("run")
+        if run is None:
+            pf.error(None, f"probe '{name}' has no 'run': a probe needs a command to poll")
+        interval = pf.duration("interval", DEFAULT_PROBE_INTERVAL) or DEFAULT_PROBE_INTERVAL
+        max_down = pf.duration("max_down")
+        if max_down is not None and max_down < interval:
+            pf.error(
+                "max_down",
+                f"probe '{name}': max_down ({max_down:g}s) is shorter than its interval "
+                f"({interval:g}s); a down window is seen one poll at a time",
+                "raise max_down to at least the interval, or poll more often",
+            )
+        probes.append(
+            Probe(
+                name=name,
+                hosts=tuple(pf.str_list("hosts")) or ("control",),
+                run=run or "",
+                until=pf.text("until"),
+                capture=_capture(pf),
+                interval=interval,
+                timeout=pf.duration("timeout", DEFAULT_PROBE_TIMEOUT) or DEFAULT_PROBE_TIMEOUT,
+                max_down=max_down,
+                line=pmap.line,
+                field_lines={k: pmap.line_of(k) for k in pmap},
+            )
+        )
+    return probes
 
 
 def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
@@ -441,6 +570,16 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
                 field_lines={k: hmap.line_of(k) for k in hmap},
             )
         )
+    on_failure_text = f.string("on_failure", "stop")
+    try:
+        on_failure = RunbookOnFailure(on_failure_text)
+    except ValueError:
+        f.error(
+            "on_failure",
+            f"on_failure (of the runbook) must be stop or rollback, not '{on_failure_text}'",
+            suggest(on_failure_text, [m.value for m in RunbookOnFailure]),
+        )
+        on_failure = RunbookOnFailure.STOP
     runbook = Runbook(
         path=file,
         name=name or Path(file).stem,
@@ -457,6 +596,8 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         rto_start=f.text("rto_start"),
         field_lines={k: top.line_of(k) for k in top},
         notify=f.located_list("notify"),
+        on_failure=on_failure,
+        probes=_probes(f, where, problems),
     )
     if runbook.rpo_guard:
         missing = [k for k in ("rpo_step", "rpo_target") if top.get(k) is None]

@@ -11,13 +11,22 @@ from orchestrator.model.reference import (
     HEALTH_DOC,
     HOST_DOC,
     INVENTORY_DOC,
+    PROBE_DOC,
     RUNBOOK_DOC,
     SITE_DOC,
     STEP_DOC,
     FieldDoc,
     Type,
 )
-from orchestrator.model.runbook import STEP_ID, SUDO_USER, UNDO_FIELDS, OnFailure, StepKind
+from orchestrator.model.runbook import (
+    STEP_ID,
+    SUDO_USER,
+    UNDO_FIELDS,
+    Mode,
+    OnFailure,
+    RunbookOnFailure,
+    StepKind,
+)
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 #: durations: 500ms, 30s, 5m, 1h, 1h30m, or a plain number of seconds
@@ -60,6 +69,9 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
         Type.MAPPING: {"type": "object"},
         Type.KIND: {"enum": [k.value for k in StepKind]},
         Type.ON_FAILURE: {"enum": [o.value for o in OnFailure]},
+        Type.RUNBOOK_ON_FAILURE: {"enum": [o.value for o in RunbookOnFailure]},
+        Type.ONLY: {"enum": [m.value for m in Mode]},
+        Type.PROBE_LIST: {"type": "array", "items": {"$ref": "#/$defs/probe"}},
         Type.CAPTURE: _STRING,
         Type.UNDO: {
             "anyOf": [{"type": ["string", "number"]}, {"$ref": "#/$defs/undo"}],
@@ -144,7 +156,12 @@ def runbook_schema() -> dict[str, Any]:
         "description": "Steps with dependencies that move a service between sites; see "
         "docs/reference.md.",
         **_object(RUNBOOK_DOC),
-        "$defs": {"step": step, "undo": undo, "health": _object(HEALTH_DOC)},
+        "$defs": {
+            "step": step,
+            "undo": undo,
+            "health": _object(HEALTH_DOC),
+            "probe": _object(PROBE_DOC),
+        },
     }
 
 

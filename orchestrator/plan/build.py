@@ -27,7 +27,15 @@ from orchestrator.model.inventory import (
     select,
     site_dict,
 )
-from orchestrator.model.runbook import HealthCheck, Runbook, Step, StepKind
+from orchestrator.model.runbook import (
+    HealthCheck,
+    Mode,
+    Probe,
+    Runbook,
+    RunbookOnFailure,
+    Step,
+    StepKind,
+)
 from orchestrator.model.templating import (
     Placeholder,
     Redactor,
@@ -65,10 +73,29 @@ class PlanStep:
     preview: dict[str, str] = field(default_factory=dict)
     prompt: str | None = None  # the rendered prompt of a manual step
     active: str | None = None  # what ``active`` means in its templates (health after a run)
+    #: why the step will be skipped whatever happens (``only`` another mode), or None
+    skipped: str | None = None
 
     @property
     def kind(self) -> StepKind:
         return self.step.kind
+
+
+def only_skips(step: Step, mode: str) -> str | None:
+    """Why ``step`` is skipped in a run of ``mode`` (its ``only`` names the other mode)."""
+    if step.only is None or step.only.value == mode:
+        return None
+    if step.only is Mode.DRILL:
+        return "only: drill (this run is not a drill)"
+    return "only: real (this run is a drill)"
+
+
+@dataclass
+class ProbePlan:
+    """A probe resolved to the hosts it polls from."""
+
+    probe: Probe
+    hosts: list[Host]
 
 
 @dataclass
@@ -108,6 +135,11 @@ class Plan:
     warnings: list[Problem] = field(default_factory=list)
     cli_vars: dict[str, Any] = field(default_factory=dict)
     notify: list[str] = field(default_factory=list)  # rendered notification URLs
+    mode: str = Mode.REAL.value  # "drill" in every run of a drill, else "real"
+    #: the drill this run belongs to (the failover leg's run id), or None
+    drill_id: str | None = None
+    rollback: bool = False  # a failback that rolls back a failed or cancelled failover
+    probes: list[ProbePlan] = field(default_factory=list)
 
     @property
     def to_site(self) -> str:
@@ -126,6 +158,9 @@ class Plan:
                 seen.setdefault(h.name, h)
         for hp in self.health:
             for h in (*hp.hosts_before, *hp.hosts_after):
+                seen.setdefault(h.name, h)
+        for pp in self.probes:
+            for h in pp.hosts:
                 seen.setdefault(h.name, h)
         order = self.inventory.order
         return sorted(seen.values(), key=lambda h: order.get(h.name, 10**9))
@@ -172,6 +207,7 @@ class Plan:
             "direction": self.direction,
             "run_id": self.run_id,
             "emergency": self.emergency,
+            "mode": self.mode,
             "vars": variables,
             "site": site_fn,
             "hosts": hosts_fn,
@@ -510,6 +546,7 @@ def build_plan(
     predictions: Mapping[str, float] | None = None,
     predicted_health_s: float | None = None,
     check_undo: bool = True,
+    mode: str = Mode.REAL.value,
 ) -> Plan:
     """The failover plan to ``target``; raise ValidationError with every problem found."""
     problems: list[Problem] = []
@@ -538,6 +575,7 @@ def build_plan(
         emergency=emergency,
         cli_vars=cli_vars,
         predicted_health_s=predicted_health_s,
+        mode=mode,
     )
     aliases = plan.aliases()
     acyclic = nx.is_directed_acyclic_graph(graph)
@@ -555,6 +593,7 @@ def build_plan(
             needs=[n for n in step.needs if n in graph and n != step.id],
             index=index,
             readable=ancestors.get(step.id, frozenset()),
+            skipped=only_skips(step, mode),
         )
         plan.steps[step.id] = ps
         ignored = [
@@ -605,6 +644,15 @@ def build_plan(
 
         after = _resolve(inventory, hc.hosts, plan.aliases(plan.to_site), hreport_after)
         plan.health.append(HealthPlan(hc, before, after))
+    if runbook.on_failure is RunbookOnFailure.ROLLBACK and not runbook.has_undo:
+        plan.warnings.append(
+            Where(runbook.path, None).problem(
+                runbook.line_of("on_failure"),
+                "on_failure: rollback, but no step has an 'undo': nothing to roll back",
+                severity="warning",
+            )
+        )
+    plan.probes = _probe_plans(plan, problems)
     # templates are checked even when a cycle is reported: every problem at once
     checker = _Checker(plan, problems)
     back: Plan | None = None
@@ -640,12 +688,41 @@ def build_plan(
                     {**ctx, **_UNTIL_PREVIEW},
                     expression=True,
                 )
+    for pp in plan.probes:
+        for host in pp.hosts:
+            ctx = plan.context(host=host)
+            pr = pp.probe
+            checker.template(None, pr.line_of("run"), f"probe '{pr.name}' run", pr.run, ctx)
+            checker.template(
+                None,
+                pr.line_of("until"),
+                f"probe '{pr.name}' until",
+                pr.until,
+                {**ctx, **_UNTIL_PREVIEW},
+                expression=True,
+            )
     plan.notify = _notify_urls(checker, plan)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise ValidationError(problems)
     finish_plan(plan, predictions or {})
     return plan
+
+
+def _probe_plans(plan: Plan, problems: list[Problem]) -> list[ProbePlan]:
+    """Each probe resolved to its hosts (``active`` is the site serving before the run)."""
+    found: list[ProbePlan] = []
+    for pr in plan.runbook.probes:
+
+        def report(message: str, hint: str | None, _p: Probe = pr) -> None:
+            problems.append(
+                _problem(
+                    plan.runbook, None, _p.line_of("hosts"), f"probe '{_p.name}': {message}", hint
+                )
+            )
+
+        found.append(ProbePlan(pr, _resolve(plan.inventory, pr.hosts, plan.aliases(), report)))
+    return found
 
 
 def _notify_urls(checker: _Checker, plan: Plan) -> list[str]:
@@ -702,7 +779,9 @@ def finish_plan(plan: Plan, predictions: Mapping[str, float]) -> None:
     for ps in plan.steps.values():
         key = (ps.undo_of and f"undo-{ps.undo_of}") or ps.id
         step = ps.step
-        if key in predictions:
+        if ps.skipped is not None:
+            ps.predicted_s, ps.prediction_source = 0.0, "skipped"
+        elif key in predictions:
             ps.predicted_s, ps.prediction_source = predictions[key], "history"
         elif step.kind is StepKind.WAIT and step.duration is not None:
             ps.predicted_s, ps.prediction_source = step.duration, "expect"
@@ -821,9 +900,12 @@ def build_reverse_plan(
     secrets: Iterable[str] = (),
     predictions: Mapping[str, float] | None = None,
     predicted_health_s: float | None = None,
+    mode: str = Mode.REAL.value,
+    rollback: bool = False,
 ) -> Plan:
     """The failback of a failover run: one node per step it did that has an undo, every edge
-    reversed, steps without undo bridged; health polled at the original source."""
+    reversed, steps without undo bridged; health polled at the original source. A
+    ``rollback`` is the failback of a failover that failed or was cancelled."""
     # The failover's own plan gives hosts, the DAG and the readable sets of each step.
     forward = build_plan(
         runbook,
@@ -833,6 +915,7 @@ def build_reverse_plan(
         cli_vars=cli_vars,
         secrets=secrets,
         check_undo=False,
+        mode=mode,
     )
     undone, left_out = undo_candidates(runbook, outcomes)
     problems: list[Problem] = []
@@ -847,6 +930,7 @@ def build_reverse_plan(
         left_out=left_out,
         warnings=[],
         predicted_health_s=predicted_health_s,
+        rollback=rollback,
     )
     # a failback is checked where the failover was, in the other order (the forward plan has
     # already resolved, and validated, both)
@@ -882,6 +966,7 @@ def build_reverse_plan(
             undo_of=sid,
             outcome_unknown=u.outcome_unknown,
             readable=_with(fps.readable, sid),
+            skipped=only_skips(undo, mode),
         )
     # reverse every edge, bridging through steps that are not undone: from each undone step,
     # walk forward through steps that are not undone to the first undone ones

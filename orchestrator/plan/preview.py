@@ -47,6 +47,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             entry["serial"] = step.serial
         if ps.outcome_unknown:
             entry["outcome_unknown"] = True
+        if ps.skipped is not None:
+            entry["skipped"] = ps.skipped
         if plan.direction == "failover":
             entry["has_undo"] = step.undo is not None
         steps.append(entry)
@@ -73,6 +75,19 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     }
     if plan.direction == "failback":
         doc["left_out"] = plan.left_out
+    doc["mode"] = plan.mode
+    if plan.rollback:
+        doc["rollback"] = True
+    if plan.probes:
+        doc["probes"] = [
+            {
+                "name": pp.probe.name,
+                "hosts": [h.name for h in pp.hosts],
+                "interval_s": pp.probe.interval,
+                "max_down_s": pp.probe.max_down,
+            }
+            for pp in plan.probes
+        ]
     return doc
 
 
@@ -93,6 +108,11 @@ def render_text(plan: Plan) -> str:
     out.append(f"Plan: {plan.runbook.name} — {plan.direction} {arrow}")
     if plan.emergency:
         out.append("EMERGENCY: source health check skipped; source-site failures do not abort")
+    if plan.mode == "drill":
+        out.append(
+            "DRILL: steps with 'only: real' are skipped"
+            + ("; a rollback of a failover that did not succeed" if plan.rollback else "")
+        )
     hosts = plan.hosts()
     out.append(f"{len(plan.steps)} steps in {len(plan.waves)} waves on {len(hosts)} hosts")
     out.append("")
@@ -108,6 +128,8 @@ def render_text(plan: Plan) -> str:
                 flags.append(f"undoes {ps.undo_of}")
             if ps.outcome_unknown:
                 flags.append("OUTCOME UNKNOWN: needs confirmation")
+            if ps.skipped is not None:
+                flags.append(f"SKIPPED: {ps.skipped}")
             if step.on_failure.value == "continue":
                 flags.append("on_failure: continue")
             if step.retries:
@@ -133,6 +155,13 @@ def render_text(plan: Plan) -> str:
     for hp in plan.health:
         names = ", ".join(h.name for h in hp.hosts_after)
         out.append(f"Health '{hp.check.name}' polled at {plan.to_site} on {names}")
+    for pp in plan.probes:
+        names = ", ".join(h.name for h in pp.hosts)
+        limit = f", max_down {format_duration(pp.probe.max_down)}" if pp.probe.max_down else ""
+        out.append(
+            f"Probe '{pp.probe.name}' polled on {names} every "
+            f"{format_duration(pp.probe.interval)} for the whole run{limit}"
+        )
     if plan.direction == "failback" and plan.left_out:
         out.append("Left out of the failback:")
         for item in plan.left_out:

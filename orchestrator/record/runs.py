@@ -68,6 +68,8 @@ def load_summaries(store: Store) -> list[RunSummary]:
             by_id[resumes].resumed_by.append(s.run_id)
         elif reverses in by_id:
             by_id[reverses].failed_back_by.append(s.run_id)
+            if s.rollback and by_id[reverses].rolled_back_by is None:
+                by_id[reverses].rolled_back_by = s.run_id
     return summaries
 
 
@@ -139,6 +141,22 @@ class Lineage:
             for back in self.by_id[rid].failed_back_by:
                 return self.latest(back)
         return None
+
+
+def note_rolled_back(store: Store, failover_id: str, rollback_id: str) -> None:
+    """Record in a failover's summary.json the rollback that reversed it (``rolled_back_by``);
+    the store's lock is taken for the write, as for any summary."""
+    doc = store.read_summary(failover_id)
+    if doc is None:
+        return  # a crashed failover: runs are linked when they are read back (load_summaries)
+    from orchestrator.record.store import document_json
+
+    doc["rolled_back_by"] = rollback_id
+    try:
+        with store.acquire(rollback_id) as lock:
+            store.write_summary(failover_id, document_json(doc), lock)
+    except RefusedError:
+        return  # another run took the lock meanwhile: the link is made when runs are read
 
 
 def resolve_run(store: Store, run_id: str | None) -> str:

@@ -275,6 +275,35 @@ class HealthRecord:
 
 
 @dataclass
+class ProbeRecord:
+    """A probe over the run: its polls, down windows (offsets from the run's start) and
+    whether a window outlasted ``max_down``."""
+
+    name: str
+    polls: int = 0
+    failed_polls: int = 0
+    down_s: float = 0.0
+    longest_down_s: float = 0.0
+    windows: list[list[float | None]] = field(default_factory=list)
+    breached: bool = False
+    max_down_s: float | None = None
+    interval_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "polls": self.polls,
+            "failed_polls": self.failed_polls,
+            "down_s": self.down_s,
+            "longest_down_s": self.longest_down_s,
+            "windows": [list(w) for w in self.windows],
+            "breached": self.breached,
+            "max_down_s": self.max_down_s,
+            "interval_s": self.interval_s,
+        }
+
+
+@dataclass
 class RunSummary:
     """A run: who, what, how it ended, its RTO and RPO, and every step."""
 
@@ -311,6 +340,11 @@ class RunSummary:
     resumed_by: list[str] = field(default_factory=list)
     #: a run still running, read back: elapsed so far and its projected RTO
     progress: Progress | None = None
+    mode: str = "real"  # "drill": a leg (or rollback) of drx drill
+    drill_id: str | None = None  # the drill's failover leg, on both legs
+    rollback: bool = False  # a failback that rolled back a failed or cancelled failover
+    rolled_back_by: str | None = None  # of a failover: the rollback that reversed it
+    probes: list[ProbeRecord] = field(default_factory=list)
 
     @property
     def site(self) -> str:
@@ -354,6 +388,11 @@ class RunSummary:
         }
         if self.message:
             doc["message"] = self.message
+        doc["mode"] = self.mode
+        doc["drill_id"] = self.drill_id
+        doc["rollback"] = self.rollback
+        doc["rolled_back_by"] = self.rolled_back_by
+        doc["probes"] = [p.to_dict() for p in self.probes]
         if self.failed_back_by:
             doc["failed_back_by"] = self.failed_back_by
         if self.resumed_by:
@@ -533,6 +572,25 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         moves_to=_str(d.get("moves_to")),
         message=_str(d.get("message")),
         progress=Progress.from_dict(_map(d["progress"])) if d.get("progress") else None,
+        mode=_str(d.get("mode")) or "real",
+        drill_id=_str(d.get("drill_id")),
+        rollback=d.get("rollback") is True,
+        rolled_back_by=_str(d.get("rolled_back_by")),
+        probes=[_read_probe(_map(p)) for p in _list(d.get("probes"))],
+    )
+
+
+def _read_probe(d: Mapping[str, Any]) -> ProbeRecord:
+    return ProbeRecord(
+        name=str(d.get("name", "")),
+        polls=_int(d.get("polls")) or 0,
+        failed_polls=_int(d.get("failed_polls")) or 0,
+        down_s=_num(d.get("down_s")) or 0.0,
+        longest_down_s=_num(d.get("longest_down_s")) or 0.0,
+        windows=[[_num(x) for x in _list(w)] for w in _list(d.get("windows"))],
+        breached=d.get("breached") is True,
+        max_down_s=_num(d.get("max_down_s")),
+        interval_s=_num(d.get("interval_s")),
     )
 
 
@@ -576,6 +634,8 @@ class _Builder:
         self.finished: Mapping[str, Any] | None = None
         self.manual_wait = 0.0
         self.guard: Mapping[str, Any] | None = None  # the rpo_guard event, if it tripped
+        self.probe_polls: dict[str, list[Mapping[str, Any]]] = {}
+        self.probe_breached: set[str] = set()
         self.handlers: dict[str, Callable[[Mapping[str, Any], _StepTimes | None], None]] = {
             Event.STEP_STARTED: self._step_started,
             Event.STEP_FINISHED: self._step_finished,
@@ -591,6 +651,8 @@ class _Builder:
             Event.HEALTH_TIMEOUT: self._health_timeout,
             Event.RUN_FINISHED: self._run_finished,
             Event.RPO_GUARD: self._rpo_guard,
+            Event.PROBE_POLL: self._probe_poll,
+            Event.PROBE_BREACHED: self._probe_breached,
         }
 
     def read(self, e: Mapping[str, Any]) -> None:
@@ -601,6 +663,12 @@ class _Builder:
 
     def _rpo_guard(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
         self.guard = e
+
+    def _probe_poll(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        self.probe_polls.setdefault(str(e.get("probe")), []).append(e)
+
+    def _probe_breached(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        self.probe_breached.add(str(e.get("probe")))
 
     # -- steps and hosts
     def _step_started(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
@@ -749,8 +817,57 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         rto_started_at=_wall(start, t_start) if t_start is not None else None,
         moves_to=start.get("moves_to"),
         message=(b.finished.get("message") or None) if b.finished else None,
+        mode=start.get("mode") or "real",
+        drill_id=start.get("drill_id"),
+        rollback=bool(start.get("rollback")),
+        probes=probe_records(start, b.probe_polls, b.probe_breached, events[-1]["t"]),
     )
     return summary
+
+
+def probe_records(
+    start: Mapping[str, Any],
+    polls: Mapping[str, list[Mapping[str, Any]]],
+    breached: set[str],
+    t_end: float,
+) -> list[ProbeRecord]:
+    """Each probe's figures from its polls: it is down from its first failing poll (on any of
+    its hosts) to the next poll after which every host passes; a window still open at the end
+    of the run has no end (null) and counts until then."""
+    records = []
+    for meta in start.get("probes") or []:
+        name = str(meta.get("name"))
+        mine = sorted(polls.get(name, []), key=lambda e: float(e["t"]))
+        down_hosts: set[str] = set()
+        windows: list[list[float | None]] = []
+        since: float | None = None
+        for e in mine:
+            if e.get("ok"):
+                down_hosts.discard(str(e.get("host")))
+            else:
+                down_hosts.add(str(e.get("host")))
+            if down_hosts and since is None:
+                since = float(e["t"])
+            elif not down_hosts and since is not None:
+                windows.append([round(since, 3), round(float(e["t"]), 3)])
+                since = None
+        if since is not None:
+            windows.append([round(since, 3), None])
+        lengths = [(w[1] if w[1] is not None else t_end) - (w[0] or 0.0) for w in windows]
+        records.append(
+            ProbeRecord(
+                name=name,
+                polls=len(mine),
+                failed_polls=sum(1 for e in mine if not e.get("ok")),
+                down_s=round(sum(lengths), 3),
+                longest_down_s=round(max(lengths, default=0.0), 3),
+                windows=windows,
+                breached=name in breached,
+                max_down_s=meta.get("max_down_s"),
+                interval_s=meta.get("interval_s"),
+            )
+        )
+    return records
 
 
 def _rto_start(

@@ -326,6 +326,10 @@ def timeline(report: Report) -> Timeline:
     if health_lane is not None:
         lanes.append(health_lane)
         y += health_lane.h
+    for lane, probe_bars in _probe_lanes(run, scale, y, max(ends, default=0.0)):
+        lanes.append(lane)
+        bars += probe_bars
+        y += lane.h
     ticks, markers = _ticks_and_markers(run, scale)
     return Timeline(
         width=WIDTH,
@@ -446,6 +450,49 @@ def _health_lane(
         **_place_note(note, [bar], scale),
     )
     return bar, lane
+
+
+def _probe_lanes(run: Run, scale: Scale, y: float, last_end: float) -> list[tuple[Lane, list[Bar]]]:
+    """A lane per probe, a bar per down window (a window still open at the end runs to the end
+    of the chart)."""
+    shift = run.rto_shift_s
+    out = []
+    for probe in run.probes:
+        bars = []
+        for start, end in probe.windows:
+            t0 = start - shift
+            t1 = (end - shift) if end is not None else max(last_end, t0)
+            x = scale.x(t0)
+            closed = f"until {offset(t1)}" if end is not None else "still down at the end"
+            bars.append(
+                Bar(
+                    x,
+                    y + LANE_PAD + 1,
+                    max(scale.x(t1) - x, 2.0),
+                    ROW_SINGLE - 2,
+                    "probe-down" + (" breached" if probe.breached else ""),
+                    f"probe:{probe.name}",
+                    "",
+                    0,
+                    f"probe '{probe.name}' down from {offset(t0)} {closed} ({secs(t1 - t0)})",
+                    "",
+                )
+            )
+        note = f"down {secs(probe.down_s)}" + (" · breached" if probe.breached else "")
+        lane = Lane(
+            y=y,
+            h=ROW_SINGLE + 2 * LANE_PAD,
+            step=f"probe:{probe.name}",
+            label=f"probe {probe.name}",
+            title=f"probe '{probe.name}': {probe.polls} polls, {probe.failed_polls} failed",
+            css="lane probe",
+            status="failed" if probe.breached else "succeeded",
+            critical=False,
+            note=note,
+            **_place_note(note, bars, scale),
+        )
+        out.append((lane, bars))
+    return out
 
 
 def _ticks_and_markers(run: Run, scale: Scale) -> tuple[list[Tick], list[Marker]]:

@@ -17,6 +17,7 @@ from orchestrator.report.facts import (
     RpoFacts,
     RtoFacts,
     cause,
+    probe_fact,
     rpo_absent,
     rpo_facts,
     rto_facts,
@@ -177,6 +178,15 @@ def render_junit(run: Run) -> str:
             suite, classname, "rpo-target", "RPO", rpo_facts(run), None, rpo_absent(run)
         )
     )
+    for probe in run.probes:  # what clients saw: failed when a window outlasted max_down
+        fact = probe_fact(probe, run)
+        case = _el(suite, "testcase", classname=classname, name=f"probe:{probe.name}", time="0.000")
+        if probe.breached:
+            _el(case, "failure", f"{fact.text}\n{fact.basis}", message=fact.text, type="error")
+            results.append("failure")
+        else:
+            _el(case, "system-out", f"{fact.text}\n{fact.basis}")
+            results.append("passed")
     counts = {
         "tests": len(results),
         "failures": results.count("failure"),

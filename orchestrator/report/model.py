@@ -78,6 +78,22 @@ def _between(start: datetime | None, end: datetime | None) -> float | None:
 
 
 @dataclass(frozen=True)
+class ProbeFigures:
+    """A probe over the run: polls, down windows (s from the *run's* start; end None: still
+    down at the end) and whether a window outlasted ``max_down``."""
+
+    name: str
+    polls: int
+    failed_polls: int
+    down_s: float
+    longest_down_s: float
+    windows: tuple[tuple[float, float | None], ...]
+    breached: bool
+    max_down_s: float | None
+    interval_s: float | None
+
+
+@dataclass(frozen=True)
 class Poll:
     """One poll of a check on one host: when it began (s from the RTO start), how long, did it hold."""
 
@@ -283,9 +299,20 @@ class Run:
     #: a run still running: as of when, elapsed so far, on the RTO clock, projected RTO
     progress: Progress | None = None
 
+    probes: tuple[ProbeFigures, ...] = ()
+    mode: str = "real"
+    drill_id: str | None = None
+    rollback: bool = False
+
     @property
     def is_running(self) -> bool:
         return self.status == "running"
+
+    @property
+    def rto_shift_s(self) -> float:
+        """How long after the run's start the RTO clock started (probe windows are offsets
+        from the run's start, the timeline's from the RTO start)."""
+        return _between(parse_when(self.started_at), parse_when(self.rto_started_at)) or 0.0
 
     @property
     def is_failback(self) -> bool:
@@ -563,4 +590,28 @@ def load(summary: Mapping[str, Any]) -> Run:
         yes=_bool(summary.get("yes")),
         steps=tuple(_step(i, _map(s), base) for i, s in enumerate(raw_steps)),
         progress=Progress.from_dict(_map(summary["progress"])) if summary.get("progress") else None,
+        probes=tuple(_probe(_map(p)) for p in _seq(summary.get("probes"))),
+        mode=_str(summary.get("mode")) or "real",
+        drill_id=_str(summary.get("drill_id")),
+        rollback=summary.get("rollback") is True,
+    )
+
+
+def _probe(raw: Mapping[str, Any]) -> ProbeFigures:
+    windows = []
+    for item in _seq(raw.get("windows")):
+        pair = _seq(item)
+        start = _num(pair[0]) if pair else None
+        if start is not None:
+            windows.append((start, _num(pair[1]) if len(pair) > 1 else None))
+    return ProbeFigures(
+        name=_str(raw.get("name")) or "probe",
+        polls=_int(raw.get("polls")) or 0,
+        failed_polls=_int(raw.get("failed_polls")) or 0,
+        down_s=_num(raw.get("down_s")) or 0.0,
+        longest_down_s=_num(raw.get("longest_down_s")) or 0.0,
+        windows=tuple(windows),
+        breached=raw.get("breached") is True,
+        max_down_s=_num(raw.get("max_down_s")),
+        interval_s=_num(raw.get("interval_s")),
     )

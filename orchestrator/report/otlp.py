@@ -193,6 +193,30 @@ def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[
             ):
                 if value:
                     steps[sid].attributes[name] = str(value)
+    for probe in summary.probes:  # a span per down window: the downtime clients saw
+        for index, (w0, w1) in enumerate(probe.windows, start=1):
+            start_t = float(w0 or 0.0)
+            end_t = float(w1) if w1 is not None else last_t
+            spans.append(
+                SpanData(
+                    f"probe/{probe.name}/{index}",
+                    f"probe {probe.name} down",
+                    ns(start_t),
+                    ns(max(end_t, start_t)),
+                    "run",
+                    {
+                        "drx.probe": probe.name,
+                        "drx.probe.window": index,
+                        "drx.probe.down_s": round(end_t - start_t, 3),
+                        "drx.probe.open": w1 is None,
+                    },
+                    error=(
+                        "probe_breached"
+                        if probe.max_down_s is not None and end_t - start_t > probe.max_down_s
+                        else None
+                    ),
+                )
+            )
     end_t = last_t
     root = SpanData("run", f"{summary.direction} {summary.runbook}", ns(0.0), ns(end_t), None)
     root.attributes.update(_run_attributes(summary))
@@ -226,6 +250,8 @@ def _run_attributes(s: RunSummary) -> dict[str, Any]:
         "drx.runbook.sha256": s.runbook_sha256,
         "drx.inventory.sha256": s.inventory_sha256,
         "drx.message": s.message,
+        "drx.drill_id": s.drill_id,
+        "drx.rollback": True if s.rollback else None,
     }
     if s.rpo is not None:
         unit = "bytes" if s.rpo.in_bytes else "s"

@@ -193,6 +193,8 @@ def _objectives(report: Report, paint: _Painter) -> list[str]:
     )
     if rto.prediction:
         out.extend(paint(line, "dim") for line in _wrap(rto.prediction, " " * 15))
+    for probe in report.probes:
+        objective("Downtime", probe.state, f"{probe.name}: {probe.text}", probe.basis)
     if report.rpo is not None:
         objective("RPO", report.rpo.verdict.state, report.rpo.verdict.text, report.rpo.basis)
         if report.rpo.guard:

@@ -408,6 +408,8 @@ class Executor:
             wave=ps.wave,
             undo_of=ps.undo_of,
         )
+        if ps.skipped is not None:  # ``only`` names the other mode: skipped, dependents proceed
+            return self._end(ps, StepOutcome(ps.id, Status.SKIPPED, message=ps.skipped))
         if step.when:
             try:
                 go = bool(evaluate(step.when, self.plan.context(steps=self._steps_view(ps))))
