@@ -21,6 +21,7 @@ from orchestrator.cli.options import shown_location
 
 if TYPE_CHECKING:
     from orchestrator.record.store import Store
+    from orchestrator.record.summary import RunSummary
 
 
 @app.command()
@@ -78,7 +79,7 @@ def describe(store: Store, runbook: str | None = None) -> str:
         if e2e is not None:
             extra = f", RTO {format_duration(e2e)} end to end (resumed part {format_duration(rto)})"
         lines.append(f"latest run: {s.run_id} ({s.direction}, {s.status}{extra})")
-        lines += next_steps(store, s.runbook)
+        lines += next_steps(store, s)
     else:
         lines.append("latest run: none")
     holder = store.lock_holder()
@@ -86,13 +87,13 @@ def describe(store: Store, runbook: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def next_steps(store: Store, runbook: str) -> list[str]:
-    """When ``runbook``'s latest run is a failover left half-way: what it did, and the two
-    commands that go on from it (the ones ``drx failover`` names when it refuses)."""
-    from orchestrator.record.runs import load_summaries
+def next_steps(store: Store, latest: RunSummary) -> list[str]:
+    """When the latest run is a failover left half-way: what it did, and the two commands that
+    go on from it (the ones ``drx failover`` names when it refuses). Nothing can have resumed
+    or failed back the latest run, so it alone decides."""
     from orchestrator.run.standing import half_done_failover
 
-    stopped = half_done_failover(load_summaries(store), runbook)
+    stopped = half_done_failover([latest], latest.runbook)
     if stopped is None:
         return []
     tail = "" if store.location == ".drx" else f" --state-dir {store.location}"
