@@ -9,7 +9,11 @@ import signal
 import time
 from datetime import datetime
 
+import pytest
+
+from orchestrator.model.runbook import RunbookOnFailure
 from orchestrator.record.store import runbook_state
+from orchestrator.run.rollback import rollback_due
 from tests.drill import World
 from tests.test_failback import _wait_for
 
@@ -362,3 +366,31 @@ def test_ctrl_c_during_the_hold_sends_the_drill_home_at_once(world: World) -> No
     assert back["status"] == "succeeded" and back["drill_id"] == first["run_id"]
     assert lines(world, "db-b", "undone") == ["undo-c", "undo-a"]
     assert _active(world) == "site-a"
+
+
+@pytest.mark.parametrize(
+    ("status", "policy", "drill", "emergency", "asked", "due"),
+    [
+        ("failed", "stop", False, False, None, False),
+        ("failed", "rollback", False, False, None, True),
+        ("cancelled", "rollback", False, False, None, True),
+        ("succeeded", "rollback", True, False, None, False),
+        ("crashed", "rollback", True, False, None, False),
+        ("failed", "rollback", False, True, None, False),
+        ("failed", "rollback", False, True, True, True),
+        ("failed", "stop", False, False, True, True),
+        ("failed", "rollback", False, False, False, False),
+        ("cancelled", "stop", True, False, None, True),
+    ],
+)
+def test_when_a_failover_is_rolled_back(
+    status: str, policy: str, drill: bool, emergency: bool, asked: bool | None, due: bool
+) -> None:
+    """A failed or cancelled failover is rolled back in a drill always, else per on_failure,
+    never under --emergency unless --rollback, and never with --no-rollback."""
+    assert (
+        rollback_due(
+            status, RunbookOnFailure(policy), drill=drill, emergency=emergency, asked=asked
+        )
+        is due
+    )
