@@ -76,7 +76,13 @@ def test_drill_whose_legs_succeed_exits_0_and_the_state_is_back(world: World, ca
     assert f"drill {first['run_id']}" in back_row
     code, _ = world.run(capsys, "report", first["run_id"])
     assert code == 0
-    assert first["run_id"] in world.last_stdout and back["run_id"] in world.last_stdout
+    assert f"the failback leg, run {back['run_id']}" in world.last_stdout
+    assert world.last_stdout.index("undo-c") > world.last_stdout.index("the failback leg")
+    page = world.root / "drill.html"
+    code, _ = world.run(capsys, "report", first["run_id"], "-o", str(page))
+    text = page.read_text()
+    assert code == 0 and text.count("</html>") == 1 and 'class="drill-leg"' in text
+    assert back["run_id"] in text.split('class="drill-leg"', 1)[1]
 
 
 def test_a_drill_whose_failover_leg_fails_mid_way_ends_at_the_source(world: World, capsys) -> None:
