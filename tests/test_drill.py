@@ -9,7 +9,11 @@ import signal
 import time
 from datetime import datetime
 
+import pytest
+
+from orchestrator.model.runbook import RunbookOnFailure
 from orchestrator.record.store import runbook_state
+from orchestrator.run.rollback import rollback_due
 from tests.drill import World
 from tests.test_failback import _wait_for
 
@@ -72,7 +76,13 @@ def test_drill_whose_legs_succeed_exits_0_and_the_state_is_back(world: World, ca
     assert f"drill {first['run_id']}" in back_row
     code, _ = world.run(capsys, "report", first["run_id"])
     assert code == 0
-    assert first["run_id"] in world.last_stdout and back["run_id"] in world.last_stdout
+    assert f"the failback leg, run {back['run_id']}" in world.last_stdout
+    assert world.last_stdout.index("undo-c") > world.last_stdout.index("the failback leg")
+    page = world.root / "drill.html"
+    code, _ = world.run(capsys, "report", first["run_id"], "-o", str(page))
+    text = page.read_text()
+    assert code == 0 and text.count("</html>") == 1 and 'class="drill-leg"' in text
+    assert back["run_id"] in text.split('class="drill-leg"', 1)[1]
 
 
 def test_a_drill_whose_failover_leg_fails_mid_way_ends_at_the_source(world: World, capsys) -> None:
@@ -366,3 +376,31 @@ def test_ctrl_c_during_the_hold_sends_the_drill_home_at_once(world: World) -> No
     assert back["status"] == "succeeded" and back["drill_id"] == first["run_id"]
     assert lines(world, "db-b", "undone") == ["undo-c", "undo-a"]
     assert _active(world) == "site-a"
+
+
+@pytest.mark.parametrize(
+    ("status", "policy", "drill", "emergency", "asked", "due"),
+    [
+        ("failed", "stop", False, False, None, False),
+        ("failed", "rollback", False, False, None, True),
+        ("cancelled", "rollback", False, False, None, True),
+        ("succeeded", "rollback", True, False, None, False),
+        ("crashed", "rollback", True, False, None, False),
+        ("failed", "rollback", False, True, None, False),
+        ("failed", "rollback", False, True, True, True),
+        ("failed", "stop", False, False, True, True),
+        ("failed", "rollback", False, False, False, False),
+        ("cancelled", "stop", True, False, None, True),
+    ],
+)
+def test_when_a_failover_is_rolled_back(
+    status: str, policy: str, drill: bool, emergency: bool, asked: bool | None, due: bool
+) -> None:
+    """A failed or cancelled failover is rolled back in a drill always, else per on_failure,
+    never under --emergency unless --rollback, and never with --no-rollback."""
+    assert (
+        rollback_due(
+            status, RunbookOnFailure(policy), drill=drill, emergency=emergency, asked=asked
+        )
+        is due
+    )
