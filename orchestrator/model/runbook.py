@@ -38,6 +38,7 @@ class StepKind(StrEnum):
     CHECK = "check"
     MANUAL = "manual"
     WAIT = "wait"
+    RUNBOOK = "runbook"  # another runbook, expanded into this one's DAG (model/siteplan.py)
 
 
 class OnFailure(StrEnum):
@@ -68,8 +69,12 @@ STEP_FIELDS = (
     "env",
     "idempotent",
     "sudo",
+    "runbook",
+    "vars",
 )
-UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs"))
+UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs", "runbook", "vars"))
+#: what a ``kind: runbook`` step may say; the child's own steps do the rest
+RUNBOOK_STEP_FIELDS = ("id", "name", "kind", "runbook", "vars", "needs", "when")
 HEALTH_FIELDS = ("name", "hosts", "run", "until", "interval", "timeout", "capture", "env")
 RUNBOOK_FIELDS = (
     "name",
@@ -116,6 +121,8 @@ class Step:
     sudo: bool | str = False  # True: as root; a name: as that user
     line: int = 0
     field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    runbook: str | None = None  # kind: runbook: the child runbook's path, as written
+    vars: dict[str, Any] = field(default_factory=dict)  # kind: runbook: the child's overrides
 
     def line_of(self, key: str) -> int:
         return self.field_lines.get(key, self.line)
@@ -183,6 +190,17 @@ class Runbook:
     field_lines: dict[str, int] = field(default_factory=dict)
     #: notification URLs (templates) for run start, gates, RTO at risk and run end
     notify: list[Located] = field(default_factory=list)
+    #: a site plan: its children (model/siteplan.py), outermost first; empty for a plain runbook
+    children: list[Any] = field(default_factory=list)
+
+    def file_of(self, step_id: str | None) -> str:
+        """The file a step was written in: a child's steps are in the child's file."""
+        if step_id and self.children and "/" in step_id:
+            scope = step_id.removeprefix("undo-").rpartition("/")[0]
+            for child in self.children:
+                if child.id == scope:
+                    return str(child.path)
+        return self.path
 
     def step(self, step_id: str) -> Step:
         return self.by_id[step_id]
@@ -273,6 +291,22 @@ def _parse_step(
             f.require("run")
     elif kind is StepKind.WAIT and "duration" not in data:
         f.error(None, "a wait step needs 'duration'")
+    elif kind is StepKind.RUNBOOK:
+        if undo_of is not None:
+            f.error("kind", "an undo cannot be a runbook")
+        for key in data:
+            if key not in RUNBOOK_STEP_FIELDS:
+                f.error(
+                    key,
+                    f"a kind: runbook step cannot have '{key}' (the child runbook's own steps "
+                    "say where and what to run, and how to undo it)",
+                )
+        if data.get("runbook") is None:
+            f.require("runbook")
+    if kind is not StepKind.RUNBOOK and undo_of is None:
+        for key in ("runbook", "vars"):
+            if key in data:
+                f.error(key, f"'{key}' belongs to a kind: runbook step only")
     on_failure_text = f.string("on_failure", "abort")
     try:
         on_failure = OnFailure(on_failure_text)
@@ -305,8 +339,10 @@ def _parse_step(
         sudo=_sudo(f),
         line=data.line,
         field_lines={k: data.line_of(k) for k in data},
+        runbook=f.text("runbook") if kind is StepKind.RUNBOOK else None,
+        vars=dict(f.mapping("vars")) if kind is StepKind.RUNBOOK else {},
     )
-    if undo_of is None and "undo" in data and data["undo"] is not None:
+    if undo_of is None and "undo" in data and data["undo"] is not None and kind_known:
         undo_data = data["undo"]
         line = data.line_of("undo")
         if isinstance(undo_data, str | int | float) and not isinstance(undo_data, bool):

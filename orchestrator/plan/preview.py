@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.model.runbook import StepKind
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan, PlanStep
+from orchestrator.plan.site import children_doc, step_child
 
 PLAN_FORMATS = ("text", "json", "dot", "mermaid")
 
@@ -49,6 +50,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             entry["outcome_unknown"] = True
         if plan.direction == "failover":
             entry["has_undo"] = step.undo is not None
+        if plan.runbook.children:
+            entry["child"] = step_child(plan, ps.id)
         steps.append(entry)
     doc: dict[str, Any] = {
         "runbook": plan.runbook.name,
@@ -73,6 +76,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     }
     if plan.direction == "failback":
         doc["left_out"] = plan.left_out
+    if plan.runbook.children:
+        doc["children"] = children_doc(plan)
     return doc
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.record.children import child_records
 from orchestrator.record.events import Event
 
 #: check polls kept per host attempt in the summary (the journal has them all)
@@ -281,6 +282,8 @@ class RunSummary:
     #: runs that reversed / continued this one (filled in when runs are listed together)
     failed_back_by: list[str] = field(default_factory=list)
     resumed_by: list[str] = field(default_factory=list)
+    #: a site plan's children: id, runbook, status, rto, rpo (record/children.py)
+    children: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def site(self) -> str:
@@ -328,6 +331,8 @@ class RunSummary:
             doc["failed_back_by"] = self.failed_back_by
         if self.resumed_by:
             doc["resumed_by_runs"] = self.resumed_by
+        if self.children:
+            doc["children"] = self.children
         return doc
 
     @classmethod
@@ -495,6 +500,7 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         runbook_sha256=_str(d.get("runbook_sha256")),
         inventory_sha256=_str(d.get("inventory_sha256")),
         rto_started_at=_str(d.get("rto_started_at")),
+        children=[dict(c) for c in _list(d.get("children")) if isinstance(c, Mapping)],
         moves_to=_str(d.get("moves_to")),
         message=_str(d.get("message")),
     )
@@ -709,6 +715,7 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         rto_started_at=_wall(start, t_start) if t_start is not None else None,
         moves_to=start.get("moves_to"),
         message=(b.finished.get("message") or None) if b.finished else None,
+        children=child_records(start, b.steps),
     )
     return summary
 

@@ -1,0 +1,176 @@
+"""What a site plan adds to planning: each child's block (its predicted RTO), its health at the
+source before a failover, its health after a failback, and predictions from every run of each
+child runbook — standalone runs included. Semantics: docs/reference.md, "Site plans"."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.model.inventory import Host, SelectorError, select
+from orchestrator.model.runbook import Runbook
+from orchestrator.model.siteplan import Child, child_of, is_child_health
+from orchestrator.plan.build import FAILOVER, Plan, PlanStep, longest_path, topological
+
+if TYPE_CHECKING:
+    from orchestrator.record.store import Store
+
+
+def step_child(plan: Plan, step_id: str) -> str | None:
+    """The innermost child a plan step belongs to (None: the site plan's own step)."""
+    child = child_of(plan.runbook, step_id)
+    return child.id if child is not None else None
+
+
+def child_steps(plan: Plan, child: Child) -> list[str]:
+    """The plan's steps of a child (nested children's too), in the plan's order."""
+    prefixes = (child.prefix, f"undo-{child.prefix}")
+    return [sid for sid in plan.steps if sid.startswith(prefixes)]
+
+
+def child_predicted_rto(plan: Plan, child: Child) -> float:
+    """The heaviest path through the child's own block (its steps and its health)."""
+    ids = set(child_steps(plan, child))
+    if not ids:
+        return 0.0
+    sub = plan.graph.subgraph(ids)
+    total, _ = longest_path(sub, topological(sub), lambda n: plan.steps[n].predicted_s or 0.0)
+    return round(total, 3)
+
+
+def children_doc(plan: Plan) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": c.id,
+            "runbook": c.name,
+            "file": c.path,
+            "parent": c.parent,
+            "predicted_rto_s": child_predicted_rto(plan, c),
+            "rto_target_s": c.runbook.rto_target,
+        }
+        for c in plan.runbook.children
+    ]
+
+
+def source_health(plan: Plan) -> list[PlanStep]:
+    """Each child's health at the site a failover leaves, polled before it starts (the site plan's
+    own health is polled there already)."""
+    out: list[PlanStep] = []
+    aliases = plan.aliases(plan.from_site)
+    for ps in plan.steps.values():
+        if not is_child_health(ps.id) or ps.undo_of:
+            continue
+        hosts = _hosts(plan, ps.step.hosts, aliases)
+        out.append(PlanStep(id=ps.id, step=ps.step, hosts=hosts, needs=[], active=plan.from_site))
+    return out
+
+
+def _hosts(plan: Plan, selectors: tuple[str, ...], aliases: dict[str, str]) -> list[Host]:
+    hosts: dict[str, Host] = {}
+    for selector in selectors:
+        try:
+            hosts.update({h.name: h for h in select(plan.inventory, selector, aliases)})
+        except SelectorError:
+            continue  # reported when the failover was planned
+    return sorted(hosts.values(), key=lambda h: plan.inventory.order.get(h.name, 0))
+
+
+def rewire_reverse(plan: Plan) -> None:
+    """In a failback each child's health is polled after that child's undos, at the site the
+    failback returns it to (reversing the failover's edges would poll it first)."""
+    graph = plan.graph
+    for ps in plan.steps.values():
+        if not (ps.undo_of and is_child_health(ps.undo_of)):
+            continue
+        ps.active = plan.to_site
+        ps.hosts = _hosts(plan, ps.step.hosts, plan.aliases(plan.to_site))
+        child = child_of(plan.runbook, ps.undo_of)
+        if child is None:
+            continue
+        graph.remove_edges_from([*graph.in_edges(ps.id), *graph.out_edges(ps.id)])
+        for sid in child_steps(plan, child):
+            if sid != ps.id and not is_child_health(sid.removeprefix("undo-")):
+                graph.add_edge(sid, ps.id)
+
+
+def predictions(
+    store: Store, runbook: Runbook, direction: str, target: str
+) -> tuple[dict[str, float], float | None]:
+    """The usual predictions of a runbook; for a site plan, each child's steps (and health) also
+    from the runs of the child runbook itself, wherever they ran (matched by name and step id)."""
+    from orchestrator.plan.predictions import predictions_for
+
+    steps, health = predictions_for(store, runbook.name, direction, target)
+    for child in runbook.children:
+        own, own_health = predictions_for(store, child.name, direction, target)
+        mine = _prefixed(own, child)
+        for key, value in mine.items():
+            steps.setdefault(key, value)
+        if own_health is not None:
+            for hid in child.health:
+                key = hid if direction == "failover" else f"undo-{hid}"
+                steps.setdefault(key, own_health)
+    return steps, health
+
+
+def _prefixed(own: Mapping[str, float], child: Child) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in own.items():
+        if key.startswith("health:"):
+            continue
+        if key.startswith("undo-"):
+            out[f"undo-{child.prefix}{key.removeprefix('undo-')}"] = value
+        else:
+            out[child.prefix + key] = value
+    return out
+
+
+def journal_children(plan: Plan) -> list[dict[str, Any]] | None:
+    """What the run's first journal event says about each child, so that its summary (and any
+    report) can judge each child from the journal alone; None for a plain runbook."""
+    if not plan.runbook.children:
+        return None
+    forward = plan.direction == FAILOVER
+    out = []
+    for c in plan.runbook.children:
+        rb = c.runbook
+        rpo_step = c.ns(rb.rpo_step) if forward else _back_rpo(plan, c)
+        out.append(
+            {
+                "id": c.id,
+                "runbook": c.name,
+                "file": c.path,
+                "runbook_sha256": c.sha256,
+                "parent": c.parent,
+                "rto_target_s": rb.rto_target,
+                "rto_start": c.ns(rb.rto_start) if forward else None,
+                "rpo_step": rpo_step,
+                "rpo_target": rb.rpo_target if rpo_step else None,
+                "rpo_is_bytes": rb.rpo_is_bytes,
+                "predicted_rto_s": child_predicted_rto(plan, c),
+            }
+        )
+    return out
+
+
+def _back_rpo(plan: Plan, child: Child) -> str | None:
+    back = child.runbook.failback_rpo_step
+    if back is None:
+        return None
+    node = f"undo-{child.prefix}{back.removeprefix('undo-')}"
+    return node if node in plan.steps else None
+
+
+def state_changes(
+    plan: Plan, changes: dict[str, Any], state: Mapping[str, Any], active: str, since: str | None
+) -> dict[str, Any]:
+    """A succeeded site plan run also records the active site of every child runbook's name, so
+    a standalone run of a child (or ``drx status -r child.yaml``) agrees with it."""
+    before = state.get("runbooks")
+    books = dict(changes.get("runbooks") or {})
+    for name in dict.fromkeys(c.name for c in plan.runbook.children):
+        # the child's own last run stays its own: a failback of the child alone reverses that
+        entry = before.get(name) if isinstance(before, Mapping) else None
+        own = dict(entry) if isinstance(entry, Mapping) else {}
+        books[name] = own | {"active": active, "active_since": since}
+    return {**changes, "runbooks": books}
