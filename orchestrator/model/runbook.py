@@ -190,16 +190,15 @@ class Runbook:
     field_lines: dict[str, int] = field(default_factory=dict)
     #: notification URLs (templates) for run start, gates, RTO at risk and run end
     notify: list[Located] = field(default_factory=list)
-    #: a site plan: its children (model/siteplan.py), outermost first; empty for a plain runbook
-    children: list[Any] = field(default_factory=list)
+    #: a site plan: its children by id (model/siteplan.py), outermost first; empty otherwise
+    children: dict[str, Any] = field(default_factory=dict)
 
     def file_of(self, step_id: str | None) -> str:
         """The file a step was written in: a child's steps are in the child's file."""
         if step_id and self.children and "/" in step_id:
-            scope = step_id.removeprefix("undo-").rpartition("/")[0]
-            for child in self.children:
-                if child.id == scope:
-                    return str(child.path)
+            child = self.children.get(step_id.removeprefix("undo-").rpartition("/")[0])
+            if child is not None:
+                return str(child.path)
         return self.path
 
     def step(self, step_id: str) -> Step:

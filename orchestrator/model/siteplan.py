@@ -58,19 +58,12 @@ def is_site_plan(runbook: Runbook) -> bool:
     return bool(runbook.children)
 
 
-def children_by_id(runbook: Runbook) -> dict[str, Child]:
-    return {c.id: c for c in runbook.children}
-
-
 def child_of(runbook: Runbook, step_id: str | None) -> Child | None:
     """The innermost child a (namespaced) step belongs to; None for the site plan's own."""
     if not step_id or not runbook.children or "/" not in step_id:
         return None
-    scope = step_id.removeprefix("undo-").rpartition("/")[0]
-    for child in runbook.children:
-        if child.id == scope:
-            return child  # type: ignore[no-any-return]
-    return None
+    child: Child | None = runbook.children.get(step_id.removeprefix("undo-").rpartition("/")[0])
+    return child
 
 
 def is_child_health(step_id: str) -> bool:
@@ -89,7 +82,7 @@ def load_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
     expander = _Expander(problems)
     root = expander.tree(runbook, None, "", [os.path.realpath(path)])
     steps = list(expander.wire(root, (), None))
-    children = list(expander.children)
+    children = {c.id: c for c in expander.children}
     flat = replace(runbook, steps=steps, children=children)
     _check_names(runbook, children, problems)
     return flat, problems
@@ -203,7 +196,7 @@ class _Expander:
     def wire(self, node: _Node, inherited: tuple[str, ...], when: str | None) -> Iterator[Step]:
         """The node's steps as ordinary steps with namespaced ids and needs."""
         rb, prefix = node.runbook, node.prefix
-        local = {s.id for s in rb.steps}
+        includes = {s.id for s in rb.steps if s.kind is StepKind.RUNBOOK}
 
         def needs_of(step: Step) -> tuple[str, ...]:
             if not step.needs:
@@ -212,9 +205,7 @@ class _Expander:
             for need in step.needs:
                 if need in node.nested:
                     out.extend(node.nested[need].every())
-                elif need in local and any(
-                    s.id == need and s.kind is StepKind.RUNBOOK for s in rb.steps
-                ):
+                elif need in includes:
                     continue  # a child that could not be loaded (reported already)
                 else:
                     out.append(prefix + need)
@@ -230,8 +221,8 @@ class _Expander:
                 continue
             sid = prefix + step.id
             own.append(sid)
-            undo = replace(step.undo, id=sid) if step.undo is not None else None
-            yield replace(step, id=sid, needs=needs, when=cond, undo=undo)
+            undo = _copy(step.undo, id=sid) if step.undo is not None else None
+            yield _copy(step, id=sid, needs=needs, when=cond, undo=undo)
         child = node.child
         if child is None:
             return
@@ -241,6 +232,15 @@ class _Expander:
             check = replace(hc.as_step(), id=hid, name=f"{child.id} health {hc.name}")
             # the undo polls the same health at the site a failback returns the child to
             yield replace(check, needs=tuple(child.every) or inherited, when=when, undo=check)
+
+
+def _copy(step: Step, **changes: Any) -> Step:
+    """``dataclasses.replace`` without re-running ``__init__`` (2,000 steps of a site plan are
+    copied at every load; the fields are all already checked)."""
+    new = object.__new__(Step)
+    new.__dict__.update(step.__dict__)
+    new.__dict__.update(changes)
+    return new
 
 
 def _both(outer: str | None, inner: str | None) -> str | None:
@@ -257,10 +257,10 @@ def _short(path: str, chain: list[str]) -> str:
         return path
 
 
-def _check_names(runbook: Runbook, children: list[Child], problems: list[Problem]) -> None:
+def _check_names(runbook: Runbook, children: dict[str, Child], problems: list[Problem]) -> None:
     """Two children with the same ``name`` would write one state entry for two services."""
     first: dict[str, Child] = {}
-    for child in children:
+    for child in children.values():
         other = first.setdefault(child.name, child)
         if other is child:
             continue
@@ -269,8 +269,8 @@ def _check_names(runbook: Runbook, children: list[Child], problems: list[Problem
             and other.vars == child.vars
         ):
             continue  # the same service included twice is reported nowhere as two
-        including = child.parent and children_by_id(runbook).get(child.parent)
-        file = including.path if isinstance(including, Child) else runbook.path
+        including = children.get(child.parent) if child.parent else None
+        file = including.path if including is not None else runbook.path
         problems.append(
             Where(file, child.id.rpartition("/")[2]).problem(
                 child.line,
