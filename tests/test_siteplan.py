@@ -222,6 +222,13 @@ def test_plan_json_names_children_and_predicts_from_standalone_runs(world: World
     kids = {c["id"]: c for c in doc["children"]}
     assert kids["db"]["runbook"] == "db" and kids["db"]["predicted_rto_s"] > 0
     assert Path(kids["web"]["file"]).name == "web.yaml"
+    code, _ = world.run(capsys, "plan", "site-b", "--force")
+    assert "Site critical path: prepare → [db] → [web] → announce" in world.last_stdout
+    assert "  db: db (" in world.last_stdout
+    code, _ = world.run(capsys, "plan", "site-b", "--force", "--format", "dot")
+    assert "subgraph cluster_0 {" in world.last_stdout and 'label="db (db)"' in world.last_stdout
+    code, _ = world.run(capsys, "plan", "site-b", "--force", "--format", "mermaid")
+    assert 'subgraph c1["web (web)"]' in world.last_stdout
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -355,3 +362,41 @@ def test_child_named_like_its_parent_and_duplicate_child_ids(capsys, tmp_path: P
     messages = " | ".join(m for _, _, m in found)
     assert "same name as the runbook that includes it" in messages
     assert "duplicate step id 'x'" in messages
+
+
+def test_reports_show_each_child(world: World, capsys, tmp_path: Path) -> None:
+    """Text, Markdown and HTML reports list each child with its RTO; JUnit has a testsuite per
+    child (its steps and its rto-target); OTLP has a span per child holding its steps' spans;
+    ``drx runs`` lists the children under the site run."""
+    site_world(world)
+    world.host_file("app-b", "go").touch()
+    assert world.run(capsys, "failover", "site-b", "--yes")[0] == 0
+    world.run(capsys, "report")
+    text = world.last_stdout
+    assert "Children — 2" in text and "60 s target — met" in text
+    world.run(capsys, "report", "--format", "md")
+    assert "## Children" in world.last_stdout and "| `web` | web |" in world.last_stdout
+    world.run(capsys, "report", "--format", "html")
+    assert '<section id="children">' in world.last_stdout
+    assert '<g class="child succeeded"><title>db (db): succeeded' in world.last_stdout
+    world.run(capsys, "report", "--format", "junit")
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(world.last_stdout)
+    suites = {s.get("name", "").rpartition("/")[2]: s for s in root.iter("testsuite")}
+    assert set(suites) == {"site.failover.site-b", "db", "web"}
+    assert [c.get("name") for c in suites["db"].iter("testcase")] == [
+        "db/fence", "db/lag", "db/promote", "db/health:primary", "rto-target",
+    ]  # fmt: skip
+    assert root.get("tests") == str(sum(int(s.get("tests", "0")) for s in suites.values()))
+    world.run(capsys, "report", "--format", "otlp")
+    doc = json.loads(world.last_stdout)
+    spans = [s for r in doc["resourceSpans"] for ss in r["scopeSpans"] for s in ss["spans"]]
+    by_id = {s["spanId"]: s["name"] for s in spans}
+    parent = {s["name"]: by_id.get(s.get("parentSpanId", "")) for s in spans}
+    assert parent["db/promote"] == "db (db)" and parent["web/start"] == "web (web)"
+    assert parent["db (db)"] == "failover site" and parent["prepare"] == "failover site"
+    world.run(capsys, "runs")
+    lines = world.last_stdout.splitlines()
+    assert lines[2].split()[:4] == ["└", "db", "db", "succeeded"]
+    assert lines[3].split()[:4] == ["└", "web", "web", "succeeded"]

@@ -5,11 +5,13 @@ child runbook — standalone runs included. Semantics: docs/reference.md, "Site 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.model.inventory import Host, SelectorError, select
 from orchestrator.model.runbook import Runbook
 from orchestrator.model.siteplan import Child, child_of, is_child_health
+from orchestrator.model.units import format_duration
 from orchestrator.plan.build import FAILOVER, Plan, PlanStep, topological
 
 if TYPE_CHECKING:
@@ -184,3 +186,81 @@ def state_changes(
         own = dict(entry) if isinstance(entry, Mapping) else {}
         books[name] = own | {"active": active, "active_since": since}
     return {**changes, "runbooks": books}
+
+
+# -- previews -------------------------------------------------------------------------------------
+
+
+def children_text(plan: Plan) -> list[str]:
+    """The text plan's child blocks: each child's steps, predicted RTO and target, and the
+    site's critical path across children."""
+    rtos = predicted_rtos(plan)
+    by_child: dict[str, int] = {}
+    for sid in plan.steps:
+        cid = step_child(plan, sid)
+        while cid is not None:
+            by_child[cid] = by_child.get(cid, 0) + 1
+            cid = plan.runbook.children[cid].parent
+    out = ["", "Children:"]
+    for c in plan.runbook.children.values():
+        depth = c.id.count("/")
+        target = c.runbook.rto_target
+        vs = f" (target {format_duration(target)})" if target else ""
+        out.append(
+            f"  {'  ' * depth}{c.id}: {c.name} ({c.path}), {by_child.get(c.id, 0)} steps, "
+            f"predicted RTO {format_duration(rtos[c.id])}{vs}"
+        )
+    path: list[str] = []
+    for sid in plan.critical_path:
+        top = step_child(plan, sid)
+        while top is not None and plan.runbook.children[top].parent is not None:
+            top = plan.runbook.children[top].parent
+        label = f"[{top}]" if top is not None else sid
+        if not path or path[-1] != label:
+            path.append(label)
+    out.append("Site critical path: " + " → ".join(path))
+    return out
+
+
+@dataclass
+class Blocks:
+    """Plan nodes grouped by child, for dot clusters and Mermaid subgraphs (nested as the
+    children are)."""
+
+    plan: Plan
+    placed: set[str]
+    nodes: dict[str, str] = field(default_factory=dict)
+
+    def _members(self, cid: str) -> list[str]:
+        return [sid for sid in self.nodes if step_child(self.plan, sid) == cid]
+
+    def _kids(self, parent: str | None) -> list[str]:
+        return [c.id for c in self.plan.runbook.children.values() if c.parent == parent]
+
+    def dot(self, parent: str | None = None, indent: str = "  ") -> list[str]:
+        lines: list[str] = []
+        for cid in self._kids(parent):
+            name = self.plan.runbook.children[cid].name
+            index = list(self.plan.runbook.children).index(cid)
+            lines.append(f"{indent}subgraph cluster_{index} {{")
+            lines.append(f'{indent}  label="{cid} ({name})"; style=rounded;')
+            lines.extend(f"{indent}  {self.nodes[sid]}" for sid in self._members(cid))
+            lines.extend(self.dot(cid, indent + "  "))
+            lines.append(f"{indent}}}")
+        return lines
+
+    def mermaid(self, parent: str | None = None, indent: str = "  ") -> list[str]:
+        lines: list[str] = []
+        for cid in self._kids(parent):
+            name = self.plan.runbook.children[cid].name
+            index = list(self.plan.runbook.children).index(cid)
+            lines.append(f'{indent}subgraph c{index}["{cid} ({name})"]')
+            lines.extend(f"{indent}  {self.nodes[sid]}" for sid in self._members(cid))
+            lines.extend(self.mermaid(cid, indent + "  "))
+            lines.append(f"{indent}end")
+        return lines
+
+
+def child_blocks(plan: Plan) -> Blocks:
+    placed = {sid for sid in plan.steps if step_child(plan, sid) is not None}
+    return Blocks(plan, placed)

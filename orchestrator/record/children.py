@@ -87,3 +87,42 @@ def _rpo(meta: Mapping[str, Any], steps: Mapping[str, _Timed]) -> dict[str, Any]
         "met": measured <= target if measured is not None and target is not None else None,
         "step": name,
     }
+
+
+Row = tuple[str, str, str, str, str, str, str, str, str]
+
+
+def child_rows(children: list[dict[str, Any]]) -> list[Row]:
+    """``drx runs`` rows under a site plan's run: each child's status, RTO, target and RPO."""
+    from orchestrator.model.units import format_duration
+
+    rows: list[Row] = []
+    for c in children:
+        rto = c.get("rto") or {}
+        text = format_duration(rto.get("measured_s"))
+        if rto.get("met") is not None:
+            text += " ✔" if rto["met"] else " ✘"
+        rpo = c.get("rpo") or {}
+        measured = rpo.get("measured_s", rpo.get("measured_bytes"))
+        rpo_text = (
+            "—"
+            if not rpo
+            else format_duration(measured)
+            if "measured_s" in rpo
+            else (f"{int(measured)}B" if measured is not None else "—")
+        )
+        depth = str(c.get("id", "")).count("/")
+        rows.append(
+            (
+                f"{'  ' * depth}  └ {c.get('id')}",
+                str(c.get("runbook") or ""),
+                "",
+                "",
+                str(c.get("status") or ""),
+                text,
+                format_duration(rto.get("target_s")),
+                rpo_text,
+                "",
+            )
+        )
+    return rows

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import ExitCode
+from orchestrator.report.children import ChildFacts, child_facts
 from orchestrator.report.model import HostResult, Rpo, Run, Step
 from orchestrator.report.units import (
     delta,
@@ -305,6 +306,8 @@ class Report:
     comparison: Comparison | None
     history: tuple[HistoryPoint, ...]
     history_text: str | None
+    #: a site plan's children, each judged against its own targets
+    children: tuple[ChildFacts, ...] = ()
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
@@ -1023,6 +1026,7 @@ def build(run: Run, *, compare: Run | None = None, history: Sequence[Run] = ()) 
         comparison=_compare(run, compare) if compare is not None else None,
         history=points,
         history_text=_history_text(points),
+        children=child_facts(run.children, [s.id for s in run.steps]),
     )
 
 

@@ -266,6 +266,8 @@ class Run:
     reverses: str | None = None
     runbook_sha256: str | None = None  # of the files the run was started from
     inventory_sha256: str | None = None
+    #: a site plan's children, as summary.json lists them (report/children.py)
+    children: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def is_failback(self) -> bool:
@@ -537,4 +539,5 @@ def load(summary: Mapping[str, Any]) -> Run:
         exit_code=_int(summary.get("exit_code")),
         yes=_bool(summary.get("yes")),
         steps=tuple(_step(i, _map(s), base) for i, s in enumerate(raw_steps)),
+        children=tuple(c for c in _seq(summary.get("children")) if isinstance(c, Mapping)),
     )
