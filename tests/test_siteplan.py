@@ -62,7 +62,7 @@ WEB = f"""
         undo: 'true'
       - id: start
         hosts: app@target
-        run: 'touch "$DRX_HOST_DIR/serving"; {mark("web/start")}; echo port={{{{ vars.port }}}}'
+        run: 'touch "$DRX_HOST_DIR/serving"; {mark("web/start")}; echo port={{{{ vars.port }}}}; if [ -f "$DRX_HOST_DIR/slow" ]; then touch "$DRX_HOST_DIR/started"; sleep 1.5; fi'
         undo: 'rm -f "$DRX_HOST_DIR/serving"; {mark("undo-web/start")}'
         needs: [gate]
 """
@@ -400,3 +400,125 @@ def test_reports_show_each_child(world: World, capsys, tmp_path: Path) -> None:
     lines = world.last_stdout.splitlines()
     assert lines[2].split()[:4] == ["└", "db", "db", "succeeded"]
     assert lines[3].split()[:4] == ["└", "web", "web", "succeeded"]
+
+
+def test_nested_children_and_when_wire_into_one_dag(tmp_path: Path) -> None:
+    """Grandchildren are named a/b/step; a child's steps without needs need what its include
+    step needs; needing an include step needs every step of that child (health included);
+    the include's when guards each of its steps."""
+    from orchestrator.model.loading import load_both
+    from orchestrator.plan.build import build_plan
+
+    (tmp_path / "leaf.yaml").write_text(
+        textwrap.dedent("""\
+            name: leaf
+            health: [{name: ok, hosts: db@active, run: 'true'}]
+            steps:
+              - {id: x, hosts: db@target, run: 'true', undo: 'true'}
+              - {id: y, hosts: db@target, run: 'true', undo: 'true', needs: [x]}
+            """)
+    )
+    (tmp_path / "mid.yaml").write_text(
+        textwrap.dedent("""\
+            name: mid
+            steps:
+              - {id: first, hosts: app@target, run: 'true', undo: 'true'}
+              - {id: b, kind: runbook, runbook: leaf.yaml, when: "direction == 'failover'"}
+            """)
+    )
+    (tmp_path / "site.yaml").write_text(
+        textwrap.dedent("""\
+            name: top
+            steps:
+              - {id: start, hosts: app@target, run: 'true', undo: 'true'}
+              - {id: a, kind: runbook, runbook: mid.yaml, needs: [start]}
+              - {id: end, hosts: app@target, run: 'true', undo: 'true', needs: [a]}
+            """)
+    )
+    runbook, inventory = load_both(str(tmp_path / "site.yaml"), str(CASES_INVENTORY))
+    plan = build_plan(runbook, inventory, "site-b")
+    assert list(plan.steps) == ["start", "a/first", "a/b/x", "a/b/y", "a/b/health:ok", "end"]
+    assert plan.steps["a/first"].needs == ["start"]
+    assert plan.steps["a/b/x"].needs == ["start"]  # inherited through two includes
+    assert plan.steps["a/b/health:ok"].needs == ["a/b/x", "a/b/y"]
+    assert set(plan.steps["end"].needs) == {"a/first", "a/b/x", "a/b/y", "a/b/health:ok"}
+    assert plan.steps["a/b/y"].step.when == "direction == 'failover'"
+    assert [h.name for h in plan.steps["a/b/health:ok"].hosts] == ["db-b"]
+    assert set(runbook.children) == {"a", "a/b"} and runbook.children["a/b"].parent == "a"
+
+
+def test_ctrl_c_in_a_child_resumes_and_fails_back(world: World, capsys) -> None:
+    """Ctrl-C while a child's step runs lets it finish and starts nothing new; resume runs the
+    rest of the site plan; the failback undoes the steps of both runs in reverse."""
+    import os
+    import signal
+    import time
+
+    site_world(world)
+    world.host_file("app-b", "go").touch()
+    world.host_file("app-b", "slow").touch()
+    proc = world.spawn("failover", "site-b", "--yes")
+    started = world.host_file("app-b", "started")
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "web/start never started"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    cancelled = world.summaries()[-1]
+    status = {s["id"]: s["status"] for s in cancelled["steps"]}
+    assert status["web/start"] == "succeeded" and status["announce"] == "cancelled"
+    world.host_file("app-b", "slow").unlink()
+    code, err = world.run(capsys, "resume", "--yes")
+    assert code == 0, err
+    assert marks(world) == ["prepare", "db/fence", "db/promote", "web/start", "announce"]
+    code, err = world.run(capsys, "failback", "--yes")
+    assert code == 0, err
+    assert marks(world)[5:] == [
+        "undo-announce", "undo-web/start", "undo-db/promote", "undo-db/fence", "undo-prepare",
+    ]  # fmt: skip
+
+
+def test_site_plan_through_the_etcd_store(etcd, etcd_prefix: str) -> None:
+    """With --state-url, a site plan fails over and back through the shared store: the lock,
+    the journal and the state (the site plan's and each child's active site) live in etcd."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.drill import world_dir
+
+    root = world_dir()
+    try:
+        world = World(root, "local")
+        world.write_inventory()
+        site_world(world)
+        world.host_file("app-b", "go").touch()
+        url = etcd.url(etcd_prefix, ttl="5s")
+        argv = [sys.executable, "-m", "orchestrator.cli"]
+        files = ["-r", str(world.runbook), "-i", str(world.inventory)]
+        opts = ["--state-dir", str(root / "local"), "--state-url", url]
+        env = {**os.environ, "NO_COLOR": "1"}
+
+        def drx(*args: str, files: list[str] = files) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*argv, *args, *files, *opts], capture_output=True, text=True, env=env, timeout=60
+            )
+
+        done = drx("failover", "site-b", "--yes")
+        assert done.returncode == 0, done.stderr
+        status = drx("status", "-r", str(root / "db.yaml"), files=["-i", str(world.inventory)])
+        assert "active site: site-b" in status.stdout, status.stdout + status.stderr
+        done = drx("failback", "--yes")
+        assert done.returncode == 0, done.stderr
+        assert marks(world)[-5:] == [
+            "undo-announce", "undo-web/start", "undo-db/promote", "undo-db/fence", "undo-prepare",
+        ]  # fmt: skip
+        runs = json.loads(drx("runs", "--format", "json", files=[]).stdout)
+        assert [r["direction"] for r in runs] == ["failover", "failback"]
+        assert {c["id"] for c in runs[0]["children"]} == {"db", "web"}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

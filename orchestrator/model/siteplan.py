@@ -189,7 +189,23 @@ class _Expander:
                         )
                     ]
                 )
-            record.health = [f"{cid}/{HEALTH_PREFIX}{h.name}" for h in parsed.health]
+            for h in parsed.health:
+                if "/" in h.name or h.name.strip(".") == "":
+                    # the name becomes a step id and a directory of the run's output
+                    self._add(
+                        [
+                            Where(str(path)).problem(
+                                h.line_of("name"),
+                                f"health name '{h.name}' cannot be a step of a site plan: "
+                                "no '/', and not only dots",
+                            )
+                        ]
+                    )
+            record.health = [
+                f"{cid}/{HEALTH_PREFIX}{h.name}"
+                for h in parsed.health
+                if "/" not in h.name and h.name.strip(".")
+            ]
             node.nested[step.id] = self.tree(parsed, record, cid + "/", [*chain, real])
         return node
 
