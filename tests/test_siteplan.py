@@ -138,6 +138,7 @@ def test_site_plan_fails_over_and_back_child_by_child(world: World, capsys) -> N
     assert children["db"]["rpo"]["measured_s"] == 3 and children["db"]["rpo"]["met"] is True
     assert children["web"]["rto"]["measured_s"] <= summary["rto"]["measured_s"]
     assert len(children["db"]["runbook_sha256"]) == 64
+    assert summary["rpo"]["step"] == "db/lag" and summary["rpo"]["measured_s"] == 3
     state = json.loads((world.state / "state.json").read_text())
     assert {k: state["runbooks"][k]["active"] for k in ("site", "db", "web")} == {
         "site": "site-b",
@@ -522,3 +523,20 @@ def test_site_plan_through_the_etcd_store(etcd, etcd_prefix: str) -> None:
         assert {c["id"] for c in runs[0]["children"]} == {"db", "web"}
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_childs_rpo_guard_holds_the_site_plan(world: World, capsys) -> None:
+    """A child's rpo_guard over target stops the steps that need its rpo_step, in the site
+    plan too: the promote never ran, the summary says the guard tripped."""
+    site_world(world)
+    guarded = DB.replace("rpo_step: lag", "rpo_step: lag\n    rpo_guard: true").replace(
+        "run: echo 3", "run: echo 99"
+    )
+    (world.root / "db.yaml").write_text(textwrap.dedent(guarded))
+    world.host_file("app-b", "go").touch()
+    code, err = world.run(capsys, "failover", "site-b", "--yes")
+    assert code != 0, err
+    summary = world.summary()
+    assert summary["rpo"]["guard"]["tripped"] is True
+    assert world.step(summary, "db/promote")["status"] == "not_run"
+    assert "db/promote" not in marks(world)

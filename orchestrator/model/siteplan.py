@@ -85,7 +85,39 @@ def load_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
     children = {c.id: c for c in expander.children}
     flat = replace(runbook, steps=steps, children=children)
     _check_names(runbook, children, problems)
+    _lift_rpo(flat, problems)
     return flat, problems
+
+
+def _lift_rpo(flat: Runbook, problems: list[Problem]) -> None:
+    """A site plan that measures no RPO of its own takes its first guarded (else first
+    measuring) child's: that child's RPO is the site's, and its RPO guard holds the whole DAG
+    (steps needing the child's rpo_step do not start while it is over target)."""
+    if flat.rpo_step is not None:
+        return
+    measuring = [c for c in flat.children.values() if c.runbook.rpo_step is not None]
+    guarded = [c for c in measuring if c.runbook.rpo_guard]
+    if not measuring:
+        return
+    chosen = (guarded or measuring)[0]
+    rb = chosen.runbook
+    flat.rpo_step = chosen.ns(rb.rpo_step)
+    flat.rpo_target, flat.rpo_is_bytes, flat.rpo_guard = (
+        rb.rpo_target,
+        rb.rpo_is_bytes,
+        rb.rpo_guard,
+    )
+    back = rb.failback_rpo_step
+    flat.failback_rpo_step = f"undo-{chosen.prefix}{back.removeprefix('undo-')}" if back else None
+    for other in guarded[1:]:
+        problems.append(
+            Where(flat.path, other.id.rpartition("/")[2]).problem(
+                other.line,
+                f"child '{other.id}' has an rpo_guard too, but only the first guarded child's "
+                f"('{chosen.id}') holds the site plan; '{other.id}''s RPO is still reported",
+                severity="warning",
+            )
+        )
 
 
 @dataclass
