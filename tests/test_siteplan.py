@@ -540,3 +540,46 @@ def test_a_childs_rpo_guard_holds_the_site_plan(world: World, capsys) -> None:
     assert summary["rpo"]["guard"]["tripped"] is True
     assert world.step(summary, "db/promote")["status"] == "not_run"
     assert "db/promote" not in marks(world)
+
+
+def test_shipped_site_plan_fails_over_and_back_on_the_demo_hosts(tmp_path: Path) -> None:
+    """runbooks/site.yaml (database, application and traffic tiers) validates, plans with a
+    block per tier, fails the demo site over (www at site-b) and back (www at site-a), and
+    records the active site of the site plan and of each tier."""
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    for name in ("runbooks", "inventory", "demo"):
+        shutil.copytree(repo / name, tmp_path / name)
+
+    def drx(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", *args, "-r", "runbooks/site.yaml"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert drx("validate").returncode == 0
+    plan = drx("plan", "site-b", "--format", "json")
+    assert plan.returncode == 0, plan.stderr
+    doc = json.loads(plan.stdout)
+    assert [c["id"] for c in doc["children"]] == ["db", "app", "traffic"]
+    assert all(c["predicted_rto_s"] > 0 for c in doc["children"])
+    done = drx("failover", "site-b", "--yes")
+    assert done.returncode == 0, done.stderr
+    www = tmp_path / ".drx/demo-world/dns/www"
+    assert www.read_text().strip() == "127.0.2.10"
+    state = json.loads((tmp_path / ".drx/state.json").read_text())
+    assert {n: state["runbooks"][n]["active"] for n in state["runbooks"]} == {
+        "site": "site-b",
+        "database": "site-b",
+        "application": "site-b",
+        "traffic": "site-b",
+    }
+    back = drx("failback", "--yes")
+    assert back.returncode == 0, back.stderr
+    assert www.read_text().strip() == "127.0.1.10"
