@@ -206,8 +206,9 @@ def test_source_health_of_a_child_is_checked_before_failover(world: World, capsy
 
 
 def test_plan_json_names_children_and_predicts_from_standalone_runs(world: World, capsys) -> None:
-    """A standalone run of a child predicts that child's steps in the site plan; plan json steps
-    carry their child and the document lists the children with predicted RTOs."""
+    """A standalone run of a child, or a run of another site plan including it, predicts that
+    child's steps in the site plan; plan json steps carry their child and the document lists the
+    children with predicted RTOs."""
     site_world(world)
     world.write_runbook(DB)  # the db runbook drilled alone first
     code, err = world.run(capsys, "failover", "site-b", "--yes")
@@ -220,6 +221,18 @@ def test_plan_json_names_children_and_predicts_from_standalone_runs(world: World
     assert steps["db/promote"]["child"] == "db" and steps["prepare"]["child"] is None
     assert steps["db/promote"]["prediction_source"] == "history"
     assert steps["web/start"]["prediction_source"] == "unknown"
+    # web drilled as a child of another site plan (under another id) predicts it here too
+    world.write_runbook("""
+        name: other
+        steps: [{id: frontend, kind: runbook, runbook: web.yaml}]
+    """)
+    world.host_file("app-b", "go").touch()
+    code, err = world.run(capsys, "failover", "site-b", "--yes")
+    assert code == 0, err
+    world.write_runbook(SITE)
+    code, err = world.run(capsys, "plan", "site-b", "--format", "json", "--force")
+    steps = {s["id"]: s for s in json.loads(world.last_stdout)["steps"]}
+    assert steps["web/start"]["prediction_source"] == "history"
     kids = {c["id"]: c for c in doc["children"]}
     assert kids["db"]["runbook"] == "db" and kids["db"]["predicted_rto_s"] > 0
     assert Path(kids["web"]["file"]).name == "web.yaml"

@@ -4,6 +4,7 @@ child runbook — standalone runs included. Semantics: docs/reference.md, "Site 
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -121,7 +122,44 @@ def predictions(
             for hid in child.health:
                 key = hid if direction == "failover" else f"undo-{hid}"
                 steps.setdefault(key, own_health)
+    if runbook.children:
+        for key, value in _from_other_site_plans(store, runbook, direction, target).items():
+            steps.setdefault(key, value)
     return steps, health
+
+
+def _from_other_site_plans(
+    store: Store, runbook: Runbook, direction: str, target: str
+) -> dict[str, float]:
+    """Durations of a child's steps in runs of *other* site plans that include the same child
+    runbook (under any id): a service drilled as part of another site still predicts its steps.
+    Manual gates are left to the child's own runs (a --yes answer says nothing of a person)."""
+    from orchestrator.record.runs import load_summaries
+
+    wanted: dict[str, list[Child]] = {}
+    for child in runbook.children.values():
+        wanted.setdefault(child.name, []).append(child)
+    durations: dict[str, list[float]] = {}
+    for summary in load_summaries(store):
+        if (
+            summary.runbook == runbook.name
+            or not summary.children
+            or summary.direction != direction
+            or summary.target != target
+            or summary.status != "succeeded"
+        ):
+            continue
+        theirs = {str(c.get("id")): str(c.get("runbook")) for c in summary.children}
+        for step in summary.steps:
+            if step.status != "succeeded" or step.duration_s is None or step.carried_from:
+                continue
+            if step.kind == "manual":
+                continue
+            undo = "undo-" if step.id.startswith("undo-") else ""
+            scope, _, local = step.id.removeprefix("undo-").rpartition("/")
+            for child in wanted.get(theirs.get(scope, ""), []):
+                durations.setdefault(f"{undo}{child.prefix}{local}", []).append(step.duration_s)
+    return {k: statistics.median(v) for k, v in durations.items()}
 
 
 def _prefixed(own: Mapping[str, float], child: Child) -> dict[str, float]:
