@@ -596,3 +596,35 @@ def test_shipped_site_plan_fails_over_and_back_on_the_demo_hosts(tmp_path: Path)
     back = drx("failback", "--yes")
     assert back.returncode == 0, back.stderr
     assert www.read_text().strip() == "127.0.1.10"
+
+
+def test_sigkill_in_a_child_resumes_with_rerun_inflight(world: World, capsys) -> None:
+    """SIGKILL of the controller while a child's step runs: resume refuses that in-flight
+    step until --rerun-inflight, then finishes the site plan without re-running what succeeded."""
+    import os
+    import signal
+    import time
+
+    site_world(world)
+    world.host_file("app-b", "go").touch()
+    world.host_file("app-b", "slow").touch()
+    proc = world.spawn("failover", "site-b", "--yes")
+    started = world.host_file("app-b", "started")
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "web/start never started"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+    world.host_file("app-b", "slow").unlink()
+    code, err = world.run(capsys, "resume", "--yes")
+    assert code == 2 and "web/start" in err and "--rerun-inflight" in err
+    time.sleep(2.0)  # let the orphaned command end before it runs again
+    code, err = world.run(capsys, "resume", "--yes", "--rerun-inflight")
+    assert code == 0, err
+    assert marks(world) == [
+        "prepare", "db/fence", "db/promote", "web/start", "web/start", "announce",
+    ]  # fmt: skip
+    children = {c["id"]: c["status"] for c in world.summary()["children"]}
+    assert children == {"db": "succeeded", "web": "succeeded"}
