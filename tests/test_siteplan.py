@@ -21,6 +21,7 @@ DB = f"""
     rto_target: 1m
     rpo_target: 30s
     rpo_step: lag
+    rto_start: lag
     vars: {{port: 5432}}
     health:
       - name: primary
@@ -135,6 +136,9 @@ def test_site_plan_fails_over_and_back_child_by_child(world: World, capsys) -> N
     children = {c["id"]: c for c in summary["children"]}
     assert children["db"]["status"] == "succeeded" and children["db"]["runbook"] == "db"
     assert children["db"]["rto"]["target_s"] == 60 and children["db"]["rto"]["met"] is True
+    assert children["db"]["rto"]["start_step"] == "db/lag"  # the child's own rto_start
+    db_rto = steps["db/health:primary"]["start_offset_s"] - steps["db/lag"]["start_offset_s"]
+    assert children["db"]["rto"]["measured_s"] >= round(db_rto, 3) - 0.002
     assert children["db"]["rpo"]["measured_s"] == 3 and children["db"]["rpo"]["met"] is True
     assert children["web"]["rto"]["measured_s"] <= summary["rto"]["measured_s"]
     assert len(children["db"]["runbook_sha256"]) == 64
