@@ -392,6 +392,7 @@ def test_reports_show_each_child(world: World, capsys, tmp_path: Path) -> None:
     world.run(capsys, "report")
     text = world.last_stdout
     assert "Children — 2" in text and "60 s target — met" in text
+    assert "2 of 2 child health checks held (db/health:primary, web/health:http)" in text
     world.run(capsys, "report", "--format", "md")
     assert "## Children" in world.last_stdout and "| `web` | web |" in world.last_stdout
     world.run(capsys, "report", "--format", "html")

@@ -88,6 +88,24 @@ def child_facts(
     return tuple(out)
 
 
+def site_health(
+    children: Sequence[Mapping[str, Any]], steps: Sequence[Any], no_own_health: bool
+) -> str | None:
+    """The health sentence of a site plan without health of its own: its children's health
+    checks are steps, each held (or not) where the run moved that child."""
+    if not children or not no_own_health:
+        return None
+    checks = [s for s in steps if "/health:" in s.id]
+    if not checks:
+        return None
+    held = [s for s in checks if s.status == "succeeded"]
+    names = ", ".join(s.id for s in checks)
+    return (
+        f"{len(held)} of {len(checks)} child health checks held ({names}); the site's RTO "
+        "ends when the last step ends."
+    )
+
+
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import ExitCode
-from orchestrator.report.children import ChildFacts, child_facts
+from orchestrator.report.children import ChildFacts, child_facts, site_health
 from orchestrator.report.model import HostResult, Rpo, Run, Step
 from orchestrator.report.units import (
     delta,
@@ -1022,7 +1022,7 @@ def build(run: Run, *, compare: Run | None = None, history: Sequence[Run] = ()) 
         outputs=outputs,
         outputs_omitted=omitted,
         step_counts=_step_counts(run),
-        health=_health(run),
+        health=site_health(run.children, run.steps, run.health is None) or _health(run),
         comparison=_compare(run, compare) if compare is not None else None,
         history=points,
         history_text=_history_text(points),
