@@ -282,15 +282,17 @@ def validate(
 def test_every_problem_of_a_site_plan_is_reported_at_once_in_its_own_file(
     capsys, tmp_path: Path
 ) -> None:
-    """A missing child, a kind: runbook step with run/hosts/undo, an error inside a child (a bad
-    duration, a site the inventory lacks, an unknown need) and two children with one name: all
-    reported in one go, each with the file and line where it is, exit 2."""
+    """A missing child, a kind: runbook step with run/hosts/undo, an rpo_step naming a kind:
+    runbook step, an error inside a child (a bad duration, a site the inventory lacks, an unknown
+    need) and two children with one name: all reported in one go, each with the file and line
+    where it is, exit 2."""
     code, found = validate(
         capsys,
         tmp_path,
         {
             "site.yaml": """\
                 name: site
+                rpo_step: twin
                 steps:
                   - id: gone
                     kind: runbook
@@ -322,8 +324,9 @@ def test_every_problem_of_a_site_plan_is_reported_at_once_in_its_own_file(
     )
     assert code == 2
     where = {(f, line) for f, line, _ in found}
-    assert ("site.yaml", 5) in where  # missing.yaml
-    assert {("site.yaml", 9), ("site.yaml", 10), ("site.yaml", 11)} <= where  # hosts/run/undo
+    assert ("site.yaml", 6) in where  # missing.yaml
+    assert {("site.yaml", 10), ("site.yaml", 11), ("site.yaml", 12)} <= where  # hosts/run/undo
+    assert ("site.yaml", 2) in where  # rpo_step names a kind: runbook step
     assert ("bad.yaml", 6) in where  # bad duration, in the child's file
     assert ("bad.yaml", 4) in where  # site-c: the inventory has no such site
     assert ("bad.yaml", 10) in where  # needs an unknown step

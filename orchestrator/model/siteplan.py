@@ -79,6 +79,19 @@ def load_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
     runbook, problems = parse_runbook(path)
     if runbook is None or not any(s.kind is StepKind.RUNBOOK for s in runbook.steps):
         return runbook, problems
+    includes = {s.id for s in runbook.steps if s.kind is StepKind.RUNBOOK}
+    for key in ("rpo_step", "rto_start"):
+        ref = getattr(runbook, key)
+        if ref in includes:
+            problems.append(
+                Where(runbook.path).problem(
+                    runbook.line_of(key),
+                    f"{key} names '{ref}', a kind: runbook step: it has no value or start of "
+                    "its own",
+                    "leave it out: the site takes its first guarded child's RPO, and its RTO "
+                    "starts at its first step",
+                )
+            )
     expander = _Expander(problems)
     root = expander.tree(runbook, None, "", [os.path.realpath(path)])
     steps = list(expander.wire(root, (), None))
