@@ -54,10 +54,6 @@ class Child:
         return None if local is None else self.prefix + local
 
 
-def is_site_plan(runbook: Runbook) -> bool:
-    return bool(runbook.children)
-
-
 def child_of(runbook: Runbook, step_id: str | None) -> Child | None:
     """The innermost child a (namespaced) step belongs to; None for the site plan's own."""
     if not step_id or not runbook.children or "/" not in step_id:
