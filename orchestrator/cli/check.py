@@ -133,8 +133,9 @@ def run_check(opts: Options, site: str | None) -> tuple[str, list[str], bool, st
         )
     problems = failure_lines({r.host.name: r.error for r in results if r.error}, inventory)
     health_ok = True
-    if plan.health:
+    if plan.health or plan.source_health:  # a site plan: each child's health too
         health_hosts = [h for hp in plan.health for h in hp.hosts_before]
+        health_hosts += [h for ps in plan.source_health for h in ps.hosts]
         connections, failures = connect_all(list({h.name: h for h in health_hosts}.values()))
         try:
             t0 = time.monotonic()
@@ -145,7 +146,9 @@ def run_check(opts: Options, site: str | None) -> tuple[str, list[str], bool, st
                 conn.close()
         bad += [f"health probe host {n} unreachable" for n in failures]
         health_ok = not bad
-        names = ", ".join(hp.check.name for hp in plan.health)
+        names = ", ".join(
+            [*(hp.check.name for hp in plan.health), *(ps.id for ps in plan.source_health)]
+        )
         rows.append(
             [
                 f"health ({names})",

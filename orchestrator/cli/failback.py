@@ -144,11 +144,11 @@ def reverse_plan(
     """The reverse plan of ``failover_run`` (from its journal), with failback predictions; and
     what the failover's steps did (their values feed the undo templates)."""
     from orchestrator.plan.build import build_reverse_plan
-    from orchestrator.plan.predictions import predictions_for
+    from orchestrator.plan.site import predictions
     from orchestrator.record.runs import outcomes_from_events
 
     outcomes = outcomes_from_events(opts.store.read_events(failover_run))
-    steps, health = predictions_for(opts.store, runbook.name, "failback", target)
+    steps, health = predictions(opts.store, runbook, "failback", target)
     plan = build_reverse_plan(
         runbook,
         inventory,

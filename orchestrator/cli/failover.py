@@ -150,7 +150,7 @@ def failover_plan(
 ) -> Any:
     """Load, check the site, and build the failover plan (with history predictions)."""
     from orchestrator.plan.build import build_plan
-    from orchestrator.plan.predictions import predictions_for
+    from orchestrator.plan.site import predictions
 
     runbook, inventory = opts.load_checked(
         lambda inv: [site] if site in inv.sites and site != inv.active else other_sites(inv)
@@ -164,7 +164,7 @@ def failover_plan(
         others = [s for s in inventory.sites if s != site]
         source = others[0]
     variables, secrets = secret_inputs(cli_vars, secret_vars)
-    steps, health = predictions_for(opts.store, runbook.name, "failover", site)
+    steps, health = predictions(opts.store, runbook, "failover", site)
     return build_plan(
         runbook,
         inventory,

@@ -105,7 +105,7 @@ def run_resume(
 ) -> int:
     """Continue a failed, cancelled or crashed run; succeeded steps are carried over."""
     from orchestrator.plan.build import build_plan
-    from orchestrator.plan.predictions import predictions_for
+    from orchestrator.plan.site import predictions
     from orchestrator.record.outcomes import Status
     from orchestrator.record.runs import (
         Lineage,
@@ -145,9 +145,7 @@ def run_resume(
     direction = start["direction"]
     extra: dict[str, Any] = {}
     if direction == "failover":
-        steps_pred, health_pred = predictions_for(
-            opts.store, runbook.name, "failover", start["target"]
-        )
+        steps_pred, health_pred = predictions(opts.store, runbook, "failover", start["target"])
         plan = build_plan(
             runbook,
             inventory,

@@ -47,6 +47,7 @@ def list_runs(store: Store, fmt: str, runbook: str | None = None) -> str:
     import json
 
     from orchestrator.model.units import format_duration
+    from orchestrator.record.children import child_rows
     from orchestrator.record.runs import continued, load_summaries, reversed_run
 
     every = load_summaries(store)
@@ -97,6 +98,7 @@ def list_runs(store: Store, fmt: str, runbook: str | None = None) -> str:
                 "; ".join(note),
             )
         )
+        rows.extend(child_rows(s.children))  # a site plan: its children beneath it
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "".join(
         "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"

@@ -31,7 +31,7 @@ class Type(StrEnum):
     SUDO = "boolean or user name"
     ENV = "mapping of strings"
     MAPPING = "mapping"
-    KIND = "command · check · manual · wait"
+    KIND = "command · check · manual · wait · runbook"
     ON_FAILURE = "abort · continue"
     RUNBOOK_ON_FAILURE = "stop · rollback"
     ONLY = "drill · real"
@@ -211,7 +211,7 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "command",
         "`command` runs `run` once per host; `check` polls "
         "`run` until `until` holds; `manual` asks an operator (`prompt`); `wait` sleeps "
-        "`duration`.",
+        "`duration`; `runbook` includes another runbook (`runbook`, see Site plans).",
         "check",
     ),
     FieldDoc(
@@ -360,6 +360,22 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "outside drills. Otherwise it is `skipped` with the reason, its dependents proceed, "
         "and plans show it as skipped.",
         "drill",
+    ),
+    FieldDoc(
+        "runbook",
+        Type.STRING,
+        "required for runbook",
+        "For `kind: runbook`: the child runbook's file, relative to the file that includes it; "
+        "its steps join this DAG as `ID/STEP` (see Site plans).",
+        "postgres.yaml",
+    ),
+    FieldDoc(
+        "vars",
+        Type.MAPPING,
+        "{}",
+        "For `kind: runbook`: overrides of the child's `vars` (the child's < these < inventory "
+        "< `--var`).",
+        "{app_port: 5433}",
     ),
 )
 

@@ -41,6 +41,7 @@ class StepKind(StrEnum):
     CHECK = "check"
     MANUAL = "manual"
     WAIT = "wait"
+    RUNBOOK = "runbook"  # another runbook, expanded into this one's DAG (model/siteplan.py)
 
 
 class OnFailure(StrEnum):
@@ -86,8 +87,12 @@ STEP_FIELDS = (
     "idempotent",
     "sudo",
     "only",
+    "runbook",
+    "vars",
 )
-UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs"))
+UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs", "runbook", "vars"))
+#: what a ``kind: runbook`` step may say; the child's own steps do the rest
+RUNBOOK_STEP_FIELDS = ("id", "name", "kind", "runbook", "vars", "needs", "when")
 HEALTH_FIELDS = ("name", "hosts", "run", "until", "interval", "timeout", "capture", "env")
 RUNBOOK_FIELDS = (
     "name",
@@ -140,6 +145,8 @@ class Step:
     only: Mode | None = None  # runs only in drills / only outside them
     line: int = 0
     field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    runbook: str | None = None  # kind: runbook: the child runbook's path, as written
+    vars: dict[str, Any] = field(default_factory=dict)  # kind: runbook: the child's overrides
 
     def line_of(self, key: str) -> int:
         return self.field_lines.get(key, self.line)
@@ -251,6 +258,17 @@ class Runbook:
     def has_undo(self) -> bool:
         """Whether any step has an undo (else a rollback has nothing to do)."""
         return any(s.undo is not None for s in self.steps)
+
+    #: a site plan: its children by id (model/siteplan.py), outermost first; empty otherwise
+    children: dict[str, Any] = field(default_factory=dict)
+
+    def file_of(self, step_id: str | None) -> str:
+        """The file a step was written in: a child's steps are in the child's file."""
+        if step_id and self.children and "/" in step_id:
+            child = self.children.get(step_id.removeprefix("undo-").rpartition("/")[0])
+            if child is not None:
+                return str(child.path)
+        return self.path
 
     def step(self, step_id: str) -> Step:
         return self.by_id[step_id]
@@ -370,6 +388,22 @@ def _parse_step(
             f.require("run")
     elif kind is StepKind.WAIT and "duration" not in data:
         f.error(None, "a wait step needs 'duration'")
+    elif kind is StepKind.RUNBOOK:
+        if undo_of is not None:
+            f.error("kind", "an undo cannot be a runbook")
+        for key in data:
+            if key not in RUNBOOK_STEP_FIELDS:
+                f.error(
+                    key,
+                    f"a kind: runbook step cannot have '{key}' (the child runbook's own steps "
+                    "say where and what to run, and how to undo it)",
+                )
+        if data.get("runbook") is None:
+            f.require("runbook")
+    if kind is not StepKind.RUNBOOK and undo_of is None:
+        for key in ("runbook", "vars"):
+            if key in data:
+                f.error(key, f"'{key}' belongs to a kind: runbook step only")
     on_failure_text = f.string("on_failure", "abort")
     try:
         on_failure = OnFailure(on_failure_text)
@@ -404,8 +438,10 @@ def _parse_step(
         only=only,
         line=data.line,
         field_lines={k: data.line_of(k) for k in data},
+        runbook=f.text("runbook") if kind is StepKind.RUNBOOK else None,
+        vars=dict(f.mapping("vars")) if kind is StepKind.RUNBOOK else {},
     )
-    if undo_of is None and "undo" in data and data["undo"] is not None:
+    if undo_of is None and "undo" in data and data["undo"] is not None and kind_known:
         undo_data = data["undo"]
         line = data.line_of("undo")
         if isinstance(undo_data, str | int | float) and not isinstance(undo_data, bool):

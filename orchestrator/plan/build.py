@@ -36,6 +36,7 @@ from orchestrator.model.runbook import (
     Step,
     StepKind,
 )
+from orchestrator.model.siteplan import ChildSteps, is_child_health, scope_for
 from orchestrator.model.templating import (
     Placeholder,
     Redactor,
@@ -140,6 +141,8 @@ class Plan:
     drill_id: str | None = None
     rollback: bool = False  # a failback that rolls back a failed or cancelled failover
     probes: list[ProbePlan] = field(default_factory=list)
+    #: a site plan: each child's health, polled at the source before a failover (plan/site.py)
+    source_health: list[PlanStep] = field(default_factory=list)
 
     @property
     def to_site(self) -> str:
@@ -162,6 +165,9 @@ class Plan:
         for pp in self.probes:
             for h in pp.hosts:
                 seen.setdefault(h.name, h)
+        for ps in self.source_health:
+            for h in ps.hosts:
+                seen.setdefault(h.name, h)
         order = self.inventory.order
         return sorted(seen.values(), key=lambda h: order.get(h.name, 10**9))
 
@@ -176,10 +182,17 @@ class Plan:
     ) -> dict[str, Any]:
         """The template context of SPEC §4 for one host (or none)."""
         variables = self.vars
+        own_vars = self.runbook.vars
+        view: Mapping[str, Any] = steps if steps is not None else StepsView(())
+        child = scope_for(self.runbook, steps)
+        if child is not None:  # a child's templates read its vars and name its steps
+            own_vars = child.vars
+            variables = {**child.vars, **self.inventory.vars, **self.cli_vars}
+            view = ChildSteps(view, child.prefix)
         if host is not None and host.site is not None:
             site = self.inventory.sites[host.site]
             variables = {
-                **self.runbook.vars,
+                **own_vars,
                 **self.inventory.vars,
                 **site.vars,
                 **host.vars,
@@ -211,7 +224,7 @@ class Plan:
             "vars": variables,
             "site": site_fn,
             "hosts": hosts_fn,
-            "steps": steps if steps is not None else StepsView(()),
+            "steps": view,
         }
         if host is not None:
             ctx["host"] = as_dict(host)
@@ -235,7 +248,7 @@ def merged_vars(
 def _problem(
     runbook: Runbook, step: str | None, line: int, message: str, hint: str | None = None
 ) -> Problem:
-    return Where(runbook.path, step).problem(line, message, hint)
+    return Where(runbook.file_of(step), step).problem(line, message, hint)
 
 
 def _dag(runbook: Runbook, problems: list[Problem]) -> nx.DiGraph:
@@ -449,7 +462,8 @@ class _Checker:
         return None
 
     def _add(self, step_id: str | None, line: int, message: str, hint: str | None = None) -> None:
-        problem = Where(self.file or self.plan.runbook.path, step_id).problem(line, message, hint)
+        file = self.file or self.plan.runbook.file_of(step_id)
+        problem = Where(file, step_id).problem(line, message, hint)
         if problem not in self._seen:
             self._seen.add(problem)
             self.problems.append(problem)
@@ -585,7 +599,9 @@ def build_plan(
         def report(message: str, hint: str | None, _s: Step = step) -> None:
             problems.append(_problem(runbook, _s.id, _s.line_of("hosts"), message, hint))
 
-        hosts = _resolve(inventory, step.hosts, aliases, report) if step.runs_commands else []
+        # a child's health is polled where the run moves the child (``active`` there)
+        where = plan.aliases(plan.to_site) if is_child_health(step.id) else aliases
+        hosts = _resolve(inventory, step.hosts, where, report) if step.runs_commands else []
         ps = PlanStep(
             id=step.id,
             step=step,
@@ -594,6 +610,7 @@ def build_plan(
             index=index,
             readable=ancestors.get(step.id, frozenset()),
             skipped=only_skips(step, mode),
+            active=plan.to_site if is_child_health(step.id) else None,  # a child's health
         )
         plan.steps[step.id] = ps
         ignored = [
@@ -610,7 +627,7 @@ def build_plan(
             )
         if step.kind is StepKind.COMMAND and step.undo is None:
             plan.warnings.append(
-                Where(runbook.path, step.id).problem(
+                Where(runbook.file_of(step.id), step.id).problem(
                     step.line,
                     "command step has no 'undo': failback will leave it out",
                     severity="warning",
@@ -702,6 +719,10 @@ def build_plan(
                 expression=True,
             )
     plan.notify = _notify_urls(checker, plan)
+    if runbook.children and direction == FAILOVER:
+        from orchestrator.plan.site import source_health
+
+        plan.source_health = source_health(plan)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise ValidationError(problems)
@@ -981,6 +1002,10 @@ def build_reverse_plan(
     for a in order:
         for b in sorted(beyond[a], key=lambda n: forward.steps[n].index):
             plan.graph.add_edge(f"undo-{b}", f"undo-{a}")  # b (transitively) needed a
+    if runbook.children:
+        from orchestrator.plan.site import rewire_reverse
+
+        rewire_reverse(plan)
     for ps in plan.steps.values():
         ps.needs = sorted(plan.graph.predecessors(ps.id), key=lambda n: plan.steps[n].index)
     checker = _Checker(plan, problems)

@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.model.runbook import StepKind
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan, PlanStep
+from orchestrator.plan.site import child_blocks, children_doc, children_text, step_child
 
 PLAN_FORMATS = ("text", "json", "dot", "mermaid")
 
@@ -51,6 +52,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             entry["skipped"] = ps.skipped
         if plan.direction == "failover":
             entry["has_undo"] = step.undo is not None
+        if plan.runbook.children:
+            entry["child"] = step_child(plan, ps.id)
         steps.append(entry)
     doc: dict[str, Any] = {
         "runbook": plan.runbook.name,
@@ -88,6 +91,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             }
             for pp in plan.probes
         ]
+    if plan.runbook.children:
+        doc["children"] = children_doc(plan)
     return doc
 
 
@@ -191,6 +196,8 @@ def render_text(plan: Plan) -> str:
                     "wait beside it)"
                 )
     out.append("Critical path: " + " → ".join(plan.critical_path))
+    if plan.runbook.children:
+        out.extend(children_text(plan))
     return "\n".join(out) + "\n"
 
 
@@ -201,11 +208,16 @@ def _dot_id(text: str) -> str:
 def render_dot(plan: Plan) -> str:
     lines = [f"digraph {_dot_id(plan.runbook.name + ' ' + plan.direction)} {{", "  rankdir=LR;"]
     crit = set(plan.critical_path)
+    blocks = child_blocks(plan)
     for ps in plan.steps.values():
         label = f"{ps.id}\\n{ps.step.kind.value} · {_prediction(ps)}"
         style = ', color="red", penwidth=2' if ps.id in crit else ""
         shape = "diamond" if ps.step.kind is StepKind.MANUAL else "box"
-        lines.append(f'  {_dot_id(ps.id)} [label="{label}", shape={shape}{style}];')
+        if ps.id not in blocks.placed:
+            lines.append(f'  {_dot_id(ps.id)} [label="{label}", shape={shape}{style}];')
+        else:
+            blocks.nodes[ps.id] = f'{_dot_id(ps.id)} [label="{label}", shape={shape}{style}];'
+    lines.extend(blocks.dot())
     # only the path's own edges: a shortcut between two of its steps is not on it
     crit_edges = set(zip(plan.critical_path, plan.critical_path[1:], strict=False))
     for a, b in plan.graph.edges:
@@ -218,12 +230,18 @@ def render_dot(plan: Plan) -> str:
 def render_mermaid(plan: Plan) -> str:
     lines = ["flowchart LR"]
     ids = {sid: f"s{i}" for i, sid in enumerate(plan.steps)}
+    blocks = child_blocks(plan)
     for ps in plan.steps.values():
         label = f"{ps.id}<br/>{ps.step.kind.value} · {_prediction(ps)}".replace('"', "'")
         if ps.step.kind is StepKind.MANUAL:
-            lines.append(f'  {ids[ps.id]}{{"{label}"}}')
+            node = f'{ids[ps.id]}{{"{label}"}}'
         else:
-            lines.append(f'  {ids[ps.id]}["{label}"]')
+            node = f'{ids[ps.id]}["{label}"]'
+        if ps.id in blocks.placed:
+            blocks.nodes[ps.id] = node
+        else:
+            lines.append(f"  {node}")
+    lines.extend(blocks.mermaid())
     for a, b in plan.graph.edges:
         lines.append(f"  {ids[a]} --> {ids[b]}")
     crit = [ids[s] for s in plan.critical_path]

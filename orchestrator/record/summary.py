@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.record.children import child_records
 from orchestrator.record.events import Event
 from orchestrator.record.progress import Progress
 
@@ -345,6 +346,8 @@ class RunSummary:
     rollback: bool = False  # a failback that rolled back a failed or cancelled failover
     rolled_back_by: str | None = None  # of a failover: the rollback that reversed it
     probes: list[ProbeRecord] = field(default_factory=list)
+    #: a site plan's children: id, runbook, status, rto, rpo (record/children.py)
+    children: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def site(self) -> str:
@@ -399,6 +402,8 @@ class RunSummary:
             doc["resumed_by_runs"] = self.resumed_by
         if self.progress is not None:
             doc["progress"] = self.progress.to_dict()
+        if self.children:
+            doc["children"] = self.children
         return doc
 
     @classmethod
@@ -569,6 +574,7 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         runbook_sha256=_str(d.get("runbook_sha256")),
         inventory_sha256=_str(d.get("inventory_sha256")),
         rto_started_at=_str(d.get("rto_started_at")),
+        children=[dict(c) for c in _list(d.get("children")) if isinstance(c, Mapping)],
         moves_to=_str(d.get("moves_to")),
         message=_str(d.get("message")),
         progress=Progress.from_dict(_map(d["progress"])) if d.get("progress") else None,
@@ -821,6 +827,7 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         drill_id=start.get("drill_id"),
         rollback=bool(start.get("rollback")),
         probes=probe_records(start, b.probe_polls, b.probe_breached, events[-1]["t"]),
+        children=child_records(start, b.steps),
     )
     return summary
 

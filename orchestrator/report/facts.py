@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import ExitCode
+from orchestrator.report.children import ChildFacts, child_facts, site_health
 from orchestrator.report.model import HostResult, ProbeFigures, Rpo, Run, Step
 from orchestrator.report.units import (
     delta,
@@ -322,6 +323,8 @@ class Report:
     history: tuple[HistoryPoint, ...]
     history_text: str | None
     probes: tuple[ProbeFact, ...] = ()
+    #: a site plan's children, each judged against its own targets
+    children: tuple[ChildFacts, ...] = ()
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
@@ -1158,11 +1161,12 @@ def build(run: Run, *, compare: Run | None = None, history: Sequence[Run] = ()) 
         outputs=outputs,
         outputs_omitted=omitted,
         step_counts=_step_counts(run),
-        health=_health(run),
+        health=site_health(run.children, run.steps, run.health is None) or _health(run),
         comparison=_compare(run, compare) if compare is not None else None,
         history=points,
         history_text=_history_text(points),
         probes=tuple(probe_fact(p, run) for p in run.probes),
+        children=child_facts(run.children, [s.id for s in run.steps]),
     )
 
 

@@ -12,6 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 
+from orchestrator.report.children import child_facts, step_child
 from orchestrator.report.facts import (
     TAIL_LINES,
     RpoFacts,
@@ -159,7 +160,31 @@ def render_junit(run: Run) -> str:
         if value is not None:
             text = str(value).lower() if isinstance(value, bool) else value
             _el(props, "property", name=name, value=text)
-    results = [_step_case(suite, step, classname) for step in run.steps]
+    # a site plan: a testsuite per child, holding its steps and its own rto-target
+    children = {c.id: c for c in child_facts(run.children, [s.id for s in run.steps])}
+    child_suites = {
+        cid: _el(
+            root,
+            "testsuite",
+            name=f"{run.runbook}.{run.direction}.{to_site}/{cid}",
+            timestamp=_timestamp(run.started_at),
+        )
+        for cid in children
+    }
+    child_results: dict[str, list[str]] = {cid: [] for cid in children}
+    results = []
+    for step in run.steps:
+        cid = step_child(list(children), step.id)
+        if cid is None:
+            results.append(_step_case(suite, step, classname))
+        else:
+            child_results[cid].append(_step_case(child_suites[cid], step, f"{classname}.{cid}"))
+    for cid, child in children.items():
+        facts_ = RtoFacts("RTO", child.rto, f"child {cid} ({child.runbook})", None, None, None)
+        name = f"{classname}.{cid}"
+        child_results[cid].append(
+            _objective_case(child_suites[cid], name, "rto-target", "RTO", facts_, None)
+        )
     rto = rto_facts(run)
     judged = rto
     if rto.end_to_end is not None and rto.end_to_end_basis is not None:
@@ -187,13 +212,18 @@ def render_junit(run: Run) -> str:
         else:
             _el(case, "system-out", f"{fact.text}\n{fact.basis}")
             results.append("passed")
-    counts = {
-        "tests": len(results),
-        "failures": results.count("failure"),
-        "errors": results.count("error"),
-        "skipped": results.count("skipped"),
-    }
-    for element in (suite, root):
+    everything = [*results, *(r for rs in child_results.values() for r in rs)]
+    for element, among in (
+        (suite, results),
+        (root, everything),
+        *((child_suites[cid], child_results[cid]) for cid in children),
+    ):
+        counts = {
+            "tests": len(among),
+            "failures": among.count("failure"),
+            "errors": among.count("error"),
+            "skipped": among.count("skipped"),
+        }
         for key, value in counts.items():
             element.set(key, str(value))
     root.set("time", suite.get("time", "0"))

@@ -300,6 +300,8 @@ class Run:
     progress: Progress | None = None
 
     probes: tuple[ProbeFigures, ...] = ()
+    #: a site plan's children, as summary.json lists them (report/children.py)
+    children: tuple[Mapping[str, Any], ...] = ()
     mode: str = "real"
     drill_id: str | None = None
     rollback: bool = False
@@ -594,6 +596,7 @@ def load(summary: Mapping[str, Any]) -> Run:
         mode=_str(summary.get("mode")) or "real",
         drill_id=_str(summary.get("drill_id")),
         rollback=summary.get("rollback") is True,
+        children=tuple(c for c in _seq(summary.get("children")) if isinstance(c, Mapping)),
     )
 
 

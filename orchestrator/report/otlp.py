@@ -27,6 +27,7 @@ from typing import Any
 
 from orchestrator.record.events import Event
 from orchestrator.record.summary import RunSummary
+from orchestrator.report.children import child_spans
 
 #: the instrumentation scope of drx's spans
 SCOPE = "drx"
@@ -222,7 +223,7 @@ def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[
     root.attributes.update(_run_attributes(summary))
     if summary.status not in ("succeeded", "running"):
         root.error = summary.status if summary.status != "failed" else "failed"
-    return [root, *spans]
+    return [root, *child_spans(summary.children, spans)]
 
 
 def _run_attributes(s: RunSummary) -> dict[str, Any]:

@@ -108,6 +108,7 @@ def render_text(report: Report, *, color: bool = False) -> str:
         _header,
         _outcome,
         _objectives,
+        _children,
         _critical_path,
         _steps,
         _failures,
@@ -215,6 +216,23 @@ def _objectives(report: Report, paint: _Painter) -> list[str]:
             )
         )
     objective("Health", "", report.health, None)
+    return out
+
+
+def _children(report: Report, paint: _Painter) -> list[str]:
+    """A site plan's children: each one's status, RTO and RPO against its own targets."""
+    if not report.children:
+        return []
+    out = _section(paint, f"Children — {len(report.children)}")
+    for child in report.children:
+        style = STATUS_STYLE.get(child.status)
+        head = f"  {child.id:<12} "
+        for line in _wrap(f"{child.runbook}: {child.status}", " " * 15, head):
+            out.append(paint(line, style) if style else line)
+        state = STATUS_STYLE.get(child.rto.state)
+        out.append(f"{'':15}RTO " + (paint(child.rto.text, state) if state else child.rto.text))
+        if child.rpo is not None:
+            out.append(f"{'':15}RPO {child.rpo.text}")
     return out
 
 

@@ -808,7 +808,8 @@ def poll_once(
     if conn is None:
         return False, "not connected"
     step = ps.step
-    ctx = plan.context(host=host, active=ps.active)
+    # a site plan's child health reads the child's vars (the view names the child's step)
+    ctx = plan.context(host=host, steps=StepsView((), for_step=ps.id), active=ps.active)
     try:
         command, env = render(step.run or "", ctx), render_env(step.env, ctx)
     except jinja2.TemplateError as exc:

@@ -17,6 +17,7 @@ from orchestrator.errors import ExitCode, GateUnavailable, LockLost, PreflightEr
 from orchestrator.model.runbook import StepKind
 from orchestrator.plan.build import FAILBACK, FAILOVER, Plan, PlanStep
 from orchestrator.plan.preview import plan_document
+from orchestrator.plan.site import journal_children, state_changes
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status, StepOutcome
@@ -138,7 +139,7 @@ def _health_steps(plan: Plan, phase: str) -> list[PlanStep]:
 def check_source_health(plan: Plan, connections: Mapping[str, Connection]) -> list[str]:
     """One poll of each health entry at the active site; returns what failed (empty: healthy)."""
     failures: list[str] = []
-    for ps in _health_steps(plan, "before"):
+    for ps in [*_health_steps(plan, "before"), *plan.source_health]:
         once = replace(ps, step=replace(ps.step, timeout=max(ps.step.timeout, 1.0), interval=0.0))
         for host in ps.hosts:
             held, why = poll_once(plan, connections, once, host)
@@ -283,6 +284,7 @@ def _run(
             }
             for pp in plan.probes
         ],
+        children=journal_children(plan),
         unreachable=dict(unreachable),
         steps=[
             {
@@ -404,7 +406,10 @@ def _run(
         mine: dict[str, Any] = {"last_run": run_id}
         if status is Status.SUCCEEDED:
             mine.update(active=plan.to_site, active_since=summary.finished_at)
-        changes = runbook_changes(store.read_state(), plan.runbook.name, **mine)
+        state = store.read_state()
+        changes = runbook_changes(state, plan.runbook.name, **mine)
+        if status is Status.SUCCEEDED and plan.runbook.children:
+            changes = state_changes(plan, changes, state, plan.to_site, summary.finished_at)
         store.update_state(running=None, **changes)
     except LockLost as exc:
         raise LockLost(_lost_message(str(exc), store, run_id)) from None
