@@ -113,6 +113,11 @@ class GateUnavailable(DrxError):
     with ``"error": "no_terminal"``."""
 
 
+class GateTimeout(GateUnavailable):
+    """Nobody answered a gate that waited for an answer from elsewhere within its step's
+    ``timeout``: the gate is denied (``"error": "timeout"``)."""
+
+
 class TransportError(DrxError):
     """A host-level failure: carries the host name and a short cause (``error`` field value)."""
 

@@ -26,6 +26,7 @@ from orchestrator.cli import (  # noqa: F401
     status,
     state,
     schema,
+    control,
 )
 
 # isort: on

@@ -153,6 +153,7 @@ class Step:
     prompt: str | None = None  # a manual step's rendered question
     approved_via: str | None = None  # "--yes" or "terminal"
     approval_comment: str | None = None
+    message: str | None = None  # who declined a gate or did a step by hand, and why
 
     @property
     def approver(self) -> str | None:
@@ -266,6 +267,7 @@ class Run:
     reverses: str | None = None
     runbook_sha256: str | None = None  # of the files the run was started from
     inventory_sha256: str | None = None
+    message: str | None = None  # why the run ended as it did (who aborted it)
 
     @property
     def is_failback(self) -> bool:
@@ -435,6 +437,7 @@ def _step(index: int, raw: Mapping[str, Any], base: datetime | None) -> Step:
         prompt=_str(raw.get("prompt")),
         approved_via=_str(raw.get("approved_via")),
         approval_comment=_str(raw.get("approval_comment")),
+        message=_str(raw.get("message")),
     )
 
 
@@ -537,4 +540,5 @@ def load(summary: Mapping[str, Any]) -> Run:
         exit_code=_int(summary.get("exit_code")),
         yes=_bool(summary.get("yes")),
         steps=tuple(_step(i, _map(s), base) for i, s in enumerate(raw_steps)),
+        message=_str(summary.get("message")),
     )
