@@ -27,6 +27,7 @@ from orchestrator.cli import (  # noqa: F401
     state,
     schema,
     control,
+    serve,
 )
 
 # isort: on

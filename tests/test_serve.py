@@ -1,0 +1,210 @@
+"""drx serve: the API's security rules, and the live page in a real browser (Playwright driving
+Debian's Chromium, nothing downloaded) over a drill on real sshd hosts: a step turns from
+running to succeeded without a reload, and a gate approved from the page lets the run go on,
+recorded with the token's NAME."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.lab.sshd import free_port
+from tests.drill import World
+
+pytestmark = pytest.mark.chromium
+
+TOKEN = "s3cret-token-of-dana"
+
+RUNBOOK = """
+    name: warroom
+    rto_target: 5m
+    steps:
+      - {id: prep, hosts: db@target, run: 'sleep {{ vars.prep }}; echo prepped', undo: 'true'}
+      - {id: promote, kind: manual, prompt: "Promote {{ target }}?", needs: [prep]}
+      - {id: after, hosts: db@target, run: 'touch "$DRX_HOST_DIR/after"', needs: [promote], undo: 'true'}
+"""
+
+
+class Served:
+    def __init__(self, base: str, proc: subprocess.Popen[str]) -> None:
+        self.base = base
+        self.proc = proc
+
+    def call(
+        self, path: str, *, body: bytes | None = None, token: str | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(
+            self.base + path, data=body, method="POST" if body is not None else "GET"
+        )
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=20) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+
+def serve_cmd(state: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "orchestrator.cli", "serve", *args, "--state-dir", str(state)]
+
+
+@pytest.fixture
+def served(world: World, tmp_path: Path) -> Iterator[Served]:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# who may act\ndana {hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
+    port = free_port("127.0.0.1")
+    proc = subprocess.Popen(
+        serve_cmd(world.state, "--bind", f"127.0.0.1:{port}", "--tokens", str(tokens)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    s = Served(f"http://127.0.0.1:{port}", proc)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if s.call("/api/runs")[0] == 200:
+                break
+        except OSError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+        time.sleep(0.1)
+    try:
+        yield s
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def wait_for(check: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def running_run(world: World) -> str:
+    wait_for(lambda: bool(world.run_dirs()) and (world.run_dirs()[-1] / "journal.jsonl").exists())
+    return world.run_dirs()[-1].name
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)
+def test_bind_and_tokens_are_checked(world: World, tmp_path: Path) -> None:
+    """Binding beyond loopback without --tokens, and a malformed tokens file (file:line), are
+    refused with exit 2 before anything listens."""
+    out = subprocess.run(
+        serve_cmd(world.state, "--bind", "0.0.0.0:1"), capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "--tokens" in out.stderr
+    bad = tmp_path / "tokens"
+    bad.write_text(f"ok {'a' * 64}\nplain-token-here\n")
+    out = subprocess.run(
+        serve_cmd(world.state, "--tokens", str(bad)), capture_output=True, text=True
+    )
+    assert out.returncode == 2 and f"{bad}:2" in out.stderr
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)
+def test_posts_need_a_token_and_bad_requests_change_nothing(world: World, served: Served) -> None:
+    """Every POST without a valid bearer token is 401; an unknown action 404 and a body too
+    large 400, and the gate still waits; every response carries a strict CSP; a token's
+    approval is recorded as 'NAME via web'."""
+    world.write_runbook(RUNBOOK)
+    proc = world.spawn("failover", "site-b", "--var", "prep=0")
+    try:
+        run_id = running_run(world)
+        wait_for(lambda: any(e["event"] == "gate_waiting" for e in world.journal()))
+        path = f"/api/runs/{run_id}"
+        assert served.call(path + "/approve", body=b"{}")[0] == 401
+        assert served.call(path + "/approve", body=b"{}", token="wrong")[0] == 401
+        assert served.call(path + "/launch", body=b"{}", token=TOKEN)[0] == 404
+        assert served.call(path + "/approve", body=b"x" * 5000, token=TOKEN)[0] == 400
+        assert served.call(path + "/approve", body=b"[1]", token=TOKEN)[0] == 400
+        code, headers, body = served.call(path)
+        assert code == 200 and json.loads(body)["waiting_gates"] == ["promote"]
+        assert "default-src 'none'" in headers["content-security-policy"]
+        code, _, body = served.call(path + "/approve", body=b'{"comment": "lgtm"}', token=TOKEN)
+        assert code == 200, body
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    gate = world.step(world.summary(), "promote")
+    assert gate["approved_by"] == "dana" and gate["approved_via"] == "web"
+    code, headers, body = served.call("/metrics")
+    assert code == 200 and b"drx_last_run_succeeded" in body
+    code, _, body = served.call(f"/api/runs/{run_id}/events")
+    lines = [
+        json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: ")
+    ]
+    assert lines[0]["event"] == "run_started" and lines[-1]["event"] == "run_finished"
+
+
+@pytest.mark.parametrize("world", ["ssh"], indirect=True)
+def test_live_page_in_chromium_over_sshd(world: World, served: Served, tmp_path: Path) -> None:
+    """The page of a drill on real sshd hosts shows prep turning from running to succeeded
+    without a reload; the gate's Approve button (with the token) lets the run go on, and the
+    summary names the token's NAME."""
+    from playwright.sync_api import sync_playwright
+
+    world.write_runbook(RUNBOOK)
+    proc = world.spawn("failover", "site-b", "--var", "prep=4")
+    try:
+        run_id = running_run(world)
+        wait_for(lambda: any(e["event"] == "host_started" for e in world.journal()))
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = browser.new_page()
+                errors: list[str] = []
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                page.goto(f"{served.base}/runs/{run_id}")
+                page.wait_for_selector("#step-prep[data-status=running]", timeout=20000)
+                loaded = time.time()
+                page.evaluate("window.sameLoad = true")  # gone if the page were reloaded
+                page.wait_for_selector("#step-prep[data-status=succeeded]", timeout=20000)
+                assert page.get_attribute("#step-prep", "data-seen") == "running succeeded"
+                assert page.evaluate("window.sameLoad === true")
+                page.wait_for_selector("#approve-promote", timeout=20000)
+                page.screenshot(path=str(Path("/tmp") / "drx-serve-gate.png"), full_page=True)
+                page.fill("#token", TOKEN)
+                page.fill("#comment", "from the war room")
+                page.click("#approve-promote")
+                page.wait_for_selector("#step-after[data-status=succeeded]", timeout=30000)
+                page.wait_for_function(
+                    "document.getElementById('status').textContent === 'succeeded'"
+                )
+                page.screenshot(path=str(Path("/tmp") / "drx-serve-done.png"), full_page=True)
+                assert not [e for e in errors if "Content Security Policy" in e], errors
+            finally:
+                browser.close()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    gate = world.step(world.summary(), "promote")
+    assert gate["approved_by"] == "dana" and gate["approved_via"] == "web"
+    assert gate["approval_comment"] == "from the war room"
+    assert world.host_file("db-b", "after").exists()
+    prep_end = next(
+        e for e in world.journal() if e["event"] == "step_finished" and e["step"] == "prep"
+    )
+    started = next(e for e in world.journal() if e["event"] == "run_started")
+    assert started["wall0"] + prep_end["t"] > loaded  # it turned while the page watched
