@@ -151,6 +151,29 @@ def test_posts_need_a_token_and_bad_requests_change_nothing(world: World, served
         json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: ")
     ]
     assert lines[0]["event"] == "run_started" and lines[-1]["event"] == "run_finished"
+    assert len(lines) == len(world.journal())  # one SSE event per journal event
+    req = urllib.request.Request(served.base + f"/api/runs/{run_id}/events")
+    req.add_header("Last-Event-ID", "3")
+    with urllib.request.urlopen(req, timeout=20) as resp:
+        ids = [line for line in resp.read().decode().splitlines() if line.startswith("id: ")]
+    assert ids[0] == "id: 4" and len(ids) == len(lines) - 3  # resumed after the third
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)
+def test_stream_of_a_crashed_run_ends(world: World, served: Served) -> None:
+    """The event stream of a run whose controller died (no run_finished line, nobody holds
+    the lock) gives what the journal has and ends, instead of hanging its watchers."""
+    world.write_runbook(RUNBOOK)
+    proc = world.spawn("failover", "site-b", "--var", "prep=0")
+    try:
+        run_id = running_run(world)
+        wait_for(lambda: any(e["event"] == "gate_waiting" for e in world.journal()))
+    finally:
+        proc.kill()
+        proc.communicate()
+    code, _, body = served.call(f"/api/runs/{run_id}/events")
+    events = [json.loads(x[6:]) for x in body.decode().splitlines() if x.startswith("data: ")]
+    assert code == 200 and events[-1]["event"] == "gate_waiting"
 
 
 @pytest.mark.parametrize("world", ["ssh"], indirect=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -30,7 +31,9 @@ from orchestrator.serve.tokens import holder
 #: a POST body larger than this is refused (400) before it is read
 MAX_BODY = 4096
 #: how often an event stream looks for new journal lines
-TAIL_PAUSE_S = 0.1
+TAIL_PAUSE_S = 0.05
+#: how much of a journal an event stream reads at a time (bounded: 50 watchers hold a few MB)
+CHUNK = 1 << 16
 ACTIONS = ("approve", "deny", "abort")
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -141,6 +144,8 @@ class Server:
         ``after + 1``, until the run finishes or the client goes."""
         tail = _tail_for(self.store, run_id)
         seen = 0
+        idle_since = time.monotonic()
+        last_pass = False
         yield "retry: 1000\n\n"
         while True:
             events = await asyncio.to_thread(tail.more)
@@ -152,9 +157,18 @@ class Server:
                 # the journal line is already one JSON object: passed on as is, never parsed
                 finished = finished or b'"run_finished"' in line[:80]
                 yield f"id: {seen}\ndata: {line.decode('utf-8', 'replace')}\n\n"
-            if finished or await request.is_disconnected():
+            if finished or last_pass or await request.is_disconnected():
                 return
-            if not events:
+            if events:
+                idle_since = time.monotonic()
+            else:
+                # a run that ended without its last line (crashed) must not hold the stream
+                # open: once quiet for a second, a run nobody holds gets one last read
+                if time.monotonic() - idle_since > 1.0:
+                    idle_since = time.monotonic()
+                    last_pass = not await asyncio.to_thread(_is_running, self.store, run_id)
+                    if last_pass:
+                        continue
                 await asyncio.sleep(TAIL_PAUSE_S)
 
     async def act(self, request: Request) -> Response:
@@ -261,7 +275,14 @@ class _FileTail(_Tail):
         try:
             with self.path.open("rb") as fh:
                 fh.seek(self.offset)
-                data = fh.read(1 << 16)  # bounded: 50 watchers hold a few MB at most
+                data = fh.read(CHUNK)
+                # a line longer than a chunk (run_started of a 10,000-step run lists every
+                # step): read on to its end, once
+                while data and b"\n" not in data:
+                    more = fh.read(CHUNK)
+                    if not more:
+                        break
+                    data += more
         except OSError:
             return []
         end = data.rfind(b"\n")
@@ -289,6 +310,11 @@ def _tail_for(store: Store, run_id: str) -> _Tail:
     if isinstance(store, LocalStore):
         return _FileTail(store.state_dir / "runs" / run_id / "journal.jsonl")
     return _StoreTail(store, run_id)
+
+
+def _is_running(store: Store, run_id: str) -> bool:
+    holder = store.lock_holder() or ""
+    return holder.split(" ", 1)[0] == run_id
 
 
 def _trend(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
