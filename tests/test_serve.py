@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -231,3 +232,91 @@ def test_live_page_in_chromium_over_sshd(world: World, served: Served, tmp_path:
     )
     started = next(e for e in world.journal() if e["event"] == "run_started")
     assert started["wall0"] + prep_end["t"] > loaded  # it turned while the page watched
+
+
+def test_served_from_etcd_a_token_approves_a_run_of_the_other_controller(
+    etcd: Any, etcd_prefix: str, tmp_path: Path
+) -> None:
+    """drx serve on controller B over the etcd store lists the run controller A is running,
+    streams its events, and a token holder's approve reaches A (through the store), recorded
+    as NAME via web."""
+    from tests.drill import world_dir
+
+    root = world_dir()
+    w = World(root, "local")
+    w.write_inventory()
+    w.write_runbook(RUNBOOK)
+    url = etcd.url(etcd_prefix, ttl="2s")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"dana {hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
+    port = free_port("127.0.0.1")
+    base = [sys.executable, "-m", "orchestrator.cli"]
+    server = subprocess.Popen(
+        [
+            *base,
+            "serve",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--tokens",
+            str(tokens),
+            "--state-dir",
+            str(root / "b"),
+            "--state-url",
+            url,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run = subprocess.Popen(
+        [
+            *base,
+            "failover",
+            "site-b",
+            "--var",
+            "prep=0",
+            "-r",
+            str(w.runbook),
+            "-i",
+            str(w.inventory),
+            "--state-dir",
+            str(root / "a"),
+            "--state-url",
+            url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    s = Served(f"http://127.0.0.1:{port}", server)
+    try:
+
+        def waiting() -> bool:
+            try:
+                code, _, body = s.call("/api/runs")
+                runs = json.loads(body) if code == 200 else []
+                if not runs:
+                    return False
+                code, _, body = s.call(f"/api/runs/{runs[-1]['run_id']}")
+                return json.loads(body).get("waiting_gates") == ["promote"]
+            except OSError:
+                return False
+
+        wait_for(waiting, 40)
+        run_id = json.loads(s.call("/api/runs")[2])[-1]["run_id"]
+        code, _, body = s.call(
+            f"/api/runs/{run_id}/approve", body=b'{"gate": "promote"}', token=TOKEN
+        )
+        assert code == 200, body
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 0, err
+        code, _, body = s.call(f"/api/runs/{run_id}/events")
+        events = [json.loads(x[6:]) for x in body.decode().splitlines() if x.startswith("data: ")]
+        answered = next(e for e in events if e["event"] == "gate_answered")
+        assert answered["by"] == "dana" and answered["via"] == "web"
+        assert events[-1]["event"] == "run_finished"
+    finally:
+        for proc in (run, server):
+            if proc.poll() is None:
+                proc.terminate()
+                proc.communicate(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
