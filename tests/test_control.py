@@ -163,7 +163,7 @@ def test_done_by_hand_lets_dependents_proceed(world: World) -> None:
         name: by-hand
         steps:
           - {id: slow, hosts: db@target, run: 'sleep 2', undo: 'true'}
-          - {id: dns, hosts: db@target, run: 'touch "$DRX_HOST_DIR/dns"', needs: [slow], undo: 'true'}
+          - {id: dns, hosts: db@target, run: 'touch "$DRX_HOST_DIR/dns"', needs: [slow], undo: 'touch "$DRX_HOST_DIR/undo-dns"'}
           - {id: after, hosts: db@target, run: 'touch "$DRX_HOST_DIR/after"', needs: [dns], undo: 'true'}
     """)
     proc = world.spawn("failover", "site-b")
@@ -187,6 +187,13 @@ def test_done_by_hand_lets_dependents_proceed(world: World) -> None:
     for fmt in ("text", "md", "html", "json", "junit"):
         code, report, err = drx("report", "--format", fmt, state=world.state)
         assert code == 0 and "switched at the registrar" in report, (fmt, err)
+    code, _, err = drx(
+        "failback", "--yes", "-r", str(world.runbook), "-i", str(world.inventory), state=world.state
+    )
+    assert code == 0, err
+    assert not world.host_file("db-b", "undo-dns").exists()  # done by hand: not undone
+    plan = json.loads((world.run_dirs()[-1] / "plan.json").read_text())
+    assert {"id": "dns", "reason": "done by hand: a failback does not undo it"} in plan["left_out"]
 
 
 def test_a_gate_nobody_answers_is_denied_at_its_timeout(world: World) -> None:
