@@ -30,7 +30,7 @@ RUNBOOK = """
     name: warroom
     rto_target: 5m
     steps:
-      - {id: prep, hosts: db@target, run: 'sleep {{ vars.prep }}; echo prepped', undo: 'true'}
+      - {id: prep, hosts: db@target, run: 'sleep {{ vars.prep }}; echo prepped {{ vars.db_password | default("-") }}', undo: 'true'}
       - {id: promote, kind: manual, prompt: "Promote {{ target }}?", needs: [prep]}
       - {id: after, hosts: db@target, run: 'touch "$DRX_HOST_DIR/after"', needs: [promote], undo: 'true'}
 """
@@ -122,7 +122,10 @@ def test_posts_need_a_token_and_bad_requests_change_nothing(world: World, served
     large 400, and the gate still waits; every response carries a strict CSP; a token's
     approval is recorded as 'NAME via web'."""
     world.write_runbook(RUNBOOK)
-    proc = world.spawn("failover", "site-b", "--var", "prep=0")
+    secret = "hunter2-of-the-db"
+    proc = world.spawn(
+        "failover", "site-b", "--var", "prep=0", "--secret-var", f"db_password={secret}"
+    )
     try:
         run_id = running_run(world)
         wait_for(lambda: any(e["event"] == "gate_waiting" for e in world.journal()))
@@ -158,6 +161,11 @@ def test_posts_need_a_token_and_bad_requests_change_nothing(world: World, served
     with urllib.request.urlopen(req, timeout=20) as resp:
         ids = [line for line in resp.read().decode().splitlines() if line.startswith("id: ")]
     assert ids[0] == "id: 4" and len(ids) == len(lines) - 3  # resumed after the third
+    for page in ("/events", "", "/report.html", "/report.json"):
+        where = f"/runs/{run_id}{page}" if page.startswith("/report") else f"{path}{page}"
+        code, _, body = served.call(where)
+        assert code == 200 and secret.encode() not in body, where
+    assert b"prepped ***" in served.call(f"{path}/events")[2]
 
 
 @pytest.mark.parametrize("world", ["local"], indirect=True)
