@@ -328,3 +328,27 @@ def test_served_from_etcd_a_token_approves_a_run_of_the_other_controller(
                 proc.terminate()
                 proc.communicate(timeout=10)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)
+def test_abort_from_the_page_cancels_the_run(world: World, served: Served) -> None:
+    """POST abort with a token acts as a first Ctrl-C: the run ends cancelled (exit 130) and
+    its message names the token's NAME via web and the comment."""
+    world.write_runbook(RUNBOOK)
+    proc = world.spawn("failover", "site-b", "--var", "prep=0")
+    try:
+        run_id = running_run(world)
+        wait_for(lambda: any(e["event"] == "gate_waiting" for e in world.journal()))
+        body = b'{"comment": "wrong window"}'
+        code, _, answer = served.call(f"/api/runs/{run_id}/abort", body=body, token=TOKEN)
+        assert code == 200, answer
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130
+    summary = world.summary()
+    assert summary["message"] == 'cancelled by dana via web: "wrong window"'
+    code, _, answer = served.call(f"/api/runs/{run_id}/abort", body=b"{}", token=TOKEN)
+    assert code == 409 and b"is not running" in answer  # the run has ended

@@ -173,7 +173,8 @@ class Server:
 
     async def act(self, request: Request) -> Response:
         """POST /api/runs/{id}/{action}: a token holder answers a gate or aborts the run."""
-        from orchestrator.cli.control import ANSWER_WAIT_S
+        from orchestrator.cli.control import ANSWER_WAIT_S, running_run
+        from orchestrator.errors import DrxError
         from orchestrator.record.control import Request as Ask
         from orchestrator.record.control import channel_for, new_request_id
 
@@ -202,6 +203,10 @@ class Server:
             return _json({"error": f"the body is not a JSON object: {exc}"}, 400)
         if not await asyncio.to_thread(self.store.has_run, run_id):
             return _not_found(f"no run '{run_id}'")
+        try:  # a run that has ended is refused at once (as drx approve refuses it)
+            await asyncio.to_thread(running_run, self.store, run_id)
+        except DrxError as exc:
+            return _json({"ok": False, "message": str(exc)}, 409)
         ask = Ask(new_request_id(), action, gate, name, "web", comment)
         channel = channel_for(self.store)
         await asyncio.to_thread(channel.send, run_id, ask)
