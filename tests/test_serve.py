@@ -222,6 +222,10 @@ def test_live_page_in_chromium_over_sshd(world: World, served: Served, tmp_path:
                     "document.getElementById('status').textContent === 'succeeded'"
                 )
                 page.screenshot(path=str(Path("/tmp") / "drx-serve-done.png"), full_page=True)
+                page.goto(served.base + "/")  # the runs list: this run, its RTO in the trend
+                page.wait_for_selector(f"a[href='/runs/{run_id}']")
+                assert page.locator("table.trend meter").count() == 1
+                page.screenshot(path=str(Path("/tmp") / "drx-serve-runs.png"), full_page=True)
                 assert not [e for e in errors if "Content Security Policy" in e], errors
             finally:
                 browser.close()
