@@ -109,8 +109,8 @@ class PreflightError(RefusedError):
 
 
 class GateUnavailable(DrxError):
-    """No operator can answer a manual gate (no terminal and no --yes): the gate's step fails
-    with ``"error": "no_terminal"``."""
+    """A manual gate could not ask anyone: the gate's step fails with
+    ``"error": "no_terminal"``."""
 
 
 class GateTimeout(GateUnavailable):
