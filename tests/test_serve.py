@@ -356,3 +356,47 @@ def test_abort_from_the_page_cancels_the_run(world: World, served: Served) -> No
     assert summary["message"] == 'cancelled by dana via web: "wrong window"'
     code, _, answer = served.call(f"/api/runs/{run_id}/abort", body=b"{}", token=TOKEN)
     assert code == 409 and b"is not running" in answer  # the run has ended
+
+
+@pytest.mark.parametrize("world", ["local"], indirect=True)
+def test_serves_https_with_a_certificate(world: World, tmp_path: Path) -> None:
+    """With --tls-cert/--tls-key the page and API are served over HTTPS (a client trusting the
+    CA reads /api/runs); binding beyond loopback without them warns that tokens cross in
+    clear."""
+    import ssl
+
+    from orchestrator.lab.etcd import make_tls
+
+    tls = make_tls(tmp_path / "tls", ["127.0.0.1"])
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"dana {hashlib.sha256(TOKEN.encode()).hexdigest()}\n")
+    port = free_port("127.0.0.1")
+    args = ["--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)]
+    proc = subprocess.Popen(
+        serve_cmd(world.state, "--bind", f"127.0.0.1:{port}", "--tokens", str(tokens), *args),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        context = ssl.create_default_context(cafile=str(tls.ca))
+
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(
+                    f"https://127.0.0.1:{port}/api/runs", timeout=5, context=context
+                ) as resp:
+                    return resp.status == 200 and json.loads(resp.read()) == []
+            except OSError:
+                return False
+
+        wait_for(up)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    out = subprocess.run(
+        serve_cmd(world.state, "--bind", "192.0.2.1:8765", "--tokens", str(tokens)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "in clear" in out.stderr

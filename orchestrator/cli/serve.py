@@ -20,6 +20,12 @@ def serve(
     ] = None,
     state_dir: StateDirOpt = None,
     state_url: StateUrlOpt = None,
+    tls_cert: Annotated[
+        str | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate (PEM).")
+    ] = None,
+    tls_key: Annotated[
+        str | None, typer.Option("--tls-key", help="The certificate's private key (PEM).")
+    ] = None,
 ) -> None:
     """Serve the runs, each run live, the reports, /api and /metrics; with --tokens, a token
     holder may approve or deny gates and abort runs from the page.
@@ -43,6 +49,18 @@ def serve(
         raise UsageError(
             f"--bind {bind}: serving beyond loopback needs --tokens (who may act on runs)"
         )
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    for given in (tls_cert, tls_key):
+        if given is not None and not Path(given).is_file():
+            raise UsageError(f"{given}: no such file")
+    if not loopback and tls_cert is None:
+        from orchestrator.cli import say
+
+        say.warning(
+            f"--bind {bind} without --tls-cert: bearer tokens cross the network in clear "
+            "(serve HTTPS, or behind a TLS proxy)"
+        )
     from orchestrator.serve.tokens import load_tokens
 
     known = load_tokens(Path(tokens)) if tokens else {}
@@ -52,5 +70,13 @@ def serve(
 
     from orchestrator.serve.app import build_app
 
-    typer.echo(f"drx serve: http://{bind}/ ({store.location})", err=True)
-    uvicorn.run(build_app(store, known), host=host, port=int(port), log_level="warning")
+    scheme = "https" if tls_cert else "http"
+    typer.echo(f"drx serve: {scheme}://{bind}/ ({store.location})", err=True)
+    uvicorn.run(
+        build_app(store, known),
+        host=host,
+        port=int(port),
+        log_level="warning",
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+    )
