@@ -109,8 +109,13 @@ class PreflightError(RefusedError):
 
 
 class GateUnavailable(DrxError):
-    """No operator can answer a manual gate (no terminal and no --yes): the gate's step fails
-    with ``"error": "no_terminal"``."""
+    """A manual gate could not ask anyone: the gate's step fails with
+    ``"error": "no_terminal"``."""
+
+
+class GateTimeout(GateUnavailable):
+    """Nobody answered a gate that waited for an answer from elsewhere within its step's
+    ``timeout``: the gate is denied (``"error": "timeout"``)."""
 
 
 class TransportError(DrxError):

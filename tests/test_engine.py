@@ -168,12 +168,12 @@ def test_on_failure_continue_lets_dependents_run(world: World, capsys) -> None:
 
 
 def test_manual_gate_with_yes_and_without_a_terminal(world: World, capsys) -> None:
-    """--yes approves a gate (recorded as such); with no terminal and no --yes the run is
-    refused before anything runs (exit 2), rather than failing half-way at the gate."""
+    """--yes approves a gate (recorded as such); with no terminal and no --yes the gate waits
+    for drx approve/deny and its timeout denies it (exit 1), nothing after it runs."""
     world.write_runbook("""
         name: gate
         steps:
-          - {id: ok, kind: manual, prompt: "Go to {{ target }}?"}
+          - {id: ok, kind: manual, prompt: "Go to {{ target }}?", timeout: 200ms}
           - {id: after, hosts: db@target, run: 'touch "$DRX_HOST_DIR/after"', needs: [ok], undo: 'true'}
     """)
     code, _ = world.run(capsys, "failover", "site-b", "--yes")
@@ -182,10 +182,10 @@ def test_manual_gate_with_yes_and_without_a_terminal(world: World, capsys) -> No
     assert gate["status"] == "succeeded" and gate["approved_via"] == "--yes"
     assert gate["approved_by"] == operator_identity()  # user@host of whoever gave --yes
     world.host_file("db-b", "after").unlink()
-    runs_before = len(world.run_dirs())
     code, err = world.run(capsys, "failover", "site-b", "--force")
-    assert code == 2 and "no terminal" in err and "ok" in err
-    assert len(world.run_dirs()) == runs_before, "refused before anything ran"
+    assert code == 1 and "drx approve" in err and "ok" in err
+    gate = world.step(world.summary(), "ok")
+    assert gate["status"] == "failed" and gate["error"] == "timeout"
     assert not world.host_file("db-b", "after").exists()
 
 

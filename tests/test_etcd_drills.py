@@ -57,7 +57,7 @@ class Controller:
     def argv(self, *args: str) -> list[str]:
         files = ["-r", str(self.world.runbook), "-i", str(self.world.inventory)]
         command = args[0]
-        if command in ("runs", "report", "status"):
+        if command in ("runs", "report", "status", "approve", "deny", "abort", "done"):
             files = []
         return [
             sys.executable,
@@ -415,3 +415,55 @@ def test_state_push_moves_local_history_into_the_store(
         check=False,
     )
     assert "copied 0 run(s)" in again.stdout and "skipped 2" in again.stdout
+
+
+GATED = """
+name: shared
+steps:
+  - id: one
+    hosts: app-b
+    run: echo ran >> "$DRX_HOST_DIR/one"
+    undo: 'true'
+  - {id: promote, kind: manual, prompt: "Promote?", needs: [one]}
+  - id: three
+    hosts: app-b
+    run: echo ran >> "$DRX_HOST_DIR/three"
+    undo: 'true'
+    needs: [promote]
+"""
+
+
+def test_gate_approved_from_the_other_controller(
+    shared_world: World, etcd: EtcdCluster, etcd_prefix: str
+) -> None:
+    """A run on controller A with no terminal waits at its gate; drx approve on controller B
+    (its own local directory, the same store) reaches A through an etcd watch, A continues,
+    and the journal records B's user@host, 'drx approve' and the comment; a second answer is
+    refused (exit 2, nothing waits)."""
+    shared_world.write_runbook(GATED)
+    a, b = controllers(shared_world, etcd, etcd_prefix)
+    proc = a.spawn("failover", "site-b")
+    try:
+        store = b.store()
+        wait_for(gate_waiting(store), 30, "the gate to wait")
+        approved = b.run("approve", "latest", "promote", "--comment", "from site b")
+        assert approved.returncode == 0, approved.stderr
+        again = b.run("deny", "latest", "promote")
+        code, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, err
+    assert again.returncode == 2
+    assert marks(shared_world, "three") == 1
+    events = store.read_events(store.run_ids()[-1])
+    answered = next(e for e in events if e["event"] == "gate_answered")
+    assert answered["via"] == "drx approve" and answered["comment"] == "from site b"
+
+
+def gate_waiting(store: EtcdStore) -> Callable[[], bool]:
+    def check() -> bool:
+        ids = store.run_ids()
+        return bool(ids) and any(e["event"] == "gate_waiting" for e in store.read_events(ids[-1]))
+
+    return check

@@ -100,3 +100,37 @@ def test_ctrl_c_at_a_waiting_gate_cancels_the_run(local_world: World) -> None:
     assert local_world.step(summary, "approve")["status"] == "cancelled"
     assert local_world.step(summary, "after")["status"] == "cancelled"
     assert not local_world.host_file("db-b", "after").exists()
+
+
+def test_drx_approve_answers_a_gate_the_terminal_is_asking(local_world: World) -> None:
+    """The first answer wins: while the terminal asks, drx approve from another process
+    answers the gate; the terminal stops asking (a late 'n' there changes nothing) and the run
+    goes on, recorded as approved via drx approve."""
+    import subprocess
+
+    pid, fd = _spawn_on_pty(local_world)
+    _read_until(fd, "Proceed to site-b?")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "approve",
+            "latest",
+            "approve",
+            "--comment",
+            "from the bridge",
+            "--state-dir",
+            str(local_world.state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    os.write(fd, b"n\r")  # too late: the gate was answered
+    assert _wait(pid, fd) == 0
+    gate = local_world.step(local_world.summary(), "approve")
+    assert gate["status"] == "succeeded" and gate["approved_via"] == "drx approve"
+    assert gate["approval_comment"] == "from the bridge"
+    assert local_world.host_file("db-b", "after").exists()

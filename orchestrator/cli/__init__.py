@@ -27,6 +27,8 @@ from orchestrator.cli import (  # noqa: F401
     status,
     state,
     schema,
+    control,
+    serve,
 )
 
 # isort: on

@@ -251,7 +251,8 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "10m",
         "Per attempt and per host; the remote command "
         "and its children are killed when it passes. For a `check`, it bounds the whole "
-        "polling window on each host.",
+        "polling window on each host. For a `manual` gate with no terminal (default 1h), how "
+        "long it waits for `drx approve`/`deny` before it is denied.",
         "2m",
     ),
     FieldDoc(

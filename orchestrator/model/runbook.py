@@ -29,6 +29,8 @@ from orchestrator.model.yaml_source import LList, LMap
 
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 DEFAULT_TIMEOUT = 600.0
+#: how long a manual gate with no terminal waits for drx approve/deny before it is denied
+MANUAL_TIMEOUT = 3600.0
 DEFAULT_INTERVAL = 5.0
 #: the shortest pause between polls: shorter ones would hammer the hosts (over SSH, a session
 #: a poll) and are refused
@@ -420,7 +422,10 @@ def _parse_step(
         hosts=hosts or (undo_of.hosts if undo_of else ()),
         run=run,
         needs=tuple(f.str_list("needs")),
-        timeout=f.duration("timeout", DEFAULT_TIMEOUT) or 0.0,
+        timeout=f.duration(
+            "timeout", MANUAL_TIMEOUT if kind is StepKind.MANUAL else DEFAULT_TIMEOUT
+        )
+        or 0.0,
         retries=f.integer("retries", 0),
         retry_delay=f.duration("retry_delay", DEFAULT_RETRY_DELAY) or 0.0,
         until=f.text("until"),

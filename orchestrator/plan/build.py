@@ -893,6 +893,9 @@ def undo_candidates(
         if step is None:
             left_out.append({"id": sid, "reason": "no longer in the runbook"})
             continue
+        if status is Status.DONE_BY_HAND:  # drx done: an operator did it, not drx
+            left_out.append({"id": sid, "reason": "done by hand: a failback does not undo it"})
+            continue
         good = [h for h, o in out.hosts.items() if o.status is Status.SUCCEEDED]
         unsure = [h for h, o in out.hosts.items() if o.status in (Status.UNKNOWN, Status.CANCELLED)]
         in_flight = status is Status.UNKNOWN or (status is Status.CANCELLED and out.outcome_unknown)

@@ -17,6 +17,7 @@ the member that answered last is tried first next time.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -286,6 +287,13 @@ class EtcdClient:
                 return
             start = kvs[-1].key + b"\0"
 
+    def range_prefix_at(self, prefix: bytes) -> tuple[list[KeyValue], int]:
+        """Every key under ``prefix`` (one page: a few keys) and the store's revision then,
+        from which a :class:`Watch` carries on."""
+        answer = self.call("kv/range", {"key": b64(prefix), "range_end": b64(prefix_end(prefix))})
+        kvs = [KeyValue.from_json(kv) for kv in answer.get("kvs") or []]
+        return kvs, int(answer.get("header", {}).get("revision", 0))
+
     def put(self, key: bytes, value: bytes, *, timeout: float | None = None) -> int:
         answer = self.call("kv/put", {"key": b64(key), "value": b64(value)}, timeout=timeout)
         return int(answer.get("header", {}).get("revision", 0))
@@ -360,6 +368,89 @@ class EtcdClient:
         )
         answer: dict[str, Any] = _decode(resp.data)
         return answer
+
+
+class Watch:
+    """A watch on every key under a prefix, through the gateway's streaming ``/v3/watch``: the
+    member pushes each change as it happens (one JSON message a line), nothing is polled. A
+    stream that breaks (a member gone) is opened again on the next endpoint, from the revision
+    after the last one seen, so no change is missed or seen twice."""
+
+    #: a stream idle this long is opened again (a half-open connection is noticed)
+    IDLE_S = 30.0
+
+    def __init__(self, client: EtcdClient, prefix: bytes, start_revision: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.next_revision = start_revision
+        self._closed = threading.Event()
+        self._resp: Any = None
+
+    def close(self) -> None:
+        self._closed.set()
+        resp = self._resp
+        if resp is not None:
+            with contextlib.suppress(Exception):
+                resp.shutdown()
+            with contextlib.suppress(Exception):
+                resp.release_conn()
+
+    def events(self) -> Iterator[KeyValue]:
+        """Each key put under the prefix, in revision order, until :meth:`close`."""
+        client = self.client
+        attempt = 0
+        while not self._closed.is_set():
+            endpoint = client.endpoints[(client._preferred + attempt) % len(client.endpoints)]
+            body = {
+                "create_request": {
+                    "key": b64(self.prefix),
+                    "range_end": b64(prefix_end(self.prefix)),
+                    "start_revision": str(self.next_revision),
+                }
+            }
+            headers = {"Content-Type": "application/json"}
+            if client._token is not None:
+                headers["Authorization"] = client._token
+            try:
+                self._resp = client._http.request(
+                    "POST",
+                    f"{client.scheme}://{endpoint}/v3/watch",
+                    body=json.dumps(body).encode(),
+                    headers=headers,
+                    timeout=urllib3.Timeout(connect=client.timeout, read=self.IDLE_S),
+                    retries=False,
+                    preload_content=False,
+                )
+                if self._closed.is_set():
+                    return
+                while True:
+                    line = self._resp.readline()
+                    if not line:
+                        break
+                    yield from self._changes(line)
+                    attempt = 0
+            except (urllib3.exceptions.HTTPError, OSError, ValueError):
+                pass
+            finally:
+                if self._resp is not None:
+                    with contextlib.suppress(Exception):
+                        self._resp.release_conn()
+            attempt += 1
+            self._closed.wait(_ROUND_PAUSE_S)
+
+    def _changes(self, line: bytes) -> list[KeyValue]:
+        message = json.loads(line)
+        result = message.get("result") or {}
+        if "error" in message:
+            raise ValueError(str(message["error"]))
+        out = []
+        for event in result.get("events") or []:
+            if event.get("type", "PUT") != "PUT":
+                continue
+            kv = KeyValue.from_json(event.get("kv") or {})
+            self.next_revision = max(self.next_revision, kv.mod_revision + 1)
+            out.append(kv)
+        return out
 
 
 def _decode(data: bytes) -> Any:

@@ -18,6 +18,7 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
     NOT_RUN = "not_run"
     UNKNOWN = "unknown"
+    DONE_BY_HAND = "done_by_hand"  # drx done: an operator did it; its dependents proceed
 
 
 @dataclass

@@ -573,6 +573,15 @@ def _notes(run: Run) -> tuple[str, ...]:
         )
     if run.yes and any(s.kind == "manual" for s in run.steps):
         notes.append(_yes_note(run))
+    # answers from another terminal or the web page (docs/reference.md, "Control from another
+    # terminal"): who did what, and what they said
+    for s in run.steps:
+        if s.status == "done_by_hand" and s.message:
+            notes.append(f"Step {s.id} was {s.message} (it did not run).")
+        elif s.kind == "manual" and s.message and s.message.startswith("declined by"):
+            notes.append(f"Gate {s.id} was {s.message}.")
+    if run.status == "cancelled" and run.message and " via " in run.message:
+        notes.append(f"The run was {run.message}.")
     return tuple(notes)
 
 

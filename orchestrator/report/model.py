@@ -185,6 +185,7 @@ class Step:
     declined_by: str | None = None
     declined_via: str | None = None
     decline_comment: str | None = None
+    message: str | None = None  # who declined a gate or did a step by hand, and why
 
     @property
     def approver(self) -> str | None:
@@ -315,6 +316,8 @@ class Run:
         """How long after the run's start the RTO clock started (probe windows are offsets
         from the run's start, the timeline's from the RTO start)."""
         return _between(parse_when(self.started_at), parse_when(self.rto_started_at)) or 0.0
+
+    message: str | None = None  # why the run ended as it did (who aborted it)
 
     @property
     def is_failback(self) -> bool:
@@ -489,6 +492,7 @@ def _step(index: int, raw: Mapping[str, Any], base: datetime | None) -> Step:
         declined_by=_str(raw.get("declined_by")),
         declined_via=_str(raw.get("declined_via")),
         decline_comment=_str(raw.get("decline_comment")),
+        message=_str(raw.get("message")),
     )
 
 
@@ -597,6 +601,7 @@ def load(summary: Mapping[str, Any]) -> Run:
         drill_id=_str(summary.get("drill_id")),
         rollback=summary.get("rollback") is True,
         children=tuple(c for c in _seq(summary.get("children")) if isinstance(c, Mapping)),
+        message=_str(summary.get("message")),
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from orchestrator.errors import GateUnavailable, TransportError
+from orchestrator.errors import GateTimeout, GateUnavailable, TransportError
 from orchestrator.model.inventory import Host
 from orchestrator.model.runbook import OnFailure, Step, StepKind
 from orchestrator.model.templating import StepsView, evaluate, render
@@ -134,9 +134,19 @@ class Executor:
         for sid, outcome in {**(extra_results or {}), **(carried or {})}.items():
             self._results[sid] = outcome.template_view(order)
         self._gate_lock = threading.Lock()
+        self._gate_lock_answers = threading.Lock()
+        self._todo: set[str] = set()
+        self._waiting: dict[str, int] = {}
+        self._ready: list[tuple[int, str]] = []
+        self._running = 0
+        self._idle = threading.Condition()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self.manual_wait_s = 0.0
+        #: gates asking now, and answers given to them from elsewhere (drx approve/deny, the
+        #: web page): the first answer wins, the terminal's or another's
+        self._asking: set[str] = set()
+        self._answers: dict[str, Answer] = {}
         self.aborted_by: str | None = None
         self.rpo_guard = rpo_guard
         #: the guard's verdict once it tripped (refused, or accepted with --accept-data-loss)
@@ -179,23 +189,73 @@ class Executor:
             # guards are re-checked at least every 0.2 s, even if nobody calls halt()
             self._halt.wait(min(left, 0.2))
 
-    def interrupt(self) -> None:
-        """Ctrl-C: the first stops scheduling, the second cancels running commands."""
+    def interrupt(self, **who: Any) -> None:
+        """Ctrl-C: the first stops scheduling, the second cancels running commands. ``who``
+        (by, via, comment) records an abort asked from elsewhere (drx abort, the web page)."""
         if self.stopping.is_set():
             if not self.cancel.is_set():
                 self.journal.write(Event.CANCEL_RUNNING)
                 self.cancel.set()
             return
-        self.journal.write(Event.INTERRUPT)
+        self.journal.write(Event.INTERRUPT, **who)
         self.stopping.set()
         self.halt()
+
+    # -- answers from elsewhere (docs/reference.md, "Control from another terminal") -----------
+    def answer_gate(self, step_id: str, answer: Answer) -> str | None:
+        """Answer a gate that is asking now; why not (None: taken). The first answer wins."""
+        with self._gate_lock_answers:
+            if step_id not in self._asking:
+                return f"gate '{step_id}' is not waiting"
+            if step_id in self._answers:
+                return f"gate '{step_id}' was already answered"
+            self._answers[step_id] = answer
+        withdraw = getattr(self.gate, "withdraw", None)
+        if withdraw is not None:  # the terminal stops asking
+            withdraw(step_id)
+        return None
+
+    def waiting_gates(self) -> list[str]:
+        """The gates asking now."""
+        with self._gate_lock_answers:
+            return sorted(self._asking - set(self._answers))
+
+    def done_by_hand(self, step_id: str, answer: Answer) -> str | None:
+        """Mark a step that has not started as done by hand: its dependents proceed. Why not
+        (None: done)."""
+        if step_id not in self.plan.steps:
+            return f"no step '{step_id}' in this run"
+        with self._idle:
+            if step_id in self.outcomes:
+                return f"step '{step_id}' already ended ({self.outcomes[step_id].status.value})"
+            if step_id not in self._todo:
+                return f"step '{step_id}' has already started"
+            self._waiting.pop(step_id, None)
+            self._ready = [r for r in self._ready if r[1] != step_id]
+            heapq.heapify(self._ready)
+            self._todo.discard(step_id)
+            outcome = StepOutcome(step_id, Status.DONE_BY_HAND, message=answer.sentence("done"))
+            self.journal.write(
+                Event.STEP_FINISHED,
+                step=step_id,
+                status=outcome.status.value,
+                by=answer.by,
+                via=answer.via,
+                comment=answer.comment,
+                message=outcome.message,
+            )
+            nxt = self._complete(step_id, outcome)
+            if nxt is not None:
+                self._running += 1
+                self._steps_pool.submit(self._step_thread, nxt)
+        return None
 
     def _need_ok(self, need: str) -> bool | None:
         """True: the need lets dependents run; False: it never will; None: not finished yet."""
         outcome = self.outcomes.get(need)
         if outcome is None:
             return None
-        if outcome.status in (Status.SUCCEEDED, Status.SKIPPED):
+        if outcome.status in (Status.SUCCEEDED, Status.SKIPPED, Status.DONE_BY_HAND):
             return True
         if outcome.status is Status.FAILED:
             return self.tolerated(self.plan.steps[need]) if need in self.plan.steps else False
@@ -221,10 +281,9 @@ class Executor:
         """
         plan = self.plan
         self._todo = {sid for sid in plan.steps if sid not in self.outcomes}
-        self._waiting: dict[str, int] = {}
-        self._ready: list[tuple[int, str]] = []
+        self._waiting = {}
+        self._ready = []
         self._running = 0
-        self._idle = threading.Condition()
         doomed: list[str] = []
         for sid in plan.steps:
             if sid not in self._todo:
@@ -450,19 +509,26 @@ class Executor:
         with self._gate_lock:  # one question on the terminal at a time
             t0 = self.journal.now()
             self.journal.write(Event.GATE_WAITING, t0, step=ps.id, prompt=prompt)
-            approved, problem, error = self._ask(ps.id, prompt)
+            approved, problem, error, who = self._ask(ps.id, prompt)
             t1 = self.journal.now()
             self.manual_wait_s += t1 - t0
             # someone answered (approved or declined): who, how and what they said is recorded
             answered = approved is True or error == "declined"
+            if who is None and answered:
+                who = Answer(
+                    approved is True,
+                    getattr(self.gate, "by", "operator"),
+                    getattr(self.gate, "via", None),
+                    getattr(self.gate, "comments", {}).get(ps.id),
+                )
             self.journal.write(
                 Event.GATE_ANSWERED,
                 t1,
                 step=ps.id,
                 approved=approved,
-                by=getattr(self.gate, "by", "operator") if answered else None,
-                via=getattr(self.gate, "via", None) if answered else None,
-                comment=getattr(self.gate, "comments", {}).get(ps.id) if answered else None,
+                by=who.by if who else None,
+                via=who.via if who else None,
+                comment=who.comment if who else None,
                 waited_s=round(t1 - t0, 6),
                 message=problem,
             )
@@ -477,31 +543,49 @@ class Executor:
             message=problem,
         )
 
-    def _ask(self, step_id: str, prompt: str) -> tuple[bool | None, str | None, str | None]:
+    def _ask(
+        self, step_id: str, prompt: str
+    ) -> tuple[bool | None, str | None, str | None, Answer | None]:
         """Ask the gate on a thread of its own, so that Ctrl-C while an operator is being
-        asked cancels the gate instead of waiting on the terminal: (approved, why not, the
-        step's error code), with approved None when the run was interrupted."""
+        asked cancels the gate instead of waiting on the terminal, and an answer from
+        elsewhere (:meth:`answer_gate`) is taken at once: (approved, why not, the step's error
+        code, who answered from elsewhere), with approved None when the run was interrupted."""
         answer: dict[str, Any] = {}
         answered = threading.Event()
 
         def ask() -> None:
             try:
                 answer["approved"] = bool(self.gate(step_id, prompt))
+            except GateTimeout as exc:
+                answer["problem"], answer["error"] = str(exc), "timeout"
             except GateUnavailable as exc:
                 answer["problem"] = str(exc)
             except Exception as exc:  # a broken terminal: no approval
                 answer["problem"] = f"the gate could not ask: {exc!r}"
             answered.set()
 
-        threading.Thread(target=ask, name=f"gate-{step_id}", daemon=True).start()
-        while not answered.wait(0.1):
-            if self.stopping.is_set():
-                return None, "cancelled while waiting for the operator", "cancelled"
+        with self._gate_lock_answers:
+            self._asking.add(step_id)
+        try:
+            threading.Thread(target=ask, name=f"gate-{step_id}", daemon=True).start()
+            while not answered.wait(0.05):
+                if self.stopping.is_set():
+                    return None, "cancelled while waiting for the operator", "cancelled", None
+                if step_id in self._answers:
+                    break
+        finally:
+            with self._gate_lock_answers:
+                self._asking.discard(step_id)
+                other = self._answers.get(step_id)
+        if other is not None:
+            if other.approved:
+                return True, None, None, other
+            return False, other.sentence("declined"), "declined", other
         if "approved" in answer:
             if answer["approved"]:
-                return True, None, None
-            return False, "the operator declined", "declined"
-        return False, answer.get("problem"), "no_terminal"
+                return True, None, None, None
+            return False, "the operator declined", "declined", None
+        return False, answer.get("problem"), answer.get("error", "no_terminal"), None
 
     def _on_hosts(self, ps: PlanStep) -> StepOutcome:
         """Run a command/check step on all its hosts. Each host retries on its own: its next
@@ -834,6 +918,22 @@ def poll_failure(step: Step, res: CommandResult, value: Any) -> str:
         why = f"exit {res.rc}"
     lines = [line for line in res.output_tail.strip().splitlines() if line.strip()][-3:]
     return why + (": " + " | ".join(lines) if lines else ", no output")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer given from elsewhere than the run's terminal: approved or not, who
+    (``user@host`` or a token's NAME), how (``drx approve``, ``web``...), and a comment."""
+
+    approved: bool
+    by: str
+    via: str | None
+    comment: str | None
+
+    def sentence(self, what: str) -> str:
+        """``declined by X via Y: "comment"``, for the step's message."""
+        text = f"{what} by {self.by}" + (f" via {self.via}" if self.via else "")
+        return text + (f': "{self.comment}"' if self.comment else "")
 
 
 @dataclass

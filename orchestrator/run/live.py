@@ -266,6 +266,7 @@ class LiveView:
         )
         self.live.__enter__()
         self.last_comment: str | None = None  # typed after the last answer (y COMMENT)
+        self._withdrawn: set[str] = set()  # gates answered elsewhere
         self._thread = threading.Thread(target=self._tick, name="live-view", daemon=True)
         self._thread.start()
         journal.listeners.append(self.on_event)
@@ -431,13 +432,14 @@ class LiveView:
         import tty
 
         fd = sys.stdin.fileno()
+        self._withdrawn.discard(step_id)
         saved = termios.tcgetattr(fd)
         with self._lock:
             self.question = {"step": step_id, "prompt": prompt, "typed": "", "hint": ""}
             self._tty = (fd, saved)
         tty.setcbreak(fd)  # keys one at a time, no echo; Ctrl-C still interrupts
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and step_id not in self._withdrawn:
                 if not select.select([fd], [], [], 0.1)[0]:
                     continue
                 key = os.read(fd, 1).decode(errors="ignore")
@@ -450,6 +452,10 @@ class LiveView:
             with self._lock:
                 self.question = None
             self.live.update(self.render(), refresh=True)
+
+    def withdraw(self, step_id: str) -> None:
+        """The gate was answered elsewhere (drx approve/deny, the web page): stop asking."""
+        self._withdrawn.add(step_id)
 
     def _key(self, key: str) -> bool | None:
         """Take one key of the answer; the answer once Enter is pressed on a valid one."""

@@ -8,16 +8,18 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from orchestrator.errors import ExitCode, GateUnavailable, LockLost, PreflightError, RefusedError
+from orchestrator.errors import ExitCode, GateTimeout, LockLost, PreflightError, RefusedError
 from orchestrator.model.runbook import StepKind
 from orchestrator.plan.build import FAILBACK, FAILOVER, Plan, PlanStep
 from orchestrator.plan.preview import plan_document
 from orchestrator.plan.site import journal_children, state_changes
+from orchestrator.record.control import channel_for
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status, StepOutcome
@@ -32,11 +34,15 @@ from orchestrator.record.store import (
 from orchestrator.record.summary import RunSummary, build_summary
 from orchestrator.run import notify, preflight
 from orchestrator.run.budget import BudgetWatcher
+from orchestrator.run.control import ControlDesk, cancelled_message
 from orchestrator.run.executor import Executor, poll_once
 from orchestrator.run.probes import Probes
 from orchestrator.run.rpo_guard import RpoGuard
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
+
+#: how long a gate with no terminal waits for an answer when its step sets no timeout
+DEFAULT_GATE_WAIT_S = 3600.0
 
 
 @dataclass
@@ -77,7 +83,8 @@ def operator_identity() -> str:
 
 class Gate:
     """Answers manual gates: ``--yes``, else the operator at the terminal (through the view,
-    ``ask``), else refuses.
+    ``ask``), else waits for an answer from elsewhere (drx approve/deny, the web page), which
+    the executor takes; the step's ``timeout`` ends that wait as denied.
 
     Records who approved (``by``: user@host), how (``via``: ``--yes`` or ``terminal``) and an
     optional comment per gate: ``--comment``, else one typed after the answer (``y COMMENT``).
@@ -98,16 +105,27 @@ class Gate:
         self.comment = comment
         self.comments: dict[str, str | None] = {}
         self.view: Any = None  # the view that asked: it keeps the comment typed with the answer
+        #: how long each gate waits for an answer from elsewhere (its step's timeout)
+        self.timeouts: dict[str, float] = {}
+        #: the commands that answer a gate, with ``{step}`` in them
+        self.answer_hint = "drx approve latest {step}"
+        self._withdrawn: set[str] = set()
+        self._changed = threading.Event()
+
+    def withdraw(self, step_id: str) -> None:
+        """The gate was answered elsewhere: stop asking (the terminal too)."""
+        self._withdrawn.add(step_id)
+        self._changed.set()
+        withdraw = getattr(self.view, "withdraw", None)
+        if withdraw is not None:
+            withdraw(step_id)
 
     def __call__(self, step_id: str, prompt: str) -> bool:
         if self.yes:
             self.comments[step_id] = self.comment
             return True
         if not self.interactive:
-            raise GateUnavailable(
-                f"manual step '{step_id}' needs an operator, but there is no terminal "
-                "(use --yes to approve every gate)"
-            )
+            return self._wait(step_id)
         if self.ask is not None:
             approved = self.ask(step_id, prompt)
         else:
@@ -117,6 +135,30 @@ class Gate:
         typed = getattr(self.view, "last_comment", None)
         self.comments[step_id] = self.comment if self.comment is not None else typed
         return approved
+
+    def _wait(self, step_id: str) -> bool:
+        """No terminal: say which command answers, then wait until the gate is answered
+        elsewhere (the executor takes that answer) or its timeout denies it."""
+        from orchestrator.model.units import format_duration
+
+        timeout = self.timeouts.get(step_id, DEFAULT_GATE_WAIT_S)
+        hint = self.answer_hint.format(step=step_id)
+        print(
+            f"drx: gate '{step_id}' waits for an answer (up to {format_duration(timeout)}): "
+            f"{hint} (or drx deny …)",
+            file=sys.stderr,
+            flush=True,
+        )
+        deadline = time.monotonic() + timeout
+        while step_id not in self._withdrawn:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GateTimeout(
+                    f"no answer within {format_duration(timeout)}: gate '{step_id}' is denied"
+                )
+            self._changed.wait(min(left, 0.5))
+            self._changed.clear()
+        return False
 
 
 def _health_steps(plan: Plan, phase: str) -> list[PlanStep]:
@@ -156,16 +198,6 @@ def execute(
 ) -> tuple[int, RunSummary]:
     """Run ``plan`` end to end; returns the exit code and the summary. ``connecting`` is a
     pre-flight already started (``preflight.start``), else it starts here."""
-    gates = [
-        sid
-        for sid, ps in plan.steps.items()
-        if ps.step.kind is StepKind.MANUAL and sid not in opts.carried
-    ]
-    if gates and not opts.yes and not opts.interactive:
-        raise RefusedError(
-            f"manual step(s) {', '.join(gates)} need an operator, but there is no terminal; "
-            "nothing was run (use --yes to approve every gate)"
-        )
     run_id = store.new_run_id(plan.direction, plan.to_site)
     drill_id = plan.drill_id
     if drill_id is None and plan.mode == "drill" and plan.direction == FAILOVER:
@@ -304,6 +336,10 @@ def _run(
     for event in opts.carried_events:
         journal.write(Event.STEP_CARRIED, 0.0, **event)
     gate = Gate(opts.yes, opts.interactive, comment=opts.gate_comment)
+    gate.timeouts = {
+        sid: ps.step.timeout for sid, ps in plan.steps.items() if ps.step.kind is StepKind.MANUAL
+    }
+    gate.answer_hint = control_hint("approve", run_id, store, "{step}")
     output = store.output_dir(run_id)
     private_dir(output, store.local_dir)  # command output: owner-only, wherever the store is
     ex = Executor(
@@ -339,6 +375,8 @@ def _run(
         report_hint(run_id, store),
     )
     previous = _install_sigint(ex, opts.refuse_first_interrupt)
+    desk = ControlDesk(channel_for(store), run_id, ex)
+    desk.start()
     status, message = Status.SUCCEEDED, None
     try:
         outcomes = ex.run()
@@ -350,7 +388,7 @@ def _run(
         elif breach() is not None:
             status, message = Status.FAILED, breach()
         elif ex.stopping.is_set():
-            status, message = Status.CANCELLED, "cancelled by the operator"
+            status, message = Status.CANCELLED, cancelled_message(desk)
         elif ex.guard_refuses:
             status = Status.FAILED
             message = ex.guard_verdict.message if ex.guard_verdict else "the RPO guard refused"
@@ -368,13 +406,14 @@ def _run(
             elif breach() is not None:
                 status, message = Status.FAILED, breach()
             elif ex.stopping.is_set():
-                status, message = Status.CANCELLED, "cancelled by the operator"
+                status, message = Status.CANCELLED, cancelled_message(desk)
             elif not held:
                 why = "; ".join(_health_failures(journal.events))
                 status = Status.FAILED
                 message = f"health never held at {plan.to_site}" + (f" ({why})" if why else "")
     finally:
         probes.stop()
+        desk.stop()
         signal.signal(signal.SIGINT, previous)
         ex.close()
     exit_code = {
@@ -485,6 +524,12 @@ def file_sha256(path: str | None) -> str | None:
             return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return None
+
+
+def control_hint(command: str, run_id: str, store: Store, *args: str) -> str:
+    """``drx COMMAND RUN ARGS`` with the store's option unless the default."""
+    hint = report_hint(run_id, store).replace("drx report", f"drx {command}", 1)
+    return hint.replace(run_id, " ".join([run_id, *args]), 1)
 
 
 def report_hint(run_id: str, store: Store) -> str:
