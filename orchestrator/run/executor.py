@@ -38,6 +38,7 @@ from orchestrator.transport.base import (
     Connection,
     Redactor,
 )
+from orchestrator.transport.spool import SpoolKey
 
 #: how much of stdout is journaled per host (for templates of a resumed run or a failback)
 JOURNAL_STDOUT_BYTES = 4096
@@ -112,6 +113,8 @@ class Executor:
         carried: Mapping[str, StepOutcome] | None = None,
         extra_results: Mapping[str, StepOutcome] | None = None,
         rpo_guard: RpoGuard | None = None,
+        run_id: str = "",
+        spool_root: Path | None = None,
     ):
         self.plan = plan
         self.connections = connections
@@ -139,6 +142,10 @@ class Executor:
         self.manual_wait_s = 0.0
         self.aborted_by: str | None = None
         self.rpo_guard = rpo_guard
+        #: step commands are spooled under ``run_id`` on their hosts (``spool_root`` for local
+        #: hosts) when ``run_id`` is set
+        self.run_id = run_id
+        self.spool_root = spool_root
         #: the guard's verdict once it tripped (refused, or accepted with --accept-data-loss)
         self.guard_verdict: GuardVerdict | None = None
 
@@ -580,6 +587,15 @@ class Executor:
                 return out
         return out
 
+    def _spool(
+        self, ps: PlanStep, host: Host, attempt: str, *, keep_failed: bool = True
+    ) -> SpoolKey | None:
+        """Where one attempt is spooled on its host (a check's poll is answered at once, so
+        a failed poll keeps nothing)."""
+        if not self.run_id:
+            return None
+        return SpoolKey(self.run_id, ps.id, host.name, attempt, self.spool_root, keep_failed)
+
     def _log_path(self, ps: PlanStep, host: Host) -> Path:
         return self.output_dir / ps.id / f"{host.name}.log"
 
@@ -648,6 +664,7 @@ class Executor:
             redact=self.plan.redactor,
             log_path=self._log_path(ps, host),
             cancel=self.cancel,
+            spool=self._spool(ps, host, str(attempt)),
         )
         if res.error == "cancelled":
             return done(Status.CANCELLED, None, "cancelled", res.output_tail, res.stdout)
@@ -707,6 +724,7 @@ class Executor:
                 redact=self.plan.redactor,
                 log_path=self._log_path(ps, host),
                 cancel=self.cancel,
+                spool=self._spool(ps, host, f"{attempt}.{polls}", keep_failed=False),
             )
             if res.connection_failed:
                 return done(Status.FAILED, None, res.error, res.output_tail, polls=polls)
@@ -767,6 +785,7 @@ def run_command(
     redact: Redactor,
     log_path: Path | None = None,
     cancel: CancelToken | None = None,
+    spool: SpoolKey | None = None,
 ) -> CommandResult:
     """Run a step's rendered command (with its rendered ``env``) on one connection. A failure of the connection itself is
     a result too: no exit code, ``error`` naming it ("unreachable", "auth", "disconnected"...),
@@ -780,6 +799,7 @@ def run_command(
             log_path=log_path,
             redact=redact,
             cancel=cancel,
+            spool=spool,
         )
     except TransportError as exc:
         now = time.monotonic()

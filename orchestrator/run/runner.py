@@ -290,6 +290,8 @@ def _run(
         carried=opts.carried,
         extra_results=opts.extra_results,
         rpo_guard=guard,
+        run_id=run_id,
+        spool_root=store.local_dir / "spool",
     )
     lock_guard = LockGuard(lock, journal, ex.stopping)
     ex.start_guards.append(lock_guard)

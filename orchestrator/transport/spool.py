@@ -1,0 +1,187 @@
+"""The host-side spool: every command of a step runs detached from drx, its output and exit code
+kept on the host, so a command whose controller died still has a known outcome.
+
+A step's command attempt runs under ``<spool>/<run-id>/<step-id>/<host>/<attempt>/`` (``~/.drx/spool``
+over SSH, ``<state dir>/spool`` for local hosts): ``pid`` (the runner's pid and its process
+group), ``out`` and ``err`` (stdout and stderr: kept apart, as ``capture`` and ``until`` read
+them apart), ``rc`` (written, newline-terminated, when the command ends). The controller streams ``out`` as it grows; a successful attempt whose output reached the
+controller removes its directory; a failed one is kept as evidence.
+
+Nothing secret is ever in an argv: the shell program below (the command and its ``env``
+exports inside a single-quoted assignment) is written to the shell's standard input, which the
+shell reads itself (``. /dev/stdin`` over SSH, ``sh -s`` locally); the command runs with
+``eval`` from memory, its stdin ``/dev/null``. Under ``sudo`` the text reaches the other user's
+shell through a pipe. Everything is POSIX sh (dash, busybox), and the common path costs two
+forks and, when the command printed anything, one ``cat``: see docs/reference.md (spool).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.transport.base import Sudo, sudo_argv
+
+#: where SSH hosts keep their spools, relative to the login user's home
+SSH_SPOOL = ".drx/spool"
+#: exit code of a wrapper that could not create its spool directory
+SPOOL_FAILED_RC = 125
+#: exit code of the pre-flight's spool check when it refuses the host's spool directory
+SPOOL_REFUSED_RC = 3
+#: how often the streaming side looks for new output while a command runs
+STREAM_EVERY_S = 0.1
+
+
+@dataclass(frozen=True)
+class SpoolKey:
+    """Where one command attempt is spooled: ``<root>/<run_id>/<step>/<host>/<attempt>``
+    (the host's name in the path: hosts may share a home directory, over NFS or as local hosts).
+
+    ``root`` is the spool directory for local hosts (SSH hosts use their own ``~/.drx/spool``).
+    ``keep_failed``: keep the directory of a failed attempt (a check's polls do not: a failed
+    poll is an answer, not a lost outcome).
+    """
+
+    run_id: str
+    step: str
+    host: str
+    attempt: str
+    root: Path | None = None
+    keep_failed: bool = True
+
+    def relative(self) -> str:
+        return f"{self.run_id}/{self.step}/{self.host}/{self.attempt}"
+
+    def local_dir(self) -> Path:
+        """The directory on this machine (local hosts)."""
+        if self.root is None:
+            raise ValueError("no local spool root")
+        return self.root / self.relative()
+
+
+def ssh_dir(key: SpoolKey | None, base: str = SSH_SPOOL) -> str:
+    """Shell words naming ``key``'s directory on an SSH host, or the spool itself without a
+    key (``base`` relative to $HOME unless absolute)."""
+    path = base.rstrip("/") if key is None else f"{base.rstrip('/')}/{key.relative()}"
+    if path.startswith("/"):
+        return shlex.quote(path)
+    return '"$HOME"/' + shlex.quote(path.removeprefix("~/"))
+
+
+def _marker(marker: str, pgid: str) -> str:
+    """The first line: the marker and the process group id on stderr (none without a marker:
+    the local transport knows its group)."""
+    return f"printf '%s%s\\n' {shlex.quote(marker)} {pgid} >&2\n" if marker else ""
+
+
+def _runner(sudo: Sudo) -> str:
+    """The words that run ``$__drx_s`` (already in the shell's memory)."""
+    if not sudo:
+        # a subshell: an ``exit`` of the command ends it, not the wrapper
+        return '( eval "$__drx_s" )'
+    inner = shlex.quote('__drx_s=$(cat); eval "$__drx_s" </dev/null')
+    return f"printf '%s' \"$__drx_s\" | {shlex.join(sudo_argv(sudo))} sh -c {inner}"
+
+
+def program(body: str, marker: str, sudo: Sudo, spool_dir: str | None, keep_failed: bool) -> str:
+    """The shell program for one command: ``body`` (exports + command) run as ``sudo`` asks.
+
+    ``marker`` starts the first stderr line, followed by the process group id (the transport
+    kills that group on timeout). With ``spool_dir`` (shell words) the command runs detached
+    under the spool; without, in the foreground (commands outside any step, e.g. the
+    pre-flight's).
+    """
+    head = _marker(marker, '"$$"') + f"__drx_s={shlex.quote(body)}\n"
+    if spool_dir is None:
+        if sudo:
+            return head + f"{_runner(sudo)}\n"
+        return head + 'eval "$__drx_s" </dev/null\n'
+    keep = "" if keep_failed else "|| : "
+    return head + (
+        f"__drx_d={spool_dir}\n"
+        "umask 077\n"
+        f'[ -d "$__drx_d" ] || mkdir -p "$__drx_d" || exit {SPOOL_FAILED_RC}\n'
+        f': >"$__drx_d/out" && : >"$__drx_d/err" || exit {SPOOL_FAILED_RC}\n'
+        # the runner: detached from the channel (its own files for stdin/out/err), it writes
+        # rc when the command ends, whatever becomes of the wrapper
+        f'{{ {_runner(sudo)}; printf \'%s\\n\' "$?" >"$__drx_d/rc"; }}'
+        ' </dev/null >>"$__drx_d/out" 2>>"$__drx_d/err" &\n'
+        "__drx_r=$!\n"
+        'printf \'%s %s\\n\' "$__drx_r" "$$" >"$__drx_d/pid"\n'
+        'exec 3<"$__drx_d/out" 4<"$__drx_d/err"\n'
+        # the streamer: copies new output every STREAM_EVERY_S; USR1 (the runner is done) makes
+        # it copy the rest and stop. It is the only reader of fd 3, so output stays in order.
+        '( __drx_c() { [ ! -s "$__drx_d/out" ] || cat <&3 || exit 1\n'
+        '    [ ! -s "$__drx_d/err" ] || cat <&4 >&2 || exit 1; }\n'
+        "  trap '__drx_c; exit 0' USR1\n"
+        f"  while :; do sleep {STREAM_EVERY_S} </dev/null >/dev/null 2>&1 & wait $!; __drx_c; done"
+        " ) &\n"
+        "__drx_t=$!\n"
+        'wait "$__drx_r"\n'
+        'kill -USR1 "$__drx_t" 2>/dev/null\n'
+        'wait "$__drx_t"; __drx_w=$?\n'
+        # killed by USR1 before its trap was set: nothing was copied yet
+        'if [ "$__drx_w" -gt 128 ]; then cat <&3 && cat <&4 >&2 && __drx_w=0; fi\n'
+        '__drx_rc=; read -r __drx_rc <"$__drx_d/rc"\n'
+        # the output reached the controller (as far as a pipe can tell) and the command
+        # succeeded: nothing left to recover, so the spool goes (in the background: no wait)
+        f'if [ "$__drx_w" = 0 ] && {{ [ "$__drx_rc" = 0 ] {keep}; }}; then\n'
+        '  rm -rf "$__drx_d" </dev/null >/dev/null 2>&1 &\n'
+        "fi\n"
+        'exit "${__drx_rc:-255}"\n'
+    )
+
+
+def probe_program(spool_dir: str) -> str:
+    """Shell text that says what a spooled attempt left behind, on one line:
+    ``rc N`` (ended), ``live PID PGID`` (still running), or ``none``."""
+    return (
+        f"__drx_d={spool_dir}\n"
+        'if [ -f "$__drx_d/rc" ] && __drx_rc=$(cat "$__drx_d/rc") && [ -n "$__drx_rc" ]; then\n'
+        '  echo "rc $__drx_rc"; exit 0\n'
+        "fi\n"
+        'if [ -f "$__drx_d/pid" ] && read -r __drx_p __drx_g <"$__drx_d/pid"'
+        ' && kill -0 "$__drx_p" 2>/dev/null; then\n'
+        '  echo "live $__drx_p $__drx_g"; exit 0\n'
+        "fi\n"
+        "echo none\n"
+    )
+
+
+def attach_program(spool_dir: str, marker: str, pgid: int) -> str:
+    """Shell text that streams a spooled attempt's whole output until it ends (rc written or
+    its runner gone), then exits with its rc (255: none). ``marker`` carries ``pgid`` so that a
+    timeout can kill the command's group as for a command started now."""
+    return _marker(marker, str(pgid)) + (
+        f"__drx_d={spool_dir}\n"
+        'read -r __drx_p __drx_g <"$__drx_d/pid" || exit 255\n'
+        'exec 3<"$__drx_d/out" 4<"$__drx_d/err" || exit 255\n'
+        'while [ ! -s "$__drx_d/rc" ] && kill -0 "$__drx_p" 2>/dev/null; do\n'
+        f"  cat <&3 && cat <&4 >&2 || exit 255; sleep {STREAM_EVERY_S * 2}\n"
+        "done\n"
+        "cat <&3; cat <&4 >&2\n"
+        '__drx_rc=; read -r __drx_rc <"$__drx_d/rc"\n'
+        'exit "${__drx_rc:-255}"\n'
+    )
+
+
+def check_program(base: str) -> str:
+    """Shell text for the pre-flight: create the spool directory (0700) if missing, and refuse
+    (rc 3, ``SPOOL_REFUSED_RC``, the reason on stdout) one that is a symlink, owned by someone else, or writable by
+    group or others — never follow it. ``base``: shell words."""
+    return (
+        "umask 077\n"
+        f"__drx_b={base}\n"
+        "__drx_u=$(id -u)\n"
+        'for __drx_p in "${__drx_b%/*}" "$__drx_b"; do\n'
+        '  if [ -L "$__drx_p" ]; then echo "$__drx_p is a symlink"; exit 3; fi\n'
+        '  [ -d "$__drx_p" ] || mkdir -m 700 "$__drx_p" 2>/dev/null || [ -d "$__drx_p" ] ||'
+        ' { echo "cannot create $__drx_p"; exit 3; }\n'
+        '  set -- $(ls -ldn "$__drx_p")\n'
+        '  if [ "$3" != "$__drx_u" ]; then echo "$__drx_p is owned by uid $3, not $__drx_u";'
+        " exit 3; fi\n"
+        '  case $1 in d????-??-*) ;; *) echo "$__drx_p is writable by group or others ($1)";'
+        " exit 3;; esac\n"
+        "done\n"
+    )
