@@ -26,7 +26,7 @@ from orchestrator.model.inventory import Host
 from orchestrator.run.preflight import SpoolRefused, prove
 from orchestrator.transport.base import Connection, HostSpec
 from orchestrator.transport.local import LocalTransport
-from orchestrator.transport.spool import SpoolKey
+from orchestrator.transport.spool import SpoolKey, cleanup_program, words
 from orchestrator.transport.ssh import SSHTransport
 
 SECRET = "s3cr3t-" + secrets.token_hex(8)
@@ -146,16 +146,9 @@ def _wait_for(path: Path, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def _wait_gone(path: Path, timeout: float = 15.0) -> None:
-    end = time.monotonic() + timeout
-    while path.exists():
-        assert time.monotonic() < end, f"{path} still there"
-        time.sleep(0.05)
-
-
-def test_a_failed_attempt_keeps_its_spool_and_a_successful_one_removes_it(side: Side) -> None:
-    """A failed attempt leaves pid, out, err and rc (0700, files 0600); a successful attempt's
-    directory is removed once its output has been sent."""
+def test_an_attempt_leaves_pid_out_err_rc_until_drx_removes_it(side: Side) -> None:
+    """An attempt leaves pid, out, err and rc (0700, files 0600), success or not: only drx,
+    once the outcome is journaled, removes it (with its empty parents)."""
     bad = side.key()
     res = side.conn.run("echo out; echo err >&2; exit 3", timeout=20, spool=bad)
     assert (res.rc, res.stdout, res.stderr) == (3, "out\n", "err\n")
@@ -169,11 +162,11 @@ def test_a_failed_attempt_keeps_its_spool_and_a_successful_one_removes_it(side: 
     good = side.key()
     res = side.conn.run("echo fine", timeout=20, spool=good)
     assert res.ok and res.stdout == "fine\n"
-    _wait_gone(side.dir(good))
-    poll = side.key(keep_failed=False)
-    res = side.conn.run("exit 1", timeout=20, spool=poll)
-    assert res.rc == 1
-    _wait_gone(side.dir(poll))
+    assert (side.dir(good) / "rc").read_text() == "0\n"
+    dirs = [words(k, side.spec) for k in (bad, good)]
+    assert side.conn.run(cleanup_program(dirs), timeout=20).ok
+    for key in (bad, good):
+        assert not (side.root / key.run_id).exists()
 
 
 def test_output_streams_while_the_command_runs(side: Side, tmp_path: Path) -> None:
@@ -229,7 +222,7 @@ def test_a_timeout_kills_the_whole_group(side: Side) -> None:
 _CHILD = """
 import json, sys
 from orchestrator.transport.base import HostSpec
-from orchestrator.transport.spool import SpoolKey
+from orchestrator.transport.spool import SpoolKey, cleanup_program, words
 spec, key, root = json.loads(sys.argv[1])
 spec = HostSpec(**spec)
 key = SpoolKey(root=None if root is None else __import__("pathlib").Path(root), **key)
@@ -319,3 +312,40 @@ def test_a_spool_that_cannot_be_made_fails_the_command(side: Side, tmp_path: Pat
         if conn is not side.conn:
             conn.close()
     assert res.rc == 125 and not res.ok
+
+
+@pytest.mark.parametrize("world", ["local", "ssh"], indirect=True)
+def test_a_run_removes_its_spent_spools_and_keeps_a_failure(world: Any, capsys: Any) -> None:
+    """At the end of a run the spools of its successful attempts (and its checks' polls) are
+    gone, empty parents too; the failed attempt's spool stays, with its rc and output."""
+    world.write_runbook(
+        """
+        name: spent
+        steps:
+          - {id: ok, hosts: db@target, run: 'echo fine', undo: 'true'}
+          - {id: poll, kind: check, hosts: db@target, run: 'exit 0', needs: [ok]}
+          - {id: bad, hosts: db@target, run: 'echo broken; exit 7', undo: 'true', needs: [poll]}
+        """
+    )
+    code, _ = world.run(capsys, "failover", "site-b")
+    assert code == 1
+    run_id = world.summary()["run_id"]
+    if world.transport == "local":
+        root = world.state / "spool" / run_id
+    else:
+        root = Path(pwd.getpwnam("drxlab").pw_dir) / ".drx" / "spool" / run_id
+    try:
+        left = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+        host = "db-b"  # the inventory name (the lab host behind it may be shared-N)
+        assert left == [
+            "bad",
+            f"bad/{host}",
+            f"bad/{host}/1",
+            f"bad/{host}/1/err",
+            f"bad/{host}/1/out",
+            f"bad/{host}/1/pid",
+            f"bad/{host}/1/rc",
+        ]
+        assert (root / f"bad/{host}/1/out").read_text() == "broken\n"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

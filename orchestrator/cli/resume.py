@@ -181,7 +181,15 @@ def run_resume(
         if sid in plan.steps
         and (o.status is Status.UNKNOWN or (o.status is Status.CANCELLED and o.outcome_unknown))
     ]
-    blocked = [s for s in inflight if not (rerun_inflight or plan.steps[s].step.idempotent)]
+    recovered = _recover(
+        opts, inventory, events, run_id, [s for s in inflight if not _is_check(plan.steps[s])]
+    )
+    blocked = [
+        s
+        for s in inflight
+        if not (rerun_inflight or plan.steps[s].step.idempotent)
+        and (_is_check(plan.steps[s]) or not _known(recovered, s))
+    ]
     if blocked:
         raise RefusedError(
             f"step(s) {', '.join(blocked)} were running when run {run_id} stopped and are not "
@@ -218,10 +226,46 @@ def run_resume(
         parent_start_wall=origin,
         check_source_health=False,
         accept_data_loss=accept_data_loss,
+        recovered=recovered,
     )
     code, result = execute(plan, opts.store, run_opts)
     closing_line(result, opts.store, half_done(plan, result, opts))
     return code
+
+
+def _recover(
+    opts: Options, inventory: Any, events: list[dict[str, Any]], run_id: str, steps: list[str]
+) -> dict[tuple[str, str], Any]:
+    """What the in-flight ``steps`` left: the journal for hosts that finished, each host's
+    spool for the others (said on stderr, host by host)."""
+    from orchestrator.cli.say import say
+    from orchestrator.run.recover import Found, in_flight, probe
+
+    if not steps:
+        return {}
+    recovered = probe(in_flight(events, run_id, steps, opts.store.local_dir / "spool"), inventory)
+    for rec in recovered.values():
+        if rec.found is Found.ENDED:
+            say(
+                "info",
+                f"{rec.step} on {rec.host}: ended (rc {rec.rc}) while no controller watched; its outcome is taken from the host's spool, not re-run",
+            )
+        elif rec.found is Found.LIVE:
+            say(
+                "info",
+                f"{rec.step} on {rec.host}: still running on the host; drx follows it within what is left of its timeout",
+            )
+        elif rec.found is Found.NOTHING:
+            say("info", f"{rec.step} on {rec.host}: outcome unknown ({rec.why})")
+    return recovered
+
+
+def _known(recovered: dict[tuple[str, str], Any], step: str) -> bool:
+    """Whether every host the step had started on has a known (or followable) outcome."""
+    from orchestrator.run.recover import unresolved
+
+    hosts = [r for r in recovered.values() if r.step == step]
+    return bool(hosts) and not unresolved(recovered, step)
 
 
 def _is_check(ps: Any) -> bool:

@@ -8,6 +8,7 @@ bounded by ``max_parallel``; the hosts of one step on threads of their own.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import re
@@ -30,6 +31,7 @@ from orchestrator.plan.build import Plan, PlanStep
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
+from orchestrator.run.recover import Found, Recovery
 from orchestrator.run.rpo_guard import GuardVerdict, RpoGuard, judge
 from orchestrator.transport.base import (
     TAIL_BYTES,
@@ -38,10 +40,12 @@ from orchestrator.transport.base import (
     Connection,
     Redactor,
 )
-from orchestrator.transport.spool import SpoolKey
+from orchestrator.transport.spool import SpoolKey, cleanup_program, words
 
 #: how much of stdout is journaled per host (for templates of a resumed run or a failback)
 JOURNAL_STDOUT_BYTES = 4096
+#: how long the end-of-run removal of spent spools may take on one host
+SPOOL_CLEAN_TIMEOUT_S = 10.0
 #: check polls journaled per host attempt before only every 10th is
 POLL_JOURNAL_FULL = 200
 
@@ -115,6 +119,7 @@ class Executor:
         rpo_guard: RpoGuard | None = None,
         run_id: str = "",
         spool_root: Path | None = None,
+        recovered: Mapping[tuple[str, str], Recovery] | None = None,
     ):
         self.plan = plan
         self.connections = connections
@@ -146,6 +151,11 @@ class Executor:
         #: hosts) when ``run_id`` is set
         self.run_id = run_id
         self.spool_root = spool_root
+        #: in-flight host attempts of the resumed run, taken (once each) instead of a re-run
+        self.recovered = dict(recovered or {})
+        self._recovered_lock = threading.Lock()
+        #: spooled attempts whose outcome is journaled and nothing needs any more, per host
+        self._spent: dict[str, list[SpoolKey]] = {}
         #: the guard's verdict once it tripped (refused, or accepted with --accept-data-loss)
         self.guard_verdict: GuardVerdict | None = None
 
@@ -364,9 +374,36 @@ class Executor:
             return self._pool
 
     def close(self) -> None:
-        """Stop the host threads (after the run and its health polls)."""
+        """Stop the host threads (after the run and its health polls), then remove the spools
+        nothing needs any more."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        self.clean_spools()
+
+    def _spent_key(self, host: Host, key: SpoolKey | None, res: CommandResult) -> None:
+        """Remember a spooled attempt to remove at the end: a success (journaled before the
+        removal), or any answered poll of a check."""
+        if key is not None and res.rc is not None and (res.rc == 0 or not key.keep_failed):
+            with self._recovered_lock:
+                self._spent.setdefault(host.name, []).append(key)
+
+    def clean_spools(self) -> None:
+        """One command per host removing its spent spool directories (best effort: what stays
+        is only disk)."""
+        with self._recovered_lock:
+            spent, self._spent = self._spent, {}
+
+        def clean(name: str) -> None:
+            conn = self.connections.get(name)
+            if conn is None:
+                return
+            dirs = [words(k, conn.host) for k in spent[name]]
+            with contextlib.suppress(TransportError, OSError):
+                conn.run(cleanup_program(dirs), timeout=SPOOL_CLEAN_TIMEOUT_S)
+
+        if spent:
+            with ThreadPoolExecutor(max_workers=min(16, len(spent))) as pool:
+                list(pool.map(clean, list(spent)))
 
     def _finish(self, sid: str, outcome: StepOutcome) -> None:
         self.outcomes[sid] = outcome
@@ -655,21 +692,55 @@ class Executor:
         rendered = command
         if step.kind is StepKind.CHECK:
             return self._poll(ps, host, attempt, conn, command, env, ctx, done)
-        res = run_command(
-            conn,
-            step,
-            command,
-            env=env,
-            timeout=step.timeout,
-            redact=self.plan.redactor,
-            log_path=self._log_path(ps, host),
-            cancel=self.cancel,
-            spool=self._spool(ps, host, str(attempt)),
-        )
+        with self._recovered_lock:
+            rec = self.recovered.pop((ps.id, host.name), None)
+        extra: dict[str, Any] = {}
+        if rec is not None and rec.found is Found.JOURNAL and rec.finished is not None:
+            e = rec.finished
+            if e.get("status") == Status.SUCCEEDED.value:
+                with self._recovered_lock:
+                    self._spent.setdefault(host.name, []).append(rec.key)
+            return done(
+                Status(e.get("status", "failed")),
+                e.get("rc"),
+                e.get("error"),
+                e.get("output_tail", ""),
+                e.get("stdout", ""),
+                e.get("value"),
+                from_run=rec.key.run_id,
+            )
+        attach = getattr(conn, "attach", None)
+        if rec is not None and rec.found in (Found.ENDED, Found.LIVE) and attach is not None:
+            # the command outlived its controller: follow it, never run it again
+            left = max(rec.left_s(step.timeout, time.time()), 1.0)
+            res = attach(
+                rec.key,
+                sudo=step.sudo,
+                timeout=left,
+                log_path=self._log_path(ps, host),
+                redact=self.plan.redactor,
+                cancel=self.cancel,
+            )
+            extra = {"reattached": True, "from_run": rec.key.run_id}
+            key: SpoolKey | None = rec.key
+        else:
+            key = self._spool(ps, host, str(attempt))
+            res = run_command(
+                conn,
+                step,
+                command,
+                env=env,
+                timeout=step.timeout,
+                redact=self.plan.redactor,
+                log_path=self._log_path(ps, host),
+                cancel=self.cancel,
+                spool=key,
+            )
+        self._spent_key(host, key, res)
         if res.error == "cancelled":
-            return done(Status.CANCELLED, None, "cancelled", res.output_tail, res.stdout)
+            return done(Status.CANCELLED, None, "cancelled", res.output_tail, res.stdout, **extra)
         if not res.ok:
-            return done(Status.FAILED, res.rc, res.error, res.output_tail, res.stdout)
+            return done(Status.FAILED, res.rc, res.error, res.output_tail, res.stdout, **extra)
         value = capture_value(step.capture, res.stdout)
         if step.capture and value is None:
             return done(
@@ -679,8 +750,9 @@ class Executor:
                 res.output_tail,
                 res.stdout,
                 message=f"capture {step.capture}: nothing found",
+                **extra,
             )
-        return done(Status.SUCCEEDED, res.rc, None, res.output_tail, res.stdout, value)
+        return done(Status.SUCCEEDED, res.rc, None, res.output_tail, res.stdout, value, **extra)
 
     def _poll(
         self,
@@ -715,6 +787,7 @@ class Executor:
                 )
             polls += 1
             p0 = j.now()
+            key = self._spool(ps, host, f"{attempt}.{polls}", keep_failed=False)
             res = run_command(
                 conn,
                 step,
@@ -724,8 +797,9 @@ class Executor:
                 redact=self.plan.redactor,
                 log_path=self._log_path(ps, host),
                 cancel=self.cancel,
-                spool=self._spool(ps, host, f"{attempt}.{polls}", keep_failed=False),
+                spool=key,
             )
+            self._spent_key(host, key, res)
             if res.connection_failed:
                 return done(Status.FAILED, None, res.error, res.output_tail, polls=polls)
             if res.rc is not None or last is None:

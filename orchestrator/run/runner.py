@@ -56,6 +56,8 @@ class RunOptions:
     transports: preflight.TransportFactory = open_transport
     notify: list[str] = field(default_factory=list)  # --notify / DRX_NOTIFY URLs
     gate_comment: str | None = None  # --comment: recorded with every gate approval
+    #: what the resumed run's in-flight steps left on their hosts (orchestrator.run.recover)
+    recovered: Mapping[tuple[str, str], Any] = field(default_factory=dict)
 
 
 def operator_identity() -> str:
@@ -292,6 +294,7 @@ def _run(
         rpo_guard=guard,
         run_id=run_id,
         spool_root=store.local_dir / "spool",
+        recovered=opts.recovered,
     )
     lock_guard = LockGuard(lock, journal, ex.stopping)
     ex.start_guards.append(lock_guard)

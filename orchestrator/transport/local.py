@@ -60,13 +60,12 @@ class LocalConnection:
         if spool is not None and spool.root is not None:
             where = shlex.quote(str(spool.local_dir()))
         # No marker: the shell leads its own session, so its pid is the group to kill.
-        script = program(body, "", sudo, where, spool is None or spool.keep_failed)
+        script = program(body, "", sudo, where)
         return self._timed(script, sudo, timeout, log_path, redact, cancel)
 
     def attach(
         self,
         spool: SpoolKey,
-        pgid: int,
         *,
         sudo: Sudo = False,
         timeout: float | None = None,
@@ -75,8 +74,9 @@ class LocalConnection:
         cancel: CancelToken | None = None,
     ) -> CommandResult:
         """Follow a spooled command another drx started, as ``run`` follows its own."""
-        script = attach_program(shlex.quote(str(spool.local_dir())), "", pgid)
-        return self._timed(script, sudo, timeout, log_path, redact, cancel, group=pgid)
+        script = attach_program(shlex.quote(str(spool.local_dir())), "")
+        group = _spool_group(spool)
+        return self._timed(script, sudo, timeout, log_path, redact, cancel, group=group)
 
     def _timed(
         self,
@@ -221,6 +221,14 @@ class LocalConnection:
                     capture_output=True,
                     check=False,
                 )
+
+
+def _spool_group(spool: SpoolKey) -> int | None:
+    """The process group of a spooled command (from its ``pid`` file), None if unreadable."""
+    try:
+        return int((spool.local_dir() / "pid").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _group_alive(pgid: int) -> bool:

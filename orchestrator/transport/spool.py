@@ -4,8 +4,11 @@ kept on the host, so a command whose controller died still has a known outcome.
 A step's command attempt runs under ``<spool>/<run-id>/<step-id>/<host>/<attempt>/`` (``~/.drx/spool``
 over SSH, ``<state dir>/spool`` for local hosts): ``pid`` (the runner's pid and its process
 group), ``out`` and ``err`` (stdout and stderr: kept apart, as ``capture`` and ``until`` read
-them apart), ``rc`` (written, newline-terminated, when the command ends). The controller streams ``out`` as it grows; a successful attempt whose output reached the
-controller removes its directory; a failed one is kept as evidence.
+them apart), ``rc`` (written, newline-terminated, when the command ends). The controller streams ``out`` and ``err`` as they grow. When the run ends, the controller
+removes the directories of the attempts whose outcome it has journaled as a success (and every
+poll of a check): the others — failed, or never heard of — stay as evidence, and a crashed
+run's successes stay for ``drx resume`` to read (no window in which a success is removed before
+the journal has it).
 
 Nothing secret is ever in an argv: the shell program below (the command and its ``env``
 exports inside a single-quoted assignment) is written to the shell's standard input, which the
@@ -21,7 +24,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.transport.base import Sudo, sudo_argv
+from orchestrator.transport.base import HostSpec, Sudo, sudo_argv
 
 #: where SSH hosts keep their spools, relative to the login user's home
 SSH_SPOOL = ".drx/spool"
@@ -84,7 +87,7 @@ def _runner(sudo: Sudo) -> str:
     return f"printf '%s' \"$__drx_s\" | {shlex.join(sudo_argv(sudo))} sh -c {inner}"
 
 
-def program(body: str, marker: str, sudo: Sudo, spool_dir: str | None, keep_failed: bool) -> str:
+def program(body: str, marker: str, sudo: Sudo, spool_dir: str | None) -> str:
     """The shell program for one command: ``body`` (exports + command) run as ``sudo`` asks.
 
     ``marker`` starts the first stderr line, followed by the process group id (the transport
@@ -97,7 +100,6 @@ def program(body: str, marker: str, sudo: Sudo, spool_dir: str | None, keep_fail
         if sudo:
             return head + f"{_runner(sudo)}\n"
         return head + 'eval "$__drx_s" </dev/null\n'
-    keep = "" if keep_failed else "|| : "
     return head + (
         f"__drx_d={spool_dir}\n"
         "umask 077\n"
@@ -122,13 +124,8 @@ def program(body: str, marker: str, sudo: Sudo, spool_dir: str | None, keep_fail
         'kill -USR1 "$__drx_t" 2>/dev/null\n'
         'wait "$__drx_t"; __drx_w=$?\n'
         # killed by USR1 before its trap was set: nothing was copied yet
-        'if [ "$__drx_w" -gt 128 ]; then cat <&3 && cat <&4 >&2 && __drx_w=0; fi\n'
+        'if [ "$__drx_w" -gt 128 ]; then cat <&3; cat <&4 >&2; fi\n'
         '__drx_rc=; read -r __drx_rc <"$__drx_d/rc"\n'
-        # the output reached the controller (as far as a pipe can tell) and the command
-        # succeeded: nothing left to recover, so the spool goes (in the background: no wait)
-        f'if [ "$__drx_w" = 0 ] && {{ [ "$__drx_rc" = 0 ] {keep}; }}; then\n'
-        '  rm -rf "$__drx_d" </dev/null >/dev/null 2>&1 &\n'
-        "fi\n"
         'exit "${__drx_rc:-255}"\n'
     )
 
@@ -149,21 +146,42 @@ def probe_program(spool_dir: str) -> str:
     )
 
 
-def attach_program(spool_dir: str, marker: str, pgid: int) -> str:
-    """Shell text that streams a spooled attempt's whole output until it ends (rc written or
-    its runner gone), then exits with its rc (255: none). ``marker`` carries ``pgid`` so that a
-    timeout can kill the command's group as for a command started now."""
-    return _marker(marker, str(pgid)) + (
-        f"__drx_d={spool_dir}\n"
-        'read -r __drx_p __drx_g <"$__drx_d/pid" || exit 255\n'
-        'exec 3<"$__drx_d/out" 4<"$__drx_d/err" || exit 255\n'
-        'while [ ! -s "$__drx_d/rc" ] && kill -0 "$__drx_p" 2>/dev/null; do\n'
-        f"  cat <&3 && cat <&4 >&2 || exit 255; sleep {STREAM_EVERY_S * 2}\n"
-        "done\n"
-        "cat <&3; cat <&4 >&2\n"
-        '__drx_rc=; read -r __drx_rc <"$__drx_d/rc"\n'
-        'exit "${__drx_rc:-255}"\n'
+def attach_program(spool_dir: str, marker: str) -> str:
+    """Shell text that follows a spooled attempt another controller started: its whole output,
+    until it ends (rc written, or its runner gone), then exit with its rc (255: none). The
+    first stderr line is ``marker`` and the command's process group (from ``pid``), so that a
+    timeout kills that group as for a command started now."""
+    head = f"__drx_d={spool_dir}\n" + 'read -r __drx_p __drx_g <"$__drx_d/pid" || exit 255\n'
+    return (
+        head
+        + _marker(marker, '"$__drx_g"')
+        + (
+            'exec 3<"$__drx_d/out" 4<"$__drx_d/err" || exit 255\n'
+            'while [ ! -s "$__drx_d/rc" ] && kill -0 "$__drx_p" 2>/dev/null; do\n'
+            f"  cat <&3 && cat <&4 >&2 || exit 255; sleep {STREAM_EVERY_S * 2}\n"
+            "done\n"
+            "cat <&3 && cat <&4 >&2 || exit 255\n"
+            '__drx_rc=; read -r __drx_rc <"$__drx_d/rc"\n'
+            'if [ "$__drx_rc" = 0 ]; then rm -rf "$__drx_d" </dev/null >/dev/null 2>&1 & fi\n'
+            'exit "${__drx_rc:-255}"\n'
+        )
     )
+
+
+def words(key: SpoolKey, spec: HostSpec) -> str:
+    """Shell words naming ``key``'s directory on the host ``spec`` describes."""
+    if spec.transport == "ssh":
+        return ssh_dir(key, spec.spool_dir)
+    return shlex.quote(str(key.local_dir()))
+
+
+def cleanup_program(dirs: list[str]) -> str:
+    """Shell text removing spooled attempts (shell words each) and their parents once empty."""
+    lines = [f"rm -rf {' '.join(dirs)}"]
+    lines.append(f"for __drx_d in {' '.join(dirs)}; do")
+    lines.append('  rmdir "${__drx_d%/*}" "${__drx_d%/*/*}" "${__drx_d%/*/*/*}" 2>/dev/null')
+    lines.append("done")
+    return "\n".join(lines) + "\n:\n"
 
 
 def check_program(base: str) -> str:

@@ -352,13 +352,12 @@ class SSHConnection:
         # The marker line goes first and on a line of its own: the shell runs it before it even
         # parses the user's command, so a syntax error there cannot hide the process group.
         where = None if spool is None else ssh_dir(spool, self.host.spool_dir)
-        script = program(body, marker, sudo, where, spool is None or spool.keep_failed)
+        script = program(body, marker, sudo, where)
         return self._run_script(script, marker, sudo, timeout, log_path, redact, cancel)
 
     def attach(
         self,
         spool: SpoolKey,
-        pgid: int,
         *,
         sudo: Sudo = False,
         timeout: float | None = None,
@@ -368,7 +367,7 @@ class SSHConnection:
     ) -> CommandResult:
         """Follow a spooled command another controller started, as ``run`` follows its own."""
         marker = f"drx-pgid-{secrets.token_hex(8)}:"
-        script = attach_program(ssh_dir(spool, self.host.spool_dir), marker, pgid)
+        script = attach_program(ssh_dir(spool, self.host.spool_dir), marker)
         return self._run_script(script, marker, sudo, timeout, log_path, redact, cancel)
 
     def _run_script(
