@@ -198,9 +198,16 @@ def run_resume(
     carried = {}
     carried_events = []
     approvals = approvals_from_events(events)
+    done = _succeeded(outcomes, recovered)
     for sid, o in outcomes.items():
-        # a check is read-only and its answer may be stale: it runs again, never carried
-        if o.status is Status.SUCCEEDED and sid in plan.steps and not _is_check(plan.steps[sid]):
+        # a check is read-only and its answer may be stale: it runs again while a step that
+        # needs it has yet to succeed; once they all have, the world it checked has moved on
+        # (a standby since promoted) and it is carried like any other succeeded step
+        if (
+            o.status is Status.SUCCEEDED
+            and sid in plan.steps
+            and (not _is_check(plan.steps[sid]) or _dependents_done(plan, sid, done))
+        ):
             carried[sid] = o
             carried_events.append(
                 {
@@ -266,6 +273,31 @@ def _known(recovered: dict[tuple[str, str], Any], step: str) -> bool:
 
     hosts = [r for r in recovered.values() if r.step == step]
     return bool(hosts) and not unresolved(recovered, step)
+
+
+def _succeeded(outcomes: Any, recovered: dict[tuple[str, str], Any]) -> set[str]:
+    """The steps known to have succeeded: in the journal, or in flight with every host's
+    command ended with rc 0 (journal or spool)."""
+    from orchestrator.record.outcomes import Status
+    from orchestrator.run.recover import Found
+
+    done = {sid for sid, o in outcomes.items() if o.status is Status.SUCCEEDED}
+    by_step: dict[str, list[Any]] = {}
+    for rec in recovered.values():
+        by_step.setdefault(rec.step, []).append(rec)
+    for sid, recs in by_step.items():
+        if all(
+            (r.found is Found.ENDED and r.rc == 0)
+            or (r.found is Found.JOURNAL and r.finished and r.finished.get("status") == "succeeded")
+            for r in recs
+        ):
+            done.add(sid)
+    return done
+
+
+def _dependents_done(plan: Any, check: str, done: set[str]) -> bool:
+    """Whether every step that needs ``check`` has succeeded."""
+    return all(sid in done for sid, ps in plan.steps.items() if check in ps.needs)
 
 
 def _is_check(ps: Any) -> bool:
