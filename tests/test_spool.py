@@ -349,3 +349,17 @@ def test_a_run_removes_its_spent_spools_and_keeps_a_failure(world: Any, capsys: 
         assert (root / f"bad/{host}/1/out").read_text() == "broken\n"
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_spooled_output_arrives_byte_for_byte(side: Side) -> None:
+    """Streamed through the spool, stdout and stderr arrive exactly: leading blanks,
+    backslashes, a last line without newline, and more lines than are copied without cat."""
+    command = (
+        "printf '%s\\n' '  lead \\ back'; seq 1 100; printf 'no newline'; "
+        "printf 'e1\\n  e2' >&2; sleep 0.3; echo late"
+    )
+    res = side.conn.run(command, timeout=20, spool=side.key())
+    numbers = "".join(f"{i}\n" for i in range(1, 101))
+    assert res.rc == 0
+    assert res.stdout == "  lead \\ back\n" + numbers + "no newlinelate\n"
+    assert res.stderr == "e1\n  e2"

@@ -40,11 +40,12 @@ from orchestrator.transport.base import (
     Connection,
     Redactor,
 )
-from orchestrator.transport.spool import SpoolKey, cleanup_program, words
+from orchestrator.transport.spool import SpoolKey, cleanup_program, mkdir_program, words
 
 #: how much of stdout is journaled per host (for templates of a resumed run or a failback)
 JOURNAL_STDOUT_BYTES = 4096
-#: how long the end-of-run removal of spent spools may take on one host
+#: how long the creation (before the first step) or removal (at the end) of a host's spool
+#: directories may take
 SPOOL_CLEAN_TIMEOUT_S = 10.0
 #: check polls journaled per host attempt before only every 10th is
 POLL_JOURNAL_FULL = 200
@@ -387,6 +388,33 @@ class Executor:
             with self._recovered_lock:
                 self._spent.setdefault(host.name, []).append(key)
 
+    def prepare_spools(self) -> None:
+        """Create every first attempt's spool directory, one command per host, before the
+        first step: a step's command then starts without a ``mkdir`` of its own (each costs
+        the host a process; retries and polls make theirs)."""
+        if not self.run_id:
+            return
+        wanted: dict[str, list[SpoolKey]] = {}
+        for ps in self.plan.steps.values():
+            if ps.step.kind is StepKind.CHECK or not ps.step.run:
+                continue
+            for host in ps.hosts:
+                key = self._spool(ps, host, "1")
+                conn = self.connections.get(host.name)
+                # only transports that spool (the fake one answers commands from a table)
+                if key is not None and conn is not None and hasattr(conn, "attach"):
+                    wanted.setdefault(host.name, []).append(key)
+
+        def make(name: str) -> None:
+            conn = self.connections[name]
+            dirs = [words(k, conn.host) for k in wanted[name]]
+            with contextlib.suppress(TransportError, OSError):
+                conn.run(mkdir_program(dirs), timeout=SPOOL_CLEAN_TIMEOUT_S)
+
+        if wanted:
+            with ThreadPoolExecutor(max_workers=min(16, len(wanted))) as pool:
+                list(pool.map(make, list(wanted)))
+
     def clean_spools(self) -> None:
         """One command per host removing its spent spool directories (best effort: what stays
         is only disk)."""
@@ -395,7 +423,7 @@ class Executor:
 
         def clean(name: str) -> None:
             conn = self.connections.get(name)
-            if conn is None:
+            if conn is None or not hasattr(conn, "attach"):
                 return
             dirs = [words(k, conn.host) for k in spent[name]]
             with contextlib.suppress(TransportError, OSError):

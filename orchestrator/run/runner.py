@@ -313,6 +313,7 @@ def _run(
     previous = _install_sigint(ex)
     status, message = Status.SUCCEEDED, None
     try:
+        ex.prepare_spools()
         outcomes = ex.run()
         journal.write(Event.STEPS_DONE)
         statuses = {o.status for o in outcomes.values()}

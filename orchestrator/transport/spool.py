@@ -78,6 +78,25 @@ def _marker(marker: str, pgid: str) -> str:
     return f"printf '%s%s\\n' {shlex.quote(marker)} {pgid} >&2\n" if marker else ""
 
 
+#: lines copied with the shell's read/printf before the rest goes through one cat
+COPY_LINES = 32
+
+
+def _copier(name: str, fd: int, to: str) -> str:
+    """A shell function copying what is new on ``fd`` to the channel (``to``: a redirection):
+    a command that printed a few lines costs no process. A write that fails (drx is gone)
+    ends the shell (SIGPIPE) or returns 1."""
+    return (
+        f"{name}() {{ __drx_n=0; __drx_l=\n"
+        f"  while IFS= read -r __drx_l <&{fd}; do\n"
+        f"    printf '%s\\n' \"$__drx_l\"{to} || exit 1; __drx_l=\n"
+        f"    __drx_n=$((__drx_n + 1)); if [ $__drx_n -ge {COPY_LINES} ]; then cat <&{fd}{to} || exit 1; return 0; fi\n"
+        "  done\n"
+        f'  [ -z "$__drx_l" ] || printf \'%s\' "$__drx_l"{to} || exit 1\n'
+        "}\n"
+    )
+
+
 def _runner(sudo: Sudo) -> str:
     """The words that run ``$__drx_s`` (already in the shell's memory)."""
     if not sudo:
@@ -112,19 +131,22 @@ def program(body: str, marker: str, sudo: Sudo, spool_dir: str | None) -> str:
         "__drx_r=$!\n"
         'printf \'%s %s\\n\' "$__drx_r" "$$" >"$__drx_d/pid"\n'
         'exec 3<"$__drx_d/out" 4<"$__drx_d/err"\n'
+        # copying new output to the channel: up to COPY_LINES lines with the shell's own read
+        # and printf (no process), the rest, if any, with cat
+        f"{_copier('__drx_o', 3, '')}"
+        f"{_copier('__drx_e', 4, ' >&2')}"
         # the streamer: copies new output every STREAM_EVERY_S; USR1 (the runner is done) makes
-        # it copy the rest and stop. It is the only reader of fd 3, so output stays in order.
-        '( __drx_c() { [ ! -s "$__drx_d/out" ] || cat <&3 || exit 1\n'
-        '    [ ! -s "$__drx_d/err" ] || cat <&4 >&2 || exit 1; }\n'
-        "  trap '__drx_c; exit 0' USR1\n"
-        f"  while :; do sleep {STREAM_EVERY_S} </dev/null >/dev/null 2>&1 & wait $!; __drx_c; done"
+        # it copy the rest and stop. It is the only reader of fds 3 and 4 while it lives, so
+        # output stays in order.
+        "( trap '__drx_o; __drx_e; exit 0' USR1\n"
+        f"  while :; do sleep {STREAM_EVERY_S} </dev/null >/dev/null 2>&1 & wait $!; __drx_o; __drx_e; done"
         " ) &\n"
         "__drx_t=$!\n"
         'wait "$__drx_r"\n'
         'kill -USR1 "$__drx_t" 2>/dev/null\n'
-        'wait "$__drx_t"; __drx_w=$?\n'
+        'wait "$__drx_t"\n'
         # killed by USR1 before its trap was set: nothing was copied yet
-        'if [ "$__drx_w" -gt 128 ]; then cat <&3; cat <&4 >&2; fi\n'
+        'if [ "$?" -gt 128 ]; then __drx_o; __drx_e; fi\n'
         '__drx_rc=; read -r __drx_rc <"$__drx_d/rc"\n'
         'exit "${__drx_rc:-255}"\n'
     )
@@ -173,6 +195,11 @@ def words(key: SpoolKey, spec: HostSpec) -> str:
     if spec.transport == "ssh":
         return ssh_dir(key, spec.spool_dir)
     return shlex.quote(str(key.local_dir()))
+
+
+def mkdir_program(dirs: list[str]) -> str:
+    """Shell text creating spool directories (shell words each), owner-only."""
+    return "umask 077\nmkdir -p " + " ".join(dirs) + "\n"
 
 
 def cleanup_program(dirs: list[str]) -> str:

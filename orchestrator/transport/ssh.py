@@ -64,6 +64,9 @@ from orchestrator.transport.spool import SpoolKey, attach_program, program, ssh_
 #: The command sshd hands to the login shell: the program itself comes on stdin, so nothing of
 #: it (a secret in ``env``, a 1 MB script) is ever in an argv on the host.
 STDIN_COMMAND = ". /dev/stdin"
+#: The same for a spooled command: its program forks a few times, which costs a login shell
+#: such as bash ~1 ms a fork and the host's sh (dash, busybox) a tenth of that.
+SPOOL_COMMAND = "exec /bin/sh -s"
 
 #: Bytes asked for per read; Paramiko hands over whatever is buffered up to this.
 READ_SIZE = 1024 * 1024
@@ -353,7 +356,8 @@ class SSHConnection:
         # parses the user's command, so a syntax error there cannot hide the process group.
         where = None if spool is None else ssh_dir(spool, self.host.spool_dir)
         script = program(body, marker, sudo, where)
-        return self._run_script(script, marker, sudo, timeout, log_path, redact, cancel)
+        command = STDIN_COMMAND if spool is None else SPOOL_COMMAND
+        return self._run_script(script, marker, sudo, timeout, log_path, redact, cancel, command)
 
     def attach(
         self,
@@ -379,14 +383,14 @@ class SSHConnection:
         log_path: Path | None,
         redact: Redactor | None,
         cancel: CancelToken | None,
+        command: str = STDIN_COMMAND,
     ) -> CommandResult:
-
         def on_a_channel(out: OutputCollector, limit: Limit) -> tuple[int | None, str | None]:
             error = self._acquire_slot(limit)
             if error is not None:
                 return None, error
             try:
-                return self._run_channel(script, marker, sudo, out, limit)
+                return self._run_channel(script, marker, sudo, out, limit, command)
             finally:
                 self._slots.release()
 
@@ -422,12 +426,13 @@ class SSHConnection:
         sudo: Sudo,
         out: OutputCollector,
         limit: Limit,
+        command: str = STDIN_COMMAND,
     ) -> tuple[int | None, str | None]:
         chan = self._open_channel()
         pg = _MarkerFilter(marker.encode())
         try:
             try:
-                chan.exec_command(STDIN_COMMAND)
+                chan.exec_command(command)
                 chan.sendall(script.encode("utf-8"))
                 # The program ends here; the command's own stdin is /dev/null (like ``ssh -n``).
                 chan.shutdown_write()
