@@ -100,7 +100,7 @@ class Config:
                 memory_size="5M",
                 startup_runs=2,
                 report_steps=50,
-                spool_runs=20,
+                spool_runs=5,
             )
         for name in ("hosts", "rounds", "scale_steps", "wide_hosts", "memory_size"):
             value = getattr(args, name)

@@ -144,7 +144,8 @@ def program(body: str, marker: str, sudo: Sudo, spool_dir: str | None) -> str:
         "__drx_t=$!\n"
         'wait "$__drx_r"\n'
         'kill -USR1 "$__drx_t" 2>/dev/null\n'
-        'wait "$__drx_t"\n'
+        # (the shell would report a streamer killed by USR1 on stderr)
+        'wait "$__drx_t" 2>/dev/null\n'
         # killed by USR1 before its trap was set: nothing was copied yet
         'if [ "$?" -gt 128 ]; then __drx_o; __drx_e; fi\n'
         '__drx_rc=; read -r __drx_rc <"$__drx_d/rc"\n'
