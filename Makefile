@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install demo test lint fmt bench lab lab-postgres clean system-deps docs
+.PHONY: install demo test lint fmt bench lab lab-postgres clean system-deps docs fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix orchestrator tests benchmarks
 	$(BIN)/ruff format orchestrator tests benchmarks
+
+# The loaders' property tests at full size: 10,000 generated runbooks and inventories per
+# property (make test runs a few dozen); Hypothesis keeps its examples under build/hypothesis.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -p no:cacheprovider -o timeout=0 tests/test_fuzz_loaders.py
 
 bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/run.py

@@ -17,6 +17,8 @@ Sections (see each module for how a figure is made):
 7. Reports — rendering each report format for a 1,000-step run.
 8. Shared state — a 3-member etcd cluster on loopback against a local state directory: the same
    drill's measured RTO, and the 10,000-step fake-transport run (bench_etcd.py).
+9. Spool — what the host-side spool adds to one command attempt on a reused connection, against
+   the path before it (bench_spool.py).
 
 The peers are installed on first use into benchmarks/.venvs/ (ansible-core, pyinfra); a peer
 that cannot be installed or run is reported as skipped with the reason. ``--quick`` runs tiny
@@ -39,6 +41,7 @@ from typing import Any
 
 import bench_engine
 import bench_etcd
+import bench_spool
 import bench_ssh
 from bench_common import (
     BENCH_DIR,
@@ -74,6 +77,7 @@ class Config:
     memory_over_ssh: bool = True
     startup_runs: int = 7
     report_steps: int = 1_000
+    spool_runs: int = 300
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Config:
@@ -96,6 +100,7 @@ class Config:
                 memory_size="5M",
                 startup_runs=2,
                 report_steps=50,
+                spool_runs=5,
             )
         for name in ("hosts", "rounds", "scale_steps", "wide_hosts", "memory_size"):
             value = getattr(args, name)
@@ -252,6 +257,7 @@ def run_all(cfg: Config, workdir: Path) -> Runner:
             ),
         )
         runner.run("wide", lambda: bench_ssh.wide(lab, workdir, cfg.wide_hosts))
+        runner.run("spool", lambda: bench_spool.spool_cost(lab, names[0], cfg.spool_runs))
         if cfg.memory_over_ssh:
 
             def over_ssh() -> Section:
@@ -303,6 +309,7 @@ ORDER = (
     "memory",
     "startup",
     "reports",
+    "spool",
 )
 
 

@@ -467,3 +467,41 @@ def gate_waiting(store: EtcdStore) -> Callable[[], bool]:
         return bool(ids) and any(e["event"] == "gate_waiting" for e in store.read_events(ids[-1]))
 
     return check
+
+
+def test_takeover_right_after_the_leader_is_killed_waits_for_the_election(
+    shared_world: World, fresh_etcd: EtcdCluster
+) -> None:
+    """The etcd leader is killed and the other members answer nothing for a while (held
+    stopped, so the outage outlasts drx's start-up): the other site's status and takeover (a
+    failback) wait it out, saying so on stderr, instead of failing with exit 2."""
+    a, b = controllers(shared_world, fresh_etcd, "election")
+    assert a.run("failover", "site-b", "--yes", "--var", "slow=0").returncode == 0
+    leader = fresh_etcd.leader()
+    rest = [n for n in fresh_etcd.members if n != leader]
+    fresh_etcd.kill(leader)
+    for name in rest:
+        fresh_etcd.pause(name)
+    env = {**os.environ, "NO_COLOR": "1"}
+    status = subprocess.Popen(
+        b.argv("status"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    back = subprocess.Popen(
+        b.argv("failback", "--yes", "--var", "slow=0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    time.sleep(3.0)
+    t0 = time.monotonic()
+    for name in rest:
+        fresh_etcd.resume(name)
+    out, err = status.communicate(timeout=60)
+    assert status.returncode == 0, err
+    assert "site-b" in out and "retrying for up to 10s" in err
+    _, err = back.communicate(timeout=60)
+    assert back.returncode == 0, err
+    assert "retrying" in err
+    print(f"status and failback done {time.monotonic() - t0:.2f}s after etcd came back")
+    assert "active site: site-a" in b.run("status").stdout

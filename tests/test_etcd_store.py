@@ -298,3 +298,37 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
             open_store(tmp_path / "local", no_cert).read_state()
     finally:
         cluster.remove()
+
+
+def test_a_reader_rides_out_an_outage_then_gives_up_in_bounded_time(
+    fresh_etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    """A store that answers nothing for 1.5 s (every member hung): reading the state retries
+    with backoff, says so once, and answers once the members are back; the holder of the lock
+    gets no such patience; with nothing back, a reader gives up after max(10 s, TTL)."""
+    store = store_of(fresh_etcd, "patience", tmp_path)
+    store.update_state(active="site-b")
+    told: list[str] = []
+    store.client.on_retry = told.append
+    for name in fresh_etcd.members:
+        fresh_etcd.pause(name)
+    timer = threading.Timer(1.5, lambda: [fresh_etcd.resume(n) for n in fresh_etcd.members])
+    timer.start()
+    try:
+        t0 = time.monotonic()
+        assert store.read_state()["active"] == "site-b"
+        assert time.monotonic() - t0 >= 1.0
+    finally:
+        timer.join()
+    assert len(told) == 1 and "retrying for up to 10s" in told[0]
+    lock = store.acquire("RUN")
+    assert store.client.patience_s == 0.0
+    lock.release()
+    other = store_of(fresh_etcd, "patience", tmp_path)
+    other.client.on_retry = told.append
+    for name in list(fresh_etcd.members):
+        fresh_etcd.kill(name)
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="gave up after 10s"):
+        other.read_state()
+    assert 10.0 <= time.monotonic() - t0 < 16.0

@@ -157,36 +157,71 @@ SLOW = """
 
 
 def test_sigkill_mid_run_leaves_a_journal_to_fail_back_and_resume(world: World, capsys) -> None:
-    """After SIGKILL of the controller mid-step, the run reads back as crashed; resume refuses a
-    non-idempotent in-flight step until --rerun-inflight, then re-runs nothing that succeeded;
-    failback of the resumed run undoes everything."""
+    """After SIGKILL of the controller mid-step, the run reads back as crashed; the in-flight
+    step's command ran on to its end on the host, and resume takes its outcome and output from
+    the host's spool (reattached in the summary, said in the report) instead of re-running it
+    or asking for --rerun-inflight; failback of the resumed run undoes everything."""
     world.write_runbook(SLOW)
     proc = world.spawn("failover", "site-b")
     _wait_for(world.host_file("db-b", "b-started"), proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=10)
     crashed_id = world.run_dirs()[-1].name
-    assert not (world.run_dirs()[-1] / "summary.json").exists()
     code, _ = world.run(capsys, "runs", "--format", "json")
     runs = json.loads(world.last_stdout)
     assert runs[-1]["status"] == "crashed"
     steps = {s["id"]: s["status"] for s in runs[-1]["steps"]}
     assert steps == {"a": "succeeded", "b": "unknown", "c": "not_run"}
+    time.sleep(2.1)  # the orphaned command ends while no controller watches
     code, err = world.run(capsys, "resume")
-    assert code == 2 and "b" in err and "--rerun-inflight" in err
-    time.sleep(2.1)  # let the orphaned remote command end before re-running it
-    code, err = world.run(capsys, "resume", "--rerun-inflight")
     assert code == 0, err
+    assert "taken from the host's spool" in err
     resumed = world.summary()
     assert resumed["parent_run"] == crashed_id
     a = world.step(resumed, "a")
     assert a["status"] == "succeeded" and a["carried_from"] == crashed_id
+    b = world.step(resumed, "b")
+    assert b["status"] == "succeeded" and b["hosts"][0]["reattached"] is True
+    assert "reattached" not in world.step(resumed, "c")["hosts"][0]
     assert resumed["rto"]["end_to_end_s"] > resumed["rto"]["measured_s"]
-    assert world.host_file("db-b", "ran").read_text().split() == ["a", "b", "b", "c"]
+    assert world.host_file("db-b", "ran").read_text().split() == ["a", "b", "c"]
+    code, _ = world.run(capsys, "report")
+    text = " ".join(world.last_stdout.split())  # notes are wrapped
+    assert "read from the hosts' spools" in text and "db-b (b)" in text
     code, err = world.run(capsys, "failback", "--yes")
     assert code == 0, err
     assert world.summary()["parent_run"] == resumed["run_id"]
     assert world.host_file("db-b", "undone").read_text().split() == ["undo-c", "undo-b", "undo-a"]
+
+
+SLOWER = """
+    name: slow
+    steps:
+      - id: b
+        hosts: db@target
+        timeout: 60s
+        run: 'echo b >> "$DRX_HOST_DIR/ran"; touch "$DRX_HOST_DIR/b-started"; sleep 3; echo b-out; exit 5'
+        undo: 'true'
+      - {id: c, hosts: db@target, run: 'echo c >> "$DRX_HOST_DIR/ran"', undo: 'true', needs: [b]}
+"""
+
+
+def test_resume_follows_a_command_still_running_and_keeps_its_failure(world: World, capsys) -> None:
+    """Resumed while the killed controller's command still runs: drx re-attaches, waits for it,
+    takes its real exit code and output, and runs it no second time (a failure stays one)."""
+    world.write_runbook(SLOWER)
+    proc = world.spawn("failover", "site-b")
+    _wait_for(world.host_file("db-b", "b-started"), proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+    code, err = world.run(capsys, "resume")
+    assert code == 1, err
+    assert "still running on the host" in err
+    b = world.step(world.summary(), "b")
+    host = b["hosts"][0]
+    assert (b["status"], host["rc"], host["reattached"]) == ("failed", 5, True)
+    assert "b-out" in host["output_tail"]
+    assert world.host_file("db-b", "ran").read_text().split() == ["b"]
 
 
 def test_failback_after_a_crash_needs_confirmation_for_in_flight_steps(

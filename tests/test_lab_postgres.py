@@ -4,9 +4,15 @@ an application writing rows throughout — 0 rows lost, RPO 0 B, both runs succe
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +148,55 @@ def test_a_drill_of_the_lab_ends_at_site_a_with_no_row_lost(lab_root: Path) -> N
         assert gap is not None
         assert abs(probe["longest_down_s"] - gap) <= probe["interval_s"] + 0.05, (probe, gap)
     assert _processes_under(lab_root) == []
+
+
+def _journal_has(state_dir: Path, event: str, step: str) -> bool:
+    for journal in (state_dir / "runs").glob("*-failover-*/journal.jsonl"):
+        for line in journal.read_text().splitlines():
+            e = json.loads(line)
+            if e.get("event") == event and e.get("step") == step:
+                return True
+    return False
+
+
+@pytest.mark.timeout(300)
+def test_failover_killed_at_promote_resumes_to_success(lab_root: Path) -> None:
+    """The controller is SIGKILLed once promote-target has started: ``drx resume`` (no
+    --rerun-inflight) takes promote's outcome from db-b's spool instead of promoting twice,
+    carries the checks whose dependents all succeeded (the precheck 'streams from the primary'
+    cannot hold any more), and the failover ends with site-b the primary, taking writes."""
+    with PostgresLab(lab_root) as pg:
+        pg.start()
+        common = ["-r", str(RUNBOOK), "-i", str(pg.inventory), "--state-dir", str(pg.state_dir)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "failover", "site-b", "--yes", *common],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            # promote's command is running on db-b once its spool has a pid
+            spool = Path(pwd.getpwnam(pg.user).pw_dir) / ".drx" / "spool"
+            deadline = time.monotonic() + 120
+            while not _journal_has(pg.state_dir, "host_started", "promote-target") or not any(
+                spool.glob("*-failover-site-b/promote-target/db-b/1/pid")
+            ):
+                assert proc.poll() is None, "the failover ended before promote"
+                assert time.monotonic() < deadline, "promote-target never started"
+                time.sleep(0.005)
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        code = run_drx(["resume", "--yes", *common], echo=False)
+        assert code == 0
+        done = latest_summary(pg.state_dir, "failover")
+        assert done is not None and done["status"] == "succeeded" and done["parent_run"]
+        steps = {s["id"]: s for s in done["steps"]}
+        assert steps["precheck"]["carried_from"] == done["parent_run"]
+        assert steps["wait-replica"]["carried_from"] == done["parent_run"]
+        promote = steps["promote-target"]
+        assert promote["status"] == "succeeded"
+        assert promote.get("carried_from") or promote["hosts"][0].get("reattached") is True
+        assert pg.primary_site() == "site-b" and pg.app_healthy("site-b")

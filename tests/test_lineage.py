@@ -159,6 +159,32 @@ def test_resume_runs_checks_again(world: World, capsys) -> None:
     assert world.step(summary, "lag")["carried_from"] is None
 
 
+def test_resume_carries_a_check_whose_dependents_all_succeeded(world: World, capsys) -> None:
+    """A check every dependent of which succeeded is not asked again (the world it checked has
+    moved on): it is carried, shown as carried; a check a failed step still needs runs again."""
+    world.write_runbook("""
+        name: moved-on
+        steps:
+          - {id: pre, kind: check, hosts: db@target, run: 'echo x >> "$DRX_HOST_DIR/pre"'}
+          - {id: act, hosts: db@target, run: 'echo x >> "$DRX_HOST_DIR/act"', undo: 'true', needs: [pre]}
+          - {id: lag, kind: check, hosts: db@target, run: 'echo x >> "$DRX_HOST_DIR/lag"', needs: [act]}
+          - {id: go, hosts: db@target, run: '[ ! -e "$DRX_HOST_DIR/broken" ]', needs: [lag], undo: 'true'}
+    """)
+    broken(world, "broken", True)
+    assert world.run(capsys, "failover", "site-b")[0] == 1
+    broken(world, "broken", False)
+    code, err = world.run(capsys, "resume")
+    assert code == 0, err
+    assert world.host_file("db-b", "pre").read_text().count("x") == 1
+    assert world.host_file("db-b", "lag").read_text().count("x") == 2
+    summary = world.summary()
+    assert world.step(summary, "pre")["carried_from"] is not None
+    assert world.step(summary, "lag")["carried_from"] is None
+    world.run(capsys, "report")
+    rows = [line.split() for line in world.last_stdout.splitlines()]
+    assert ["pre", "check", "succeeded", "(carried)"] in [r[1:5] for r in rows], world.last_stdout
+
+
 def test_a_resumed_run_is_judged_end_to_end(world: World, capsys) -> None:
     """The outage lasts from the original run's start: a resumed run that is quick on its own
     but misses the target end to end exits 3 and shows ✘ in drx runs, with both figures."""

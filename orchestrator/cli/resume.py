@@ -183,7 +183,15 @@ def run_resume(
         if sid in plan.steps
         and (o.status is Status.UNKNOWN or (o.status is Status.CANCELLED and o.outcome_unknown))
     ]
-    blocked = [s for s in inflight if not (rerun_inflight or plan.steps[s].step.idempotent)]
+    recovered = _recover(
+        opts, inventory, events, run_id, [s for s in inflight if not _is_check(plan.steps[s])]
+    )
+    blocked = [
+        s
+        for s in inflight
+        if not (rerun_inflight or plan.steps[s].step.idempotent)
+        and (_is_check(plan.steps[s]) or not _known(recovered, s))
+    ]
     if blocked:
         raise RefusedError(
             f"step(s) {', '.join(blocked)} were running when run {run_id} stopped and are not "
@@ -192,9 +200,16 @@ def run_resume(
     carried = {}
     carried_events = []
     approvals = approvals_from_events(events)
+    done = _succeeded(outcomes, recovered)
     for sid, o in outcomes.items():
-        # a check is read-only and its answer may be stale: it runs again, never carried
-        if o.status is Status.SUCCEEDED and sid in plan.steps and not _is_check(plan.steps[sid]):
+        # a check is read-only and its answer may be stale: it runs again while a step that
+        # needs it has yet to succeed; once they all have, the world it checked has moved on
+        # (a standby since promoted) and it is carried like any other succeeded step
+        if (
+            o.status is Status.SUCCEEDED
+            and sid in plan.steps
+            and (not _is_check(plan.steps[sid]) or _dependents_done(plan, sid, done))
+        ):
             carried[sid] = o
             carried_events.append(
                 {
@@ -221,10 +236,71 @@ def run_resume(
         check_source_health=False,
         accept_data_loss=accept_data_loss,
         refuse_first_interrupt=plan.rollback,
+        recovered=recovered,
     )
     code, result = execute(plan, opts.store, run_opts)
     closing_line(result, opts.store, half_done(plan, result, opts))
     return code
+
+
+def _recover(
+    opts: Options, inventory: Any, events: list[dict[str, Any]], run_id: str, steps: list[str]
+) -> dict[tuple[str, str], Any]:
+    """What the in-flight ``steps`` left: the journal for hosts that finished, each host's
+    spool for the others (said on stderr, host by host)."""
+    from orchestrator.cli.say import say
+    from orchestrator.run.recover import Found, in_flight, probe
+
+    if not steps:
+        return {}
+    recovered = probe(in_flight(events, run_id, steps, opts.store.local_dir / "spool"), inventory)
+    for rec in recovered.values():
+        if rec.found is Found.ENDED:
+            say(
+                "info",
+                f"{rec.step} on {rec.host}: ended (rc {rec.rc}) while no controller watched; its outcome is taken from the host's spool, not re-run",
+            )
+        elif rec.found is Found.LIVE:
+            say(
+                "info",
+                f"{rec.step} on {rec.host}: still running on the host; drx follows it within what is left of its timeout",
+            )
+        elif rec.found is Found.NOTHING:
+            say("info", f"{rec.step} on {rec.host}: outcome unknown ({rec.why})")
+    return recovered
+
+
+def _known(recovered: dict[tuple[str, str], Any], step: str) -> bool:
+    """Whether every host the step had started on has a known (or followable) outcome."""
+    from orchestrator.run.recover import unresolved
+
+    hosts = [r for r in recovered.values() if r.step == step]
+    return bool(hosts) and not unresolved(recovered, step)
+
+
+def _succeeded(outcomes: Any, recovered: dict[tuple[str, str], Any]) -> set[str]:
+    """The steps known to have succeeded: in the journal, or in flight with every host's
+    command ended with rc 0 (journal or spool)."""
+    from orchestrator.record.outcomes import Status
+    from orchestrator.run.recover import Found
+
+    done = {sid for sid, o in outcomes.items() if o.status is Status.SUCCEEDED}
+    by_step: dict[str, list[Any]] = {}
+    for rec in recovered.values():
+        by_step.setdefault(rec.step, []).append(rec)
+    for sid, recs in by_step.items():
+        if all(
+            (r.found is Found.ENDED and r.rc == 0)
+            or (r.found is Found.JOURNAL and r.finished and r.finished.get("status") == "succeeded")
+            for r in recs
+        ):
+            done.add(sid)
+    return done
+
+
+def _dependents_done(plan: Any, check: str, done: set[str]) -> bool:
+    """Whether every step that needs ``check`` has succeeded."""
+    return all(sid in done for sid, ps in plan.steps.items() if check in ps.needs)
 
 
 def _is_check(ps: Any) -> bool:

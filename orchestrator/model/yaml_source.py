@@ -294,7 +294,9 @@ def load_yaml(path: str | Path) -> Loaded:
     except OSError as exc:
         return Loaded(name, None, [Problem(name, None, f"cannot read file: {exc.strerror}")])
     except UnicodeDecodeError as exc:
-        return Loaded(name, None, [Problem(name, None, f"cannot read file: not UTF-8 ({exc})")])
+        # the line of the first bad byte: a refusal always says where
+        line = exc.object[: exc.start].count(b"\n") + 1
+        return Loaded(name, None, [Problem(name, line, f"cannot read file: not UTF-8 ({exc})")])
     loader = _Loader(text)
     try:
         with paused_gc():
@@ -306,6 +308,10 @@ def load_yaml(path: str | Path) -> Loaded:
         return Loaded(name, None, [_too_deep(name, text, exc.mark)])
     except RecursionError:
         return Loaded(name, None, [_too_deep(name, text)])
+    except yaml.reader.ReaderError as exc:
+        # a character YAML does not allow (NUL, other control characters): its line
+        line = text[: exc.position].count("\n") + 1
+        return Loaded(name, None, [Problem(name, line, f"YAML error: {exc}")])
     except yaml.YAMLError as exc:
         return Loaded(name, None, [Problem(name, None, f"YAML error: {exc}")])
     finally:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +142,16 @@ class TLS:
     key: str | None = None
 
 
+#: the first pause of a patient call's retries, and the longest
+_BACKOFF_FIRST_S = 0.2
+_BACKOFF_MAX_S = 1.0
+
+
+def _to_stderr(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.flush()
+
+
 class EtcdClient:
     """Calls to an etcd cluster through its gateway, failing over across ``endpoints``
     (``host:port``); thread-safe."""
@@ -164,6 +175,13 @@ class EtcdClient:
         self._token: str | None = None
         self._preferred = 0
         self._lock = threading.Lock()
+        #: how long a call that found no endpoint keeps trying (with backoff) before it gives
+        #: up: an election after the leader was lost takes 1-2 s. Spent once per client: after
+        #: a call gave up, the next ones fail at their own deadline.
+        self.patience_s = 0.0
+        #: told (once) that calls are being retried, and why
+        self.on_retry: Callable[[str], None] = _to_stderr
+        self._told = False
         if tls is not None:
             self._http = urllib3.PoolManager(
                 num_pools=len(self.endpoints) + 1,
@@ -182,7 +200,32 @@ class EtcdClient:
     # -- transport ------------------------------------------------------------------------------
     def call(self, path: str, body: dict[str, Any], *, timeout: float | None = None) -> Any:
         """POST ``body`` to ``/v3/<path>`` on the first endpoint that serves it within the
-        deadline; returns the decoded answer."""
+        deadline (and, while ``patience_s`` lasts, again with backoff); returns the decoded
+        answer."""
+        try:
+            return self._call_once(path, body, timeout)
+        except StoreUnavailable as exc:
+            if self.patience_s <= 0:
+                raise
+            patience, self.patience_s = self.patience_s, 0.0
+            give_up = time.monotonic() + patience
+            if not self._told:
+                self._told = True
+                self.on_retry(f"{exc}; retrying for up to {patience:.0f}s (an etcd election?)")
+            pause = _BACKOFF_FIRST_S
+            while True:
+                time.sleep(max(0.0, min(pause, give_up - time.monotonic())))
+                try:
+                    answer = self._call_once(path, body, timeout)
+                except StoreUnavailable as again:
+                    if time.monotonic() >= give_up:
+                        raise StoreUnavailable(f"{again}; gave up after {patience:.0f}s") from None
+                    pause = min(pause * 2, _BACKOFF_MAX_S)
+                    continue
+                self.patience_s = patience  # answered: the next outage gets its patience too
+                return answer
+
+    def _call_once(self, path: str, body: dict[str, Any], timeout: float | None) -> Any:
         if self._user is not None and self._token is None and path != "auth/authenticate":
             self._authenticate(timeout)
         try:

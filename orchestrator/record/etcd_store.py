@@ -354,6 +354,10 @@ class EtcdJournalSink(JournalSink):
             self.store.keep_unwritten(self.run_id, [line for _, line in left])
 
 
+#: the least time a command keeps retrying an etcd that does not answer (else the lock's TTL)
+PATIENCE_MIN_S = 10.0
+
+
 class EtcdStore(Store):
     """State, lock and runs in etcd under one prefix; command output stays in ``local_dir``."""
 
@@ -368,6 +372,9 @@ class EtcdStore(Store):
         self.client = EtcdClient(
             url.endpoints, timeout=url.ttl / 3, tls=url.tls, user=url.user, password=password
         )
+        # Reading the state or taking over the lock rides out an election (the leader lost
+        # with its site); see docs/reference.md (Shared state in etcd).
+        self.client.patience_s = max(PATIENCE_MIN_S, url.ttl)
         #: the lock this controller holds now, if any (state writes are guarded by it)
         self.held: EtcdLock | None = None
 
@@ -406,6 +413,8 @@ class EtcdStore(Store):
     def acquire(self, holder: str) -> RunLock:
         lock = EtcdLock(self, holder_name(holder))
         self.held = lock
+        # The holder's calls must fail at their own deadline: its lease is judged by them.
+        self.client.patience_s = 0.0
         return lock
 
     def lease_left(self, lease: int) -> float | None:

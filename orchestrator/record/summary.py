@@ -80,6 +80,8 @@ class HostRecord:
     value: Any = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     command: str | None = None  # as rendered for this host (its last attempt), secrets masked
+    #: the outcome came from the host's spool: the command outlived the controller that ran it
+    reattached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         doc = {
@@ -94,6 +96,8 @@ class HostRecord:
         }
         if self.command is not None:
             doc["command"] = self.command
+        if self.reattached:
+            doc["reattached"] = True
         return doc
 
 
@@ -469,6 +473,7 @@ def _read_host(d: Mapping[str, Any]) -> HostRecord:
         value=d.get("value"),
         attempts=[_read_attempt(_map(a)) for a in _list(d.get("attempts"))],
         command=_str(d.get("command")),
+        reattached=d.get("reattached") is True,
     )
 
 
@@ -745,6 +750,7 @@ class _Builder:
         host.command = e.get("command") or host.command
         host.duration_s = _r(sum(a.duration_s for a in host.attempts if a.duration_s is not None))
         host.value = e.get("value")
+        host.reattached = e.get("reattached") is True
 
     # -- gates
     def _gate_waiting(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:

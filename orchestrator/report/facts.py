@@ -566,6 +566,12 @@ def _notes(run: Run) -> tuple[str, ...]:
             "A rollback: the failover it reverses did not succeed (it failed, was cancelled or a "
             "probe breached), and what it did was undone at once."
         )
+    spooled = [f"{h.host} ({s.id})" for s in run.steps for h in s.hosts if h.reattached]
+    if spooled:
+        notes.append(
+            "Outcomes read from the hosts' spools (the command outlived the controller that "
+            f"started it; not re-run): {', '.join(spooled)}."
+        )
     if run.emergency:
         notes.append(
             "Emergency mode: the source health check was skipped, and failures of steps confined "
@@ -938,6 +944,9 @@ def _step_note(step: Step) -> str:
     notes = []
     if step.carried_from:
         notes.append(f"carried from {step.carried_from}")
+    spooled = [h.host for h in step.hosts if h.reattached]
+    if spooled:
+        notes.append(f"from the spool on {', '.join(spooled)}")
     if step.error:
         notes.append(step.error)
     if step.outcome_unknown:

@@ -135,6 +135,7 @@ class HostResult:
     output_tail: str
     attempts: tuple[Attempt, ...]
     command: str | None = None  # as rendered for this host, secrets masked
+    reattached: bool = False  # the outcome was read from the host's spool
 
     @property
     def failed(self) -> bool:
@@ -463,6 +464,7 @@ def _step(index: int, raw: Mapping[str, Any], base: datetime | None) -> Step:
                     host, offset, None if carried_from else base, host_status or status
                 ),
                 command=_str(host.get("command")),
+                reattached=host.get("reattached") is True,
             )
         )
     return Step(

@@ -8,6 +8,7 @@ bounded by ``max_parallel``; the hosts of one step on threads of their own.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import re
@@ -30,6 +31,7 @@ from orchestrator.plan.build import Plan, PlanStep
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
+from orchestrator.run.recover import Found, Recovery
 from orchestrator.run.rpo_guard import GuardVerdict, RpoGuard, judge
 from orchestrator.transport.base import (
     TAIL_BYTES,
@@ -38,9 +40,13 @@ from orchestrator.transport.base import (
     Connection,
     Redactor,
 )
+from orchestrator.transport.spool import SpoolKey, cleanup_program, mkdir_program, words
 
 #: how much of stdout is journaled per host (for templates of a resumed run or a failback)
 JOURNAL_STDOUT_BYTES = 4096
+#: how long the creation (before the first step) or removal (at the end) of a host's spool
+#: directories may take
+SPOOL_CLEAN_TIMEOUT_S = 10.0
 #: check polls journaled per host attempt before only every 10th is
 POLL_JOURNAL_FULL = 200
 
@@ -112,6 +118,9 @@ class Executor:
         carried: Mapping[str, StepOutcome] | None = None,
         extra_results: Mapping[str, StepOutcome] | None = None,
         rpo_guard: RpoGuard | None = None,
+        run_id: str = "",
+        spool_root: Path | None = None,
+        recovered: Mapping[tuple[str, str], Recovery] | None = None,
     ):
         self.plan = plan
         self.connections = connections
@@ -149,6 +158,15 @@ class Executor:
         self._answers: dict[str, Answer] = {}
         self.aborted_by: str | None = None
         self.rpo_guard = rpo_guard
+        #: step commands are spooled under ``run_id`` on their hosts (``spool_root`` for local
+        #: hosts) when ``run_id`` is set
+        self.run_id = run_id
+        self.spool_root = spool_root
+        #: in-flight host attempts of the resumed run, taken (once each) instead of a re-run
+        self.recovered = dict(recovered or {})
+        self._recovered_lock = threading.Lock()
+        #: spooled attempts whose outcome is journaled and nothing needs any more, per host
+        self._spent: dict[str, list[SpoolKey]] = {}
         #: the guard's verdict once it tripped (refused, or accepted with --accept-data-loss)
         self.guard_verdict: GuardVerdict | None = None
 
@@ -416,9 +434,63 @@ class Executor:
             return self._pool
 
     def close(self) -> None:
-        """Stop the host threads (after the run and its health polls)."""
+        """Stop the host threads (after the run and its health polls), then remove the spools
+        nothing needs any more."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        self.clean_spools()
+
+    def _spent_key(self, host: Host, key: SpoolKey | None, res: CommandResult) -> None:
+        """Remember a spooled attempt to remove at the end: a success (journaled before the
+        removal), or any answered poll of a check."""
+        if key is not None and res.rc is not None and (res.rc == 0 or not key.keep_failed):
+            with self._recovered_lock:
+                self._spent.setdefault(host.name, []).append(key)
+
+    def prepare_spools(self) -> None:
+        """Create every first attempt's spool directory, one command per host, before the
+        first step: a step's command then starts without a ``mkdir`` of its own (each costs
+        the host a process; retries and polls make theirs)."""
+        if not self.run_id:
+            return
+        wanted: dict[str, list[SpoolKey]] = {}
+        for ps in self.plan.steps.values():
+            if ps.step.kind is StepKind.CHECK or not ps.step.run:
+                continue
+            for host in ps.hosts:
+                key = self._spool(ps, host, "1")
+                conn = self.connections.get(host.name)
+                # only transports that spool (the fake one answers commands from a table)
+                if key is not None and conn is not None and hasattr(conn, "attach"):
+                    wanted.setdefault(host.name, []).append(key)
+
+        def make(name: str) -> None:
+            conn = self.connections[name]
+            dirs = [words(k, conn.host) for k in wanted[name]]
+            with contextlib.suppress(TransportError, OSError):
+                conn.run(mkdir_program(dirs), timeout=SPOOL_CLEAN_TIMEOUT_S)
+
+        if wanted:
+            with ThreadPoolExecutor(max_workers=min(16, len(wanted))) as pool:
+                list(pool.map(make, list(wanted)))
+
+    def clean_spools(self) -> None:
+        """One command per host removing its spent spool directories (best effort: what stays
+        is only disk)."""
+        with self._recovered_lock:
+            spent, self._spent = self._spent, {}
+
+        def clean(name: str) -> None:
+            conn = self.connections.get(name)
+            if conn is None or not hasattr(conn, "attach"):
+                return
+            dirs = [words(k, conn.host) for k in spent[name]]
+            with contextlib.suppress(TransportError, OSError):
+                conn.run(cleanup_program(dirs), timeout=SPOOL_CLEAN_TIMEOUT_S)
+
+        if spent:
+            with ThreadPoolExecutor(max_workers=min(16, len(spent))) as pool:
+                list(pool.map(clean, list(spent)))
 
     def _finish(self, sid: str, outcome: StepOutcome) -> None:
         self.outcomes[sid] = outcome
@@ -668,6 +740,15 @@ class Executor:
                 return out
         return out
 
+    def _spool(
+        self, ps: PlanStep, host: Host, attempt: str, *, keep_failed: bool = True
+    ) -> SpoolKey | None:
+        """Where one attempt is spooled on its host (a check's poll is answered at once, so
+        a failed poll keeps nothing)."""
+        if not self.run_id:
+            return None
+        return SpoolKey(self.run_id, ps.id, host.name, attempt, self.spool_root, keep_failed)
+
     def _log_path(self, ps: PlanStep, host: Host) -> Path:
         return self.output_dir / ps.id / f"{host.name}.log"
 
@@ -727,20 +808,55 @@ class Executor:
         rendered = command
         if step.kind is StepKind.CHECK:
             return self._poll(ps, host, attempt, conn, command, env, ctx, done)
-        res = run_command(
-            conn,
-            step,
-            command,
-            env=env,
-            timeout=step.timeout,
-            redact=self.plan.redactor,
-            log_path=self._log_path(ps, host),
-            cancel=self.cancel,
-        )
+        with self._recovered_lock:
+            rec = self.recovered.pop((ps.id, host.name), None)
+        extra: dict[str, Any] = {}
+        if rec is not None and rec.found is Found.JOURNAL and rec.finished is not None:
+            e = rec.finished
+            if e.get("status") == Status.SUCCEEDED.value:
+                with self._recovered_lock:
+                    self._spent.setdefault(host.name, []).append(rec.key)
+            return done(
+                Status(e.get("status", "failed")),
+                e.get("rc"),
+                e.get("error"),
+                e.get("output_tail", ""),
+                e.get("stdout", ""),
+                e.get("value"),
+                from_run=rec.key.run_id,
+            )
+        attach = getattr(conn, "attach", None)
+        if rec is not None and rec.found in (Found.ENDED, Found.LIVE) and attach is not None:
+            # the command outlived its controller: follow it, never run it again
+            left = max(rec.left_s(step.timeout, time.time()), 1.0)
+            res = attach(
+                rec.key,
+                sudo=step.sudo,
+                timeout=left,
+                log_path=self._log_path(ps, host),
+                redact=self.plan.redactor,
+                cancel=self.cancel,
+            )
+            extra = {"reattached": True, "from_run": rec.key.run_id}
+            key: SpoolKey | None = rec.key
+        else:
+            key = self._spool(ps, host, str(attempt))
+            res = run_command(
+                conn,
+                step,
+                command,
+                env=env,
+                timeout=step.timeout,
+                redact=self.plan.redactor,
+                log_path=self._log_path(ps, host),
+                cancel=self.cancel,
+                spool=key,
+            )
+        self._spent_key(host, key, res)
         if res.error == "cancelled":
-            return done(Status.CANCELLED, None, "cancelled", res.output_tail, res.stdout)
+            return done(Status.CANCELLED, None, "cancelled", res.output_tail, res.stdout, **extra)
         if not res.ok:
-            return done(Status.FAILED, res.rc, res.error, res.output_tail, res.stdout)
+            return done(Status.FAILED, res.rc, res.error, res.output_tail, res.stdout, **extra)
         value = capture_value(step.capture, res.stdout)
         if step.capture and value is None:
             return done(
@@ -750,8 +866,9 @@ class Executor:
                 res.output_tail,
                 res.stdout,
                 message=f"capture {step.capture}: nothing found",
+                **extra,
             )
-        return done(Status.SUCCEEDED, res.rc, None, res.output_tail, res.stdout, value)
+        return done(Status.SUCCEEDED, res.rc, None, res.output_tail, res.stdout, value, **extra)
 
     def _poll(
         self,
@@ -786,6 +903,7 @@ class Executor:
                 )
             polls += 1
             p0 = j.now()
+            key = self._spool(ps, host, f"{attempt}.{polls}", keep_failed=False)
             res = run_command(
                 conn,
                 step,
@@ -795,7 +913,9 @@ class Executor:
                 redact=self.plan.redactor,
                 log_path=self._log_path(ps, host),
                 cancel=self.cancel,
+                spool=key,
             )
+            self._spent_key(host, key, res)
             if res.connection_failed:
                 return done(Status.FAILED, None, res.error, res.output_tail, polls=polls)
             if res.rc is not None or last is None:
@@ -855,6 +975,7 @@ def run_command(
     redact: Redactor,
     log_path: Path | None = None,
     cancel: CancelToken | None = None,
+    spool: SpoolKey | None = None,
 ) -> CommandResult:
     """Run a step's rendered command (with its rendered ``env``) on one connection. A failure of the connection itself is
     a result too: no exit code, ``error`` naming it ("unreachable", "auth", "disconnected"...),
@@ -868,6 +989,7 @@ def run_command(
             log_path=log_path,
             redact=redact,
             cancel=cancel,
+            spool=spool,
         )
     except TransportError as exc:
         now = time.monotonic()

@@ -12,6 +12,7 @@ from orchestrator.model.inventory import Host, Inventory
 from orchestrator.plan.build import Plan
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection, Sudo, Transport
+from orchestrator.transport.spool import SPOOL_REFUSED_RC, check_program, ssh_dir
 
 #: at most this many connections are opened at once at the pre-flight
 PREFLIGHT_CONCURRENCY = 64
@@ -29,7 +30,17 @@ def prove(transport: Transport, host: Host, *, sudo: Sequence[Sudo] = ()) -> Con
     conn: Connection = transport.connect(host.spec)
     try:
         timeout = max(host.spec.connect_timeout, 1.0)
-        res = conn.run("true", timeout=timeout)
+        # over SSH the proving command is the spool's check: no extra round trip
+        ssh = host.spec.transport == "ssh"
+        res = conn.run(
+            check_program(ssh_dir(None, host.spec.spool_dir)) if ssh else "true", timeout=timeout
+        )
+        if ssh and res.rc == SPOOL_REFUSED_RC:
+            raise SpoolRefused(
+                host.name,
+                f"spool refused: {res.stdout.strip()}; drx will not run commands through it "
+                "(make it the login user's, mode 0700, or remove it)",
+            )
         if not res.ok:
             raise TransportError(
                 host.name, f"cannot run commands (rc={res.rc}, {res.error or res.output_tail})"
@@ -50,6 +61,13 @@ def prove(transport: Transport, host: Host, *, sudo: Sequence[Sudo] = ()) -> Con
         conn.close()
         raise
     return conn
+
+
+class SpoolRefused(TransportError):
+    """The host's spool directory is not safe to use (another owner, writable by others, a
+    symlink)."""
+
+    error = "spool"
 
 
 class SudoRefused(TransportError):

@@ -67,6 +67,8 @@ class RunOptions:
     #: a run that must not be stopped lightly (a rollback, a drill's way home): the first
     #: Ctrl-C is refused with a warning, the next ones act as usual
     refuse_first_interrupt: bool = False
+    #: what the resumed run's in-flight steps left on their hosts (orchestrator.run.recover)
+    recovered: Mapping[tuple[str, str], Any] = field(default_factory=dict)
 
 
 def operator_identity() -> str:
@@ -353,6 +355,9 @@ def _run(
         carried=opts.carried,
         extra_results=opts.extra_results,
         rpo_guard=guard,
+        run_id=run_id,
+        spool_root=store.local_dir / "spool",
+        recovered=opts.recovered,
     )
     lock_guard = LockGuard(lock, journal, ex.stopping)
     ex.start_guards.append(lock_guard)
@@ -379,6 +384,7 @@ def _run(
     desk.start()
     status, message = Status.SUCCEEDED, None
     try:
+        ex.prepare_spools()
         outcomes = ex.run()
         journal.write(Event.STEPS_DONE)
         statuses = {o.status for o in outcomes.values()}

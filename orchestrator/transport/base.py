@@ -11,7 +11,10 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from orchestrator.transport.spool import SpoolKey
 
 #: How much of a command's output is kept in memory (and in the journal/reports): the rest is only
 #: in the per-attempt log file.
@@ -39,6 +42,9 @@ class HostSpec:
     connect_timeout: float = 10.0
     proxy_jump: str | None = None  # "user@host:port"
     env: Mapping[str, str] = field(default_factory=dict)
+    #: where step commands are spooled on the host (relative to the login user's home unless
+    #: absolute); see orchestrator.transport.spool
+    spool_dir: str = "~/.drx/spool"
 
 
 @dataclass
@@ -83,6 +89,7 @@ class Connection(Protocol):
         log_path: Path | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
+        spool: SpoolKey | None = None,
     ) -> CommandResult:
         """Run ``command`` (a POSIX shell string) and wait for it.
 
@@ -93,6 +100,9 @@ class Connection(Protocol):
         - on ``timeout`` the command *and its children* are killed on the host, and the result has
           ``error="timeout"``, ``rc=None``.
         - when ``cancel`` fires (second Ctrl-C) the command is killed likewise, ``error="cancelled"``.
+        - with ``spool``, the command runs detached under that spool directory on the host and
+          outlives the connection (orchestrator.transport.spool); neither the command nor its
+          ``env`` is ever in an argv, spooled or not.
         Never raises for a failing command; raises ``TransportError`` only if the connection is lost.
         (A connection found lost or closed when the command is to start raises; one lost while
         the command runs gives ``error="disconnected"``, ``rc=None``.)

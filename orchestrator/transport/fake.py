@@ -20,6 +20,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.transport.spool import SpoolKey
 
 from orchestrator.errors import AuthenticationFailed, HostKeyError, HostUnreachable, TransportError
 from orchestrator.transport.base import (
@@ -152,8 +156,10 @@ class FakeConnection:
         log_path: Path | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
+        spool: SpoolKey | None = None,
     ) -> CommandResult:
-        """Answer ``command`` through the handler; see ``Connection.run`` for the contract."""
+        """Answer ``command`` through the handler; see ``Connection.run`` for the contract
+        (``spool`` is accepted and has no effect: nothing runs)."""
         if self.closed:
             raise TransportError(self.host.name, "connection closed")
         started = time.monotonic()

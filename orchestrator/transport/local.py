@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+import shlex
 import signal
 import subprocess
 import time
@@ -29,6 +30,7 @@ from orchestrator.transport.base import (
     sudo_argv,
     timed_run,
 )
+from orchestrator.transport.spool import SpoolKey, attach_program, program
 
 READ_SIZE = 1024 * 1024
 
@@ -50,11 +52,44 @@ class LocalConnection:
         log_path: Path | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
+        spool: SpoolKey | None = None,
     ) -> CommandResult:
         """Run ``command``; see ``orchestrator.transport.base.Connection.run``."""
-        script = shell_command(command, {**self.host.env, **(env or {})}, sudo)
+        body = shell_command(command, {**self.host.env, **(env or {})}, False)
+        where = None
+        if spool is not None and spool.root is not None:
+            where = shlex.quote(str(spool.local_dir()))
+        # No marker: the shell leads its own session, so its pid is the group to kill.
+        script = program(body, "", sudo, where)
+        return self._timed(script, sudo, timeout, log_path, redact, cancel)
+
+    def attach(
+        self,
+        spool: SpoolKey,
+        *,
+        sudo: Sudo = False,
+        timeout: float | None = None,
+        log_path: Path | None = None,
+        redact: Redactor | None = None,
+        cancel: CancelToken | None = None,
+    ) -> CommandResult:
+        """Follow a spooled command another drx started, as ``run`` follows its own."""
+        script = attach_program(shlex.quote(str(spool.local_dir())), "")
+        group = _spool_group(spool)
+        return self._timed(script, sudo, timeout, log_path, redact, cancel, group=group)
+
+    def _timed(
+        self,
+        script: str,
+        sudo: Sudo,
+        timeout: float | None,
+        log_path: Path | None,
+        redact: Redactor | None,
+        cancel: CancelToken | None,
+        group: int | None = None,
+    ) -> CommandResult:
         return timed_run(
-            lambda out, limit: self._run(script, sudo, out, limit),
+            lambda out, limit: self._run(script, sudo, out, limit, group),
             timeout=timeout,
             log_path=log_path,
             redact=redact,
@@ -70,15 +105,22 @@ class LocalConnection:
         sudo: Sudo,
         out: OutputCollector,
         limit: Limit,
+        group: int | None = None,
     ) -> tuple[int | None, str | None]:
+        # The program on stdin, never in an argv (``ps`` shows every user the argv).
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", script],
-            stdin=subprocess.DEVNULL,
+            ["/bin/sh", "-s"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        try:
+            proc.stdin.write(script.encode("utf-8"))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the shell is gone already: its exit status says why
         streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
         reason: str | None = None
         with selectors.DefaultSelector() as sel:
@@ -93,7 +135,7 @@ class LocalConnection:
                     # shell would (128 + N), so rc is a plain exit code as over SSH.
                     rc = proc.returncode
                     return (128 - rc if rc < 0 else rc), None
-                self._kill_group(proc, sudo)
+                self._kill_group(proc, sudo, group)
                 # Keep what the command printed before it died, without waiting for more.
                 self._pump(sel, streams, out, Limit(time.monotonic(), None))
                 return None, reason
@@ -142,9 +184,14 @@ class LocalConnection:
             except subprocess.TimeoutExpired:
                 continue
 
-    def _kill_group(self, proc: subprocess.Popen[bytes], sudo: Sudo) -> None:
-        """TERM the command's process group, KILL it after the grace period."""
+    def _kill_group(
+        self, proc: subprocess.Popen[bytes], sudo: Sudo, group: int | None = None
+    ) -> None:
+        """TERM the command's process group, KILL it after the grace period (``group``: a
+        followed command's, as well as the follower's own)."""
         pgid = proc.pid  # start_new_session: the shell leads its own group
+        if group is not None:
+            self._signal_group(group, signal.SIGTERM, sudo)
         self._signal_group(pgid, signal.SIGTERM, sudo)
         give_up = time.monotonic() + self.kill_grace_s
         while time.monotonic() < give_up:
@@ -154,6 +201,8 @@ class LocalConnection:
             time.sleep(0.02)
         else:
             self._signal_group(pgid, signal.SIGKILL, sudo)
+        if group is not None and _group_alive(group):
+            self._signal_group(group, signal.SIGKILL, sudo)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(self.kill_grace_s)
 
@@ -172,6 +221,14 @@ class LocalConnection:
                     capture_output=True,
                     check=False,
                 )
+
+
+def _spool_group(spool: SpoolKey) -> int | None:
+    """The process group of a spooled command (from its ``pid`` file), None if unreadable."""
+    try:
+        return int((spool.local_dir() / "pid").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _group_alive(pgid: int) -> bool:

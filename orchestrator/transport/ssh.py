@@ -59,6 +59,14 @@ from orchestrator.transport.base import (
     shell_command,
     timed_run,
 )
+from orchestrator.transport.spool import SpoolKey, attach_program, program, ssh_dir
+
+#: The command sshd hands to the login shell: the program itself comes on stdin, so nothing of
+#: it (a secret in ``env``, a 1 MB script) is ever in an argv on the host.
+STDIN_COMMAND = ". /dev/stdin"
+#: The same for a spooled command: its program forks a few times, which costs a login shell
+#: such as bash ~1 ms a fork and the host's sh (dash, busybox) a tenth of that.
+SPOOL_COMMAND = "exec /bin/sh -s"
 
 #: Bytes asked for per read; Paramiko hands over whatever is buffered up to this.
 READ_SIZE = 1024 * 1024
@@ -339,20 +347,50 @@ class SSHConnection:
         log_path: Path | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
+        spool: SpoolKey | None = None,
     ) -> CommandResult:
         """Run ``command`` on the host; see ``orchestrator.transport.base.Connection.run``."""
-        body = shell_command(command, {**self.host.env, **(env or {})}, sudo)
+        body = shell_command(command, {**self.host.env, **(env or {})}, False)
         marker = f"drx-pgid-{secrets.token_hex(8)}:"
         # The marker line goes first and on a line of its own: the shell runs it before it even
         # parses the user's command, so a syntax error there cannot hide the process group.
-        script = f"printf '%s%s\\n' '{marker}' \"$$\" >&2\n{body}"
+        where = None if spool is None else ssh_dir(spool, self.host.spool_dir)
+        script = program(body, marker, sudo, where)
+        command = STDIN_COMMAND if spool is None else SPOOL_COMMAND
+        return self._run_script(script, marker, sudo, timeout, log_path, redact, cancel, command)
 
+    def attach(
+        self,
+        spool: SpoolKey,
+        *,
+        sudo: Sudo = False,
+        timeout: float | None = None,
+        log_path: Path | None = None,
+        redact: Redactor | None = None,
+        cancel: CancelToken | None = None,
+    ) -> CommandResult:
+        """Follow a spooled command another controller started, as ``run`` follows its own."""
+        marker = f"drx-pgid-{secrets.token_hex(8)}:"
+        script = attach_program(ssh_dir(spool, self.host.spool_dir), marker)
+        return self._run_script(script, marker, sudo, timeout, log_path, redact, cancel)
+
+    def _run_script(
+        self,
+        script: str,
+        marker: str,
+        sudo: Sudo,
+        timeout: float | None,
+        log_path: Path | None,
+        redact: Redactor | None,
+        cancel: CancelToken | None,
+        command: str = STDIN_COMMAND,
+    ) -> CommandResult:
         def on_a_channel(out: OutputCollector, limit: Limit) -> tuple[int | None, str | None]:
             error = self._acquire_slot(limit)
             if error is not None:
                 return None, error
             try:
-                return self._run_channel(script, marker, sudo, out, limit)
+                return self._run_channel(script, marker, sudo, out, limit, command)
             finally:
                 self._slots.release()
 
@@ -388,13 +426,15 @@ class SSHConnection:
         sudo: Sudo,
         out: OutputCollector,
         limit: Limit,
+        command: str = STDIN_COMMAND,
     ) -> tuple[int | None, str | None]:
         chan = self._open_channel()
         pg = _MarkerFilter(marker.encode())
         try:
             try:
-                chan.exec_command(script)
-                # No stdin: a command that reads it sees end-of-file at once (like ``ssh -n``).
+                chan.exec_command(command)
+                chan.sendall(script.encode("utf-8"))
+                # The program ends here; the command's own stdin is /dev/null (like ``ssh -n``).
                 chan.shutdown_write()
             except (SSHException, OSError, EOFError):
                 return None, "disconnected"

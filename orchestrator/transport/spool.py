@@ -1,0 +1,233 @@
+"""The host-side spool: every command of a step runs detached from drx, its output and exit code
+kept on the host, so a command whose controller died still has a known outcome.
+
+A step's command attempt runs under ``<spool>/<run-id>/<step-id>/<host>/<attempt>/`` (``~/.drx/spool``
+over SSH, ``<state dir>/spool`` for local hosts): ``pid`` (the runner's pid and its process
+group), ``out`` and ``err`` (stdout and stderr: kept apart, as ``capture`` and ``until`` read
+them apart), ``rc`` (written, newline-terminated, when the command ends). The controller streams ``out`` and ``err`` as they grow. When the run ends, the controller
+removes the directories of the attempts whose outcome it has journaled as a success (and every
+poll of a check): the others — failed, or never heard of — stay as evidence, and a crashed
+run's successes stay for ``drx resume`` to read (no window in which a success is removed before
+the journal has it).
+
+Nothing secret is ever in an argv: the shell program below (the command and its ``env``
+exports inside a single-quoted assignment) is written to the shell's standard input, which the
+shell reads itself (``. /dev/stdin`` over SSH, ``sh -s`` locally); the command runs with
+``eval`` from memory, its stdin ``/dev/null``. Under ``sudo`` the text reaches the other user's
+shell through a pipe. Everything is POSIX sh (dash, busybox), and the common path costs two
+forks and, when the command printed anything, one ``cat``: see docs/reference.md (spool).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.transport.base import HostSpec, Sudo, sudo_argv
+
+#: where SSH hosts keep their spools, relative to the login user's home
+SSH_SPOOL = ".drx/spool"
+#: exit code of a wrapper that could not create its spool directory
+SPOOL_FAILED_RC = 125
+#: exit code of the pre-flight's spool check when it refuses the host's spool directory
+SPOOL_REFUSED_RC = 3
+#: how often the streaming side looks for new output while a command runs
+STREAM_EVERY_S = 0.1
+
+
+@dataclass(frozen=True)
+class SpoolKey:
+    """Where one command attempt is spooled: ``<root>/<run_id>/<step>/<host>/<attempt>``
+    (the host's name in the path: hosts may share a home directory, over NFS or as local hosts).
+
+    ``root`` is the spool directory for local hosts (SSH hosts use their own ``~/.drx/spool``).
+    ``keep_failed``: keep the directory of a failed attempt (a check's polls do not: a failed
+    poll is an answer, not a lost outcome).
+    """
+
+    run_id: str
+    step: str
+    host: str
+    attempt: str
+    root: Path | None = None
+    keep_failed: bool = True
+
+    def relative(self) -> str:
+        return f"{self.run_id}/{self.step}/{self.host}/{self.attempt}"
+
+    def local_dir(self) -> Path:
+        """The directory on this machine (local hosts)."""
+        if self.root is None:
+            raise ValueError("no local spool root")
+        return self.root / self.relative()
+
+
+def ssh_dir(key: SpoolKey | None, base: str = SSH_SPOOL) -> str:
+    """Shell words naming ``key``'s directory on an SSH host, or the spool itself without a
+    key (``base`` relative to $HOME unless absolute)."""
+    path = base.rstrip("/") if key is None else f"{base.rstrip('/')}/{key.relative()}"
+    if path.startswith("/"):
+        return shlex.quote(path)
+    return '"$HOME"/' + shlex.quote(path.removeprefix("~/"))
+
+
+def _marker(marker: str, pgid: str) -> str:
+    """The first line: the marker and the process group id on stderr (none without a marker:
+    the local transport knows its group)."""
+    return f"printf '%s%s\\n' {shlex.quote(marker)} {pgid} >&2\n" if marker else ""
+
+
+#: lines copied with the shell's read/printf before the rest goes through one cat
+COPY_LINES = 32
+
+
+def _copier(name: str, fd: int, to: str) -> str:
+    """A shell function copying what is new on ``fd`` to the channel (``to``: a redirection):
+    a command that printed a few lines costs no process. A write that fails (drx is gone)
+    ends the shell (SIGPIPE) or returns 1."""
+    return (
+        f"{name}() {{ __drx_n=0; __drx_l=\n"
+        f"  while IFS= read -r __drx_l <&{fd}; do\n"
+        f"    printf '%s\\n' \"$__drx_l\"{to} || exit 1; __drx_l=\n"
+        f"    __drx_n=$((__drx_n + 1)); if [ $__drx_n -ge {COPY_LINES} ]; then cat <&{fd}{to} || exit 1; return 0; fi\n"
+        "  done\n"
+        f'  [ -z "$__drx_l" ] || printf \'%s\' "$__drx_l"{to} || exit 1\n'
+        "}\n"
+    )
+
+
+def _runner(sudo: Sudo) -> str:
+    """The words that run ``$__drx_s`` (already in the shell's memory)."""
+    if not sudo:
+        # a subshell: an ``exit`` of the command ends it, not the wrapper
+        return '( eval "$__drx_s" )'
+    inner = shlex.quote('__drx_s=$(cat); eval "$__drx_s" </dev/null')
+    return f"printf '%s' \"$__drx_s\" | {shlex.join(sudo_argv(sudo))} sh -c {inner}"
+
+
+def program(body: str, marker: str, sudo: Sudo, spool_dir: str | None) -> str:
+    """The shell program for one command: ``body`` (exports + command) run as ``sudo`` asks.
+
+    ``marker`` starts the first stderr line, followed by the process group id (the transport
+    kills that group on timeout). With ``spool_dir`` (shell words) the command runs detached
+    under the spool; without, in the foreground (commands outside any step, e.g. the
+    pre-flight's).
+    """
+    head = _marker(marker, '"$$"') + f"__drx_s={shlex.quote(body)}\n"
+    if spool_dir is None:
+        if sudo:
+            return head + f"{_runner(sudo)}\n"
+        return head + 'eval "$__drx_s" </dev/null\n'
+    return head + (
+        f"__drx_d={spool_dir}\n"
+        "umask 077\n"
+        f'[ -d "$__drx_d" ] || mkdir -p "$__drx_d" || exit {SPOOL_FAILED_RC}\n'
+        f': >"$__drx_d/out" && : >"$__drx_d/err" || exit {SPOOL_FAILED_RC}\n'
+        # the runner: detached from the channel (its own files for stdin/out/err), it writes
+        # rc when the command ends, whatever becomes of the wrapper
+        f'{{ {_runner(sudo)}; printf \'%s\\n\' "$?" >"$__drx_d/rc"; }}'
+        ' </dev/null >>"$__drx_d/out" 2>>"$__drx_d/err" &\n'
+        "__drx_r=$!\n"
+        'printf \'%s %s\\n\' "$__drx_r" "$$" >"$__drx_d/pid"\n'
+        'exec 3<"$__drx_d/out" 4<"$__drx_d/err"\n'
+        # copying new output to the channel: up to COPY_LINES lines with the shell's own read
+        # and printf (no process), the rest, if any, with cat
+        f"{_copier('__drx_o', 3, '')}"
+        f"{_copier('__drx_e', 4, ' >&2')}"
+        # the streamer: copies new output every STREAM_EVERY_S; USR1 (the runner is done) makes
+        # it copy the rest and stop. It is the only reader of fds 3 and 4 while it lives, so
+        # output stays in order.
+        "( trap '__drx_o; __drx_e; exit 0' USR1\n"
+        f"  while :; do sleep {STREAM_EVERY_S} </dev/null >/dev/null 2>&1 & wait $!; __drx_o; __drx_e; done"
+        " ) &\n"
+        "__drx_t=$!\n"
+        'wait "$__drx_r"\n'
+        'kill -USR1 "$__drx_t" 2>/dev/null\n'
+        # (the shell would report a streamer killed by USR1 on stderr)
+        'wait "$__drx_t" 2>/dev/null\n'
+        # killed by USR1 before its trap was set: nothing was copied yet
+        'if [ "$?" -gt 128 ]; then __drx_o; __drx_e; fi\n'
+        '__drx_rc=; read -r __drx_rc <"$__drx_d/rc"\n'
+        'exit "${__drx_rc:-255}"\n'
+    )
+
+
+def probe_program(spool_dir: str) -> str:
+    """Shell text that says what a spooled attempt left behind, on one line:
+    ``rc N`` (ended), ``live PID PGID`` (still running), or ``none``."""
+    return (
+        f"__drx_d={spool_dir}\n"
+        'if [ -f "$__drx_d/rc" ] && __drx_rc=$(cat "$__drx_d/rc") && [ -n "$__drx_rc" ]; then\n'
+        '  echo "rc $__drx_rc"; exit 0\n'
+        "fi\n"
+        'if [ -f "$__drx_d/pid" ] && read -r __drx_p __drx_g <"$__drx_d/pid"'
+        ' && kill -0 "$__drx_p" 2>/dev/null; then\n'
+        '  echo "live $__drx_p $__drx_g"; exit 0\n'
+        "fi\n"
+        "echo none\n"
+    )
+
+
+def attach_program(spool_dir: str, marker: str) -> str:
+    """Shell text that follows a spooled attempt another controller started: its whole output,
+    until it ends (rc written, or its runner gone), then exit with its rc (255: none). The
+    first stderr line is ``marker`` and the command's process group (from ``pid``), so that a
+    timeout kills that group as for a command started now."""
+    head = f"__drx_d={spool_dir}\n" + 'read -r __drx_p __drx_g <"$__drx_d/pid" || exit 255\n'
+    return (
+        head
+        + _marker(marker, '"$__drx_g"')
+        + (
+            'exec 3<"$__drx_d/out" 4<"$__drx_d/err" || exit 255\n'
+            'while [ ! -s "$__drx_d/rc" ] && kill -0 "$__drx_p" 2>/dev/null; do\n'
+            f"  cat <&3 && cat <&4 >&2 || exit 255; sleep {STREAM_EVERY_S * 2}\n"
+            "done\n"
+            "cat <&3 && cat <&4 >&2 || exit 255\n"
+            '__drx_rc=; read -r __drx_rc <"$__drx_d/rc"\n'
+            'if [ "$__drx_rc" = 0 ]; then rm -rf "$__drx_d" </dev/null >/dev/null 2>&1 & fi\n'
+            'exit "${__drx_rc:-255}"\n'
+        )
+    )
+
+
+def words(key: SpoolKey, spec: HostSpec) -> str:
+    """Shell words naming ``key``'s directory on the host ``spec`` describes."""
+    if spec.transport == "ssh":
+        return ssh_dir(key, spec.spool_dir)
+    return shlex.quote(str(key.local_dir()))
+
+
+def mkdir_program(dirs: list[str]) -> str:
+    """Shell text creating spool directories (shell words each), owner-only."""
+    return "umask 077\nmkdir -p " + " ".join(dirs) + "\n"
+
+
+def cleanup_program(dirs: list[str]) -> str:
+    """Shell text removing spooled attempts (shell words each) and their parents once empty."""
+    lines = [f"rm -rf {' '.join(dirs)}"]
+    lines.append(f"for __drx_d in {' '.join(dirs)}; do")
+    lines.append('  rmdir "${__drx_d%/*}" "${__drx_d%/*/*}" "${__drx_d%/*/*/*}" 2>/dev/null')
+    lines.append("done")
+    return "\n".join(lines) + "\n:\n"
+
+
+def check_program(base: str) -> str:
+    """Shell text for the pre-flight: create the spool directory (0700) if missing, and refuse
+    (rc 3, ``SPOOL_REFUSED_RC``, the reason on stdout) one that is a symlink, owned by someone else, or writable by
+    group or others — never follow it. ``base``: shell words."""
+    return (
+        "umask 077\n"
+        f"__drx_b={base}\n"
+        "__drx_u=$(id -u)\n"
+        'for __drx_p in "${__drx_b%/*}" "$__drx_b"; do\n'
+        '  if [ -L "$__drx_p" ]; then echo "$__drx_p is a symlink"; exit 3; fi\n'
+        '  [ -d "$__drx_p" ] || mkdir -m 700 "$__drx_p" 2>/dev/null || [ -d "$__drx_p" ] ||'
+        ' { echo "cannot create $__drx_p"; exit 3; }\n'
+        '  set -- $(ls -ldn "$__drx_p")\n'
+        '  if [ "$3" != "$__drx_u" ]; then echo "$__drx_p is owned by uid $3, not $__drx_u";'
+        " exit 3; fi\n"
+        '  case $1 in d????-??-*) ;; *) echo "$__drx_p is writable by group or others ($1)";'
+        " exit 3;; esac\n"
+        "done\n"
+    )
