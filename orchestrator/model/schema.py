@@ -11,6 +11,8 @@ from orchestrator.model.reference import (
     HEALTH_DOC,
     HOST_DOC,
     INVENTORY_DOC,
+    READINESS_DOC,
+    RPO_PROBE_DOC,
     RUNBOOK_DOC,
     SITE_DOC,
     STEP_DOC,
@@ -65,6 +67,8 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
         Type.TRANSPORT: {"enum": ["ssh", "local"]},
         Type.HOST_KEY_POLICY: {"enum": ["strict", "accept-new", "ignore"]},
         Type.HEALTH_LIST: {"type": "array", "items": {"$ref": "#/$defs/health"}},
+        Type.READINESS_LIST: {"type": "array", "items": {"$ref": "#/$defs/readiness"}},
+        Type.RPO_PROBE: {"$ref": "#/$defs/rpo_probe"},
         Type.STEP_LIST: {"type": "array", "items": {"$ref": "#/$defs/step"}},
         Type.DEFAULTS: {"$ref": "#/$defs/connection"},
         Type.SITES: {
@@ -134,7 +138,13 @@ def runbook_schema() -> dict[str, Any]:
         "description": "Steps with dependencies that move a service between sites; see "
         "docs/reference.md.",
         **_object(RUNBOOK_DOC),
-        "$defs": {"step": step, "undo": undo, "health": _object(HEALTH_DOC)},
+        "$defs": {
+            "step": step,
+            "undo": undo,
+            "health": _object(HEALTH_DOC),
+            "readiness": _object(READINESS_DOC),
+            "rpo_probe": _object(RPO_PROBE_DOC),
+        },
     }
 
 
