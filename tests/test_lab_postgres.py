@@ -87,6 +87,12 @@ def test_postgres_failover_and_failback_lose_no_row(lab_root: Path) -> None:
     assert (fb["rpo"]["step"], fb["rpo"]["measured_bytes"]) == ("undo-wait-replica", 0)
     assert fb["rpo"]["guard"]["tripped"] is False
     assert result.ok
+    # the decision card came first, before the failover; after the drill, the metrics count it
+    assert result.check_exit == 0
+    assert result.card.splitlines()[0] == "drx check site-b: runbook postgres, site-a active"
+    assert result.card.splitlines()[1].split()[:2] == ["verdict", "ready:"]
+    assert 'drx_rto_seconds_count{runbook="postgres",site="site-b"} 1.0' in result.metrics
+    assert 'drx_ready{runbook="postgres",site="site-b"} 1.0' in result.metrics
     assert _processes_under(lab_root) == []
     assert result.sudoers is not None and result.sudoers.parent == SUDOERS_DIR
     assert not result.sudoers.exists()

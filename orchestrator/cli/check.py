@@ -100,7 +100,7 @@ def run_check(opts: Options, site: str | None, *, strict: bool = False) -> Check
     from orchestrator.plan.predictions import predictions_for
     from orchestrator.record import drift
     from orchestrator.record.runs import load_summaries
-    from orchestrator.report.card import Card, RpoExposure
+    from orchestrator.report.card import Card, RpoExposure, interval
     from orchestrator.run import readiness
     from orchestrator.run.preflight import cause, failure_lines, login
     from orchestrator.run.runner import check_source_health, file_sha256
@@ -230,11 +230,11 @@ def run_check(opts: Options, site: str | None, *, strict: bool = False) -> Check
     warnings += [c.text for c in changes]
     if overdue:
         warnings.append(
-            f"drill overdue: no succeeded failover of {runbook.name} in the last "
-            f"{format_duration(every)}"
+            f"drill overdue: no succeeded failover of {runbook.name} yet (drill_every "
+            f"{interval(every)})"
             if last is None
             else f"drill overdue: the last successful drill ({drift.day(last.finished_at)}, "
-            f"run {last.run_id}) is older than drill_every"
+            f"run {last.run_id}) is older than drill_every {interval(every)}"
         )
     if rpo is not None and rpo.within_target is False:
         warnings.append(

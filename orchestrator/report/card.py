@@ -145,13 +145,16 @@ class Card:
             rows.extend(("drift", c.text) for c in self.drift)
         elif self.last_success:
             rows.append(("drift", "none since the last successful drill"))
+        rows.append(("checked in", secs(self.seconds)))
         width = max(len(k) for k, _ in rows)
         head = f"drx check {self.site}: runbook {self.runbook}, {self.active} active"
         return [head] + [f"  {k.ljust(width)}  {v}" for k, v in rows]
 
     def _last_proven(self) -> str:
         every = (
-            f"; drill every {_days(self.drill_every_s)}" if self.drill_every_s is not None else ""
+            f"; drill every {interval(self.drill_every_s)}"
+            if self.drill_every_s is not None
+            else ""
         )
         if self.last_success is None:
             due = ": OVERDUE" if self.overdue else ""
@@ -174,7 +177,7 @@ class Card:
         }
 
 
-def _days(seconds: float | None) -> str:
+def interval(seconds: float | None) -> str:
     """A drill interval as people say it: '90d', '12h'."""
     if seconds is None:
         return DASH
