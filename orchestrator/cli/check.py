@@ -121,28 +121,23 @@ def run_check(opts: Options, site: str | None, *, strict: bool = False) -> Check
         predictions=steps_pred,
         predicted_health_s=health_pred,
     )
+    probes = [*plan.readiness, *([plan.rpo_probe] if plan.rpo_probe else [])]
     uses_control = any(h.name == "control" for h in plan.hosts()) or any(
-        h.name == "control"
-        for cp in [*plan.readiness, *([plan.rpo_probe] if plan.rpo_probe else [])]
-        for h in cp.hosts
+        h.name == "control" for cp in probes for h in cp.hosts
     )
     hosts = [h for s in sites for h in inventory.sites[s].hosts]
     if uses_control:
         hosts.insert(0, inventory.control)
     sudo = sudo_hosts(runbook, inventory, plan.aliases())
-    for cp in [*plan.readiness, *([plan.rpo_probe] if plan.rpo_probe else [])]:
+    for cp in probes:
         if cp.check.sudo:
             for h in cp.hosts:
                 sudo.setdefault(h.name, set()).add(cp.check.sudo)
     checked, connections = readiness.prove_hosts(hosts, sudo)
     try:
         # hosts a check names outside the two sites checked (a third site's) are reached too
-        extra = [
-            h
-            for cp in [*plan.readiness, *([plan.rpo_probe] if plan.rpo_probe else [])]
-            for h in cp.hosts
-            if h.name not in connections and h.name not in {c.host.name for c in checked}
-        ]
+        seen = {c.host.name for c in checked}
+        extra = [h for cp in probes for h in cp.hosts if h.name not in seen]
         if extra:
             more, more_conn = readiness.prove_hosts(list({h.name: h for h in extra}.values()), {})
             checked += more
