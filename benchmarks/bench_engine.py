@@ -31,6 +31,7 @@ from bench_common import (
 
 FAKE_SCALE = str(BENCH_DIR / "fake_scale.py")
 PLAN_SCALE = BENCH_DIR / "plan_scale.py"
+SITE_SCALE = BENCH_DIR / "site_scale.py"
 VALIDATE_SHAPES = BENCH_DIR / "validate_shapes.py"
 
 #: targets from the brief
@@ -41,6 +42,8 @@ PLAN_CLI_TARGET_S = 0.4
 REPORT_TARGET_S = 2.0
 #: plan_scale.py's own stated aim ("well under a second")
 PLAN_SCALE_TARGET_S = 1.0
+#: a site plan of 100 children x 20 steps, validated and planned (in-process: above start-up)
+SITE_SCALE_TARGET_S = 0.5
 #: ``drx validate`` of 20,000 steps of any shape: seconds, not minutes
 VALIDATE_SHAPE_TARGET_S = 5.0
 #: a step printing this much (1 GiB of 100-column lines)
@@ -132,6 +135,47 @@ def plan_scale(steps: int) -> Section:
             drx=f"{secs(total)} (RSS {timed.maxrss_kb / 1024:.0f} MB)",
             target=f"< {PLAN_SCALE_TARGET_S:g} s",
             met=total < PLAN_SCALE_TARGET_S,
+        )
+    )
+    return sec
+
+
+def site_scale(children: int = 100, steps: int = 20) -> Section:
+    """Validate + plan a generated site plan (``children`` x ``steps``) with site_scale.py."""
+    sec = Section("site_scale")
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import site_scale; "
+        "print(json.dumps({'total_s': site_scale.main(int(sys.argv[2]), int(sys.argv[3]))}))"
+    )
+    argv = [PYTHON, "-c", code, str(BENCH_DIR), str(children), str(steps)]
+    timed = timed_run(argv, env=base_env())
+    label = f"validate + plan a site plan of {children} children x {steps} steps (site_scale.py)"
+    if not timed.ok:
+        sec.data = {"error": timed.failure()}
+        sec.add(
+            Figure(
+                key="scale.site",
+                label=label,
+                drx=f"failed: {timed.failure()}",
+                target=f"< {SITE_SCALE_TARGET_S:g} s",
+                met=False,
+            )
+        )
+        return sec
+    total = float(_last_json(timed.stdout)["total_s"])
+    sec.data = {
+        "children": children,
+        "steps": steps,
+        "total_s": total,
+        "output": timed.stdout.strip().splitlines()[:-1],
+    }
+    sec.add(
+        Figure(
+            key="scale.site",
+            label=label,
+            drx=secs(total),
+            target=f"< {SITE_SCALE_TARGET_S:g} s",
+            met=total < SITE_SCALE_TARGET_S,
         )
     )
     return sec

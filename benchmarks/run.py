@@ -207,6 +207,7 @@ def run_all(cfg: Config, workdir: Path) -> Runner:
     runner.run("startup", lambda: bench_engine.startup(cfg.startup_runs))
     runner.run("reports", lambda: bench_engine.reports(cfg.report_steps, workdir))
     runner.run("plan_scale", lambda: bench_engine.plan_scale(cfg.scale_steps))
+    runner.run("site_scale", lambda: bench_engine.site_scale())
     runner.run("validate_shapes", lambda: bench_engine.validate_shapes(cfg.shape_steps))
     runner.run(
         "fake_scale",
@@ -294,6 +295,7 @@ ORDER = (
     "marginal",
     "dag",
     "plan_scale",
+    "site_scale",
     "validate_shapes",
     "fake_scale",
     "shared_state",

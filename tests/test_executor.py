@@ -66,7 +66,7 @@ def test_check_until_reads_stderr(tmp_path: Path) -> None:
         """
         name: c
         steps:
-          - {id: wait, kind: check, hosts: db@target, run: probe, until: "'ready' in stderr", interval: 0}
+          - {id: wait, kind: check, hosts: db@target, run: probe, until: "'ready' in stderr", interval: 50ms}
         """,
         handler,
     )
@@ -125,7 +125,7 @@ def test_a_start_guard_stops_new_steps_attempts_and_polls(tmp_path: Path) -> Non
     runbook = """
         name: g
         steps:
-          - {id: first, kind: check, hosts: db@target, run: probe, until: "rc == 1", interval: 0}
+          - {id: first, kind: check, hosts: db@target, run: probe, until: "rc == 1", interval: 50ms}
           - {id: later, hosts: db@target, run: later}
     """
     outcomes, _, _ = _run(tmp_path, runbook, handler, max_parallel=1, guard=guard)

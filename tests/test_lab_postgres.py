@@ -86,6 +86,13 @@ def test_postgres_failover_and_failback_lose_no_row(lab_root: Path) -> None:
     # the failback's own RPO (failback_rpo_step), held to the same 0 B by the guard
     assert (fb["rpo"]["step"], fb["rpo"]["measured_bytes"]) == ("undo-wait-replica", 0)
     assert fb["rpo"]["guard"]["tripped"] is False
+    # the write probe saw what the application saw: its longest down window against the longest
+    # gap between acknowledged commits, within one probe interval + 50 ms, in both directions
+    for summary, gap in ((fo, result.failover_gap_s), (fb, result.failback_gap_s)):
+        (probe,) = summary["probes"]
+        assert probe["name"] == "write" and probe["breached"] is False and gap is not None
+        print(f"\n{summary['direction']}: probe {probe['longest_down_s']} s, app gap {gap} s")
+        assert abs(probe["longest_down_s"] - gap) <= probe["interval_s"] + 0.05, (probe, gap)
     assert result.ok
     # the decision card came first, before the failover; after the drill, the metrics count it
     assert result.check_exit == 0
@@ -122,3 +129,22 @@ def test_site_a_lost_the_rpo_guard_needs_accept_data_loss(lab_root: Path) -> Non
         assert done is not None and done["parent_run"] == refused["run_id"]
         assert (done["rpo"]["guard"]["accepted"], done["rpo"]["measured_bytes"]) == (True, None)
         assert pg.primary_site() == "site-b" and pg.app_healthy("site-b")
+
+
+@pytest.mark.timeout(300)
+def test_a_drill_of_the_lab_ends_at_site_a_with_no_row_lost(lab_root: Path) -> None:
+    """drx drill site-b on the lab: both legs succeed (exit 0), the primary ends at site-a with
+    every acknowledged row, both runs carry one drill_id, and the write probe agrees with the
+    application's longest commit gap within one interval + 50 ms on both legs."""
+    result = run_drill(lab_root, RUNBOOK, echo=False, round_trip=True)
+    assert result.failback_exit == 0 and result.failover_exit == 0
+    assert result.primary_at_end == "site-a" and result.lost == 0
+    fo, fb = result.failover, result.failback
+    assert fo is not None and fb is not None
+    assert fo["drill_id"] == fb["drill_id"] == fo["run_id"] and fb["rollback"] is False
+    for summary, gap in ((fo, result.failover_gap_s), (fb, result.failback_gap_s)):
+        (probe,) = summary["probes"]
+        print(f"\ndrill {summary['direction']}: probe {probe['longest_down_s']} s, gap {gap} s")
+        assert gap is not None
+        assert abs(probe["longest_down_s"] - gap) <= probe["interval_s"] + 0.05, (probe, gap)
+    assert _processes_under(lab_root) == []

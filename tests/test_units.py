@@ -203,7 +203,13 @@ def test_load_yaml_reports_every_duplicate_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "line", "column", "message"),
     [
-        ("a: 1\nb: c: d\n", 2, 5, "mapping values are not allowed here"),
+        (
+            "a: 1\nb: c: d\n",
+            2,
+            5,
+            "line 2 ('b: c: d') has a ': ' inside a value: put the value in quotes (or, if it "
+            "is a new field, start it on a line of its own)",
+        ),
         ("a:\n\t- b\n", 2, 1, "found character '\\t' that cannot start any token"),
         (
             "a: [1, 2\nb: 3\n",
@@ -218,7 +224,8 @@ def test_load_yaml_reports_every_duplicate_key(tmp_path: Path) -> None:
 def test_load_yaml_syntax_errors_name_line_column_and_culprit(
     tmp_path: Path, text: str, line: int, column: int, message: str
 ) -> None:
-    """A YAML error is one problem with its line, column and the parser's own words."""
+    """A YAML error is one problem with its line, column and what is wrong, in the operator's
+    words where the parser's would puzzle them."""
     path = tmp_path / "doc.yaml"
     path.write_text(text, encoding="utf-8")
     loaded = load_yaml(path)

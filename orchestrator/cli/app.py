@@ -133,9 +133,9 @@ def runbook_name(runbook: str | None) -> str | None:
     if not runbook:
         return None
     from orchestrator.errors import ValidationError
-    from orchestrator.model.runbook import parse_runbook
+    from orchestrator.model.siteplan import load_runbook
 
-    parsed, problems = parse_runbook(runbook)
+    parsed, problems = load_runbook(runbook)
     if parsed is None or any(p.severity == "error" for p in problems):
         raise ValidationError(problems)
     return parsed.name

@@ -20,9 +20,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from orchestrator.cli.app import (
+    InventoryOpt,
+    LogFormatOpt,
     RunbookOpt,
     StateDirOpt,
     StateUrlOpt,
+    VerboseOpt,
     app,
     runbook_name,
     store_for,
@@ -51,6 +54,9 @@ def bundle(
     runbook: RunbookOpt = None,
     state_dir: StateDirOpt = None,
     state_url: StateUrlOpt = None,
+    inventory: InventoryOpt = None,
+    log_format: LogFormatOpt = "console",
+    verbose: VerboseOpt = 0,
 ) -> None:
     """Write one evidence archive of a run: plan, journal, summary, the report in every format,
     every output log and a SHA256SUMS manifest (`sha256sum -c` checks it); a failback's also
@@ -96,7 +102,10 @@ def _run_files(store: Store, run_id: str, prefix: str) -> dict[str, bytes]:
     logs = store.output_dir(run_id)
     if logs.is_dir():
         for path in sorted(p for p in logs.rglob("*") if p.is_file()):
-            files[f"output/{path.relative_to(logs).as_posix()}"] = path.read_bytes()
+            # "health:NAME" directories: no ':' in an archive path (not a file name everywhere)
+            name = path.relative_to(logs).as_posix().replace("health:", "_health/")
+            name = name.replace(":", "_")
+            files[f"output/{name}"] = path.read_bytes()
     return {prefix + name: data for name, data in files.items()}
 
 

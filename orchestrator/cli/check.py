@@ -123,7 +123,9 @@ def run_check(opts: Options, site: str | None, *, strict: bool = False) -> Check
     )
     probes = [*plan.readiness, *([plan.rpo_probe] if plan.rpo_probe else [])]
     uses_control = any(h.name == "control" for h in plan.hosts()) or any(
-        h.name == "control" for cp in probes for h in cp.hosts
+        h.name == "control"
+        for hosts in [*(cp.hosts for cp in probes), *(ps.hosts for ps in plan.source_health)]
+        for h in hosts
     )
     hosts = [h for s in sites for h in inventory.sites[s].hosts]
     if uses_control:
@@ -163,7 +165,9 @@ def run_check(opts: Options, site: str | None, *, strict: bool = False) -> Check
         )
     problems = failure_lines({r.host.name: r.error for r in checked if r.error}, inventory)
     if found.health is not None:
-        names = ", ".join(hp.check.name for hp in plan.health)
+        names = ", ".join(  # a site plan: each child's health too
+            [*(hp.check.name for hp in plan.health), *(ps.id for ps in plan.source_health)]
+        )
         rows.append(
             [
                 f"health ({names})",

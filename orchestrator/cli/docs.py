@@ -42,7 +42,7 @@ def _params(callback: Callable[..., Any]) -> tuple[list[str], list[str]]:
             continue
         info = infos[0]
         if isinstance(info, typer.models.ArgumentInfo):
-            word = name.upper()
+            word = info.metavar or name.upper()
             optional = param.default is not inspect.Parameter.empty
             arguments.append(f"[{word}]" if optional else word)
             continue

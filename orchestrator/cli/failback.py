@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from orchestrator.cli import say
 from orchestrator.cli.app import (
     AcceptDataLossOpt,
     CommentOpt,
@@ -28,21 +29,29 @@ from orchestrator.cli.options import (
     Options,
     check_site,
     closing_line,
+    command_options,
     run_options,
     secret_inputs,
     shown_location,
     warn_unknown_vars,
 )
-from orchestrator.errors import RefusedError
+from orchestrator.errors import RefusedError, UsageError
 
 if TYPE_CHECKING:
     from orchestrator.model.inventory import Inventory
     from orchestrator.model.runbook import Runbook
+    from orchestrator.record.summary import RunSummary
 
 
 @app.command()
 def failback(
-    run: Annotated[str | None, typer.Option("--run", help="The failover run to reverse.")] = None,
+    run_arg: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="RUN", help="The failover run to reverse (as `drx resume RUN` takes it)."
+        ),
+    ] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Same as RUN.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the reverse plan.")] = False,
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Approve gates and outcome-unknown steps.")
@@ -78,9 +87,11 @@ def failback(
     )
     if dry_run:
         check_format(fmt, ("text", "json", "dot", "mermaid"))
+    if run is not None and run_arg is not None and run != run_arg:
+        raise UsageError(f"two runs given: {run_arg} and --run {run} (give one)")
     code = run_failback(
         opts,
-        run,
+        run or run_arg,
         dry_run=dry_run,
         fmt=fmt,
         yes=yes,
@@ -126,15 +137,18 @@ def reverse_plan(
     failover_run: str,
     variables: dict[str, str],
     secrets: list[str],
+    *,
+    mode: str = "real",
+    rollback: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """The reverse plan of ``failover_run`` (from its journal), with failback predictions; and
     what the failover's steps did (their values feed the undo templates)."""
     from orchestrator.plan.build import build_reverse_plan
-    from orchestrator.plan.predictions import predictions_for
+    from orchestrator.plan.site import predictions
     from orchestrator.record.runs import outcomes_from_events
 
     outcomes = outcomes_from_events(opts.store.read_events(failover_run))
-    steps, health = predictions_for(opts.store, runbook.name, "failback", target)
+    steps, health = predictions(opts.store, runbook, "failback", target)
     plan = build_reverse_plan(
         runbook,
         inventory,
@@ -146,8 +160,100 @@ def reverse_plan(
         secrets=secrets,
         predictions=steps,
         predicted_health_s=health,
+        mode=mode,
+        rollback=rollback,
     )
     return plan, outcomes
+
+
+def return_plan(
+    opts: Options,
+    runbook: Runbook,
+    inventory: Inventory,
+    failover: RunSummary,
+    variables: dict[str, str],
+    secrets: list[str],
+    *,
+    mode: str,
+    rollback: bool,
+) -> tuple[Any, dict[str, Any]]:
+    """The plan that brings the service back from ``failover``: the one place a drill's way
+    home and every rollback are planned. A rollback (of a failover that did not succeed) is
+    always the undo plan; the way home of a succeeded failover follows the runbook's failback
+    mode (the undo plan is the one mode so far)."""
+    return reverse_plan(
+        opts,
+        runbook,
+        inventory,
+        failover.source,
+        failover.target,
+        failover.run_id,
+        variables,
+        secrets,
+        mode=mode,
+        rollback=rollback,
+    )
+
+
+def run_return(
+    opts: Options,
+    failover_id: str,
+    *,
+    rollback: bool,
+    yes: bool,
+    max_parallel: int,
+    cli_vars: Iterable[str],
+    secret_vars: Iterable[str],
+    drill_id: str | None = None,
+    before: Callable[[], None] | None = None,
+) -> tuple[int, RunSummary | None]:
+    """Bring the service back from failover run ``failover_id`` at once: a drill's failback
+    leg, or (``rollback``) the rollback of a failover that failed or was cancelled. The first
+    Ctrl-C during it is refused with a warning. Returns the exit code and the run's summary;
+    (0, None) when the failover changed nothing that has an undo (nothing to bring back)."""
+    from orchestrator.record.runs import load_summary, note_rolled_back
+    from orchestrator.run.runner import execute
+
+    runbook, inventory = opts.load()
+    failover = load_summary(opts.store, failover_id)
+    variables, secrets = secret_inputs(cli_vars, secret_vars)
+    mode = "drill" if drill_id is not None else failover.mode
+    plan, outcomes = return_plan(
+        opts, runbook, inventory, failover, variables, secrets, mode=mode, rollback=rollback
+    )
+    if not plan.steps:
+        say.info(
+            f"nothing to roll back: run {failover_id} changed nothing that has an undo; "
+            f"the service is still at {failover.source}",
+            run_id=failover_id,
+        )
+        return 0, None
+    plan.drill_id = drill_id
+    if before is not None:
+        before()
+    run_opts = run_options(
+        opts,
+        yes=yes,
+        max_parallel=max_parallel,
+        extra_results=outcomes,
+        refuse_first_interrupt=True,
+    )
+    run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
+    try:
+        code, summary = execute(plan, opts.store, run_opts)
+    except RefusedError as exc:
+        what = "rollback" if rollback else "failback"
+        say.error(
+            f"the {what} of {failover_id} did not start: {exc}; the service is between "
+            f"{failover.source} and {failover.target}: drx failback --run {failover_id}"
+            + command_options(opts),
+            int(exc.exit_code),
+        )
+        return int(exc.exit_code), None
+    if rollback:
+        note_rolled_back(opts.store, failover_id, summary.run_id)
+    closing_line(summary, opts.store)
+    return code, summary
 
 
 def failback_plan(
@@ -209,6 +315,33 @@ def failback_plan(
     return plan, outcomes
 
 
+def unfinished_rollback(opts: Options) -> str | None:
+    """The latest run of a rollback that was abandoned (a second Ctrl-C), failed or crashed
+    before it was done, when it reverses the runbook's latest failover: ``drx failback``
+    continues it."""
+    from orchestrator.record.runs import Lineage, load_summaries
+
+    summaries = load_summaries(opts.store)
+    lineage = Lineage.of(summaries)
+    runbook, _ = opts.load()
+    failovers = [
+        s
+        for s in summaries
+        if s.direction == "failover"
+        and s.runbook == runbook.name
+        and lineage.resumed_by(s.run_id) is None
+    ]
+    if not failovers:
+        return None
+    back = lineage.failback_of(failovers[-1].run_id)
+    if back is None:
+        return None
+    latest = lineage.by_id[back]
+    if latest.rollback and latest.status in ("failed", "cancelled", "crashed"):
+        return back
+    return None
+
+
 def refuse_failback(lineage: Any, run_id: str) -> None:
     """Refuse (exit 2, naming the run to use instead) to fail back a run that is not the true
     state of the world: a failback, a run that was continued, or one already reversed."""
@@ -255,6 +388,27 @@ def run_failback(
     from orchestrator.plan.preview import render_plan
     from orchestrator.run.runner import execute
 
+    if run is None:
+        pending = unfinished_rollback(opts)
+        if pending is not None:
+            from orchestrator.cli.resume import run_resume
+
+            if dry_run:
+                raise RefusedError(
+                    f"rollback {pending} stopped before it was done: drx failback (without "
+                    f"--dry-run) continues it, carrying what it already undid"
+                )
+            say.info(f"continuing rollback {pending}, which stopped before it was done")
+            return run_resume(
+                opts,
+                pending,
+                rerun_inflight=False,
+                yes=yes,
+                max_parallel=max_parallel,
+                cli_vars=cli_vars,
+                secret_vars=secret_vars,
+                accept_data_loss=accept_data_loss,
+            )
     plan, outcomes = failback_plan(opts, run, cli_vars=cli_vars, secret_vars=secret_vars)
     if dry_run:
         sys.stdout.write(render_plan(plan, fmt))

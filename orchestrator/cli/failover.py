@@ -29,6 +29,7 @@ from orchestrator.cli.options import (
     active_site,
     check_site,
     closing_line,
+    command_options,
     half_done,
     other_sites,
     run_options,
@@ -82,6 +83,14 @@ def failover(
         int, typer.Option("--max-parallel", min=1, help="Steps running at once.")
     ] = 32,
     fmt: FormatOpt = "text",
+    rollback: Annotated[
+        bool | None,
+        typer.Option(
+            "--rollback/--no-rollback",
+            help="Roll back at once if the failover fails or is cancelled (default: the "
+            "runbook's on_failure; never under --emergency unless --rollback).",
+        ),
+    ] = None,
     var: VarOpt = None,
     secret_var: SecretVarOpt = None,
     notify: NotifyOpt = None,
@@ -124,6 +133,7 @@ def failover(
         accept_data_loss=accept_data_loss,
         cli_vars=var or [],
         secret_vars=secret_var or [],
+        rollback=rollback,
     )
     raise typer.Exit(code)
 
@@ -136,10 +146,11 @@ def failover_plan(
     emergency: bool,
     cli_vars: Iterable[str],
     secret_vars: Iterable[str],
+    mode: str = "real",
 ) -> Any:
     """Load, check the site, and build the failover plan (with history predictions)."""
     from orchestrator.plan.build import build_plan
-    from orchestrator.plan.predictions import predictions_for
+    from orchestrator.plan.site import predictions
 
     runbook, inventory = opts.load_checked(
         lambda inv: [site] if site in inv.sites and site != inv.active else other_sites(inv)
@@ -153,7 +164,7 @@ def failover_plan(
         others = [s for s in inventory.sites if s != site]
         source = others[0]
     variables, secrets = secret_inputs(cli_vars, secret_vars)
-    steps, health = predictions_for(opts.store, runbook.name, "failover", site)
+    steps, health = predictions(opts.store, runbook, "failover", site)
     return build_plan(
         runbook,
         inventory,
@@ -164,6 +175,7 @@ def failover_plan(
         emergency=emergency,
         predictions=steps,
         predicted_health_s=health,
+        mode=mode,
     )
 
 
@@ -175,11 +187,18 @@ def preview_failover(
     emergency: bool,
     cli_vars: Iterable[str],
     secret_vars: Iterable[str],
+    mode: str = "real",
 ) -> str:
     from orchestrator.plan.preview import render_plan
 
     plan = failover_plan(
-        opts, site, force=force, emergency=emergency, cli_vars=cli_vars, secret_vars=secret_vars
+        opts,
+        site,
+        force=force,
+        emergency=emergency,
+        cli_vars=cli_vars,
+        secret_vars=secret_vars,
+        mode=mode,
     )
     return render_plan(plan, fmt)
 
@@ -195,12 +214,16 @@ def run_failover(
     cli_vars: Iterable[str],
     secret_vars: Iterable[str],
     accept_data_loss: bool = False,
+    rollback: bool | None = None,
 ) -> int:
+    from orchestrator.cli.failback import run_return
+    from orchestrator.run.rollback import rollback_due
     from orchestrator.run.runner import execute
 
     plan = failover_plan(
         opts, site, force=force, emergency=emergency, cli_vars=cli_vars, secret_vars=secret_vars
     )
+    refuse_out_of_turn(opts, plan, force=force)
     note = state_note(opts.store, plan.inventory, plan.runbook.name)
     if note:
         typer.echo(note, err=True)
@@ -210,5 +233,39 @@ def run_failover(
         opts, yes=yes, max_parallel=max_parallel, accept_data_loss=accept_data_loss
     )
     code, summary = execute(plan, opts.store, run_opts)
-    closing_line(summary, opts.store, half_done(plan, summary, opts))
+    due = rollback_due(summary.status, plan.runbook.on_failure, emergency=emergency, asked=rollback)
+    closing_line(summary, opts.store, None if due else half_done(plan, summary, opts))
+    if due:
+        run_return(
+            opts,
+            summary.run_id,
+            rollback=True,
+            yes=yes,
+            max_parallel=max_parallel,
+            cli_vars=cli_vars,
+            secret_vars=secret_vars,
+        )
     return code
+
+
+def refuse_out_of_turn(opts: Options, plan: Any, *, force: bool) -> None:
+    """Refuse (exit 2, nothing run) a failover that would start from a state it does not know
+    (the last failover stopped half-way: resume or fail it back) or that reverses the last
+    failover (that is a failback; ``--force`` runs it anyway)."""
+    from orchestrator.record.runs import load_summaries
+    from orchestrator.run import standing
+
+    summaries = load_summaries(opts.store)
+    name = plan.runbook.name
+    tail = command_options(opts)
+    stopped = standing.half_done_failover(summaries, name)
+    if stopped is not None:
+        lost = standing.unreachable(plan.inventory.sites[stopped.run.source].hosts)
+        ways = stopped.ways_on(tail, source_unreachable=lost)
+        raise RefusedError(
+            f"{stopped.describe()}; a new failover would start from a state it does not "
+            "know, so nothing was run. Go on with one of:\n  " + "\n  ".join(ways)
+        )
+    back = standing.wrong_way(summaries, name, plan.to_site, plan.source)
+    if back is not None and not force:
+        raise RefusedError(back.message(plan.to_site, tail))

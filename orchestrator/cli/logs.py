@@ -9,19 +9,33 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestrator.cli.app import StateDirOpt, StateUrlOpt, app, store_for
+from orchestrator.cli.app import (
+    InventoryOpt,
+    LogFormatOpt,
+    RunbookOpt,
+    StateDirOpt,
+    StateUrlOpt,
+    VerboseOpt,
+    app,
+    runbook_name,
+    store_for,
+)
 from orchestrator.errors import UsageError
 
 if TYPE_CHECKING:
     from orchestrator.record.store import Store
 
 
-def step_logs(store: Store, run: str, step: str, host: str | None) -> list[tuple[str, Path]]:
-    """(host, log file) for each host of ``step`` in ``run`` (or the one ``host``)."""
+def step_logs(
+    store: Store, run: str, step: str, host: str | None, runbook: str | None = None
+) -> list[tuple[str, Path]]:
+    """(host, log file) for each host of ``step`` in ``run`` (or the one ``host``); ``latest``
+    is the latest run (of ``runbook``, if given)."""
+    from orchestrator.cli.report import choose_run
     from orchestrator.model.fields import suggest
-    from orchestrator.record.runs import load_summary, resolve_run
+    from orchestrator.record.runs import load_summary
 
-    run_id = resolve_run(store, None if run in ("latest", "last") else run)
+    run_id = choose_run(store, None if run in ("latest", "last") else run, runbook)
     summary = load_summary(store, run_id)
     steps = {s.id: s for s in summary.steps}
     output = store.output_dir(run_id)
@@ -55,6 +69,10 @@ def logs(
     host: Annotated[str | None, typer.Argument(help="Only this host.")] = None,
     state_dir: StateDirOpt = None,
     state_url: StateUrlOpt = None,
+    runbook: RunbookOpt = None,
+    inventory: InventoryOpt = None,
+    log_format: LogFormatOpt = "console",
+    verbose: VerboseOpt = 0,
 ) -> None:
     """Print a step's full output (every attempt, stdout and stderr as they came) of a run (RUN may
     be latest), which reports and the journal keep only the last lines of. With several hosts,
@@ -62,7 +80,7 @@ def logs(
 
     Example: drx logs 20261126T174500.123Z-failover-site-b promote-db db-b
     """
-    found = step_logs(store_for(state_dir, state_url), run, step, host)
+    found = step_logs(store_for(state_dir, state_url), run, step, host, runbook_name(runbook))
     several = len(found) > 1
     for name, path in found:
         if several:

@@ -251,21 +251,12 @@ def closing_line(summary: RunSummary, store: Store, after: str | None = None) ->
     """One line on stderr with the outcome and the measured RTO (and ``after``, what to do
     next, if given)."""
 
-    from orchestrator.model.units import format_duration
-
     rto = summary.rto
     measured = rto.measured_s
     text = f"{summary.direction} {summary.run_id}: {summary.status}"
-    if measured is not None:
-        text += f"; measured RTO {format_duration(measured)}"
-        if rto.end_to_end_s is not None:
-            text += (
-                f" for this run, {format_duration(rto.end_to_end_s)} end to end from "
-                f"the start of {summary.parent_run}"
-            )
-        if rto.target_s is not None:
-            text += f" (target {format_duration(rto.target_s)}: "
-            text += "met)" if rto.met else "MISSED)"
+    headline = rto.headline(summary.parent_run)
+    if headline is not None:
+        text += f"; {headline}"
     if summary.message:
         text += f" — {summary.message}"
     from orchestrator.run.runner import report_hint

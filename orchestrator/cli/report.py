@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -23,6 +24,7 @@ from orchestrator.cli.app import (
 
 if TYPE_CHECKING:
     from orchestrator.record.store import Store
+    from orchestrator.record.summary import RunSummary
 
 
 @app.command()
@@ -133,4 +135,25 @@ def render_report(
         ][-20:]
     use_color = color and fmt == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     text = render(summary, fmt, compare=other, history=history, color=use_color)
+    if summary.drill_id == run_id and fmt in ("text", "md", "html") and compare is None:
+        # a drill's id is its failover leg's: its report shows every leg, in order
+        legs = [s for s in load_summaries(store) if s.drill_id == run_id and s.run_id != run_id]
+        text = _with_legs(text, [(leg, render(leg, fmt, color=use_color)) for leg in legs], fmt)
     return text if text.endswith("\n") else text + "\n"
+
+
+def _with_legs(first: str, legs: list[tuple[RunSummary, str]], fmt: str) -> str:
+    """The report of a drill's failover leg followed by the reports of its other legs (the way
+    home, or the rollback); in html, each leg's body in the one page."""
+    parts = [first.rstrip("\n")]
+    for leg, text in legs:
+        what = "rollback" if leg.rollback else "failback"
+        title = f"Drill {leg.drill_id}: the {what} leg, run {leg.run_id}"
+        if fmt == "html":
+            body = text.split("<body>", 1)[-1].rsplit("</body>", 1)[0]
+            rule = f'<hr>\n<section class="drill-leg"><h1>{html.escape(title)}</h1>{body}</section>'
+            parts[0] = parts[0].replace("</body>", rule + "\n</body>", 1)
+            continue
+        parts.append(f"## {title}" if fmt == "md" else "=" * 72 + "\n" + title)
+        parts.append(text.rstrip("\n"))
+    return "\n\n".join(parts)

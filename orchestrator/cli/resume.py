@@ -105,7 +105,7 @@ def run_resume(
 ) -> int:
     """Continue a failed, cancelled or crashed run; succeeded steps are carried over."""
     from orchestrator.plan.build import build_plan
-    from orchestrator.plan.predictions import predictions_for
+    from orchestrator.plan.site import predictions
     from orchestrator.record.outcomes import Status
     from orchestrator.record.runs import (
         Lineage,
@@ -131,7 +131,7 @@ def run_resume(
             and lineage.failback_of(s.run_id) is None
         ]
         if not candidates:
-            raise RefusedError(f"nothing to resume in {opts.store.location}")
+            raise RefusedError(nothing_to_resume(opts, summaries, runbook.name))
         run_id = candidates[-1]
     refuse_resume(lineage, run_id)
     events = opts.store.read_events(run_id)
@@ -139,14 +139,13 @@ def run_resume(
     outcomes = outcomes_from_events(events)
     if start["runbook"] != runbook.name:
         raise RefusedError(f"run {run_id} used runbook '{start['runbook']}', not '{runbook.name}'")
+    refuse_changed_files(opts, run_id, start, yes=yes)
     warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
     variables, secrets = secret_inputs(cli_vars, secret_vars)
     direction = start["direction"]
     extra: dict[str, Any] = {}
     if direction == "failover":
-        steps_pred, health_pred = predictions_for(
-            opts.store, runbook.name, "failover", start["target"]
-        )
+        steps_pred, health_pred = predictions(opts.store, runbook, "failover", start["target"])
         plan = build_plan(
             runbook,
             inventory,
@@ -173,8 +172,11 @@ def run_resume(
             start.get("reverses") or start["parent_run"],
             variables,
             secrets,
+            mode=start.get("mode") or "real",
+            rollback=bool(start.get("rollback")),
         )
     plan.parent_run = plan.resumes = run_id
+    plan.drill_id = start.get("drill_id")  # a continued leg or rollback stays in its drill
     inflight = [
         sid
         for sid, o in outcomes.items()
@@ -218,6 +220,7 @@ def run_resume(
         parent_start_wall=origin,
         check_source_health=False,
         accept_data_loss=accept_data_loss,
+        refuse_first_interrupt=plan.rollback,
     )
     code, result = execute(plan, opts.store, run_opts)
     closing_line(result, opts.store, half_done(plan, result, opts))
@@ -255,3 +258,46 @@ def refuse_resume(lineage: Any, run_id: str) -> None:
             f"nothing to resume: run {run_id} {summary.status} "
             "(only failed, cancelled or crashed runs can be resumed)"
         )
+
+
+def refuse_changed_files(opts: Options, run_id: str, start: dict[str, Any], *, yes: bool) -> None:
+    """A runbook or inventory changed since ``run_id`` started: say so with the sha256 change,
+    and go on only with --yes (the resumed run would not be the run that was interrupted)."""
+    from orchestrator.cli import say
+    from orchestrator.model.loading import resolve_paths
+    from orchestrator.run.standing import changed_files
+
+    changes = changed_files(start, *resolve_paths(opts.runbook_path, opts.inventory_path))
+    if not changes:
+        return
+    lines = "\n  ".join(str(c) for c in changes)
+    if not yes:
+        raise RefusedError(
+            f"changed since run {run_id} started, so resuming it would run steps it never "
+            f"planned:\n  {lines}\nnothing was run; resume with --yes to go on with the files "
+            "as they are now"
+        )
+    say.warning(f"changed since run {run_id} started (going on: --yes):\n  {lines}")
+
+
+def nothing_to_resume(opts: Options, summaries: list[Any], name: str) -> str:
+    """Why no run can be resumed: what would make one resumable, where drx looked, and what
+    it found there."""
+    from orchestrator.cli.options import shown_location
+
+    where = shown_location(opts.store)
+    mine = [s for s in summaries if s.runbook == name]
+    text = (
+        f"nothing to resume for runbook '{name}' in {where}: a run can be resumed when it "
+        "failed, was cancelled or crashed, and was neither resumed nor failed back since"
+    )
+    if mine:
+        last = mine[-1]
+        text += f"; the latest run of '{name}' is {last.run_id} ({last.direction}, {last.status})"
+        return text
+    others = sorted({s.runbook for s in summaries})
+    found = f"runs of {', '.join(others)} only" if others else "no runs at all"
+    return (
+        f"{text}; there are {found} there (if the drills ran from another directory, pass "
+        "--state-dir or set DRX_STATE_DIR)"
+    )

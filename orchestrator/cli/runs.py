@@ -47,6 +47,7 @@ def list_runs(store: Store, fmt: str, runbook: str | None = None) -> str:
     import json
 
     from orchestrator.model.units import format_duration
+    from orchestrator.record.children import child_rows
     from orchestrator.record.runs import continued, load_summaries, reversed_run
 
     every = load_summaries(store)
@@ -66,11 +67,15 @@ def list_runs(store: Store, fmt: str, runbook: str | None = None) -> str:
             rpo_text = format_duration(rpo.measured) if rpo else "—"
         met = rto.met
         rto_text = format_duration(rto.measured_s)
-        if rto.end_to_end_s is not None:  # a resumed run, judged end to end (✔/✘)
-            rto_text += f" (e2e {format_duration(rto.end_to_end_s)})"
+        if rto.end_to_end_s is not None:  # a resumed run: the outage end to end comes first
+            rto_text = f"{format_duration(rto.end_to_end_s)} e2e (resumed part {rto_text})"
         if met is not None:
             rto_text += " ✔" if met else " ✘"
         note = []
+        if s.drill_id is not None:
+            note.append("drill" if s.drill_id == s.run_id else f"drill {s.drill_id}")
+        if s.rollback:
+            note.append("rollback")
         if s.failed_back_by:
             note.append(f"failed back by {s.failed_back_by[-1]}")
         if s.resumed_by:
@@ -93,6 +98,7 @@ def list_runs(store: Store, fmt: str, runbook: str | None = None) -> str:
                 "; ".join(note),
             )
         )
+        rows.extend(child_rows(s.children))  # a site plan: its children beneath it
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "".join(
         "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"

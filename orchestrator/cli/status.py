@@ -21,6 +21,7 @@ from orchestrator.cli.options import shown_location
 
 if TYPE_CHECKING:
     from orchestrator.record.store import Store
+    from orchestrator.record.summary import RunSummary
 
 
 @app.command()
@@ -76,10 +77,26 @@ def describe(store: Store, runbook: str | None = None) -> str:
         rto, e2e = s.rto.measured_s, s.rto.end_to_end_s
         extra = f", RTO {format_duration(rto)}" if rto is not None else ""
         if e2e is not None:
-            extra += f" ({format_duration(e2e)} end to end)"
+            extra = f", RTO {format_duration(e2e)} end to end (resumed part {format_duration(rto)})"
         lines.append(f"latest run: {s.run_id} ({s.direction}, {s.status}{extra})")
+        lines += next_steps(store, s)
     else:
         lines.append("latest run: none")
     holder = store.lock_holder()
     lines.append(f"lock: held by {holder}" if holder else "lock: free")
     return "\n".join(lines) + "\n"
+
+
+def next_steps(store: Store, latest: RunSummary) -> list[str]:
+    """When the latest run is a failover left half-way: what it did, and the two commands that
+    go on from it (the ones ``drx failover`` names when it refuses). Nothing can have resumed
+    or failed back the latest run, so it alone decides."""
+    from orchestrator.run.standing import half_done_failover
+
+    stopped = half_done_failover([latest], latest.runbook)
+    if stopped is None:
+        return []
+    tail = "" if store.location == ".drx" else f" --state-dir {store.location}"
+    return [f"  {stopped.describe()}", "  next, one of:"] + [
+        f"    {way}" for way in stopped.ways_on(tail)
+    ]

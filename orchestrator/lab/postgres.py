@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import pwd
@@ -310,6 +311,10 @@ class PostgresLab:
             "CREATE TABLE drill_rows (id bigint PRIMARY KEY, site text NOT NULL, "
             "at timestamptz NOT NULL DEFAULT now())",
             "ALTER TABLE drill_rows OWNER TO app",
+            # the runbook's write probe writes here (rowapp's POST /write)
+            "CREATE TABLE drill_probe (n bigserial PRIMARY KEY, site text NOT NULL, "
+            "at timestamptz NOT NULL DEFAULT now())",
+            "ALTER TABLE drill_probe OWNER TO app",
             db=DATABASE,
         )
 
@@ -460,7 +465,17 @@ class PostgresLab:
         """Ids of rows whose commit the application saw acknowledged."""
         if not self.ledger.exists():
             return set()
-        return {int(line) for line in self.ledger.read_text().split()}
+        return {int(line.split()[0]) for line in self.ledger.read_text().splitlines() if line}
+
+    def commit_times(self) -> list[float]:
+        """When each acknowledged commit was acknowledged (UNIX time), in ledger order."""
+        if not self.ledger.exists():
+            return []
+        return [
+            float(fields[1])
+            for fields in (line.split() for line in self.ledger.read_text().splitlines())
+            if len(fields) > 1
+        ]
 
     def row_ids(self, site: str) -> set[int]:
         """Ids of the rows in the cluster at ``site``."""
@@ -584,6 +599,9 @@ class DrillResult:
     check_exit: int | None = None
     check_wall_s: float | None = None  # the whole drx check process, start to exit
     metrics: str = ""  # drx check site-b --format prometheus after the failback
+    #: the longest gap between acknowledged commits during each run: the app's downtime
+    failover_gap_s: float | None = None
+    failback_gap_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -641,8 +659,11 @@ def latest_summary(state_dir: Path, direction: str) -> dict[str, Any] | None:
     return data
 
 
-def run_drill(root: Path, runbook: Path, *, echo: bool = True) -> DrillResult:
-    """Build the lab, drill failover and failback with drx, count the rows; stop the lab."""
+def run_drill(
+    root: Path, runbook: Path, *, echo: bool = True, round_trip: bool = False
+) -> DrillResult:
+    """Build the lab, drill failover and failback with drx (``round_trip``: as one
+    ``drx drill site-b``), count the rows; stop the lab."""
     result = DrillResult()
     with PostgresLab(root) as pg:
         pg.start()
@@ -667,6 +688,15 @@ def run_drill(root: Path, runbook: Path, *, echo: bool = True) -> DrillResult:
             return result
         if run_drx(["plan", "site-b", *common], echo=echo) != 0:
             return result
+        if round_trip:
+            code = run_drx(["drill", "site-b", "--yes", *common], echo=echo)
+            result.failover = latest_summary(pg.state_dir, "failover")
+            result.failback = latest_summary(pg.state_dir, "failback")
+            result.failover_exit = _figure(result.failover, "exit_code")
+            result.failback_exit = code
+            result.lost_after_failover = 0 if code == 0 else None  # not counted between legs
+            run_drx(["report", _figure(result.failover, "run_id") or "latest", *state], echo=echo)
+            return _count(pg, result)
         result.failover_exit = run_drx(["failover", "site-b", "--yes", *common], echo=echo)
         result.failover = latest_summary(pg.state_dir, "failover")
         if result.failover_exit == 0:
@@ -689,15 +719,61 @@ def run_drill(root: Path, runbook: Path, *, echo: bool = True) -> DrillResult:
         prom = root / "drx.prom"
         run_drx(["check", "site-b", "--format", "prometheus", "-o", str(prom), *common], echo=echo)
         result.metrics = prom.read_text() if prom.exists() else ""
-        # Stop the writes, then count: every acknowledged row must be at the final primary.
-        pg.drain_app()
-        result.primary_at_end = pg.primary_site()
-        committed = pg.committed_ids()
-        result.committed = len(committed)
-        if result.primary_at_end is not None:
-            result.lost = len(committed - pg.row_ids(result.primary_at_end))
-            result.rows_by_site = pg.rows_by_site(result.primary_at_end)
+        return _count(pg, result)
+
+
+def _count(pg: PostgresLab, result: DrillResult) -> DrillResult:
+    """Stop the writes, then count: every acknowledged row must be at the final primary; and
+    the application's longest gap between acknowledged commits during each run."""
+    pg.drain_app()
+    times = pg.commit_times()
+    result.failover_gap_s = longest_gap(times, result.failover)
+    result.failback_gap_s = longest_gap(times, result.failback)
+    result.primary_at_end = pg.primary_site()
+    committed = pg.committed_ids()
+    result.committed = len(committed)
+    if result.primary_at_end is not None:
+        result.lost = len(committed - pg.row_ids(result.primary_at_end))
+        result.rows_by_site = pg.rows_by_site(result.primary_at_end)
     return result
+
+
+def longest_gap(times: Sequence[float], summary: dict[str, Any] | None) -> float | None:
+    """The longest gap between consecutive acknowledged commits (UNIX times) that overlaps
+    the run of ``summary`` (between its start and its end): the write downtime the
+    application saw during that run."""
+    if summary is None or not times:
+        return None
+    from orchestrator.report.units import parse_when
+
+    began, ended = parse_when(summary.get("started_at")), parse_when(summary.get("finished_at"))
+    if began is None or ended is None:
+        return None
+    start, end = began.timestamp(), ended.timestamp()
+    ordered = sorted(times)
+    gaps = [b - a for a, b in itertools.pairwise(ordered) if b >= start and a <= end]
+    return round(max(gaps), 3) if gaps else None
+
+
+def _probe_line(label: str, summary: dict[str, Any] | None, gap: float | None) -> str:
+    """The write probe's observed downtime against the application's longest commit gap."""
+    probe = next(iter(_figure(summary, "probes") or []), None)
+    if not isinstance(probe, dict):
+        return f"{label}: no probe recorded"
+    interval = probe.get("interval_s") or 0.0
+    down = probe.get("longest_down_s")
+    text = (
+        f"{label}: probe '{probe.get('name')}' saw writes down {probe.get('down_s')} s "
+        f"(longest window {down} s, {len(probe.get('windows') or [])} window(s), "
+        f"{probe.get('polls')} polls); the app's longest gap between acknowledged commits "
+        f"{gap if gap is not None else '—'} s"
+    )
+    if isinstance(down, int | float) and gap is not None:
+        diff = abs(down - gap)
+        bound = interval + 0.05
+        text += f"; they differ by {diff:.3f} s ({'within' if diff <= bound else 'OVER'} "
+        text += f"one interval + 50 ms = {bound:.3f} s)"
+    return text
 
 
 def _figure(summary: dict[str, Any] | None, *keys: str) -> Any:
@@ -733,6 +809,8 @@ def report_lines(result: DrillResult) -> list[str]:
             "failover to site-b", result.failover_exit, result.failover, result.lost_after_failover
         ),
         _run_line("failback to site-a", result.failback_exit, result.failback, result.lost),
+        _probe_line("failover writes", result.failover, result.failover_gap_s),
+        _probe_line("failback writes", result.failback, result.failback_gap_s),
         f"rows: {result.committed} committed, "
         f"{result.lost if result.lost is not None else '—'} rows lost; "
         f"primary at the end: {result.primary_at_end or 'none'}",
@@ -750,6 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     drill_p = sub.add_parser("drill", help="build the lab, fail over to site-b and back")
     drill_p.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     drill_p.add_argument("--runbook", type=Path, default=Path("runbooks/postgres.yaml"))
+    drill_p.add_argument("--round-trip", action="store_true", help="run it as one drx drill site-b")
     args = parser.parse_args(argv)
 
     def on_term(signum: int, frame: Any) -> None:
@@ -759,7 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Ctrl-C stops the drill even when started in the background (which ignores SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        result = run_drill(args.dir, args.runbook.resolve())
+        result = run_drill(args.dir, args.runbook.resolve(), round_trip=args.round_trip)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,12 @@ HTTP on ``--listen``:
   the last second, else 503; the body is JSON (site, writing, rows, last error).
 - ``POST /drain``: stop writing; returns once no insert is in flight.
 - ``POST /point?site=S``: write at site S from now on (and resume writing).
+- ``POST /write``: one probe write (a row of ``drill_probe``) through the app's own path — at
+  the site it writes at, refused while it is drained: 200 once PostgreSQL acknowledged the
+  commit, else 503. What a client that writes sees, for a runbook's write probe.
+
+Each ledger line is ``ID UNIX-TIME`` (when the commit was acknowledged), so the longest gap
+between acknowledged commits — the downtime the application saw — can be read back.
 
 Run as ``python -m orchestrator.lab.rowapp CONFIG.json`` (written by the lab: listen address,
 a libpq conninfo per site, the site to start at, the ledger path, rows per second).
@@ -75,6 +81,9 @@ class Writer:
 
     def __post_init__(self) -> None:
         self.site = self.site or self.config.site
+        self._probe_lock = threading.Lock()
+        self._probe_conn: psycopg.Connection[Any] | None = None
+        self._probe_site = ""
         self._ledger = self.config.ledger.open("a", encoding="utf-8")
         self._next_id = 1
 
@@ -102,7 +111,7 @@ class Writer:
                 self._next_id += 1
                 conn.execute("INSERT INTO drill_rows (id, site) VALUES (%s, %s)", (row_id, site))
                 # Acknowledged: only now is the row committed as far as the app knows.
-                self._ledger.write(f"{row_id}\n")
+                self._ledger.write(f"{row_id} {time.time():.6f}\n")
                 self._ledger.flush()
                 with self._cond:
                     self.rows += 1
@@ -155,6 +164,29 @@ class Writer:
                 "last_error": self.last_error,
             }
 
+    def probe_write(self) -> tuple[bool, str | None]:
+        """One probe write at the site the app writes at (refused while drained): whether
+        PostgreSQL acknowledged it, and why not."""
+        with self._probe_lock:
+            with self._cond:
+                writing, site = self.writing, self.site
+            if not writing:
+                return False, "drained: not writing"
+            try:
+                if self._probe_conn is None or self._probe_site != site:
+                    if self._probe_conn is not None:
+                        self._probe_conn.close()
+                    self._probe_conn = None
+                    self._probe_conn = psycopg.connect(self.config.sites[site], autocommit=True)
+                    self._probe_site = site
+                self._probe_conn.execute("INSERT INTO drill_probe (site) VALUES (%s)", (site,))
+                return True, None
+            except psycopg.Error as exc:
+                if self._probe_conn is not None:
+                    self._probe_conn.close()
+                self._probe_conn = None
+                return False, f"{type(exc).__name__}: {str(exc).strip()}"
+
     def healthy_at(self, site: str) -> bool:
         with self._cond:
             return (
@@ -200,6 +232,9 @@ def _handler(writer: Writer) -> type[BaseHTTPRequestHandler]:
                     return
                 writer.point(site)
                 self._reply(200, writer.status())
+            elif path == "/write":
+                ok, why = writer.probe_write()
+                self._reply(200 if ok else 503, {"ok": ok, "error": why})
             else:
                 self._reply(404, {"error": "not found"})
 

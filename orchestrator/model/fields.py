@@ -15,8 +15,12 @@ from orchestrator.model.yaml_source import LList, LMap, load_yaml
 
 
 def closest(word: str, choices: Iterable[str]) -> str | None:
-    """The choice ``word`` most likely misspells, or None."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    """The choice ``word`` most likely misspells, or None. Case first: 'DC2' means 'dc2'."""
+    options = list(choices)
+    same = [c for c in options if c.lower() == word.lower()]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return close[0] if close else None
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from orchestrator.errors import Problem, UsageError, ValidationError
 from orchestrator.model.inventory import Inventory, parse_inventory
-from orchestrator.model.runbook import Runbook, parse_runbook
+from orchestrator.model.runbook import Runbook
+from orchestrator.model.siteplan import load_runbook
 from orchestrator.model.yaml_source import paused_gc
 
 RUNBOOK_CANDIDATES = ("runbook.yaml", "runbooks/webapp.yaml")
@@ -43,7 +44,7 @@ def load_partial(
     """Load both files, keeping what could be read: (runbook, inventory, problems, whether the
     inventory itself is sound enough to check the runbook's plan against it)."""
     with paused_gc():
-        runbook, rb_problems = parse_runbook(runbook_path)
+        runbook, rb_problems = load_runbook(runbook_path)
         inventory, inv_problems = parse_inventory(inventory_path)
     inventory_ok = inventory is not None and not any(p.severity == "error" for p in inv_problems)
     return runbook, inventory, [*rb_problems, *inv_problems], inventory_ok

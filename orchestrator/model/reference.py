@@ -31,8 +31,11 @@ class Type(StrEnum):
     SUDO = "boolean or user name"
     ENV = "mapping of strings"
     MAPPING = "mapping"
-    KIND = "command · check · manual · wait"
+    KIND = "command · check · manual · wait · runbook"
     ON_FAILURE = "abort · continue"
+    RUNBOOK_ON_FAILURE = "stop · rollback"
+    ONLY = "drill · real"
+    PROBE_LIST = "list of probes"
     CAPTURE = "text · number · json · regex"
     UNDO = "command or mapping"
     TRANSPORT = "ssh · local"
@@ -189,6 +192,27 @@ RUNBOOK_DOC: tuple[FieldDoc, ...] = (
         "[{id: promote-db, hosts: db@target, run: dbctl promote}]",
         required=True,
     ),
+    FieldDoc(
+        "on_failure",
+        Type.RUNBOOK_ON_FAILURE,
+        "stop",
+        "What a `drx failover` that fails or is cancelled (Ctrl-C) does next. `stop`: it "
+        "stays where it stopped (`drx failback` or `drx resume` later). `rollback`: the "
+        "failback of what it did runs at once (a run with `rollback: true`; the failover's "
+        "summary names it in `rolled_back_by`). A refusing RPO guard counts as a failure. "
+        "Never under `--emergency` unless `--rollback`; `--no-rollback` turns it off for one "
+        "run. A drill always rolls back.",
+        "rollback",
+    ),
+    FieldDoc(
+        "probes",
+        Type.PROBE_LIST,
+        "[]",
+        "Client-side checks polled for the whole run on their own schedule: the downtime "
+        "clients saw, beside the measured RTO; a down window longer than `max_down` stops the "
+        "run (and rolls it back in a drill or with `on_failure: rollback`).",
+        "[{name: write, run: psql -c 'insert ...', max_down: 30s}]",
+    ),
 )
 
 STEP_DOC: tuple[FieldDoc, ...] = (
@@ -215,7 +239,7 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "command",
         "`command` runs `run` once per host; `check` polls "
         "`run` until `until` holds; `manual` asks an operator (`prompt`); `wait` sleeps "
-        "`duration`.",
+        "`duration`; `runbook` includes another runbook (`runbook`, see Site plans).",
         "check",
     ),
     FieldDoc(
@@ -274,7 +298,13 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "polling, over `rc`, `stdout`, `stderr` and `value` (see `capture`).",
         "value <= 5",
     ),
-    FieldDoc("interval", Type.DURATION, "5s", "For `check`: the pause between polls.", "500ms"),
+    FieldDoc(
+        "interval",
+        Type.DURATION,
+        "5s",
+        "For `check`: the pause between polls; at least 50ms.",
+        "500ms",
+    ),
     FieldDoc(
         "capture",
         Type.CAPTURE,
@@ -350,6 +380,31 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "so that a sudoers rule can grant just that account.",
         "postgres",
     ),
+    FieldDoc(
+        "only",
+        Type.ONLY,
+        "every run",
+        "`drill`: the step (or undo) runs only in the runs of a `drx drill`; `real`: only "
+        "outside drills. Otherwise it is `skipped` with the reason, its dependents proceed, "
+        "and plans show it as skipped.",
+        "drill",
+    ),
+    FieldDoc(
+        "runbook",
+        Type.STRING,
+        "required for runbook",
+        "For `kind: runbook`: the child runbook's file, relative to the file that includes it; "
+        "its steps join this DAG as `ID/STEP` (see Site plans).",
+        "postgres.yaml",
+    ),
+    FieldDoc(
+        "vars",
+        Type.MAPPING,
+        "{}",
+        "For `kind: runbook`: overrides of the child's `vars` (the child's < these < inventory "
+        "< `--var`).",
+        "{app_port: 5433}",
+    ),
 )
 
 HEALTH_DOC: tuple[FieldDoc, ...] = (
@@ -377,7 +432,7 @@ HEALTH_DOC: tuple[FieldDoc, ...] = (
         required=True,
     ),
     FieldDoc("until", Type.EXPRESSION, "rc == 0", "The condition for healthy.", "value == 'ok'"),
-    FieldDoc("interval", Type.DURATION, "2s", "The pause between polls.", "500ms"),
+    FieldDoc("interval", Type.DURATION, "2s", "The pause between polls; at least 50ms.", "500ms"),
     FieldDoc(
         "timeout",
         Type.DURATION,
@@ -577,6 +632,7 @@ TEMPLATE_CONTEXT: tuple[tuple[str, str], ...] = (
     ),
     ("direction", "`failover` or `failback`"),
     ("run_id, emergency", "the run's id; whether `--emergency` was given"),
+    ("mode", "`drill` in every run of a `drx drill` (both legs and rollbacks), else `real`"),
     ("vars", "merged variables: runbook < inventory < site < host < `--var NAME=VALUE`"),
     (
         "host",
@@ -607,6 +663,50 @@ FILTERS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+PROBE_DOC: tuple[FieldDoc, ...] = (
+    FieldDoc(
+        "name",
+        Type.TEXT,
+        "probe-N",
+        "Names the probe in the journal, summary.json and reports; unique.",
+        "write",
+    ),
+    FieldDoc(
+        "hosts",
+        Type.SELECTORS,
+        "control",
+        "Where each poll runs (as a client would: the control machine by default).",
+        "control",
+    ),
+    FieldDoc(
+        "run",
+        Type.TEMPLATE,
+        "required",
+        "The poll command.",
+        "curl -fsS http://{{ vars.vip }}/health",
+        required=True,
+    ),
+    FieldDoc("until", Type.EXPRESSION, "rc == 0", "The condition for up.", "value == 'ok'"),
+    FieldDoc("capture", Type.CAPTURE, "none", "As for a step.", "number"),
+    FieldDoc("interval", Type.DURATION, "1s", "The time between the starts of polls.", "500ms"),
+    FieldDoc(
+        "timeout",
+        Type.DURATION,
+        "5s",
+        "Per poll: a poll that takes longer is down.",
+        "2s",
+    ),
+    FieldDoc(
+        "max_down",
+        Type.DURATION,
+        "none",
+        "The longest down window tolerated (no shorter than `interval`): past it the probe "
+        "breaches and the run stops, failed, naming the probe.",
+        "30s",
+    ),
+)
+
+
 def all_docs() -> dict[str, tuple[FieldDoc, ...]]:
     """Every table, by the mapping it describes."""
     return {
@@ -615,6 +715,7 @@ def all_docs() -> dict[str, tuple[FieldDoc, ...]]:
         "health": HEALTH_DOC,
         "readiness": READINESS_DOC,
         "rpo-probe": RPO_PROBE_DOC,
+        "probe": PROBE_DOC,
         "inventory": INVENTORY_DOC,
         "connection": CONNECTION_DOC,
         "site": SITE_DOC,

@@ -30,6 +30,9 @@ from orchestrator.model.yaml_source import LList, LMap
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_INTERVAL = 5.0
+#: the shortest pause between polls: shorter ones would hammer the hosts (over SSH, a session
+#: a poll) and are refused
+MIN_INTERVAL = 0.05
 DEFAULT_RETRY_DELAY = 5.0
 
 
@@ -38,11 +41,26 @@ class StepKind(StrEnum):
     CHECK = "check"
     MANUAL = "manual"
     WAIT = "wait"
+    RUNBOOK = "runbook"  # another runbook, expanded into this one's DAG (model/siteplan.py)
 
 
 class OnFailure(StrEnum):
     ABORT = "abort"
     CONTINUE = "continue"
+
+
+class RunbookOnFailure(StrEnum):
+    """What a failover that fails (or is cancelled) does next: stop where it is, or roll back."""
+
+    STOP = "stop"
+    ROLLBACK = "rollback"
+
+
+class Mode(StrEnum):
+    """Whether a run is part of a drill (``drx drill``) or real; steps may run in one only."""
+
+    DRILL = "drill"
+    REAL = "real"
 
 
 STEP_FIELDS = (
@@ -68,8 +86,13 @@ STEP_FIELDS = (
     "env",
     "idempotent",
     "sudo",
+    "only",
+    "runbook",
+    "vars",
 )
-UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs"))
+UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs", "runbook", "vars"))
+#: what a ``kind: runbook`` step may say; the child's own steps do the rest
+RUNBOOK_STEP_FIELDS = ("id", "name", "kind", "runbook", "vars", "needs", "when")
 HEALTH_FIELDS = ("name", "hosts", "run", "until", "interval", "timeout", "capture", "env")
 #: a readiness entry is a health entry that may also run through sudo (a database's own checks)
 READINESS_FIELDS = (*HEALTH_FIELDS, "sudo")
@@ -91,7 +114,12 @@ RUNBOOK_FIELDS = (
     "readiness",
     "rpo_probe",
     "drill_every",
+    "on_failure",
+    "probes",
 )
+PROBE_FIELDS = ("name", "hosts", "run", "until", "capture", "interval", "timeout", "max_down")
+DEFAULT_PROBE_INTERVAL = 1.0
+DEFAULT_PROBE_TIMEOUT = 5.0
 CAPTURE_KINDS = ("text", "number", "json")
 
 
@@ -121,8 +149,11 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
     idempotent: bool = False
     sudo: bool | str = False  # True: as root; a name: as that user
+    only: Mode | None = None  # runs only in drills / only outside them
     line: int = 0
     field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    runbook: str | None = None  # kind: runbook: the child runbook's path, as written
+    vars: dict[str, Any] = field(default_factory=dict)  # kind: runbook: the child's overrides
 
     def line_of(self, key: str) -> int:
         return self.field_lines.get(key, self.line)
@@ -170,6 +201,42 @@ class HealthCheck:
         )
 
 
+@dataclass(frozen=True)
+class Probe:
+    """One entry of ``probes``: a client-side check polled for the whole run, on its own
+    schedule, to measure the downtime clients saw (docs/reference.md, "probes")."""
+
+    name: str
+    hosts: tuple[str, ...]
+    run: str
+    until: str | None = None
+    capture: str | None = None
+    interval: float = DEFAULT_PROBE_INTERVAL
+    timeout: float = DEFAULT_PROBE_TIMEOUT  # per poll
+    max_down: float | None = None  # a down window longer than this breaches
+    line: int = 0
+    field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def line_of(self, key: str) -> int:
+        return self.field_lines.get(key, self.line)
+
+    def as_step(self) -> Step:
+        """A check step with this probe's command (what one poll runs)."""
+        return Step(
+            id=f"probe:{self.name}",
+            name=self.name,
+            kind=StepKind.CHECK,
+            hosts=self.hosts,
+            run=self.run,
+            until=self.until,
+            interval=self.interval,
+            timeout=self.timeout,
+            capture=self.capture,
+            line=self.line,
+            field_lines=self.field_lines,
+        )
+
+
 @dataclass
 class Runbook:
     path: str
@@ -198,6 +265,25 @@ class Runbook:
     rpo_probe: HealthCheck | None = None
     #: a succeeded failover older than this makes ``drx check`` report the drill overdue
     drill_every: float | None = None
+    #: a failover that fails or is cancelled: stop there, or roll back what it did
+    on_failure: RunbookOnFailure = RunbookOnFailure.STOP
+    probes: list[Probe] = field(default_factory=list)
+
+    @property
+    def has_undo(self) -> bool:
+        """Whether any step has an undo (else a rollback has nothing to do)."""
+        return any(s.undo is not None for s in self.steps)
+
+    #: a site plan: its children by id (model/siteplan.py), outermost first; empty otherwise
+    children: dict[str, Any] = field(default_factory=dict)
+
+    def file_of(self, step_id: str | None) -> str:
+        """The file a step was written in: a child's steps are in the child's file."""
+        if step_id and self.children and "/" in step_id:
+            child = self.children.get(step_id.removeprefix("undo-").rpartition("/")[0])
+            if child is not None:
+                return str(child.path)
+        return self.path
 
     def step(self, step_id: str) -> Step:
         return self.by_id[step_id]
@@ -245,6 +331,35 @@ def _sudo(f: Fields) -> bool | str:
     return f.flag("sudo")
 
 
+def _interval(f: Fields, default: float) -> float:
+    """A poll interval, refused (naming the line) when under ``MIN_INTERVAL``."""
+    interval = f.duration("interval", default) or 0.0
+    if interval < MIN_INTERVAL and f.data.get("interval") is not None:
+        f.error(
+            "interval",
+            f"field 'interval' must be at least 50ms, not {f.data['interval']!r}: every poll "
+            "runs the command again on each host",
+        )
+        return default
+    return interval
+
+
+def _only(f: Fields) -> Mode | None:
+    """``only``: drill or real (the step runs in that mode alone)."""
+    text = f.string("only")
+    if text is None:
+        return None
+    try:
+        return Mode(text)
+    except ValueError:
+        f.error(
+            "only",
+            f"only must be drill or real, not '{text}'",
+            suggest(text, [m.value for m in Mode]),
+        )
+        return None
+
+
 def _parse_step(
     data: LMap, where: Where, problems: list[Problem], *, undo_of: Step | None = None
 ) -> Step | None:
@@ -288,6 +403,22 @@ def _parse_step(
             f.require("run")
     elif kind is StepKind.WAIT and "duration" not in data:
         f.error(None, "a wait step needs 'duration'")
+    elif kind is StepKind.RUNBOOK:
+        if undo_of is not None:
+            f.error("kind", "an undo cannot be a runbook")
+        for key in data:
+            if key not in RUNBOOK_STEP_FIELDS:
+                f.error(
+                    key,
+                    f"a kind: runbook step cannot have '{key}' (the child runbook's own steps "
+                    "say where and what to run, and how to undo it)",
+                )
+        if data.get("runbook") is None:
+            f.require("runbook")
+    if kind is not StepKind.RUNBOOK and undo_of is None:
+        for key in ("runbook", "vars"):
+            if key in data:
+                f.error(key, f"'{key}' belongs to a kind: runbook step only")
     on_failure_text = f.string("on_failure", "abort")
     try:
         on_failure = OnFailure(on_failure_text)
@@ -295,6 +426,7 @@ def _parse_step(
         f.error("on_failure", f"on_failure must be abort or continue, not '{on_failure_text}'")
         on_failure = OnFailure.ABORT
     serial = f.integer("serial", None, minimum=1)
+    only = _only(f)
     name = f.text("name") or (undo_of.name and f"undo {undo_of.name}" if undo_of else step_id)
     step = Step(
         id=step_id,
@@ -307,7 +439,7 @@ def _parse_step(
         retries=f.integer("retries", 0),
         retry_delay=f.duration("retry_delay", DEFAULT_RETRY_DELAY) or 0.0,
         until=f.text("until"),
-        interval=f.duration("interval", DEFAULT_INTERVAL) or 0.0,
+        interval=_interval(f, DEFAULT_INTERVAL),
         capture=_capture(f),
         when=f.text("when"),
         on_failure=on_failure,
@@ -318,10 +450,13 @@ def _parse_step(
         env=f.env(),
         idempotent=f.flag("idempotent"),
         sudo=_sudo(f),
+        only=only,
         line=data.line,
         field_lines={k: data.line_of(k) for k in data},
+        runbook=f.text("runbook") if kind is StepKind.RUNBOOK else None,
+        vars=dict(f.mapping("vars")) if kind is StepKind.RUNBOOK else {},
     )
-    if undo_of is None and "undo" in data and data["undo"] is not None:
+    if undo_of is None and "undo" in data and data["undo"] is not None and kind_known:
         undo_data = data["undo"]
         line = data.line_of("undo")
         if isinstance(undo_data, str | int | float) and not isinstance(undo_data, bool):
@@ -349,6 +484,52 @@ def _replace(step: Step, **changes: Any) -> Step:
     from dataclasses import replace
 
     return replace(step, **changes)
+
+
+def _probes(f: Fields, where: Where, problems: list[Problem]) -> list[Probe]:
+    """The runbook's ``probes``: each needs ``run``; ``max_down`` no shorter than ``interval``
+    (a window is only ever seen one interval at a time)."""
+    top = f.data
+    if top.get("probes") is None:
+        return []
+    items = as_list(top["probes"], where, f.line("probes"), "'probes'", problems)
+    probes: list[Probe] = []
+    names: dict[str, int] = {}
+    for index, item in enumerate(items):
+        pmap = as_mapping(item, where, items.line_of(index), "a probe", problems)
+        pf = Fields(pmap, Where(where.file, None), problems, "a probe")
+        pf.check_known(PROBE_FIELDS)
+        name = pf.text("name") or f"probe-{index + 1}"
+        if name in names:
+            pf.error("name", f"duplicate probe name '{name}' (first defined on line {names[name]})")
+        names.setdefault(name, pf.line("name"))
+        run = pf.text("run")
+        if run is None:
+            pf.error(None, f"probe '{name}' has no 'run': a probe needs a command to poll")
+        interval = pf.duration("interval", DEFAULT_PROBE_INTERVAL) or DEFAULT_PROBE_INTERVAL
+        max_down = pf.duration("max_down")
+        if max_down is not None and max_down < interval:
+            pf.error(
+                "max_down",
+                f"probe '{name}': max_down ({max_down:g}s) is shorter than its interval "
+                f"({interval:g}s); a down window is seen one poll at a time",
+                "raise max_down to at least the interval, or poll more often",
+            )
+        probes.append(
+            Probe(
+                name=name,
+                hosts=tuple(pf.str_list("hosts")) or ("control",),
+                run=run or "",
+                until=pf.text("until"),
+                capture=_capture(pf),
+                interval=interval,
+                timeout=pf.duration("timeout", DEFAULT_PROBE_TIMEOUT) or DEFAULT_PROBE_TIMEOUT,
+                max_down=max_down,
+                line=pmap.line,
+                field_lines={k: pmap.line_of(k) for k in pmap},
+            )
+        )
+    return probes
 
 
 def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
@@ -402,6 +583,16 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         steps.append(step)
     health = _checks(f, "health", HEALTH_FIELDS, "a health entry", problems)
     readiness = _checks(f, "readiness", READINESS_FIELDS, "a readiness entry", problems)
+    on_failure_text = f.string("on_failure", "stop")
+    try:
+        on_failure = RunbookOnFailure(on_failure_text)
+    except ValueError:
+        f.error(
+            "on_failure",
+            f"on_failure (of the runbook) must be stop or rollback, not '{on_failure_text}'",
+            suggest(on_failure_text, [m.value for m in RunbookOnFailure]),
+        )
+        on_failure = RunbookOnFailure.STOP
     runbook = Runbook(
         path=file,
         name=name or Path(file).stem,
@@ -421,6 +612,8 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         readiness=readiness,
         rpo_probe=_rpo_probe(f, problems),
         drill_every=f.duration("drill_every"),
+        on_failure=on_failure,
+        probes=_probes(f, where, problems),
     )
     if runbook.rpo_probe is not None and rpo_target is None and top.get("rpo_target") is None:
         f.error(
@@ -466,7 +659,7 @@ def _check_entry(hmap: LMap, hf: Fields, name: str, *, sudo: bool) -> HealthChec
         hosts=hosts,
         run=run or "",
         until=hf.text("until"),
-        interval=hf.duration("interval", 2.0) or 0.0,
+        interval=_interval(hf, 2.0),
         timeout=hf.duration("timeout", 120.0) or 0.0,
         capture=_capture(hf),
         env=hf.env(),

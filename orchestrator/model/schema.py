@@ -11,6 +11,7 @@ from orchestrator.model.reference import (
     HEALTH_DOC,
     HOST_DOC,
     INVENTORY_DOC,
+    PROBE_DOC,
     READINESS_DOC,
     RPO_PROBE_DOC,
     RUNBOOK_DOC,
@@ -19,11 +20,21 @@ from orchestrator.model.reference import (
     FieldDoc,
     Type,
 )
-from orchestrator.model.runbook import STEP_ID, SUDO_USER, UNDO_FIELDS, OnFailure, StepKind
+from orchestrator.model.runbook import (
+    STEP_ID,
+    SUDO_USER,
+    UNDO_FIELDS,
+    Mode,
+    OnFailure,
+    RunbookOnFailure,
+    StepKind,
+)
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 #: durations: 500ms, 30s, 5m, 1h, 1h30m, or a plain number of seconds
 DURATION_PATTERN = r"^\s*((\d+(\.\d+)?(ms|s|m|h|d))+|\d+(\.\d+)?)\s*$"
+#: poll intervals under 50ms (the loaders refuse them): 0, 10ms, 0.04s, 0m, ...
+TOO_SHORT_INTERVAL = r"^\s*(0*[0-4]?\d(\.\d+)?ms|0*(\.0[0-4]\d*|\.0*)?s?|0*\.?0*(m|h|d))\s*$"
 SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([Bb]|[KkMmGgTt][Bb])\s*$"
 
 _STRING: dict[str, Any] = {"type": "string"}
@@ -60,6 +71,9 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
         Type.MAPPING: {"type": "object"},
         Type.KIND: {"enum": [k.value for k in StepKind]},
         Type.ON_FAILURE: {"enum": [o.value for o in OnFailure]},
+        Type.RUNBOOK_ON_FAILURE: {"enum": [o.value for o in RunbookOnFailure]},
+        Type.ONLY: {"enum": [m.value for m in Mode]},
+        Type.PROBE_LIST: {"type": "array", "items": {"$ref": "#/$defs/probe"}},
         Type.CAPTURE: _STRING,
         Type.UNDO: {
             "anyOf": [{"type": ["string", "number"]}, {"$ref": "#/$defs/undo"}],
@@ -88,6 +102,14 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
     schema["description"] = f"{doc.meaning} Default: {doc.default}."
     if doc.name == "id":
         schema = {"type": "string", "pattern": STEP_ID.pattern, "description": doc.meaning}
+    # the bounds the loaders enforce beyond the type (docs/reference.md)
+    if doc.name == "serial":
+        schema["minimum"] = 1
+    if doc.name == "interval":
+        schema["anyOf"] = [
+            {"type": "number", "minimum": 0.05},
+            {"type": "string", "pattern": DURATION_PATTERN, "not": {"pattern": TOO_SHORT_INTERVAL}},
+        ]
     return schema
 
 
@@ -144,6 +166,7 @@ def runbook_schema() -> dict[str, Any]:
             "health": _object(HEALTH_DOC),
             "readiness": _object(READINESS_DOC),
             "rpo_probe": _object(RPO_PROBE_DOC),
+            "probe": _object(PROBE_DOC),
         },
     }
 

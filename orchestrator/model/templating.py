@@ -111,6 +111,10 @@ class StepsView(Mapping[str, Any]):
         self._results = results or {}
         self._for = for_step
 
+    @property
+    def for_step(self) -> str | None:
+        return self._for
+
     def __getitem__(self, key: str) -> Any:
         if key not in self._allowed:
             owner = f"step '{self._for}'" if self._for else "this template"

@@ -223,7 +223,58 @@ def _syntax_problem(path: str, text: str, exc: yaml.MarkedYAMLError) -> Problem:
             f"({what} on line {line}, column {column})",
             column=opened.column + 1,
         )
+    if line is not None:
+        plain = _in_operator_words(text.splitlines(), exc, line)
+        if plain is not None:
+            return Problem(path, line, f"YAML syntax error: {plain}", column=column)
     return Problem(path, line, f"YAML syntax error: {what}", column=column)
+
+
+def _in_operator_words(lines: list[str], exc: yaml.MarkedYAMLError, line: int) -> str | None:
+    """The two indentation mistakes the parser words in its own terms ("expected <block end>",
+    "mapping values are not allowed here"), said as what the line looks like and what drx
+    expected instead; None for any other error."""
+
+    def indent(text: str) -> int:
+        return len(text) - len(text.lstrip(" "))
+
+    if not 0 < line <= len(lines):
+        return None
+    here = lines[line - 1]
+    shown = here.strip()
+    opened = exc.context_mark
+    if (exc.problem or "").startswith("expected <block end>") and opened is not None:
+        # the blocks open above this line, innermost first: (indentation, line number)
+        levels: list[tuple[int, int]] = []
+        for n in range(line - 1, 0, -1):
+            text = lines[n - 1]
+            comment = text.lstrip().startswith("#")
+            if text.strip() and not comment and (not levels or indent(text) < levels[-1][0]):
+                levels.append((indent(text), n))
+        shown_levels = " or ".join(f"{i} (line {n})" for i, n in levels[:3])
+        spaces = "space" if indent(here) == 1 else "spaces"
+        return (
+            f"line {line} ({shown!r}) is indented {indent(here)} {spaces}, but the lines above "
+            f"it are indented {shown_levels}: YAML cannot tell which block it belongs to; "
+            "indent it exactly like the lines it goes with"
+        )
+    if exc.problem == "mapping values are not allowed here":
+        above = next(
+            (n for n in range(line - 1, 0, -1) if lines[n - 1].strip() and n != line), None
+        )
+        if above is not None and indent(here) > indent(lines[above - 1]):
+            value = lines[above - 1].partition(":")[2]
+            if value.strip():
+                return (
+                    f"line {line} ({shown!r}) is indented more than line {above} "
+                    f"({lines[above - 1].strip()!r}), which already has its value, so YAML "
+                    f"reads line {line} as more of that value: indent it like line {above}"
+                )
+        return (
+            f"line {line} ({shown!r}) has a ': ' inside a value: put the value in quotes "
+            "(or, if it is a new field, start it on a line of its own)"
+        )
+    return None
 
 
 #: parser contexts that name a construct opened earlier, and how to call it

@@ -27,7 +27,16 @@ from orchestrator.model.inventory import (
     select,
     site_dict,
 )
-from orchestrator.model.runbook import HealthCheck, Runbook, Step, StepKind
+from orchestrator.model.runbook import (
+    HealthCheck,
+    Mode,
+    Probe,
+    Runbook,
+    RunbookOnFailure,
+    Step,
+    StepKind,
+)
+from orchestrator.model.siteplan import ChildSteps, is_child_health, scope_for
 from orchestrator.model.templating import (
     Placeholder,
     Redactor,
@@ -65,10 +74,29 @@ class PlanStep:
     preview: dict[str, str] = field(default_factory=dict)
     prompt: str | None = None  # the rendered prompt of a manual step
     active: str | None = None  # what ``active`` means in its templates (health after a run)
+    #: why the step will be skipped whatever happens (``only`` another mode), or None
+    skipped: str | None = None
 
     @property
     def kind(self) -> StepKind:
         return self.step.kind
+
+
+def only_skips(step: Step, mode: str) -> str | None:
+    """Why ``step`` is skipped in a run of ``mode`` (its ``only`` names the other mode)."""
+    if step.only is None or step.only.value == mode:
+        return None
+    if step.only is Mode.DRILL:
+        return "only: drill (this run is not a drill)"
+    return "only: real (this run is a drill)"
+
+
+@dataclass
+class ProbePlan:
+    """A probe resolved to the hosts it polls from."""
+
+    probe: Probe
+    hosts: list[Host]
 
 
 @dataclass
@@ -118,6 +146,13 @@ class Plan:
     notify: list[str] = field(default_factory=list)  # rendered notification URLs
     readiness: list[CheckPlan] = field(default_factory=list)
     rpo_probe: CheckPlan | None = None
+    mode: str = Mode.REAL.value  # "drill" in every run of a drill, else "real"
+    #: the drill this run belongs to (the failover leg's run id), or None
+    drill_id: str | None = None
+    rollback: bool = False  # a failback that rolls back a failed or cancelled failover
+    probes: list[ProbePlan] = field(default_factory=list)
+    #: a site plan: each child's health, polled at the source before a failover (plan/site.py)
+    source_health: list[PlanStep] = field(default_factory=list)
 
     @property
     def to_site(self) -> str:
@@ -137,6 +172,12 @@ class Plan:
         for hp in self.health:
             for h in (*hp.hosts_before, *hp.hosts_after):
                 seen.setdefault(h.name, h)
+        for pp in self.probes:
+            for h in pp.hosts:
+                seen.setdefault(h.name, h)
+        for ps in self.source_health:
+            for h in ps.hosts:
+                seen.setdefault(h.name, h)
         order = self.inventory.order
         return sorted(seen.values(), key=lambda h: order.get(h.name, 10**9))
 
@@ -151,10 +192,17 @@ class Plan:
     ) -> dict[str, Any]:
         """The template context of SPEC §4 for one host (or none)."""
         variables = self.vars
+        own_vars = self.runbook.vars
+        view: Mapping[str, Any] = steps if steps is not None else StepsView(())
+        child = scope_for(self.runbook, steps)
+        if child is not None:  # a child's templates read its vars and name its steps
+            own_vars = child.vars
+            variables = {**child.vars, **self.inventory.vars, **self.cli_vars}
+            view = ChildSteps(view, child.prefix)
         if host is not None and host.site is not None:
             site = self.inventory.sites[host.site]
             variables = {
-                **self.runbook.vars,
+                **own_vars,
                 **self.inventory.vars,
                 **site.vars,
                 **host.vars,
@@ -182,10 +230,11 @@ class Plan:
             "direction": self.direction,
             "run_id": self.run_id,
             "emergency": self.emergency,
+            "mode": self.mode,
             "vars": variables,
             "site": site_fn,
             "hosts": hosts_fn,
-            "steps": steps if steps is not None else StepsView(()),
+            "steps": view,
         }
         if host is not None:
             ctx["host"] = as_dict(host)
@@ -209,7 +258,7 @@ def merged_vars(
 def _problem(
     runbook: Runbook, step: str | None, line: int, message: str, hint: str | None = None
 ) -> Problem:
-    return Where(runbook.path, step).problem(line, message, hint)
+    return Where(runbook.file_of(step), step).problem(line, message, hint)
 
 
 def _dag(runbook: Runbook, problems: list[Problem]) -> nx.DiGraph:
@@ -423,7 +472,8 @@ class _Checker:
         return None
 
     def _add(self, step_id: str | None, line: int, message: str, hint: str | None = None) -> None:
-        problem = Where(self.file or self.plan.runbook.path, step_id).problem(line, message, hint)
+        file = self.file or self.plan.runbook.file_of(step_id)
+        problem = Where(file, step_id).problem(line, message, hint)
         if problem not in self._seen:
             self._seen.add(problem)
             self.problems.append(problem)
@@ -520,6 +570,7 @@ def build_plan(
     predictions: Mapping[str, float] | None = None,
     predicted_health_s: float | None = None,
     check_undo: bool = True,
+    mode: str = Mode.REAL.value,
 ) -> Plan:
     """The failover plan to ``target``; raise ValidationError with every problem found."""
     problems: list[Problem] = []
@@ -548,6 +599,7 @@ def build_plan(
         emergency=emergency,
         cli_vars=cli_vars,
         predicted_health_s=predicted_health_s,
+        mode=mode,
     )
     aliases = plan.aliases()
     acyclic = nx.is_directed_acyclic_graph(graph)
@@ -557,7 +609,9 @@ def build_plan(
         def report(message: str, hint: str | None, _s: Step = step) -> None:
             problems.append(_problem(runbook, _s.id, _s.line_of("hosts"), message, hint))
 
-        hosts = _resolve(inventory, step.hosts, aliases, report) if step.runs_commands else []
+        # a child's health is polled where the run moves the child (``active`` there)
+        where = plan.aliases(plan.to_site) if is_child_health(step.id) else aliases
+        hosts = _resolve(inventory, step.hosts, where, report) if step.runs_commands else []
         ps = PlanStep(
             id=step.id,
             step=step,
@@ -565,11 +619,25 @@ def build_plan(
             needs=[n for n in step.needs if n in graph and n != step.id],
             index=index,
             readable=ancestors.get(step.id, frozenset()),
+            skipped=only_skips(step, mode),
+            active=plan.to_site if is_child_health(step.id) else None,  # a child's health
         )
         plan.steps[step.id] = ps
-        if step.kind is StepKind.COMMAND and step.undo is None:
+        ignored = [
+            k for k in ("hosts", "run") if step.kind is StepKind.MANUAL and k in step.field_lines
+        ]
+        if ignored:
             plan.warnings.append(
                 Where(runbook.path, step.id).problem(
+                    step.field_lines[ignored[0]],
+                    f"a manual step runs nothing on any host: its {' and '.join(map(repr, ignored))} "
+                    "are ignored (remove them, or make the step a command)",
+                    severity="warning",
+                )
+            )
+        if step.kind is StepKind.COMMAND and step.undo is None:
+            plan.warnings.append(
+                Where(runbook.file_of(step.id), step.id).problem(
                     step.line,
                     "command step has no 'undo': failback will leave it out",
                     severity="warning",
@@ -603,6 +671,15 @@ def build_plan(
 
         after = _resolve(inventory, hc.hosts, plan.aliases(plan.to_site), hreport_after)
         plan.health.append(HealthPlan(hc, before, after))
+    if runbook.on_failure is RunbookOnFailure.ROLLBACK and not runbook.has_undo:
+        plan.warnings.append(
+            Where(runbook.path, None).problem(
+                runbook.line_of("on_failure"),
+                "on_failure: rollback, but no step has an 'undo': nothing to roll back",
+                severity="warning",
+            )
+        )
+    plan.probes = _probe_plans(plan, problems)
     # templates are checked even when a cycle is reported: every problem at once
     checker = _Checker(plan, problems)
     back: Plan | None = None
@@ -639,7 +716,24 @@ def build_plan(
                     expression=True,
                 )
     _plan_checks(plan, checker, problems)
+    for pp in plan.probes:
+        for host in pp.hosts:
+            ctx = plan.context(host=host)
+            pr = pp.probe
+            checker.template(None, pr.line_of("run"), f"probe '{pr.name}' run", pr.run, ctx)
+            checker.template(
+                None,
+                pr.line_of("until"),
+                f"probe '{pr.name}' until",
+                pr.until,
+                {**ctx, **_UNTIL_PREVIEW},
+                expression=True,
+            )
     plan.notify = _notify_urls(checker, plan)
+    if runbook.children and direction == FAILOVER:
+        from orchestrator.plan.site import source_health
+
+        plan.source_health = source_health(plan)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise ValidationError(problems)
@@ -678,6 +772,22 @@ def _plan_checks(plan: Plan, checker: _Checker, problems: list[Problem]) -> None
             plan.readiness.append(CheckPlan(check, hosts))
         else:
             plan.rpo_probe = CheckPlan(check, hosts)
+
+
+def _probe_plans(plan: Plan, problems: list[Problem]) -> list[ProbePlan]:
+    """Each probe resolved to its hosts (``active`` is the site serving before the run)."""
+    found: list[ProbePlan] = []
+    for pr in plan.runbook.probes:
+
+        def report(message: str, hint: str | None, _p: Probe = pr) -> None:
+            problems.append(
+                _problem(
+                    plan.runbook, None, _p.line_of("hosts"), f"probe '{_p.name}': {message}", hint
+                )
+            )
+
+        found.append(ProbePlan(pr, _resolve(plan.inventory, pr.hosts, plan.aliases(), report)))
+    return found
 
 
 def _notify_urls(checker: _Checker, plan: Plan) -> list[str]:
@@ -734,7 +844,9 @@ def finish_plan(plan: Plan, predictions: Mapping[str, float]) -> None:
     for ps in plan.steps.values():
         key = (ps.undo_of and f"undo-{ps.undo_of}") or ps.id
         step = ps.step
-        if key in predictions:
+        if ps.skipped is not None:
+            ps.predicted_s, ps.prediction_source = 0.0, "skipped"
+        elif key in predictions:
             ps.predicted_s, ps.prediction_source = predictions[key], "history"
         elif step.kind is StepKind.WAIT and step.duration is not None:
             ps.predicted_s, ps.prediction_source = step.duration, "expect"
@@ -853,9 +965,12 @@ def build_reverse_plan(
     secrets: Iterable[str] = (),
     predictions: Mapping[str, float] | None = None,
     predicted_health_s: float | None = None,
+    mode: str = Mode.REAL.value,
+    rollback: bool = False,
 ) -> Plan:
     """The failback of a failover run: one node per step it did that has an undo, every edge
-    reversed, steps without undo bridged; health polled at the original source."""
+    reversed, steps without undo bridged; health polled at the original source. A
+    ``rollback`` is the failback of a failover that failed or was cancelled."""
     # The failover's own plan gives hosts, the DAG and the readable sets of each step.
     forward = build_plan(
         runbook,
@@ -865,6 +980,7 @@ def build_reverse_plan(
         cli_vars=cli_vars,
         secrets=secrets,
         check_undo=False,
+        mode=mode,
     )
     undone, left_out = undo_candidates(runbook, outcomes)
     problems: list[Problem] = []
@@ -879,6 +995,7 @@ def build_reverse_plan(
         left_out=left_out,
         warnings=[],
         predicted_health_s=predicted_health_s,
+        rollback=rollback,
     )
     # a failback is checked where the failover was, in the other order (the forward plan has
     # already resolved, and validated, both)
@@ -914,6 +1031,7 @@ def build_reverse_plan(
             undo_of=sid,
             outcome_unknown=u.outcome_unknown,
             readable=_with(fps.readable, sid),
+            skipped=only_skips(undo, mode),
         )
     # reverse every edge, bridging through steps that are not undone: from each undone step,
     # walk forward through steps that are not undone to the first undone ones
@@ -928,6 +1046,10 @@ def build_reverse_plan(
     for a in order:
         for b in sorted(beyond[a], key=lambda n: forward.steps[n].index):
             plan.graph.add_edge(f"undo-{b}", f"undo-{a}")  # b (transitively) needed a
+    if runbook.children:
+        from orchestrator.plan.site import rewire_reverse
+
+        rewire_reverse(plan)
     for ps in plan.steps.values():
         ps.needs = sorted(plan.graph.predecessors(ps.id), key=lambda n: plan.steps[n].index)
     checker = _Checker(plan, problems)

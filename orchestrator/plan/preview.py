@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.model.runbook import StepKind
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan, PlanStep
+from orchestrator.plan.site import child_blocks, children_doc, children_text, step_child
 
 PLAN_FORMATS = ("text", "json", "dot", "mermaid")
 
@@ -47,8 +48,12 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             entry["serial"] = step.serial
         if ps.outcome_unknown:
             entry["outcome_unknown"] = True
+        if ps.skipped is not None:
+            entry["skipped"] = ps.skipped
         if plan.direction == "failover":
             entry["has_undo"] = step.undo is not None
+        if plan.runbook.children:
+            entry["child"] = step_child(plan, ps.id)
         steps.append(entry)
     doc: dict[str, Any] = {
         "runbook": plan.runbook.name,
@@ -73,6 +78,21 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     }
     if plan.direction == "failback":
         doc["left_out"] = plan.left_out
+    doc["mode"] = plan.mode
+    if plan.rollback:
+        doc["rollback"] = True
+    if plan.probes:
+        doc["probes"] = [
+            {
+                "name": pp.probe.name,
+                "hosts": [h.name for h in pp.hosts],
+                "interval_s": pp.probe.interval,
+                "max_down_s": pp.probe.max_down,
+            }
+            for pp in plan.probes
+        ]
+    if plan.runbook.children:
+        doc["children"] = children_doc(plan)
     return doc
 
 
@@ -93,6 +113,11 @@ def render_text(plan: Plan) -> str:
     out.append(f"Plan: {plan.runbook.name} — {plan.direction} {arrow}")
     if plan.emergency:
         out.append("EMERGENCY: source health check skipped; source-site failures do not abort")
+    if plan.mode == "drill":
+        out.append(
+            "DRILL: steps with 'only: real' are skipped"
+            + ("; a rollback of a failover that did not succeed" if plan.rollback else "")
+        )
     hosts = plan.hosts()
     out.append(f"{len(plan.steps)} steps in {len(plan.waves)} waves on {len(hosts)} hosts")
     out.append("")
@@ -108,6 +133,8 @@ def render_text(plan: Plan) -> str:
                 flags.append(f"undoes {ps.undo_of}")
             if ps.outcome_unknown:
                 flags.append("OUTCOME UNKNOWN: needs confirmation")
+            if ps.skipped is not None:
+                flags.append(f"SKIPPED: {ps.skipped}")
             if step.on_failure.value == "continue":
                 flags.append("on_failure: continue")
             if step.retries:
@@ -133,6 +160,13 @@ def render_text(plan: Plan) -> str:
     for hp in plan.health:
         names = ", ".join(h.name for h in hp.hosts_after)
         out.append(f"Health '{hp.check.name}' polled at {plan.to_site} on {names}")
+    for pp in plan.probes:
+        names = ", ".join(h.name for h in pp.hosts)
+        limit = f", max_down {format_duration(pp.probe.max_down)}" if pp.probe.max_down else ""
+        out.append(
+            f"Probe '{pp.probe.name}' polled on {names} every "
+            f"{format_duration(pp.probe.interval)} for the whole run{limit}"
+        )
     if plan.direction == "failback" and plan.left_out:
         out.append("Left out of the failback:")
         for item in plan.left_out:
@@ -148,11 +182,22 @@ def render_text(plan: Plan) -> str:
         out.append(f"Predicted RTO: {format_duration(plan.predicted_rto_s)}{vs}{bound}")
         if any(ps.kind is StepKind.MANUAL for ps in plan.steps.values()):
             automated = plan.predicted_rto_s - plan.predicted_operator_s
-            out.append(
-                f"  of which automated {format_duration(automated)}, operator at gates "
-                f"{format_duration(plan.predicted_operator_s)} (gates on the critical path)"
-            )
+            gated = [s for s in plan.critical_path if plan.steps[s].step.kind is StepKind.MANUAL]
+            if gated:
+                out.append(
+                    f"  of which automated {format_duration(automated)}, operator at gates "
+                    f"{format_duration(plan.predicted_operator_s)} ({', '.join(gated)} on the "
+                    "critical path)"
+                )
+            else:
+                out.append(
+                    f"  all of it automated: no gate on the critical path (the gates, "
+                    f"{', '.join(s for s, ps in plan.steps.items() if ps.kind is StepKind.MANUAL)}, "
+                    "wait beside it)"
+                )
     out.append("Critical path: " + " → ".join(plan.critical_path))
+    if plan.runbook.children:
+        out.extend(children_text(plan))
     return "\n".join(out) + "\n"
 
 
@@ -163,11 +208,16 @@ def _dot_id(text: str) -> str:
 def render_dot(plan: Plan) -> str:
     lines = [f"digraph {_dot_id(plan.runbook.name + ' ' + plan.direction)} {{", "  rankdir=LR;"]
     crit = set(plan.critical_path)
+    blocks = child_blocks(plan)
     for ps in plan.steps.values():
         label = f"{ps.id}\\n{ps.step.kind.value} · {_prediction(ps)}"
         style = ', color="red", penwidth=2' if ps.id in crit else ""
         shape = "diamond" if ps.step.kind is StepKind.MANUAL else "box"
-        lines.append(f'  {_dot_id(ps.id)} [label="{label}", shape={shape}{style}];')
+        if ps.id not in blocks.placed:
+            lines.append(f'  {_dot_id(ps.id)} [label="{label}", shape={shape}{style}];')
+        else:
+            blocks.nodes[ps.id] = f'{_dot_id(ps.id)} [label="{label}", shape={shape}{style}];'
+    lines.extend(blocks.dot())
     # only the path's own edges: a shortcut between two of its steps is not on it
     crit_edges = set(zip(plan.critical_path, plan.critical_path[1:], strict=False))
     for a, b in plan.graph.edges:
@@ -180,12 +230,18 @@ def render_dot(plan: Plan) -> str:
 def render_mermaid(plan: Plan) -> str:
     lines = ["flowchart LR"]
     ids = {sid: f"s{i}" for i, sid in enumerate(plan.steps)}
+    blocks = child_blocks(plan)
     for ps in plan.steps.values():
         label = f"{ps.id}<br/>{ps.step.kind.value} · {_prediction(ps)}".replace('"', "'")
         if ps.step.kind is StepKind.MANUAL:
-            lines.append(f'  {ids[ps.id]}{{"{label}"}}')
+            node = f'{ids[ps.id]}{{"{label}"}}'
         else:
-            lines.append(f'  {ids[ps.id]}["{label}"]')
+            node = f'{ids[ps.id]}["{label}"]'
+        if ps.id in blocks.placed:
+            blocks.nodes[ps.id] = node
+        else:
+            lines.append(f"  {node}")
+    lines.extend(blocks.mermaid())
     for a, b in plan.graph.edges:
         lines.append(f"  {ids[a]} --> {ids[b]}")
     crit = [ids[s] for s in plan.critical_path]

@@ -14,7 +14,7 @@ class Event(StrEnum):
     """A journal event kind (the ``event`` field). Fields beyond ``t``/``ts`` in brackets."""
 
     #: the run began: [run_id runbook direction source target moves_to parent_run emergency yes
-    #: wall0 parent_start_wall rto_target_s rpo_target rpo_is_bytes rpo_step rpo_guard
+    #: mode drill_id rollback wall0 parent_start_wall rto_target_s rpo_target rpo_is_bytes rpo_step rpo_guard
     #: accept_data_loss rto_start
     #: predicted_rto_s runbook_file inventory_file runbook_sha256 inventory_sha256
     #: host_order health_names unreachable steps]
@@ -55,8 +55,16 @@ class Event(StrEnum):
     LOCK_LOST = "lock_lost"
     #: the first Ctrl-C: nothing new starts
     INTERRUPT = "interrupt"
+    #: a Ctrl-C refused once, with a warning: a rollback (or a drill's way home) goes on
+    INTERRUPT_REFUSED = "interrupt_refused"
     #: the second Ctrl-C: running commands are closed
     CANCEL_RUNNING = "cancel_running"
+    #: one poll of a probe on one host (``t``: when it started): [probe host ok rc error value
+    #: duration_s]
+    PROBE_POLL = "probe_poll"
+    #: a probe's down window outlasted its max_down: [probe down_s since max_down_s stops_run
+    #: message]
+    PROBE_BREACHED = "probe_breached"
     #: no step is running or left to start
     STEPS_DONE = "steps_done"
     #: health is polled at the site the run moves to: [site]

@@ -26,8 +26,31 @@ def load_summary(store: Store, run_id: str) -> RunSummary:
         raise JournalError(f"run {run_id}: journal cannot be read back: {exc}") from exc
     holder = store.lock_holder()
     if holder is not None and holder.split()[0] == run_id:
-        summary.status = "running"  # not crashed: its controller holds the lock right now
+        running(summary, store.read_plan(run_id))  # not crashed: its controller holds the lock
     return summary
+
+
+def running(summary: RunSummary, plan: Mapping[str, Any] | None) -> None:
+    """Mark a summary rebuilt from a live run's journal as running: its steps under way are
+    running (not of unknown outcome), it has not finished, and its progress is as of now."""
+    import time
+
+    from orchestrator.record.progress import progress
+
+    summary.status = "running"
+    summary.finished_at = None
+    for step in summary.steps:
+        if step.status == "unknown":
+            step.status = "running"
+            for host in step.hosts:
+                host.status = "running" if host.status == "unknown" else host.status
+    summary.progress = progress(
+        summary.started_at,
+        summary.rto_started_at,
+        {s.id: (s.status, s.started_at) for s in summary.steps},
+        plan,
+        time.time(),
+    )
 
 
 def load_summaries(store: Store) -> list[RunSummary]:
@@ -45,6 +68,8 @@ def load_summaries(store: Store) -> list[RunSummary]:
             by_id[resumes].resumed_by.append(s.run_id)
         elif reverses in by_id:
             by_id[reverses].failed_back_by.append(s.run_id)
+            if s.rollback and by_id[reverses].rolled_back_by is None:
+                by_id[reverses].rolled_back_by = s.run_id
     return summaries
 
 
@@ -116,6 +141,22 @@ class Lineage:
             for back in self.by_id[rid].failed_back_by:
                 return self.latest(back)
         return None
+
+
+def note_rolled_back(store: Store, failover_id: str, rollback_id: str) -> None:
+    """Record in a failover's summary.json the rollback that reversed it (``rolled_back_by``);
+    the store's lock is taken for the write, as for any summary."""
+    doc = store.read_summary(failover_id)
+    if doc is None:
+        return  # a crashed failover: runs are linked when they are read back (load_summaries)
+    from orchestrator.record.store import document_json
+
+    doc["rolled_back_by"] = rollback_id
+    try:
+        with store.acquire(rollback_id) as lock:
+            store.write_summary(failover_id, document_json(doc), lock)
+    except RefusedError:
+        return  # another run took the lock meanwhile: the link is made when runs are read
 
 
 def resolve_run(store: Store, run_id: str | None) -> str:

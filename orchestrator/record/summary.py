@@ -14,7 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.record.children import child_records
 from orchestrator.record.events import Event
+from orchestrator.record.progress import Progress
 
 #: check polls kept per host attempt in the summary (the journal has them all)
 POLLS_IN_SUMMARY = 200
@@ -119,6 +121,9 @@ class StepRecord:
     approved_via: str | None = None  # "--yes" or "terminal"
     approval_comment: str | None = None
     prompt: str | None = None
+    declined_by: str | None = None  # user@host of the operator who declined the gate
+    declined_via: str | None = None  # how: "terminal", ...
+    decline_comment: str | None = None
     value: Any = None
     message: str | None = None
     hosts: list[HostRecord] = field(default_factory=list)
@@ -151,6 +156,10 @@ class StepRecord:
         if self.approved_via is not None:
             doc["approved_via"] = self.approved_via
             doc["approval_comment"] = self.approval_comment
+        if self.declined_by is not None:
+            doc["declined_by"] = self.declined_by
+            doc["declined_via"] = self.declined_via
+            doc["decline_comment"] = self.decline_comment
         return doc
 
 
@@ -176,6 +185,26 @@ class RtoRecord:
         if self.end_to_end_s is not None:
             doc["end_to_end_s"] = self.end_to_end_s
         return doc
+
+    def headline(self, parent_run: str | None = None) -> str | None:
+        """The RTO in one phrase, the figure the business saw first: for a resumed run the RTO
+        end to end (from the original run's start), then this run's own part; None when no RTO
+        was measured."""
+        from orchestrator.model.units import format_duration
+
+        if self.measured_s is None:
+            return None
+        if self.end_to_end_s is not None:
+            since = f" from the start of {parent_run}" if parent_run else ""
+            text = f"measured RTO {format_duration(self.end_to_end_s)} end to end{since}"
+        else:
+            text = f"measured RTO {format_duration(self.measured_s)}"
+        if self.target_s is not None:
+            text += f" (target {format_duration(self.target_s)}: "
+            text += "met)" if self.met else "MISSED)"
+        if self.end_to_end_s is not None:
+            text += f"; the resumed part {format_duration(self.measured_s)}"
+        return text
 
 
 @dataclass
@@ -247,6 +276,35 @@ class HealthRecord:
 
 
 @dataclass
+class ProbeRecord:
+    """A probe over the run: its polls, down windows (offsets from the run's start) and
+    whether a window outlasted ``max_down``."""
+
+    name: str
+    polls: int = 0
+    failed_polls: int = 0
+    down_s: float = 0.0
+    longest_down_s: float = 0.0
+    windows: list[list[float | None]] = field(default_factory=list)
+    breached: bool = False
+    max_down_s: float | None = None
+    interval_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "polls": self.polls,
+            "failed_polls": self.failed_polls,
+            "down_s": self.down_s,
+            "longest_down_s": self.longest_down_s,
+            "windows": [list(w) for w in self.windows],
+            "breached": self.breached,
+            "max_down_s": self.max_down_s,
+            "interval_s": self.interval_s,
+        }
+
+
+@dataclass
 class RunSummary:
     """A run: who, what, how it ended, its RTO and RPO, and every step."""
 
@@ -284,6 +342,15 @@ class RunSummary:
     #: every host of the inventory when the run started: name, site, address, port and the
     #: host key it presented (null when not connected)
     hosts: list[dict[str, Any]] = field(default_factory=list)
+    #: a run still running, read back: elapsed so far and its projected RTO
+    progress: Progress | None = None
+    mode: str = "real"  # "drill": a leg (or rollback) of drx drill
+    drill_id: str | None = None  # the drill's failover leg, on both legs
+    rollback: bool = False  # a failback that rolled back a failed or cancelled failover
+    rolled_back_by: str | None = None  # of a failover: the rollback that reversed it
+    probes: list[ProbeRecord] = field(default_factory=list)
+    #: a site plan's children: id, runbook, status, rto, rpo (record/children.py)
+    children: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def site(self) -> str:
@@ -327,11 +394,20 @@ class RunSummary:
         }
         if self.message:
             doc["message"] = self.message
+        doc["mode"] = self.mode
+        doc["drill_id"] = self.drill_id
+        doc["rollback"] = self.rollback
+        doc["rolled_back_by"] = self.rolled_back_by
+        doc["probes"] = [p.to_dict() for p in self.probes]
         if self.failed_back_by:
             doc["failed_back_by"] = self.failed_back_by
         if self.resumed_by:
             doc["resumed_by_runs"] = self.resumed_by
         doc["hosts"] = self.hosts
+        if self.progress is not None:
+            doc["progress"] = self.progress.to_dict()
+        if self.children:
+            doc["children"] = self.children
         return doc
 
     @classmethod
@@ -423,6 +499,9 @@ def _read_step(d: Mapping[str, Any]) -> StepRecord:
         approved_via=_str(d.get("approved_via")),
         approval_comment=_str(d.get("approval_comment")),
         prompt=_str(d.get("prompt")),
+        declined_by=_str(d.get("declined_by")),
+        declined_via=_str(d.get("declined_via")),
+        decline_comment=_str(d.get("decline_comment")),
         value=d.get("value"),
         message=_str(d.get("message")),
         hosts=[_read_host(_map(h)) for h in _list(d.get("hosts"))],
@@ -500,8 +579,29 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         inventory_sha256=_str(d.get("inventory_sha256")),
         hosts=[dict(_map(h)) for h in _list(d.get("hosts")) if isinstance(h, Mapping)],
         rto_started_at=_str(d.get("rto_started_at")),
+        children=[dict(c) for c in _list(d.get("children")) if isinstance(c, Mapping)],
         moves_to=_str(d.get("moves_to")),
         message=_str(d.get("message")),
+        progress=Progress.from_dict(_map(d["progress"])) if d.get("progress") else None,
+        mode=_str(d.get("mode")) or "real",
+        drill_id=_str(d.get("drill_id")),
+        rollback=d.get("rollback") is True,
+        rolled_back_by=_str(d.get("rolled_back_by")),
+        probes=[_read_probe(_map(p)) for p in _list(d.get("probes"))],
+    )
+
+
+def _read_probe(d: Mapping[str, Any]) -> ProbeRecord:
+    return ProbeRecord(
+        name=str(d.get("name", "")),
+        polls=_int(d.get("polls")) or 0,
+        failed_polls=_int(d.get("failed_polls")) or 0,
+        down_s=_num(d.get("down_s")) or 0.0,
+        longest_down_s=_num(d.get("longest_down_s")) or 0.0,
+        windows=[[_num(x) for x in _list(w)] for w in _list(d.get("windows"))],
+        breached=d.get("breached") is True,
+        max_down_s=_num(d.get("max_down_s")),
+        interval_s=_num(d.get("interval_s")),
     )
 
 
@@ -545,6 +645,8 @@ class _Builder:
         self.finished: Mapping[str, Any] | None = None
         self.manual_wait = 0.0
         self.guard: Mapping[str, Any] | None = None  # the rpo_guard event, if it tripped
+        self.probe_polls: dict[str, list[Mapping[str, Any]]] = {}
+        self.probe_breached: set[str] = set()
         self.handlers: dict[str, Callable[[Mapping[str, Any], _StepTimes | None], None]] = {
             Event.STEP_STARTED: self._step_started,
             Event.STEP_FINISHED: self._step_finished,
@@ -560,6 +662,8 @@ class _Builder:
             Event.HEALTH_TIMEOUT: self._health_timeout,
             Event.RUN_FINISHED: self._run_finished,
             Event.RPO_GUARD: self._rpo_guard,
+            Event.PROBE_POLL: self._probe_poll,
+            Event.PROBE_BREACHED: self._probe_breached,
         }
 
     def read(self, e: Mapping[str, Any]) -> None:
@@ -570,6 +674,12 @@ class _Builder:
 
     def _rpo_guard(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
         self.guard = e
+
+    def _probe_poll(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        self.probe_polls.setdefault(str(e.get("probe")), []).append(e)
+
+    def _probe_breached(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+        self.probe_breached.add(str(e.get("probe")))
 
     # -- steps and hosts
     def _step_started(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
@@ -656,6 +766,10 @@ class _Builder:
         st.record.approved_by = e.get("by") if approved else None
         st.record.approved_via = e.get("via") if approved else None
         st.record.approval_comment = e.get("comment") if approved else None
+        if not approved and e.get("by"):
+            st.record.declined_by = e.get("by")
+            st.record.declined_via = e.get("via")
+            st.record.decline_comment = e.get("comment")
 
     # -- the end of the run
     def _steps_done(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
@@ -715,8 +829,58 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         rto_started_at=_wall(start, t_start) if t_start is not None else None,
         moves_to=start.get("moves_to"),
         message=(b.finished.get("message") or None) if b.finished else None,
+        mode=start.get("mode") or "real",
+        drill_id=start.get("drill_id"),
+        rollback=bool(start.get("rollback")),
+        probes=probe_records(start, b.probe_polls, b.probe_breached, events[-1]["t"]),
+        children=child_records(start, b.steps),
     )
     return summary
+
+
+def probe_records(
+    start: Mapping[str, Any],
+    polls: Mapping[str, list[Mapping[str, Any]]],
+    breached: set[str],
+    t_end: float,
+) -> list[ProbeRecord]:
+    """Each probe's figures from its polls: it is down from its first failing poll (on any of
+    its hosts) to the next poll after which every host passes; a window still open at the end
+    of the run has no end (null) and counts until then."""
+    records = []
+    for meta in start.get("probes") or []:
+        name = str(meta.get("name"))
+        mine = sorted(polls.get(name, []), key=lambda e: float(e["t"]))
+        down_hosts: set[str] = set()
+        windows: list[list[float | None]] = []
+        since: float | None = None
+        for e in mine:
+            if e.get("ok"):
+                down_hosts.discard(str(e.get("host")))
+            else:
+                down_hosts.add(str(e.get("host")))
+            if down_hosts and since is None:
+                since = float(e["t"])
+            elif not down_hosts and since is not None:
+                windows.append([round(since, 3), round(float(e["t"]), 3)])
+                since = None
+        if since is not None:
+            windows.append([round(since, 3), None])
+        lengths = [(w[1] if w[1] is not None else t_end) - (w[0] or 0.0) for w in windows]
+        records.append(
+            ProbeRecord(
+                name=name,
+                polls=len(mine),
+                failed_polls=sum(1 for e in mine if not e.get("ok")),
+                down_s=round(sum(lengths), 3),
+                longest_down_s=round(max(lengths, default=0.0), 3),
+                windows=windows,
+                breached=name in breached,
+                max_down_s=meta.get("max_down_s"),
+                interval_s=meta.get("interval_s"),
+            )
+        )
+    return records
 
 
 def _rto_start(

@@ -200,17 +200,23 @@ def _step_bars(
         # Manual gates and waits run on no host: one bar for the step itself.
         if step.offset_s is None:
             return bars, polls
-        outcome = {"succeeded": "ok", "failed": "failed", "cancelled": "cancelled"}.get(
-            step.status, "unknown"
-        )
+        outcome = {
+            "succeeded": "ok",
+            "failed": "failed",
+            "cancelled": "cancelled",
+            "running": "running",
+        }.get(step.status, "unknown")
         x = scale.x(step.offset_s)
         w = max(scale.x(step.offset_s + (step.duration_s or 0.0)) - x, 2.0)
         if step.kind == "manual":
-            who = step.approver or "nobody"
+            if step.approver:
+                answer = f"approved by {step.approver}"
+            else:
+                answer = f"declined by {step.decliner}" if step.decliner else "not approved"
             wait = step.manual_wait_s if step.manual_wait_s is not None else step.duration_s
             title = (
                 f"{step.id}: waited {secs(wait)} for an operator from {offset(step.offset_s)}; "
-                f"approved by {who}"
+                f"{answer}"
             )
         else:
             title = f"{step.id}: {step.kind} {secs(step.duration_s)} from {offset(step.offset_s)}"
@@ -320,6 +326,10 @@ def timeline(report: Report) -> Timeline:
     if health_lane is not None:
         lanes.append(health_lane)
         y += health_lane.h
+    for lane, probe_bars in _probe_lanes(run, scale, y, max(ends, default=0.0)):
+        lanes.append(lane)
+        bars += probe_bars
+        y += lane.h
     ticks, markers = _ticks_and_markers(run, scale)
     return Timeline(
         width=WIDTH,
@@ -440,6 +450,49 @@ def _health_lane(
         **_place_note(note, [bar], scale),
     )
     return bar, lane
+
+
+def _probe_lanes(run: Run, scale: Scale, y: float, last_end: float) -> list[tuple[Lane, list[Bar]]]:
+    """A lane per probe, a bar per down window (a window still open at the end runs to the end
+    of the chart)."""
+    shift = run.rto_shift_s
+    out = []
+    for probe in run.probes:
+        bars = []
+        for start, end in probe.windows:
+            t0 = start - shift
+            t1 = (end - shift) if end is not None else max(last_end, t0)
+            x = scale.x(t0)
+            closed = f"until {offset(t1)}" if end is not None else "still down at the end"
+            bars.append(
+                Bar(
+                    x,
+                    y + LANE_PAD + 1,
+                    max(scale.x(t1) - x, 2.0),
+                    ROW_SINGLE - 2,
+                    "probe-down" + (" breached" if probe.breached else ""),
+                    f"probe:{probe.name}",
+                    "",
+                    0,
+                    f"probe '{probe.name}' down from {offset(t0)} {closed} ({secs(t1 - t0)})",
+                    "",
+                )
+            )
+        note = f"down {secs(probe.down_s)}" + (" · breached" if probe.breached else "")
+        lane = Lane(
+            y=y,
+            h=ROW_SINGLE + 2 * LANE_PAD,
+            step=f"probe:{probe.name}",
+            label=f"probe {probe.name}",
+            title=f"probe '{probe.name}': {probe.polls} polls, {probe.failed_polls} failed",
+            css="lane probe",
+            status="failed" if probe.breached else "succeeded",
+            critical=False,
+            note=note,
+            **_place_note(note, bars, scale),
+        )
+        out.append((lane, bars))
+    return out
 
 
 def _ticks_and_markers(run: Run, scale: Scale) -> tuple[list[Tick], list[Marker]]:

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import ExitCode
-from orchestrator.report.model import HostResult, Rpo, Run, Step
+from orchestrator.report.children import ChildFacts, child_facts, site_health
+from orchestrator.report.model import HostResult, ProbeFigures, Rpo, Run, Step
 from orchestrator.report.units import (
     delta,
     nbytes,
@@ -100,18 +101,22 @@ class Gate:
     approved_by: str | None
     status: str
     critical: bool
+    declined_by: str | None = None
 
     @property
     def approval(self) -> str:
         """Who let the run past this gate, or why nobody did."""
         if self.approved_by:
             return f"approved by {self.approved_by}"
+        if self.declined_by:
+            return f"declined by {self.declined_by}"
         return {
             "not_run": "not reached",
             "skipped": "skipped",
             "failed": "not approved",
             "cancelled": "cancelled while waiting",
             "unknown": "outcome unknown",
+            "running": "waiting for an answer",
         }.get(self.status, "approval not recorded")
 
 
@@ -162,6 +167,7 @@ class FailedHost:
     tail: str
     tail_lines: int  # lines in the recorded tail (the shown part is at most TAIL_LINES)
     log_path: str
+    log_command: str = ""  # the command that prints the full output, wherever the state is
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,7 @@ class HostOutput:
     tail: str
     tail_lines: int
     log_path: str
+    log_command: str = ""
 
 
 @dataclass(frozen=True)
@@ -279,6 +286,16 @@ class HistoryPoint:
 
 
 @dataclass(frozen=True)
+class ProbeFact:
+    """One probe's observed downtime, shown beside the measured RTO."""
+
+    name: str
+    state: str  # "met" (no breach), "missed" (breached)
+    text: str
+    basis: str
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything a renderer shows, computed once."""
 
@@ -305,6 +322,9 @@ class Report:
     comparison: Comparison | None
     history: tuple[HistoryPoint, ...]
     history_text: str | None
+    probes: tuple[ProbeFact, ...] = ()
+    #: a site plan's children, each judged against its own targets
+    children: tuple[ChildFacts, ...] = ()
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
@@ -385,6 +405,8 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
     moved = f"{direction} {route(run)}"
     broken = [s for s in run.steps if s.broke]
     never = [s for s in run.steps if s.status in ("not_run", "cancelled") and not s.outcome_unknown]
+    if run.is_running:
+        return Outcome("running", f"{moved} is still running: {_so_far(run)}")
     if run.status == "succeeded":
         health = run.health
         if health is not None and (health.held_at or health.held_offset_s is not None):
@@ -392,23 +414,26 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
         else:
             reached = "every step finished"
         text = f"{moved} succeeded: {reached}"
-        if run.rto.measured_s is not None:
+        verdict = rto.verdict
+        if rto.end_to_end is not None and run.rto.end_to_end_s is not None:
+            # a resumed run: the outage the service had runs from the original run's start
+            verdict = rto.end_to_end
+            text += (
+                f" {secs(run.rto.end_to_end_s)} after the start of the original run "
+                f"{run.parent_run} (the RTO end to end)"
+            )
+        elif run.rto.measured_s is not None:
             text += f" {secs(run.rto.measured_s)} after the RTO start"
         state = "succeeded"
-        if rto.verdict.state == "met":
+        if verdict.state == "met":
             text += f", within the {secs(run.rto.target_s)} RTO target."
-        elif rto.verdict.state == "missed":
-            text += f", but the RTO target was missed by {secs(-(rto.verdict.margin or 0.0))}."
+        elif verdict.state == "missed":
+            text += f", but the RTO target was missed by {secs(-(verdict.margin or 0.0))}."
             state = "warning"
         else:
             text += "."
-        if rto.end_to_end is not None and rto.end_to_end.state == "missed":
-            text += (
-                f" Counted from the original run's start, the outage lasted "
-                f"{secs(run.rto.end_to_end_s)}: end to end, the RTO target was missed by "
-                f"{secs(-(rto.end_to_end.margin or 0.0))}."
-            )
-            state = "warning"
+        if verdict is not rto.verdict and run.rto.measured_s is not None:
+            text += f" This resumed run's own part took {secs(run.rto.measured_s)}."
         if broken:
             text += (
                 f" {plural(len(broken), 'step')} failed without stopping the run: "
@@ -455,6 +480,67 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
     return Outcome("unknown", f"{moved}: status {run.status!r}.")
 
 
+def _so_far(run: Run) -> str:
+    """A running run in a sentence: its steps so far, elapsed time and projected RTO."""
+    done = [s for s in run.steps if s.status not in ("not_run", "running")]
+    now = [s.id for s in run.steps if s.status == "running"]
+    text = f"{len(done)} of {plural(len(run.steps), 'step')} finished"
+    text += f", {', '.join(now)} running" if now else ""
+    progress = run.progress
+    if progress is not None and progress.elapsed_s is not None:
+        text += f"; {secs(progress.elapsed_s)} since it started"
+    if progress is not None and progress.as_of:
+        text += f" (as of {when(progress.as_of)})"
+    return text + ". " + _projection(run) + " Nothing is judged until it ends."
+
+
+def _projection(run: Run) -> str:
+    progress = run.progress
+    if progress is None or progress.rto_elapsed_s is None:
+        return "The RTO clock has not started yet."
+    text = f"The RTO clock has run {secs(progress.rto_elapsed_s)}"
+    if progress.projected_rto_s is not None:
+        text += f"; projected RTO {secs(progress.projected_rto_s)}"
+    else:
+        text += "; no projected RTO (the plan had no prediction)"
+    if run.rto.target_s is not None:
+        text += f"; the target is {secs(run.rto.target_s)}"
+    return text + "."
+
+
+def _yes_note(run: Run) -> str:
+    """What --yes did in this run: the gates it approved, said of those it reached only."""
+    gates = [s for s in run.steps if s.kind == "manual"]
+    approved = [
+        s
+        for s in gates
+        if s.approved_via == "--yes"
+        or (s.approved_via is None and s.status == "succeeded" and not s.carried_from)
+    ]
+    if len(approved) == len(gates):
+        return "Every manual gate was approved in advance with --yes."
+    rest = [s for s in gates if s not in approved]
+    left = ", ".join(
+        f"{s.id} ({_status_words(s.status)}{' yet' if s.status == 'not_run' and run.is_running else ''})"
+        for s in rest
+    )
+    if not approved:
+        return f"--yes was given, but it approved no manual gate: {left}."
+    return (
+        f"--yes approved {plural(len(approved), 'manual gate')} in advance "
+        f"({', '.join(s.id for s in approved)}); not by it: {left}."
+    )
+
+
+def _status_words(status: str) -> str:
+    return {
+        "not_run": "not reached",
+        "succeeded": "approved before this run",
+        "cancelled": "cancelled while waiting",
+        "running": "waiting for an answer",
+    }.get(status, status.replace("_", " "))
+
+
 def _notes(run: Run) -> tuple[str, ...]:
     notes = []
     if run.is_failback and run.reversed_run:
@@ -469,13 +555,24 @@ def _notes(run: Run) -> tuple[str, ...]:
             f"{plural(len(carried), 'step')} that had succeeded there "
             f"{'was' if len(carried) == 1 else 'were'} carried over, not re-run."
         )
+    if run.drill_id is not None:
+        leg = "failover leg" if run.drill_id == run.run_id else "way home"
+        notes.append(
+            f"Part of drill {run.drill_id} (the {leg}): templates saw mode 'drill', and steps "
+            "with 'only: real' were skipped."
+        )
+    if run.rollback:
+        notes.append(
+            "A rollback: the failover it reverses did not succeed (it failed, was cancelled or a "
+            "probe breached), and what it did was undone at once."
+        )
     if run.emergency:
         notes.append(
             "Emergency mode: the source health check was skipped, and failures of steps confined "
             "to the source site were recorded without stopping the run."
         )
     if run.yes and any(s.kind == "manual" for s in run.steps):
-        notes.append("Every manual gate was approved in advance with --yes.")
+        notes.append(_yes_note(run))
     return tuple(notes)
 
 
@@ -498,13 +595,26 @@ def rto_facts(run: Run) -> RtoFacts:
     else:
         reason = f"the run ended before {health_word}"
     verdict = target_verdict(rto.measured_s, rto.target_s, unmeasured=reason)
+    if run.is_running:  # never judged while it runs
+        verdict = Verdict(
+            "running", "not measured yet: the run is still running. " + _projection(run)
+        )
     start = rto.start_step or next(iter(run.critical_path), None)
     since = f"the start of {start}" if start else "the first step"
     label, basis = "RTO", f"measured from {since} to {health_word}"
+    if rto.measured_s is None:  # how it would have been measured: nothing was
+        basis = ("will be " if run.is_running else "would be ") + basis
     end_to_end = end_to_end_basis = None
     if run.is_resumed:
         label = "RTO of this run"
         basis = f"measured from this run's own first step to {health_word}"
+        if rto.measured_s is not None and rto.end_to_end_s is not None:
+            # the target judges the outage end to end, not the part after the resume
+            verdict = Verdict(
+                "no-target",
+                f"{secs(rto.measured_s)}: the part after the resume (the target is judged "
+                "end to end)",
+            )
         end_to_end = target_verdict(
             rto.end_to_end_s,
             rto.target_s,
@@ -596,6 +706,7 @@ def _manual(run: Run) -> ManualFacts:
             approved_by=s.approver,
             status=s.status,
             critical=s.id in run.critical,
+            declined_by=s.decliner,
         )
         for s in run.steps
         if s.kind == "manual"
@@ -604,7 +715,8 @@ def _manual(run: Run) -> ManualFacts:
         return ManualFacts((), run.manual_wait_s, None, None, None, "No manual gates in this run.")
     reached = [g for g in gates if g.status not in ("not_run", "skipped")]
     if not reached:
-        text = f"{plural(len(gates), 'manual gate')}, none reached."
+        text = f"{plural(len(gates), 'manual gate')}, none reached"
+        text += " yet." if run.is_running else "."
         return ManualFacts(gates, None, None, None, None, text)
     known = [g.wait_s for g in reached if g.wait_s is not None]
     total = run.manual_wait_s if run.manual_wait_s is not None else (sum(known) if known else None)
@@ -627,9 +739,25 @@ def _manual(run: Run) -> ManualFacts:
     return ManualFacts(gates, total, on_path, automated, share, text)
 
 
+def _inside_rto(step: Step) -> float | None:
+    """How much of ``step`` ran inside the RTO window (offsets count from the RTO start: with
+    ``rto_start``, steps before it start at negative offsets)."""
+    if step.duration_s is None:
+        return None
+    if step.offset_s is None or step.offset_s >= 0:
+        return step.duration_s
+    return max(0.0, step.offset_s + step.duration_s)
+
+
 def _critical_path(run: Run) -> CriticalPath:
     basis = run.rto.measured_s
     basis_text = f"Shares are of the RTO ({span(basis)})."
+    clock = run.progress.rto_elapsed_s if run.progress is not None else None
+    if basis is None and clock is not None:
+        basis = clock
+        basis_text = (
+            f"The run is still running: shares are of the {span(basis)} on the RTO clock so far."
+        )
     if basis is None:
         ends = [s.end_offset_s for s in run.steps if s.started and s.end_offset_s is not None]
         basis = max(ends) if ends else None
@@ -649,11 +777,16 @@ def _critical_path(run: Run) -> CriticalPath:
             continue
         notes = []
         share = None
+        inside = _inside_rto(step)
         if step.carried_from:
             notes.append("carried over: ran in the earlier run, outside this RTO")
-        elif step.duration_s is not None:
-            counted += step.duration_s
-            share = step.duration_s / basis * 100 if basis else None
+        elif inside is not None and inside <= 0.0:
+            notes.append("before the RTO clock started (rto_start), outside this RTO")
+        elif inside is not None:
+            counted += inside
+            share = inside / basis * 100 if basis else None
+            if inside < (step.duration_s or 0.0) - _NOISE_S:
+                notes.append(f"started before the RTO clock: {span(inside)} of it counted")
         if step.kind == "manual":
             notes.append("manual gate")
         if step.attempts and step.attempts > 1:
@@ -744,6 +877,7 @@ def _outputs(run: Run) -> tuple[tuple[StepOutput, ...], int]:
                     tail=text,
                     tail_lines=total,
                     log_path=_log_path(run, step, host.host),
+                    log_command=f"drx logs {run.run_id} {step.id} {host.host}",
                 )
             )
         if hosts:
@@ -770,6 +904,7 @@ def _failures(run: Run) -> tuple[Failure, ...]:
                     tail=text,
                     tail_lines=total,
                     log_path=_log_path(run, step, host.host),
+                    log_command=f"drx logs {run.run_id} {step.id} {host.host}",
                 )
             )
         failures.append(
@@ -802,6 +937,9 @@ def _step_note(step: Step) -> str:
         who = step.approver
         waited = f" after {secs(step.manual_wait_s)}" if step.manual_wait_s else ""
         notes.append(f"approved by {who}{waited}")
+    if step.kind == "manual" and step.declined_by:
+        waited = f" after {secs(step.manual_wait_s)}" if step.manual_wait_s else ""
+        notes.append(f"declined by {step.decliner}{waited}")
     retried = [h.host for h in step.hosts if len(h.attempts) > 1]
     if retried:
         notes.append("retried on " + ", ".join(retried[:3]) + (" …" if len(retried) > 3 else ""))
@@ -855,6 +993,8 @@ def _step_counts(run: Run) -> str:
 
 def _health(run: Run) -> str:
     health = run.health
+    if run.is_running and (health is None or not health.polls):
+        return "Not polled yet: the run is still running."
     if health is None:
         if run.status == "succeeded":
             return "No health check in this run: the RTO ends when the last step ends."
@@ -865,6 +1005,8 @@ def _health(run: Run) -> str:
         return f"Held at {run.to_site} at {at} ({offset(health.held_offset_s)}) after {polls}."
     if health.timed_out:
         return f"Never held at {run.to_site}: gave up after {polls}."
+    if not health.polls:
+        return "Not polled: the run stopped before the health check."
     return f"Not confirmed at {run.to_site}: polling stopped after {polls}."
 
 
@@ -1019,11 +1161,31 @@ def build(run: Run, *, compare: Run | None = None, history: Sequence[Run] = ()) 
         outputs=outputs,
         outputs_omitted=omitted,
         step_counts=_step_counts(run),
-        health=_health(run),
+        health=site_health(run.children, run.steps, run.health is None) or _health(run),
         comparison=_compare(run, compare) if compare is not None else None,
         history=points,
         history_text=_history_text(points),
+        probes=tuple(probe_fact(p, run) for p in run.probes),
+        children=child_facts(run.children, [s.id for s in run.steps]),
     )
+
+
+def probe_fact(probe: ProbeFigures, run: Run) -> ProbeFact:
+    """'observed downtime 4.2 s in 2 windows (longest 3.1 s) beside the measured RTO 9 s'."""
+    windows = len(probe.windows)
+    text = f"observed downtime {secs(probe.down_s)}"
+    if windows:
+        text += f" in {plural(windows, 'window')} (longest {secs(probe.longest_down_s)})"
+    if run.rto.measured_s is not None:
+        text += f", beside the measured RTO of {secs(run.rto.measured_s)}"
+    if probe.breached:
+        text += f"; BREACHED its max_down of {secs(probe.max_down_s)}"
+    every = f" every {secs(probe.interval_s)}" if probe.interval_s is not None else ""
+    basis = (
+        f"probe '{probe.name}' polled{every} for the whole run: {plural(probe.polls, 'poll')}, "
+        f"{probe.failed_polls} failed; down from a failing poll to the next passing one"
+    )
+    return ProbeFact(probe.name, "missed" if probe.breached else "met", text, basis)
 
 
 def _exit_meaning(code: int | None) -> str | None:

@@ -12,11 +12,13 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 
+from orchestrator.report.children import child_facts, step_child
 from orchestrator.report.facts import (
     TAIL_LINES,
     RpoFacts,
     RtoFacts,
     cause,
+    probe_fact,
     rpo_absent,
     rpo_facts,
     rto_facts,
@@ -69,6 +71,9 @@ def _output(step: Step) -> str:
 def _step_case(suite: ET.Element, step: Step, classname: str) -> str:
     """Add the testcase of one step; returns 'failure', 'error', 'skipped' or 'passed'."""
     case = _el(suite, "testcase", classname=classname, name=step.id, time=_seconds(step.duration_s))
+    if step.status == "running":
+        _el(case, "skipped", message="running: the run has not finished")
+        return "skipped"
     if step.status == "failed":
         _el(case, "failure", _output(step), message=cause(step), type="error")
         return "failure"
@@ -101,6 +106,9 @@ def _objective_case(
     message = f"{what} {verdict.text}"
     if isinstance(facts_, RpoFacts) and facts_.guard:
         message = f"{message}. {facts_.guard}"
+    if verdict.state == "running":  # never judged before the run ends
+        _el(case, "skipped", message=message)
+        return "skipped"
     if verdict.state in ("missed", "unmeasured"):
         _el(case, "failure", f"{message}\n{facts_.basis}", message=message, type="error")
         return "failure"
@@ -131,6 +139,10 @@ def render_junit(run: Run) -> str:
         ("direction", run.direction),
         ("source", run.source),
         ("target", run.target),
+        # where this run moved the service (a failback keeps the failover's source/target)
+        ("moved", f"from {run.from_site} to {run.to_site}"),
+        ("moved_from", run.from_site),
+        ("moved_to", run.to_site),
         ("parent_run", run.parent_run),
         ("exit_code", run.exit_code),
         ("emergency", run.emergency),
@@ -148,7 +160,31 @@ def render_junit(run: Run) -> str:
         if value is not None:
             text = str(value).lower() if isinstance(value, bool) else value
             _el(props, "property", name=name, value=text)
-    results = [_step_case(suite, step, classname) for step in run.steps]
+    # a site plan: a testsuite per child, holding its steps and its own rto-target
+    children = {c.id: c for c in child_facts(run.children, [s.id for s in run.steps])}
+    child_suites = {
+        cid: _el(
+            root,
+            "testsuite",
+            name=f"{run.runbook}.{run.direction}.{to_site}/{cid}",
+            timestamp=_timestamp(run.started_at),
+        )
+        for cid in children
+    }
+    child_results: dict[str, list[str]] = {cid: [] for cid in children}
+    results = []
+    for step in run.steps:
+        cid = step_child(list(children), step.id)
+        if cid is None:
+            results.append(_step_case(suite, step, classname))
+        else:
+            child_results[cid].append(_step_case(child_suites[cid], step, f"{classname}.{cid}"))
+    for cid, child in children.items():
+        facts_ = RtoFacts("RTO", child.rto, f"child {cid} ({child.runbook})", None, None, None)
+        name = f"{classname}.{cid}"
+        child_results[cid].append(
+            _objective_case(child_suites[cid], name, "rto-target", "RTO", facts_, None)
+        )
     rto = rto_facts(run)
     judged = rto
     if rto.end_to_end is not None and rto.end_to_end_basis is not None:
@@ -167,13 +203,27 @@ def render_junit(run: Run) -> str:
             suite, classname, "rpo-target", "RPO", rpo_facts(run), None, rpo_absent(run)
         )
     )
-    counts = {
-        "tests": len(results),
-        "failures": results.count("failure"),
-        "errors": results.count("error"),
-        "skipped": results.count("skipped"),
-    }
-    for element in (suite, root):
+    for probe in run.probes:  # what clients saw: failed when a window outlasted max_down
+        fact = probe_fact(probe, run)
+        case = _el(suite, "testcase", classname=classname, name=f"probe:{probe.name}", time="0.000")
+        if probe.breached:
+            _el(case, "failure", f"{fact.text}\n{fact.basis}", message=fact.text, type="error")
+            results.append("failure")
+        else:
+            _el(case, "system-out", f"{fact.text}\n{fact.basis}")
+            results.append("passed")
+    everything = [*results, *(r for rs in child_results.values() for r in rs)]
+    for element, among in (
+        (suite, results),
+        (root, everything),
+        *((child_suites[cid], child_results[cid]) for cid in children),
+    ):
+        counts = {
+            "tests": len(among),
+            "failures": among.count("failure"),
+            "errors": among.count("error"),
+            "skipped": among.count("skipped"),
+        }
         for key, value in counts.items():
             element.set(key, str(value))
     root.set("time", suite.get("time", "0"))

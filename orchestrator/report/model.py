@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from orchestrator.record.progress import Progress
 from orchestrator.report.units import parse_when
 
 # How a host attempt ended, as drawn and counted by the reports.
@@ -28,6 +29,7 @@ _STATUS_TO_OUTCOME = {
     "unknown": "unknown",
     "skipped": "skipped",
     "not_run": "skipped",
+    "running": "running",  # a run still running, read back
 }
 
 
@@ -73,6 +75,22 @@ def _between(start: datetime | None, end: datetime | None) -> float | None:
     if start is None or end is None:
         return None
     return (end - start).total_seconds()
+
+
+@dataclass(frozen=True)
+class ProbeFigures:
+    """A probe over the run: polls, down windows (s from the *run's* start; end None: still
+    down at the end) and whether a window outlasted ``max_down``."""
+
+    name: str
+    polls: int
+    failed_polls: int
+    down_s: float
+    longest_down_s: float
+    windows: tuple[tuple[float, float | None], ...]
+    breached: bool
+    max_down_s: float | None
+    interval_s: float | None
 
 
 @dataclass(frozen=True)
@@ -126,6 +144,17 @@ class HostResult:
         return bool(self.error) or (self.rc is not None and self.rc != 0)
 
 
+def _who(by: str | None, via: str | None, comment: str | None) -> str | None:
+    if not by:
+        return None
+    who = "the operator" if by == "operator" else by
+    if via:
+        who += f" ({via})"
+    if comment:
+        who += f': "{comment}"'
+    return who
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of the run as recorded, with ``index`` its position in the summary."""
@@ -153,18 +182,19 @@ class Step:
     prompt: str | None = None  # a manual step's rendered question
     approved_via: str | None = None  # "--yes" or "terminal"
     approval_comment: str | None = None
+    declined_by: str | None = None
+    declined_via: str | None = None
+    decline_comment: str | None = None
 
     @property
     def approver(self) -> str | None:
         """Who approved this gate, how, and what they said: ``root@host (--yes): "ok"``."""
-        if not self.approved_by:
-            return None
-        who = "the operator" if self.approved_by == "operator" else self.approved_by
-        if self.approved_via:
-            who += f" ({self.approved_via})"
-        if self.approval_comment:
-            who += f': "{self.approval_comment}"'
-        return who
+        return _who(self.approved_by, self.approved_via, self.approval_comment)
+
+    @property
+    def decliner(self) -> str | None:
+        """Who declined this gate, how, and what they said (as ``approver``)."""
+        return _who(self.declined_by, self.declined_via, self.decline_comment)
 
     @property
     def end_offset_s(self) -> float | None:
@@ -266,6 +296,25 @@ class Run:
     reverses: str | None = None
     runbook_sha256: str | None = None  # of the files the run was started from
     inventory_sha256: str | None = None
+    #: a run still running: as of when, elapsed so far, on the RTO clock, projected RTO
+    progress: Progress | None = None
+
+    probes: tuple[ProbeFigures, ...] = ()
+    #: a site plan's children, as summary.json lists them (report/children.py)
+    children: tuple[Mapping[str, Any], ...] = ()
+    mode: str = "real"
+    drill_id: str | None = None
+    rollback: bool = False
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def rto_shift_s(self) -> float:
+        """How long after the run's start the RTO clock started (probe windows are offsets
+        from the run's start, the timeline's from the RTO start)."""
+        return _between(parse_when(self.started_at), parse_when(self.rto_started_at)) or 0.0
 
     @property
     def is_failback(self) -> bool:
@@ -296,7 +345,9 @@ class Run:
 
     @property
     def elapsed_s(self) -> float | None:
-        """Wall-clock duration of the whole run, pre-flight included."""
+        """Wall-clock duration of the whole run, pre-flight included (so far, if running)."""
+        if self.progress is not None:
+            return self.progress.elapsed_s
         return _between(parse_when(self.started_at), parse_when(self.finished_at))
 
     @cached_property
@@ -435,6 +486,9 @@ def _step(index: int, raw: Mapping[str, Any], base: datetime | None) -> Step:
         prompt=_str(raw.get("prompt")),
         approved_via=_str(raw.get("approved_via")),
         approval_comment=_str(raw.get("approval_comment")),
+        declined_by=_str(raw.get("declined_by")),
+        declined_via=_str(raw.get("declined_via")),
+        decline_comment=_str(raw.get("decline_comment")),
     )
 
 
@@ -537,4 +591,30 @@ def load(summary: Mapping[str, Any]) -> Run:
         exit_code=_int(summary.get("exit_code")),
         yes=_bool(summary.get("yes")),
         steps=tuple(_step(i, _map(s), base) for i, s in enumerate(raw_steps)),
+        progress=Progress.from_dict(_map(summary["progress"])) if summary.get("progress") else None,
+        probes=tuple(_probe(_map(p)) for p in _seq(summary.get("probes"))),
+        mode=_str(summary.get("mode")) or "real",
+        drill_id=_str(summary.get("drill_id")),
+        rollback=summary.get("rollback") is True,
+        children=tuple(c for c in _seq(summary.get("children")) if isinstance(c, Mapping)),
+    )
+
+
+def _probe(raw: Mapping[str, Any]) -> ProbeFigures:
+    windows = []
+    for item in _seq(raw.get("windows")):
+        pair = _seq(item)
+        start = _num(pair[0]) if pair else None
+        if start is not None:
+            windows.append((start, _num(pair[1]) if len(pair) > 1 else None))
+    return ProbeFigures(
+        name=_str(raw.get("name")) or "probe",
+        polls=_int(raw.get("polls")) or 0,
+        failed_polls=_int(raw.get("failed_polls")) or 0,
+        down_s=_num(raw.get("down_s")) or 0.0,
+        longest_down_s=_num(raw.get("longest_down_s")) or 0.0,
+        windows=tuple(windows),
+        breached=raw.get("breached") is True,
+        max_down_s=_num(raw.get("max_down_s")),
+        interval_s=_num(raw.get("interval_s")),
     )

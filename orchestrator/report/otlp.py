@@ -27,6 +27,7 @@ from typing import Any
 
 from orchestrator.record.events import Event
 from orchestrator.record.summary import RunSummary
+from orchestrator.report.children import child_spans
 
 #: the instrumentation scope of drx's spans
 SCOPE = "drx"
@@ -185,19 +186,44 @@ def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[
             if kind == Event.HEALTH_TIMEOUT:
                 health.error = "health_timeout"
         elif kind == Event.GATE_ANSWERED and sid in steps:
+            answer = "approved" if e.get("approved") else "declined"
             for name, value in (
-                ("drx.gate.approved_by", e.get("by")),
-                ("drx.gate.approved_via", e.get("via")),
+                (f"drx.gate.{answer}_by", e.get("by")),
+                (f"drx.gate.{answer}_via", e.get("via")),
                 ("drx.gate.comment", e.get("comment")),
             ):
                 if value:
                     steps[sid].attributes[name] = str(value)
+    for probe in summary.probes:  # a span per down window: the downtime clients saw
+        for index, (w0, w1) in enumerate(probe.windows, start=1):
+            start_t = float(w0 or 0.0)
+            end_t = float(w1) if w1 is not None else last_t
+            spans.append(
+                SpanData(
+                    f"probe/{probe.name}/{index}",
+                    f"probe {probe.name} down",
+                    ns(start_t),
+                    ns(max(end_t, start_t)),
+                    "run",
+                    {
+                        "drx.probe": probe.name,
+                        "drx.probe.window": index,
+                        "drx.probe.down_s": round(end_t - start_t, 3),
+                        "drx.probe.open": w1 is None,
+                    },
+                    error=(
+                        "probe_breached"
+                        if probe.max_down_s is not None and end_t - start_t > probe.max_down_s
+                        else None
+                    ),
+                )
+            )
     end_t = last_t
     root = SpanData("run", f"{summary.direction} {summary.runbook}", ns(0.0), ns(end_t), None)
     root.attributes.update(_run_attributes(summary))
     if summary.status not in ("succeeded", "running"):
         root.error = summary.status if summary.status != "failed" else "failed"
-    return [root, *spans]
+    return [root, *child_spans(summary.children, spans)]
 
 
 def _run_attributes(s: RunSummary) -> dict[str, Any]:
@@ -209,6 +235,10 @@ def _run_attributes(s: RunSummary) -> dict[str, Any]:
         "drx.source": s.source,
         "drx.target": s.target,
         "drx.site": s.site,
+        # where this run moved the service (a failback keeps the failover's source/target)
+        "drx.moved_from": s.source if s.site == s.target else s.target,
+        "drx.moved_to": s.site,
+        "drx.moved": f"from {s.source if s.site == s.target else s.target} to {s.site}",
         "drx.status": s.status,
         "drx.emergency": s.emergency,
     }
@@ -221,6 +251,8 @@ def _run_attributes(s: RunSummary) -> dict[str, Any]:
         "drx.runbook.sha256": s.runbook_sha256,
         "drx.inventory.sha256": s.inventory_sha256,
         "drx.message": s.message,
+        "drx.drill_id": s.drill_id,
+        "drx.rollback": True if s.rollback else None,
     }
     if s.rpo is not None:
         unit = "bytes" if s.rpo.in_bytes else "s"

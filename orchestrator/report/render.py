@@ -19,6 +19,7 @@ import jinja2
 from orchestrator import __version__
 from orchestrator.record.summary import RunSummary
 from orchestrator.report.charts import timeline, trend
+from orchestrator.report.children import gantt_groups
 from orchestrator.report.facts import TAIL_LINES, build
 from orchestrator.report.junit import render_junit
 from orchestrator.report.model import load
@@ -138,5 +139,7 @@ def render(
         return render_text(report, color=color)
     context: dict[str, Any] = {"r": report, "run": run}
     if fmt == "html":
-        context.update(chart=timeline(report), trend=trend(report.history))
+        chart = timeline(report)
+        groups = gantt_groups(report.children, chart.lanes)
+        context.update(chart=chart, trend=trend(report.history), groups=groups)
     return _environment().get_template(f"report.{fmt}.j2").render(context)

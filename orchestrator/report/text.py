@@ -108,6 +108,7 @@ def render_text(report: Report, *, color: bool = False) -> str:
         _header,
         _outcome,
         _objectives,
+        _children,
         _critical_path,
         _steps,
         _failures,
@@ -141,6 +142,8 @@ def _header(report: Report, paint: _Painter) -> list[str]:
         ("Started", when(run.started_at)),
         ("Finished", when(run.finished_at) + elapsed),
     ]
+    if run.is_running:  # not finished: how long so far
+        meta[-1] = ("Running", f"{span(run.elapsed_s)} so far")
     if run.is_failback and run.parent_run:
         meta.append(("Reverses", f"failover run {run.parent_run}"))
     elif run.parent_run:
@@ -181,16 +184,18 @@ def _objectives(report: Report, paint: _Painter) -> list[str]:
             out.extend(paint(line, "dim") for line in _wrap(basis, " " * 15))
 
     rto = report.rto
+    if rto.end_to_end is not None:  # a resumed run: the outage end to end is the headline
+        objective("RTO (e2e)", rto.end_to_end.state, rto.end_to_end.text, rto.end_to_end_basis)
     objective(
         rto.label if not run.is_resumed else "RTO (run)",
         rto.verdict.state,
         rto.verdict.text,
         rto.basis,
     )
-    if rto.end_to_end is not None:
-        objective("RTO (e2e)", rto.end_to_end.state, rto.end_to_end.text, rto.end_to_end_basis)
     if rto.prediction:
         out.extend(paint(line, "dim") for line in _wrap(rto.prediction, " " * 15))
+    for probe in report.probes:
+        objective("Downtime", probe.state, f"{probe.name}: {probe.text}", probe.basis)
     if report.rpo is not None:
         objective("RPO", report.rpo.verdict.state, report.rpo.verdict.text, report.rpo.basis)
         if report.rpo.guard:
@@ -211,6 +216,23 @@ def _objectives(report: Report, paint: _Painter) -> list[str]:
             )
         )
     objective("Health", "", report.health, None)
+    return out
+
+
+def _children(report: Report, paint: _Painter) -> list[str]:
+    """A site plan's children: each one's status, RTO and RPO against its own targets."""
+    if not report.children:
+        return []
+    out = _section(paint, f"Children — {len(report.children)}")
+    for child in report.children:
+        style = STATUS_STYLE.get(child.status)
+        head = f"  {child.id:<12} "
+        for line in _wrap(f"{child.runbook}: {child.status}", " " * 15, head):
+            out.append(paint(line, style) if style else line)
+        state = STATUS_STYLE.get(child.rto.state)
+        out.append(f"{'':15}RTO " + (paint(child.rto.text, state) if state else child.rto.text))
+        if child.rpo is not None:
+            out.append(f"{'':15}RPO {child.rpo.text}")
     return out
 
 
@@ -307,7 +329,7 @@ def _failures(report: Report, paint: _Painter) -> list[str]:
                     facts.append(host.error)
                 facts.append(f"{host.attempts} attempt{'s' if host.attempts != 1 else ''}")
                 out.append("    " + " · ".join(facts))
-                out.append(paint(f"    full output: <state-dir>/{host.log_path}", "dim"))
+                out.append(paint(f"    full output: {host.log_command}", "dim"))
                 if host.tail:
                     if host.tail_lines > TAIL_LINES:
                         out.append(

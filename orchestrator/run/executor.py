@@ -408,6 +408,8 @@ class Executor:
             wave=ps.wave,
             undo_of=ps.undo_of,
         )
+        if ps.skipped is not None:  # ``only`` names the other mode: skipped, dependents proceed
+            return self._end(ps, StepOutcome(ps.id, Status.SKIPPED, message=ps.skipped))
         if step.when:
             try:
                 go = bool(evaluate(step.when, self.plan.context(steps=self._steps_view(ps))))
@@ -451,14 +453,16 @@ class Executor:
             approved, problem, error = self._ask(ps.id, prompt)
             t1 = self.journal.now()
             self.manual_wait_s += t1 - t0
+            # someone answered (approved or declined): who, how and what they said is recorded
+            answered = approved is True or error == "declined"
             self.journal.write(
                 Event.GATE_ANSWERED,
                 t1,
                 step=ps.id,
                 approved=approved,
-                by=getattr(self.gate, "by", "operator") if approved else None,
-                via=getattr(self.gate, "via", None) if approved else None,
-                comment=getattr(self.gate, "comments", {}).get(ps.id) if approved else None,
+                by=getattr(self.gate, "by", "operator") if answered else None,
+                via=getattr(self.gate, "via", None) if answered else None,
+                comment=getattr(self.gate, "comments", {}).get(ps.id) if answered else None,
                 waited_s=round(t1 - t0, 6),
                 message=problem,
             )
@@ -804,7 +808,8 @@ def poll_once(
     if conn is None:
         return False, "not connected"
     step = ps.step
-    ctx = plan.context(host=host, active=ps.active)
+    # a site plan's child health reads the child's vars (the view names the child's step)
+    ctx = plan.context(host=host, steps=StepsView((), for_step=ps.id), active=ps.active)
     try:
         command, env = render(step.run or "", ctx), render_env(step.env, ctx)
     except jinja2.TemplateError as exc:

@@ -19,7 +19,7 @@ from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal, utc_iso
 from orchestrator.run.budget import BudgetWatcher
 
-_QUIET = {Event.POLL, Event.HOST_STARTED}
+_QUIET = {Event.POLL, Event.HOST_STARTED, Event.PROBE_POLL}
 _NOT_LOGGED = {
     "event",
     "ts",
@@ -118,7 +118,12 @@ class LogView:
                 tail = (e.get("output_tail") or "").strip().splitlines()[-3:]
                 if tail:
                     fields["output"] = " | ".join(tail)
-        elif kind in (Event.RTO_BUDGET_AT_RISK, Event.RUN_ABORTING, Event.HEALTH_TIMEOUT):
+        elif kind in (
+            Event.RTO_BUDGET_AT_RISK,
+            Event.RUN_ABORTING,
+            Event.HEALTH_TIMEOUT,
+            Event.PROBE_BREACHED,
+        ):
             level = "warning"
         elif kind == Event.STEP_FINISHED and e.get("status") == "failed":
             level = "error"

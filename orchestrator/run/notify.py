@@ -80,12 +80,9 @@ def message_for(
         s = summary()
         rto, rpo = s.rto, s.rpo
         lines = [f"status: {s.status}" + (f" — {s.message}" if s.message else "")]
-        if rto.measured_s is not None:
-            text = f"measured RTO {format_duration(rto.measured_s)}"
-            if rto.target_s is not None:
-                text += f" (target {format_duration(rto.target_s)}: "
-                text += "met)" if rto.met else "MISSED)"
-            lines.append(text)
+        headline = rto.headline(s.parent_run)
+        if headline is not None:
+            lines.append(headline)
         if rpo is not None and rpo.measured is not None:
             value = rpo.measured
             text = f"RPO {value:g} B" if rpo.in_bytes else f"RPO {format_duration(value)}"

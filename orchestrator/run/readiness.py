@@ -159,7 +159,7 @@ def check_now(
         return bad, time.monotonic() - t0
 
     with ThreadPoolExecutor(max_workers=max(1, min(PREFLIGHT_CONCURRENCY, len(jobs) + 1))) as pool:
-        health_job = pool.submit(health) if plan.health else None
+        health_job = pool.submit(health) if plan.health or plan.source_health else None
         results = list(pool.map(lambda j: poll(plan, connections, j[1], j[2]), jobs))
         if health_job is not None:
             found.health, found.health_s = health_job.result()

@@ -17,6 +17,7 @@ from orchestrator.errors import ExitCode, GateUnavailable, LockLost, PreflightEr
 from orchestrator.model.runbook import StepKind
 from orchestrator.plan.build import FAILBACK, FAILOVER, Plan, PlanStep
 from orchestrator.plan.preview import plan_document
+from orchestrator.plan.site import journal_children, state_changes
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status, StepOutcome
@@ -32,6 +33,7 @@ from orchestrator.record.summary import RunSummary, build_summary
 from orchestrator.run import notify, preflight
 from orchestrator.run.budget import BudgetWatcher
 from orchestrator.run.executor import Executor, poll_once
+from orchestrator.run.probes import Probes
 from orchestrator.run.rpo_guard import RpoGuard
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
@@ -56,6 +58,9 @@ class RunOptions:
     transports: preflight.TransportFactory = open_transport
     notify: list[str] = field(default_factory=list)  # --notify / DRX_NOTIFY URLs
     gate_comment: str | None = None  # --comment: recorded with every gate approval
+    #: a run that must not be stopped lightly (a rollback, a drill's way home): the first
+    #: Ctrl-C is refused with a warning, the next ones act as usual
+    refuse_first_interrupt: bool = False
 
 
 def operator_identity() -> str:
@@ -134,7 +139,7 @@ def _health_steps(plan: Plan, phase: str) -> list[PlanStep]:
 def check_source_health(plan: Plan, connections: Mapping[str, Connection]) -> list[str]:
     """One poll of each health entry at the active site; returns what failed (empty: healthy)."""
     failures: list[str] = []
-    for ps in _health_steps(plan, "before"):
+    for ps in [*_health_steps(plan, "before"), *plan.source_health]:
         once = replace(ps, step=replace(ps.step, timeout=max(ps.step.timeout, 1.0), interval=0.0))
         for host in ps.hosts:
             held, why = poll_once(plan, connections, once, host)
@@ -162,7 +167,10 @@ def execute(
             "nothing was run (use --yes to approve every gate)"
         )
     run_id = store.new_run_id(plan.direction, plan.to_site)
-    plan = replace(plan, run_id=run_id)
+    drill_id = plan.drill_id
+    if drill_id is None and plan.mode == "drill" and plan.direction == FAILOVER:
+        drill_id = run_id  # a drill is named after its failover leg
+    plan = replace(plan, run_id=run_id, drill_id=drill_id)
     try:
         with store.acquire(run_id) as lock:
             return _execute_locked(plan, store, lock, opts, connecting)
@@ -195,6 +203,12 @@ def _execute_locked(
             fatal = {n: e for n, e in failures.items() if n not in tolerated}
             if fatal:
                 lines = preflight.failure_lines(fatal, plan.inventory)
+                at_source = all(plan.inventory.host(n).site == plan.source for n in fatal)
+                if plan.direction == FAILOVER and at_source:  # the one case --emergency is for
+                    lines.append(
+                        f"every host drx cannot reach is at the source, {plan.source}: if "
+                        f"{plan.source} is really gone, fail over with --emergency"
+                    )
                 raise PreflightError(
                     "pre-flight failed, nothing was changed:\n  " + "\n  ".join(lines)
                 )
@@ -241,6 +255,9 @@ def _run(
         resumes=plan.resumes,
         reverses=plan.reverses,
         emergency=plan.emergency,
+        mode=plan.mode,
+        drill_id=plan.drill_id,
+        rollback=plan.rollback,
         yes=opts.yes,
         wall0=journal.wall0,
         parent_start_wall=opts.parent_start_wall,
@@ -259,6 +276,16 @@ def _run(
         host_order=[h.name for h in plan.hosts()],
         hosts=inventory_hosts(plan, connections),
         health_names=[hp.check.name for hp in plan.health],
+        probes=[
+            {
+                "name": pp.probe.name,
+                "hosts": [h.name for h in pp.hosts],
+                "interval_s": pp.probe.interval,
+                "max_down_s": pp.probe.max_down,
+            }
+            for pp in plan.probes
+        ],
+        children=journal_children(plan),
         unreachable=dict(unreachable),
         steps=[
             {
@@ -294,6 +321,12 @@ def _run(
     )
     lock_guard = LockGuard(lock, journal, ex.stopping)
     ex.start_guards.append(lock_guard)
+    # a breach stops a run, except one that brings the service back (nowhere better to go)
+    probes = Probes(
+        plan, connections, journal, stops_run=not opts.refuse_first_interrupt, on_breach=ex.halt
+    )
+    ex.start_guards.append(probes.why_stopped)
+    probes.start()
     store.update_state(last_run=run_id, running=run_id)
     budget = BudgetWatcher(plan, journal)
     budget.start()
@@ -306,14 +339,17 @@ def _run(
         plan.redactor,
         report_hint(run_id, store),
     )
-    previous = _install_sigint(ex)
+    previous = _install_sigint(ex, opts.refuse_first_interrupt)
     status, message = Status.SUCCEEDED, None
     try:
         outcomes = ex.run()
         journal.write(Event.STEPS_DONE)
         statuses = {o.status for o in outcomes.values()}
+        breach = probes.why_stopped
         if lock_guard.lost() is not None:
             status, message = Status.FAILED, lock_guard.lost()
+        elif breach() is not None:
+            status, message = Status.FAILED, breach()
         elif ex.stopping.is_set():
             status, message = Status.CANCELLED, "cancelled by the operator"
         elif ex.guard_refuses:
@@ -330,6 +366,8 @@ def _run(
             held = _poll_health_after(plan, ex, journal)
             if lock_guard.lost() is not None:
                 status, message = Status.FAILED, lock_guard.lost()
+            elif breach() is not None:
+                status, message = Status.FAILED, breach()
             elif ex.stopping.is_set():
                 status, message = Status.CANCELLED, "cancelled by the operator"
             elif not held:
@@ -337,6 +375,7 @@ def _run(
                 status = Status.FAILED
                 message = f"health never held at {plan.to_site}" + (f" ({why})" if why else "")
     finally:
+        probes.stop()
         signal.signal(signal.SIGINT, previous)
         ex.close()
     exit_code = {
@@ -368,7 +407,10 @@ def _run(
         mine: dict[str, Any] = {"last_run": run_id}
         if status is Status.SUCCEEDED:
             mine.update(active=plan.to_site, active_since=summary.finished_at)
-        changes = runbook_changes(store.read_state(), plan.runbook.name, **mine)
+        state = store.read_state()
+        changes = runbook_changes(state, plan.runbook.name, **mine)
+        if status is Status.SUCCEEDED and plan.runbook.children:
+            changes = state_changes(plan, changes, state, plan.to_site, summary.finished_at)
         store.update_state(running=None, **changes)
     except LockLost as exc:
         raise LockLost(_lost_message(str(exc), store, run_id)) from None
@@ -490,11 +532,22 @@ def _rto_start(plan: Plan) -> str | None:
     return plan.runbook.rto_start if plan.direction == FAILOVER else None
 
 
-def _install_sigint(ex: Executor) -> Any:
+def _install_sigint(ex: Executor, refuse_first: bool = False) -> Any:
     if threading.current_thread() is not threading.main_thread():
         return signal.getsignal(signal.SIGINT)
+    refused = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
+        if refuse_first and not refused.is_set():
+            refused.set()
+            ex.journal.write(Event.INTERRUPT_REFUSED)
+            print(
+                "\ndrx: this run brings the service back to where it was; stopping it now "
+                "would leave it between sites. Ctrl-C again to abandon it (drx failback "
+                "continues it later)",
+                file=sys.stderr,
+            )
+            return
         ex.interrupt()
         if ex.cancel.is_set():
             print("\ndrx: cancelling running commands", file=sys.stderr)

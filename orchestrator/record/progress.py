@@ -1,0 +1,95 @@
+"""A run that is still running, read back: how long it has been going, how far its RTO clock
+has run, and the RTO its plan projects (the figure the live view shows: elapsed plus the
+heaviest predicted path through the steps not finished yet, plus the predicted health wait)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from orchestrator.record.journal import utc_iso
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running run stands at ``as_of`` (summary.json's ``progress``)."""
+
+    as_of: str
+    elapsed_s: float | None  # since the run started
+    rto_elapsed_s: float | None  # since the RTO clock started (None: no step started yet)
+    projected_rto_s: float | None  # None: the plan has no prediction
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "as_of": self.as_of,
+            "elapsed_s": self.elapsed_s,
+            "rto_elapsed_s": self.rto_elapsed_s,
+            "projected_rto_s": self.projected_rto_s,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Progress:
+        def num(key: str) -> float | None:
+            value = doc.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return None
+            return float(value)
+
+        return cls(str(doc.get("as_of") or ""), *(num(k) for k in _FIGURES))
+
+
+_FIGURES = ("elapsed_s", "rto_elapsed_s", "projected_rto_s")
+
+
+def _seconds_since(ts: str | None, now: float) -> float | None:
+    if not ts:
+        return None
+    try:
+        then = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    return round(max(0.0, now - then), 3)
+
+
+def progress(
+    started_at: str | None,
+    rto_started_at: str | None,
+    steps: Mapping[str, tuple[str, str | None]],
+    plan: Mapping[str, Any] | None,
+    now: float,
+) -> Progress:
+    """Where a running run stands at ``now`` (epoch seconds). ``steps``: each step's status and
+    start time as the journal has them so far; ``plan``: its plan.json (predictions)."""
+    rto_elapsed = _seconds_since(rto_started_at, now)
+    projected = None
+    predicted = {
+        str(s.get("id")): s for s in (plan or {}).get("steps", []) if isinstance(s, Mapping)
+    }
+    if rto_elapsed is not None and any(s.get("predicted_s") for s in predicted.values()):
+        memo: dict[str, float] = {}
+
+        def weight(sid: str) -> float:
+            status, started = steps.get(sid, ("not_run", None))
+            if status not in ("not_run", "running", "unknown"):
+                return 0.0
+            guess = float(predicted[sid].get("predicted_s") or 0.0)
+            ran = _seconds_since(started, now) if status in ("running", "unknown") else None
+            return max(0.0, guess - (ran or 0.0))
+
+        def heaviest(sid: str, seen: frozenset[str] = frozenset()) -> float:
+            if sid not in memo:
+                needs = [n for n in predicted[sid].get("needs") or () if n in predicted]
+                before = max(
+                    (heaviest(n, seen | {sid}) for n in needs if n not in seen), default=0.0
+                )
+                memo[sid] = before + weight(sid)
+            return memo[sid]
+
+        remaining = max((heaviest(sid) for sid in predicted), default=0.0)
+        health = (plan or {}).get("predicted_health_s")
+        if isinstance(health, int | float):
+            remaining += float(health)
+        projected = round(rto_elapsed + remaining, 3)
+    return Progress(utc_iso(now), _seconds_since(started_at, now), rto_elapsed, projected)
