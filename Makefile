@@ -16,6 +16,8 @@ install: $(STAMP)
 
 # OpenSSH server (real sshd hosts for tests and the lab) and Chromium (HTML report test);
 # etcd server and etcdctl (the shared store's tests start their own 3-member clusters);
+# promtool, from Debian's prometheus package (checks and unit-tests contrib/prometheus's alert
+# rules; ~7 s, the server is not started);
 # PostgreSQL 15 and sudo (the PostgreSQL drill: make lab-postgres and its test). The PostgreSQL
 # package would create and start a `main` cluster the drill does not use: createcluster.d says
 # not to, before the install.
@@ -28,6 +30,10 @@ system-deps:
 	@if [ ! -x /usr/bin/etcd ] || [ ! -x /usr/bin/etcdctl ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends etcd-server etcd-client >/dev/null; \
+	fi
+	@if [ ! -x /usr/bin/promtool ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus >/dev/null; \
 	fi
 	@if [ ! -x $(PG_BIN)/pg_ctl ] || [ ! -x $(PG_BIN)/pg_rewind ] || [ ! -x /usr/bin/sudo ]; then \
 	  mkdir -p /etc/postgresql-common/createcluster.d && \

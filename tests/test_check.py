@@ -45,7 +45,10 @@ def own_world(lab: Lab, fresh_host) -> Iterator[World]:
 
 
 def _rows(stdout: str) -> dict[str, str]:
-    return {line.split()[0]: line for line in stdout.splitlines()[1:] if line.strip()}
+    """The host table's rows by their first word (the table follows the card)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("host "))
+    return {line.split()[0]: line for line in lines[start + 1 :] if line.strip()}
 
 
 def test_check_passes_on_healthy_hosts(own_world: World, capsys) -> None:

@@ -100,6 +100,12 @@ def test_postgres_failover_and_failback_lose_no_row(lab_root: Path) -> None:
         print(f"\n{summary['direction']}: probe {probe['longest_down_s']} s, app gap {gap} s")
         assert abs(probe["longest_down_s"] - gap) <= probe["interval_s"] + 0.05, (probe, gap)
     assert result.ok
+    # the decision card came first, before the failover; after the drill, the metrics count it
+    assert result.check_exit == 0
+    assert result.card.splitlines()[0] == "drx check site-b: runbook postgres, site-a active"
+    assert result.card.splitlines()[1].split()[:2] == ["verdict", "ready:"]
+    assert 'drx_rto_seconds_count{runbook="postgres",site="site-b"} 1.0' in result.metrics
+    assert 'drx_ready{runbook="postgres",site="site-b"} 1.0' in result.metrics
     assert _processes_under(lab_root) == []
     assert result.sudoers is not None and result.sudoers.parent == SUDOERS_DIR
     assert not result.sudoers.exists()

@@ -37,6 +37,8 @@ def documented(table: str) -> set[str]:
         ("runbook", runbook_model.RUNBOOK_FIELDS),
         ("step", runbook_model.STEP_FIELDS),
         ("health", runbook_model.HEALTH_FIELDS),
+        ("readiness", runbook_model.READINESS_FIELDS),
+        ("rpo-probe", runbook_model.RPO_PROBE_FIELDS),
         ("inventory", inventory_model.INVENTORY_FIELDS),
         ("connection", inventory_model.CONNECTION_FIELDS),
         (

@@ -595,6 +595,10 @@ class DrillResult:
     primary_at_end: str | None = None
     rows_by_site: dict[str, int] | None = None  # at the final primary: rows written per site
     sudoers: Path | None = None  # the lab's sudoers drop-in (removed when the lab stopped)
+    card: str = ""  # drx check site-b's output before the failover (the decision card first)
+    check_exit: int | None = None
+    check_wall_s: float | None = None  # the whole drx check process, start to exit
+    metrics: str = ""  # drx check site-b --format prometheus after the failback
     #: the longest gap between acknowledged commits during each run: the app's downtime
     failover_gap_s: float | None = None
     failback_gap_s: float | None = None
@@ -628,6 +632,25 @@ def run_drx(args: Sequence[str], *, echo: bool = True) -> int:
         raise
 
 
+def run_drx_captured(args: Sequence[str], *, echo: bool = True) -> tuple[int, str, float]:
+    """Run one drx command, print its stdout as it would have been (the lab shows it) and
+    return (exit code, stdout, wall seconds); stderr goes straight to the terminal."""
+    command = [sys.executable, "-m", "orchestrator.cli", *args]
+    if echo:
+        print(f"$ drx {shlex.join(args)}", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = proc.communicate()
+    except KeyboardInterrupt:
+        proc.kill()
+        proc.wait()
+        raise
+    wall = time.monotonic() - t0
+    print(out, end="", flush=True)
+    return proc.returncode, out, wall
+
+
 def latest_summary(state_dir: Path, direction: str) -> dict[str, Any] | None:
     runs = sorted((state_dir / "runs").glob(f"*-{direction}-*"))
     if not runs or not (runs[-1] / "summary.json").exists():
@@ -656,8 +679,12 @@ def run_drill(
         )
         common = ["-r", str(runbook), "-i", str(pg.inventory), "--state-dir", str(pg.state_dir)]
         state = ["--state-dir", str(pg.state_dir)]
-        # check: every host, its key and `sudo -n -u postgres` before anything changes
-        if run_drx(["check", "site-b", *common], echo=echo) != 0:
+        # check: the decision card (predicted RTO, RPO exposure now, readiness), then every
+        # host, its key and `sudo -n -u postgres`, before anything changes
+        result.check_exit, result.card, result.check_wall_s = run_drx_captured(
+            ["check", "site-b", *common], echo=echo
+        )
+        if result.check_exit != 0:
             return result
         if run_drx(["plan", "site-b", *common], echo=echo) != 0:
             return result
@@ -688,6 +715,10 @@ def run_drill(
             ["report", "--format", "html", "-o", str(root / "failback.html"), *state], echo=echo
         )
         run_drx(["runs", *state], echo=echo)
+        # between drills: the metrics node_exporter would read, now with one measured failover
+        prom = root / "drx.prom"
+        run_drx(["check", "site-b", "--format", "prometheus", "-o", str(prom), *common], echo=echo)
+        result.metrics = prom.read_text() if prom.exists() else ""
         return _count(pg, result)
 
 
@@ -783,6 +814,8 @@ def report_lines(result: DrillResult) -> list[str]:
         f"rows: {result.committed} committed, "
         f"{result.lost if result.lost is not None else '—'} rows lost; "
         f"primary at the end: {result.primary_at_end or 'none'}",
+        f"drx check site-b before the failover: exit {result.check_exit}, "
+        f"{result.check_wall_s or 0:.2f} s for the whole command",
     ]
 
 

@@ -481,6 +481,16 @@ class Lab:
             self._kill_tree(self.host(name))
             return self.start([name])[0]
 
+    def rekey(self, name: str) -> LabHost:
+        """Give the host a new host key (as a rebuilt machine has), trust it in known_hosts,
+        and restart it on the same address and port."""
+        with self._lock:
+            host = self.host(name)
+            self._kill_tree(host)
+            self._host_public[name] = generate_ed25519(host.host_key, f"drx-lab-{name}")
+            self._write_known_hosts()
+            return self.start([name])[0]
+
     def remove(self, name: str) -> None:
         """Kill the host and forget it (its known_hosts line goes too)."""
         with self._lock:

@@ -41,6 +41,8 @@ class Type(StrEnum):
     TRANSPORT = "ssh · local"
     HOST_KEY_POLICY = "strict · accept-new · ignore"
     HEALTH_LIST = "list of health entries"
+    READINESS_LIST = "list of readiness entries"
+    RPO_PROBE = "rpo_probe mapping"
     STEP_LIST = "list of steps"
     SITES = "mapping of sites"
     HOSTS = "mapping of hosts"
@@ -155,6 +157,32 @@ RUNBOOK_DOC: tuple[FieldDoc, ...] = (
         "active site before a failover, and at the new site after the steps until it "
         "holds (that moment ends the RTO).",
         "[{name: http, hosts: control, run: ...}]",
+    ),
+    FieldDoc(
+        "readiness",
+        Type.READINESS_LIST,
+        "[]",
+        "Checks `drx check` runs once, at the sites their selectors name (`db@target`: the "
+        "site checked), all hosts in parallel, each reported with its rc and value; one "
+        "failing makes the site not ready (exit 2). Not run by failovers.",
+        "[{name: replica-streaming, hosts: db@target, run: ..., sudo: postgres}]",
+    ),
+    FieldDoc(
+        "rpo_probe",
+        Type.RPO_PROBE,
+        "none",
+        "A read-only command `drx check` runs now: its number is the data a failover would "
+        "lose if the source were lost this moment (seconds, or bytes when `rpo_target` is a "
+        "size); the card's RPO exposure. Needs `rpo_target`.",
+        "{hosts: db@source, run: ..., sudo: postgres}",
+    ),
+    FieldDoc(
+        "drill_every",
+        Type.DURATION,
+        "none",
+        "How often the runbook must be proven: `drx check` reports the drill overdue when "
+        "its last succeeded failover is older, or there is none (exit 1 with `--strict`).",
+        "90d",
     ),
     FieldDoc(
         "steps",
@@ -417,6 +445,43 @@ HEALTH_DOC: tuple[FieldDoc, ...] = (
     FieldDoc("env", Type.ENV, "{}", "As for a step.", "{LC_ALL: C}"),
 )
 
+READINESS_DOC: tuple[FieldDoc, ...] = (
+    FieldDoc(
+        "name",
+        Type.TEXT,
+        "readiness-N",
+        "Names the check in drx check's output and metrics (the `check` label); unique.",
+        "replica-streaming",
+    ),
+    *(d for d in HEALTH_DOC if d.name not in ("name", "timeout")),
+    FieldDoc("timeout", Type.DURATION, "2m", "How long the one poll may take.", "10s"),
+    FieldDoc("sudo", Type.SUDO, "false", "As for a step (a database's own checks).", "postgres"),
+)
+
+RPO_PROBE_DOC: tuple[FieldDoc, ...] = (
+    FieldDoc(
+        "hosts",
+        Type.SELECTORS,
+        "required",
+        "Where the probe runs (`db@source`: the site serving now); with several hosts, the "
+        "largest value counts.",
+        "db@source",
+        required=True,
+    ),
+    FieldDoc(
+        "run",
+        Type.TEMPLATE,
+        "required",
+        "A read-only command printing the exposure.",
+        "psql -Atc 'SELECT ...'",
+        required=True,
+    ),
+    FieldDoc("capture", Type.CAPTURE, "number", "How the value is read from stdout.", "number"),
+    FieldDoc("timeout", Type.DURATION, "10s", "How long the probe may take.", "5s"),
+    FieldDoc("env", Type.ENV, "{}", "As for a step.", "{LC_ALL: C}"),
+    FieldDoc("sudo", Type.SUDO, "false", "As for a step.", "postgres"),
+)
+
 INVENTORY_DOC: tuple[FieldDoc, ...] = (
     FieldDoc(
         "active",
@@ -649,6 +714,8 @@ def all_docs() -> dict[str, tuple[FieldDoc, ...]]:
         "runbook": RUNBOOK_DOC,
         "step": STEP_DOC,
         "health": HEALTH_DOC,
+        "readiness": READINESS_DOC,
+        "rpo-probe": RPO_PROBE_DOC,
         "probe": PROBE_DOC,
         "inventory": INVENTORY_DOC,
         "connection": CONNECTION_DOC,
@@ -659,9 +726,10 @@ def all_docs() -> dict[str, tuple[FieldDoc, ...]]:
 
 #: what each exit code means in detail (the codes themselves: ``orchestrator.errors.ExitCode``)
 EXIT_DETAILS: dict[ExitCode, str] = {
-    ExitCode.OK: "success (for `drx check`: every host and the health check passed)",
+    ExitCode.OK: "success (for `drx check`: ready — every host, the health check and every "
+    "readiness check passed; drift and an overdue drill are warnings)",
     ExitCode.FAILED: "the run failed: a step failed, health never held at the new site, or the "
-    "run lost its lock",
+    "run lost its lock (`drx check --strict`: ready, but drifted or the drill is overdue)",
     ExitCode.REFUSED: "refused before anything ran: invalid input, lock held, site already "
     "active, a host unreachable or refused at the pre-flight, health failing at the source, "
     "nothing to fail back or resume",

@@ -96,6 +96,10 @@ UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs", "
 #: what a ``kind: runbook`` step may say; the child's own steps do the rest
 RUNBOOK_STEP_FIELDS = ("id", "name", "kind", "runbook", "vars", "needs", "when")
 HEALTH_FIELDS = ("name", "hosts", "run", "until", "interval", "timeout", "capture", "env")
+#: a readiness entry is a health entry that may also run through sudo (a database's own checks)
+READINESS_FIELDS = (*HEALTH_FIELDS, "sudo")
+#: the RPO probe: one read-only command whose number is the data at risk now (docs/reference.md)
+RPO_PROBE_FIELDS = ("hosts", "run", "capture", "timeout", "env", "sudo")
 RUNBOOK_FIELDS = (
     "name",
     "notify",
@@ -109,6 +113,9 @@ RUNBOOK_FIELDS = (
     "vars",
     "health",
     "steps",
+    "readiness",
+    "rpo_probe",
+    "drill_every",
     "on_failure",
     "probes",
 )
@@ -172,6 +179,7 @@ class HealthCheck:
     env: dict[str, str] = field(default_factory=dict)
     line: int = 0
     field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    sudo: bool | str = False  # readiness entries and the rpo_probe only
 
     def line_of(self, key: str) -> int:
         return self.field_lines.get(key, self.line)
@@ -189,6 +197,7 @@ class HealthCheck:
             timeout=self.timeout,
             capture=self.capture,
             env=self.env,
+            sudo=self.sudo,
             line=self.line,
             field_lines=self.field_lines,
         )
@@ -252,6 +261,12 @@ class Runbook:
     field_lines: dict[str, int] = field(default_factory=dict)
     #: notification URLs (templates) for run start, gates, RTO at risk and run end
     notify: list[Located] = field(default_factory=list)
+    #: checks ``drx check`` runs once (at the sites their selectors name), beside health
+    readiness: list[HealthCheck] = field(default_factory=list)
+    #: the data at risk now (seconds or bytes, as rpo_target), for ``drx check``'s card
+    rpo_probe: HealthCheck | None = None
+    #: a succeeded failover older than this makes ``drx check`` report the drill overdue
+    drill_every: float | None = None
     #: a failover that fails or is cancelled: stop there, or roll back what it did
     on_failure: RunbookOnFailure = RunbookOnFailure.STOP
     probes: list[Probe] = field(default_factory=list)
@@ -571,46 +586,8 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
             continue
         seen[step.id] = step.line_of("id")
         steps.append(step)
-    health: list[HealthCheck] = []
-    health_list = (
-        as_list(top["health"], where, f.line("health"), "'health'", problems)
-        if top.get("health") is not None
-        else LList()
-    )
-    health_names: dict[str, int] = {}
-    for index, item in enumerate(health_list):
-        line = health_list.line_of(index)
-        hmap = as_mapping(item, where, line, "a health entry", problems)
-        hf = Fields(hmap, Where(file, None), problems, "a health entry")
-        hf.check_known(HEALTH_FIELDS)
-        hname = hf.text("name") or f"health-{index + 1}"
-        if hname in health_names:
-            # the name is the id of its polls in the journal and of their output files
-            hf.error(
-                "name",
-                f"duplicate health name '{hname}' (first defined on line {health_names[hname]})",
-            )
-        health_names.setdefault(hname, hf.line("name"))
-        hosts = tuple(hf.str_list("hosts"))
-        if not hosts:
-            hf.require("hosts")
-        run = hf.text("run")
-        if run is None:
-            hf.require("run")
-        health.append(
-            HealthCheck(
-                name=hname,
-                hosts=hosts,
-                run=run or "",
-                until=hf.text("until"),
-                interval=_interval(hf, 2.0),
-                timeout=hf.duration("timeout", 120.0) or 0.0,
-                capture=_capture(hf),
-                env=hf.env(),
-                line=hmap.line,
-                field_lines={k: hmap.line_of(k) for k in hmap},
-            )
-        )
+    health = _checks(f, "health", HEALTH_FIELDS, "a health entry", problems)
+    readiness = _checks(f, "readiness", READINESS_FIELDS, "a readiness entry", problems)
     on_failure_text = f.string("on_failure", "stop")
     try:
         on_failure = RunbookOnFailure(on_failure_text)
@@ -637,9 +614,17 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         rto_start=f.text("rto_start"),
         field_lines={k: top.line_of(k) for k in top},
         notify=f.located_list("notify"),
+        readiness=readiness,
+        rpo_probe=_rpo_probe(f, problems),
+        drill_every=f.duration("drill_every"),
         on_failure=on_failure,
         probes=_probes(f, where, problems),
     )
+    if runbook.rpo_probe is not None and rpo_target is None and top.get("rpo_target") is None:
+        f.error(
+            "rpo_probe",
+            "rpo_probe needs rpo_target: the target says whether its value is seconds or bytes",
+        )
     if runbook.rpo_guard:
         missing = [k for k in ("rpo_step", "rpo_target") if top.get(k) is None]
         if missing:
@@ -664,3 +649,72 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         if ref is not None and ref not in seen:
             f.error(key, f"{key} names unknown step '{ref}'", suggest(ref, seen))
     return runbook, problems
+
+
+def _check_entry(hmap: LMap, hf: Fields, name: str, *, sudo: bool) -> HealthCheck:
+    """One entry of ``health`` or ``readiness`` (or the rpo_probe), its fields checked."""
+    hosts = tuple(hf.str_list("hosts"))
+    if not hosts:
+        hf.require("hosts")
+    run = hf.text("run")
+    if run is None:
+        hf.require("run")
+    return HealthCheck(
+        name=name,
+        hosts=hosts,
+        run=run or "",
+        until=hf.text("until"),
+        interval=_interval(hf, 2.0),
+        timeout=hf.duration("timeout", 120.0) or 0.0,
+        capture=_capture(hf),
+        env=hf.env(),
+        line=hmap.line,
+        field_lines={k: hmap.line_of(k) for k in hmap},
+        sudo=_sudo(hf) if sudo else False,
+    )
+
+
+def _checks(
+    f: Fields, key: str, allowed: tuple[str, ...], what: str, problems: list[Problem]
+) -> list[HealthCheck]:
+    """The ``health`` (or ``readiness``) list: entries named uniquely (``<key>-N`` by default)."""
+    top, where = f.data, f.where
+    items = (
+        as_list(top[key], where, f.line(key), f"'{key}'", problems)
+        if top.get(key) is not None
+        else LList()
+    )
+    found: list[HealthCheck] = []
+    names: dict[str, int] = {}
+    for index, item in enumerate(items):
+        hmap = as_mapping(item, where, items.line_of(index), what, problems)
+        hf = Fields(hmap, Where(where.file, None), problems, what)
+        hf.check_known(allowed)
+        hname = hf.text("name") or f"{key}-{index + 1}"
+        if hname in names:
+            # the name is the id of its polls in the journal and of their output files
+            hf.error(
+                "name", f"duplicate {key} name '{hname}' (first defined on line {names[hname]})"
+            )
+        names.setdefault(hname, hf.line("name"))
+        found.append(_check_entry(hmap, hf, hname, sudo="sudo" in allowed))
+    return found
+
+
+def _rpo_probe(f: Fields, problems: list[Problem]) -> HealthCheck | None:
+    """``rpo_probe``: hosts + run (+ capture, default number; timeout, default 10s; env; sudo)."""
+    if f.data.get("rpo_probe") is None:
+        return None
+    pmap = as_mapping(f.data["rpo_probe"], f.where, f.line("rpo_probe"), "rpo_probe", problems)
+    pf = Fields(pmap, Where(f.where.file, None), problems, "rpo_probe")
+    pf.check_known(RPO_PROBE_FIELDS)
+    probe = _check_entry(pmap, pf, "rpo_probe", sudo=True)
+    return _replace_check(
+        probe, capture=probe.capture or "number", timeout=pf.duration("timeout", 10.0) or 0.0
+    )
+
+
+def _replace_check(check: HealthCheck, **changes: Any) -> HealthCheck:
+    from dataclasses import replace
+
+    return replace(check, **changes)

@@ -12,6 +12,8 @@ from orchestrator.model.reference import (
     HOST_DOC,
     INVENTORY_DOC,
     PROBE_DOC,
+    READINESS_DOC,
+    RPO_PROBE_DOC,
     RUNBOOK_DOC,
     SITE_DOC,
     STEP_DOC,
@@ -79,6 +81,8 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
         Type.TRANSPORT: {"enum": ["ssh", "local"]},
         Type.HOST_KEY_POLICY: {"enum": ["strict", "accept-new", "ignore"]},
         Type.HEALTH_LIST: {"type": "array", "items": {"$ref": "#/$defs/health"}},
+        Type.READINESS_LIST: {"type": "array", "items": {"$ref": "#/$defs/readiness"}},
+        Type.RPO_PROBE: {"$ref": "#/$defs/rpo_probe"},
         Type.STEP_LIST: {"type": "array", "items": {"$ref": "#/$defs/step"}},
         Type.DEFAULTS: {"$ref": "#/$defs/connection"},
         Type.SITES: {
@@ -160,6 +164,8 @@ def runbook_schema() -> dict[str, Any]:
             "step": step,
             "undo": undo,
             "health": _object(HEALTH_DOC),
+            "readiness": _object(READINESS_DOC),
+            "rpo_probe": _object(RPO_PROBE_DOC),
             "probe": _object(PROBE_DOC),
         },
     }

@@ -109,6 +109,14 @@ class HealthPlan:
 
 
 @dataclass
+class CheckPlan:
+    """A readiness entry (or the rpo_probe) resolved to hosts: run once by ``drx check``."""
+
+    check: HealthCheck
+    hosts: list[Host]
+
+
+@dataclass
 class Plan:
     runbook: Runbook
     inventory: Inventory
@@ -136,6 +144,8 @@ class Plan:
     warnings: list[Problem] = field(default_factory=list)
     cli_vars: dict[str, Any] = field(default_factory=dict)
     notify: list[str] = field(default_factory=list)  # rendered notification URLs
+    readiness: list[CheckPlan] = field(default_factory=list)
+    rpo_probe: CheckPlan | None = None
     mode: str = Mode.REAL.value  # "drill" in every run of a drill, else "real"
     #: the drill this run belongs to (the failover leg's run id), or None
     drill_id: str | None = None
@@ -705,6 +715,7 @@ def build_plan(
                     {**ctx, **_UNTIL_PREVIEW},
                     expression=True,
                 )
+    _plan_checks(plan, checker, problems)
     for pp in plan.probes:
         for host in pp.hosts:
             ctx = plan.context(host=host)
@@ -728,6 +739,39 @@ def build_plan(
         raise ValidationError(problems)
     finish_plan(plan, predictions or {})
     return plan
+
+
+def _plan_checks(plan: Plan, checker: _Checker, problems: list[Problem]) -> None:
+    """Resolve the readiness entries and the rpo_probe at the plan's sites (``active`` is the
+    site serving now) and check their templates, like health's."""
+    runbook = plan.runbook
+    entries = [("readiness", c) for c in runbook.readiness]
+    if runbook.rpo_probe is not None:
+        entries.append(("rpo_probe", runbook.rpo_probe))
+    for key, check in entries:
+        what = f"readiness '{check.name}'" if key == "readiness" else "rpo_probe"
+
+        def report(message: str, hint: str | None, _c: HealthCheck = check, _w: str = what) -> None:
+            problems.append(_problem(runbook, None, _c.line_of("hosts"), f"{_w}: {message}", hint))
+
+        hosts = _resolve(plan.inventory, check.hosts, plan.aliases(), report)
+        for host in hosts:
+            ctx = plan.context(host=host)
+            checker.template(None, check.line_of("run"), f"{what} run", check.run, ctx)
+            for var, value in check.env.items():
+                checker.template(None, check.line_of("env"), f"{what} env {var}", value, ctx)
+            checker.template(
+                None,
+                check.line_of("until"),
+                f"{what} until",
+                check.until,
+                {**ctx, **_UNTIL_PREVIEW},
+                expression=True,
+            )
+        if key == "readiness":
+            plan.readiness.append(CheckPlan(check, hosts))
+        else:
+            plan.rpo_probe = CheckPlan(check, hosts)
 
 
 def _probe_plans(plan: Plan, problems: list[Problem]) -> list[ProbePlan]:

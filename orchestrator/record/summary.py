@@ -343,6 +343,9 @@ class RunSummary:
     #: runs that reversed / continued this one (filled in when runs are listed together)
     failed_back_by: list[str] = field(default_factory=list)
     resumed_by: list[str] = field(default_factory=list)
+    #: every host of the inventory when the run started: name, site, address, port and the
+    #: host key it presented (null when not connected)
+    hosts: list[dict[str, Any]] = field(default_factory=list)
     #: a run still running, read back: elapsed so far and its projected RTO
     progress: Progress | None = None
     mode: str = "real"  # "drill": a leg (or rollback) of drx drill
@@ -404,6 +407,7 @@ class RunSummary:
             doc["failed_back_by"] = self.failed_back_by
         if self.resumed_by:
             doc["resumed_by_runs"] = self.resumed_by
+        doc["hosts"] = self.hosts
         if self.progress is not None:
             doc["progress"] = self.progress.to_dict()
         if self.children:
@@ -578,6 +582,7 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         inventory_file=_str(d.get("inventory_file")),
         runbook_sha256=_str(d.get("runbook_sha256")),
         inventory_sha256=_str(d.get("inventory_sha256")),
+        hosts=[dict(_map(h)) for h in _list(d.get("hosts")) if isinstance(h, Mapping)],
         rto_started_at=_str(d.get("rto_started_at")),
         children=[dict(c) for c in _list(d.get("children")) if isinstance(c, Mapping)],
         moves_to=_str(d.get("moves_to")),
@@ -826,6 +831,7 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         inventory_file=start.get("inventory_file"),
         runbook_sha256=start.get("runbook_sha256"),
         inventory_sha256=start.get("inventory_sha256"),
+        hosts=list(start.get("hosts") or []),
         rto_started_at=_wall(start, t_start) if t_start is not None else None,
         moves_to=start.get("moves_to"),
         message=(b.finished.get("message") or None) if b.finished else None,

@@ -308,6 +308,7 @@ def _run(
         runbook_sha256=file_sha256(opts.runbook_file),
         inventory_sha256=file_sha256(opts.inventory_file),
         host_order=[h.name for h in plan.hosts()],
+        hosts=inventory_hosts(plan, connections),
         health_names=[hp.check.name for hp in plan.health],
         probes=[
             {
@@ -517,6 +518,27 @@ def _lost_message(reason: str, store: Store, run_id: str) -> str:
     if unwritten.exists():
         text += f"; what could not be written to {store.location} is in {unwritten}"
     return text
+
+
+def inventory_hosts(plan: Plan, connections: Mapping[str, Connection]) -> list[dict[str, Any]]:
+    """Every host of the inventory with its address, and the key each host reached presented:
+    what ``drx check`` compares with later (drift since the last good run)."""
+    from orchestrator.run.readiness import host_key
+
+    found = []
+    for site in plan.inventory.sites.values():
+        for h in site.hosts:
+            conn = connections.get(h.name)
+            found.append(
+                {
+                    "name": h.name,
+                    "site": site.name,
+                    "address": h.spec.address,
+                    "port": h.spec.port,
+                    "host_key": host_key(conn) if conn is not None else None,
+                }
+            )
+    return found
 
 
 def file_sha256(path: str | None) -> str | None:
