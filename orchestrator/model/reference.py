@@ -329,7 +329,8 @@ HEALTH_DOC: tuple[FieldDoc, ...] = (
         "name",
         Type.TEXT,
         "health-N",
-        "Names the entry in the journal, reports and output files; unique.",
+        "Names the entry in the journal, reports and output files; unique; a plain name "
+        "(see Names).",
         "http",
     ),
     FieldDoc(
@@ -416,7 +417,8 @@ SITE_DOC: tuple[FieldDoc, ...] = (
         "hosts",
         Type.HOSTS,
         "required",
-        "The site's hosts, by name; names are unique across sites and `control` is reserved.",
+        "The site's hosts, by name; names are unique across sites, plain names (see Names), "
+        "and `control` is reserved.",
         "{db-a: {address: 10.0.1.21, roles: [db]}}",
         required=True,
     ),

@@ -24,6 +24,7 @@ from orchestrator.model.fields import (
     load_document,
     suggest,
 )
+from orchestrator.model.names import NAME_RULE, bad_name
 from orchestrator.model.units import is_size, parse_duration, parse_size
 from orchestrator.model.yaml_source import LList, LMap
 
@@ -398,7 +399,9 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         hf = Fields(hmap, Where(file, None), problems, "a health entry")
         hf.check_known(HEALTH_FIELDS)
         hname = hf.text("name") or f"health-{index + 1}"
-        if hname in health_names:
+        if (message := bad_name("health", hname)) is not None:
+            hf.error("name", message, NAME_RULE)
+        elif hname in health_names:
             # the name is the id of its polls in the journal and of their output files
             hf.error(
                 "name",

@@ -34,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from orchestrator.errors import JournalError, RefusedError
+from orchestrator.errors import JournalError, RefusedError, StateDirError
 
 #: the longest the local journal's syncer rests between two fsyncs
 SYNC_PAUSE_S = 0.005
@@ -145,7 +145,7 @@ class Store(abc.ABC):
 
     def output_dir(self, run_id: str) -> Path:
         """Local directory for a run's full command output."""
-        return self.local_dir / "runs" / run_id / "output"
+        return inside(self.local_dir / "runs", run_id, "output")
 
     def new_run_id(self, direction: str, site: str) -> str:
         """``YYYYMMDDTHHMMSS.fffZ-<direction>-<site>``, with a suffix if taken."""
@@ -211,19 +211,39 @@ PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
 
 
 def private_dir(path: Path, base: Path | None = None) -> None:
-    """Create ``path`` (and its missing parents below ``base``) owner-only, 0700."""
+    """Create ``path`` (and its missing parents below ``base``) owner-only, 0700.
+
+    The path is normalised first and must stay inside ``base``: a name that walked out of the
+    state directory (``runs/<id>/../..``) is refused, never created. Only a directory this call
+    created is chmodded — never one that existed (``/`` once became 0700 that way)."""
+    target = Path(os.path.abspath(path))
+    if base is not None:
+        root = Path(os.path.abspath(base))
+        if not target.is_relative_to(root):
+            raise StateDirError(f"{path} is outside the state directory {base}")
+        private_dir(root)
     missing = []
-    current = path
-    while not current.exists() and current != base and current != current.parent:
+    current = target
+    while not current.exists() and current != current.parent:
         missing.append(current)
         current = current.parent
-    if base is not None and not base.exists():
-        private_dir(base)
     for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):
+        try:
             directory.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            continue  # made by someone else meanwhile: not ours to chmod
         with contextlib.suppress(OSError):
             directory.chmod(PRIVATE_DIR)  # mkdir's mode is reduced by the umask
+
+
+def inside(base: Path, *names: str) -> Path:
+    """``base / name / …`` where each name must be one plain path component (a run id, a step
+    id, a host name): names come from runbooks and inventories, and one that is ``..`` or holds
+    a ``/`` must not reach a file outside ``base``."""
+    for name in names:
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise StateDirError(f"{name!r} is not a plain name: refusing a path outside {base}")
+    return base.joinpath(*names)
 
 
 def private_open(path: Path, flags: int) -> int:
@@ -310,8 +330,8 @@ class LocalStore(Store):
         return (self._runs / run_id).exists()
 
     def create_run(self, run_id: str, plan_doc: dict[str, Any], lock: RunLock) -> JournalSink:
-        run_dir = self._runs / run_id
-        if run_dir.exists():
+        run_dir = inside(self._runs, run_id)
+        if run_dir.exists() or run_dir.is_symlink():
             raise FileExistsError(errno.EEXIST, "run directory exists", str(run_dir))
         private_dir(run_dir / "output", self.state_dir)
         _write_atomic(run_dir / "plan.json", document_json(plan_doc))

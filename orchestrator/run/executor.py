@@ -30,6 +30,7 @@ from orchestrator.plan.build import Plan, PlanStep
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
+from orchestrator.record.store import inside
 from orchestrator.run.rpo_guard import GuardVerdict, RpoGuard, judge
 from orchestrator.transport.base import (
     TAIL_BYTES,
@@ -581,7 +582,7 @@ class Executor:
         return out
 
     def _log_path(self, ps: PlanStep, host: Host) -> Path:
-        return self.output_dir / ps.id / f"{host.name}.log"
+        return inside(self.output_dir, ps.id, f"{host.name}.log")
 
     def _host_attempt(self, ps: PlanStep, host: Host, attempt: int) -> HostOutcome:
         j = self.journal
