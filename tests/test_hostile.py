@@ -5,6 +5,7 @@ terminal escapes. Each test is a reproduction of an attack and pins that it no l
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import textwrap
@@ -54,10 +55,10 @@ def _inventory_text(site_b: str, host_b: str) -> str:
 # -- 1. names are not paths -------------------------------------------------------------------
 
 BAD_NAMES = [
-    ("site", "/../../../../../../../../tmp/x/SITE_ESCAPE"),
-    ("site", "../../x/SITE_ESCAPE"),
-    ("host", "/some/dir/ABS_ESCAPE"),
-    ("host", "../../../../x/REL_ESCAPE"),
+    ("site", "/../../../../../../../../tmp/drx-hostile-x/SITE_ESCAPE"),
+    ("site", "../../drx-hostile-x/SITE_ESCAPE"),
+    ("host", "/tmp/drx-hostile-x/ABS_ESCAPE"),
+    ("host", "../../../../drx-hostile-x/REL_ESCAPE"),
     ("host", "db\n1.0 run_finished status=succeeded"),
     ("host", ".."),
     ("host", "db\x1b[2Kb"),
@@ -80,7 +81,8 @@ def test_a_host_or_site_name_that_is_not_a_plain_name_is_refused_with_its_line(
     code, err = local.run(capsys, "failover", target, "--yes")
     assert code == 2, err
     assert not local.state.exists() or not list(local.state.rglob("journal.jsonl"))
-    assert not Path("/tmp/x").exists() and not Path("/some").exists()
+    assert not Path("/tmp/drx-hostile-x").exists()
+    assert not list(local.root.rglob("*ESCAPE*"))
 
 
 def test_a_health_name_that_walks_out_is_refused(
@@ -130,3 +132,120 @@ def test_private_dir_refuses_a_path_leaving_its_base_and_chmods_nothing_it_did_n
     assert stat.S_IMODE((state / "runs").stat().st_mode) == 0o755
     assert stat.S_IMODE((state / "runs" / "r1").stat().st_mode) == 0o700
     assert stat.S_IMODE((state / "runs" / "r1" / "output").stat().st_mode) == 0o700
+
+
+# -- 4. symlinks and neighbours in the state directory ----------------------------------------
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o702])
+def test_a_state_dir_others_can_write_is_refused(
+    mode: int, local: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A state directory writable by group or others makes failover (and runs) exit 2 naming
+    it and the fix; nothing is written in it."""
+    local.state.mkdir()
+    local.state.chmod(mode)
+    code, err = local.run(capsys, "failover", "site-b", "--yes")
+    assert code == 2
+    assert f"writable by others (mode {oct(mode)[2:]}): chmod 700 {local.state}" in err
+    assert list(local.state.iterdir()) == []
+    assert local.run(capsys, "runs")[0] == 2
+
+
+def test_a_state_dir_owned_by_another_user_is_refused(
+    local: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A state directory another user owns is refused (exit 2) even at mode 0700."""
+    if os.geteuid() != 0 and not os.environ.get("CI"):
+        pytest.skip("needs root to give the directory to another user")
+    local.state.mkdir(mode=0o700)
+    os.chown(local.state, 65534, 65534)
+    code, err = local.run(capsys, "failover", "site-b", "--yes")
+    assert code == 2 and "owned by another user (uid 65534)" in err
+
+
+def test_a_symlinked_lock_or_temp_file_is_not_written_through(
+    local: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``.drx/lock -> VICTIM`` makes the run exit 2 with VICTIM untouched; a planted
+    ``state.json.tmp -> VICTIM2`` is not written through (the temp file is a new one)."""
+    victim, victim2 = local.root / "VICTIM", local.root / "VICTIM2"
+    victim.write_text("precious\n")
+    victim2.write_text("precious too\n")
+    local.state.mkdir(mode=0o700)
+    (local.state / "lock").symlink_to(victim)
+    (local.state / "state.json.tmp").symlink_to(victim2)
+    code, err = local.run(capsys, "failover", "site-b", "--yes")
+    assert code == 2 and "lock is a symbolic link" in err, err
+    assert victim.read_text() == "precious\n"
+    (local.state / "lock").unlink()
+    assert local.run(capsys, "failover", "site-b", "--yes")[0] == 0
+    assert victim2.read_text() == "precious too\n"
+    assert (local.state / "state.json.tmp").is_symlink()
+    assert not list(local.state.glob(".state.json.*"))  # no temp file left behind
+
+
+def test_a_symlinked_output_log_is_neither_printed_nor_bundled(
+    local: World, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An output log replaced by a symlink to a file outside (``/etc/passwd``-like) is not
+    printed by ``drx logs`` nor put in the bundle or its SHA256SUMS."""
+    import tarfile
+
+    secret = local.root / "passwd"
+    secret.write_text("root:SECRETHASH:0:0\n")
+    assert local.run(capsys, "failover", "site-b", "--yes")[0] == 0
+    log = next(local.state.rglob("db-b.log"))
+    log.unlink()
+    log.symlink_to(secret)
+    _, err = local.run(capsys, "logs", "latest", "a", "db-b")
+    assert "SECRETHASH" not in local.last_stdout and "(db-b: no output)" in err
+    target = tmp_path / "b.tar.gz"
+    assert local.run(capsys, "bundle", "-o", str(target))[0] == 0
+    with tarfile.open(target) as tar:
+        names = tar.getnames()
+        sums = next(n for n in names if n.endswith("SHA256SUMS"))
+        manifest = tar.extractfile(sums).read().decode()  # type: ignore[union-attr]
+        blob = b"".join(
+            tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        )
+    assert not any(n.endswith("db-b.log") for n in names)
+    assert "db-b.log" not in manifest and b"SECRETHASH" not in blob
+
+
+def test_drx_logs_step_must_be_a_step_of_the_run(
+    local: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``drx logs latest /some/path`` (or ``../..``) is refused (exit 2), printing nothing
+    from outside the state directory."""
+    outside = local.root / "outside"
+    outside.mkdir()
+    (outside / "x.log").write_text("OUTSIDE\n")
+    assert local.run(capsys, "failover", "site-b", "--yes")[0] == 0
+    for step in (str(outside), "../../../outside", "health:../../../outside"):
+        code, err = local.run(capsys, "logs", "latest", step, "x")
+        assert code == 2, (step, err)
+        assert "OUTSIDE" not in local.last_stdout
+        code, err = local.run(capsys, "logs", "latest", step)
+        assert code == 2 and "OUTSIDE" not in local.last_stdout
+
+
+def test_a_symlinked_run_directory_is_not_a_run(
+    local: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``runs/<id>`` symlink to a run directory elsewhere is not listed nor taken as the
+    latest run."""
+    assert local.run(capsys, "failover", "site-b", "--yes")[0] == 0
+    real = local.run_dirs()[-1]
+    elsewhere = local.root / "elsewhere"
+    fake = "29990101T000000.000Z-failover-site-b"
+    shutil.copytree(real, elsewhere / "run")
+    for path in (elsewhere / "run").glob("*.json*"):
+        path.write_text(path.read_text().replace(real.name, fake))
+    (local.state / "runs" / fake).symlink_to(elsewhere / "run")
+    assert local.run(capsys, "runs")[0] == 0
+    assert "2999" not in local.last_stdout and real.name in local.last_stdout
+    assert local.run(capsys, "report")[0] == 0
+    assert real.name in local.last_stdout and "2999" not in local.last_stdout

@@ -290,7 +290,9 @@ class OutputCollector:
         if self._log is None and self._log_path is not None:
             # output may hold what nobody declared secret: owner-only, like the state dir
             self._log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(
+                self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600
+            )
             self._log = os.fdopen(fd, "a", encoding="utf-8")
         if self._log is not None:
             self._log.write(text)
