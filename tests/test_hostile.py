@@ -249,3 +249,82 @@ def test_a_symlinked_run_directory_is_not_a_run(
     assert "2999" not in local.last_stdout and real.name in local.last_stdout
     assert local.run(capsys, "report")[0] == 0
     assert real.name in local.last_stdout and "2999" not in local.last_stdout
+
+
+# -- 3. every rendered form of a secret -------------------------------------------------------
+
+
+def _everything_written(world: World, capsys: pytest.CaptureFixture[str], tmp: Path) -> str:
+    """Every text drx writes or prints about the latest run: state files, logs, the bundle,
+    every report format, the plan preview."""
+    import tarfile
+
+    texts = [p.read_text(errors="replace") for p in world.state.rglob("*") if p.is_file()]
+    for fmt in ("text", "md", "html", "json", "junit", "otlp"):
+        assert world.run(capsys, "report", "--format", fmt)[0] == 0
+        texts.append(world.last_stdout)
+    target = tmp / "bundle.tar.gz"
+    assert world.run(capsys, "bundle", "-o", str(target))[0] == 0
+    with tarfile.open(target) as tar:
+        for member in tar.getmembers():
+            data = tar.extractfile(member)
+            texts.append(data.read().decode(errors="replace") if data else "")
+    return "\n".join(texts)
+
+
+def test_a_secret_is_masked_in_every_rendered_form(
+    local: World, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A ``--secret-var`` holding ``'``, ``"``, ``&`` and a space, rendered raw, with ``| quote``,
+    inside a larger quoted word, JSON-encoded and URL-encoded, never appears in any form in
+    the journal, plan, summary, logs, reports, bundle, the plan preview or ``-vv`` output."""
+    secret = """it's "Q&UOTED" x"""
+    local.write_runbook("""\
+        name: hostile
+        steps:
+          - id: a
+            hosts: db@target
+            run: >-
+              echo {{ vars.qsec | quote }};
+              echo {{ ('user:' ~ vars.qsec) | quote }};
+              echo {{ vars.qsec | tojson | quote }};
+              echo {{ vars.qsec | urlencode | quote }}
+            undo: 'true'
+    """)
+    args = ("--secret-var", f"qsec={secret}")
+    assert local.run(capsys, "plan", "site-b", *args)[0] == 0
+    preview = local.last_stdout
+    code, err = local.run(capsys, "failover", "site-b", "--yes", "-vv", *args)
+    assert code == 0, err
+    text = "\n".join([preview, err, _everything_written(local, capsys, tmp_path)])
+    assert "***" in text
+    for needle in ("QUOTED", "UOTED", "Q%26", "Q&amp;"):
+        assert needle not in text, needle
+
+
+def test_list_and_mapping_valued_secrets_are_masked_element_by_element(
+    local: World, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``list_password: [A, B]`` and ``db_secret: {primary: P}``: each element rendered alone is
+    masked in the plan preview and everything the run writes."""
+    local.write_runbook("""\
+        name: hostile
+        vars:
+          list_password: [ELEMENTALPHA, ELEMENTBRAVO]
+          db_secret: {primary: MAPPEDCHARLIE, replica: {deep: NESTEDDELTA}}
+        steps:
+          - id: a
+            hosts: db@target
+            run: >-
+              echo {{ vars.list_password[0] }} {{ vars.list_password[1] | quote }}
+              {{ vars.db_secret.primary }} {{ vars.db_secret.replica.deep }}
+              {{ vars.list_password | join(',') }}
+            undo: 'true'
+    """)
+    assert local.run(capsys, "plan", "site-b")[0] == 0
+    preview = local.last_stdout
+    code, err = local.run(capsys, "failover", "site-b", "--yes")
+    assert code == 0, err
+    text = "\n".join([preview, err, _everything_written(local, capsys, tmp_path)])
+    for needle in ("ELEMENTALPHA", "ELEMENTBRAVO", "MAPPEDCHARLIE", "NESTEDDELTA"):
+        assert needle not in text, needle

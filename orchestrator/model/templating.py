@@ -3,8 +3,11 @@ template context of SPEC §4 (with placeholders for values known only at run tim
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shlex
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from functools import lru_cache
@@ -270,11 +273,33 @@ def is_secret_name(name: str) -> bool:
     return name.lower().endswith(SECRET_SUFFIXES)
 
 
+def rendered_forms(secret: str) -> set[str]:
+    """Every form in which a secret can reach text drx writes: as it is, shell-quoted (whole,
+    and the inside of a larger quoted word), JSON-escaped (``tojson`` too), URL-encoded,
+    HTML-escaped. A value
+    with a ``'`` quoted as the docs say (``| quote``) is ``'it'"'"'s'``, no longer the value."""
+    forms = {
+        secret,
+        shlex.quote(secret),
+        secret.replace("'", "'\"'\"'"),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        str(jinja2.utils.htmlsafe_json_dumps(secret))[1:-1],  # the ``tojson`` filter
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+        html.escape(secret),
+        repr(secret)[1:-1],
+    }
+    return {form for form in forms if form}
+
+
 class Redactor:
-    """Replaces every secret value with ``***`` in text drx writes or prints."""
+    """Replaces every secret value, in every rendered form, with ``***`` in text drx writes or
+    prints."""
 
     def __init__(self, secrets: Iterable[str] = ()):
-        values = sorted({s for s in secrets if s and len(s) >= 1}, key=len, reverse=True)
+        forms = {form for s in secrets if s for form in rendered_forms(s)}
+        values = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
 
     def __call__(self, text: str) -> str:
@@ -299,15 +324,32 @@ class Redactor:
 
 
 def collect_secrets(variables: Mapping[str, Any], extra: Iterable[str] = ()) -> list[str]:
-    """Secret values: variables named ``*_secret|_password|_token|_key`` (any depth) + extra."""
+    """Secret values: variables named ``*_secret|_password|_token|_key`` (any depth) + extra.
+    A list- or mapping-valued secret gives each of its values (a template can render one
+    element alone) and its whole rendered text. A value shared by YAML aliases is walked once."""
     found = [str(v) for v in extra]
+    seen: set[int] = set()
+
+    def leaves(value: Any) -> None:
+        if isinstance(value, Mapping | list | tuple):
+            if id(value) in seen:
+                return
+            seen.add(id(value))
+            found.append(str(value))
+            for item in value.values() if isinstance(value, Mapping) else value:
+                leaves(item)
+        elif value is not None and str(value):
+            found.append(str(value))
 
     def walk(mapping: Mapping[str, Any]) -> None:
+        if id(mapping) in seen:
+            return
+        seen.add(id(mapping))
         for key, value in mapping.items():
-            if isinstance(value, Mapping):
+            if is_secret_name(str(key)):
+                leaves(value)
+            elif isinstance(value, Mapping):
                 walk(value)
-            elif is_secret_name(str(key)) and value is not None and str(value):
-                found.append(str(value))
 
     walk(variables)
     return found
