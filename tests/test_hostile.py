@@ -328,3 +328,56 @@ def test_list_and_mapping_valued_secrets_are_masked_element_by_element(
     text = "\n".join([preview, err, _everything_written(local, capsys, tmp_path)])
     for needle in ("ELEMENTALPHA", "ELEMENTBRAVO", "MAPPEDCHARLIE", "NESTEDDELTA"):
         assert needle not in text, needle
+
+
+# -- 5. unbounded expansion -------------------------------------------------------------------
+
+EXPANSIONS = [
+    "{{ 'a' * 10**9 }}",
+    "{{ [1] * 10**9 }}",
+    "{{ 10**9 * 'ab' }}",
+    "{{ 7 ** 1000000 }}",
+    "{{ 'a' | center(10**9) }}",
+    "{{ 'a'.ljust(10**9) }}",
+    "{% for i in range(100000) %}{% for j in range(100000) %}xx{% endfor %}{% endfor %}",
+]
+
+
+@pytest.mark.parametrize("expression", EXPANSIONS)
+def test_a_template_that_would_expand_without_bound_is_refused_with_its_line(
+    expression: str, local: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``drx validate`` of a run template that would build gigabytes (or a number of millions
+    of digits) exits 2 naming the file, line and step, without building it."""
+    local.write_runbook(f"""\
+        name: hostile
+        steps:
+          - id: a
+            hosts: db@target
+            run: "echo {expression}"
+            undo: 'true'
+    """)
+    code, _, err = drx(capsys, "validate", *local.args())
+    assert code == 2, err
+    assert "runbook.yaml:5: error: step 'a': run: " in err, err
+    assert "at most" in err or "more than" in err
+
+
+def test_yaml_aliases_that_expand_past_the_bound_are_refused_at_the_anchor(
+    local: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nine levels of nine aliases (387 million values) make ``drx validate`` exit 2 naming
+    the line of the anchor repeated past the bound; a few aliases are fine."""
+    lines = ["name: hostile", "vars:", "  l0: &l0 {a: x, b: x, c: x, d: x, e: x, f: x, g: x}"]
+    keys = "abcdefghi"
+    for level in range(1, 10):
+        body = ", ".join(f"{k}: *l{level - 1}" for k in keys)
+        lines.append(f"  l{level}: &l{level} {{{body}}}")
+    lines += ["steps:", "  - {id: a, hosts: db@target, run: 'true', undo: 'true'}"]
+    local.runbook.write_text("\n".join(lines) + "\n")
+    code, _, err = drx(capsys, "validate", *local.args())
+    assert code == 2
+    assert "runbook.yaml:8: error: YAML aliases expand to more than 1,000,000 values" in err, err
+    local.runbook.write_text("\n".join(lines[:5] + lines[-2:]) + "\n")
+    code, _, err = drx(capsys, "validate", *local.args())
+    assert code == 0, err

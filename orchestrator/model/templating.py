@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
+import jinja2.runtime
 import jinja2.sandbox
 
 from orchestrator.model.units import parse_duration
@@ -132,10 +133,87 @@ class StepsView(Mapping[str, Any]):
         return len(self._allowed)
 
 
+#: the longest text a template may render, and the largest string or list ``*`` may make: a
+#: command or prompt is never megabytes, and ``{{ 'a' * 10**9 }}`` took 4 GB to validate
+MAX_RENDERED = 4 * 1024 * 1024
+#: the largest integer ``**`` may make, in bits (a 30,000-digit number)
+MAX_POWER_BITS = 100_000
+
+
+class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    """The sandbox with bounds on what ``*`` and ``**`` may build (Jinja's own sandbox bounds
+    ``range`` only), so a template cannot exhaust memory or CPU at validation."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(
+        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
+    ) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if sized and len(seq) * times > MAX_RENDERED:
+                    raise jinja2.exceptions.SecurityError(
+                        f"'*' would make {len(seq) * times:,} items or characters "
+                        f"(at most {MAX_RENDERED:,})"
+                    )
+        integers = isinstance(left, int) and isinstance(right, int)
+        if operator == "**" and integers and right > 0 and abs(left) > 1:
+            bits = right * abs(left).bit_length()
+            if bits > MAX_POWER_BITS:
+                raise jinja2.exceptions.SecurityError(
+                    f"'**' would make a number of more than {MAX_POWER_BITS:,} bits"
+                )
+        return super().call_binop(context, operator, left, right)
+
+    def call(
+        __self,
+        __context: jinja2.runtime.Context,
+        __obj: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        # a width past the render bound (``'a'.ljust(10**9)``) would be allocated before the
+        # bound could refuse it
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, int) and not isinstance(value, bool) and value > MAX_RENDERED:
+                raise jinja2.exceptions.SecurityError(
+                    f"a call with {value:,} as an argument (at most {MAX_RENDERED:,})"
+                )
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _width_bounded(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Filter ``name`` refusing a width past ``MAX_RENDERED`` (``'a' | center(10**9)``)."""
+
+    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        for arg in (*args, *kwargs.values()):
+            if isinstance(arg, int) and not isinstance(arg, bool) and arg > MAX_RENDERED:
+                raise jinja2.exceptions.SecurityError(
+                    f"'{name}' with a width of {arg:,} (at most {MAX_RENDERED:,})"
+                )
+        return fn(value, *args, **kwargs)
+
+    return bounded
+
+
+def _bounded(pieces: Iterable[str]) -> str:
+    """Join rendered pieces, refusing (``SecurityError``) past ``MAX_RENDERED`` characters."""
+    out, total = [], 0
+    for piece in pieces:
+        total += len(piece)
+        if total > MAX_RENDERED:
+            raise jinja2.exceptions.SecurityError(
+                f"the template renders more than {MAX_RENDERED:,} characters"
+            )
+        out.append(piece)
+    return "".join(out)
+
+
 def _env() -> jinja2.Environment:
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
-    )
+    env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    for name in ("center", "indent", "wordwrap", "truncate"):
+        env.filters[name] = _width_bounded(name, env.filters[name])
     env.filters["quote"] = quote
     env.filters["seconds"] = seconds
     return env
@@ -217,13 +295,13 @@ def render(source: str, context: Mapping[str, Any]) -> str:
     parts = _split(source)
     template = _values_template(parts[1]) if parts is not None else None
     if parts is None or template is None:
-        return compile_template(source).render(context)
+        return _bounded(compile_template(source).generate(context))
     literals = parts[0]
     pieces = [literals[0]]
     for value, literal in zip(_values(template, context), literals[1:], strict=True):
         pieces.append(str(value))
         pieces.append(literal)
-    return "".join(pieces)
+    return _bounded(pieces)
 
 
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:

@@ -59,6 +59,10 @@ _STR_TAG = "tag:yaml.org,2002:str"
 #: deeper nesting than this is refused: no runbook needs it, and deeper still would exhaust
 #: the parser's (recursive) stack
 MAX_DEPTH = 100
+#: the most values YAML aliases may add when expanded: a few anchors repeated into each other
+#: (9 levels of 9 aliases) stand for hundreds of millions of values that every later walk of
+#: the document (templates, secrets) would visit; no runbook needs a million
+MAX_ALIAS_EXPANSION = 1_000_000
 
 
 def _loader_class() -> type[Any]:
@@ -104,6 +108,11 @@ class _Builder:
         self.path = path
         self.problems = problems
         self.made: dict[int, Any] = {}  # aliases: one object per node
+        self.sizes: dict[int, int] = {}  # id(node) → how many values it holds, aliases expanded
+        self.expanded = 0  # values added by aliases so far
+
+    def size(self, node: yaml.Node) -> int:
+        return self.sizes.get(id(node), 1)
 
     def build(self, node: yaml.Node, depth: int = 0) -> Any:
         if isinstance(node, yaml.ScalarNode):
@@ -112,6 +121,10 @@ class _Builder:
             return self.loader.construct_object(node, deep=True)
         done = self.made.get(id(node))
         if done is not None:
+            # an alias: the object is shared, but whoever walks the document visits it again
+            self.expanded += self.size(node)
+            if self.expanded > MAX_ALIAS_EXPANSION:
+                raise AliasBomb(node.start_mark)
             return done
         if depth > MAX_DEPTH:
             raise TooDeep(node.start_mark)
@@ -123,6 +136,7 @@ class _Builder:
             result.line, result.column = node.start_mark.line + 1, node.start_mark.column + 1
             result.item_lines = [child.start_mark.line + 1 for child in node.value]
             result.extend(self.build(child, depth + 1) for child in node.value)
+            self.sizes[id(node)] = 1 + sum(self.size(child) for child in node.value)
             return result
         return self.loader.construct_object(node, deep=True)
 
@@ -147,11 +161,21 @@ class _Builder:
                 continue
             result[key] = self.build(value_node, depth + 1)
             result.key_lines[key] = (line, key_node.start_mark.column + 1)
+        self.sizes[id(node)] = 1 + sum(self.size(v) for _, v in node.value)
         return result
 
 
 class TooDeep(Exception):
     """A document nested deeper than ``MAX_DEPTH``, at ``mark``."""
+
+    def __init__(self, mark: Any):
+        super().__init__(mark)
+        self.mark = mark
+
+
+class AliasBomb(Exception):
+    """YAML aliases that expand past ``MAX_ALIAS_EXPANSION`` values; ``mark`` is the anchor
+    repeated last."""
 
     def __init__(self, mark: Any):
         super().__init__(mark)
@@ -253,6 +277,12 @@ def load_yaml(path: str | Path) -> Loaded:
         return Loaded(name, None, [_syntax_problem(name, text, exc)])
     except TooDeep as exc:
         return Loaded(name, None, [_too_deep(name, text, exc.mark)])
+    except AliasBomb as exc:
+        message = (
+            f"YAML aliases expand to more than {MAX_ALIAS_EXPANSION:,} values "
+            "(the anchor here is repeated, through other aliases, too often)"
+        )
+        return Loaded(name, None, [Problem(name, exc.mark.line + 1, message)])
     except RecursionError:
         return Loaded(name, None, [_too_deep(name, text)])
     except yaml.YAMLError as exc:
