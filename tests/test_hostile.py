@@ -381,3 +381,52 @@ def test_yaml_aliases_that_expand_past_the_bound_are_refused_at_the_anchor(
     local.runbook.write_text("\n".join(lines[:5] + lines[-2:]) + "\n")
     code, _, err = drx(capsys, "validate", *local.args())
     assert code == 0, err
+
+
+# -- 6. output logs are capped per host and attempt -------------------------------------------
+
+
+def test_an_output_log_is_cut_at_the_limit_per_attempt_and_the_cut_is_said(
+    local: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A check polling a command that prints 2 MB a poll, under ``output_limit: 1MB``, leaves
+    a log of about 1 MB per attempt (two attempts: two cuts), each cut said in the log; the
+    journal counts the bytes not kept and the md report says so beside the log's path."""
+    local.write_runbook("""\
+        name: hostile
+        output_limit: 1MB
+        steps:
+          - id: flood
+            kind: check
+            hosts: db@target
+            run: "head -c 2000000 /dev/zero | tr '\\\\0' x; echo"
+            until: rc == 7
+            interval: 10ms
+            timeout: 2s
+            retries: 1
+            retry_delay: 10ms
+    """)
+    code, err = local.run(capsys, "failover", "site-b", "--yes")
+    assert code == 1, err
+    log = next(local.state.rglob("flood/db-b.log"))
+    text = log.read_text()
+    assert text.count("[drx: output cut here:") == 2
+    assert 2 * 1024 * 1024 <= log.stat().st_size < 2 * 1024 * 1024 + 4096
+    finished = [e for e in local.journal() if e.get("event") == "host_finished"]
+    assert finished and all(e["output_cut"] > 1_000_000 for e in finished)
+    assert local.run(capsys, "report", "--format", "md")[0] == 0
+    assert "bytes not kept" in local.last_stdout
+    assert local.run(capsys, "report")[0] == 0
+    assert "cut at the runbook's output_limit" in local.last_stdout
+
+
+def test_output_limit_must_be_a_size(local: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """``output_limit: lots`` fails validation at its line (exit 2)."""
+    local.write_runbook("""\
+        name: hostile
+        output_limit: lots
+        steps:
+          - {id: a, hosts: db@target, run: 'true', undo: 'true'}
+    """)
+    code, _, err = drx(capsys, "validate", *local.args())
+    assert code == 2 and "runbook.yaml:2: error: bad output_limit 'lots'" in err, err

@@ -23,6 +23,7 @@ class Type(StrEnum):
     EXPRESSION = "expression"
     DURATION = "duration"
     DURATION_OR_SIZE = "duration or size"
+    SIZE = "size"
     SELECTORS = "selector or list"
     STRINGS = "string or list"
     INTEGER = "integer"
@@ -160,6 +161,15 @@ RUNBOOK_DOC: tuple[FieldDoc, ...] = (
         "The steps, in any order: `needs` decides what runs when.",
         "[{id: promote-db, hosts: db@target, run: dbctl promote}]",
         required=True,
+    ),
+    FieldDoc(
+        "output_limit",
+        Type.SIZE,
+        "64MB",
+        "The most one attempt of a step (or health check) on one host writes to its output log "
+        "(a check's polls share it). Past it the log says where it was cut and the report how "
+        "many bytes were not kept; the journal's tails are unaffected.",
+        "256MB",
     ),
 )
 

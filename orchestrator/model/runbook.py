@@ -27,6 +27,7 @@ from orchestrator.model.fields import (
 from orchestrator.model.names import NAME_RULE, bad_name
 from orchestrator.model.units import is_size, parse_duration, parse_size
 from orchestrator.model.yaml_source import LList, LMap
+from orchestrator.transport.base import DEFAULT_OUTPUT_LIMIT
 
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 DEFAULT_TIMEOUT = 600.0
@@ -85,6 +86,7 @@ RUNBOOK_FIELDS = (
     "vars",
     "health",
     "steps",
+    "output_limit",
 )
 CAPTURE_KINDS = ("text", "number", "json")
 
@@ -184,6 +186,8 @@ class Runbook:
     field_lines: dict[str, int] = field(default_factory=dict)
     #: notification URLs (templates) for run start, gates, RTO at risk and run end
     notify: list[Located] = field(default_factory=list)
+    #: the most one attempt of a step on one host writes to its output log (bytes)
+    output_limit: int = DEFAULT_OUTPUT_LIMIT
 
     def step(self, step_id: str) -> Step:
         return self.by_id[step_id]
@@ -362,6 +366,16 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
                     "rpo_target",
                     f"bad rpo_target {raw!r}: use a duration (30s, 5m) or a size (0B, 16MB)",
                 )
+    output_limit = DEFAULT_OUTPUT_LIMIT
+    if top.get("output_limit") is not None:
+        raw = top["output_limit"]
+        if is_size(raw) and parse_size(raw) >= 1024:
+            output_limit = parse_size(raw)
+        else:
+            f.error(
+                "output_limit",
+                f"bad output_limit {raw!r}: use a size of at least 1KB (64MB, 1GB)",
+            )
     steps: list[Step] = []
     seen: dict[str, int] = {}
     if top.get("steps") is None:
@@ -444,6 +458,7 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         rto_start=f.text("rto_start"),
         field_lines={k: top.line_of(k) for k in top},
         notify=f.located_list("notify"),
+        output_limit=output_limit,
     )
     if runbook.rpo_guard:
         missing = [k for k in ("rpo_step", "rpo_target") if top.get(k) is None]

@@ -78,6 +78,8 @@ class HostRecord:
     value: Any = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     command: str | None = None  # as rendered for this host (its last attempt), secrets masked
+    #: bytes of output its last attempt printed past ``output_limit``, not kept in the log
+    output_cut: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         doc = {
@@ -92,6 +94,8 @@ class HostRecord:
         }
         if self.command is not None:
             doc["command"] = self.command
+        if self.output_cut:
+            doc["output_cut"] = self.output_cut
         return doc
 
 
@@ -393,6 +397,7 @@ def _read_host(d: Mapping[str, Any]) -> HostRecord:
         value=d.get("value"),
         attempts=[_read_attempt(_map(a)) for a in _list(d.get("attempts"))],
         command=_str(d.get("command")),
+        output_cut=_int(d.get("output_cut")),
     )
 
 
@@ -633,6 +638,7 @@ class _Builder:
         host.rc, host.error, host.status = e.get("rc"), e.get("error"), e.get("status") or "unknown"
         host.output_tail = e.get("output_tail", "")
         host.command = e.get("command") or host.command
+        host.output_cut = e.get("output_cut")
         host.duration_s = _r(sum(a.duration_s for a in host.attempts if a.duration_s is not None))
         host.value = e.get("value")
 

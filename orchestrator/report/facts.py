@@ -162,6 +162,7 @@ class FailedHost:
     tail: str
     tail_lines: int  # lines in the recorded tail (the shown part is at most TAIL_LINES)
     log_path: str
+    log_note: str = ""  # the log was cut at output_limit: how much was not kept
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class HostOutput:
     tail: str
     tail_lines: int
     log_path: str
+    log_note: str = ""  # the log was cut at output_limit: how much was not kept
 
 
 @dataclass(frozen=True)
@@ -719,6 +721,13 @@ def _log_path(run: Run, step: Step, host: str) -> str:
     return f"runs/{run.run_id}/output/{step.id}/{host}.log"
 
 
+def _log_note(host: HostResult) -> str:
+    """Said beside the log's path when its last attempt printed past ``output_limit``."""
+    if not host.output_cut:
+        return ""
+    return f" (cut at the runbook's output_limit: {host.output_cut:,} bytes not kept)"
+
+
 def _outputs(run: Run) -> tuple[tuple[StepOutput, ...], int]:
     """Every step that ran on hosts, in start order, with each host's command and output tail;
     past OUTPUT_HOSTS host entries the rest are counted, not shown (a 10,000-step report stays
@@ -744,6 +753,7 @@ def _outputs(run: Run) -> tuple[tuple[StepOutput, ...], int]:
                     tail=text,
                     tail_lines=total,
                     log_path=_log_path(run, step, host.host),
+                    log_note=_log_note(host),
                 )
             )
         if hosts:
@@ -770,6 +780,7 @@ def _failures(run: Run) -> tuple[Failure, ...]:
                     tail=text,
                     tail_lines=total,
                     log_path=_log_path(run, step, host.host),
+                    log_note=_log_note(host),
                 )
             )
         failures.append(

@@ -117,6 +117,7 @@ class HostResult:
     output_tail: str
     attempts: tuple[Attempt, ...]
     command: str | None = None  # as rendered for this host, secrets masked
+    output_cut: int | None = None  # bytes past the runbook's output_limit, not kept
 
     @property
     def failed(self) -> bool:
@@ -409,6 +410,7 @@ def _step(index: int, raw: Mapping[str, Any], base: datetime | None) -> Step:
                     host, offset, None if carried_from else base, host_status or status
                 ),
                 command=_str(host.get("command")),
+                output_cut=_int(host.get("output_cut")),
             )
         )
     return Step(

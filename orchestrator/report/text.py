@@ -307,7 +307,9 @@ def _failures(report: Report, paint: _Painter) -> list[str]:
                     facts.append(host.error)
                 facts.append(f"{host.attempts} attempt{'s' if host.attempts != 1 else ''}")
                 out.append("    " + " · ".join(facts))
-                out.append(paint(f"    full output: <state-dir>/{host.log_path}", "dim"))
+                out.append(
+                    paint(f"    full output: <state-dir>/{host.log_path}{host.log_note}", "dim")
+                )
                 if host.tail:
                     if host.tail_lines > TAIL_LINES:
                         out.append(

@@ -37,6 +37,8 @@ from orchestrator.transport.base import (
     CancelToken,
     CommandResult,
     Connection,
+    LogTarget,
+    OutputLog,
     Redactor,
 )
 
@@ -581,8 +583,10 @@ class Executor:
                 return out
         return out
 
-    def _log_path(self, ps: PlanStep, host: Host) -> Path:
-        return inside(self.output_dir, ps.id, f"{host.name}.log")
+    def _log_path(self, ps: PlanStep, host: Host) -> OutputLog:
+        """The output log of one attempt on one host, with the runbook's limit."""
+        path = inside(self.output_dir, ps.id, f"{host.name}.log")
+        return OutputLog(path, self.plan.runbook.output_limit)
 
     def _host_attempt(self, ps: PlanStep, host: Host, attempt: int) -> HostOutcome:
         j = self.journal
@@ -597,6 +601,7 @@ class Executor:
         j = self.journal
         t0 = j.now()
         rendered: str | None = None  # the command as run on this host (journaled, redacted)
+        log = self._log_path(ps, host)  # one per attempt: a check's polls share its limit
 
         def done(
             status: Status,
@@ -608,6 +613,8 @@ class Executor:
             **extra: Any,
         ) -> HostOutcome:
             t1 = j.now()
+            if log.dropped:
+                extra["output_cut"] = log.dropped
             j.write(
                 Event.HOST_FINISHED,
                 t1,
@@ -639,7 +646,7 @@ class Executor:
             return done(Status.FAILED, None, "template", f"template error: {exc}")
         rendered = command
         if step.kind is StepKind.CHECK:
-            return self._poll(ps, host, attempt, conn, command, env, ctx, done)
+            return self._poll(ps, host, attempt, conn, command, env, ctx, done, log)
         res = run_command(
             conn,
             step,
@@ -647,7 +654,7 @@ class Executor:
             env=env,
             timeout=step.timeout,
             redact=self.plan.redactor,
-            log_path=self._log_path(ps, host),
+            log_path=log,
             cancel=self.cancel,
         )
         if res.error == "cancelled":
@@ -676,6 +683,7 @@ class Executor:
         env: Mapping[str, str],
         ctx: dict[str, Any],
         done: Callable[..., HostOutcome],
+        log: OutputLog,
     ) -> HostOutcome:
         """Poll a check on one host until ``until`` holds or the window (``timeout``) closes."""
         step = ps.step
@@ -706,7 +714,7 @@ class Executor:
                 env=env,
                 timeout=remaining,
                 redact=self.plan.redactor,
-                log_path=self._log_path(ps, host),
+                log_path=log,
                 cancel=self.cancel,
             )
             if res.connection_failed:
@@ -766,7 +774,7 @@ def run_command(
     env: Mapping[str, str],
     timeout: float,
     redact: Redactor,
-    log_path: Path | None = None,
+    log_path: LogTarget | None = None,
     cancel: CancelToken | None = None,
 ) -> CommandResult:
     """Run a step's rendered command (with its rendered ``env``) on one connection. A failure of the connection itself is

@@ -19,13 +19,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from orchestrator.errors import AuthenticationFailed, HostKeyError, HostUnreachable, TransportError
 from orchestrator.transport.base import (
     CancelToken,
     CommandResult,
     HostSpec,
+    LogTarget,
     OutputCollector,
     Redactor,
     Sudo,
@@ -149,7 +149,7 @@ class FakeConnection:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         sudo: Sudo = False,
-        log_path: Path | None = None,
+        log_path: LogTarget | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
     ) -> CommandResult:

@@ -15,13 +15,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 from orchestrator.transport.base import (
     CancelToken,
     CommandResult,
     HostSpec,
     Limit,
+    LogTarget,
     OutputCollector,
     Redactor,
     Sudo,
@@ -47,7 +47,7 @@ class LocalConnection:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         sudo: Sudo = False,
-        log_path: Path | None = None,
+        log_path: LogTarget | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
     ) -> CommandResult:

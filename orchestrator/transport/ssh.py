@@ -53,6 +53,7 @@ from orchestrator.transport.base import (
     CommandResult,
     HostSpec,
     Limit,
+    LogTarget,
     OutputCollector,
     Redactor,
     Sudo,
@@ -336,7 +337,7 @@ class SSHConnection:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         sudo: Sudo = False,
-        log_path: Path | None = None,
+        log_path: LogTarget | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
     ) -> CommandResult:
