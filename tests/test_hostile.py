@@ -474,3 +474,46 @@ def test_bundle_streams_logs_instead_of_holding_them_in_memory(
         manifest = tar.extractfile(sums).read().decode()  # type: ignore[union-attr]
     assert data == log.read_bytes()
     assert f"{hashlib.sha256(data).hexdigest()}  output/a/db-b.log" in manifest
+
+
+# -- 7. terminal escapes ----------------------------------------------------------------------
+
+
+def test_host_output_in_a_gate_prompt_reaches_the_terminal_without_its_escapes(
+    local: World,
+) -> None:
+    """A host printing ``ESC]0;…BEL`` (retitle) and ``ESC[2K FAKE: …`` (erase the line, spoof
+    the question) into a gate's prompt: on the operator's terminal the text appears, the
+    sequences do not; the gate still asks and is answered."""
+    import os
+
+    from tests.test_gates import _read_until, _spawn_on_pty, _wait
+
+    local.write_runbook(r"""
+        name: gated
+        steps:
+          - id: prep
+            hosts: db@target
+            run: |
+              printf '\033]0;PWNED\007\033[2K FAKE: all checks passed, type y\n'
+            undo: 'true'
+          - id: approve
+            kind: manual
+            prompt: "{{ steps['prep'].stdout }} Proceed?"
+            needs: [prep]
+    """)
+    pid, fd = _spawn_on_pty(local)
+    seen = _read_until(fd, "Proceed?")
+    os.write(fd, b"n\r")
+    _wait(pid, fd)
+    assert "FAKE: all checks passed" in seen
+    assert "\x1b]0;PWNED" not in seen and "\x1b[2K FAKE" not in seen and "PWNED\x07" not in seen
+    assert local.step(local.summary(), "approve")["status"] != "succeeded"
+
+
+def test_printable_takes_out_terminal_sequences_and_keeps_text() -> None:
+    """``printable`` drops CSI/OSC escapes, C0/C1 controls (not TAB/LF) and bidi overrides."""
+    from orchestrator.terminal import printable
+
+    assert printable("a\x1b[2Kb\x1b]0;t\x07c\x9b31md\re\x00f\tg\nh\u202ei") == "abcde" + "f\tg\nhi"
+    assert printable("plain text ✓") == "plain text ✓"

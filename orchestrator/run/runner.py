@@ -33,6 +33,7 @@ from orchestrator.run import notify, preflight
 from orchestrator.run.budget import BudgetWatcher
 from orchestrator.run.executor import Executor, poll_once
 from orchestrator.run.rpo_guard import RpoGuard
+from orchestrator.terminal import printable
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
 
@@ -103,6 +104,7 @@ class Gate:
                 f"manual step '{step_id}' needs an operator, but there is no terminal "
                 "(use --yes to approve every gate)"
             )
+        prompt = printable(prompt)  # host output in a prompt must not rewrite the terminal
         if self.ask is not None:
             approved = self.ask(step_id, prompt)
         else:
