@@ -11,6 +11,7 @@ import stat
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -517,3 +518,100 @@ def test_printable_takes_out_terminal_sequences_and_keeps_text() -> None:
 
     assert printable("a\x1b[2Kb\x1b]0;t\x07c\x9b31md\re\x00f\tg\nh\u202ei") == "abcde" + "f\tg\nhi"
     assert printable("plain text ✓") == "plain text ✓"
+
+
+# -- 8. smaller: debug.log, file modes, unquoted interpolation, description -------------------
+
+
+def test_debug_log_masks_secret_var_values(
+    local: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an internal error, debug.log keeps the command line and traceback with the
+    ``--secret-var`` value (and a DRX_SECRET_ value) masked."""
+    from orchestrator.plan import build
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("kaboom with TOPSECRET1 and ENVSECRET2 inside")
+
+    monkeypatch.setattr(build, "build_plan", broken)
+    monkeypatch.setenv("DRX_SECRET_API_TOKEN", "ENVSECRET2")
+    code, err = local.run(capsys, "plan", "site-b", "--secret-var", "db_password=TOPSECRET1")
+    assert code == 70, err
+    text = (local.state / "debug.log").read_text()
+    assert "kaboom" in text and "db_password=***" in text
+    assert "TOPSECRET1" not in text and "ENVSECRET2" not in text
+
+
+def test_report_file_is_created_owner_only(
+    local: World, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``drx report -o FILE`` creates FILE 0600 (it holds command output), even under umask 0;
+    a file the operator made keeps its mode."""
+    assert local.run(capsys, "failover", "site-b", "--yes")[0] == 0
+    old = os.umask(0)
+    try:
+        assert local.run(capsys, "report", "-o", str(tmp_path / "r.html"))[0] == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.html").stat().st_mode) == 0o600
+    shared = tmp_path / "shared.md"
+    shared.write_text("")
+    shared.chmod(0o644)
+    assert local.run(capsys, "report", "-o", str(shared))[0] == 0
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o644 and shared.read_text()
+
+
+@pytest.mark.parametrize(
+    ("run", "warned"),
+    [
+        ("echo {{ steps['a'].stdout }}", True),
+        ("ssh {{ steps['a'].hosts['db-b'].stdout | trim }} x", True),
+        ("echo {{ steps['a'].value if steps['a'].rc == 0 else 'none' }}", True),
+        ("echo {{ steps['a'].stdout | quote }}", False),
+        ("sleep {{ steps['a'].value | int }}", False),
+        ("echo {{ host.name | quote }} {{ vars.x }}", False),
+    ],
+)
+def test_validate_warns_when_a_step_output_reaches_run_unquoted(
+    run: str, warned: bool, local: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``run`` that interpolates ``steps[…]`` (what a host printed) without ``| quote`` (or a
+    number filter) draws a warning at its line naming the fix; a quoted one does not."""
+    local.write_runbook(f"""\
+        name: hostile
+        vars: {{x: 1}}
+        steps:
+          - {{id: a, hosts: db@target, run: 'echo 1', undo: 'true'}}
+          - id: b
+            hosts: db@target
+            needs: [a]
+            run: "{run}"
+            undo: 'true'
+    """)
+    code, _, err = drx(capsys, "validate", *local.args())
+    assert code == 0, err
+    message = "runbook.yaml:8: warning: step 'b': run interpolates a step's output without"
+    assert (message in err) is warned, err
+
+
+def test_the_runbook_description_is_in_every_report(
+    local: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The runbook's ``description`` is recorded with the run and shown by the text, md, html
+    (escaped) and json reports."""
+    local.write_runbook("""\
+        name: hostile
+        description: "Move the <b>web</b> tier between sites"
+        steps:
+          - {id: a, hosts: db@target, run: 'true', undo: 'true'}
+    """)
+    assert local.run(capsys, "failover", "site-b", "--yes")[0] == 0
+    plain = "Move the <b>web</b> tier between sites"
+    for fmt, shown in (
+        ("text", plain),
+        ("md", "Move the &lt;b&gt;web&lt;/b&gt; tier"),
+        ("html", "Move the &lt;b&gt;web&lt;/b&gt; tier"),
+        ("json", plain),
+    ):
+        assert local.run(capsys, "report", "--format", fmt)[0] == 0
+        assert shown in local.last_stdout, (fmt, local.last_stdout[:2000])

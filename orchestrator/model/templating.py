@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
+import jinja2.nodes
 import jinja2.runtime
 import jinja2.sandbox
 
@@ -345,6 +346,39 @@ def expression_hint(source: str, message: str) -> str | None:
     if re.search(r"\bis\s+-?\d", source):
         return "compare numbers with ==; is tests a kind (value is none, value is number)"
     return None
+
+
+#: filters after which a value is safe in a shell command: quoted, or a number
+_SHELL_SAFE = frozenset({"quote", "int", "float", "seconds", "length", "count", "round", "abs"})
+
+
+@lru_cache(maxsize=4096)
+def unquoted_step_outputs(source: str) -> int:
+    """How many ``{{ … }}`` of a command template put a step's result (``steps[…]``: what a
+    host printed) into the command without ``| quote``: a compromised host's output would
+    then be shell text run on the next host. 0 when the template cannot be parsed (its error
+    is reported elsewhere)."""
+    if "steps" not in source:
+        return 0
+    try:
+        tree = ENV.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return 0
+    count = 0
+    for output in tree.find_all(jinja2.nodes.Output):
+        for expr in output.nodes:
+            if not isinstance(expr, jinja2.nodes.TemplateData) and not _shell_safe(expr):
+                count += 1
+    return count
+
+
+def _shell_safe(expr: jinja2.nodes.Node) -> bool:
+    if isinstance(expr, jinja2.nodes.Filter) and expr.name in _SHELL_SAFE:
+        return True
+    if isinstance(expr, jinja2.nodes.CondExpr):
+        return all(_shell_safe(e) for e in (expr.expr1, expr.expr2) if e is not None)
+    names = [expr] if isinstance(expr, jinja2.nodes.Name) else expr.find_all(jinja2.nodes.Name)
+    return not any(n.name == "steps" for n in names if isinstance(n, jinja2.nodes.Name))
 
 
 def is_secret_name(name: str) -> bool:

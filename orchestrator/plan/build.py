@@ -37,6 +37,7 @@ from orchestrator.model.templating import (
     evaluate,
     expression_hint,
     render,
+    unquoted_step_outputs,
 )
 from orchestrator.record.outcomes import Status, StepOutcome
 
@@ -562,6 +563,16 @@ def build_plan(
                 Where(runbook.path, step.id).problem(
                     step.line,
                     "command step has no 'undo': failback will leave it out",
+                    severity="warning",
+                )
+            )
+        if step.run and unquoted_step_outputs(step.run):
+            plan.warnings.append(
+                Where(runbook.path, step.id).problem(
+                    step.line_of("run"),
+                    "run interpolates a step's output without '| quote': what a host printed "
+                    "would run as shell text here",
+                    "write {{ steps['ID'].stdout | quote }} (or | int for a number)",
                     severity="warning",
                 )
             )

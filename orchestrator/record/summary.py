@@ -279,6 +279,7 @@ class RunSummary:
     inventory_file: str | None = None
     runbook_sha256: str | None = None  # of the files as they were when the run started
     inventory_sha256: str | None = None
+    runbook_description: str | None = None  # the runbook's one-line description
     rto_started_at: str | None = None
     moves_to: str | None = None
     message: str | None = None
@@ -323,6 +324,7 @@ class RunSummary:
             "inventory_file": self.inventory_file,
             "runbook_sha256": self.runbook_sha256,
             "inventory_sha256": self.inventory_sha256,
+            "runbook_description": self.runbook_description,
             "rto_started_at": self.rto_started_at,
             "moves_to": self.moves_to,
         }
@@ -499,6 +501,7 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         inventory_file=_str(d.get("inventory_file")),
         runbook_sha256=_str(d.get("runbook_sha256")),
         inventory_sha256=_str(d.get("inventory_sha256")),
+        runbook_description=_str(d.get("runbook_description")),
         rto_started_at=_str(d.get("rto_started_at")),
         moves_to=_str(d.get("moves_to")),
         message=_str(d.get("message")),
@@ -712,6 +715,7 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         inventory_file=start.get("inventory_file"),
         runbook_sha256=start.get("runbook_sha256"),
         inventory_sha256=start.get("inventory_sha256"),
+        runbook_description=start.get("runbook_description"),
         rto_started_at=_wall(start, t_start) if t_start is not None else None,
         moves_to=start.get("moves_to"),
         message=(b.finished.get("message") or None) if b.finished else None,

@@ -267,6 +267,7 @@ class Run:
     reverses: str | None = None
     runbook_sha256: str | None = None  # of the files the run was started from
     inventory_sha256: str | None = None
+    runbook_description: str | None = None  # the runbook's one-line description
 
     @property
     def is_failback(self) -> bool:
@@ -523,6 +524,7 @@ def load(summary: Mapping[str, Any]) -> Run:
         inventory_file=_str(summary.get("inventory_file")),
         runbook_sha256=_str(summary.get("runbook_sha256")),
         inventory_sha256=_str(summary.get("inventory_sha256")),
+        runbook_description=_str(summary.get("runbook_description")),
         rto_started_at=_str(summary.get("rto_started_at")),
         rto=Rto(
             measured_s=_num(rto.get("measured_s")),

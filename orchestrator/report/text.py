@@ -147,6 +147,8 @@ def _header(report: Report, paint: _Painter) -> list[str]:
         meta.append(("Continues", f"run {run.parent_run}"))
     if run.runbook_file:
         meta.append(("Runbook", run.runbook_file))
+    if run.runbook_description:
+        meta.append(("About", run.runbook_description))
     if run.inventory_file:
         meta.append(("Inventory", run.inventory_file))
     for key, value in meta:

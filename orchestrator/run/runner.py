@@ -258,6 +258,7 @@ def _run(
         inventory_file=opts.inventory_file,
         runbook_sha256=file_sha256(opts.runbook_file),
         inventory_sha256=file_sha256(opts.inventory_file),
+        runbook_description=rb.description or None,
         host_order=[h.name for h in plan.hosts()],
         health_names=[hp.check.name for hp in plan.health],
         unreachable=dict(unreachable),
