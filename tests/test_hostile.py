@@ -386,7 +386,7 @@ def test_yaml_aliases_that_expand_past_the_bound_are_refused_at_the_anchor(
     local: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Nine levels of nine aliases (387 million values) make ``drx validate`` exit 2 naming
-    the line of the anchor repeated past the bound; a few aliases are fine."""
+    the line of the alias that passed the bound; a few aliases are fine."""
     lines = ["name: hostile", "vars:", "  l0: &l0 {a: x, b: x, c: x, d: x, e: x, f: x, g: x}"]
     keys = "abcdefghi"
     for level in range(1, 10):
@@ -396,7 +396,7 @@ def test_yaml_aliases_that_expand_past_the_bound_are_refused_at_the_anchor(
     local.runbook.write_text("\n".join(lines) + "\n")
     code, _, err = drx(capsys, "validate", *local.args())
     assert code == 2
-    assert "runbook.yaml:8: error: YAML aliases expand to more than 1,000,000 values" in err, err
+    assert "runbook.yaml:9: error: YAML aliases expand to more than 1,000,000 values" in err, err
     local.runbook.write_text("\n".join(lines[:5] + lines[-2:]) + "\n")
     code, _, err = drx(capsys, "validate", *local.args())
     assert code == 0, err
