@@ -66,7 +66,7 @@ class UsageError(DrxError):
     """The command line asks for something that cannot be done."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a big runbook can draw one warning a step
 class Problem:
     """One finding of validation: where, which step, what, and a hint."""
 

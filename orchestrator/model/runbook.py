@@ -91,7 +91,7 @@ RUNBOOK_FIELDS = (
 CAPTURE_KINDS = ("text", "number", "json")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a 100,000-step runbook holds 100,000 of them
 class Step:
     """One step of a runbook (or the undo action of one)."""
 
@@ -316,7 +316,7 @@ def _parse_step(
         line = data.line_of("undo")
         if isinstance(undo_data, str | int | float) and not isinstance(undo_data, bool):
             undo_map = LMap(run=str(undo_data))
-            undo_map.line, undo_map.column, undo_map.key_lines = line, 0, {"run": (line, 0)}
+            undo_map.line, undo_map.column, undo_map.key_lines = line, 0, {"run": line}
         else:
             undo_map = as_mapping(undo_data, where, line, "undo", problems)
         undo = _parse_step(undo_map, where, problems, undo_of=step)

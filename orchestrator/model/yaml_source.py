@@ -21,14 +21,15 @@ from orchestrator.errors import Problem
 
 
 class LMap(dict[str, Any]):
-    """A mapping that knows the line and column of itself and of each of its keys."""
+    """A mapping that knows the line and column of itself and the line of each of its keys
+    (a line only: a 100,000-step runbook has half a million keys)."""
 
     line: int = 0
     column: int = 0
-    key_lines: dict[str, tuple[int, int]]
+    key_lines: dict[str, int]
 
     def line_of(self, key: str) -> int:
-        return self.key_lines.get(key, (self.line, self.column))[0]
+        return self.key_lines.get(key, self.line)
 
 
 class LList(list[Any]):
@@ -152,7 +153,7 @@ class _Builder:
             if not isinstance(key, str):
                 key = str(key)
             if key in result:
-                first = result.key_lines[key][0]
+                first = result.key_lines[key]
                 self.problems.append(
                     Problem(
                         self.path, line, f"duplicate key '{key}' (first defined on line {first})"
@@ -160,7 +161,7 @@ class _Builder:
                 )
                 continue
             result[key] = self.build(value_node, depth + 1)
-            result.key_lines[key] = (line, key_node.start_mark.column + 1)
+            result.key_lines[key] = line
         self.sizes[id(node)] = 1 + sum(self.size(v) for _, v in node.value)
         return result
 
@@ -257,13 +258,13 @@ class _EventBuilder:
         if event.anchor is not None:
             self.anchors[event.anchor] = (result, 1)
         size = 1
-        merges: list[tuple[Any, int, tuple[int, int]]] = []
+        merges: list[tuple[Any, int, int]] = []
         loader = self.loader
         while not loader.check_event(yaml.MappingEndEvent):
             key_event: Any = loader.get_event()
             if not isinstance(key_event, yaml.ScalarEvent):
                 raise _Unusual  # a collection or alias as a key
-            where = _at(key_event.start_mark)
+            where = _at(key_event.start_mark)[0]
             key_tag = key_event.tag or loader.resolve(
                 yaml.ScalarNode, key_event.value, key_event.implicit
             )
@@ -275,11 +276,11 @@ class _EventBuilder:
             if not isinstance(key, str):
                 key = str(key)
             if key in result:
-                first = result.key_lines[key][0]
+                first = result.key_lines[key]
                 self.problems.append(
                     Problem(
                         self.path,
-                        where[0],
+                        where,
                         f"duplicate key '{key}' (first defined on line {first})",
                     )
                 )

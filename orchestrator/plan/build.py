@@ -45,7 +45,7 @@ FAILOVER = "failover"
 FAILBACK = "failback"
 
 
-@dataclass
+@dataclass(slots=True)  # slots: one per step of the plan, and plans get big
 class PlanStep:
     """One node of the plan: a step resolved to hosts, with its place in the DAG."""
 
