@@ -46,6 +46,8 @@ PLAN_SCALE_TARGET_S = 1.0
 SITE_SCALE_TARGET_S = 0.5
 #: ``drx validate`` of 20,000 steps of any shape: seconds, not minutes
 VALIDATE_SHAPE_TARGET_S = 5.0
+#: a 100,000-step validate (it peaked at 1.4 GB)
+VALIDATE_MEMORY_TARGET_MB = 400.0
 #: a step printing this much (1 GiB of 100-column lines)
 BIG_OUTPUT = "head -c {size} /dev/zero | tr '\\0' 'x' | fold -w 100"
 
@@ -95,6 +97,34 @@ def validate_shapes(steps: int) -> Section:
                 met=times[shape] < VALIDATE_SHAPE_TARGET_S,
             )
         )
+    return sec
+
+
+def validate_memory(steps: int) -> Section:
+    """The peak memory (and time) of ``drx validate`` of a ``steps``-step random DAG
+    (benchmarks/validate_shapes.py): the memory held per step of a big runbook."""
+    sec = Section("validate_memory")
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import validate_shapes; "
+        "print(json.dumps(validate_shapes.validate_peak(int(sys.argv[2]))))"
+    )
+    timed = timed_run([PYTHON, "-c", code, str(BENCH_DIR), str(steps)], env=base_env())
+    label = f"drx validate, {steps}-step random DAG: peak memory"
+    if not timed.ok:
+        sec.data = {"steps": steps, "error": timed.failure()}
+        sec.add(Figure("scale.validate_memory", label, f"failed: {timed.failure()}", met=False))
+        return sec
+    peak = _last_json(timed.stdout)
+    sec.data = {"steps": steps, **peak}
+    sec.add(
+        Figure(
+            key="scale.validate_memory",
+            label=label,
+            drx=f"{peak['peak_mb']:.0f} MB ({secs(peak['seconds'])})",
+            target=f"< {VALIDATE_MEMORY_TARGET_MB:g} MB",
+            met=peak["peak_mb"] < VALIDATE_MEMORY_TARGET_MB,
+        )
+    )
     return sec
 
 

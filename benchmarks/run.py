@@ -10,7 +10,7 @@ Sections (see each module for how a figure is made):
 2. Marginal cost per task-host — the slope of wall time between two sizes, drx vs raw Paramiko.
 3. DAG drill — a generated 50-step runbook of ``sleep``s in parallel branches: drx's measured RTO
    against the critical-path lower bound, the sum of all steps and ansible-playbook.
-4. Scale — validate + plan 10,000 steps; 10,000 no-op steps through the runner on the fake
+4. Scale — validate + plan 10,000 steps; the peak memory of validating 100,000; 10,000 no-op steps through the runner on the fake
    transport; 200 sshd hosts × 3 steps with no dropped connection.
 5. Memory — peak RSS of drx while a step prints 1 GB (local transport, then over SSH).
 6. Start-up — ``drx --help`` and ``drx plan site-b`` on the sample.
@@ -71,6 +71,7 @@ class Config:
     dag_ansible: bool = True
     scale_steps: int = 10_000
     shape_steps: int = 20_000  # validate of a chain, a fan-out and a random DAG
+    validate_memory_steps: int = 100_000  # the peak memory of validating a big random DAG
     profile_steps: int = 1_000
     wide_hosts: int = 200
     memory_size: str = "1G"
@@ -95,6 +96,7 @@ class Config:
                 dag_ansible=False,
                 scale_steps=300,
                 shape_steps=300,
+                validate_memory_steps=300,
                 profile_steps=0,
                 wide_hosts=5,
                 memory_size="5M",
@@ -214,6 +216,7 @@ def run_all(cfg: Config, workdir: Path) -> Runner:
     runner.run("plan_scale", lambda: bench_engine.plan_scale(cfg.scale_steps))
     runner.run("site_scale", lambda: bench_engine.site_scale())
     runner.run("validate_shapes", lambda: bench_engine.validate_shapes(cfg.shape_steps))
+    runner.run("validate_memory", lambda: bench_engine.validate_memory(cfg.validate_memory_steps))
     runner.run(
         "fake_scale",
         lambda: bench_engine.fake_scale(cfg.scale_steps, workdir, cfg.profile_steps or None),
@@ -303,6 +306,7 @@ ORDER = (
     "plan_scale",
     "site_scale",
     "validate_shapes",
+    "validate_memory",
     "fake_scale",
     "shared_state",
     "wide",

@@ -79,6 +79,40 @@ def time_validate(shape: str, steps: int, workdir: Path) -> float:
     return took
 
 
+#: runs ``drx ARGV`` in this child and prints its own peak RSS (KB) last: VmHWM, which starts
+#: afresh at exec (``ru_maxrss`` keeps the high-water mark of the process that spawned it)
+PEAK_SCRIPT = (
+    "import re, sys\n"
+    "from orchestrator.cli import main\n"
+    "try:\n    main(sys.argv[1:])\n"
+    "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+    "status = open('/proc/self/status').read()\n"
+    "print(re.search(r'VmHWM:\\s*(\\d+)', status).group(1))\n"
+)
+
+
+def validate_peak(steps: int) -> dict[str, float]:
+    """``drx validate`` of a ``steps``-step random DAG: wall seconds and the process's own peak
+    RSS in MB (``{"seconds": s, "peak_mb": mb}``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rb, inv = Path(tmp) / "random.yaml", Path(tmp) / "inventory.yaml"
+        rb.write_text(runbook_text("random", steps), encoding="utf-8")
+        inv.write_text(INVENTORY, encoding="utf-8")
+        state = Path(tmp) / "state"
+        argv = ["validate", "-r", str(rb), "-i", str(inv), "--state-dir", str(state)]
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", PEAK_SCRIPT, *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"validate failed ({proc.returncode}): {proc.stderr[-500:]}")
+    return {"seconds": took, "peak_mb": int(proc.stdout.split()[-1]) / 1024}
+
+
 def main(steps: int = 20_000) -> dict[str, float]:
     times: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:

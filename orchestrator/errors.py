@@ -4,8 +4,10 @@
     ├── UsageError                bad command-line use (unknown site, bad --var)          exit 2
     ├── ValidationError           invalid runbook/inventory; carries every Problem found  exit 2
     ├── RefusedError              refused before anything ran (lock held, already active,
-    │                             nothing to fail back, health at source failing)         exit 2
-    ├── PreflightError            a host could not be reached or authenticated            exit 2
+    │   │                         nothing to fail back, health at source failing)         exit 2
+    │   ├── PreflightError        a host could not be reached or authenticated            exit 2
+    │   └── StateDirError         an unsafe state directory (another owner, writable by
+    │                             others, a symlink, a path leaving it)                   exit 2
     ├── GateUnavailable           no operator can answer a manual gate (the step fails)
     ├── TransportError            a host-level failure while connecting or running
     │   ├── HostUnreachable       connect refused / timed out / DNS
@@ -64,7 +66,7 @@ class UsageError(DrxError):
     """The command line asks for something that cannot be done."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a big runbook can draw one warning a step
 class Problem:
     """One finding of validation: where, which step, what, and a hint."""
 
@@ -106,6 +108,11 @@ class RefusedError(DrxError):
 
 class PreflightError(RefusedError):
     """One or more hosts could not be reached or authenticated at the pre-flight."""
+
+
+class StateDirError(RefusedError):
+    """The state directory is not safe to use: owned by another user, writable by group or
+    others, a symlink where drx keeps a file, or a path that would leave it."""
 
 
 class GateUnavailable(DrxError):

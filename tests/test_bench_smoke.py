@@ -21,6 +21,7 @@ SECTIONS = {
     "dag",
     "plan_scale",
     "validate_shapes",
+    "validate_memory",
     "fake_scale",
     "shared_state",
     "wide",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -86,6 +87,21 @@ def _main(args: list[str]) -> None:
         _run(args)
 
 
+def _secret_mask(args: list[str]) -> Callable[[str], str]:
+    """Masks the values of ``--secret-var NAME=VALUE`` and ``DRX_SECRET_*`` in what the debug
+    log keeps of the command line and the traceback."""
+    from orchestrator.model.templating import Redactor
+
+    values = [v for k, v in os.environ.items() if k.startswith("DRX_SECRET_")]
+    for i, arg in enumerate(args):
+        given = args[i + 1] if arg == "--secret-var" and i + 1 < len(args) else None
+        if arg.startswith("--secret-var="):
+            given = arg.removeprefix("--secret-var=")
+        if given is not None and "=" in given:
+            values.append(given.split("=", 1)[1])
+    return Redactor(values)
+
+
 def _run(args: list[str]) -> None:
     try:
         app(args=args, prog_name="drx", standalone_mode=True)
@@ -118,10 +134,14 @@ def _run(args: list[str]) -> None:
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = directory / "debug.log"
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # may hold secrets
+            fd = os.open(  # may hold secrets: owner-only, never through a link
+                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600
+            )
+            mask = _secret_mask(args)
             with os.fdopen(fd, "a", encoding="utf-8") as fh:
-                fh.write(f"--- {datetime.datetime.now(datetime.UTC).isoformat()} drx {args}\n")
-                fh.write(traceback.format_exc())
+                now = datetime.datetime.now(datetime.UTC).isoformat()
+                fh.write(mask(f"--- {now} drx {args}\n"))
+                fh.write(mask(traceback.format_exc()))
             where = str(path)
         except OSError:
             where = "(could not write the debug log)"

@@ -145,11 +145,15 @@ _WARNED: set[Path] = set()
 
 
 def open_checked(state_dir: Path, state_url: str | None) -> Store:
-    """Open the store; warn (once) when the local state directory lets others in: journals
-    and command output can hold what nobody declared secret."""
+    """Open the store; refuse a local state directory another user owns or can write, and
+    warn (once) when it lets others read: journals and command output can hold what nobody
+    declared secret."""
     from orchestrator.cli import say
-    from orchestrator.record.store import open_store, readable_by_others
+    from orchestrator.errors import StateDirError
+    from orchestrator.record.store import open_store, readable_by_others, unsafe_state_dir
 
+    if (why := unsafe_state_dir(state_dir)) is not None:
+        raise StateDirError(why)
     if state_dir not in _WARNED and readable_by_others(state_dir):
         _WARNED.add(state_dir)
         mode = oct(state_dir.stat().st_mode & 0o777)[2:]

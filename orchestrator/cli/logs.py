@@ -33,22 +33,26 @@ def step_logs(
     is the latest run (of ``runbook``, if given)."""
     from orchestrator.cli.report import choose_run
     from orchestrator.model.fields import suggest
+    from orchestrator.model.names import is_name
     from orchestrator.record.runs import load_summary
+    from orchestrator.record.store import inside, is_real_dir
 
     run_id = choose_run(store, None if run in ("latest", "last") else run, runbook)
     summary = load_summary(store, run_id)
     steps = {s.id: s for s in summary.steps}
     output = store.output_dir(run_id)
     health = sorted(p.name for p in output.glob("health:*")) if output.is_dir() else []
-    if step not in steps and not (output / step).is_dir():
+    # STEP names a step of the run (or a health check's polls), never a path
+    health_step = step.startswith("health:") and is_name(step.removeprefix("health:"))
+    if step not in steps and not (health_step and is_real_dir(output / step)):
         hint = suggest(step, [*steps, *health])
         raise UsageError(
             f"run {run_id} has no step '{step}'"
             + (f"; {hint}" if hint else f" (steps: {', '.join(steps)})")
         )
     hosts = [h.host for h in steps[step].hosts] if step in steps else []
-    if not hosts and (output / step).is_dir():
-        hosts = sorted(p.stem for p in (output / step).glob("*.log"))
+    if not hosts and health_step and is_real_dir(output / step):
+        hosts = sorted(p.stem for p in (output / step).glob("*.log") if is_name(p.stem))
     if host is not None:
         if host not in hosts:
             raise UsageError(
@@ -56,7 +60,8 @@ def step_logs(
                 f"(hosts: {', '.join(hosts) or 'none'})"
             )
         hosts = [host]
-    return [(h, output / step / f"{h}.log") for h in hosts]
+    # a site plan's steps are ID/STEP: a directory per level, each a plain name
+    return [(h, inside(output, *step.split("/"), f"{h}.log")) for h in hosts]
 
 
 @app.command()
@@ -80,15 +85,19 @@ def logs(
 
     Example: drx logs 20261126T174500.123Z-failover-site-b promote-db db-b
     """
+    from orchestrator.record.store import open_regular
+
     found = step_logs(store_for(state_dir, state_url), run, step, host, runbook_name(runbook))
     several = len(found) > 1
     for name, path in found:
         if several:
             typer.echo(f"==> {name} <==")
-        if not path.is_file():
+        try:
+            fh = open_regular(path)  # a log replaced by a symlink is not printed through
+        except OSError:
             typer.echo(f"({name}: no output)", err=True)
             continue
         sys.stdout.flush()
-        with path.open("rb") as fh:  # streamed: a log may be gigabytes
+        with fh:  # streamed: a log may be gigabytes
             shutil.copyfileobj(fh, sys.stdout.buffer)
         sys.stdout.buffer.flush()

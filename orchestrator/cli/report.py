@@ -64,7 +64,13 @@ def report(
         store, run, fmt, compare, color=output is None, runbook=runbook_name(runbook)
     )
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        from orchestrator.record.store import private_open
+
+        # it holds command output: created owner-only (an existing file keeps its mode)
+        with open(
+            private_open(Path(output), os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8"
+        ) as fh:
+            fh.write(text)
         typer.echo(f"wrote {output}", err=True)
     else:
         typer.echo(text, nl=False)

@@ -19,6 +19,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
+from orchestrator.terminal import printable
+
 _json = False
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -55,22 +57,25 @@ def _write(text: str) -> None:
         raw.flush()
 
 
-def say(level: str, message: str, text: str | None = None, **fields: Any) -> None:
-    """One message: ``text`` (default ``message``) on a console, else a JSON object whose
-    ``event`` is ``message``, with ``fields``."""
+def say(
+    level: str, message: str, text: str | None = None, *, prefix: str = "", **fields: Any
+) -> None:
+    """One message: ``text`` (default ``message``) on a console, after drx's own ``prefix``
+    and with terminal control sequences taken out of it (it may quote host output or names);
+    else a JSON object whose ``event`` is ``message``, with ``fields``."""
     if _json:
         record = {"event": message, "level": level, "timestamp": _now()}
         record.update({k: v for k, v in fields.items() if v is not None})
         _write(json.dumps(record, ensure_ascii=False, default=str))
     else:
-        _write(message if text is None else text)
+        _write(prefix + printable(message if text is None else text))
 
 
 def error(message: str, exit_code: int) -> None:
     """An error or refusal that ends the command with ``exit_code``."""
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR") and not _json
     prefix = "\x1b[31merror:\x1b[0m " if color else "error: "
-    say("error", message, prefix + message, exit_code=exit_code)
+    say("error", message, prefix=prefix, exit_code=exit_code)
 
 
 def warning(message: str, **fields: Any) -> None:

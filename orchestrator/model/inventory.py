@@ -10,6 +10,7 @@ from typing import Any
 
 from orchestrator.errors import Problem, ValidationError
 from orchestrator.model.fields import Fields, Located, as_mapping, load_document, suggest
+from orchestrator.model.names import NAME_RULE, bad_name
 from orchestrator.transport.base import HostSpec
 
 CONTROL = "control"
@@ -276,7 +277,9 @@ def parse_inventory(path: str | Path) -> tuple[Inventory | None, list[Problem]]:
     host_lines: dict[str, tuple[str, int]] = {}
     for site_name, site_data in sites_map.items():
         site_line = sites_map.line_of(site_name)
-        if site_name in SITE_ALIASES or site_name == CONTROL:
+        if (message := bad_name("site", site_name)) is not None:
+            problems.append(where.problem(site_line, message, NAME_RULE))
+        elif site_name in SITE_ALIASES or site_name == CONTROL:
             problems.append(
                 where.problem(
                     site_line,
@@ -298,6 +301,9 @@ def parse_inventory(path: str | Path) -> tuple[Inventory | None, list[Problem]]:
             hm = as_mapping(host_data, where, line, f"host '{host_name}'", problems)
             hf = Fields(hm, where, problems, f"host '{host_name}'")
             hf.check_known(HOST_FIELDS)
+            if (message := bad_name("host", host_name)) is not None:
+                problems.append(where.problem(line, message, NAME_RULE))
+                continue
             if host_name == CONTROL:
                 problems.append(
                     where.problem(

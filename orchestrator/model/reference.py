@@ -23,6 +23,7 @@ class Type(StrEnum):
     EXPRESSION = "expression"
     DURATION = "duration"
     DURATION_OR_SIZE = "duration or size"
+    SIZE = "size"
     SELECTORS = "selector or list"
     STRINGS = "string or list"
     INTEGER = "integer"
@@ -212,6 +213,15 @@ RUNBOOK_DOC: tuple[FieldDoc, ...] = (
         "clients saw, beside the measured RTO; a down window longer than `max_down` stops the "
         "run (and rolls it back in a drill or with `on_failure: rollback`).",
         "[{name: write, run: psql -c 'insert ...', max_down: 30s}]",
+    ),
+    FieldDoc(
+        "output_limit",
+        Type.SIZE,
+        "64MB",
+        "The most one attempt of a step (or health check) on one host writes to its output log "
+        "(a check's polls share it). Past it the log says where it was cut and the report how "
+        "many bytes were not kept; the journal's tails are unaffected.",
+        "256MB",
     ),
 )
 
@@ -413,7 +423,8 @@ HEALTH_DOC: tuple[FieldDoc, ...] = (
         "name",
         Type.TEXT,
         "health-N",
-        "Names the entry in the journal, reports and output files; unique.",
+        "Names the entry in the journal, reports and output files; unique; a plain name "
+        "(see Names).",
         "http",
     ),
     FieldDoc(
@@ -537,7 +548,8 @@ SITE_DOC: tuple[FieldDoc, ...] = (
         "hosts",
         Type.HOSTS,
         "required",
-        "The site's hosts, by name; names are unique across sites and `control` is reserved.",
+        "The site's hosts, by name; names are unique across sites, plain names (see Names), "
+        "and `control` is reserved.",
         "{db-a: {address: 10.0.1.21, roles: [db]}}",
         required=True,
     ),

@@ -24,8 +24,10 @@ from orchestrator.model.fields import (
     load_document,
     suggest,
 )
+from orchestrator.model.names import NAME_RULE, bad_name
 from orchestrator.model.units import is_size, parse_duration, parse_size
 from orchestrator.model.yaml_source import LList, LMap
+from orchestrator.transport.base import DEFAULT_OUTPUT_LIMIT
 
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 DEFAULT_TIMEOUT = 600.0
@@ -118,6 +120,7 @@ RUNBOOK_FIELDS = (
     "drill_every",
     "on_failure",
     "probes",
+    "output_limit",
 )
 PROBE_FIELDS = ("name", "hosts", "run", "until", "capture", "interval", "timeout", "max_down")
 DEFAULT_PROBE_INTERVAL = 1.0
@@ -125,7 +128,7 @@ DEFAULT_PROBE_TIMEOUT = 5.0
 CAPTURE_KINDS = ("text", "number", "json")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a 100,000-step runbook holds 100,000 of them
 class Step:
     """One step of a runbook (or the undo action of one)."""
 
@@ -286,6 +289,9 @@ class Runbook:
             if child is not None:
                 return str(child.path)
         return self.path
+
+    #: the most one attempt of a step on one host writes to its output log (bytes)
+    output_limit: int = DEFAULT_OUTPUT_LIMIT
 
     def step(self, step_id: str) -> Step:
         return self.by_id[step_id]
@@ -466,7 +472,7 @@ def _parse_step(
         line = data.line_of("undo")
         if isinstance(undo_data, str | int | float) and not isinstance(undo_data, bool):
             undo_map = LMap(run=str(undo_data))
-            undo_map.line, undo_map.column, undo_map.key_lines = line, 0, {"run": (line, 0)}
+            undo_map.line, undo_map.column, undo_map.key_lines = line, 0, {"run": line}
         else:
             undo_map = as_mapping(undo_data, where, line, "undo", problems)
         undo = _parse_step(undo_map, where, problems, undo_of=step)
@@ -505,7 +511,9 @@ def _probes(f: Fields, where: Where, problems: list[Problem]) -> list[Probe]:
         pf = Fields(pmap, Where(where.file, None), problems, "a probe")
         pf.check_known(PROBE_FIELDS)
         name = pf.text("name") or f"probe-{index + 1}"
-        if name in names:
+        if (message := bad_name("probe", name)) is not None:
+            pf.error("name", message, NAME_RULE)
+        elif name in names:
             pf.error("name", f"duplicate probe name '{name}' (first defined on line {names[name]})")
         names.setdefault(name, pf.line("name"))
         run = pf.text("run")
@@ -562,6 +570,16 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
                     "rpo_target",
                     f"bad rpo_target {raw!r}: use a duration (30s, 5m) or a size (0B, 16MB)",
                 )
+    output_limit = DEFAULT_OUTPUT_LIMIT
+    if top.get("output_limit") is not None:
+        raw = top["output_limit"]
+        if is_size(raw) and parse_size(raw) >= 1024:
+            output_limit = parse_size(raw)
+        else:
+            f.error(
+                "output_limit",
+                f"bad output_limit {raw!r}: use a size of at least 1KB (64MB, 1GB)",
+            )
     steps: list[Step] = []
     seen: dict[str, int] = {}
     if top.get("steps") is None:
@@ -619,6 +637,7 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         drill_every=f.duration("drill_every"),
         on_failure=on_failure,
         probes=_probes(f, where, problems),
+        output_limit=output_limit,
     )
     if runbook.rpo_probe is not None and rpo_target is None and top.get("rpo_target") is None:
         f.error(
@@ -691,7 +710,9 @@ def _checks(
         hf = Fields(hmap, Where(where.file, None), problems, what)
         hf.check_known(allowed)
         hname = hf.text("name") or f"{key}-{index + 1}"
-        if hname in names:
+        if (message := bad_name(key, hname)) is not None:
+            hf.error("name", message, NAME_RULE)
+        elif hname in names:
             # the name is the id of its polls in the journal and of their output files
             hf.error(
                 "name", f"duplicate {key} name '{hname}' (first defined on line {names[hname]})"

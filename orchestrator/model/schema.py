@@ -61,6 +61,7 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
         Type.DURATION_OR_SIZE: {
             "anyOf": [*_DURATION["anyOf"], {"type": "string", "pattern": SIZE_PATTERN}]
         },
+        Type.SIZE: {"type": "string", "pattern": SIZE_PATTERN},
         Type.SELECTORS: _STRINGS,
         Type.STRINGS: _STRINGS,
         Type.INTEGER: {"type": "integer", "minimum": 0},

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -295,9 +295,12 @@ def _copy(step: Step, **changes: Any) -> Step:
     """``dataclasses.replace`` without re-running ``__init__`` (2,000 steps of a site plan are
     copied at every load; the fields are all already checked)."""
     new = object.__new__(Step)
-    new.__dict__.update(step.__dict__)
-    new.__dict__.update(changes)
+    for name in _STEP_SLOTS:  # Step is slotted (memory per step at scale): no __dict__
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(step, name))
     return new
+
+
+_STEP_SLOTS = tuple(f.name for f in fields(Step))
 
 
 def _both(outer: str | None, inner: str | None) -> str | None:

@@ -3,14 +3,19 @@ template context of SPEC §4 (with placeholders for values known only at run tim
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shlex
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from functools import lru_cache
 from typing import Any
 
 import jinja2
+import jinja2.nodes
+import jinja2.runtime
 import jinja2.sandbox
 
 from orchestrator.model.units import parse_duration
@@ -133,10 +138,87 @@ class StepsView(Mapping[str, Any]):
         return len(self._allowed)
 
 
+#: the longest text a template may render, and the largest string or list ``*`` may make: a
+#: command or prompt is never megabytes, and ``{{ 'a' * 10**9 }}`` took 4 GB to validate
+MAX_RENDERED = 4 * 1024 * 1024
+#: the largest integer ``**`` may make, in bits (a 30,000-digit number)
+MAX_POWER_BITS = 100_000
+
+
+class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    """The sandbox with bounds on what ``*`` and ``**`` may build (Jinja's own sandbox bounds
+    ``range`` only), so a template cannot exhaust memory or CPU at validation."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(
+        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
+    ) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if sized and len(seq) * times > MAX_RENDERED:
+                    raise jinja2.exceptions.SecurityError(
+                        f"'*' would make {len(seq) * times:,} items or characters "
+                        f"(at most {MAX_RENDERED:,})"
+                    )
+        integers = isinstance(left, int) and isinstance(right, int)
+        if operator == "**" and integers and right > 0 and abs(left) > 1:
+            bits = right * abs(left).bit_length()
+            if bits > MAX_POWER_BITS:
+                raise jinja2.exceptions.SecurityError(
+                    f"'**' would make a number of more than {MAX_POWER_BITS:,} bits"
+                )
+        return super().call_binop(context, operator, left, right)
+
+    def call(
+        __self,
+        __context: jinja2.runtime.Context,
+        __obj: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        # a width past the render bound (``'a'.ljust(10**9)``) would be allocated before the
+        # bound could refuse it
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, int) and not isinstance(value, bool) and value > MAX_RENDERED:
+                raise jinja2.exceptions.SecurityError(
+                    f"a call with {value:,} as an argument (at most {MAX_RENDERED:,})"
+                )
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _width_bounded(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Filter ``name`` refusing a width past ``MAX_RENDERED`` (``'a' | center(10**9)``)."""
+
+    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        for arg in (*args, *kwargs.values()):
+            if isinstance(arg, int) and not isinstance(arg, bool) and arg > MAX_RENDERED:
+                raise jinja2.exceptions.SecurityError(
+                    f"'{name}' with a width of {arg:,} (at most {MAX_RENDERED:,})"
+                )
+        return fn(value, *args, **kwargs)
+
+    return bounded
+
+
+def _bounded(pieces: Iterable[str]) -> str:
+    """Join rendered pieces, refusing (``SecurityError``) past ``MAX_RENDERED`` characters."""
+    out, total = [], 0
+    for piece in pieces:
+        total += len(piece)
+        if total > MAX_RENDERED:
+            raise jinja2.exceptions.SecurityError(
+                f"the template renders more than {MAX_RENDERED:,} characters"
+            )
+        out.append(piece)
+    return "".join(out)
+
+
 def _env() -> jinja2.Environment:
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
-    )
+    env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    for name in ("center", "indent", "wordwrap", "truncate"):
+        env.filters[name] = _width_bounded(name, env.filters[name])
     env.filters["quote"] = quote
     env.filters["seconds"] = seconds
     return env
@@ -218,13 +300,13 @@ def render(source: str, context: Mapping[str, Any]) -> str:
     parts = _split(source)
     template = _values_template(parts[1]) if parts is not None else None
     if parts is None or template is None:
-        return compile_template(source).render(context)
+        return _bounded(compile_template(source).generate(context))
     literals = parts[0]
     pieces = [literals[0]]
     for value, literal in zip(_values(template, context), literals[1:], strict=True):
         pieces.append(str(value))
         pieces.append(literal)
-    return "".join(pieces)
+    return _bounded(pieces)
 
 
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:
@@ -270,15 +352,70 @@ def expression_hint(source: str, message: str) -> str | None:
     return None
 
 
+#: filters after which a value is safe in a shell command: quoted, or a number
+_SHELL_SAFE = frozenset({"quote", "int", "float", "seconds", "length", "count", "round", "abs"})
+
+
+@lru_cache(maxsize=4096)
+def unquoted_step_outputs(source: str) -> int:
+    """How many ``{{ … }}`` of a command template put a step's result (``steps[…]``: what a
+    host printed) into the command without ``| quote``: a compromised host's output would
+    then be shell text run on the next host. 0 when the template cannot be parsed (its error
+    is reported elsewhere)."""
+    if "steps" not in source:
+        return 0
+    try:
+        tree = ENV.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return 0
+    count = 0
+    for output in tree.find_all(jinja2.nodes.Output):
+        for expr in output.nodes:
+            if not isinstance(expr, jinja2.nodes.TemplateData) and not _shell_safe(expr):
+                count += 1
+    return count
+
+
+def _shell_safe(expr: jinja2.nodes.Node) -> bool:
+    if isinstance(expr, jinja2.nodes.Filter) and expr.name in _SHELL_SAFE:
+        return True
+    if isinstance(expr, jinja2.nodes.CondExpr):
+        return all(_shell_safe(e) for e in (expr.expr1, expr.expr2) if e is not None)
+    names = [expr] if isinstance(expr, jinja2.nodes.Name) else expr.find_all(jinja2.nodes.Name)
+    return not any(n.name == "steps" for n in names if isinstance(n, jinja2.nodes.Name))
+
+
 def is_secret_name(name: str) -> bool:
     return name.lower().endswith(SECRET_SUFFIXES)
 
 
+def rendered_forms(secret: str) -> set[str]:
+    """Every form in which a secret can reach text drx writes: as it is, shell-quoted (whole,
+    and the inside of a larger quoted word), JSON-escaped (``tojson`` too), URL-encoded,
+    HTML-escaped. A value
+    with a ``'`` quoted as the docs say (``| quote``) is ``'it'"'"'s'``, no longer the value."""
+    forms = {
+        secret,
+        shlex.quote(secret),
+        secret.replace("'", "'\"'\"'"),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        str(jinja2.utils.htmlsafe_json_dumps(secret))[1:-1],  # the ``tojson`` filter
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+        html.escape(secret),
+        repr(secret)[1:-1],
+    }
+    return {form for form in forms if form}
+
+
 class Redactor:
-    """Replaces every secret value with ``***`` in text drx writes or prints."""
+    """Replaces every secret value, in every rendered form, with ``***`` in text drx writes or
+    prints."""
 
     def __init__(self, secrets: Iterable[str] = ()):
-        values = sorted({s for s in secrets if s and len(s) >= 1}, key=len, reverse=True)
+        forms = {form for s in secrets if s for form in rendered_forms(s)}
+        values = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
 
     def __call__(self, text: str) -> str:
@@ -303,15 +440,32 @@ class Redactor:
 
 
 def collect_secrets(variables: Mapping[str, Any], extra: Iterable[str] = ()) -> list[str]:
-    """Secret values: variables named ``*_secret|_password|_token|_key`` (any depth) + extra."""
+    """Secret values: variables named ``*_secret|_password|_token|_key`` (any depth) + extra.
+    A list- or mapping-valued secret gives each of its values (a template can render one
+    element alone) and its whole rendered text. A value shared by YAML aliases is walked once."""
     found = [str(v) for v in extra]
+    seen: set[int] = set()
+
+    def leaves(value: Any) -> None:
+        if isinstance(value, Mapping | list | tuple):
+            if id(value) in seen:
+                return
+            seen.add(id(value))
+            found.append(str(value))
+            for item in value.values() if isinstance(value, Mapping) else value:
+                leaves(item)
+        elif value is not None and str(value):
+            found.append(str(value))
 
     def walk(mapping: Mapping[str, Any]) -> None:
+        if id(mapping) in seen:
+            return
+        seen.add(id(mapping))
         for key, value in mapping.items():
-            if isinstance(value, Mapping):
+            if is_secret_name(str(key)):
+                leaves(value)
+            elif isinstance(value, Mapping):
                 walk(value)
-            elif is_secret_name(str(key)) and value is not None and str(value):
-                found.append(str(value))
 
     walk(variables)
     return found

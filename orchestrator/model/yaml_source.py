@@ -21,14 +21,15 @@ from orchestrator.errors import Problem
 
 
 class LMap(dict[str, Any]):
-    """A mapping that knows the line and column of itself and of each of its keys."""
+    """A mapping that knows the line and column of itself and the line of each of its keys
+    (a line only: a 100,000-step runbook has half a million keys)."""
 
     line: int = 0
     column: int = 0
-    key_lines: dict[str, tuple[int, int]]
+    key_lines: dict[str, int]
 
     def line_of(self, key: str) -> int:
-        return self.key_lines.get(key, (self.line, self.column))[0]
+        return self.key_lines.get(key, self.line)
 
 
 class LList(list[Any]):
@@ -59,6 +60,10 @@ _STR_TAG = "tag:yaml.org,2002:str"
 #: deeper nesting than this is refused: no runbook needs it, and deeper still would exhaust
 #: the parser's (recursive) stack
 MAX_DEPTH = 100
+#: the most values YAML aliases may add when expanded: a few anchors repeated into each other
+#: (9 levels of 9 aliases) stand for hundreds of millions of values that every later walk of
+#: the document (templates, secrets) would visit; no runbook needs a million
+MAX_ALIAS_EXPANSION = 1_000_000
 
 
 def _loader_class() -> type[Any]:
@@ -104,6 +109,11 @@ class _Builder:
         self.path = path
         self.problems = problems
         self.made: dict[int, Any] = {}  # aliases: one object per node
+        self.sizes: dict[int, int] = {}  # id(node) → how many values it holds, aliases expanded
+        self.expanded = 0  # values added by aliases so far
+
+    def size(self, node: yaml.Node) -> int:
+        return self.sizes.get(id(node), 1)
 
     def build(self, node: yaml.Node, depth: int = 0) -> Any:
         if isinstance(node, yaml.ScalarNode):
@@ -112,6 +122,10 @@ class _Builder:
             return self.loader.construct_object(node, deep=True)
         done = self.made.get(id(node))
         if done is not None:
+            # an alias: the object is shared, but whoever walks the document visits it again
+            self.expanded += self.size(node)
+            if self.expanded > MAX_ALIAS_EXPANSION:
+                raise AliasBomb(node.start_mark)
             return done
         if depth > MAX_DEPTH:
             raise TooDeep(node.start_mark)
@@ -123,6 +137,7 @@ class _Builder:
             result.line, result.column = node.start_mark.line + 1, node.start_mark.column + 1
             result.item_lines = [child.start_mark.line + 1 for child in node.value]
             result.extend(self.build(child, depth + 1) for child in node.value)
+            self.sizes[id(node)] = 1 + sum(self.size(child) for child in node.value)
             return result
         return self.loader.construct_object(node, deep=True)
 
@@ -138,7 +153,7 @@ class _Builder:
             if not isinstance(key, str):
                 key = str(key)
             if key in result:
-                first = result.key_lines[key][0]
+                first = result.key_lines[key]
                 self.problems.append(
                     Problem(
                         self.path, line, f"duplicate key '{key}' (first defined on line {first})"
@@ -146,12 +161,159 @@ class _Builder:
                 )
                 continue
             result[key] = self.build(value_node, depth + 1)
-            result.key_lines[key] = (line, key_node.start_mark.column + 1)
+            result.key_lines[key] = line
+        self.sizes[id(node)] = 1 + sum(self.size(v) for _, v in node.value)
         return result
+
+
+def _at(mark: Any) -> tuple[int, int]:
+    """A parser mark as (line, column), 1-based."""
+    return mark.line + 1, mark.column + 1
+
+
+class _Unusual(Exception):
+    """A construct the event builder leaves to the node builder (tags on collections,
+    non-scalar keys, several documents)."""
+
+
+class _EventBuilder:
+    """Builds LMap/LList straight from the parser's events, never holding the document's node
+    tree: for a 100,000-step runbook the tree was most of the load's peak memory. The same
+    objects, lines, duplicate-key problems and bounds as ``_Builder``, which still takes any
+    document using what this one leaves out (``_Unusual``)."""
+
+    def __init__(self, loader: Any, path: str, problems: list[Problem]):
+        self.loader = loader
+        self.path = path
+        self.problems = problems
+        self.anchors: dict[str, tuple[Any, int]] = {}  # anchor → (object, values it holds)
+        self.expanded = 0
+
+    def build(self) -> Any:
+        loader = self.loader
+        loader.get_event()  # StreamStart
+        if loader.check_event(yaml.StreamEndEvent):
+            return None
+        loader.get_event()  # DocumentStart
+        value, _ = self._value(loader.get_event(), 0)
+        loader.get_event()  # DocumentEnd
+        if not loader.check_event(yaml.StreamEndEvent):
+            raise _Unusual  # several documents: the node builder says so
+        return value
+
+    def _value(self, event: Any, depth: int) -> tuple[Any, int]:
+        """The value an event starts, and how many values it holds with aliases expanded."""
+        if isinstance(event, yaml.ScalarEvent):
+            value = self._scalar(event)
+            size = 1
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in self.anchors:
+                raise _Unusual  # the node builder reports the unknown alias
+            value, size = self.anchors[event.anchor]
+            self.expanded += size
+            if self.expanded > MAX_ALIAS_EXPANSION:
+                raise AliasBomb(event.start_mark)
+            return value, size
+        elif depth > MAX_DEPTH:
+            raise TooDeep(event.start_mark)
+        elif isinstance(event, yaml.MappingStartEvent):
+            if event.tag not in (None, "!", _MAP_TAG):
+                raise _Unusual
+            value, size = self._mapping(event, depth)
+        elif isinstance(event, yaml.SequenceStartEvent):
+            if event.tag not in (None, "!", _SEQ_TAG):
+                raise _Unusual
+            value = LList()
+            value.line, value.column = _at(event.start_mark)
+            value.item_lines = []
+            if event.anchor is not None:
+                self.anchors[event.anchor] = (value, 1)
+            size = 1
+            while not self.loader.check_event(yaml.SequenceEndEvent):
+                item_event: Any = self.loader.get_event()
+                value.item_lines.append(item_event.start_mark.line + 1)
+                item, item_size = self._value(item_event, depth + 1)
+                value.append(item)
+                size += item_size
+            self.loader.get_event()
+        else:
+            raise _Unusual
+        if event.anchor is not None:
+            self.anchors[event.anchor] = (value, size)
+        return value, size
+
+    def _scalar(self, event: Any) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag == _STR_TAG:
+            return event.value
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        return self.loader.construct_object(node, deep=True)
+
+    def _mapping(self, event: Any, depth: int) -> tuple[LMap, int]:
+        result = LMap()
+        result.line, result.column = _at(event.start_mark)
+        result.key_lines = {}
+        if event.anchor is not None:
+            self.anchors[event.anchor] = (result, 1)
+        size = 1
+        merges: list[tuple[Any, int, int]] = []
+        loader = self.loader
+        while not loader.check_event(yaml.MappingEndEvent):
+            key_event: Any = loader.get_event()
+            if not isinstance(key_event, yaml.ScalarEvent):
+                raise _Unusual  # a collection or alias as a key
+            where = _at(key_event.start_mark)[0]
+            key_tag = key_event.tag or loader.resolve(
+                yaml.ScalarNode, key_event.value, key_event.implicit
+            )
+            if key_tag == "tag:yaml.org,2002:merge":
+                merged, merged_size = self._value(loader.get_event(), depth + 1)
+                merges.append((merged, merged_size, where))
+                continue
+            key = self._scalar(key_event)
+            if not isinstance(key, str):
+                key = str(key)
+            if key in result:
+                first = result.key_lines[key]
+                self.problems.append(
+                    Problem(
+                        self.path,
+                        where,
+                        f"duplicate key '{key}' (first defined on line {first})",
+                    )
+                )
+                self._value(loader.get_event(), depth + 1)  # skipped, as the node builder does
+                continue
+            result[key], value_size = self._value(loader.get_event(), depth + 1)
+            result.key_lines[key] = where
+            size += value_size
+        loader.get_event()
+        for merged, merged_size, where in merges:  # explicit keys win, then earlier merges
+            sources = merged if isinstance(merged, list) else [merged]
+            if not all(isinstance(m, dict) for m in sources):
+                raise _Unusual  # the node builder reports a bad merge
+            for source in sources:
+                for key, value in source.items():
+                    if key not in result:
+                        result[key] = value
+                        result.key_lines[key] = where
+            size += merged_size
+        return result, size
 
 
 class TooDeep(Exception):
     """A document nested deeper than ``MAX_DEPTH``, at ``mark``."""
+
+    def __init__(self, mark: Any):
+        super().__init__(mark)
+        self.mark = mark
+
+
+class AliasBomb(Exception):
+    """YAML aliases that expand past ``MAX_ALIAS_EXPANSION`` values; ``mark`` is where the
+    bound was passed (the alias, or the anchor it repeats)."""
 
     def __init__(self, mark: Any):
         super().__init__(mark)
@@ -300,12 +462,23 @@ def load_yaml(path: str | Path) -> Loaded:
     loader = _Loader(text)
     try:
         with paused_gc():
-            node = loader.get_single_node()
-            data = _Builder(loader, name, problems).build(node) if node is not None else None
+            try:
+                data = _EventBuilder(loader, name, problems).build()
+            except _Unusual:
+                loader.dispose()
+                loader, problems = _Loader(text), []
+                node = loader.get_single_node()
+                data = _Builder(loader, name, problems).build(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         return Loaded(name, None, [_syntax_problem(name, text, exc)])
     except TooDeep as exc:
         return Loaded(name, None, [_too_deep(name, text, exc.mark)])
+    except AliasBomb as exc:
+        message = (
+            f"YAML aliases expand to more than {MAX_ALIAS_EXPANSION:,} values "
+            "(anchors repeated into one another)"
+        )
+        return Loaded(name, None, [Problem(name, exc.mark.line + 1, message)])
     except RecursionError:
         return Loaded(name, None, [_too_deep(name, text)])
     except yaml.reader.ReaderError as exc:

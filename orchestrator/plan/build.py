@@ -46,6 +46,7 @@ from orchestrator.model.templating import (
     evaluate,
     expression_hint,
     render,
+    unquoted_step_outputs,
 )
 from orchestrator.record.outcomes import Status, StepOutcome
 
@@ -53,7 +54,7 @@ FAILOVER = "failover"
 FAILBACK = "failback"
 
 
-@dataclass
+@dataclass(slots=True)  # slots: one per step of the plan, and plans get big
 class PlanStep:
     """One node of the plan: a step resolved to hosts, with its place in the DAG."""
 
@@ -350,62 +351,49 @@ def longest_path(
     return best[end][0], path
 
 
-class MaskSet(AbstractSet[str]):
-    """A set of step ids held as a bitmask over the declaration order: every step's ancestors
-    in a 10,000-step plan cost one big-int OR each, not a graph walk each."""
+class Ancestors(AbstractSet[str]):
+    """A step's transitive needs (the ``steps[…]`` its templates may read), found in the graph
+    when asked rather than computed for every step up front: held for every step of a 100,000-
+    step plan, the sets (even as bitmasks) grew with the square of the plan, ~600 MB. ``x in``
+    is a path search from ``x``; iterating computes the set once. A step in a cycle (reported
+    as an error) reads its whole cycle, but itself only when ``with_`` adds it."""
 
-    __slots__ = ("_ids", "_index", "_mask")
+    __slots__ = ("_extra", "_found", "_graph", "_node")
 
-    def __init__(self, mask: int, ids: list[str], index: Mapping[str, int]):
-        self._mask, self._ids, self._index = mask, ids, index
+    def __init__(self, graph: nx.DiGraph, node: str, extra: frozenset[str] = frozenset()):
+        self._graph, self._node, self._extra = graph, node, extra
+        self._found: frozenset[str] | None = None
+
+    def _all(self) -> frozenset[str]:
+        if self._found is None:
+            found = nx.ancestors(self._graph, self._node) if self._node in self._graph else set()
+            found.discard(self._node)
+            self._found = frozenset(found) | self._extra
+        return self._found
 
     def __contains__(self, item: object) -> bool:
-        i = self._index.get(item) if isinstance(item, str) else None
-        return i is not None and bool(self._mask >> i & 1)
+        if item in self._extra:
+            return True
+        if self._found is not None:
+            return item in self._found
+        graph, node = self._graph, self._node
+        if not isinstance(item, str) or item == node or item not in graph or node not in graph:
+            return False
+        return bool(nx.has_path(graph, item, node))
 
     def __iter__(self) -> Iterator[str]:
-        mask, i = self._mask, 0
-        while mask:
-            if mask & 1:
-                yield self._ids[i]
-            mask >>= 1
-            i += 1
+        nodes = self._graph.nodes
+        return iter(sorted(self._all(), key=lambda n: nodes[n]["index"] if n in nodes else -1))
 
     def __len__(self) -> int:
-        return self._mask.bit_count()
+        return len(self._all())
 
-    def with_(self, item: str) -> MaskSet:
-        return MaskSet(self._mask | 1 << self._index[item], self._ids, self._index)
-
-
-def ancestor_sets(graph: nx.DiGraph, order: list[str] | None = None) -> dict[str, MaskSet]:
-    """Every node's transitive needs, computed once in topological order (``order``). A graph
-    with cycles (being reported as errors) is taken through its condensation, so that the
-    templates of every step can still be checked: a step in a cycle reads its whole cycle."""
-    ids = sorted(graph.nodes, key=lambda n: graph.nodes[n]["index"])
-    index = {n: i for i, n in enumerate(ids)}
-    if order is None:
-        dag = nx.condensation(graph)
-        members = nx.get_node_attributes(dag, "members")
-        by_component: dict[int, int] = {}
-        for c in nx.topological_sort(dag):
-            mask = 0
-            for p in dag.predecessors(c):
-                mask |= by_component[p]  # the need's members and everything they need
-            by_component[c] = mask | sum(1 << index[n] for n in members[c])
-        mapping = dag.graph["mapping"]
-        return {n: MaskSet(by_component[mapping[n]] & ~(1 << index[n]), ids, index) for n in ids}
-    masks: dict[str, int] = {}
-    for node in order:
-        mask = 0
-        for p in graph.predecessors(node):
-            mask |= masks[p] | 1 << index[p]
-        masks[node] = mask
-    return {n: MaskSet(m, ids, index) for n, m in masks.items()}
+    def with_(self, item: str) -> Ancestors:
+        return Ancestors(self._graph, self._node, self._extra | {item})
 
 
 def _with(readable: AbstractSet[str], item: str) -> AbstractSet[str]:
-    return readable.with_(item) if isinstance(readable, MaskSet) else readable | {item}
+    return readable.with_(item) if isinstance(readable, Ancestors) else readable | {item}
 
 
 def _resolve(
@@ -602,8 +590,6 @@ def build_plan(
         mode=mode,
     )
     aliases = plan.aliases()
-    acyclic = nx.is_directed_acyclic_graph(graph)
-    ancestors = ancestor_sets(graph, topological(graph) if acyclic else None)
     for index, step in enumerate(runbook.steps):
 
         def report(message: str, hint: str | None, _s: Step = step) -> None:
@@ -618,7 +604,7 @@ def build_plan(
             hosts=hosts,
             needs=[n for n in step.needs if n in graph and n != step.id],
             index=index,
-            readable=ancestors.get(step.id, frozenset()),
+            readable=Ancestors(graph, step.id),
             skipped=only_skips(step, mode),
             active=plan.to_site if is_child_health(step.id) else None,  # a child's health
         )
@@ -640,6 +626,16 @@ def build_plan(
                 Where(runbook.file_of(step.id), step.id).problem(
                     step.line,
                     "command step has no 'undo': failback will leave it out",
+                    severity="warning",
+                )
+            )
+        if step.run and unquoted_step_outputs(step.run):
+            plan.warnings.append(
+                Where(runbook.path, step.id).problem(
+                    step.line_of("run"),
+                    "run interpolates a step's output without '| quote': what a host printed "
+                    "would run as shell text here",
+                    "write {{ steps['ID'].stdout | quote }} (or | int for a number)",
                     severity="warning",
                 )
             )

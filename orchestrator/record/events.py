@@ -17,7 +17,7 @@ class Event(StrEnum):
     #: mode drill_id rollback wall0 parent_start_wall rto_target_s rpo_target rpo_is_bytes rpo_step rpo_guard
     #: accept_data_loss rto_start
     #: predicted_rto_s runbook_file inventory_file runbook_sha256 inventory_sha256
-    #: host_order health_names unreachable steps]
+    #: host_order health_names unreachable steps runbook_description]
     RUN_STARTED = "run_started"
     #: a succeeded step of the resumed run, not re-run: [step from_run value attempts hosts
     #: approval (a gate's original by/via/comment)]

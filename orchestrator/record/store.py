@@ -27,14 +27,15 @@ import fcntl
 import json
 import os
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
-from orchestrator.errors import JournalError, RefusedError
+from orchestrator.errors import JournalError, RefusedError, StateDirError
 
 #: the longest the local journal's syncer rests between two fsyncs
 SYNC_PAUSE_S = 0.005
@@ -145,7 +146,7 @@ class Store(abc.ABC):
 
     def output_dir(self, run_id: str) -> Path:
         """Local directory for a run's full command output."""
-        return self.local_dir / "runs" / run_id / "output"
+        return inside(self.local_dir / "runs", run_id, "output")
 
     def new_run_id(self, direction: str, site: str) -> str:
         """``YYYYMMDDTHHMMSS.fffZ-<direction>-<site>``, with a suffix if taken."""
@@ -197,9 +198,45 @@ def open_store(state_dir: Path, state_url: str | None = None) -> Store:
 # -- the local directory ----------------------------------------------------------------------
 
 
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file, without following a symlink: a
+    file of the state directory replaced by a link (to /etc/passwd, say) is not read through.
+    ``OSError`` otherwise (``ELOOP`` for a symlink)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of a regular file of the state directory (``open_regular``)."""
+    with open_regular(path) as fh:
+        return fh.read()
+
+
+def is_regular(path: Path) -> bool:
+    """Whether ``path`` is a regular file itself, not a symlink to one."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def is_real_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory itself, not a symlink to one."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path).decode("utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -211,24 +248,73 @@ PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
 
 
 def private_dir(path: Path, base: Path | None = None) -> None:
-    """Create ``path`` (and its missing parents below ``base``) owner-only, 0700."""
+    """Create ``path`` (and its missing parents below ``base``) owner-only, 0700.
+
+    The path is normalised first and must stay inside ``base``: a name that walked out of the
+    state directory (``runs/<id>/../..``) is refused, never created. Only a directory this call
+    created is chmodded — never one that existed (``/`` once became 0700 that way)."""
+    target = Path(os.path.abspath(path))
+    if base is not None:
+        root = Path(os.path.abspath(base))
+        if not target.is_relative_to(root):
+            raise StateDirError(f"{path} is outside the state directory {base}")
+        private_dir(root)
     missing = []
-    current = path
-    while not current.exists() and current != base and current != current.parent:
+    current = target
+    while not current.exists() and current != current.parent:
         missing.append(current)
         current = current.parent
-    if base is not None and not base.exists():
-        private_dir(base)
     for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):
+        try:
             directory.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            continue  # made by someone else meanwhile: not ours to chmod
         with contextlib.suppress(OSError):
             directory.chmod(PRIVATE_DIR)  # mkdir's mode is reduced by the umask
 
 
+def inside(base: Path, *names: str) -> Path:
+    """``base / name / …`` where each name must be one plain path component (a run id, a step
+    id, a host name): names come from runbooks and inventories, and one that is ``..`` or holds
+    a ``/`` must not reach a file outside ``base``."""
+    for name in names:
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise StateDirError(f"{name!r} is not a plain name: refusing a path outside {base}")
+    return base.joinpath(*names)
+
+
 def private_open(path: Path, flags: int) -> int:
-    """``os.open`` of a file drx writes, created owner-only (0600)."""
-    return os.open(path, flags | os.O_CREAT, PRIVATE_FILE)
+    """``os.open`` of a file drx writes, created owner-only (0600). A symlink in its place is
+    not followed (``ELOOP``): with it, whoever could write the directory could make drx
+    truncate or overwrite any file its user can."""
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StateDirError(
+                f"{path} is a symbolic link: drx writes no file through one"
+            ) from exc
+        raise
+
+
+def unsafe_state_dir(state_dir: Path) -> str | None:
+    """Why ``state_dir`` (or its ``runs/``) must not be used, or None: owned by another user,
+    or writable by group or others — then someone else could plant links or files in it that
+    drx would write through or report as its own. A directory not made yet is safe."""
+    for directory in (state_dir, state_dir / "runs"):
+        try:
+            st = directory.stat()
+        except OSError:
+            continue
+        if st.st_uid != os.geteuid():
+            return f"state directory {directory} is owned by another user (uid {st.st_uid})"
+        if st.st_mode & 0o022:
+            mode = oct(st.st_mode & 0o777)[2:]
+            return (
+                f"state directory {directory} is writable by others (mode {mode}): "
+                f"chmod 700 {directory}"
+            )
+    return None
 
 
 def readable_by_others(state_dir: Path) -> bool:
@@ -240,13 +326,20 @@ def readable_by_others(state_dir: Path) -> bool:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write a temp file, fsync, rename: readers see the old or the new file, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    with os.fdopen(private_open(tmp, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    """Write a temp file, fsync, rename: readers see the old or the new file, never half. The
+    temp file is new (``O_EXCL``, a name nobody could have planted); the rename replaces a
+    symlink at ``path`` rather than writing through it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class LocalStore(Store):
@@ -261,7 +354,7 @@ class LocalStore(Store):
         return str(self.state_dir)
 
     def exists(self) -> bool:
-        return (self.state_dir / "state.json").exists() or self._runs.is_dir()
+        return is_regular(self.state_dir / "state.json") or is_real_dir(self._runs)
 
     @property
     def _runs(self) -> Path:
@@ -287,9 +380,9 @@ class LocalStore(Store):
 
     def lock_holder(self) -> str | None:
         path = self.state_dir / "lock"
-        if not path.exists():
+        if not is_regular(path):
             return None
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -302,29 +395,35 @@ class LocalStore(Store):
 
     # -- runs
     def run_ids(self) -> list[str]:
-        if not self._runs.is_dir():
+        if not is_real_dir(self._runs):
             return []
-        return sorted(p.name for p in self._runs.iterdir() if (p / "journal.jsonl").is_file())
+        # a symlinked run directory or journal is not a run drx recorded
+        return sorted(
+            p.name
+            for p in self._runs.iterdir()
+            if is_real_dir(p) and is_regular(p / "journal.jsonl")
+        )
 
     def has_run(self, run_id: str) -> bool:
-        return (self._runs / run_id).exists()
+        path = self._runs / run_id
+        return path.exists() or path.is_symlink()
 
     def create_run(self, run_id: str, plan_doc: dict[str, Any], lock: RunLock) -> JournalSink:
-        run_dir = self._runs / run_id
-        if run_dir.exists():
+        run_dir = inside(self._runs, run_id)
+        if run_dir.exists() or run_dir.is_symlink():
             raise FileExistsError(errno.EEXIST, "run directory exists", str(run_dir))
         private_dir(run_dir / "output", self.state_dir)
         _write_atomic(run_dir / "plan.json", document_json(plan_doc))
         return _FileSink(run_dir / "journal.jsonl")
 
     def read_events(self, run_id: str) -> list[dict[str, Any]]:
-        path = self._runs / run_id / "journal.jsonl"
-        if not path.is_file():
+        path = inside(self._runs, run_id, "journal.jsonl")
+        if not (is_real_dir(path.parent) and is_regular(path)):
             from orchestrator.errors import UsageError
 
             raise UsageError(f"no run '{run_id}' in {self.location}")
         try:
-            raw = path.read_bytes()
+            raw = read_regular(path)
         except OSError as exc:
             raise JournalError(f"cannot read journal {path}: {exc.strerror}") from exc
         return parse_journal(raw, str(path))

@@ -82,6 +82,8 @@ class HostRecord:
     command: str | None = None  # as rendered for this host (its last attempt), secrets masked
     #: the outcome came from the host's spool: the command outlived the controller that ran it
     reattached: bool = False
+    #: bytes of output its last attempt printed past ``output_limit``, not kept in the log
+    output_cut: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         doc = {
@@ -98,6 +100,8 @@ class HostRecord:
             doc["command"] = self.command
         if self.reattached:
             doc["reattached"] = True
+        if self.output_cut:
+            doc["output_cut"] = self.output_cut
         return doc
 
 
@@ -337,6 +341,7 @@ class RunSummary:
     inventory_file: str | None = None
     runbook_sha256: str | None = None  # of the files as they were when the run started
     inventory_sha256: str | None = None
+    runbook_description: str | None = None  # the runbook's one-line description
     rto_started_at: str | None = None
     moves_to: str | None = None
     message: str | None = None
@@ -393,6 +398,7 @@ class RunSummary:
             "inventory_file": self.inventory_file,
             "runbook_sha256": self.runbook_sha256,
             "inventory_sha256": self.inventory_sha256,
+            "runbook_description": self.runbook_description,
             "rto_started_at": self.rto_started_at,
             "moves_to": self.moves_to,
         }
@@ -478,6 +484,7 @@ def _read_host(d: Mapping[str, Any]) -> HostRecord:
         attempts=[_read_attempt(_map(a)) for a in _list(d.get("attempts"))],
         command=_str(d.get("command")),
         reattached=d.get("reattached") is True,
+        output_cut=_int(d.get("output_cut")),
     )
 
 
@@ -583,6 +590,7 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         runbook_sha256=_str(d.get("runbook_sha256")),
         inventory_sha256=_str(d.get("inventory_sha256")),
         hosts=[dict(_map(h)) for h in _list(d.get("hosts")) if isinstance(h, Mapping)],
+        runbook_description=_str(d.get("runbook_description")),
         rto_started_at=_str(d.get("rto_started_at")),
         children=[dict(c) for c in _list(d.get("children")) if isinstance(c, Mapping)],
         moves_to=_str(d.get("moves_to")),
@@ -753,6 +761,7 @@ class _Builder:
         host.rc, host.error, host.status = e.get("rc"), e.get("error"), e.get("status") or "unknown"
         host.output_tail = e.get("output_tail", "")
         host.command = e.get("command") or host.command
+        host.output_cut = e.get("output_cut")
         host.duration_s = _r(sum(a.duration_s for a in host.attempts if a.duration_s is not None))
         host.value = e.get("value")
         host.reattached = e.get("reattached") is True
@@ -832,6 +841,7 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         runbook_sha256=start.get("runbook_sha256"),
         inventory_sha256=start.get("inventory_sha256"),
         hosts=list(start.get("hosts") or []),
+        runbook_description=start.get("runbook_description"),
         rto_started_at=_wall(start, t_start) if t_start is not None else None,
         moves_to=start.get("moves_to"),
         message=(b.finished.get("message") or None) if b.finished else None,

@@ -168,6 +168,7 @@ class FailedHost:
     tail_lines: int  # lines in the recorded tail (the shown part is at most TAIL_LINES)
     log_path: str
     log_command: str = ""  # the command that prints the full output, wherever the state is
+    log_note: str = ""  # the log was cut at output_limit: how much was not kept
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ class HostOutput:
     tail_lines: int
     log_path: str
     log_command: str = ""
+    log_note: str = ""  # the log was cut at output_limit: how much was not kept
 
 
 @dataclass(frozen=True)
@@ -867,6 +869,13 @@ def _log_path(run: Run, step: Step, host: str) -> str:
     return f"runs/{run.run_id}/output/{step.id}/{host}.log"
 
 
+def _log_note(host: HostResult) -> str:
+    """Said beside the log's path when its last attempt printed past ``output_limit``."""
+    if not host.output_cut:
+        return ""
+    return f" (cut at the runbook's output_limit: {host.output_cut:,} bytes not kept)"
+
+
 def _outputs(run: Run) -> tuple[tuple[StepOutput, ...], int]:
     """Every step that ran on hosts, in start order, with each host's command and output tail;
     past OUTPUT_HOSTS host entries the rest are counted, not shown (a 10,000-step report stays
@@ -893,6 +902,7 @@ def _outputs(run: Run) -> tuple[tuple[StepOutput, ...], int]:
                     tail_lines=total,
                     log_path=_log_path(run, step, host.host),
                     log_command=f"drx logs {run.run_id} {step.id} {host.host}",
+                    log_note=_log_note(host),
                 )
             )
         if hosts:
@@ -920,6 +930,7 @@ def _failures(run: Run) -> tuple[Failure, ...]:
                     tail_lines=total,
                     log_path=_log_path(run, step, host.host),
                     log_command=f"drx logs {run.run_id} {step.id} {host.host}",
+                    log_note=_log_note(host),
                 )
             )
         failures.append(

@@ -136,6 +136,7 @@ class HostResult:
     attempts: tuple[Attempt, ...]
     command: str | None = None  # as rendered for this host, secrets masked
     reattached: bool = False  # the outcome was read from the host's spool
+    output_cut: int | None = None  # bytes past the runbook's output_limit, not kept
 
     @property
     def failed(self) -> bool:
@@ -319,6 +320,7 @@ class Run:
         return _between(parse_when(self.started_at), parse_when(self.rto_started_at)) or 0.0
 
     message: str | None = None  # why the run ended as it did (who aborted it)
+    runbook_description: str | None = None  # the runbook's one-line description
 
     @property
     def is_failback(self) -> bool:
@@ -465,6 +467,7 @@ def _step(index: int, raw: Mapping[str, Any], base: datetime | None) -> Step:
                 ),
                 command=_str(host.get("command")),
                 reattached=host.get("reattached") is True,
+                output_cut=_int(host.get("output_cut")),
             )
         )
     return Step(
@@ -581,6 +584,7 @@ def load(summary: Mapping[str, Any]) -> Run:
         inventory_file=_str(summary.get("inventory_file")),
         runbook_sha256=_str(summary.get("runbook_sha256")),
         inventory_sha256=_str(summary.get("inventory_sha256")),
+        runbook_description=_str(summary.get("runbook_description")),
         rto_started_at=_str(summary.get("rto_started_at")),
         rto=Rto(
             measured_s=_num(rto.get("measured_s")),

@@ -150,6 +150,8 @@ def _header(report: Report, paint: _Painter) -> list[str]:
         meta.append(("Continues", f"run {run.parent_run}"))
     if run.runbook_file:
         meta.append(("Runbook", run.runbook_file))
+    if run.runbook_description:
+        meta.append(("About", run.runbook_description))
     if run.inventory_file:
         meta.append(("Inventory", run.inventory_file))
     for key, value in meta:
@@ -329,7 +331,7 @@ def _failures(report: Report, paint: _Painter) -> list[str]:
                     facts.append(host.error)
                 facts.append(f"{host.attempts} attempt{'s' if host.attempts != 1 else ''}")
                 out.append("    " + " · ".join(facts))
-                out.append(paint(f"    full output: {host.log_command}", "dim"))
+                out.append(paint(f"    full output: {host.log_command}{host.log_note}", "dim"))
                 if host.tail:
                     if host.tail_lines > TAIL_LINES:
                         out.append(

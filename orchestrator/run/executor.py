@@ -31,6 +31,7 @@ from orchestrator.plan.build import Plan, PlanStep
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
+from orchestrator.record.store import inside
 from orchestrator.run.recover import Found, Recovery
 from orchestrator.run.rpo_guard import GuardVerdict, RpoGuard, judge
 from orchestrator.transport.base import (
@@ -38,6 +39,8 @@ from orchestrator.transport.base import (
     CancelToken,
     CommandResult,
     Connection,
+    LogTarget,
+    OutputLog,
     Redactor,
 )
 from orchestrator.transport.spool import SpoolKey, cleanup_program, mkdir_program, words
@@ -749,8 +752,10 @@ class Executor:
             return None
         return SpoolKey(self.run_id, ps.id, host.name, attempt, self.spool_root, keep_failed)
 
-    def _log_path(self, ps: PlanStep, host: Host) -> Path:
-        return self.output_dir / ps.id / f"{host.name}.log"
+    def _log_path(self, ps: PlanStep, host: Host) -> OutputLog:
+        """The output log of one attempt on one host, with the runbook's limit."""
+        path = inside(self.output_dir, *ps.id.split("/"), f"{host.name}.log")
+        return OutputLog(path, self.plan.runbook.output_limit)
 
     def _host_attempt(self, ps: PlanStep, host: Host, attempt: int) -> HostOutcome:
         j = self.journal
@@ -765,6 +770,7 @@ class Executor:
         j = self.journal
         t0 = j.now()
         rendered: str | None = None  # the command as run on this host (journaled, redacted)
+        log = self._log_path(ps, host)  # one per attempt: a check's polls share its limit
 
         def done(
             status: Status,
@@ -776,6 +782,8 @@ class Executor:
             **extra: Any,
         ) -> HostOutcome:
             t1 = j.now()
+            if log.dropped:
+                extra["output_cut"] = log.dropped
             j.write(
                 Event.HOST_FINISHED,
                 t1,
@@ -807,7 +815,7 @@ class Executor:
             return done(Status.FAILED, None, "template", f"template error: {exc}")
         rendered = command
         if step.kind is StepKind.CHECK:
-            return self._poll(ps, host, attempt, conn, command, env, ctx, done)
+            return self._poll(ps, host, attempt, conn, command, env, ctx, done, log)
         with self._recovered_lock:
             rec = self.recovered.pop((ps.id, host.name), None)
         extra: dict[str, Any] = {}
@@ -833,7 +841,7 @@ class Executor:
                 rec.key,
                 sudo=step.sudo,
                 timeout=left,
-                log_path=self._log_path(ps, host),
+                log_path=log,
                 redact=self.plan.redactor,
                 cancel=self.cancel,
             )
@@ -848,7 +856,7 @@ class Executor:
                 env=env,
                 timeout=step.timeout,
                 redact=self.plan.redactor,
-                log_path=self._log_path(ps, host),
+                log_path=log,
                 cancel=self.cancel,
                 spool=key,
             )
@@ -880,6 +888,7 @@ class Executor:
         env: Mapping[str, str],
         ctx: dict[str, Any],
         done: Callable[..., HostOutcome],
+        log: OutputLog,
     ) -> HostOutcome:
         """Poll a check on one host until ``until`` holds or the window (``timeout``) closes."""
         step = ps.step
@@ -911,7 +920,7 @@ class Executor:
                 env=env,
                 timeout=remaining,
                 redact=self.plan.redactor,
-                log_path=self._log_path(ps, host),
+                log_path=log,
                 cancel=self.cancel,
                 spool=key,
             )
@@ -973,7 +982,7 @@ def run_command(
     env: Mapping[str, str],
     timeout: float,
     redact: Redactor,
-    log_path: Path | None = None,
+    log_path: LogTarget | None = None,
     cancel: CancelToken | None = None,
     spool: SpoolKey | None = None,
 ) -> CommandResult:

@@ -18,6 +18,7 @@ from orchestrator.plan.build import Plan
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal, utc_iso
 from orchestrator.run.budget import BudgetWatcher
+from orchestrator.terminal import printable
 
 _QUIET = {Event.POLL, Event.HOST_STARTED, Event.PROBE_POLL}
 _NOT_LOGGED = {
@@ -54,7 +55,8 @@ class ConsoleLine:
         name = event.pop("event", "")
         level = event.pop("level", "info")
         stamp = event.pop("timestamp", "")
-        fields = " ".join(f"{k}={_text(v)}" for k, v in event.items())
+        fields = printable(" ".join(f"{k}={_text(v)}" for k, v in event.items()))
+        name = printable(str(name))
         tag = f"{level:<7}"
         if self.color:
             tag = f"{_LEVEL_COLOR.get(level, '')}{tag}\x1b[0m"

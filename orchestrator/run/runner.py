@@ -38,6 +38,7 @@ from orchestrator.run.control import ControlDesk, cancelled_message
 from orchestrator.run.executor import Executor, poll_once
 from orchestrator.run.probes import Probes
 from orchestrator.run.rpo_guard import RpoGuard
+from orchestrator.terminal import printable
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
 
@@ -128,6 +129,7 @@ class Gate:
             return True
         if not self.interactive:
             return self._wait(step_id)
+        prompt = printable(prompt)  # host output in a prompt must not rewrite the terminal
         if self.ask is not None:
             approved = self.ask(step_id, prompt)
         else:
@@ -307,6 +309,7 @@ def _run(
         inventory_file=opts.inventory_file,
         runbook_sha256=file_sha256(opts.runbook_file),
         inventory_sha256=file_sha256(opts.inventory_file),
+        runbook_description=rb.description or None,
         host_order=[h.name for h in plan.hosts()],
         hosts=inventory_hosts(plan, connections),
         health_names=[hp.check.name for hp in plan.health],

@@ -86,7 +86,7 @@ class Connection(Protocol):
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         sudo: Sudo = False,
-        log_path: Path | None = None,
+        log_path: LogTarget | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
         spool: SpoolKey | None = None,
@@ -164,11 +164,53 @@ class Limit:
         return wait
 
 
+#: the most one attempt of a step on one host writes to its output log, unless the runbook's
+#: ``output_limit`` says otherwise: a check polling a command that prints 200 MB wrote 10 GB
+DEFAULT_OUTPUT_LIMIT = 64 * 1024 * 1024
+
+
+@dataclass
+class OutputLog:
+    """The output log of one attempt of a step on one host, with what it may still take. The
+    polls of a check's attempt share one, so the limit holds per attempt, not per poll."""
+
+    path: Path
+    limit: int = DEFAULT_OUTPUT_LIMIT
+    written: int = 0
+    dropped: int = 0  # bytes of output not kept past the limit
+
+    def admit(self, text: str) -> str:
+        """The part of ``text`` the log still takes, with the cut said once where it falls."""
+        if self.dropped:
+            self.dropped += len(text.encode("utf-8", "replace"))
+            return ""
+        size = len(text.encode("utf-8", "replace"))
+        if self.written + size <= self.limit:
+            self.written += size
+            return text
+        room = self.limit - self.written
+        kept = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
+        self.written = self.limit
+        self.dropped = size - len(kept.encode("utf-8"))
+        return kept + f"\n[drx: output cut here: {self.cut_note()}]\n"
+
+    def cut_note(self) -> str:
+        """What the cut was, for the log and the report."""
+        return (
+            f"this attempt's log reached its limit of {self.limit:,} bytes (output_limit); "
+            "what followed is not kept"
+        )
+
+
+#: where ``Connection.run`` writes full output: a file, or a file with a limit
+LogTarget = Path | OutputLog
+
+
 def timed_run(
     body: Callable[[OutputCollector, Limit], tuple[int | None, str | None]],
     *,
     timeout: float | None,
-    log_path: Path | None,
+    log_path: LogTarget | None,
     redact: Redactor | None,
     cancel: CancelToken | None,
 ) -> CommandResult:
@@ -269,12 +311,13 @@ class OutputCollector:
     Memory stays bounded whatever the command prints.
     """
 
-    def __init__(self, log_path: Path | None = None, redact: Redactor | None = None) -> None:
+    def __init__(self, log_path: LogTarget | None = None, redact: Redactor | None = None) -> None:
         self._redact = redact
         self._log: IO[str] | None = None
         # opened on the first output: a silent command costs no mkdir/open (a 10,000-step run
         # of quiet steps would otherwise spend most of its time creating empty files)
-        self._log_path = log_path
+        self._budget = log_path if isinstance(log_path, OutputLog) else None
+        self._log_path = log_path.path if isinstance(log_path, OutputLog) else log_path
         self._pending = {"stdout": bytearray(), "stderr": bytearray()}
         self._tail = _BoundedText(TAIL_BYTES)
         self._stdout = _BoundedText(STDOUT_KEEP_BYTES)
@@ -300,10 +343,12 @@ class OutputCollector:
         if self._log is None and self._log_path is not None:
             # output may hold what nobody declared secret: owner-only, like the state dir
             self._log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(
+                self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600
+            )
             self._log = os.fdopen(fd, "a", encoding="utf-8")
         if self._log is not None:
-            self._log.write(text)
+            self._log.write(text if self._budget is None else self._budget.admit(text))
             self._log.flush()  # the log is what people watch while a step runs
         self._tail.add(text)
         if stream == "stdout":

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,6 +29,7 @@ from orchestrator.transport.base import (
     CancelToken,
     CommandResult,
     HostSpec,
+    LogTarget,
     OutputCollector,
     Redactor,
     Sudo,
@@ -153,7 +153,7 @@ class FakeConnection:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         sudo: Sudo = False,
-        log_path: Path | None = None,
+        log_path: LogTarget | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
         spool: SpoolKey | None = None,

@@ -16,13 +16,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 from orchestrator.transport.base import (
     CancelToken,
     CommandResult,
     HostSpec,
     Limit,
+    LogTarget,
     OutputCollector,
     Redactor,
     Sudo,
@@ -49,7 +49,7 @@ class LocalConnection:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         sudo: Sudo = False,
-        log_path: Path | None = None,
+        log_path: LogTarget | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
         spool: SpoolKey | None = None,
@@ -69,7 +69,7 @@ class LocalConnection:
         *,
         sudo: Sudo = False,
         timeout: float | None = None,
-        log_path: Path | None = None,
+        log_path: LogTarget | None = None,
         redact: Redactor | None = None,
         cancel: CancelToken | None = None,
     ) -> CommandResult:
@@ -83,7 +83,7 @@ class LocalConnection:
         script: str,
         sudo: Sudo,
         timeout: float | None,
-        log_path: Path | None,
+        log_path: LogTarget | None,
         redact: Redactor | None,
         cancel: CancelToken | None,
         group: int | None = None,
