@@ -126,13 +126,31 @@ def reverse_plan(
     failover_run: str,
     variables: dict[str, str],
     secrets: list[str],
+    mode: str = "undo",
 ) -> tuple[Any, dict[str, Any]]:
-    """The reverse plan of ``failover_run`` (from its journal), with failback predictions; and
-    what the failover's steps did (their values feed the undo templates)."""
+    """The failback plan of the failover ``failover_run`` (``source`` → ``target``), with its
+    predictions; and what the failover's steps did (their values feed undo templates). In
+    ``mode`` mirror: the runbook's steps from ``target`` back to ``source``, predicted from
+    every run that moved the service to ``source``."""
     from orchestrator.plan.build import build_reverse_plan
+    from orchestrator.plan.failback import build_mirror_plan
     from orchestrator.plan.predictions import predictions_for
     from orchestrator.record.runs import outcomes_from_events
 
+    if mode == "mirror":
+        steps, health = predictions_for(opts.store, runbook.name, "failback", source, mirror=True)
+        mirrored = build_mirror_plan(
+            runbook,
+            inventory,
+            failover_source=source,
+            failover_target=target,
+            reverses=failover_run,
+            cli_vars=variables,
+            secrets=secrets,
+            predictions=steps,
+            predicted_health_s=health,
+        )
+        return mirrored, {}
     outcomes = outcomes_from_events(opts.store.read_events(failover_run))
     steps, health = predictions_for(opts.store, runbook.name, "failback", target)
     plan = build_reverse_plan(
@@ -157,7 +175,9 @@ def failback_plan(
     cli_vars: Iterable[str],
     secret_vars: Iterable[str],
 ) -> Any:
-    """The reverse plan of a failover run (default: the latest not yet failed back)."""
+    """The failback plan of a failover run (default: the latest not yet failed back): the
+    mirror of a succeeded failover of a ``failback: mirror`` runbook, else the reverse plan."""
+    from orchestrator.plan.failback import failback_mode_for
     from orchestrator.record.runs import Lineage, load_summaries, resolve_run
 
     summaries = load_summaries(opts.store)
@@ -194,8 +214,17 @@ def failback_plan(
         check_site(inventory, site)
     warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
     variables, secrets = secret_inputs(cli_vars, secret_vars)
+    mode = failback_mode_for(runbook.failback, summary.status)
     plan, outcomes = reverse_plan(
-        opts, runbook, inventory, summary.source, summary.target, run_id, variables, secrets
+        opts,
+        runbook,
+        inventory,
+        summary.source,
+        summary.target,
+        run_id,
+        variables,
+        secrets,
+        mode.value,
     )
     if not plan.steps:
         raise RefusedError(

@@ -158,21 +158,26 @@ def run_resume(
             predictions=steps_pred,
             predicted_health_s=health_pred,
         )
+    elif emergency:
+        raise UsageError(
+            f"run {run_id} is a failback: --emergency continues a failover whose source "
+            "site was lost"
+        )
     else:
-        if emergency:
-            raise UsageError(
-                f"run {run_id} is a failback: --emergency continues a failover whose source "
-                "site was lost"
-            )
+        # a mirrored failback names its own way (source: the failover's target); an undo
+        # failback keeps the failover's names
+        mode = start.get("failback_mode") or "undo"
+        source, target = start["source"], start["target"]
         plan, extra = reverse_plan(
             opts,
             runbook,
             inventory,
-            start["source"],
-            start["target"],
+            target if mode == "mirror" else source,
+            source if mode == "mirror" else target,
             start.get("reverses") or start["parent_run"],
             variables,
             secrets,
+            mode,
         )
     plan.parent_run = plan.resumes = run_id
     inflight = [

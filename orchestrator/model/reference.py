@@ -42,6 +42,7 @@ class Type(StrEnum):
     SITES = "mapping of sites"
     HOSTS = "mapping of hosts"
     DEFAULTS = "mapping of connection settings"
+    FAILBACK = "undo · mirror"
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,17 @@ RUNBOOK_DOC: tuple[FieldDoc, ...] = (
         "The steps, in any order: `needs` decides what runs when.",
         "[{id: promote-db, hosts: db@target, run: dbctl promote}]",
         required=True,
+    ),
+    FieldDoc(
+        "failback",
+        Type.FAILBACK,
+        "undo",
+        "How `drx failback` returns a succeeded failover: `undo` runs the reverse plan of the "
+        "steps' undos; `mirror` runs the runbook's steps again from the failover's target "
+        "back to its source (`source`/`target` swapped, `direction: failback`). A failover "
+        "that failed, was cancelled or crashed is always failed back by its undos. See "
+        "Undo or mirror.",
+        "mirror",
     ),
 )
 

@@ -40,6 +40,14 @@ class StepKind(StrEnum):
     WAIT = "wait"
 
 
+class FailbackMode(StrEnum):
+    """How ``drx failback`` returns a succeeded failover (see docs/reference.md, "Undo or
+    mirror"): the reverse plan of its undos, or the runbook's own steps run the other way."""
+
+    UNDO = "undo"
+    MIRROR = "mirror"
+
+
 class OnFailure(StrEnum):
     ABORT = "abort"
     CONTINUE = "continue"
@@ -84,6 +92,7 @@ RUNBOOK_FIELDS = (
     "vars",
     "health",
     "steps",
+    "failback",
 )
 CAPTURE_KINDS = ("text", "number", "json")
 
@@ -183,6 +192,7 @@ class Runbook:
     field_lines: dict[str, int] = field(default_factory=dict)
     #: notification URLs (templates) for run start, gates, RTO at risk and run end
     notify: list[Located] = field(default_factory=list)
+    failback: FailbackMode = FailbackMode.UNDO
 
     def step(self, step_id: str) -> Step:
         return self.by_id[step_id]
@@ -442,6 +452,15 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         field_lines={k: top.line_of(k) for k in top},
         notify=f.located_list("notify"),
     )
+    mode_text = f.string("failback", "undo")
+    try:
+        runbook.failback = FailbackMode(mode_text)
+    except ValueError:
+        f.error(
+            "failback",
+            f"failback must be undo or mirror, not '{mode_text}'",
+            suggest(mode_text, [m.value for m in FailbackMode]),
+        )
     if runbook.rpo_guard:
         missing = [k for k in ("rpo_step", "rpo_target") if top.get(k) is None]
         if missing:

@@ -17,7 +17,14 @@ from orchestrator.model.reference import (
     FieldDoc,
     Type,
 )
-from orchestrator.model.runbook import STEP_ID, SUDO_USER, UNDO_FIELDS, OnFailure, StepKind
+from orchestrator.model.runbook import (
+    STEP_ID,
+    SUDO_USER,
+    UNDO_FIELDS,
+    FailbackMode,
+    OnFailure,
+    StepKind,
+)
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 #: durations: 500ms, 30s, 5m, 1h, 1h30m, or a plain number of seconds
@@ -58,6 +65,7 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
         Type.MAPPING: {"type": "object"},
         Type.KIND: {"enum": [k.value for k in StepKind]},
         Type.ON_FAILURE: {"enum": [o.value for o in OnFailure]},
+        Type.FAILBACK: {"enum": [m.value for m in FailbackMode]},
         Type.CAPTURE: _STRING,
         Type.UNDO: {
             "anyOf": [{"type": ["string", "number"]}, {"$ref": "#/$defs/undo"}],

@@ -27,7 +27,7 @@ from orchestrator.model.inventory import (
     select,
     site_dict,
 )
-from orchestrator.model.runbook import HealthCheck, Runbook, Step, StepKind
+from orchestrator.model.runbook import FailbackMode, HealthCheck, Runbook, Step, StepKind
 from orchestrator.model.templating import (
     Placeholder,
     Redactor,
@@ -42,6 +42,8 @@ from orchestrator.record.outcomes import Status, StepOutcome
 
 FAILOVER = "failover"
 FAILBACK = "failback"
+UNDO = "undo"
+MIRROR = "mirror"
 
 
 @dataclass
@@ -108,15 +110,24 @@ class Plan:
     warnings: list[Problem] = field(default_factory=list)
     cli_vars: dict[str, Any] = field(default_factory=dict)
     notify: list[str] = field(default_factory=list)  # rendered notification URLs
+    #: a failback's mode: ``undo`` (the reverse plan; source/target keep the failover's names)
+    #: or ``mirror`` (the runbook's steps from the failover's target back to its source)
+    failback_mode: str | None = None
+
+    @property
+    def runs_forward(self) -> bool:
+        """The runbook's own steps, from ``source`` to ``target`` (a failover, or a mirrored
+        failback)."""
+        return self.direction == FAILOVER or self.failback_mode == MIRROR
 
     @property
     def to_site(self) -> str:
         """The site this run moves the service to."""
-        return self.target if self.direction == FAILOVER else self.source
+        return self.target if self.runs_forward else self.source
 
     @property
     def from_site(self) -> str:
-        return self.source if self.direction == FAILOVER else self.target
+        return self.source if self.runs_forward else self.target
 
     def hosts(self) -> list[Host]:
         """Every host the run will touch (steps and health), in inventory order, control first."""
@@ -510,8 +521,10 @@ def build_plan(
     predictions: Mapping[str, float] | None = None,
     predicted_health_s: float | None = None,
     check_undo: bool = True,
+    failback_mode: str | None = None,
 ) -> Plan:
-    """The failover plan to ``target``; raise ValidationError with every problem found."""
+    """The failover plan to ``target`` (or, with ``failback_mode`` mirror, a failback that runs
+    the same steps); raise ValidationError with every problem found."""
     problems: list[Problem] = []
     cli_vars = dict(cli_vars or {})
     source = source or inventory.active
@@ -538,6 +551,7 @@ def build_plan(
         emergency=emergency,
         cli_vars=cli_vars,
         predicted_health_s=predicted_health_s,
+        failback_mode=failback_mode,
     )
     aliases = plan.aliases()
     acyclic = nx.is_directed_acyclic_graph(graph)
@@ -557,7 +571,10 @@ def build_plan(
             readable=ancestors.get(step.id, frozenset()),
         )
         plan.steps[step.id] = ps
-        if step.kind is StepKind.COMMAND and step.undo is None:
+        # a mirror runbook fails back a succeeded failover by its steps: an undo is only for
+        # rolling back a half-done one, and many steps rightly have none
+        mirror = runbook.failback is FailbackMode.MIRROR
+        if step.kind is StepKind.COMMAND and step.undo is None and not mirror:
             plan.warnings.append(
                 Where(runbook.path, step.id).problem(
                     step.line,
@@ -565,6 +582,15 @@ def build_plan(
                     severity="warning",
                 )
             )
+    if runbook.failback is FailbackMode.MIRROR and not any(s.undo for s in runbook.steps):
+        plan.warnings.append(
+            Where(runbook.path, None).problem(
+                runbook.line_of("failback"),
+                "failback: mirror, but no step has an 'undo': a failover that stops half-way "
+                "could then only be resumed, not rolled back",
+                severity="warning",
+            )
+        )
     for hc in runbook.health:
 
         def hreport(message: str, hint: str | None, _h: HealthCheck = hc) -> None:
@@ -827,6 +853,7 @@ def build_reverse_plan(
     plan = replace(
         forward,
         direction=FAILBACK,
+        failback_mode=UNDO,
         steps={},
         graph=nx.DiGraph(),
         waves=[],

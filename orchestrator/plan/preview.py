@@ -47,7 +47,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             entry["serial"] = step.serial
         if ps.outcome_unknown:
             entry["outcome_unknown"] = True
-        if plan.direction == "failover":
+        if plan.runs_forward:
             entry["has_undo"] = step.undo is not None
         steps.append(entry)
     doc: dict[str, Any] = {
@@ -57,6 +57,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "target": plan.target,
         "moves_to": plan.to_site,
         "parent_run": plan.parent_run,
+        "failback_mode": plan.failback_mode,
         "waves": plan.waves,
         "steps": steps,
         "predicted_rto_s": plan.predicted_rto_s,
@@ -88,7 +89,9 @@ def render_text(plan: Plan) -> str:
     arrow = (
         f"{plan.source} → {plan.target}"
         if plan.direction == "failover"
-        else (f"{plan.target} → {plan.source} (reverses {plan.parent_run})")
+        else (
+            f"{plan.from_site} → {plan.to_site} ({plan.failback_mode}: reverses {plan.parent_run})"
+        )
     )
     out.append(f"Plan: {plan.runbook.name} — {plan.direction} {arrow}")
     if plan.emergency:

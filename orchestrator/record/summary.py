@@ -278,6 +278,9 @@ class RunSummary:
     rto_started_at: str | None = None
     moves_to: str | None = None
     message: str | None = None
+    #: a failback's mode: ``undo`` (source/target are the failover's) or ``mirror`` (the
+    #: runbook's steps from the failover's target back to its source); None for other runs
+    failback_mode: str | None = None
     #: runs that reversed / continued this one (filled in when runs are listed together)
     failed_back_by: list[str] = field(default_factory=list)
     resumed_by: list[str] = field(default_factory=list)
@@ -321,6 +324,7 @@ class RunSummary:
             "inventory_sha256": self.inventory_sha256,
             "rto_started_at": self.rto_started_at,
             "moves_to": self.moves_to,
+            "failback_mode": self.failback_mode,
         }
         if self.message:
             doc["message"] = self.message
@@ -497,6 +501,7 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         rto_started_at=_str(d.get("rto_started_at")),
         moves_to=_str(d.get("moves_to")),
         message=_str(d.get("message")),
+        failback_mode=_str(d.get("failback_mode")),
     )
 
 
@@ -709,6 +714,7 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         rto_started_at=_wall(start, t_start) if t_start is not None else None,
         moves_to=start.get("moves_to"),
         message=(b.finished.get("message") or None) if b.finished else None,
+        failback_mode=start.get("failback_mode"),
     )
     return summary
 

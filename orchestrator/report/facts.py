@@ -457,7 +457,13 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
 
 def _notes(run: Run) -> tuple[str, ...]:
     notes = []
-    if run.is_failback and run.reversed_run:
+    if run.is_mirror and run.reversed_run:
+        notes.append(
+            f"This failback (mode mirror) reverses failover run {run.reversed_run} "
+            f"({run.target} → {run.source}) by running the runbook's steps the other way, "
+            f"from {run.source} to {run.target}."
+        )
+    elif run.is_failback and run.reversed_run:
         notes.append(
             f"This failback reverses failover run {run.reversed_run} "
             f"({run.source} → {run.target}), undoing its steps in reverse dependency order."
@@ -582,7 +588,7 @@ def _guard_sentence(rpo: Rpo) -> tuple[str | None, str | None]:
 
 def rpo_absent(run: Run) -> str:
     """Why a run reports no RPO (every format says the same)."""
-    if run.direction == "failback":
+    if run.direction == "failback" and not run.is_mirror:
         return "this failback measures no RPO (the runbook sets no failback_rpo_step it ran)"
     return "the runbook sets no rpo_step"
 

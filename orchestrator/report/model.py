@@ -266,10 +266,17 @@ class Run:
     reverses: str | None = None
     runbook_sha256: str | None = None  # of the files the run was started from
     inventory_sha256: str | None = None
+    #: a failback's mode: ``undo`` (the reverse plan) or ``mirror`` (the steps the other way)
+    failback_mode: str | None = None
 
     @property
     def is_failback(self) -> bool:
         return self.direction == "failback"
+
+    @property
+    def is_mirror(self) -> bool:
+        """A mirrored failback: source/target name the way this run moved the service."""
+        return self.is_failback and self.failback_mode == "mirror"
 
     @property
     def is_resumed(self) -> bool:
@@ -286,13 +293,14 @@ class Run:
 
     @property
     def from_site(self) -> str | None:
-        """The site the run moved the service away from (a failback keeps the failover's names)."""
-        return self.target if self.is_failback else self.source
+        """The site the run moved the service away from (an undo failback keeps the failover's
+        names)."""
+        return self.target if self.is_failback and not self.is_mirror else self.source
 
     @property
     def to_site(self) -> str | None:
         """The site the run moved the service to, where health is polled afterwards."""
-        return self.source if self.is_failback else self.target
+        return self.source if self.is_failback and not self.is_mirror else self.target
 
     @property
     def elapsed_s(self) -> float | None:
@@ -537,4 +545,5 @@ def load(summary: Mapping[str, Any]) -> Run:
         exit_code=_int(summary.get("exit_code")),
         yes=_bool(summary.get("yes")),
         steps=tuple(_step(i, _map(s), base) for i, s in enumerate(raw_steps)),
+        failback_mode=_str(summary.get("failback_mode")),
     )

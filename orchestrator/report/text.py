@@ -142,7 +142,8 @@ def _header(report: Report, paint: _Painter) -> list[str]:
         ("Finished", when(run.finished_at) + elapsed),
     ]
     if run.is_failback and run.parent_run:
-        meta.append(("Reverses", f"failover run {run.parent_run}"))
+        mode = f" (failback mode {run.failback_mode})" if run.failback_mode else ""
+        meta.append(("Reverses", f"failover run {run.parent_run}{mode}"))
     elif run.parent_run:
         meta.append(("Continues", f"run {run.parent_run}"))
     if run.runbook_file:

@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator.errors import ExitCode, GateUnavailable, LockLost, PreflightError, RefusedError
 from orchestrator.model.runbook import StepKind
-from orchestrator.plan.build import FAILBACK, FAILOVER, Plan, PlanStep
+from orchestrator.plan.build import FAILOVER, Plan, PlanStep
 from orchestrator.plan.preview import plan_document
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
@@ -240,6 +240,7 @@ def _run(
         parent_run=plan.parent_run,
         resumes=plan.resumes,
         reverses=plan.reverses,
+        failback_mode=plan.failback_mode,
         emergency=plan.emergency,
         yes=opts.yes,
         wall0=journal.wall0,
@@ -456,16 +457,16 @@ def report_hint(run_id: str, store: Store) -> str:
 
 
 def _rpo_step(plan: Plan) -> str | None:
-    """The step whose value is this run's RPO: the rpo_step of a failover; in a failback, the
-    runbook's failback_rpo_step (an undo) if the failback runs it."""
-    if plan.direction == FAILBACK:
+    """The step whose value is this run's RPO: the rpo_step of a failover (and of a mirrored
+    failback); in an undo failback, the runbook's failback_rpo_step (an undo) if it runs it."""
+    if not plan.runs_forward:
         back = plan.runbook.failback_rpo_step
         return back if back is not None and back in plan.steps else None
     return plan.runbook.rpo_step
 
 
 def _rto_start(plan: Plan) -> str | None:
-    return plan.runbook.rto_start if plan.direction == FAILOVER else None
+    return plan.runbook.rto_start if plan.runs_forward else None
 
 
 def _install_sigint(ex: Executor) -> Any:
