@@ -209,3 +209,125 @@ def test_a_failed_mirrored_failback_is_resumed_as_a_mirror(world: World, capsys)
     assert _log(world, "db-a").count("promote:site-b->site-a:failback") == 1
     state = json.loads((world.state / "state.json").read_text())
     assert state["active"] == "site-a"
+
+
+# The old primary is made a replica again before the mirrored failback: the reprotect phase.
+REPROTECTED = (
+    MIRROR
+    + """
+    reprotect:
+      - id: rejoin
+        hosts: db@target
+        run: 'sleep 0.3; echo "rejoin:{{ source }}->{{ target }}:{{ direction }}" >> "$DRX_HOST_DIR/log"'
+      - id: caught-up
+        kind: check
+        hosts: db@target
+        run: 'grep -c rejoin "$DRX_HOST_DIR/log"'
+        capture: number
+        until: value >= 1
+        interval: 100ms
+        timeout: 10s
+        needs: [rejoin]
+"""
+)
+
+
+def test_reprotect_runs_first_and_outside_the_failback_rto(world: World, capsys) -> None:
+    """A mirrored failback runs the reprotect steps first (at the failback's target, with its
+    source/target), every forward step after them; the RTO starts at the first forward step and
+    the reprotect time is reported apart."""
+    world.write_inventory()
+    world.host_file("db-a", "primary").touch()
+    world.write_runbook(REPROTECTED)
+    assert world.run(capsys, "failover", "site-b", "--yes")[0] == 0
+    assert world.summary()["reprotect"] is None
+    code, err = world.run(capsys, "failback", "--dry-run", "--format", "json")
+    assert code == 0, err
+    preview = json.loads(world.last_stdout)
+    assert preview["waves"] == [["rejoin"], ["caught-up"], ["demote"], ["promote"], ["gate"]]
+    assert {s["id"]: s["hosts"] for s in preview["steps"]}["rejoin"] == ["db-a"]
+    assert preview["critical_path"] == ["demote", "promote", "gate"]
+    assert world.run(capsys, "failback", "--yes")[0] == 0
+    assert _log(world, "db-a") == [
+        "demote:site-a->site-b:failover",
+        "rejoin:site-b->site-a:failback",
+        "promote:site-b->site-a:failback",
+    ]
+    summary = world.summary()
+    assert summary["rto"]["start_step"] == "demote"
+    steps = {s["id"]: s for s in summary["steps"]}
+    assert steps["demote"]["needs"] == ["caught-up"]
+    assert summary["reprotect"]["steps"] == ["rejoin", "caught-up"]
+    assert summary["reprotect"]["duration_s"] >= 0.3
+    assert summary["reprotect"]["carried_from"] is None
+    # the RTO is measured from the first forward step: the 0.3 s reprotect is not in it
+    assert steps["rejoin"]["start_offset_s"] < 0 <= steps["demote"]["start_offset_s"]
+    assert world.run(capsys, "report", summary["run_id"])[0] == 0
+    assert "before the RTO started" in world.last_stdout
+
+
+def test_drx_reprotect_alone_is_carried_by_the_later_failback(world: World, capsys) -> None:
+    """drx reprotect runs only the reprotect steps (direction reprotect, the service stays at
+    site-b); the mirrored failback after it carries them instead of running them again."""
+    world.write_inventory()
+    world.host_file("db-a", "primary").touch()
+    world.write_runbook(REPROTECTED)
+    assert world.run(capsys, "failover", "site-b", "--yes")[0] == 0
+    failover = world.summary()
+    code, err = world.run(capsys, "reprotect", "--yes")
+    assert code == 0, err
+    rep = world.summary()
+    assert rep["direction"] == "reprotect" and rep["reverses"] == failover["run_id"]
+    assert [s["id"] for s in rep["steps"]] == ["rejoin", "caught-up"]
+    assert _log(world, "db-a")[-1] == "rejoin:site-b->site-a:reprotect"
+    state = json.loads((world.state / "state.json").read_text())
+    assert state["active"] == state["runbooks"]["mirrored"]["active"] == "site-b"
+    code, err = world.run(capsys, "failback", "--yes")
+    assert code == 0, err
+    back = world.summary()
+    assert back["reverses"] == failover["run_id"]
+    carried = {s["id"]: s.get("carried_from") for s in back["steps"]}
+    assert carried["rejoin"] == carried["caught-up"] == rep["run_id"]
+    assert back["reprotect"]["carried_from"] == rep["run_id"]
+    assert _log(world, "db-a").count("rejoin:site-b->site-a:reprotect") == 1
+    assert not any(
+        line.startswith("rejoin:") and "failback" in line for line in _log(world, "db-a")
+    )
+
+
+def test_reprotect_is_refused_without_a_mirrored_failback_to_prepare(world: World, capsys) -> None:
+    """drx reprotect exits 2 and runs nothing for a failover that failed (its failback is the
+    undo plan) and for a runbook without reprotect steps."""
+    world.write_inventory()
+    world.host_file("db-a", "primary").touch()
+    world.write_runbook(REPROTECTED)
+    assert world.run(capsys, "failover", "site-b", "--yes", "--var", "fail_gate=1")[0] == 1
+    code, err = world.run(capsys, "reprotect", "--yes")
+    assert code == 2 and "failed back by its undos" in err
+    assert not any(line.startswith("rejoin") for line in _log(world, "db-a"))
+    world.write_runbook(MIRROR)
+    code, err = world.run(capsys, "reprotect", "--yes")
+    assert code == 2 and "no 'reprotect' steps" in err
+
+
+def test_a_reprotect_step_needing_a_forward_step_is_refused_with_its_line(
+    world: World, capsys
+) -> None:
+    """A reprotect step that needs a step of 'steps' is an error at its needs line, exit 2,
+    nothing runs."""
+    world.write_inventory()
+    world.write_runbook("""
+        name: bad
+        failback: mirror
+        steps:
+          - {id: a, hosts: db@target, run: 'touch "$DRX_HOST_DIR/ran"'}
+        reprotect:
+          - id: r
+            hosts: db@target
+            run: 'true'
+            needs: [a]
+    """)
+    code, err = world.run(capsys, "failover", "site-b", "--yes")
+    assert code == 2
+    assert "runbook.yaml:10" in err and "reprotect step 'r' needs 'a'" in err
+    assert not world.host_file("db-b", "ran").exists()

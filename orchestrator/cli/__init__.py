@@ -18,6 +18,7 @@ from orchestrator.cli import (  # noqa: F401
     check,
     failover,
     failback,
+    reprotect,
     resume,
     runs,
     report,

@@ -38,6 +38,7 @@ from orchestrator.errors import RefusedError
 if TYPE_CHECKING:
     from orchestrator.model.inventory import Inventory
     from orchestrator.model.runbook import Runbook
+    from orchestrator.record.summary import RunSummary
 
 
 @app.command()
@@ -61,8 +62,9 @@ def failback(
     log_format: LogFormatOpt = "console",
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Reverse a failover: undo what it did, in reverse dependency order, then poll health at the
-    original source. Default: the latest failover not yet failed back.
+    """Reverse a failover: undo what it did, in reverse dependency order (a succeeded failover
+    of a 'failback: mirror' runbook: run its reprotect and its steps the other way), then poll
+    health at the original source. Default: the latest failover not yet failed back.
 
     Example: drx failback --dry-run; drx failback --yes
     """
@@ -178,38 +180,10 @@ def failback_plan(
     """The failback plan of a failover run (default: the latest not yet failed back): the
     mirror of a succeeded failover of a ``failback: mirror`` runbook, else the reverse plan."""
     from orchestrator.plan.failback import failback_mode_for
-    from orchestrator.record.runs import Lineage, load_summaries, resolve_run
 
-    summaries = load_summaries(opts.store)
-    lineage = Lineage.of(summaries)
     runbook, inventory = opts.load()
-    if run is not None:
-        run_id = resolve_run(opts.store, run)
-        summary = lineage.by_id[run_id]
-        refuse_failback(lineage, run_id)
-    else:
-        candidates = [
-            s
-            for s in summaries
-            if s.direction == "failover"
-            and s.runbook == runbook.name  # each runbook has its own history
-            and lineage.failback_of(s.run_id) is None
-            and lineage.resumed_by(s.run_id) is None
-        ]
-        if not candidates:
-            raise RefusedError(
-                f"nothing to fail back: no failover run of runbook '{runbook.name}' in "
-                f"{shown_location(opts.store)} "
-                "that has not been failed back (if the drill ran from another directory, "
-                "pass --state-dir)"
-            )
-        summary = candidates[-1]
-        run_id = summary.run_id
-    if summary.runbook != runbook.name:
-        raise RefusedError(
-            f"run {run_id} used runbook '{summary.runbook}', not '{runbook.name}'; "
-            "pass --runbook with the runbook of that run"
-        )
+    summary = chosen_failover(opts, run, runbook)
+    run_id = summary.run_id
     for site in (summary.source, summary.target):
         check_site(inventory, site)
     warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
@@ -238,10 +212,54 @@ def failback_plan(
     return plan, outcomes
 
 
+def chosen_failover(
+    opts: Options, run: str | None, runbook: Runbook, *, what: str = "fail back"
+) -> RunSummary:
+    """The failover run to fail back (or reprotect): ``run``, refused unless it is the true
+    state of the world; by default the latest failover of the runbook not yet failed back."""
+    from orchestrator.record.runs import Lineage, load_summaries, resolve_run
+
+    summaries = load_summaries(opts.store)
+    lineage = Lineage.of(summaries)
+    if run is not None:
+        run_id = resolve_run(opts.store, run)
+        summary = lineage.by_id[run_id]
+        refuse_failback(lineage, run_id)
+    else:
+        candidates = [
+            s
+            for s in summaries
+            if s.direction == "failover"
+            and s.runbook == runbook.name  # each runbook has its own history
+            and lineage.failback_of(s.run_id) is None
+            and lineage.resumed_by(s.run_id) is None
+        ]
+        if not candidates:
+            raise RefusedError(
+                f"nothing to {what}: no failover run of runbook '{runbook.name}' in "
+                f"{shown_location(opts.store)} "
+                "that has not been failed back (if the drill ran from another directory, "
+                "pass --state-dir)"
+            )
+        summary = candidates[-1]
+        run_id = summary.run_id
+    if summary.runbook != runbook.name:
+        raise RefusedError(
+            f"run {run_id} used runbook '{summary.runbook}', not '{runbook.name}'; "
+            "pass --runbook with the runbook of that run"
+        )
+    return summary
+
+
 def refuse_failback(lineage: Any, run_id: str) -> None:
     """Refuse (exit 2, naming the run to use instead) to fail back a run that is not the true
     state of the world: a failback, a run that was continued, or one already reversed."""
     summary = lineage.by_id[run_id]
+    if summary.direction == "reprotect":
+        raise RefusedError(
+            f"run {run_id} is a reprotect; fail back the failover it prepared: "
+            f"drx failback --run {summary.reverses}"
+        )
     if summary.direction == "failback":
         hint = (
             f"to finish it, drx resume {lineage.latest(run_id)}"
@@ -267,6 +285,22 @@ def refuse_failback(lineage: Any, run_id: str) -> None:
         )
 
 
+def reprotect_carried(opts: Options, plan: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A mirrored failback's reprotect steps that a succeeded ``drx reprotect`` of the same
+    failover already ran: carried, not run again."""
+    from orchestrator.plan.failback import reprotect_to_carry
+    from orchestrator.record.runs import load_summaries
+    from orchestrator.run.carry import carried_steps
+
+    phase = [sid for sid, ps in plan.steps.items() if ps.phase == "reprotect"]
+    if not phase or plan.reverses is None:
+        return {}, []
+    done = reprotect_to_carry(load_summaries(opts.store), plan.reverses)
+    if done is None:
+        return {}, []
+    return carried_steps(opts.store.read_events(done), phase, done)
+
+
 def run_failback(
     opts: Options,
     run: str | None,
@@ -285,6 +319,7 @@ def run_failback(
     from orchestrator.run.runner import execute
 
     plan, outcomes = failback_plan(opts, run, cli_vars=cli_vars, secret_vars=secret_vars)
+    carried, carried_events = reprotect_carried(opts, plan)
     if dry_run:
         sys.stdout.write(render_plan(plan, fmt))
         return 0
@@ -294,6 +329,8 @@ def run_failback(
         max_parallel=max_parallel,
         extra_results=outcomes,
         accept_data_loss=accept_data_loss,
+        carried=carried,
+        carried_events=carried_events,
     )
     run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
     code, summary = execute(plan, opts.store, run_opts)

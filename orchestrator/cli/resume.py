@@ -134,6 +134,8 @@ def run_resume(
             raise RefusedError(f"nothing to resume in {opts.store.location}")
         run_id = candidates[-1]
     refuse_resume(lineage, run_id)
+    if lineage.by_id[run_id].direction == "reprotect":
+        raise RefusedError(f"run {run_id} is a reprotect: run drx reprotect again")
     events = opts.store.read_events(run_id)
     start = run_start(events)
     outcomes = outcomes_from_events(events)

@@ -173,6 +173,17 @@ RUNBOOK_DOC: tuple[FieldDoc, ...] = (
         "Undo or mirror.",
         "mirror",
     ),
+    FieldDoc(
+        "reprotect",
+        Type.STEP_LIST,
+        "[]",
+        "Steps (the same fields as `steps`, ids of their own, needing only each other) that "
+        "make the old site a replica of the new one again. A mirrored failback runs them "
+        "first, while the service is still up, outside its RTO (reported apart); "
+        "`drx reprotect` runs them alone, and a later failback carries them. Their templates "
+        "see the failback's `source`/`target`. See Undo or mirror.",
+        "[{id: rejoin, hosts: db@target, run: ...}]",
+    ),
 )
 
 STEP_DOC: tuple[FieldDoc, ...] = (

@@ -93,6 +93,7 @@ RUNBOOK_FIELDS = (
     "health",
     "steps",
     "failback",
+    "reprotect",
 )
 CAPTURE_KINDS = ("text", "number", "json")
 
@@ -193,6 +194,9 @@ class Runbook:
     #: notification URLs (templates) for run start, gates, RTO at risk and run end
     notify: list[Located] = field(default_factory=list)
     failback: FailbackMode = FailbackMode.UNDO
+    #: what makes the old site a replica of the new one again: the first phase of a mirrored
+    #: failback (outside its RTO), or a run of its own (``drx reprotect``)
+    reprotect: list[Step] = field(default_factory=list)
 
     def step(self, step_id: str) -> Step:
         return self.by_id[step_id]
@@ -346,6 +350,35 @@ def _replace(step: Step, **changes: Any) -> Step:
     return replace(step, **changes)
 
 
+def _parse_steps(f: Fields, key: str, seen: dict[str, int]) -> list[Step]:
+    """The list of steps under ``key`` (``steps`` or ``reprotect``); ids are unique across
+    both (``seen``: id → line)."""
+    top, where, problems = f.data, f.where, f.problems
+    file = where.file
+    if top.get(key) is None:
+        return []
+    steps: list[Step] = []
+    steps_list = as_list(top[key], where, f.line(key), f"'{key}'", problems)
+    for index, item in enumerate(steps_list):
+        line = steps_list.line_of(index)
+        step_map = as_mapping(item, where, line, "a step", problems)
+        step_id = step_map.get("id") if isinstance(step_map.get("id"), str) else None
+        step = _parse_step(step_map, Where(file, step_id), problems)
+        if step is None:
+            continue
+        if step.id in seen:
+            problems.append(
+                Where(file, step.id).problem(
+                    step.line_of("id"),
+                    f"duplicate step id '{step.id}' (first defined on line {seen[step.id]})",
+                )
+            )
+            continue
+        seen[step.id] = step.line_of("id")
+        steps.append(step)
+    return steps
+
+
 def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
     """Load a runbook, returning it (None if unusable) and every problem found in it alone."""
     f, where, problems = load_document(path, "runbook")
@@ -371,30 +404,23 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
                     "rpo_target",
                     f"bad rpo_target {raw!r}: use a duration (30s, 5m) or a size (0B, 16MB)",
                 )
-    steps: list[Step] = []
     seen: dict[str, int] = {}
     if top.get("steps") is None:
         f.error(None, "missing required field 'steps' in the runbook")
-        steps_list = LList()
-    else:
-        steps_list = as_list(top["steps"], where, f.line("steps"), "'steps'", problems)
-    for index, item in enumerate(steps_list):
-        line = steps_list.line_of(index)
-        step_map = as_mapping(item, where, line, "a step", problems)
-        step_id = step_map.get("id") if isinstance(step_map.get("id"), str) else None
-        step = _parse_step(step_map, Where(file, step_id), problems)
-        if step is None:
-            continue
-        if step.id in seen:
-            problems.append(
-                Where(file, step.id).problem(
-                    step.line_of("id"),
-                    f"duplicate step id '{step.id}' (first defined on line {seen[step.id]})",
+    steps = _parse_steps(f, "steps", seen)
+    forward = set(seen)
+    reprotect = _parse_steps(f, "reprotect", seen)
+    for step in reprotect:
+        for need in step.needs:
+            if need in forward:
+                f.problems.append(
+                    Where(file, step.id).problem(
+                        step.line_of("needs"),
+                        f"reprotect step '{step.id}' needs '{need}', a step of 'steps': the "
+                        "reprotect phase runs before them (a reprotect step may need only "
+                        "other reprotect steps)",
+                    )
                 )
-            )
-            continue
-        seen[step.id] = step.line_of("id")
-        steps.append(step)
     health: list[HealthCheck] = []
     health_list = (
         as_list(top["health"], where, f.line("health"), "'health'", problems)
@@ -451,6 +477,7 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         rto_start=f.text("rto_start"),
         field_lines={k: top.line_of(k) for k in top},
         notify=f.located_list("notify"),
+        reprotect=reprotect,
     )
     mode_text = f.string("failback", "undo")
     try:
@@ -482,6 +509,6 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
             )
     for key in ("rpo_step", "rto_start"):
         ref = getattr(runbook, key)
-        if ref is not None and ref not in seen:
-            f.error(key, f"{key} names unknown step '{ref}'", suggest(ref, seen))
+        if ref is not None and ref not in forward:
+            f.error(key, f"{key} names unknown step '{ref}'", suggest(ref, forward))
     return runbook, problems

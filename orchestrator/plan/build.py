@@ -42,6 +42,7 @@ from orchestrator.record.outcomes import Status, StepOutcome
 
 FAILOVER = "failover"
 FAILBACK = "failback"
+REPROTECT = "reprotect"
 UNDO = "undo"
 MIRROR = "mirror"
 
@@ -60,6 +61,9 @@ class PlanStep:
     prediction_source: str = "unknown"  # history | expect | unknown
     undo_of: str | None = None
     outcome_unknown: bool = False
+    #: ``reprotect``: a step of the reprotect phase (a mirrored failback runs it first, outside
+    #: its RTO); None: a step of ``steps`` or an undo
+    phase: str | None = None
     #: steps whose templates this one may read (its transitive needs; for an undo, the failover
     #: ancestors of the step it undoes, and that step itself)
     readable: AbstractSet[str] = frozenset()
@@ -113,6 +117,8 @@ class Plan:
     #: a failback's mode: ``undo`` (the reverse plan; source/target keep the failover's names)
     #: or ``mirror`` (the runbook's steps from the failover's target back to its source)
     failback_mode: str | None = None
+    #: a mirrored failback: the predicted time of its reprotect phase (not part of the RTO)
+    predicted_reprotect_s: float | None = None
 
     @property
     def runs_forward(self) -> bool:
@@ -122,8 +128,9 @@ class Plan:
 
     @property
     def to_site(self) -> str:
-        """The site this run moves the service to."""
-        return self.target if self.runs_forward else self.source
+        """The site this run moves the service to (a reprotect: the site it makes a replica
+        again; the service does not move)."""
+        return self.target if self.runs_forward or self.direction == REPROTECT else self.source
 
     @property
     def from_site(self) -> str:
@@ -655,11 +662,42 @@ def build_plan(
                     expression=True,
                 )
     plan.notify = _notify_urls(checker, plan)
+    if runbook.reprotect and direction == FAILOVER:
+        # the reprotect phase runs in a failback of this failover: check it there
+        try:
+            build_plan(
+                reprotect_runbook(runbook),
+                inventory,
+                source,
+                source=target,
+                direction=FAILBACK,
+                cli_vars=cli_vars,
+                secrets=secrets,
+                check_undo=False,
+                failback_mode=MIRROR,
+            )
+        except ValidationError as exc:
+            problems.extend(p for p in exc.problems if p.severity == "error")
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise ValidationError(problems)
     finish_plan(plan, predictions or {})
     return plan
+
+
+def reprotect_runbook(runbook: Runbook) -> Runbook:
+    """The runbook's reprotect phase as a runbook of its own: its steps, no health, no RPO."""
+    return replace(
+        runbook,
+        steps=list(runbook.reprotect),
+        reprotect=[],
+        health=[],
+        notify=[],
+        rpo_step=None,
+        rpo_guard=False,
+        failback_rpo_step=None,
+        rto_start=None,
+    )
 
 
 def _notify_urls(checker: _Checker, plan: Plan) -> list[str]:

@@ -23,7 +23,9 @@ def predictions_for(
     health: list[float] = []
     forward = direction == "failover" or mirror
     for summary in load_summaries(store):
-        runs_forward = summary.direction == "failover" or summary.failback_mode == "mirror"
+        runs_forward = summary.direction in ("failover", "reprotect") or (
+            summary.failback_mode == "mirror"
+        )
         same = (
             runs_forward
             if forward

@@ -268,6 +268,10 @@ class Run:
     inventory_sha256: str | None = None
     #: a failback's mode: ``undo`` (the reverse plan) or ``mirror`` (the steps the other way)
     failback_mode: str | None = None
+    #: a mirrored failback's reprotect phase: its time (outside the RTO), or the run it was
+    #: carried from
+    reprotect_s: float | None = None
+    reprotect_carried_from: str | None = None
 
     @property
     def is_failback(self) -> bool:
@@ -546,4 +550,6 @@ def load(summary: Mapping[str, Any]) -> Run:
         yes=_bool(summary.get("yes")),
         steps=tuple(_step(i, _map(s), base) for i, s in enumerate(raw_steps)),
         failback_mode=_str(summary.get("failback_mode")),
+        reprotect_s=_num(_map(summary.get("reprotect")).get("duration_s")),
+        reprotect_carried_from=_str(_map(summary.get("reprotect")).get("carried_from")),
     )

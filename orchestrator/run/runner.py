@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator.errors import ExitCode, GateUnavailable, LockLost, PreflightError, RefusedError
 from orchestrator.model.runbook import StepKind
-from orchestrator.plan.build import FAILOVER, Plan, PlanStep
+from orchestrator.plan.build import FAILOVER, REPROTECT, Plan, PlanStep
 from orchestrator.plan.preview import plan_document
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
@@ -241,11 +241,12 @@ def _run(
         resumes=plan.resumes,
         reverses=plan.reverses,
         failback_mode=plan.failback_mode,
+        reprotect_steps=[sid for sid, ps in plan.steps.items() if ps.phase == REPROTECT],
         emergency=plan.emergency,
         yes=opts.yes,
         wall0=journal.wall0,
         parent_start_wall=opts.parent_start_wall,
-        rto_target_s=rb.rto_target,
+        rto_target_s=rb.rto_target if plan.direction != REPROTECT else None,
         rpo_target=rb.rpo_target,
         rpo_is_bytes=rb.rpo_is_bytes,
         rpo_step=_rpo_step(plan),
@@ -366,7 +367,7 @@ def _run(
             raise LockLost(message or "the run lock was lost")
         store.write_summary(run_id, document_json(doc), lock)
         mine: dict[str, Any] = {"last_run": run_id}
-        if status is Status.SUCCEEDED:
+        if status is Status.SUCCEEDED and plan.direction != REPROTECT:
             mine.update(active=plan.to_site, active_since=summary.finished_at)
         changes = runbook_changes(store.read_state(), plan.runbook.name, **mine)
         store.update_state(running=None, **changes)
