@@ -345,6 +345,17 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "so that a sudoers rule can grant just that account.",
         "postgres",
     ),
+    FieldDoc(
+        "always",
+        Type.BOOLEAN,
+        "false",
+        "Cleanup that must happen (re-enable configuration management, remove a maintenance "
+        "window): the step runs once the steps it needs have finished in whatever state "
+        "(succeeded, failed, skipped, cancelled, not run), also when the run is failing, "
+        "aborting or was stopped by a first Ctrl-C; a second Ctrl-C cancels it too. Its "
+        "failure fails the run. Not on `manual` steps.",
+        "true",
+    ),
 )
 
 HEALTH_DOC: tuple[FieldDoc, ...] = (

@@ -76,8 +76,9 @@ STEP_FIELDS = (
     "env",
     "idempotent",
     "sudo",
+    "always",
 )
-UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs"))
+UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs", "always"))
 HEALTH_FIELDS = ("name", "hosts", "run", "until", "interval", "timeout", "capture", "env")
 RUNBOOK_FIELDS = (
     "name",
@@ -124,6 +125,9 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
     idempotent: bool = False
     sudo: bool | str = False  # True: as root; a name: as that user
+    #: cleanup: runs once its needs finished in any state, also when the run is failing,
+    #: aborting or was stopped by a first Ctrl-C
+    always: bool = False
     line: int = 0
     field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -287,6 +291,12 @@ def _parse_step(
             f.require("run")
     elif kind is StepKind.WAIT and "duration" not in data:
         f.error(None, "a wait step needs 'duration'")
+    if kind is StepKind.MANUAL and data.get("always") is True:
+        f.error(
+            "always",
+            "a manual step cannot be 'always': cleanup that must run when the run is failing "
+            "or cancelled cannot wait for an operator",
+        )
     on_failure_text = f.string("on_failure", "abort")
     try:
         on_failure = OnFailure(on_failure_text)
@@ -317,6 +327,7 @@ def _parse_step(
         env=f.env(),
         idempotent=f.flag("idempotent"),
         sudo=_sudo(f),
+        always=f.flag("always"),
         line=data.line,
         field_lines={k: data.line_of(k) for k in data},
     )
