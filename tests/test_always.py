@@ -6,20 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from pathlib import Path
-from subprocess import Popen
 
 from tests.drill import World
-
-
-def _wait_for(path: Path, proc: Popen[str], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"drx ended early: {proc.stderr.read() if proc.stderr else ''}")
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
+from tests.test_failback import _wait_for
 
 
 def _statuses(summary: dict) -> dict[str, str]:
