@@ -36,6 +36,7 @@ from orchestrator.model.templating import (
     collect_secrets,
     evaluate,
     expression_hint,
+    is_secret_name,
     render,
 )
 from orchestrator.record.outcomes import Status, StepOutcome
@@ -780,15 +781,53 @@ def finish_plan(plan: Plan, predictions: Mapping[str, float]) -> None:
     )
 
 
-def parse_cli_vars(pairs: Iterable[str], *, option: str = "--var") -> dict[str, str]:
-    """``k=v`` pairs from the command line."""
-    result: dict[str, str] = {}
+def parse_cli_vars(
+    pairs: Iterable[str], *, option: str = "--var", typed: bool = False
+) -> dict[str, Any]:
+    """``k=v`` pairs from the command line; with ``typed``, each value read as a YAML scalar
+    (but a secret's: ``--var db_password=0123`` is the text 0123)."""
+    result: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"{option} expects NAME=VALUE, got {pair!r}")
-        result[key.strip()] = value
+        name = key.strip()
+        result[name] = cli_value(value) if typed and not is_secret_name(name) else value
     return result
+
+
+_NULL = re.compile(r"~|null|Null|NULL")
+_BOOL = {v: v.lower() == "true" for v in ("true", "True", "TRUE", "false", "False", "FALSE")}
+_INT = re.compile(r"[-+]?[0-9]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
+def cli_value(text: str) -> Any:
+    """A ``--var`` value as a YAML 1.2 (core schema) scalar: ``true``/``false``, ``3``,
+    ``1.5``, ``null``; a quoted value is the string inside the quotes (``"true"``); anything
+    else, and an empty value, is the text as given (no YAML 1.1 surprises: ``on`` and ``no``
+    stay text, ``0123`` is 123). ``--var dry=false`` must not be the string "false", which
+    templates read as true (``not vars.dry``)."""
+    import yaml
+
+    word = text.strip()
+    if not word:
+        return text
+    if _NULL.fullmatch(word):
+        return None
+    if word in _BOOL:
+        return _BOOL[word]
+    if _INT.fullmatch(word):
+        return int(word)
+    if _FLOAT.fullmatch(word):
+        return float(word)
+    if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
+        try:
+            value = yaml.safe_load(word)
+        except yaml.YAMLError:
+            return text
+        return value if isinstance(value, str) else text
+    return text
 
 
 _VAR_USE = re.compile(r"""\bvars\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['"]([^'"]+)['"]\s*\])""")
