@@ -356,6 +356,18 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "failure fails the run. Not on `manual` steps.",
         "true",
     ),
+    FieldDoc(
+        "candidates",
+        Type.SELECTORS,
+        "every host of the run's two sites",
+        "For `hosts` decided at run time (a template over earlier steps' results, e.g. "
+        "`\"{{ steps['find-primary'].value }}\"`, rendered when the step starts: host names or "
+        "selectors, a list or separated by commas/spaces; it may read only the steps in "
+        "`needs`): the hosts it may resolve to. They are all pre-flighted; a name outside them "
+        "fails the step. Per-host status, retries, `serial`, emergency rules and undo then "
+        "apply to the hosts it resolved to.",
+        "db@active",
+    ),
 )
 
 HEALTH_DOC: tuple[FieldDoc, ...] = (

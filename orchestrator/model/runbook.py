@@ -77,8 +77,11 @@ STEP_FIELDS = (
     "idempotent",
     "sudo",
     "always",
+    "candidates",
 )
-UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs", "always"))
+UNDO_FIELDS = tuple(
+    f for f in STEP_FIELDS if f not in ("id", "undo", "needs", "always", "candidates")
+)
 HEALTH_FIELDS = ("name", "hosts", "run", "until", "interval", "timeout", "capture", "env")
 RUNBOOK_FIELDS = (
     "name",
@@ -128,6 +131,9 @@ class Step:
     #: cleanup: runs once its needs finished in any state, also when the run is failing,
     #: aborting or was stopped by a first Ctrl-C
     always: bool = False
+    #: selectors bounding what ``hosts`` decided at run time may resolve to (none: every host
+    #: of the run's two sites)
+    candidates: tuple[str, ...] = ()
     line: int = 0
     field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -137,6 +143,11 @@ class Step:
     @property
     def runs_commands(self) -> bool:
         return self.kind in (StepKind.COMMAND, StepKind.CHECK)
+
+    @property
+    def hosts_at_run_time(self) -> bool:
+        """``hosts`` is a template over earlier steps' results, rendered when the step starts."""
+        return any("{{" in h or "{%" in h for h in self.hosts)
 
 
 @dataclass(frozen=True)
@@ -328,9 +339,16 @@ def _parse_step(
         idempotent=f.flag("idempotent"),
         sudo=_sudo(f),
         always=f.flag("always"),
+        candidates=tuple(f.str_list("candidates")),
         line=data.line,
         field_lines={k: data.line_of(k) for k in data},
     )
+    if step.candidates and not step.hosts_at_run_time:
+        f.error(
+            "candidates",
+            "'candidates' bounds hosts decided at run time, but this step's hosts are fixed",
+            "write hosts as a template, e.g. \"{{ steps['find-primary'].value }}\"",
+        )
     if undo_of is None and "undo" in data and data["undo"] is not None:
         undo_data = data["undo"]
         line = data.line_of("undo")

@@ -65,6 +65,9 @@ class PlanStep:
     #: ``reprotect``: a step of the reprotect phase (a mirrored failback runs it first, outside
     #: its RTO); None: a step of ``steps`` or an undo
     phase: str | None = None
+    #: hosts decided at run time: the steps whose results the ``hosts`` template reads (the
+    #: step's ``hosts`` are then its candidates, pre-flighted; it runs on those it resolves to)
+    decided_by: list[str] | None = None
     #: steps whose templates this one may read (its transitive needs; for an undo, the failover
     #: ancestors of the step it undoes, and that step itself)
     readable: AbstractSet[str] = frozenset()
@@ -364,6 +367,34 @@ def ancestor_sets(graph: nx.DiGraph, order: list[str] | None = None) -> dict[str
     return {n: MaskSet(m, ids, index) for n, m in masks.items()}
 
 
+_STEP_REF = re.compile(r"""steps\s*(?:\[\s*['"]([^'"]+)['"]\s*\]|\.\s*([A-Za-z_][\w]*))""")
+
+
+def _candidates(
+    runbook: Runbook,
+    inventory: Inventory,
+    step: Step,
+    aliases: dict[str, str],
+    problems: list[Problem],
+) -> tuple[list[Host], list[str]]:
+    """A step whose hosts are decided at run time: its candidates (``candidates``, else every
+    host of the run's two sites), and the steps its ``hosts`` template reads."""
+
+    def report(message: str, hint: str | None) -> None:
+        problems.append(
+            _problem(runbook, step.id, step.line_of("candidates"), f"candidates: {message}", hint)
+        )
+
+    selectors = step.candidates or (f"@{aliases['source']}", f"@{aliases['target']}")
+    hosts = _resolve(inventory, selectors, aliases, report)
+    read: list[str] = []
+    for text in step.hosts:
+        for a, b in _STEP_REF.findall(text):
+            if (a or b) not in read:
+                read.append(a or b)
+    return hosts, read or list(step.needs)
+
+
 def _with(readable: AbstractSet[str], item: str) -> AbstractSet[str]:
     return readable.with_(item) if isinstance(readable, MaskSet) else readable | {item}
 
@@ -569,7 +600,13 @@ def build_plan(
         def report(message: str, hint: str | None, _s: Step = step) -> None:
             problems.append(_problem(runbook, _s.id, _s.line_of("hosts"), message, hint))
 
-        hosts = _resolve(inventory, step.hosts, aliases, report) if step.runs_commands else []
+        decided_by: list[str] | None = None
+        if step.runs_commands and step.hosts_at_run_time:
+            hosts, decided_by = _candidates(runbook, inventory, step, aliases, problems)
+        elif step.runs_commands:
+            hosts = _resolve(inventory, step.hosts, aliases, report)
+        else:
+            hosts = []
         ps = PlanStep(
             id=step.id,
             step=step,
@@ -577,6 +614,7 @@ def build_plan(
             needs=[n for n in step.needs if n in graph and n != step.id],
             index=index,
             readable=ancestors.get(step.id, frozenset()),
+            decided_by=decided_by,
         )
         plan.steps[step.id] = ps
         # a mirror runbook fails back a succeeded failover by its steps: an undo is only for
@@ -631,6 +669,13 @@ def build_plan(
     checker = _Checker(plan, problems)
     back: Plan | None = None
     for ps in plan.steps.values():
+        if ps.decided_by is not None:
+            # the hosts template may read only the steps the step needs
+            view = StepsView(frozenset(ps.step.needs), for_step=ps.id)
+            for text in ps.step.hosts:
+                checker.template(
+                    ps.id, ps.step.line_of("hosts"), "hosts", text, plan.context(steps=view)
+                )
         ps.preview = _check_step_templates(checker, plan, ps, ps.step, "run")
         undo = ps.step.undo
         if check_undo and undo is not None:

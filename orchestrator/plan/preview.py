@@ -45,6 +45,11 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             entry["duration_s"] = step.duration
         if step.serial:
             entry["serial"] = step.serial
+        if ps.decided_by is not None:
+            # "hosts" are then the candidates: the step runs on those its template names
+            entry["hosts_decided_at_run_time_from"] = ps.decided_by
+        if ps.phase:
+            entry["phase"] = ps.phase
         if ps.outcome_unknown:
             entry["outcome_unknown"] = True
         if plan.runs_forward:
@@ -125,6 +130,11 @@ def render_text(plan: Plan) -> str:
                 out.append(f"      prompt: {ps.prompt}")
             elif step.kind is StepKind.WAIT:
                 out.append(f"      wait {format_duration(step.duration or 0)}")
+            if ps.decided_by is not None:
+                out.append(
+                    f"      hosts: decided at run time from {', '.join(ps.decided_by)} "
+                    f"(candidates: {', '.join(h.name for h in ps.hosts)})"
+                )
             for host in ps.hosts:
                 out.append(f"      {host.name}: {ps.preview.get(host.name, '')}")
             if step.kind is StepKind.CHECK:

@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 
 from orchestrator.errors import GateUnavailable, TransportError
-from orchestrator.model.inventory import Host
+from orchestrator.model.inventory import Host, SelectorError, select
 from orchestrator.model.runbook import OnFailure, Step, StepKind
 from orchestrator.model.templating import StepsView, evaluate, render
 from orchestrator.model.units import format_duration
@@ -461,9 +461,48 @@ class Executor:
     def _steps_view(self, ps: PlanStep) -> StepsView:
         return StepsView(ps.readable, self._results, for_step=ps.undo_of or ps.id)
 
+    def decide_hosts(self, ps: PlanStep) -> tuple[list[Host], str | None]:
+        """The hosts of a step whose ``hosts`` template is rendered now, from the results of
+        the steps it needs: host names or selectors, as a list or separated by commas/spaces,
+        each within the step's candidates (its plan hosts, all pre-flighted). ([], why) when
+        it renders to nothing, or to a host that is unknown or not a candidate."""
+        candidates = {h.name: h for h in ps.hosts}
+        try:
+            rendered = [
+                render(text, self.plan.context(steps=self._steps_view(ps)))
+                for text in ps.step.hosts
+            ]
+        except (jinja2.TemplateError, TypeError, ValueError) as exc:
+            return [], f"hosts: {exc}"
+        names = [n for text in rendered for n in re.split(r"[,\s]+", text.strip()) if n]
+        if not names:
+            return [], f"hosts: the template rendered to no host ({' '.join(rendered)!r})"
+        chosen: dict[str, Host] = {}
+        for name in names:
+            try:
+                matched = select(self.plan.inventory, name, self.plan.aliases())
+            except SelectorError as exc:
+                return [], f"hosts: {name!r}: {exc}"
+            for h in matched:
+                if h.name not in candidates:
+                    return [], (
+                        f"hosts: {h.name} is not among the candidates of step '{ps.id}' "
+                        f"({', '.join(candidates)})"
+                    )
+                chosen.setdefault(h.name, candidates[h.name])
+        order = self.plan.inventory.order
+        return sorted(chosen.values(), key=lambda h: order.get(h.name, 10**9)), None
+
     def run_step(self, ps: PlanStep) -> StepOutcome:
         step = ps.step
         j = self.journal
+        hosts_problem: str | None = None
+        if ps.decided_by is not None:
+            decided, hosts_problem = self.decide_hosts(ps)
+            if hosts_problem is None:
+                # from now on the step is what it runs on: its per-host status, serial,
+                # emergency rules and a failback's undo all see these hosts
+                ps.hosts = decided
         t0 = j.now()
         j.write(
             Event.STEP_STARTED,
@@ -485,6 +524,10 @@ class Executor:
                 return self._end(
                     ps, StepOutcome(ps.id, Status.SKIPPED, message=f"when is false: {step.when}")
                 )
+        if hosts_problem is not None:
+            return self._end(
+                ps, StepOutcome(ps.id, Status.FAILED, error="hosts", message=hosts_problem)
+            )
         if step.kind is StepKind.MANUAL:
             return self._end(ps, self._manual(ps))
         if step.kind is StepKind.WAIT:
