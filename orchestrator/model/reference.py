@@ -22,6 +22,7 @@ class Type(StrEnum):
     TEMPLATE = "template"
     EXPRESSION = "expression"
     DURATION = "duration"
+    STEP_DURATION = "duration or template"
     DURATION_OR_SIZE = "duration or size"
     SELECTORS = "selector or list"
     STRINGS = "string or list"
@@ -246,7 +247,7 @@ STEP_DOC: tuple[FieldDoc, ...] = (
     ),
     FieldDoc(
         "timeout",
-        Type.DURATION,
+        Type.STEP_DURATION,
         "10m",
         "Per attempt and per host; the remote command "
         "and its children are killed when it passes. For a `check`, it bounds the whole "
@@ -260,7 +261,7 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "Extra attempts after a failure; only the hosts that failed run again.",
         "2",
     ),
-    FieldDoc("retry_delay", Type.DURATION, "5s", "The pause before each retry.", "1s"),
+    FieldDoc("retry_delay", Type.STEP_DURATION, "5s", "The pause before each retry.", "1s"),
     FieldDoc(
         "until",
         Type.EXPRESSION,
@@ -269,7 +270,9 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "polling, over `rc`, `stdout`, `stderr` and `value` (see `capture`).",
         "value <= 5",
     ),
-    FieldDoc("interval", Type.DURATION, "5s", "For `check`: the pause between polls.", "500ms"),
+    FieldDoc(
+        "interval", Type.STEP_DURATION, "5s", "For `check`: the pause between polls.", "500ms"
+    ),
     FieldDoc(
         "capture",
         Type.CAPTURE,
@@ -305,7 +308,7 @@ STEP_DOC: tuple[FieldDoc, ...] = (
     ),
     FieldDoc(
         "expect",
-        Type.DURATION,
+        Type.STEP_DURATION,
         "none",
         "The expected duration, used by `drx plan` to predict the RTO until the step has history.",
         "30s",
@@ -318,7 +321,7 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "Cut DNS over to {{ target }}?",
     ),
     FieldDoc(
-        "duration", Type.DURATION, "required for wait", "For `wait`: how long to sleep.", "30s"
+        "duration", Type.STEP_DURATION, "required for wait", "For `wait`: how long to sleep.", "30s"
     ),
     FieldDoc(
         "env",

@@ -100,6 +100,8 @@ RUNBOOK_FIELDS = (
     "reprotect",
 )
 CAPTURE_KINDS = ("text", "number", "json")
+#: the step fields that are durations; each may be a template (see ``Step.duration_templates``)
+DURATION_FIELDS = ("timeout", "retry_delay", "interval", "expect", "duration")
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ class Step:
     #: selectors bounding what ``hosts`` decided at run time may resolve to (none: every host
     #: of the run's two sites)
     candidates: tuple[str, ...] = ()
+    #: duration fields written as templates (field → text): those that use only variables are
+    #: rendered when the plan is built, the others when the step starts
+    duration_templates: dict[str, str] = field(default_factory=dict, compare=False)
     line: int = 0
     field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -315,6 +320,15 @@ def _parse_step(
         f.error("on_failure", f"on_failure must be abort or continue, not '{on_failure_text}'")
         on_failure = OnFailure.ABORT
     serial = f.integer("serial", None, minimum=1)
+    templated = {
+        k: data[k]
+        for k in DURATION_FIELDS
+        if isinstance(data.get(k), str) and ("{{" in data[k] or "{%" in data[k])
+    }
+
+    def duration(key: str, default: float | None = None) -> float | None:
+        return default if key in templated else f.duration(key, default)
+
     name = f.text("name") or (undo_of.name and f"undo {undo_of.name}" if undo_of else step_id)
     step = Step(
         id=step_id,
@@ -323,23 +337,24 @@ def _parse_step(
         hosts=hosts or (undo_of.hosts if undo_of else ()),
         run=run,
         needs=tuple(f.str_list("needs")),
-        timeout=f.duration("timeout", DEFAULT_TIMEOUT) or 0.0,
+        timeout=duration("timeout", DEFAULT_TIMEOUT) or 0.0,
         retries=f.integer("retries", 0),
-        retry_delay=f.duration("retry_delay", DEFAULT_RETRY_DELAY) or 0.0,
+        retry_delay=duration("retry_delay", DEFAULT_RETRY_DELAY) or 0.0,
         until=f.text("until"),
-        interval=f.duration("interval", DEFAULT_INTERVAL) or 0.0,
+        interval=duration("interval", DEFAULT_INTERVAL) or 0.0,
         capture=_capture(f),
         when=f.text("when"),
         on_failure=on_failure,
         serial=serial,
-        expect=f.duration("expect"),
+        expect=duration("expect"),
         prompt=f.text("prompt"),
-        duration=f.duration("duration"),
+        duration=duration("duration"),
         env=f.env(),
         idempotent=f.flag("idempotent"),
         sudo=_sudo(f),
         always=f.flag("always"),
         candidates=tuple(f.str_list("candidates")),
+        duration_templates=templated,
         line=data.line,
         field_lines={k: data.line_of(k) for k in data},
     )

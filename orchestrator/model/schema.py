@@ -52,6 +52,9 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
         Type.TEMPLATE: _NUMBER_OR_STRING,
         Type.EXPRESSION: _NUMBER_OR_STRING,
         Type.DURATION: _DURATION,
+        Type.STEP_DURATION: {
+            "anyOf": [*_DURATION["anyOf"], {"type": "string", "pattern": r"\{[{%]"}]
+        },
         Type.DURATION_OR_SIZE: {
             "anyOf": [*_DURATION["anyOf"], {"type": "string", "pattern": SIZE_PATTERN}]
         },

@@ -395,6 +395,39 @@ def _candidates(
     return hosts, read or list(step.needs)
 
 
+_READS_STEPS = re.compile(r"\bsteps\b")
+
+
+def resolve_durations(
+    step: Step, ctx: Mapping[str, Any], *, run_time: bool
+) -> tuple[Step, list[tuple[str, str]]]:
+    """``step`` with its templated durations rendered in ``ctx`` and parsed; and a problem
+    (field, message) for each that renders to something that is not a duration. At plan time
+    (``run_time`` false) only those that do not read ``steps`` are rendered; the others stay
+    for the step's start."""
+    from orchestrator.model.units import parse_duration
+
+    values: dict[str, Any] = {}
+    left: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
+    for key, text in step.duration_templates.items():
+        if not run_time and _READS_STEPS.search(text):
+            left[key] = text
+            continue
+        try:
+            rendered = render(text, ctx).strip()
+        except (jinja2.TemplateError, TypeError, ValueError) as exc:
+            problems.append((key, f"{key}: {exc}"))
+            continue
+        try:
+            values[key] = parse_duration(rendered)
+        except ValueError as exc:
+            problems.append((key, f"{key} renders to {rendered!r}, not a duration: {exc}"))
+    if not values and left == step.duration_templates:
+        return step, problems
+    return replace(step, duration_templates=left, **values), problems
+
+
 def _with(readable: AbstractSet[str], item: str) -> AbstractSet[str]:
     return readable.with_(item) if isinstance(readable, MaskSet) else readable | {item}
 
@@ -676,6 +709,10 @@ def build_plan(
                 checker.template(
                     ps.id, ps.step.line_of("hosts"), "hosts", text, plan.context(steps=view)
                 )
+        if ps.step.duration_templates:
+            ps.step, bad = resolve_durations(ps.step, plan.context(), run_time=False)
+            for key, message in bad:
+                problems.append(_problem(runbook, ps.id, ps.step.line_of(key), message))
         ps.preview = _check_step_templates(checker, plan, ps, ps.step, "run")
         undo = ps.step.undo
         if check_undo and undo is not None:
@@ -785,6 +822,8 @@ def _check_undo(
         readable=_with(ps.readable, ps.id),
     )
     _check_step_templates(checker, back, undo_ps, undo, "undo")
+    for key, message in resolve_durations(undo, back.context(), run_time=False)[1]:
+        problems.append(_problem(plan.runbook, ps.id, undo.line_of(key), f"undo: {message}"))
 
 
 def finish_plan(plan: Plan, predictions: Mapping[str, float]) -> None:
@@ -1037,6 +1076,11 @@ def build_reverse_plan(
         ps.needs = sorted(plan.graph.predecessors(ps.id), key=lambda n: plan.steps[n].index)
     checker = _Checker(plan, problems)
     for ps in plan.steps.values():
+        if ps.step.duration_templates:
+            ps.step, bad = resolve_durations(ps.step, plan.context(), run_time=False)
+            line = runbook.step(ps.undo_of or ps.id).line_of("undo")
+            for _, message in bad:
+                problems.append(_problem(runbook, ps.undo_of, line, f"undo: {message}"))
         ps.preview = _check_step_templates(checker, plan, ps, ps.step, "undo")
     if any(p.severity == "error" for p in problems):
         raise ValidationError(problems)

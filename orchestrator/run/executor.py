@@ -26,7 +26,7 @@ from orchestrator.model.inventory import Host, SelectorError, select
 from orchestrator.model.runbook import OnFailure, Step, StepKind
 from orchestrator.model.templating import StepsView, evaluate, render
 from orchestrator.model.units import format_duration
-from orchestrator.plan.build import Plan, PlanStep
+from orchestrator.plan.build import Plan, PlanStep, resolve_durations
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
@@ -503,6 +503,14 @@ class Executor:
                 # from now on the step is what it runs on: its per-host status, serial,
                 # emergency rules and a failback's undo all see these hosts
                 ps.hosts = decided
+        if step.duration_templates and hosts_problem is None:
+            # durations that read earlier steps' results: rendered now, for this run
+            ctx = self.plan.context(steps=self._steps_view(ps))
+            resolved, bad = resolve_durations(step, ctx, run_time=True)
+            if bad:
+                hosts_problem = "; ".join(message for _, message in bad)
+            else:
+                ps.step = step = resolved
         t0 = j.now()
         j.write(
             Event.STEP_STARTED,
@@ -525,8 +533,9 @@ class Executor:
                     ps, StepOutcome(ps.id, Status.SKIPPED, message=f"when is false: {step.when}")
                 )
         if hosts_problem is not None:
+            error = "hosts" if hosts_problem.startswith("hosts:") else "template"
             return self._end(
-                ps, StepOutcome(ps.id, Status.FAILED, error="hosts", message=hosts_problem)
+                ps, StepOutcome(ps.id, Status.FAILED, error=error, message=hosts_problem)
             )
         if step.kind is StepKind.MANUAL:
             return self._end(ps, self._manual(ps))
