@@ -263,6 +263,7 @@ def test_reprotect_runs_first_and_outside_the_failback_rto(world: World, capsys)
     # the RTO is measured from the first forward step: the 0.3 s reprotect is not in it
     assert steps["rejoin"]["start_offset_s"] < 0 <= steps["demote"]["start_offset_s"]
     assert world.run(capsys, "report", summary["run_id"])[0] == 0
+    assert "reprotect phase took" in world.last_stdout
     assert "before the RTO started" in world.last_stdout
 
 
@@ -289,6 +290,8 @@ def test_drx_reprotect_alone_is_carried_by_the_later_failback(world: World, caps
     carried = {s["id"]: s.get("carried_from") for s in back["steps"]}
     assert carried["rejoin"] == carried["caught-up"] == rep["run_id"]
     assert back["reprotect"]["carried_from"] == rep["run_id"]
+    assert world.run(capsys, "report", back["run_id"], "--format", "md")[0] == 0
+    assert f"reprotect phase was carried from run {rep['run_id']}" in world.last_stdout
     assert _log(world, "db-a").count("rejoin:site-b->site-a:reprotect") == 1
     assert not any(
         line.startswith("rejoin:") and "failback" in line for line in _log(world, "db-a")

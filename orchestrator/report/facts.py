@@ -463,6 +463,16 @@ def _notes(run: Run) -> tuple[str, ...]:
             f"({run.target} → {run.source}) by running the runbook's steps the other way, "
             f"from {run.source} to {run.target}."
         )
+        if run.reprotect_carried_from:
+            notes.append(
+                f"Its reprotect phase was carried from run {run.reprotect_carried_from} "
+                "(drx reprotect), not run again."
+            )
+        elif run.reprotect_s is not None:
+            notes.append(
+                f"Its reprotect phase took {span(run.reprotect_s)} before the RTO "
+                "started (not part of it)."
+            )
     elif run.is_failback and run.reversed_run:
         notes.append(
             f"This failback reverses failover run {run.reversed_run} "

@@ -144,10 +144,6 @@ def _header(report: Report, paint: _Painter) -> list[str]:
     if run.is_failback and run.parent_run:
         mode = f" (failback mode {run.failback_mode})" if run.failback_mode else ""
         meta.append(("Reverses", f"failover run {run.parent_run}{mode}"))
-        if run.reprotect_carried_from:
-            meta.append(("Reprotect", f"carried from run {run.reprotect_carried_from}"))
-        elif run.reprotect_s is not None:
-            meta.append(("Reprotect", f"{run.reprotect_s:.2f} s before the RTO started"))
     elif run.parent_run:
         meta.append(("Continues", f"run {run.parent_run}"))
     if run.runbook_file:
