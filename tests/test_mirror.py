@@ -283,6 +283,11 @@ def test_drx_reprotect_alone_is_carried_by_the_later_failback(world: World, caps
     assert _log(world, "db-a")[-1] == "rejoin:site-b->site-a:reprotect"
     state = json.loads((world.state / "state.json").read_text())
     assert state["active"] == state["runbooks"]["mirrored"]["active"] == "site-b"
+    code, err = world.run(capsys, "failback", "--dry-run", "--format", "json")
+    assert code == 0, err
+    preview = {s["id"]: s for s in json.loads(world.last_stdout)["steps"]}
+    assert preview["rejoin"]["carried_from"] == rep["run_id"]
+    assert "carried_from" not in preview["demote"]
     code, err = world.run(capsys, "failback", "--yes")
     assert code == 0, err
     back = world.summary()

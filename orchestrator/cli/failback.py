@@ -320,6 +320,8 @@ def run_failback(
 
     plan, outcomes = failback_plan(opts, run, cli_vars=cli_vars, secret_vars=secret_vars)
     carried, carried_events = reprotect_carried(opts, plan)
+    for event in carried_events:
+        plan.steps[event["step"]].carried_from = event["from_run"]
     if dry_run:
         sys.stdout.write(render_plan(plan, fmt))
         return 0

@@ -68,6 +68,8 @@ class PlanStep:
     #: hosts decided at run time: the steps whose results the ``hosts`` template reads (the
     #: step's ``hosts`` are then its candidates, pre-flighted; it runs on those it resolves to)
     decided_by: list[str] | None = None
+    #: a step this run takes over, done, from an earlier run (a reprotect a failback carries)
+    carried_from: str | None = None
     #: steps whose templates this one may read (its transitive needs; for an undo, the failover
     #: ancestors of the step it undoes, and that step itself)
     readable: AbstractSet[str] = frozenset()

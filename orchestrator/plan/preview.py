@@ -50,6 +50,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             entry["hosts_decided_at_run_time_from"] = ps.decided_by
         if ps.phase:
             entry["phase"] = ps.phase
+        if ps.carried_from:
+            entry["carried_from"] = ps.carried_from
         if ps.outcome_unknown:
             entry["outcome_unknown"] = True
         if plan.runs_forward:
@@ -116,6 +118,8 @@ def render_text(plan: Plan) -> str:
                 flags.append(f"undoes {ps.undo_of}")
             if ps.outcome_unknown:
                 flags.append("OUTCOME UNKNOWN: needs confirmation")
+            if ps.carried_from:
+                flags.append(f"done by {ps.carried_from}: carried, not run")
             if step.on_failure.value == "continue":
                 flags.append("on_failure: continue")
             if step.retries:
