@@ -108,3 +108,21 @@ def test_bad_hosts_templates_and_candidates_are_refused_with_their_line(
         "runbook.yaml:6" in err and "'find-primary' is not among the needs of step 'fence'" in err
     )
     assert "runbook.yaml:10" in err and "candidates:" in err
+
+
+def test_every_candidate_is_pre_flighted(world: World, capsys) -> None:
+    """A candidate nobody can reach refuses the run at the pre-flight (exit 2) before anything
+    runs, even though the template would not have picked it."""
+    import yaml
+
+    from orchestrator.lab.sshd import free_port
+
+    world.write_runbook(FIND.replace("{primary: db-b}", "{primary: db-a}"))
+    doc = yaml.safe_load(world.inventory.read_text())
+    db_b = doc["sites"]["site-b"]["hosts"]["db-b"]
+    db_b.update(transport="ssh", address="127.0.0.1", port=free_port("127.0.0.1"), user="nobody")
+    world.inventory.write_text(yaml.safe_dump(doc, sort_keys=False))
+    code, err = world.run(capsys, "failover", "site-b", "--yes")
+    assert code == 2
+    assert "pre-flight failed" in err and "db-b" in err
+    assert not world.host_file("db-a", "fenced").exists()
