@@ -66,9 +66,10 @@ def _processes_under(root: Path) -> list[str]:
 
 @pytest.mark.timeout(300)
 def test_postgres_failover_and_failback_lose_no_row(lab_root: Path) -> None:
-    """Failover to site-b and failback both succeed over sshd+sudo, the RPO is 0 B, every
-    acknowledged row is at the final primary (site-a), rows were written at both sites, the
-    failback ran the undos in reverse order, and the lab leaves no process or sudoers file."""
+    """Failover to site-b and the mirrored failback both succeed over sshd+sudo, the RPO is 0 B
+    both ways, every acknowledged row is at the final primary (site-a), rows were written at both
+    sites, the failback ran the reprotect phase and then the same steps the other way, and the lab
+    leaves no process or sudoers file."""
     result = run_drill(lab_root, RUNBOOK, echo=False)
     assert (result.failover_exit, result.failback_exit) == (0, 0)
     assert (result.lost_after_failover, result.lost) == (0, 0)
@@ -85,12 +86,14 @@ def test_postgres_failover_and_failback_lose_no_row(lab_root: Path) -> None:
         "measure-rpo", "promote-target", "repoint-app", "rejoin-source",
     ]  # fmt: skip
     assert [s["id"] for s in fo["steps"] if s["status"] == "succeeded"] == chain
-    undone = sorted(
+    assert (fb["failback_mode"], fb["source"], fb["target"]) == ("mirror", "site-b", "site-a")
+    mirrored = sorted(
         (s for s in fb["steps"] if s["status"] == "succeeded"), key=lambda s: s["started_at"]
     )
-    assert [s["undo_of"] for s in undone] == chain[::-1]
-    # the failback's own RPO (failback_rpo_step), held to the same 0 B by the guard
-    assert (fb["rpo"]["step"], fb["rpo"]["measured_bytes"]) == ("undo-wait-replica", 0)
+    assert [s["id"] for s in mirrored] == ["rejoin-target", *chain]
+    assert fb["reprotect"]["steps"] == ["rejoin-target"] and fb["rto"]["start_step"] == "precheck"
+    # the mirrored failback measures its RPO as the failover does, held to 0 B by the guard
+    assert (fb["rpo"]["step"], fb["rpo"]["measured_bytes"]) == ("measure-rpo", 0)
     assert fb["rpo"]["guard"]["tripped"] is False
     # the write probe saw what the application saw: its longest down window against the longest
     # gap between acknowledged commits, within one probe interval + 50 ms, in both directions
@@ -206,3 +209,32 @@ def test_failover_killed_at_promote_resumes_to_success(lab_root: Path) -> None:
         assert promote["status"] == "succeeded"
         assert promote.get("carried_from") or promote["hosts"][0].get("reattached") is True
         assert pg.primary_site() == "site-b" and pg.app_healthy("site-b")
+
+
+def test_a_failover_stopped_by_the_rpo_guard_is_rolled_back_by_its_undos(lab_root: Path) -> None:
+    """db-a's sshd is gone (its cluster still runs): an --emergency failover drains the app but
+    cannot stop db-a nor measure the RPO, so the guard refuses to promote db-b (exit 1). Once
+    db-a's sshd is back, drx failback rolls back exactly what the failover did (the undo plan,
+    not the mirror): the app writes at site-a again, db-a stayed the primary, 0 rows lost."""
+    with PostgresLab(lab_root) as pg:
+        pg.start()
+        assert pg.sshd is not None
+        pg.sshd.kill("db-a")
+        common = ["-r", str(RUNBOOK), "-i", str(pg.inventory), "--state-dir", str(pg.state_dir)]
+        code = run_drx(["failover", "site-b", "--emergency", "--yes", *common], echo=False)
+        assert code == 1
+        refused = latest_summary(pg.state_dir, "failover")
+        assert refused is not None and refused["rpo"]["guard"]["tripped"] is True
+        assert "promote-target" in refused["rpo"]["guard"]["blocked"]
+        assert not pg.app_healthy("site-b") and pg.primary_site() == "site-a"
+        pg.sshd.restart("db-a")
+        code = run_drx(["failback", "--yes", *common], echo=False)
+        assert code == 0
+        back = latest_summary(pg.state_dir, "failback")
+        assert back is not None and back["failback_mode"] == "undo"
+        assert back["parent_run"] == refused["run_id"]
+        assert [s["undo_of"] for s in back["steps"] if s["status"] == "succeeded"] == ["drain-app"]
+        assert pg.app_healthy("site-a") and pg.primary_site() == "site-a"
+        pg.drain_app()
+        committed = pg.committed_ids()
+        assert committed and not committed - pg.row_ids("site-a")

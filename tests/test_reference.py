@@ -132,6 +132,8 @@ def test_every_documented_step_field_loads_with_its_example(tmp_path: Path, doc:
         step["until"] = "rc == 0"
     if doc.name in ("runbook", "vars"):  # fields of a kind: runbook step only
         step = {"id": "x", "kind": "runbook", "runbook": "c.yaml", doc.name: step[doc.name]}
+    if doc.name == "candidates":  # they bound hosts decided at run time
+        step["hosts"] = "{{ steps['y'].value }}"
     path = _write(tmp_path, "rb.yaml", {"name": "t", "steps": [step]})
     _, problems = parse_runbook(path)
     assert [str(p) for p in problems if p.severity == "error"] == []

@@ -20,6 +20,7 @@ from orchestrator.cli import (  # noqa: F401
     failover,
     failback,
     drill,
+    reprotect,
     resume,
     runs,
     report,

@@ -70,8 +70,9 @@ def failback(
     log_format: LogFormatOpt = "console",
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Reverse a failover: undo what it did, in reverse dependency order, then poll health at the
-    original source. Default: the latest failover not yet failed back.
+    """Reverse a failover: undo what it did, in reverse dependency order (a succeeded failover
+    of a 'failback: mirror' runbook: run its reprotect and its steps the other way), then poll
+    health at the original source. Default: the latest failover not yet failed back.
 
     Example: drx failback --dry-run; drx failback --yes
     """
@@ -140,13 +141,34 @@ def reverse_plan(
     *,
     mode: str = "real",
     rollback: bool = False,
+    failback_mode: str = "undo",
 ) -> tuple[Any, dict[str, Any]]:
-    """The reverse plan of ``failover_run`` (from its journal), with failback predictions; and
-    what the failover's steps did (their values feed the undo templates)."""
+    """The failback plan of the failover ``failover_run`` (``source`` → ``target``), with its
+    predictions; and what the failover's steps did (their values feed undo templates). In
+    ``failback_mode`` mirror: the runbook's steps from ``target`` back to ``source``, predicted
+    from every run that moved the service to ``source``. ``mode`` is drill or real (templates'
+    ``mode``); ``rollback``: it rolls back a failover that did not succeed (always undo)."""
     from orchestrator.plan.build import build_reverse_plan
+    from orchestrator.plan.failback import build_mirror_plan
+    from orchestrator.plan.predictions import predictions_for
     from orchestrator.plan.site import predictions
     from orchestrator.record.runs import outcomes_from_events
 
+    if failback_mode == "mirror" and not rollback:
+        steps, health = predictions_for(opts.store, runbook.name, "failback", source, mirror=True)
+        mirrored = build_mirror_plan(
+            runbook,
+            inventory,
+            failover_source=source,
+            failover_target=target,
+            reverses=failover_run,
+            cli_vars=variables,
+            secrets=secrets,
+            predictions=steps,
+            predicted_health_s=health,
+            mode=mode,
+        )
+        return mirrored, {}
     outcomes = outcomes_from_events(opts.store.read_events(failover_run))
     steps, health = predictions(opts.store, runbook, "failback", target)
     plan = build_reverse_plan(
@@ -180,7 +202,10 @@ def return_plan(
     """The plan that brings the service back from ``failover``: the one place a drill's way
     home and every rollback are planned. A rollback (of a failover that did not succeed) is
     always the undo plan; the way home of a succeeded failover follows the runbook's failback
-    mode (the undo plan is the one mode so far)."""
+    mode."""
+    from orchestrator.plan.failback import failback_mode_for
+
+    failback_mode = failback_mode_for(runbook.failback, failover.status)
     return reverse_plan(
         opts,
         runbook,
@@ -192,6 +217,7 @@ def return_plan(
         secrets,
         mode=mode,
         rollback=rollback,
+        failback_mode="undo" if rollback else failback_mode.value,
     )
 
 
@@ -263,12 +289,50 @@ def failback_plan(
     cli_vars: Iterable[str],
     secret_vars: Iterable[str],
 ) -> Any:
-    """The reverse plan of a failover run (default: the latest not yet failed back)."""
+    """The failback plan of a failover run (default: the latest not yet failed back): the
+    mirror of a succeeded failover of a ``failback: mirror`` runbook, else the reverse plan."""
+    from orchestrator.plan.failback import failback_mode_for
+
+    runbook, inventory = opts.load()
+    summary = chosen_failover(opts, run, runbook)
+    run_id = summary.run_id
+    for site in (summary.source, summary.target):
+        check_site(inventory, site)
+    warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
+    variables, secrets = secret_inputs(cli_vars, secret_vars)
+    mode = failback_mode_for(runbook.failback, summary.status)
+    plan, outcomes = reverse_plan(
+        opts,
+        runbook,
+        inventory,
+        summary.source,
+        summary.target,
+        run_id,
+        variables,
+        secrets,
+        failback_mode=mode.value,
+    )
+    if not plan.steps:
+        raise RefusedError(
+            f"nothing to fail back: run {run_id} changed nothing that has an undo"
+            + (
+                " (" + "; ".join(f"{i['id']}: {i['reason']}" for i in plan.left_out) + ")"
+                if plan.left_out
+                else ""
+            )
+        )
+    return plan, outcomes
+
+
+def chosen_failover(
+    opts: Options, run: str | None, runbook: Runbook, *, what: str = "fail back"
+) -> RunSummary:
+    """The failover run to fail back (or reprotect): ``run``, refused unless it is the true
+    state of the world; by default the latest failover of the runbook not yet failed back."""
     from orchestrator.record.runs import Lineage, load_summaries, resolve_run
 
     summaries = load_summaries(opts.store)
     lineage = Lineage.of(summaries)
-    runbook, inventory = opts.load()
     if run is not None:
         run_id = resolve_run(opts.store, run)
         summary = lineage.by_id[run_id]
@@ -284,7 +348,7 @@ def failback_plan(
         ]
         if not candidates:
             raise RefusedError(
-                f"nothing to fail back: no failover run of runbook '{runbook.name}' in "
+                f"nothing to {what}: no failover run of runbook '{runbook.name}' in "
                 f"{shown_location(opts.store)} "
                 "that has not been failed back (if the drill ran from another directory, "
                 "pass --state-dir)"
@@ -296,23 +360,7 @@ def failback_plan(
             f"run {run_id} used runbook '{summary.runbook}', not '{runbook.name}'; "
             "pass --runbook with the runbook of that run"
         )
-    for site in (summary.source, summary.target):
-        check_site(inventory, site)
-    warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
-    variables, secrets = secret_inputs(cli_vars, secret_vars)
-    plan, outcomes = reverse_plan(
-        opts, runbook, inventory, summary.source, summary.target, run_id, variables, secrets
-    )
-    if not plan.steps:
-        raise RefusedError(
-            f"nothing to fail back: run {run_id} changed nothing that has an undo"
-            + (
-                " (" + "; ".join(f"{i['id']}: {i['reason']}" for i in plan.left_out) + ")"
-                if plan.left_out
-                else ""
-            )
-        )
-    return plan, outcomes
+    return summary
 
 
 def unfinished_rollback(opts: Options) -> str | None:
@@ -346,6 +394,11 @@ def refuse_failback(lineage: Any, run_id: str) -> None:
     """Refuse (exit 2, naming the run to use instead) to fail back a run that is not the true
     state of the world: a failback, a run that was continued, or one already reversed."""
     summary = lineage.by_id[run_id]
+    if summary.direction == "reprotect":
+        raise RefusedError(
+            f"run {run_id} is a reprotect; fail back the failover it prepared: "
+            f"drx failback --run {summary.reverses}"
+        )
     if summary.direction == "failback":
         hint = (
             f"to finish it, drx resume {lineage.latest(run_id)}"
@@ -369,6 +422,22 @@ def refuse_failback(lineage: Any, run_id: str) -> None:
             f"run {run_id} was resumed by {after}: fail back {latest} instead "
             f"(it carries what {run_id} did)"
         )
+
+
+def reprotect_carried(opts: Options, plan: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A mirrored failback's reprotect steps that a succeeded ``drx reprotect`` of the same
+    failover already ran: carried, not run again."""
+    from orchestrator.plan.failback import reprotect_to_carry
+    from orchestrator.record.runs import load_summaries
+    from orchestrator.run.carry import carried_steps
+
+    phase = [sid for sid, ps in plan.steps.items() if ps.phase == "reprotect"]
+    if not phase or plan.reverses is None:
+        return {}, []
+    done = reprotect_to_carry(load_summaries(opts.store), plan.reverses)
+    if done is None:
+        return {}, []
+    return carried_steps(opts.store.read_events(done), phase, done)
 
 
 def run_failback(
@@ -410,6 +479,9 @@ def run_failback(
                 accept_data_loss=accept_data_loss,
             )
     plan, outcomes = failback_plan(opts, run, cli_vars=cli_vars, secret_vars=secret_vars)
+    carried, carried_events = reprotect_carried(opts, plan)
+    for event in carried_events:
+        plan.steps[event["step"]].carried_from = event["from_run"]
     if dry_run:
         sys.stdout.write(render_plan(plan, fmt))
         return 0
@@ -419,6 +491,8 @@ def run_failback(
         max_parallel=max_parallel,
         extra_results=outcomes,
         accept_data_loss=accept_data_loss,
+        carried=carried,
+        carried_events=carried_events,
     )
     run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
     code, summary = execute(plan, opts.store, run_opts)

@@ -103,11 +103,11 @@ def other_sites(inventory: Inventory) -> list[str]:
 
 def secret_inputs(
     cli_vars: Iterable[str], secret_vars: Iterable[str]
-) -> tuple[dict[str, str], list[str]]:
+) -> tuple[dict[str, Any], list[str]]:
     """Variables from ``--var``, ``--secret-var`` and ``DRX_SECRET_<NAME>``, and the secret values."""
     from orchestrator.plan.build import parse_cli_vars
 
-    variables = parse_cli_vars(cli_vars)
+    variables = parse_cli_vars(cli_vars, typed=True)
     secrets_given = parse_cli_vars(secret_vars, option="--secret-var")
     for name, value in os.environ.items():
         if name.startswith("DRX_SECRET_") and len(name) > len("DRX_SECRET_"):

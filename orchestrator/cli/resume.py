@@ -134,6 +134,8 @@ def run_resume(
             raise RefusedError(nothing_to_resume(opts, summaries, runbook.name))
         run_id = candidates[-1]
     refuse_resume(lineage, run_id)
+    if lineage.by_id[run_id].direction == "reprotect":
+        raise RefusedError(f"run {run_id} is a reprotect: run drx reprotect again")
     events = opts.store.read_events(run_id)
     start = run_start(events)
     outcomes = outcomes_from_events(events)
@@ -157,23 +159,28 @@ def run_resume(
             predictions=steps_pred,
             predicted_health_s=health_pred,
         )
+    elif emergency:
+        raise UsageError(
+            f"run {run_id} is a failback: --emergency continues a failover whose source "
+            "site was lost"
+        )
     else:
-        if emergency:
-            raise UsageError(
-                f"run {run_id} is a failback: --emergency continues a failover whose source "
-                "site was lost"
-            )
+        # a mirrored failback names its own way (source: the failover's target); an undo
+        # failback keeps the failover's names
+        mode = start.get("failback_mode") or "undo"
+        source, target = start["source"], start["target"]
         plan, extra = reverse_plan(
             opts,
             runbook,
             inventory,
-            start["source"],
-            start["target"],
+            target if mode == "mirror" else source,
+            source if mode == "mirror" else target,
             start.get("reverses") or start["parent_run"],
             variables,
             secrets,
             mode=start.get("mode") or "real",
             rollback=bool(start.get("rollback")),
+            failback_mode=mode,
         )
     plan.parent_run = plan.resumes = run_id
     plan.drill_id = start.get("drill_id")  # a continued leg or rollback stays in its drill

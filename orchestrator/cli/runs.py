@@ -85,6 +85,8 @@ def list_runs(store: Store, fmt: str, runbook: str | None = None) -> str:
             note.append(f"resumes {resumes}")
         elif reverses:
             note.append(f"reverses {reverses}")
+        if s.failback_mode:
+            note.append(f"mode {s.failback_mode}")
         rows.append(
             (
                 s.run_id,

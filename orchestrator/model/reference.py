@@ -22,6 +22,7 @@ class Type(StrEnum):
     TEMPLATE = "template"
     EXPRESSION = "expression"
     DURATION = "duration"
+    STEP_DURATION = "duration or template"
     DURATION_OR_SIZE = "duration or size"
     SIZE = "size"
     SELECTORS = "selector or list"
@@ -48,6 +49,7 @@ class Type(StrEnum):
     SITES = "mapping of sites"
     HOSTS = "mapping of hosts"
     DEFAULTS = "mapping of connection settings"
+    FAILBACK = "undo · mirror"
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,28 @@ RUNBOOK_DOC: tuple[FieldDoc, ...] = (
         "many bytes were not kept; the journal's tails are unaffected.",
         "256MB",
     ),
+    FieldDoc(
+        "failback",
+        Type.FAILBACK,
+        "undo",
+        "How `drx failback` returns a succeeded failover: `undo` runs the reverse plan of the "
+        "steps' undos; `mirror` runs the runbook's steps again from the failover's target "
+        "back to its source (`source`/`target` swapped, `direction: failback`). A failover "
+        "that failed, was cancelled or crashed is always failed back by its undos. See "
+        "Undo or mirror.",
+        "mirror",
+    ),
+    FieldDoc(
+        "reprotect",
+        Type.STEP_LIST,
+        "[]",
+        "Steps (the same fields as `steps`, ids of their own, needing only each other) that "
+        "make the old site a replica of the new one again. A mirrored failback runs them "
+        "first, while the service is still up, outside its RTO (reported apart); "
+        "`drx reprotect` runs them alone, and a later failback carries them. Their templates "
+        "see the failback's `source`/`target`. See Undo or mirror.",
+        "[{id: rejoin, hosts: db@target, run: ...}]",
+    ),
 )
 
 STEP_DOC: tuple[FieldDoc, ...] = (
@@ -285,7 +309,7 @@ STEP_DOC: tuple[FieldDoc, ...] = (
     ),
     FieldDoc(
         "timeout",
-        Type.DURATION,
+        Type.STEP_DURATION,
         "10m",
         "Per attempt and per host; the remote command "
         "and its children are killed when it passes. For a `check`, it bounds the whole "
@@ -300,7 +324,7 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "Extra attempts after a failure; only the hosts that failed run again.",
         "2",
     ),
-    FieldDoc("retry_delay", Type.DURATION, "5s", "The pause before each retry.", "1s"),
+    FieldDoc("retry_delay", Type.STEP_DURATION, "5s", "The pause before each retry.", "1s"),
     FieldDoc(
         "until",
         Type.EXPRESSION,
@@ -311,7 +335,7 @@ STEP_DOC: tuple[FieldDoc, ...] = (
     ),
     FieldDoc(
         "interval",
-        Type.DURATION,
+        Type.STEP_DURATION,
         "5s",
         "For `check`: the pause between polls; at least 50ms.",
         "500ms",
@@ -351,7 +375,7 @@ STEP_DOC: tuple[FieldDoc, ...] = (
     ),
     FieldDoc(
         "expect",
-        Type.DURATION,
+        Type.STEP_DURATION,
         "none",
         "The expected duration, used by `drx plan` to predict the RTO until the step has history.",
         "30s",
@@ -364,7 +388,7 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "Cut DNS over to {{ target }}?",
     ),
     FieldDoc(
-        "duration", Type.DURATION, "required for wait", "For `wait`: how long to sleep.", "30s"
+        "duration", Type.STEP_DURATION, "required for wait", "For `wait`: how long to sleep.", "30s"
     ),
     FieldDoc(
         "env",
@@ -415,6 +439,29 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "For `kind: runbook`: overrides of the child's `vars` (the child's < these < inventory "
         "< `--var`).",
         "{app_port: 5433}",
+    ),
+    FieldDoc(
+        "always",
+        Type.BOOLEAN,
+        "false",
+        "Cleanup that must happen (re-enable configuration management, remove a maintenance "
+        "window): the step runs once the steps it needs have finished in whatever state "
+        "(succeeded, failed, skipped, cancelled, not run), also when the run is failing, "
+        "aborting or was stopped by a first Ctrl-C; a second Ctrl-C cancels it too. Its "
+        "failure fails the run. Not on `manual` steps.",
+        "true",
+    ),
+    FieldDoc(
+        "candidates",
+        Type.SELECTORS,
+        "every host of the run's two sites",
+        "For `hosts` decided at run time (a template over earlier steps' results, e.g. "
+        "`\"{{ steps['find-primary'].value }}\"`, rendered when the step starts: host names or "
+        "selectors, a list or separated by commas/spaces; it may read only the steps in "
+        "`needs`): the hosts it may resolve to. They are all pre-flighted; a name outside them "
+        "fails the step. Per-host status, retries, `serial`, emergency rules and undo then "
+        "apply to the hosts it resolved to.",
+        "db@active",
     ),
 )
 

@@ -48,6 +48,14 @@ class StepKind(StrEnum):
     RUNBOOK = "runbook"  # another runbook, expanded into this one's DAG (model/siteplan.py)
 
 
+class FailbackMode(StrEnum):
+    """How ``drx failback`` returns a succeeded failover (see docs/reference.md, "Undo or
+    mirror"): the reverse plan of its undos, or the runbook's own steps run the other way."""
+
+    UNDO = "undo"
+    MIRROR = "mirror"
+
+
 class OnFailure(StrEnum):
     ABORT = "abort"
     CONTINUE = "continue"
@@ -93,8 +101,14 @@ STEP_FIELDS = (
     "only",
     "runbook",
     "vars",
+    "always",
+    "candidates",
 )
-UNDO_FIELDS = tuple(f for f in STEP_FIELDS if f not in ("id", "undo", "needs", "runbook", "vars"))
+UNDO_FIELDS = tuple(
+    f
+    for f in STEP_FIELDS
+    if f not in ("id", "undo", "needs", "runbook", "vars", "always", "candidates")
+)
 #: what a ``kind: runbook`` step may say; the child's own steps do the rest
 RUNBOOK_STEP_FIELDS = ("id", "name", "kind", "runbook", "vars", "needs", "when")
 HEALTH_FIELDS = ("name", "hosts", "run", "until", "interval", "timeout", "capture", "env")
@@ -121,11 +135,15 @@ RUNBOOK_FIELDS = (
     "on_failure",
     "probes",
     "output_limit",
+    "failback",
+    "reprotect",
 )
 PROBE_FIELDS = ("name", "hosts", "run", "until", "capture", "interval", "timeout", "max_down")
 DEFAULT_PROBE_INTERVAL = 1.0
 DEFAULT_PROBE_TIMEOUT = 5.0
 CAPTURE_KINDS = ("text", "number", "json")
+#: the step fields that are durations; each may be a template (see ``Step.duration_templates``)
+DURATION_FIELDS = ("timeout", "retry_delay", "interval", "expect", "duration")
 
 
 @dataclass(frozen=True, slots=True)  # slots: a 100,000-step runbook holds 100,000 of them
@@ -155,6 +173,15 @@ class Step:
     idempotent: bool = False
     sudo: bool | str = False  # True: as root; a name: as that user
     only: Mode | None = None  # runs only in drills / only outside them
+    #: cleanup: runs once its needs finished in any state, also when the run is failing,
+    #: aborting or was stopped by a first Ctrl-C
+    always: bool = False
+    #: selectors bounding what ``hosts`` decided at run time may resolve to (none: every host
+    #: of the run's two sites)
+    candidates: tuple[str, ...] = ()
+    #: duration fields written as templates (field → text): those that use only variables are
+    #: rendered when the plan is built, the others when the step starts
+    duration_templates: dict[str, str] = field(default_factory=dict, compare=False)
     line: int = 0
     field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     runbook: str | None = None  # kind: runbook: the child runbook's path, as written
@@ -166,6 +193,11 @@ class Step:
     @property
     def runs_commands(self) -> bool:
         return self.kind in (StepKind.COMMAND, StepKind.CHECK)
+
+    @property
+    def hosts_at_run_time(self) -> bool:
+        """``hosts`` is a template over earlier steps' results, rendered when the step starts."""
+        return any("{{" in h or "{%" in h for h in self.hosts)
 
 
 @dataclass(frozen=True)
@@ -292,6 +324,10 @@ class Runbook:
 
     #: the most one attempt of a step on one host writes to its output log (bytes)
     output_limit: int = DEFAULT_OUTPUT_LIMIT
+    failback: FailbackMode = FailbackMode.UNDO
+    #: what makes the old site a replica of the new one again: the first phase of a mirrored
+    #: failback (outside its RTO), or a run of its own (``drx reprotect``)
+    reprotect: list[Step] = field(default_factory=list)
 
     def step(self, step_id: str) -> Step:
         return self.by_id[step_id]
@@ -427,6 +463,12 @@ def _parse_step(
         for key in ("runbook", "vars"):
             if key in data:
                 f.error(key, f"'{key}' belongs to a kind: runbook step only")
+    if kind is StepKind.MANUAL and data.get("always") is True:
+        f.error(
+            "always",
+            "a manual step cannot be 'always': cleanup that must run when the run is failing "
+            "or cancelled cannot wait for an operator",
+        )
     on_failure_text = f.string("on_failure", "abort")
     try:
         on_failure = OnFailure(on_failure_text)
@@ -435,6 +477,15 @@ def _parse_step(
         on_failure = OnFailure.ABORT
     serial = f.integer("serial", None, minimum=1)
     only = _only(f)
+    templated = {
+        k: data[k]
+        for k in DURATION_FIELDS
+        if isinstance(data.get(k), str) and ("{{" in data[k] or "{%" in data[k])
+    }
+
+    def duration(key: str, default: float | None = None) -> float | None:
+        return default if key in templated else f.duration(key, default)
+
     name = f.text("name") or (undo_of.name and f"undo {undo_of.name}" if undo_of else step_id)
     step = Step(
         id=step_id,
@@ -443,30 +494,37 @@ def _parse_step(
         hosts=hosts or (undo_of.hosts if undo_of else ()),
         run=run,
         needs=tuple(f.str_list("needs")),
-        timeout=f.duration(
-            "timeout", MANUAL_TIMEOUT if kind is StepKind.MANUAL else DEFAULT_TIMEOUT
-        )
+        timeout=duration("timeout", MANUAL_TIMEOUT if kind is StepKind.MANUAL else DEFAULT_TIMEOUT)
         or 0.0,
         retries=f.integer("retries", 0),
-        retry_delay=f.duration("retry_delay", DEFAULT_RETRY_DELAY) or 0.0,
+        retry_delay=duration("retry_delay", DEFAULT_RETRY_DELAY) or 0.0,
         until=f.text("until"),
-        interval=_interval(f, DEFAULT_INTERVAL),
+        interval=DEFAULT_INTERVAL if "interval" in templated else _interval(f, DEFAULT_INTERVAL),
         capture=_capture(f),
         when=f.text("when"),
         on_failure=on_failure,
         serial=serial,
-        expect=f.duration("expect"),
+        expect=duration("expect"),
         prompt=f.text("prompt"),
-        duration=f.duration("duration"),
+        duration=duration("duration"),
         env=f.env(),
         idempotent=f.flag("idempotent"),
         sudo=_sudo(f),
         only=only,
+        always=f.flag("always"),
+        candidates=tuple(f.str_list("candidates")),
+        duration_templates=templated,
         line=data.line,
         field_lines={k: data.line_of(k) for k in data},
         runbook=f.text("runbook") if kind is StepKind.RUNBOOK else None,
         vars=dict(f.mapping("vars")) if kind is StepKind.RUNBOOK else {},
     )
+    if step.candidates and not step.hosts_at_run_time:
+        f.error(
+            "candidates",
+            "'candidates' bounds hosts decided at run time, but this step's hosts are fixed",
+            "write hosts as a template, e.g. \"{{ steps['find-primary'].value }}\"",
+        )
     if undo_of is None and "undo" in data and data["undo"] is not None and kind_known:
         undo_data = data["undo"]
         line = data.line_of("undo")
@@ -545,6 +603,35 @@ def _probes(f: Fields, where: Where, problems: list[Problem]) -> list[Probe]:
     return probes
 
 
+def _parse_steps(f: Fields, key: str, seen: dict[str, int]) -> list[Step]:
+    """The list of steps under ``key`` (``steps`` or ``reprotect``); ids are unique across
+    both (``seen``: id → line)."""
+    top, where, problems = f.data, f.where, f.problems
+    file = where.file
+    if top.get(key) is None:
+        return []
+    steps: list[Step] = []
+    steps_list = as_list(top[key], where, f.line(key), f"'{key}'", problems)
+    for index, item in enumerate(steps_list):
+        line = steps_list.line_of(index)
+        step_map = as_mapping(item, where, line, "a step", problems)
+        step_id = step_map.get("id") if isinstance(step_map.get("id"), str) else None
+        step = _parse_step(step_map, Where(file, step_id), problems)
+        if step is None:
+            continue
+        if step.id in seen:
+            problems.append(
+                Where(file, step.id).problem(
+                    step.line_of("id"),
+                    f"duplicate step id '{step.id}' (first defined on line {seen[step.id]})",
+                )
+            )
+            continue
+        seen[step.id] = step.line_of("id")
+        steps.append(step)
+    return steps
+
+
 def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
     """Load a runbook, returning it (None if unusable) and every problem found in it alone."""
     f, where, problems = load_document(path, "runbook")
@@ -580,30 +667,23 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
                 "output_limit",
                 f"bad output_limit {raw!r}: use a size of at least 1KB (64MB, 1GB)",
             )
-    steps: list[Step] = []
     seen: dict[str, int] = {}
     if top.get("steps") is None:
         f.error(None, "missing required field 'steps' in the runbook")
-        steps_list = LList()
-    else:
-        steps_list = as_list(top["steps"], where, f.line("steps"), "'steps'", problems)
-    for index, item in enumerate(steps_list):
-        line = steps_list.line_of(index)
-        step_map = as_mapping(item, where, line, "a step", problems)
-        step_id = step_map.get("id") if isinstance(step_map.get("id"), str) else None
-        step = _parse_step(step_map, Where(file, step_id), problems)
-        if step is None:
-            continue
-        if step.id in seen:
-            problems.append(
-                Where(file, step.id).problem(
-                    step.line_of("id"),
-                    f"duplicate step id '{step.id}' (first defined on line {seen[step.id]})",
+    steps = _parse_steps(f, "steps", seen)
+    forward = set(seen)
+    reprotect = _parse_steps(f, "reprotect", seen)
+    for step in reprotect:
+        for need in step.needs:
+            if need in forward:
+                f.problems.append(
+                    Where(file, step.id).problem(
+                        step.line_of("needs"),
+                        f"reprotect step '{step.id}' needs '{need}', a step of 'steps': the "
+                        "reprotect phase runs before them (a reprotect step may need only "
+                        "other reprotect steps)",
+                    )
                 )
-            )
-            continue
-        seen[step.id] = step.line_of("id")
-        steps.append(step)
     health = _checks(f, "health", HEALTH_FIELDS, "a health entry", problems)
     readiness = _checks(f, "readiness", READINESS_FIELDS, "a readiness entry", problems)
     on_failure_text = f.string("on_failure", "stop")
@@ -638,11 +718,21 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
         on_failure=on_failure,
         probes=_probes(f, where, problems),
         output_limit=output_limit,
+        reprotect=reprotect,
     )
     if runbook.rpo_probe is not None and rpo_target is None and top.get("rpo_target") is None:
         f.error(
             "rpo_probe",
             "rpo_probe needs rpo_target: the target says whether its value is seconds or bytes",
+        )
+    mode_text = f.string("failback", "undo")
+    try:
+        runbook.failback = FailbackMode(mode_text)
+    except ValueError:
+        f.error(
+            "failback",
+            f"failback must be undo or mirror, not '{mode_text}'",
+            suggest(mode_text, [m.value for m in FailbackMode]),
         )
     if runbook.rpo_guard:
         missing = [k for k in ("rpo_step", "rpo_target") if top.get(k) is None]
@@ -665,8 +755,8 @@ def parse_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
             )
     for key in ("rpo_step", "rto_start"):
         ref = getattr(runbook, key)
-        if ref is not None and ref not in seen:
-            f.error(key, f"{key} names unknown step '{ref}'", suggest(ref, seen))
+        if ref is not None and ref not in forward:
+            f.error(key, f"{key} names unknown step '{ref}'", suggest(ref, forward))
     return runbook, problems
 
 

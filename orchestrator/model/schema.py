@@ -24,6 +24,7 @@ from orchestrator.model.runbook import (
     STEP_ID,
     SUDO_USER,
     UNDO_FIELDS,
+    FailbackMode,
     Mode,
     OnFailure,
     RunbookOnFailure,
@@ -58,6 +59,9 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
         Type.TEMPLATE: _NUMBER_OR_STRING,
         Type.EXPRESSION: _NUMBER_OR_STRING,
         Type.DURATION: _DURATION,
+        Type.STEP_DURATION: {
+            "anyOf": [*_DURATION["anyOf"], {"type": "string", "pattern": r"\{[{%]"}]
+        },
         Type.DURATION_OR_SIZE: {
             "anyOf": [*_DURATION["anyOf"], {"type": "string", "pattern": SIZE_PATTERN}]
         },
@@ -75,6 +79,7 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
         Type.RUNBOOK_ON_FAILURE: {"enum": [o.value for o in RunbookOnFailure]},
         Type.ONLY: {"enum": [m.value for m in Mode]},
         Type.PROBE_LIST: {"type": "array", "items": {"$ref": "#/$defs/probe"}},
+        Type.FAILBACK: {"enum": [m.value for m in FailbackMode]},
         Type.CAPTURE: _STRING,
         Type.UNDO: {
             "anyOf": [{"type": ["string", "number"]}, {"$ref": "#/$defs/undo"}],

@@ -28,6 +28,7 @@ from orchestrator.model.inventory import (
     site_dict,
 )
 from orchestrator.model.runbook import (
+    FailbackMode,
     HealthCheck,
     Mode,
     Probe,
@@ -45,6 +46,7 @@ from orchestrator.model.templating import (
     collect_secrets,
     evaluate,
     expression_hint,
+    is_secret_name,
     render,
     unquoted_step_outputs,
 )
@@ -52,6 +54,9 @@ from orchestrator.record.outcomes import Status, StepOutcome
 
 FAILOVER = "failover"
 FAILBACK = "failback"
+REPROTECT = "reprotect"
+UNDO = "undo"
+MIRROR = "mirror"
 
 
 @dataclass(slots=True)  # slots: one per step of the plan, and plans get big
@@ -68,6 +73,14 @@ class PlanStep:
     prediction_source: str = "unknown"  # history | expect | unknown
     undo_of: str | None = None
     outcome_unknown: bool = False
+    #: ``reprotect``: a step of the reprotect phase (a mirrored failback runs it first, outside
+    #: its RTO); None: a step of ``steps`` or an undo
+    phase: str | None = None
+    #: hosts decided at run time: the steps whose results the ``hosts`` template reads (the
+    #: step's ``hosts`` are then its candidates, pre-flighted; it runs on those it resolves to)
+    decided_by: list[str] | None = None
+    #: a step this run takes over, done, from an earlier run (a reprotect a failback carries)
+    carried_from: str | None = None
     #: steps whose templates this one may read (its transitive needs; for an undo, the failover
     #: ancestors of the step it undoes, and that step itself)
     readable: AbstractSet[str] = frozenset()
@@ -154,15 +167,27 @@ class Plan:
     probes: list[ProbePlan] = field(default_factory=list)
     #: a site plan: each child's health, polled at the source before a failover (plan/site.py)
     source_health: list[PlanStep] = field(default_factory=list)
+    #: a failback's mode: ``undo`` (the reverse plan; source/target keep the failover's names)
+    #: or ``mirror`` (the runbook's steps from the failover's target back to its source)
+    failback_mode: str | None = None
+    #: a mirrored failback: the predicted time of its reprotect phase (not part of the RTO)
+    predicted_reprotect_s: float | None = None
+
+    @property
+    def runs_forward(self) -> bool:
+        """The runbook's own steps, from ``source`` to ``target`` (a failover, or a mirrored
+        failback)."""
+        return self.direction == FAILOVER or self.failback_mode == MIRROR
 
     @property
     def to_site(self) -> str:
-        """The site this run moves the service to."""
-        return self.target if self.direction == FAILOVER else self.source
+        """The site this run moves the service to (a reprotect: the site it makes a replica
+        again; the service does not move)."""
+        return self.target if self.runs_forward or self.direction == REPROTECT else self.source
 
     @property
     def from_site(self) -> str:
-        return self.source if self.direction == FAILOVER else self.target
+        return self.source if self.runs_forward else self.target
 
     def hosts(self) -> list[Host]:
         """Every host the run will touch (steps and health), in inventory order, control first."""
@@ -392,6 +417,67 @@ class Ancestors(AbstractSet[str]):
         return Ancestors(self._graph, self._node, self._extra | {item})
 
 
+_STEP_REF = re.compile(r"""steps\s*(?:\[\s*['"]([^'"]+)['"]\s*\]|\.\s*([A-Za-z_][\w]*))""")
+
+
+def _candidates(
+    runbook: Runbook,
+    inventory: Inventory,
+    step: Step,
+    aliases: dict[str, str],
+    problems: list[Problem],
+) -> tuple[list[Host], list[str]]:
+    """A step whose hosts are decided at run time: its candidates (``candidates``, else every
+    host of the run's two sites), and the steps its ``hosts`` template reads."""
+
+    def report(message: str, hint: str | None) -> None:
+        problems.append(
+            _problem(runbook, step.id, step.line_of("candidates"), f"candidates: {message}", hint)
+        )
+
+    selectors = step.candidates or (f"@{aliases['source']}", f"@{aliases['target']}")
+    hosts = _resolve(inventory, selectors, aliases, report)
+    read: list[str] = []
+    for text in step.hosts:
+        for a, b in _STEP_REF.findall(text):
+            if (a or b) not in read:
+                read.append(a or b)
+    return hosts, read or list(step.needs)
+
+
+_READS_STEPS = re.compile(r"\bsteps\b")
+
+
+def resolve_durations(
+    step: Step, ctx: Mapping[str, Any], *, run_time: bool
+) -> tuple[Step, list[tuple[str, str]]]:
+    """``step`` with its templated durations rendered in ``ctx`` and parsed; and a problem
+    (field, message) for each that renders to something that is not a duration. At plan time
+    (``run_time`` false) only those that do not read ``steps`` are rendered; the others stay
+    for the step's start."""
+    from orchestrator.model.units import parse_duration
+
+    values: dict[str, Any] = {}
+    left: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
+    for key, text in step.duration_templates.items():
+        if not run_time and _READS_STEPS.search(text):
+            left[key] = text
+            continue
+        try:
+            rendered = render(text, ctx).strip()
+        except (jinja2.TemplateError, TypeError, ValueError) as exc:
+            problems.append((key, f"{key}: {exc}"))
+            continue
+        try:
+            values[key] = parse_duration(rendered)
+        except ValueError as exc:
+            problems.append((key, f"{key} renders to {rendered!r}, not a duration: {exc}"))
+    if not values and left == step.duration_templates:
+        return step, problems
+    return replace(step, duration_templates=left, **values), problems
+
+
 def _with(readable: AbstractSet[str], item: str) -> AbstractSet[str]:
     return readable.with_(item) if isinstance(readable, Ancestors) else readable | {item}
 
@@ -559,8 +645,10 @@ def build_plan(
     predicted_health_s: float | None = None,
     check_undo: bool = True,
     mode: str = Mode.REAL.value,
+    failback_mode: str | None = None,
 ) -> Plan:
-    """The failover plan to ``target``; raise ValidationError with every problem found."""
+    """The failover plan to ``target`` (or, with ``failback_mode`` mirror, a failback that runs
+    the same steps); raise ValidationError with every problem found."""
     problems: list[Problem] = []
     cli_vars = dict(cli_vars or {})
     source = source or inventory.active
@@ -588,6 +676,7 @@ def build_plan(
         cli_vars=cli_vars,
         predicted_health_s=predicted_health_s,
         mode=mode,
+        failback_mode=failback_mode,
     )
     aliases = plan.aliases()
     for index, step in enumerate(runbook.steps):
@@ -597,7 +686,13 @@ def build_plan(
 
         # a child's health is polled where the run moves the child (``active`` there)
         where = plan.aliases(plan.to_site) if is_child_health(step.id) else aliases
-        hosts = _resolve(inventory, step.hosts, where, report) if step.runs_commands else []
+        decided_by: list[str] | None = None
+        if step.runs_commands and step.hosts_at_run_time:
+            hosts, decided_by = _candidates(runbook, inventory, step, where, problems)
+        elif step.runs_commands:
+            hosts = _resolve(inventory, step.hosts, where, report)
+        else:
+            hosts = []
         ps = PlanStep(
             id=step.id,
             step=step,
@@ -607,8 +702,12 @@ def build_plan(
             readable=Ancestors(graph, step.id),
             skipped=only_skips(step, mode),
             active=plan.to_site if is_child_health(step.id) else None,  # a child's health
+            decided_by=decided_by,
         )
         plan.steps[step.id] = ps
+        # a mirror runbook fails back a succeeded failover by its steps: an undo is only for
+        # rolling back a half-done one, and many steps rightly have none
+        mirror = runbook.failback is FailbackMode.MIRROR
         ignored = [
             k for k in ("hosts", "run") if step.kind is StepKind.MANUAL and k in step.field_lines
         ]
@@ -621,7 +720,7 @@ def build_plan(
                     severity="warning",
                 )
             )
-        if step.kind is StepKind.COMMAND and step.undo is None:
+        if step.kind is StepKind.COMMAND and step.undo is None and not mirror:
             plan.warnings.append(
                 Where(runbook.file_of(step.id), step.id).problem(
                     step.line,
@@ -639,6 +738,15 @@ def build_plan(
                     severity="warning",
                 )
             )
+    if runbook.failback is FailbackMode.MIRROR and not any(s.undo for s in runbook.steps):
+        plan.warnings.append(
+            Where(runbook.path, None).problem(
+                runbook.line_of("failback"),
+                "failback: mirror, but no step has an 'undo': a failover that stops half-way "
+                "could then only be resumed, not rolled back",
+                severity="warning",
+            )
+        )
     for hc in runbook.health:
 
         def hreport(message: str, hint: str | None, _h: HealthCheck = hc) -> None:
@@ -680,6 +788,17 @@ def build_plan(
     checker = _Checker(plan, problems)
     back: Plan | None = None
     for ps in plan.steps.values():
+        if ps.decided_by is not None:
+            # the hosts template may read only the steps the step needs
+            view = StepsView(frozenset(ps.step.needs), for_step=ps.id)
+            for text in ps.step.hosts:
+                checker.template(
+                    ps.id, ps.step.line_of("hosts"), "hosts", text, plan.context(steps=view)
+                )
+        if ps.step.duration_templates:
+            ps.step, bad = resolve_durations(ps.step, plan.context(), run_time=False)
+            for key, message in bad:
+                problems.append(_problem(runbook, ps.id, ps.step.line_of(key), message))
         ps.preview = _check_step_templates(checker, plan, ps, ps.step, "run")
         undo = ps.step.undo
         if check_undo and undo is not None:
@@ -730,6 +849,22 @@ def build_plan(
         from orchestrator.plan.site import source_health
 
         plan.source_health = source_health(plan)
+    if runbook.reprotect and direction == FAILOVER:
+        # the reprotect phase runs in a failback of this failover: check it there
+        try:
+            build_plan(
+                reprotect_runbook(runbook),
+                inventory,
+                source,
+                source=target,
+                direction=FAILBACK,
+                cli_vars=cli_vars,
+                secrets=secrets,
+                check_undo=False,
+                failback_mode=MIRROR,
+            )
+        except ValidationError as exc:
+            problems.extend(p for p in exc.problems if p.severity == "error")
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise ValidationError(problems)
@@ -786,6 +921,21 @@ def _probe_plans(plan: Plan, problems: list[Problem]) -> list[ProbePlan]:
     return found
 
 
+def reprotect_runbook(runbook: Runbook) -> Runbook:
+    """The runbook's reprotect phase as a runbook of its own: its steps, no health, no RPO."""
+    return replace(
+        runbook,
+        steps=list(runbook.reprotect),
+        reprotect=[],
+        health=[],
+        notify=[],
+        rpo_step=None,
+        rpo_guard=False,
+        failback_rpo_step=None,
+        rto_start=None,
+    )
+
+
 def _notify_urls(checker: _Checker, plan: Plan) -> list[str]:
     """The runbook's and the inventory's ``notify`` URLs, rendered (they may take a token from a
     secret variable: the real value is sent, and masked wherever drx writes the URL)."""
@@ -825,6 +975,8 @@ def _check_undo(
         readable=_with(ps.readable, ps.id),
     )
     _check_step_templates(checker, back, undo_ps, undo, "undo")
+    for key, message in resolve_durations(undo, back.context(), run_time=False)[1]:
+        problems.append(_problem(plan.runbook, ps.id, undo.line_of(key), f"undo: {message}"))
 
 
 def finish_plan(plan: Plan, predictions: Mapping[str, float]) -> None:
@@ -868,15 +1020,53 @@ def finish_plan(plan: Plan, predictions: Mapping[str, float]) -> None:
     )
 
 
-def parse_cli_vars(pairs: Iterable[str], *, option: str = "--var") -> dict[str, str]:
-    """``k=v`` pairs from the command line."""
-    result: dict[str, str] = {}
+def parse_cli_vars(
+    pairs: Iterable[str], *, option: str = "--var", typed: bool = False
+) -> dict[str, Any]:
+    """``k=v`` pairs from the command line; with ``typed``, each value read as a YAML scalar
+    (but a secret's: ``--var db_password=0123`` is the text 0123)."""
+    result: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"{option} expects NAME=VALUE, got {pair!r}")
-        result[key.strip()] = value
+        name = key.strip()
+        result[name] = cli_value(value) if typed and not is_secret_name(name) else value
     return result
+
+
+_NULL = re.compile(r"~|null|Null|NULL")
+_BOOL = {v: v.lower() == "true" for v in ("true", "True", "TRUE", "false", "False", "FALSE")}
+_INT = re.compile(r"[-+]?[0-9]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
+def cli_value(text: str) -> Any:
+    """A ``--var`` value as a YAML 1.2 (core schema) scalar: ``true``/``false``, ``3``,
+    ``1.5``, ``null``; a quoted value is the string inside the quotes (``"true"``); anything
+    else, and an empty value, is the text as given (no YAML 1.1 surprises: ``on`` and ``no``
+    stay text, ``0123`` is 123). ``--var dry=false`` must not be the string "false", which
+    templates read as true (``not vars.dry``)."""
+    import yaml
+
+    word = text.strip()
+    if not word:
+        return text
+    if _NULL.fullmatch(word):
+        return None
+    if word in _BOOL:
+        return _BOOL[word]
+    if _INT.fullmatch(word):
+        return int(word)
+    if _FLOAT.fullmatch(word):
+        return float(word)
+    if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
+        try:
+            value = yaml.safe_load(word)
+        except yaml.YAMLError:
+            return text
+        return value if isinstance(value, str) else text
+    return text
 
 
 _VAR_USE = re.compile(r"""\bvars\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['"]([^'"]+)['"]\s*\])""")
@@ -986,6 +1176,7 @@ def build_reverse_plan(
     plan = replace(
         forward,
         direction=FAILBACK,
+        failback_mode=UNDO,
         steps={},
         graph=nx.DiGraph(),
         waves=[],
@@ -1053,6 +1244,11 @@ def build_reverse_plan(
         ps.needs = sorted(plan.graph.predecessors(ps.id), key=lambda n: plan.steps[n].index)
     checker = _Checker(plan, problems)
     for ps in plan.steps.values():
+        if ps.step.duration_templates:
+            ps.step, bad = resolve_durations(ps.step, plan.context(), run_time=False)
+            line = runbook.step(ps.undo_of or ps.id).line_of("undo")
+            for _, message in bad:
+                problems.append(_problem(runbook, ps.undo_of, line, f"undo: {message}"))
         ps.preview = _check_step_templates(checker, plan, ps, ps.step, "undo")
     if any(p.severity == "error" for p in problems):
         raise ValidationError(problems)

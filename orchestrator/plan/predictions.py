@@ -10,18 +10,30 @@ if TYPE_CHECKING:
 
 
 def predictions_for(
-    store: Store, runbook: str, direction: str, target: str
+    store: Store, runbook: str, direction: str, target: str, *, mirror: bool = False
 ) -> tuple[dict[str, float], float | None]:
     """Median duration of each step (and of health) over past succeeded runs of the same
-    runbook, direction and target; a manual gate's only over runs where a person answered it."""
+    runbook, direction and target; a manual gate's only over runs where a person answered it.
+    A failover and a mirrored failback (``mirror``) run the same steps: each is predicted from
+    every run that moved the service to ``target`` by running them (failovers to it and
+    mirrored failbacks to it)."""
     from orchestrator.record.runs import load_summaries
 
     durations: dict[str, list[float]] = {}
     health: list[float] = []
+    forward = direction == "failover" or mirror
     for summary in load_summaries(store):
+        runs_forward = summary.direction in ("failover", "reprotect") or (
+            summary.failback_mode == "mirror"
+        )
+        same = (
+            runs_forward
+            if forward
+            else summary.direction == direction and summary.failback_mode != "mirror"
+        )
         if (
             summary.runbook != runbook
-            or summary.direction != direction
+            or not same
             or summary.target != target
             or summary.status != "succeeded"
         ):

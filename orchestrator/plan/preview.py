@@ -46,11 +46,18 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             entry["duration_s"] = step.duration
         if step.serial:
             entry["serial"] = step.serial
+        if ps.decided_by is not None:
+            # "hosts" are then the candidates: the step runs on those its template names
+            entry["hosts_decided_at_run_time_from"] = ps.decided_by
+        if ps.phase:
+            entry["phase"] = ps.phase
+        if ps.carried_from:
+            entry["carried_from"] = ps.carried_from
         if ps.outcome_unknown:
             entry["outcome_unknown"] = True
         if ps.skipped is not None:
             entry["skipped"] = ps.skipped
-        if plan.direction == "failover":
+        if plan.runs_forward:
             entry["has_undo"] = step.undo is not None
         if plan.runbook.children:
             entry["child"] = step_child(plan, ps.id)
@@ -62,6 +69,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "target": plan.target,
         "moves_to": plan.to_site,
         "parent_run": plan.parent_run,
+        "failback_mode": plan.failback_mode,
         "waves": plan.waves,
         "steps": steps,
         "predicted_rto_s": plan.predicted_rto_s,
@@ -108,7 +116,9 @@ def render_text(plan: Plan) -> str:
     arrow = (
         f"{plan.source} → {plan.target}"
         if plan.direction == "failover"
-        else (f"{plan.target} → {plan.source} (reverses {plan.parent_run})")
+        else (
+            f"{plan.from_site} → {plan.to_site} ({plan.failback_mode}: reverses {plan.parent_run})"
+        )
     )
     out.append(f"Plan: {plan.runbook.name} — {plan.direction} {arrow}")
     if plan.emergency:
@@ -135,6 +145,8 @@ def render_text(plan: Plan) -> str:
                 flags.append("OUTCOME UNKNOWN: needs confirmation")
             if ps.skipped is not None:
                 flags.append(f"SKIPPED: {ps.skipped}")
+            if ps.carried_from:
+                flags.append(f"done by {ps.carried_from}: carried, not run")
             if step.on_failure.value == "continue":
                 flags.append("on_failure: continue")
             if step.retries:
@@ -149,6 +161,11 @@ def render_text(plan: Plan) -> str:
                 out.append(f"      prompt: {ps.prompt}")
             elif step.kind is StepKind.WAIT:
                 out.append(f"      wait {format_duration(step.duration or 0)}")
+            if ps.decided_by is not None:
+                out.append(
+                    f"      hosts: decided at run time from {', '.join(ps.decided_by)} "
+                    f"(candidates: {', '.join(h.name for h in ps.hosts)})"
+                )
             for host in ps.hosts:
                 out.append(f"      {host.name}: {ps.preview.get(host.name, '')}")
             if step.kind is StepKind.CHECK:

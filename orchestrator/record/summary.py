@@ -216,6 +216,24 @@ class RtoRecord:
 
 
 @dataclass
+class ReprotectRecord:
+    """The reprotect phase of a mirrored failback (or a reprotect run): its steps and how long
+    they took, from the first start to the last end — time outside the failback's RTO. A phase
+    carried from an earlier ``drx reprotect`` names that run and took no time here."""
+
+    steps: list[str] = field(default_factory=list)
+    duration_s: float | None = None
+    carried_from: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "duration_s": self.duration_s,
+            "carried_from": self.carried_from,
+        }
+
+
+@dataclass
 class RpoGuardRecord:
     """What the RPO guard (runbook ``rpo_guard: true``) did: not tripped; tripped and refused
     (``blocked``: the steps that never started); or tripped and accepted by the operator with
@@ -345,6 +363,10 @@ class RunSummary:
     rto_started_at: str | None = None
     moves_to: str | None = None
     message: str | None = None
+    #: a failback's mode: ``undo`` (source/target are the failover's) or ``mirror`` (the
+    #: runbook's steps from the failover's target back to its source); None for other runs
+    failback_mode: str | None = None
+    reprotect: ReprotectRecord | None = None
     #: runs that reversed / continued this one (filled in when runs are listed together)
     failed_back_by: list[str] = field(default_factory=list)
     resumed_by: list[str] = field(default_factory=list)
@@ -401,6 +423,8 @@ class RunSummary:
             "runbook_description": self.runbook_description,
             "rto_started_at": self.rto_started_at,
             "moves_to": self.moves_to,
+            "failback_mode": self.failback_mode,
+            "reprotect": self.reprotect.to_dict() if self.reprotect else None,
         }
         if self.message:
             doc["message"] = self.message
@@ -601,6 +625,8 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
         rollback=d.get("rollback") is True,
         rolled_back_by=_str(d.get("rolled_back_by")),
         probes=[_read_probe(_map(p)) for p in _list(d.get("probes"))],
+        failback_mode=_str(d.get("failback_mode")),
+        reprotect=_read_reprotect(d.get("reprotect")),
     )
 
 
@@ -850,6 +876,8 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         rollback=bool(start.get("rollback")),
         probes=probe_records(start, b.probe_polls, b.probe_breached, events[-1]["t"]),
         children=child_records(start, b.steps),
+        failback_mode=start.get("failback_mode"),
+        reprotect=_reprotect(start, b.steps),
     )
     return summary
 
@@ -899,13 +927,43 @@ def probe_records(
     return records
 
 
+def _reprotect(start: Mapping[str, Any], steps: Mapping[str, _StepTimes]) -> ReprotectRecord | None:
+    ids = [s for s in start.get("reprotect_steps") or () if s in steps]
+    if not ids:
+        return None
+    phase = [steps[s] for s in ids]
+    t0 = [st.t0 for st in phase if st.t0 is not None]
+    t1 = [st.t1 for st in phase if st.t1 is not None]
+    carried = {st.record.carried_from for st in phase}
+    return ReprotectRecord(
+        steps=ids,
+        duration_s=_r(max(t1) - min(t0)) if t0 and t1 else None,
+        carried_from=carried.pop() if len(carried) == 1 else None,
+    )
+
+
+def _read_reprotect(raw: Any) -> ReprotectRecord | None:
+    doc = _map(raw)
+    if not doc:
+        return None
+    return ReprotectRecord(
+        steps=_strs(doc.get("steps")),
+        duration_s=_num(doc.get("duration_s")),
+        carried_from=_str(doc.get("carried_from")),
+    )
+
+
 def _rto_start(
     start: Mapping[str, Any], steps: Mapping[str, _StepTimes]
 ) -> tuple[float | None, str | None]:
-    """Where the RTO starts: ``rto_start``'s start, else the first step that started."""
+    """Where the RTO starts: ``rto_start``'s start, else the first step that started (not
+    counting a mirrored failback's reprotect phase, which runs while the service is up)."""
     named = steps.get(start.get("rto_start") or "")
     if named is not None and named.t0 is not None:
         return named.t0, named.record.id
+    phase = set(start.get("reprotect_steps") or ())
+    if phase and start.get("direction") != "reprotect":
+        steps = {k: st for k, st in steps.items() if k not in phase}
     started = [st for st in steps.values() if st.t0 is not None]
     if not started:
         return None, None

@@ -545,7 +545,23 @@ def _status_words(status: str) -> str:
 
 def _notes(run: Run) -> tuple[str, ...]:
     notes = []
-    if run.is_failback and run.reversed_run:
+    if run.is_mirror and run.reversed_run:
+        notes.append(
+            f"This failback (mode mirror) reverses failover run {run.reversed_run} "
+            f"({run.target} → {run.source}) by running the runbook's steps the other way, "
+            f"from {run.source} to {run.target}."
+        )
+        if run.reprotect_carried_from:
+            notes.append(
+                f"Its reprotect phase was carried from run {run.reprotect_carried_from} "
+                "(drx reprotect), not run again."
+            )
+        elif run.reprotect_s is not None:
+            notes.append(
+                f"Its reprotect phase took {span(run.reprotect_s)} before the RTO "
+                "started (not part of it)."
+            )
+    elif run.is_failback and run.reversed_run:
         notes.append(
             f"This failback reverses failover run {run.reversed_run} "
             f"({run.source} → {run.target}), undoing its steps in reverse dependency order."
@@ -709,7 +725,7 @@ def _guard_sentence(rpo: Rpo) -> tuple[str | None, str | None]:
 
 def rpo_absent(run: Run) -> str:
     """Why a run reports no RPO (every format says the same)."""
-    if run.direction == "failback":
+    if run.direction == "failback" and not run.is_mirror:
         return "this failback measures no RPO (the runbook sets no failback_rpo_step it ran)"
     return "the runbook sets no rpo_step"
 

@@ -321,10 +321,21 @@ class Run:
 
     message: str | None = None  # why the run ended as it did (who aborted it)
     runbook_description: str | None = None  # the runbook's one-line description
+    #: a failback's mode: ``undo`` (the reverse plan) or ``mirror`` (the steps the other way)
+    failback_mode: str | None = None
+    #: a mirrored failback's reprotect phase: its time (outside the RTO), or the run it was
+    #: carried from
+    reprotect_s: float | None = None
+    reprotect_carried_from: str | None = None
 
     @property
     def is_failback(self) -> bool:
         return self.direction == "failback"
+
+    @property
+    def is_mirror(self) -> bool:
+        """A mirrored failback: source/target name the way this run moved the service."""
+        return self.is_failback and self.failback_mode == "mirror"
 
     @property
     def is_resumed(self) -> bool:
@@ -341,13 +352,14 @@ class Run:
 
     @property
     def from_site(self) -> str | None:
-        """The site the run moved the service away from (a failback keeps the failover's names)."""
-        return self.target if self.is_failback else self.source
+        """The site the run moved the service away from (an undo failback keeps the failover's
+        names)."""
+        return self.target if self.is_failback and not self.is_mirror else self.source
 
     @property
     def to_site(self) -> str | None:
         """The site the run moved the service to, where health is polled afterwards."""
-        return self.source if self.is_failback else self.target
+        return self.source if self.is_failback and not self.is_mirror else self.target
 
     @property
     def elapsed_s(self) -> float | None:
@@ -608,6 +620,9 @@ def load(summary: Mapping[str, Any]) -> Run:
         rollback=summary.get("rollback") is True,
         children=tuple(c for c in _seq(summary.get("children")) if isinstance(c, Mapping)),
         message=_str(summary.get("message")),
+        failback_mode=_str(summary.get("failback_mode")),
+        reprotect_s=_num(_map(summary.get("reprotect")).get("duration_s")),
+        reprotect_carried_from=_str(_map(summary.get("reprotect")).get("carried_from")),
     )
 
 

@@ -244,6 +244,7 @@ def _run_attributes(s: RunSummary) -> dict[str, Any]:
     }
     optional: dict[str, Any] = {
         "drx.parent_run": s.parent_run,
+        "drx.failback_mode": s.failback_mode,
         "drx.rto.measured_s": s.rto.measured_s,
         "drx.rto.target_s": s.rto.target_s,
         "drx.rto.met": s.rto.met,

@@ -145,7 +145,8 @@ def _header(report: Report, paint: _Painter) -> list[str]:
     if run.is_running:  # not finished: how long so far
         meta[-1] = ("Running", f"{span(run.elapsed_s)} so far")
     if run.is_failback and run.parent_run:
-        meta.append(("Reverses", f"failover run {run.parent_run}"))
+        mode = f" (failback mode {run.failback_mode})" if run.failback_mode else ""
+        meta.append(("Reverses", f"failover run {run.parent_run}{mode}"))
     elif run.parent_run:
         meta.append(("Continues", f"run {run.parent_run}"))
     if run.runbook_file:

@@ -23,11 +23,11 @@ from typing import Any
 import jinja2
 
 from orchestrator.errors import GateTimeout, GateUnavailable, TransportError
-from orchestrator.model.inventory import Host
+from orchestrator.model.inventory import Host, SelectorError, select
 from orchestrator.model.runbook import OnFailure, Step, StepKind
 from orchestrator.model.templating import StepsView, evaluate, render
 from orchestrator.model.units import format_duration
-from orchestrator.plan.build import Plan, PlanStep
+from orchestrator.plan.build import Plan, PlanStep, resolve_durations
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
@@ -198,11 +198,18 @@ class Executor:
         """Wake every pause (retry delay, poll interval) to re-check :meth:`may_start`."""
         self._halt.set()
 
-    def _pause(self, seconds: float) -> bool:
+    def _may_go(self, ps: PlanStep | None) -> bool:
+        """May ``ps`` start an attempt, a poll or a retry? Cleanup (``always``) goes on after
+        the run stopped scheduling, until a second Ctrl-C."""
+        if self.may_start():
+            return True
+        return ps is not None and ps.step.always and self._cleanup_may_start()
+
+    def _pause(self, seconds: float, ps: PlanStep | None = None) -> bool:
         """Sleep up to ``seconds``; False as soon as nothing new may start (then at once)."""
         deadline = time.monotonic() + seconds
         while True:
-            if not self.may_start():
+            if not self._may_go(ps):
                 return False
             left = deadline - time.monotonic()
             if left <= 0:
@@ -310,6 +317,8 @@ class Executor:
             if sid not in self._todo:
                 continue
             states = [self._need_ok(n) for n in plan.steps[sid].needs]
+            if plan.steps[sid].step.always:  # cleanup: any finished need will do
+                states = [None if s is None else True for s in states]
             if any(state is False for state in states):
                 doomed.append(sid)
             self._waiting[sid] = sum(1 for state in states if state is None)
@@ -329,9 +338,12 @@ class Executor:
                 for ps in self._take(self.max_parallel):
                     self._running += 1
                     self._steps_pool.submit(self._step_thread, ps)
-                while self._running:
-                    # a timeout keeps the main thread responsive to signals
-                    self._idle.wait(0.25)
+                while True:
+                    while self._running:
+                        # a timeout keeps the main thread responsive to signals
+                        self._idle.wait(0.25)
+                    if not self._release_cleanup():
+                        break
         finally:
             self._steps_pool.shutdown(wait=True)
         # stopped by the operator or a guard: what never started is cancelled, with the reason
@@ -344,13 +356,63 @@ class Executor:
         return self.outcomes
 
     def _take(self, slots: int) -> list[PlanStep]:
-        """Pop up to ``slots`` ready steps (caller holds ``_idle``), unless the run stops."""
+        """Pop up to ``slots`` ready steps (caller holds ``_idle``), unless the run stops;
+        once it stops, only ``always`` steps (cleanup) may still start."""
         taken: list[PlanStep] = []
+        if not self.may_start():
+            if not self._cleanup_may_start():
+                return taken
+            keep = []
+            while self._ready:
+                item = heapq.heappop(self._ready)
+                ps = self.plan.steps[item[1]]
+                if ps.step.always and len(taken) < slots:
+                    self._todo.discard(ps.id)
+                    taken.append(ps)
+                else:
+                    keep.append(item)
+            for item in keep:
+                heapq.heappush(self._ready, item)
+            return taken
         while self._ready and len(taken) < slots and self.may_start():
             _, sid = heapq.heappop(self._ready)
             self._todo.discard(sid)
             taken.append(self.plan.steps[sid])
         return taken
+
+    def _cleanup_may_start(self) -> bool:
+        """An ``always`` step may start after an abort, a refused RPO guard or a first Ctrl-C;
+        not after a second Ctrl-C, nor when a start guard (the run lock) refuses."""
+        return not self.cancel.is_set() and all(guard() is None for guard in self.start_guards)
+
+    def _release_cleanup(self) -> bool:
+        """Nothing runs and the run has stopped: the steps that will never start are final, so
+        ``always`` steps waiting for them may start now. True if any started (caller holds
+        ``_idle``)."""
+        waiting = [s for s in self._todo if self.plan.steps[s].step.always]
+        if not waiting or self.may_start() or not self._cleanup_may_start():
+            return False
+        final = Status.CANCELLED if self.stopping.is_set() else Status.NOT_RUN
+        why = self.why_stopped()
+        for sid in list(self.plan.steps):  # declaration order
+            if sid in self._todo and not self.plan.steps[sid].step.always:
+                self._todo.discard(sid)
+                self._waiting.pop(sid, None)
+                self._finish(sid, StepOutcome(sid, final, message=why))
+                self._release_always(sid)
+        started = self._take(self.max_parallel)
+        for ps in started:
+            self._running += 1
+            self._steps_pool.submit(self._step_thread, ps)
+        return bool(started)
+
+    def _release_always(self, sid: str) -> None:
+        """``sid`` finished: the ``always`` steps that need it have one need less to wait for."""
+        for child in self.plan.graph.successors(sid):
+            if child in self._waiting and self.plan.steps[child].step.always:
+                self._waiting[child] -= 1
+                if self._waiting[child] == 0:
+                    heapq.heappush(self._ready, (self.plan.steps[child].index, child))
 
     def _complete(self, sid: str, outcome: StepOutcome) -> PlanStep | None:
         """Record a finished step, release its dependents; return the next step for this
@@ -363,7 +425,7 @@ class Executor:
         for child in self.plan.graph.successors(sid):
             if child not in self._todo or child not in self._waiting:
                 continue
-            if ok:
+            if ok or self.plan.steps[child].step.always:
                 self._waiting[child] -= 1
                 if self._waiting[child] == 0:
                     heapq.heappush(self._ready, (self.plan.steps[child].index, child))
@@ -409,7 +471,8 @@ class Executor:
         )
         if verdict.refuses:
             for sid in verdict.blocked:
-                self._doom(sid, message=verdict.message)
+                if not self.plan.steps[sid].step.always:  # cleanup still runs
+                    self._doom(sid, message=verdict.message)
             self.halt()
 
     def _doom(self, sid: str, message: str = "a step it needs did not succeed") -> None:
@@ -425,7 +488,10 @@ class Executor:
                 self._finish(node, StepOutcome(node, Status.CANCELLED))
             else:
                 self._finish(node, StepOutcome(node, Status.NOT_RUN, message=message))
-            stack.extend(self.plan.graph.successors(node))
+            self._release_always(node)
+            stack.extend(
+                c for c in self.plan.graph.successors(node) if not self.plan.steps[c].step.always
+            )
 
     def _host_pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -529,9 +595,56 @@ class Executor:
     def _steps_view(self, ps: PlanStep) -> StepsView:
         return StepsView(ps.readable, self._results, for_step=ps.undo_of or ps.id)
 
+    def decide_hosts(self, ps: PlanStep) -> tuple[list[Host], str | None]:
+        """The hosts of a step whose ``hosts`` template is rendered now, from the results of
+        the steps it needs: host names or selectors, as a list or separated by commas/spaces,
+        each within the step's candidates (its plan hosts, all pre-flighted). ([], why) when
+        it renders to nothing, or to a host that is unknown or not a candidate."""
+        candidates = {h.name: h for h in ps.hosts}
+        try:
+            rendered = [
+                render(text, self.plan.context(steps=self._steps_view(ps)))
+                for text in ps.step.hosts
+            ]
+        except (jinja2.TemplateError, TypeError, ValueError) as exc:
+            return [], f"hosts: {exc}"
+        names = [n for text in rendered for n in re.split(r"[,\s]+", text.strip()) if n]
+        if not names:
+            return [], f"hosts: the template rendered to no host ({' '.join(rendered)!r})"
+        chosen: dict[str, Host] = {}
+        for name in names:
+            try:
+                matched = select(self.plan.inventory, name, self.plan.aliases())
+            except SelectorError as exc:
+                return [], f"hosts: {name!r}: {exc}"
+            for h in matched:
+                if h.name not in candidates:
+                    return [], (
+                        f"hosts: {h.name} is not among the candidates of step '{ps.id}' "
+                        f"({', '.join(candidates)})"
+                    )
+                chosen.setdefault(h.name, candidates[h.name])
+        order = self.plan.inventory.order
+        return sorted(chosen.values(), key=lambda h: order.get(h.name, 10**9)), None
+
     def run_step(self, ps: PlanStep) -> StepOutcome:
         step = ps.step
         j = self.journal
+        hosts_problem: str | None = None
+        if ps.decided_by is not None:
+            decided, hosts_problem = self.decide_hosts(ps)
+            if hosts_problem is None:
+                # from now on the step is what it runs on: its per-host status, serial,
+                # emergency rules and a failback's undo all see these hosts
+                ps.hosts = decided
+        if step.duration_templates and hosts_problem is None:
+            # durations that read earlier steps' results: rendered now, for this run
+            ctx = self.plan.context(steps=self._steps_view(ps))
+            resolved, bad = resolve_durations(step, ctx, run_time=True)
+            if bad:
+                hosts_problem = "; ".join(message for _, message in bad)
+            else:
+                ps.step = step = resolved
         t0 = j.now()
         j.write(
             Event.STEP_STARTED,
@@ -555,11 +668,16 @@ class Executor:
                 return self._end(
                     ps, StepOutcome(ps.id, Status.SKIPPED, message=f"when is false: {step.when}")
                 )
+        if hosts_problem is not None:
+            error = "hosts" if hosts_problem.startswith("hosts:") else "template"
+            return self._end(
+                ps, StepOutcome(ps.id, Status.FAILED, error=error, message=hosts_problem)
+            )
         if step.kind is StepKind.MANUAL:
             return self._end(ps, self._manual(ps))
         if step.kind is StepKind.WAIT:
             # a wait runs nothing: once the run stops scheduling it ends at once, cancelled
-            if self._pause(step.duration or 0.0):
+            if self._pause(step.duration or 0.0, ps):
                 return self._end(ps, StepOutcome(ps.id, Status.SUCCEEDED))
             return self._end(ps, StepOutcome(ps.id, Status.CANCELLED, message=self.why_stopped()))
         return self._end(ps, self._on_hosts(ps))
@@ -732,14 +850,14 @@ class Executor:
         step = ps.step
         out: HostOutcome | None = None
         for attempt in range(1, step.retries + 2):
-            if not self.may_start():
+            if not self._may_go(ps):
                 return out
             out = self._host_attempt(ps, host, attempt)
             if out.status is not Status.FAILED or out.error in ("unreachable", "template"):
                 return out
             if attempt > step.retries or self.cancel.is_set():
                 return out
-            if not self._pause(step.retry_delay):
+            if not self._pause(step.retry_delay, ps):
                 return out
         return out
 
@@ -954,7 +1072,7 @@ class Executor:
                     Status.SUCCEEDED, res.rc, None, res.output_tail, res.stdout, value, polls=polls
                 )
             wait = min(step.interval, max(0.0, deadline - time.monotonic()))
-            if not self._pause(wait):  # no further poll once the run stops scheduling
+            if not self._pause(wait, ps):  # no further poll once the run stops scheduling
                 return done(
                     Status.CANCELLED,
                     None,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from orchestrator.model.units import format_duration
-from orchestrator.plan.build import FAILOVER, Plan
+from orchestrator.plan.build import Plan
 from orchestrator.record.outcomes import Status, StepOutcome
 
 
@@ -32,7 +32,7 @@ class RpoGuard:
         """The guard of a plan whose runbook sets ``rpo_guard`` and that measures an RPO: a
         failover (its rpo_step), or a failback that runs the runbook's failback_rpo_step."""
         rb = plan.runbook
-        step = rb.rpo_step if plan.direction == FAILOVER else rb.failback_rpo_step
+        step = rb.rpo_step if plan.runs_forward else rb.failback_rpo_step
         if not rb.rpo_guard or step is None or rb.rpo_target is None or step not in plan.steps:
             return None
         return cls(step, rb.rpo_target, rb.rpo_is_bytes, accept_data_loss)

@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator.errors import ExitCode, GateTimeout, LockLost, PreflightError, RefusedError
 from orchestrator.model.runbook import StepKind
-from orchestrator.plan.build import FAILBACK, FAILOVER, Plan, PlanStep
+from orchestrator.plan.build import FAILOVER, REPROTECT, Plan, PlanStep
 from orchestrator.plan.preview import plan_document
 from orchestrator.plan.site import journal_children, state_changes
 from orchestrator.record.control import channel_for
@@ -290,6 +290,8 @@ def _run(
         parent_run=plan.parent_run,
         resumes=plan.resumes,
         reverses=plan.reverses,
+        failback_mode=plan.failback_mode,
+        reprotect_steps=[sid for sid, ps in plan.steps.items() if ps.phase == REPROTECT],
         emergency=plan.emergency,
         mode=plan.mode,
         drill_id=plan.drill_id,
@@ -297,7 +299,7 @@ def _run(
         yes=opts.yes,
         wall0=journal.wall0,
         parent_start_wall=opts.parent_start_wall,
-        rto_target_s=rb.rto_target,
+        rto_target_s=rb.rto_target if plan.direction != REPROTECT else None,
         rpo_target=rb.rpo_target,
         rpo_is_bytes=rb.rpo_is_bytes,
         rpo_step=_rpo_step(plan),
@@ -453,7 +455,7 @@ def _run(
             raise LockLost(message or "the run lock was lost")
         store.write_summary(run_id, document_json(doc), lock)
         mine: dict[str, Any] = {"last_run": run_id}
-        if status is Status.SUCCEEDED:
+        if status is Status.SUCCEEDED and plan.direction != REPROTECT:
             mine.update(active=plan.to_site, active_since=summary.finished_at)
         state = store.read_state()
         changes = runbook_changes(state, plan.runbook.name, **mine)
@@ -574,16 +576,16 @@ def report_hint(run_id: str, store: Store) -> str:
 
 
 def _rpo_step(plan: Plan) -> str | None:
-    """The step whose value is this run's RPO: the rpo_step of a failover; in a failback, the
-    runbook's failback_rpo_step (an undo) if the failback runs it."""
-    if plan.direction == FAILBACK:
+    """The step whose value is this run's RPO: the rpo_step of a failover (and of a mirrored
+    failback); in an undo failback, the runbook's failback_rpo_step (an undo) if it runs it."""
+    if not plan.runs_forward:
         back = plan.runbook.failback_rpo_step
         return back if back is not None and back in plan.steps else None
     return plan.runbook.rpo_step
 
 
 def _rto_start(plan: Plan) -> str | None:
-    return plan.runbook.rto_start if plan.direction == FAILOVER else None
+    return plan.runbook.rto_start if plan.runs_forward else None
 
 
 def _install_sigint(ex: Executor, refuse_first: bool = False) -> Any:
