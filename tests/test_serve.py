@@ -144,7 +144,7 @@ def test_posts_need_a_token_and_bad_requests_change_nothing(world: World, served
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+        proc.communicate()  # close its pipes, also when the test failed half-way
     assert proc.returncode == 0
     gate = world.step(world.summary(), "promote")
     assert gate["approved_by"] == "dana" and gate["approved_via"] == "web"
@@ -218,9 +218,8 @@ def test_live_page_in_chromium_over_sshd(world: World, served: Served, tmp_path:
                 page.fill("#comment", "from the war room")
                 page.click("#approve-promote")
                 page.wait_for_selector("#step-after[data-status=succeeded]", timeout=30000)
-                page.wait_for_function(
-                    "document.getElementById('status').textContent === 'succeeded'"
-                )
+                # a selector, not wait_for_function: the page's CSP forbids the eval it polls with
+                page.wait_for_selector("#status:text-is('succeeded')", timeout=30000)
                 page.screenshot(path=str(Path("/tmp") / "drx-serve-done.png"), full_page=True)
                 page.goto(served.base + "/")  # the runs list: this run, its RTO in the trend
                 page.wait_for_selector(f"a[href='/runs/{run_id}']")
@@ -233,7 +232,7 @@ def test_live_page_in_chromium_over_sshd(world: World, served: Served, tmp_path:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+        proc.communicate()  # close its pipes, also when the test failed half-way
     assert proc.returncode == 0
     gate = world.step(world.summary(), "promote")
     assert gate["approved_by"] == "dana" and gate["approved_via"] == "web"
@@ -350,7 +349,7 @@ def test_abort_from_the_page_cancels_the_run(world: World, served: Served) -> No
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+        proc.communicate()  # close its pipes, also when the test failed half-way
     assert proc.returncode == 130
     summary = world.summary()
     assert summary["message"] == 'cancelled by dana via web: "wrong window"'
