@@ -200,19 +200,22 @@ def test_history_report_and_failback_from_the_other_controller(
 def test_takeover_after_sigkill_of_the_holder(
     shared_world: World, etcd: EtcdCluster, etcd_prefix: str
 ) -> None:
-    """The holder is SIGKILLed mid-step: while its lease lives the run reads as running and a
-    resume elsewhere is refused; once it expired the other controller sees it crashed (the
-    in-flight step outcome unknown) and resumes it; what succeeded does not run again."""
+    """The holder is SIGKILLed mid-step: while it lives, the other controller reads the run as
+    running with the holder's lease; once the lease expired it sees the run crashed (the
+    in-flight step on a local host: outcome unknown, its spool is A's) and resumes it with
+    --rerun-inflight; what succeeded does not run again."""
     a, b = controllers(shared_world, etcd, etcd_prefix)
-    proc = a.spawn("failover", "site-b", "--yes", "--var", "slow=2")
+    # two sleeps long enough for drx status to start (slowly, on a loaded machine) while it runs
+    proc = a.spawn("failover", "site-b", "--yes", "--var", "slow=6")
     wait_for(running_step(b.store(), "two"), 20, "step two to start")
+    status = b.run("status").stdout
+    assert "running" in status and "lease" in status, status
     os.killpg(proc.pid, signal.SIGKILL)
     finish(proc)
     killed = time.monotonic()
-    status = b.run("status").stdout
-    assert "running" in status and "lease" in status, status
     wait_for(crashed(b), 10, "the run to read as crashed", pause=0.1)
     takeover_s = time.monotonic() - killed
+    # local hosts spool under their controller's own state directory: B cannot see A's
     not_inflight = b.run("resume", "--yes", "--var", "slow=0")
     assert not_inflight.returncode == 2 and "two" in not_inflight.stderr
     done = b.run("resume", "--yes", "--rerun-inflight", "--var", "slow=0")

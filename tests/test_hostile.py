@@ -430,7 +430,8 @@ def test_an_output_log_is_cut_at_the_limit_per_attempt_and_the_cut_is_said(
     assert text.count("[drx: output cut here:") == 2
     assert 2 * 1024 * 1024 <= log.stat().st_size < 2 * 1024 * 1024 + 4096
     finished = [e for e in local.journal() if e.get("event") == "host_finished"]
-    assert finished and all(e["output_cut"] > 1_000_000 for e in finished)
+    # one poll prints 2,000,001 bytes, 1 MiB is kept: at least ~0.95 MB cut per attempt
+    assert finished and all(e["output_cut"] > 900_000 for e in finished)
     assert local.run(capsys, "report", "--format", "md")[0] == 0
     assert "bytes not kept" in local.last_stdout
     assert local.run(capsys, "report")[0] == 0
