@@ -363,3 +363,13 @@ def test_spooled_output_arrives_byte_for_byte(side: Side) -> None:
     assert res.rc == 0
     assert res.stdout == "  lead \\ back\n" + numbers + "no newlinelate\n"
     assert res.stderr == "e1\n  e2"
+
+
+def test_the_command_keeps_the_default_sigpipe(side: Side) -> None:
+    """The wrapper ignores SIGPIPE (to outlive drx), the command does not: ``yes | head`` ends
+    quietly, with no 'Broken pipe' from ``yes``."""
+    key = side.key()
+    res = side.conn.run("yes | head -n 1", timeout=20, spool=key)
+    assert res.rc == 0
+    assert (side.dir(key) / "out").read_text() == "y\n"
+    assert (side.dir(key) / "err").read_text() == ""
