@@ -373,3 +373,16 @@ def test_the_command_keeps_the_default_sigpipe(side: Side) -> None:
     assert res.rc == 0
     assert (side.dir(key) / "out").read_text() == "y\n"
     assert (side.dir(key) / "err").read_text() == ""
+
+
+def test_a_plain_program_call_is_the_runner_itself(side: Side) -> None:
+    """A spooled command of plain words is exec'ed by the runner (no fork of its own): its pid
+    is the runner's pid in the spool's pid file; a command with shell syntax is not."""
+    key = side.key()
+    assert side.conn.run("cat /proc/self/stat", timeout=20, spool=key).rc == 0
+    runner = (side.dir(key) / "pid").read_text().split()[0]
+    assert (side.dir(key) / "out").read_text().split()[0] == runner
+    key = side.key(attempt="2")
+    assert side.conn.run("cat /proc/self/stat; true", timeout=20, spool=key).rc == 0
+    runner = (side.dir(key) / "pid").read_text().split()[0]
+    assert (side.dir(key) / "out").read_text().split()[3] == runner

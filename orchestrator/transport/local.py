@@ -31,7 +31,7 @@ from orchestrator.transport.base import (
     sudo_argv,
     timed_run,
 )
-from orchestrator.transport.spool import Nudger, SpoolKey, attach_program, program
+from orchestrator.transport.spool import Nudger, SpoolKey, attach_program, execed, program
 
 READ_SIZE = 1024 * 1024
 
@@ -56,7 +56,9 @@ class LocalConnection:
         spool: SpoolKey | None = None,
     ) -> CommandResult:
         """Run ``command``; see ``orchestrator.transport.base.Connection.run``."""
-        body = shell_command(command, {**self.host.env, **(env or {})}, False)
+        # spooled, a plain program call replaces the runner subshell instead of forking
+        text = command if spool is None else execed(command)
+        body = shell_command(text, {**self.host.env, **(env or {})}, False)
         where = None
         if spool is not None and spool.root is not None:
             where = shlex.quote(str(spool.local_dir()))

@@ -25,6 +25,7 @@ it before it has written ``rc``. See docs/reference.md (spool).
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from collections.abc import Callable
@@ -80,6 +81,107 @@ def ssh_dir(key: SpoolKey | None, base: str = SSH_SPOOL) -> str:
     if path.startswith("/"):
         return shlex.quote(path)
     return '"$HOME"/' + shlex.quote(path.removeprefix("~/"))
+
+
+#: names a shell runs itself (builtins of dash, bash and busybox, and keywords): a command
+#: starting with one of them is never handed to ``exec``
+_SHELL_OWN = frozenset(
+    [
+        ".",
+        ":",
+        "[",
+        "[[",
+        "!",
+        "{",
+        "}",
+        "alias",
+        "bg",
+        "bind",
+        "break",
+        "builtin",
+        "caller",
+        "case",
+        "cd",
+        "chdir",
+        "command",
+        "compgen",
+        "complete",
+        "continue",
+        "declare",
+        "dirs",
+        "disown",
+        "do",
+        "done",
+        "echo",
+        "elif",
+        "else",
+        "enable",
+        "esac",
+        "eval",
+        "exec",
+        "exit",
+        "export",
+        "false",
+        "fc",
+        "fg",
+        "fi",
+        "for",
+        "function",
+        "getopts",
+        "hash",
+        "help",
+        "history",
+        "if",
+        "in",
+        "jobs",
+        "kill",
+        "let",
+        "local",
+        "logout",
+        "mapfile",
+        "popd",
+        "printf",
+        "pushd",
+        "pwd",
+        "read",
+        "readarray",
+        "readonly",
+        "return",
+        "select",
+        "set",
+        "shift",
+        "shopt",
+        "source",
+        "suspend",
+        "test",
+        "then",
+        "time",
+        "times",
+        "trap",
+        "true",
+        "type",
+        "typeset",
+        "ulimit",
+        "umask",
+        "unalias",
+        "unset",
+        "until",
+        "wait",
+        "while",
+    ]
+)
+#: a command of plain words only: no quoting, expansion, redirection, list or pipeline
+_PLAIN = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./-]*( +[A-Za-z0-9_./:=,@%+-]+)* *")
+
+
+def execed(command: str) -> str:
+    """``command`` for the runner subshell: a plain program call is prefixed with ``exec``, so
+    that the subshell becomes the program instead of forking it (one process fewer per
+    attempt); anything else the shell must run itself is left as it is."""
+    first = command.split(" ", 1)[0]
+    if _PLAIN.fullmatch(command) and first not in _SHELL_OWN and "=" not in first:
+        return f"exec {command}"
+    return command
 
 
 def _marker(marker: str, pgid: str) -> str:

@@ -63,6 +63,7 @@ from orchestrator.transport.spool import (
     Nudger,
     SpoolKey,
     attach_program,
+    execed,
     program,
     ssh_dir,
 )
@@ -362,7 +363,9 @@ class SSHConnection:
         spool: SpoolKey | None = None,
     ) -> CommandResult:
         """Run ``command`` on the host; see ``orchestrator.transport.base.Connection.run``."""
-        body = shell_command(command, {**self.host.env, **(env or {})}, False)
+        # spooled, a plain program call replaces the runner subshell instead of forking
+        text = command if spool is None else execed(command)
+        body = shell_command(text, {**self.host.env, **(env or {})}, False)
         marker = f"drx-pgid-{secrets.token_hex(8)}:"
         # The marker line goes first and on a line of its own: the shell runs it before it even
         # parses the user's command, so a syntax error there cannot hide the process group.
