@@ -363,3 +363,26 @@ def test_spooled_output_arrives_byte_for_byte(side: Side) -> None:
     assert res.rc == 0
     assert res.stdout == "  lead \\ back\n" + numbers + "no newlinelate\n"
     assert res.stderr == "e1\n  e2"
+
+
+def test_the_command_keeps_the_default_sigpipe(side: Side) -> None:
+    """The wrapper ignores SIGPIPE (to outlive drx), the command does not: ``yes | head`` ends
+    quietly, with no 'Broken pipe' from ``yes``."""
+    key = side.key()
+    res = side.conn.run("yes | head -n 1", timeout=20, spool=key)
+    assert res.rc == 0
+    assert (side.dir(key) / "out").read_text() == "y\n"
+    assert (side.dir(key) / "err").read_text() == ""
+
+
+def test_a_plain_program_call_is_the_runner_itself(side: Side) -> None:
+    """A spooled command of plain words is exec'ed by the runner (no fork of its own): its pid
+    is the runner's pid in the spool's pid file; a command with shell syntax is not."""
+    key = side.key()
+    assert side.conn.run("cat /proc/self/stat", timeout=20, spool=key).rc == 0
+    runner = (side.dir(key) / "pid").read_text().split()[0]
+    assert (side.dir(key) / "out").read_text().split()[0] == runner
+    key = side.key(attempt="2")
+    assert side.conn.run("cat /proc/self/stat; true", timeout=20, spool=key).rc == 0
+    runner = (side.dir(key) / "pid").read_text().split()[0]
+    assert (side.dir(key) / "out").read_text().split()[3] == runner

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
+from typing import IO
 
 from orchestrator.transport.base import (
     CancelToken,
@@ -30,7 +31,7 @@ from orchestrator.transport.base import (
     sudo_argv,
     timed_run,
 )
-from orchestrator.transport.spool import SpoolKey, attach_program, program
+from orchestrator.transport.spool import Nudger, SpoolKey, attach_program, execed, program
 
 READ_SIZE = 1024 * 1024
 
@@ -55,13 +56,15 @@ class LocalConnection:
         spool: SpoolKey | None = None,
     ) -> CommandResult:
         """Run ``command``; see ``orchestrator.transport.base.Connection.run``."""
-        body = shell_command(command, {**self.host.env, **(env or {})}, False)
+        # spooled, a plain program call replaces the runner subshell instead of forking
+        text = command if spool is None else execed(command)
+        body = shell_command(text, {**self.host.env, **(env or {})}, False)
         where = None
         if spool is not None and spool.root is not None:
             where = shlex.quote(str(spool.local_dir()))
         # No marker: the shell leads its own session, so its pid is the group to kill.
         script = program(body, "", sudo, where)
-        return self._timed(script, sudo, timeout, log_path, redact, cancel)
+        return self._timed(script, sudo, timeout, log_path, redact, cancel, nudge=where is not None)
 
     def attach(
         self,
@@ -87,9 +90,11 @@ class LocalConnection:
         redact: Redactor | None,
         cancel: CancelToken | None,
         group: int | None = None,
+        *,
+        nudge: bool = False,
     ) -> CommandResult:
         return timed_run(
-            lambda out, limit: self._run(script, sudo, out, limit, group),
+            lambda out, limit: self._run(script, sudo, out, limit, group, nudge),
             timeout=timeout,
             log_path=log_path,
             redact=redact,
@@ -106,6 +111,7 @@ class LocalConnection:
         out: OutputCollector,
         limit: Limit,
         group: int | None = None,
+        nudge: bool = False,
     ) -> tuple[int | None, str | None]:
         # The program on stdin, never in an argv (``ps`` shows every user the argv).
         proc = subprocess.Popen(
@@ -118,16 +124,20 @@ class LocalConnection:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         try:
             proc.stdin.write(script.encode("utf-8"))
-            proc.stdin.close()
+            proc.stdin.flush()
+            if not nudge:
+                proc.stdin.close()
         except BrokenPipeError:
             pass  # the shell is gone already: its exit status says why
+        # A spooled command's wrapper copies new output when nudged (see spool.program).
+        nudger = Nudger(lambda: _nudge(proc.stdin)) if nudge else None
         streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
         reason: str | None = None
         with selectors.DefaultSelector() as sel:
             for fd in streams:
                 sel.register(fd, selectors.EVENT_READ)
             try:
-                reason = self._pump(sel, streams, out, limit)
+                reason = self._pump(sel, streams, out, limit, nudger)
                 if reason is None:
                     reason = self._wait(proc, limit)
                 if reason is None:
@@ -142,6 +152,8 @@ class LocalConnection:
             finally:
                 proc.stdout.close()
                 proc.stderr.close()
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
                 if proc.poll() is None:
                     # Only reached on an unexpected error (or KeyboardInterrupt) above.
                     self._kill_group(proc, sudo)
@@ -152,6 +164,7 @@ class LocalConnection:
         streams: dict[int, str],
         out: OutputCollector,
         limit: Limit,
+        nudger: Nudger | None = None,
     ) -> str | None:
         """Move output to ``out`` until both pipes end; "timeout"/"cancelled" if that comes
         first, else None."""
@@ -161,7 +174,7 @@ class LocalConnection:
             reason = limit.reason()
             if reason is not None:
                 return reason
-            events = sel.select(limit.wait_s())
+            events = sel.select(limit.wait_s() if nudger is None else nudger.wait_s(limit.wait_s()))
             for key, _ in events:
                 fd = int(key.fd)
                 data = os.read(fd, READ_SIZE)
@@ -221,6 +234,13 @@ class LocalConnection:
                     capture_output=True,
                     check=False,
                 )
+
+
+def _nudge(stdin: IO[bytes] | None) -> None:
+    """One nudge on a spooled command's stdin (a wrapper gone already is no error)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        stdin.write(b"\n")  # type: ignore[union-attr]
+        stdin.flush()  # type: ignore[union-attr]
 
 
 def _spool_group(spool: SpoolKey) -> int | None:

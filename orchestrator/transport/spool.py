@@ -14,13 +14,21 @@ Nothing secret is ever in an argv: the shell program below (the command and its 
 exports inside a single-quoted assignment) is written to the shell's standard input, which the
 shell reads itself (``. /dev/stdin`` over SSH, ``sh -s`` locally); the command runs with
 ``eval`` from memory, its stdin ``/dev/null``. Under ``sudo`` the text reaches the other user's
-shell through a pipe. Everything is POSIX sh (dash, busybox), and the common path costs two
-forks and, when the command printed anything, one ``cat``: see docs/reference.md (spool).
+shell through a pipe. Everything is POSIX sh (dash, busybox).
+
+The wrapper costs one fork (the runner) and no clock of its own: it sleeps in a ``read`` of
+its stdin, woken by the runner's end (SIGCHLD) or by a line drx writes now and then while it
+waits (``Nudger``), and copies the new output with the shell's own ``read``/``printf`` (``cat``
+only past ``COPY_LINES`` lines). It ignores SIGPIPE, so that a channel drx has left cannot end
+it before it has written ``rc``. See docs/reference.md (spool).
 """
 
 from __future__ import annotations
 
+import re
 import shlex
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +42,9 @@ SPOOL_FAILED_RC = 125
 SPOOL_REFUSED_RC = 3
 #: how often the streaming side looks for new output while a command runs
 STREAM_EVERY_S = 0.1
+#: when drx nudges a spooled command's wrapper (a line on its stdin) to copy new output: once
+#: soon after the start, then every STREAM_EVERY_S
+NUDGE_FIRST_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,107 @@ def ssh_dir(key: SpoolKey | None, base: str = SSH_SPOOL) -> str:
     return '"$HOME"/' + shlex.quote(path.removeprefix("~/"))
 
 
+#: names a shell runs itself (builtins of dash, bash and busybox, and keywords): a command
+#: starting with one of them is never handed to ``exec``
+_SHELL_OWN = frozenset(
+    [
+        ".",
+        ":",
+        "[",
+        "[[",
+        "!",
+        "{",
+        "}",
+        "alias",
+        "bg",
+        "bind",
+        "break",
+        "builtin",
+        "caller",
+        "case",
+        "cd",
+        "chdir",
+        "command",
+        "compgen",
+        "complete",
+        "continue",
+        "declare",
+        "dirs",
+        "disown",
+        "do",
+        "done",
+        "echo",
+        "elif",
+        "else",
+        "enable",
+        "esac",
+        "eval",
+        "exec",
+        "exit",
+        "export",
+        "false",
+        "fc",
+        "fg",
+        "fi",
+        "for",
+        "function",
+        "getopts",
+        "hash",
+        "help",
+        "history",
+        "if",
+        "in",
+        "jobs",
+        "kill",
+        "let",
+        "local",
+        "logout",
+        "mapfile",
+        "popd",
+        "printf",
+        "pushd",
+        "pwd",
+        "read",
+        "readarray",
+        "readonly",
+        "return",
+        "select",
+        "set",
+        "shift",
+        "shopt",
+        "source",
+        "suspend",
+        "test",
+        "then",
+        "time",
+        "times",
+        "trap",
+        "true",
+        "type",
+        "typeset",
+        "ulimit",
+        "umask",
+        "unalias",
+        "unset",
+        "until",
+        "wait",
+        "while",
+    ]
+)
+#: a command of plain words only: no quoting, expansion, redirection, list or pipeline
+_PLAIN = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./-]*( +[A-Za-z0-9_./:=,@%+-]+)* *")
+
+
+def execed(command: str) -> str:
+    """``command`` for the runner subshell: a plain program call is prefixed with ``exec``, so
+    that the subshell becomes the program instead of forking it (one process fewer per
+    attempt); anything else the shell must run itself is left as it is."""
+    first = command.split(" ", 1)[0]
+    if _PLAIN.fullmatch(command) and first not in _SHELL_OWN and "=" not in first:
+        return f"exec {command}"
+    return command
+
+
 def _marker(marker: str, pgid: str) -> str:
     """The first line: the marker and the process group id on stderr (none without a marker:
     the local transport knows its group)."""
@@ -84,15 +196,17 @@ COPY_LINES = 32
 
 def _copier(name: str, fd: int, to: str) -> str:
     """A shell function copying what is new on ``fd`` to the channel (``to``: a redirection):
-    a command that printed a few lines costs no process. A write that fails (drx is gone)
-    ends the shell (SIGPIPE) or returns 1."""
+    a command that printed a few lines costs no process. A write that fails (drx is gone:
+    the wrapper ignores SIGPIPE) makes this and every later copy a no-op, so that the wrapper
+    lives on to write ``rc``."""
+    gone = "{ __drx_g=1; return 1; }"
     return (
-        f"{name}() {{ __drx_n=0; __drx_l=\n"
+        f'{name}() {{ [ -z "$__drx_g" ] || return 1; __drx_n=0; __drx_l=\n'
         f"  while IFS= read -r __drx_l <&{fd}; do\n"
-        f"    printf '%s\\n' \"$__drx_l\"{to} || exit 1; __drx_l=\n"
-        f"    __drx_n=$((__drx_n + 1)); if [ $__drx_n -ge {COPY_LINES} ]; then cat <&{fd}{to} || exit 1; return 0; fi\n"
+        f"    printf '%s\\n' \"$__drx_l\"{to} || {gone}; __drx_l=\n"
+        f"    __drx_n=$((__drx_n + 1)); if [ $__drx_n -ge {COPY_LINES} ]; then cat <&{fd}{to} || {gone}; return 0; fi\n"
         "  done\n"
-        f'  [ -z "$__drx_l" ] || printf \'%s\' "$__drx_l"{to} || exit 1\n'
+        f'  [ -z "$__drx_l" ] || printf \'%s\' "$__drx_l"{to} || {gone}\n'
         "}\n"
     )
 
@@ -102,6 +216,11 @@ def _runner(sudo: Sudo) -> str:
     if not sudo:
         # a subshell: an ``exit`` of the command ends it, not the wrapper
         return '( eval "$__drx_s" )'
+    return _sudo_words(sudo)
+
+
+def _sudo_words(sudo: Sudo) -> str:
+    """The pipeline handing ``$__drx_s`` to the other user's shell."""
     inner = shlex.quote('__drx_s=$(cat); eval "$__drx_s" </dev/null')
     return f"printf '%s' \"$__drx_s\" | {shlex.join(sudo_argv(sudo))} sh -c {inner}"
 
@@ -119,38 +238,70 @@ def program(body: str, marker: str, sudo: Sudo, spool_dir: str | None) -> str:
         if sudo:
             return head + f"{_runner(sudo)}\n"
         return head + 'eval "$__drx_s" </dev/null\n'
-    return head + (
-        f"__drx_d={spool_dir}\n"
-        "umask 077\n"
-        f'[ -d "$__drx_d" ] || mkdir -p "$__drx_d" || exit {SPOOL_FAILED_RC}\n'
-        f': >"$__drx_d/out" && : >"$__drx_d/err" || exit {SPOOL_FAILED_RC}\n'
-        # the runner: detached from the channel (its own files for stdin/out/err), it writes
-        # rc when the command ends, whatever becomes of the wrapper
-        f'{{ {_runner(sudo)}; printf \'%s\\n\' "$?" >"$__drx_d/rc"; }}'
-        ' </dev/null >>"$__drx_d/out" 2>>"$__drx_d/err" &\n'
-        "__drx_r=$!\n"
-        'printf \'%s %s\\n\' "$__drx_r" "$$" >"$__drx_d/pid"\n'
-        'exec 3<"$__drx_d/out" 4<"$__drx_d/err"\n'
-        # copying new output to the channel: up to COPY_LINES lines with the shell's own read
-        # and printf (no process), the rest, if any, with cat
-        f"{_copier('__drx_o', 3, '')}"
-        f"{_copier('__drx_e', 4, ' >&2')}"
-        # the streamer: copies new output every STREAM_EVERY_S; USR1 (the runner is done) makes
-        # it copy the rest and stop. It is the only reader of fds 3 and 4 while it lives, so
-        # output stays in order.
-        "( trap '__drx_o; __drx_e; exit 0' USR1\n"
-        f"  while :; do sleep {STREAM_EVERY_S} </dev/null >/dev/null 2>&1 & wait $!; __drx_o; __drx_e; done"
-        " ) &\n"
-        "__drx_t=$!\n"
-        'wait "$__drx_r"\n'
-        'kill -USR1 "$__drx_t" 2>/dev/null\n'
-        # (the shell would report a streamer killed by USR1 on stderr)
-        'wait "$__drx_t" 2>/dev/null\n'
-        # killed by USR1 before its trap was set: nothing was copied yet
-        'if [ "$?" -gt 128 ]; then __drx_o; __drx_e; fi\n'
-        '__drx_rc=; read -r __drx_rc <"$__drx_d/rc"\n'
-        'exit "${__drx_rc:-255}"\n'
+    run = _sudo_words(sudo) if sudo else 'eval "$__drx_s"'
+    return (
+        "{\n"
+        + head
+        + (
+            f"__drx_d={spool_dir}\n"
+            "umask 077\n"
+            f'[ -d "$__drx_d" ] || mkdir -p "$__drx_d" || exit {SPOOL_FAILED_RC}\n'
+            f': >"$__drx_d/out" && : >"$__drx_d/err" || exit {SPOOL_FAILED_RC}\n'
+            # the runner's end (SIGCHLD: the wrapper has no other child) wakes the wrapper out of
+            # its read below; set before the runner exists, so that no end goes unseen
+            "__drx_f= __drx_g=\n"
+            "trap '__drx_f=1' CHLD\n"
+            # the wrapper ignores SIGPIPE: a write to a channel drx has left fails instead of
+            # ending it, so it lives on to write rc (the command's own SIGPIPE is the default)
+            "trap '' PIPE\n"
+            # the runner: one subshell (an ``exit`` of the command ends it, not the wrapper),
+            # detached from the channel (its own files for stdin/out/err)
+            f"( trap - PIPE; {run} )"
+            ' </dev/null >>"$__drx_d/out" 2>>"$__drx_d/err" &\n'
+            "__drx_r=$!\n"
+            'printf \'%s %s\\n\' "$__drx_r" "$$" >"$__drx_d/pid"\n'
+            'exec 3<"$__drx_d/out" 4<"$__drx_d/err"\n'
+            # copying new output to the channel: up to COPY_LINES lines with the shell's own read
+            # and printf (no process), the rest, if any, with cat
+            f"{_copier('__drx_o', 3, '')}"
+            f"{_copier('__drx_e', 4, ' >&2')}"
+            # no clock on the host: drx writes a line to the channel's stdin now and then (Nudger)
+            # while it waits, and each one copies what is new. A command that ends at once costs
+            # no process beyond its runner. End of stdin (drx gone, or done waiting): wait for
+            # the runner alone.
+            'while [ -z "$__drx_f" ]; do\n'
+            '  __drx_x=; read -r __drx_x || [ -n "$__drx_f" ] || break\n'
+            "  __drx_o; __drx_e\n"
+            "done\n"
+            # (a trapped signal would cut the wait short, with a status of its own)
+            "trap - CHLD\n"
+            'wait "$__drx_r"\n'
+            "__drx_rc=$?\n"
+            'printf \'%s\\n\' "$__drx_rc" >"$__drx_d/rc"\n'
+            "__drx_o; __drx_e\n"
+            'exit "$__drx_rc"\n'
+            "}\n"
+        )
     )
+
+
+class Nudger:
+    """Nudges a spooled command's wrapper (``send``: a line on its stdin) NUDGE_FIRST_S after
+    its start, then every STREAM_EVERY_S: each makes the wrapper copy its new output. ``send``
+    ignores a wrapper that is gone (the command ended)."""
+
+    def __init__(self, send: Callable[[], None]) -> None:
+        self.send = send
+        self.next = time.monotonic() + NUDGE_FIRST_S
+
+    def wait_s(self, limit_s: float | None) -> float:
+        """Nudge if due; how long to wait for output before the next one (at most ``limit_s``)."""
+        now = time.monotonic()
+        if now >= self.next:
+            self.next = now + STREAM_EVERY_S
+            self.send()
+        until = max(0.0, self.next - now)
+        return until if limit_s is None else min(limit_s, until)
 
 
 def probe_program(spool_dir: str) -> str:

@@ -60,7 +60,14 @@ from orchestrator.transport.base import (
     shell_command,
     timed_run,
 )
-from orchestrator.transport.spool import SpoolKey, attach_program, program, ssh_dir
+from orchestrator.transport.spool import (
+    Nudger,
+    SpoolKey,
+    attach_program,
+    execed,
+    program,
+    ssh_dir,
+)
 
 #: The command sshd hands to the login shell: the program itself comes on stdin, so nothing of
 #: it (a secret in ``env``, a 1 MB script) is ever in an argv on the host.
@@ -302,6 +309,12 @@ def _kill_script(pgid: int, grace_s: float) -> str:
     )
 
 
+def _nudge(chan: paramiko.Channel) -> None:
+    """One nudge on a spooled command's channel (a channel closing under us is no error)."""
+    with contextlib.suppress(SSHException, OSError, EOFError):
+        chan.send(b"\n")
+
+
 class SSHConnection:
     """An open, authenticated SSH connection to one host (plus its bastion, if any).
 
@@ -351,7 +364,9 @@ class SSHConnection:
         spool: SpoolKey | None = None,
     ) -> CommandResult:
         """Run ``command`` on the host; see ``orchestrator.transport.base.Connection.run``."""
-        body = shell_command(command, {**self.host.env, **(env or {})}, False)
+        # spooled, a plain program call replaces the runner subshell instead of forking
+        text = command if spool is None else execed(command)
+        body = shell_command(text, {**self.host.env, **(env or {})}, False)
         marker = f"drx-pgid-{secrets.token_hex(8)}:"
         # The marker line goes first and on a line of its own: the shell runs it before it even
         # parses the user's command, so a syntax error there cannot hide the process group.
@@ -431,15 +446,18 @@ class SSHConnection:
     ) -> tuple[int | None, str | None]:
         chan = self._open_channel()
         pg = _MarkerFilter(marker.encode())
+        # A spooled command's wrapper copies new output when nudged (see spool.program);
+        # any other program ends with its text (the command's own stdin is /dev/null).
+        nudge = Nudger(lambda: _nudge(chan)) if command == SPOOL_COMMAND else None
         try:
             try:
                 chan.exec_command(command)
                 chan.sendall(script.encode("utf-8"))
-                # The program ends here; the command's own stdin is /dev/null (like ``ssh -n``).
-                chan.shutdown_write()
+                if nudge is None:
+                    chan.shutdown_write()
             except (SSHException, OSError, EOFError):
                 return None, "disconnected"
-            reason = self._pump(chan, pg, out, limit)
+            reason = self._pump(chan, pg, out, limit, nudge=nudge)
             if reason is None:
                 reason = self._wait_status(chan, limit)
             if reason is None:
@@ -481,6 +499,7 @@ class SSHConnection:
         limit: Limit,
         *,
         until_marker: bool = False,
+        nudge: Nudger | None = None,
     ) -> str | None:
         """Move output from ``chan`` to ``out`` until end of output (or until the marker is
         seen); return "timeout"/"cancelled" if that comes first, else None."""
@@ -502,7 +521,8 @@ class SSHConnection:
                 return reason
             # Paramiko's channel fileno is a pipe that becomes readable on stdout or stderr data
             # and at end of file.
-            select.select([chan], [], [], limit.wait_s())
+            wait_s = limit.wait_s() if nudge is None else nudge.wait_s(limit.wait_s())
+            select.select([chan], [], [], wait_s)
 
     def _wait_status(self, chan: paramiko.Channel, limit: Limit) -> str | None:
         """Output has ended; wait for the exit status (or the channel's close)."""
