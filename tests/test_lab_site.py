@@ -14,6 +14,7 @@ import pytest
 
 from orchestrator.lab.site import SiteLab, _window, report_lines, run_site_drill
 from orchestrator.lab.sshd import LabError
+from orchestrator.report.units import parse_when
 from tests.test_lab_postgres import _processes_under
 
 pytestmark = [pytest.mark.postgres, pytest.mark.sshd]
@@ -61,6 +62,14 @@ def test_site_plan_moves_database_apps_and_haproxy_and_back(lab_root: Path) -> N
             "lb/ready-target", "lb/maint-source", "lb/verify",
         ]  # fmt: skip
         assert all(h["host"] == "lb" for s in lb_steps[:3] for h in s["hosts"])
+    # the mirrored failback ran the db child's reprotect phase first, outside every RTO
+    assert fb["reprotect"]["steps"] == ["db/rejoin-target"]
+    steps = {s["id"]: s for s in fb["steps"]}
+    began = parse_when(steps["db/precheck"]["started_at"])
+    ended = parse_when(steps["db/health:app-writes"]["finished_at"])
+    assert began is not None and ended is not None
+    db_rto = {c["id"]: c for c in fb["children"]}["db"]["rto"]["measured_s"]
+    assert abs(db_rto - (ended - began).total_seconds()) < 0.01
     # between the runs the client was served at site-b, after the failback at site-a again
     fo_window, fb_window = _window(fo), _window(fb)
     assert fo_window is not None and fb_window is not None
