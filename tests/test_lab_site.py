@@ -41,13 +41,17 @@ def lab_root() -> Iterator[Path]:
 
 @pytest.mark.timeout(300)
 def test_site_plan_moves_database_apps_and_haproxy_and_back(lab_root: Path) -> None:
-    """check, failover and the mirrored failback all exit 0; each run's summary judges the three
-    tiers (db with RPO 0 B both ways, app, lb) and the lb tier's steps ran on the lb host; the
-    client's requests were served at site-b between the runs and at site-a at the end, failed
-    only inside the runs; no row was lost and the lab leaves no process behind."""
+    """check (which reaches the lb host at the third site), failover and the mirrored failback
+    all exit 0; each run's summary judges the three tiers (db with RPO 0 B both ways, app, lb)
+    and the lb tier's steps ran on the lb host; the client's requests were served at site-b
+    between the runs and at site-a at the end, failed only inside the runs; no row was lost
+    and the lab leaves no process behind."""
     result = run_site_drill(lab_root, RUNBOOK, echo=False)
     print("\n" + "\n".join(report_lines(result)))
     assert (result.check_exit, result.failover_exit, result.failback_exit) == (0, 0, 0)
+    # drx check reached the load balancer at the third site too, before anything moved
+    (lb_row,) = [line.split() for line in result.check_output.splitlines() if line[:3] == "lb "]
+    assert lb_row[1] == "edge" and lb_row[-1] == "ok"
     fo, fb = result.failover, result.failback
     assert fo is not None and fb is not None and fb["failback_mode"] == "mirror"
     for summary in (fo, fb):

@@ -137,11 +137,13 @@ def run_check(opts: Options, site: str | None, *, strict: bool = False) -> Check
                 sudo.setdefault(h.name, set()).add(cp.check.sudo)
     checked, connections = readiness.prove_hosts(hosts, sudo)
     try:
-        # hosts a check names outside the two sites checked (a third site's) are reached too
+        # hosts a check or a step names outside the two sites checked (a third site's, such as
+        # a load balancer's) are reached too, before a failover needs them
         seen = {c.host.name for c in checked}
-        extra = [h for cp in probes for h in cp.hosts if h.name not in seen]
+        named = [*(h for cp in probes for h in cp.hosts), *plan.hosts()]
+        extra = [h for h in named if h.name not in seen]
         if extra:
-            more, more_conn = readiness.prove_hosts(list({h.name: h for h in extra}.values()), {})
+            more, more_conn = readiness.prove_hosts(list({h.name: h for h in extra}.values()), sudo)
             checked += more
             connections.update(more_conn)
         found = readiness.check_now(plan, connections, checked, check_source_health)

@@ -364,6 +364,7 @@ class SiteDrillResult:
     """What ``make lab-site`` reports."""
 
     check_exit: int | None = None
+    check_output: str = ""  # drx check site-b's output before the failover
     failover_exit: int | None = None
     failback_exit: int | None = None
     failover: dict[str, Any] | None = None  # summary.json
@@ -419,7 +420,9 @@ def run_site_drill(root: Path, runbook: Path, *, echo: bool = True) -> SiteDrill
         )
         common = ["-r", str(runbook), "-i", str(lab.inventory), "--state-dir", str(lab.state_dir)]
         state = ["--state-dir", str(lab.state_dir)]
-        result.check_exit, _, _ = run_drx_captured(["check", "site-b", *common], echo=echo)
+        result.check_exit, result.check_output, _ = run_drx_captured(
+            ["check", "site-b", *common], echo=echo
+        )
         if result.check_exit != 0 or run_drx(["plan", "site-b", *common], echo=echo) != 0:
             return result
         result.failover_exit = run_drx(["failover", "site-b", "--yes", *common], echo=echo)
