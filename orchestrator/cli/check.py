@@ -370,8 +370,8 @@ def check(
     """Can we fail over to SITE now? Prints the decision card — predicted RTO and its critical
     path, the RTOs measured in past failovers to SITE, the RPO exposure now (rpo_probe), the
     source's health, readiness checks, drift since the last successful drill, an overdue
-    drill — then a table of every host of the active site and SITE: connect, host key, a
-    command (and `sudo -n true` where a step uses sudo). Exit 0 ready, 2 not ready, 1 under
+    drill — then a table of every host of the active site and SITE (and of any other site a
+    step or check names): connect, host key, a command (and `sudo -n true` where a step uses sudo). Exit 0 ready, 2 not ready, 1 under
     --strict when drifted or overdue. Changes nothing.
 
     Example: drx check site-b -i inventory/ssh.yaml --format prometheus -o drx.prom
