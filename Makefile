@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install demo test lint fmt bench lab lab-postgres clean system-deps docs fuzz
+.PHONY: install demo test lint fmt bench lab lab-postgres lab-site clean system-deps docs fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,8 @@ install: $(STAMP)
 # rules; ~7 s, the server is not started);
 # PostgreSQL 15 and sudo (the PostgreSQL drill: make lab-postgres and its test). The PostgreSQL
 # package would create and start a `main` cluster the drill does not use: createcluster.d says
-# not to, before the install.
+# not to, before the install;
+# HAProxy (the site lab's load balancer: make lab-site; the package does not start it here).
 PG_BIN = /usr/lib/postgresql/15/bin
 system-deps:
 	@if [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/bin/chromium ]; then \
@@ -41,6 +42,10 @@ system-deps:
 	    > /etc/postgresql-common/createcluster.d/drx-no-main.conf && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    postgresql-15 sudo >/dev/null; \
+	fi
+	@if [ ! -x /usr/sbin/haproxy ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends haproxy >/dev/null; \
 	fi
 
 # A drill on the sample runbook with the local inventory (no SSH needed), then its report.
@@ -90,5 +95,13 @@ docs: $(STAMP)
 lab-postgres: $(STAMP) system-deps
 	$(BIN)/python -m orchestrator.lab.postgres drill --dir lab-postgres
 
+# The whole site by one site plan (runbooks/site-lab.yaml): the PostgreSQL lab, an application
+# server per site and a real HAProxy in front of them, cut over through its admin socket by drx
+# over SSH. Fails over to site-b and back while a client keeps sending requests through HAProxy,
+# then prints the site's RTO, each tier's RTO and RPO and the requests that failed. Everything
+# started is stopped at the end (also on failure or Ctrl-C).
+lab-site: $(STAMP) system-deps
+	$(BIN)/python -m orchestrator.lab.site drill --dir lab-site
+
 clean:
-	rm -rf $(VENV) .drx lab lab-postgres .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .drx lab lab-postgres lab-site .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -634,3 +634,21 @@ def test_sigkill_in_a_child_resumes_from_the_spool(world: World, capsys) -> None
     assert [h.get("reattached") for h in start["hosts"]] == [True]
     children = {c["id"]: c["status"] for c in world.summary()["children"]}
     assert children == {"db": "succeeded", "web": "succeeded"}
+
+
+def test_a_mirrored_site_plan_takes_each_childs_reprotect_phase(tmp_path: Path) -> None:
+    """A site plan with failback: mirror takes each child's reprotect steps, namespaced like its
+    steps (db/rejoin-target, with the child's sudo); with failback: undo it takes none."""
+    from orchestrator.model.siteplan import load_runbook
+
+    runbooks = Path(__file__).resolve().parents[1] / "runbooks"
+    flat, problems = load_runbook(runbooks / "site-lab.yaml")
+    assert problems == [] and flat is not None
+    assert [(s.id, s.sudo) for s in flat.reprotect] == [("db/rejoin-target", "postgres")]
+    undo = tmp_path / "site.yaml"
+    undo.write_text(
+        "name: site\nsteps:\n  - id: db\n    kind: runbook\n"
+        f"    runbook: {runbooks / 'postgres.yaml'}\n"
+    )
+    flat, problems = load_runbook(undo)
+    assert problems == [] and flat is not None and flat.reprotect == []

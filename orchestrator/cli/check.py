@@ -137,11 +137,13 @@ def run_check(opts: Options, site: str | None, *, strict: bool = False) -> Check
                 sudo.setdefault(h.name, set()).add(cp.check.sudo)
     checked, connections = readiness.prove_hosts(hosts, sudo)
     try:
-        # hosts a check names outside the two sites checked (a third site's) are reached too
+        # hosts a check or a step names outside the two sites checked (a third site's, such as
+        # a load balancer's) are reached too, before a failover needs them
         seen = {c.host.name for c in checked}
-        extra = [h for cp in probes for h in cp.hosts if h.name not in seen]
+        named = [*(h for cp in probes for h in cp.hosts), *plan.hosts()]
+        extra = [h for h in named if h.name not in seen]
         if extra:
-            more, more_conn = readiness.prove_hosts(list({h.name: h for h in extra}.values()), {})
+            more, more_conn = readiness.prove_hosts(list({h.name: h for h in extra}.values()), sudo)
             checked += more
             connections.update(more_conn)
         found = readiness.check_now(plan, connections, checked, check_source_health)
@@ -368,8 +370,8 @@ def check(
     """Can we fail over to SITE now? Prints the decision card — predicted RTO and its critical
     path, the RTOs measured in past failovers to SITE, the RPO exposure now (rpo_probe), the
     source's health, readiness checks, drift since the last successful drill, an overdue
-    drill — then a table of every host of the active site and SITE: connect, host key, a
-    command (and `sudo -n true` where a step uses sudo). Exit 0 ready, 2 not ready, 1 under
+    drill — then a table of every host of the active site and SITE (and of any other site a
+    step or check names): connect, host key, a command (and `sudo -n true` where a step uses sudo). Exit 0 ready, 2 not ready, 1 under
     --strict when drifted or overdue. Changes nothing.
 
     Example: drx check site-b -i inventory/ssh.yaml --format prometheus -o drx.prom

@@ -197,19 +197,23 @@ class Writer:
             )
 
 
+class JsonHandler(BaseHTTPRequestHandler):
+    """Replies in JSON and logs nothing (the drill's output stays clean)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, code: int, body: dict[str, Any]) -> None:
+        data = (json.dumps(body) + "\n").encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
 def _handler(writer: Writer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # the drill's output stays clean
-            pass
-
-        def _reply(self, code: int, body: dict[str, Any]) -> None:
-            data = (json.dumps(body) + "\n").encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def _site(self) -> str | None:
             return parse_qs(urlsplit(self.path).query).get("site", [None])[0]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from orchestrator.errors import Problem
 from orchestrator.model.fields import Where
-from orchestrator.model.runbook import Runbook, Step, StepKind, parse_runbook
+from orchestrator.model.runbook import FailbackMode, Runbook, Step, StepKind, parse_runbook
 from orchestrator.model.templating import StepAccessError, StepsView
 
 MAX_DEPTH = 8
@@ -92,7 +92,12 @@ def load_runbook(path: str | Path) -> tuple[Runbook | None, list[Problem]]:
     root = expander.tree(runbook, None, "", [os.path.realpath(path)])
     steps = list(expander.wire(root, (), None))
     children = {c.id: c for c in expander.children}
-    flat = replace(runbook, steps=steps, children=children)
+    reprotect = list(runbook.reprotect)
+    if runbook.failback is FailbackMode.MIRROR:
+        # a mirrored site failback runs every child's reprotect phase first (its own failback
+        # mode would apply only when the child runs alone)
+        reprotect += _child_reprotect(root, None)
+    flat = replace(runbook, steps=steps, children=children, reprotect=reprotect)
     _check_names(runbook, children, problems)
     _lift_rpo(flat, problems)
     return flat, problems
@@ -289,6 +294,25 @@ class _Expander:
             check = replace(hc.as_step(), id=hid, name=f"{child.id} health {hc.name}")
             # the undo polls the same health at the site a failback returns the child to
             yield replace(check, needs=tuple(child.every) or inherited, when=when, undo=check)
+
+
+def _child_reprotect(node: _Node, when: str | None) -> list[Step]:
+    """The reprotect steps of every child under ``node``, in include order, namespaced like
+    their steps (``db/rejoin-target``), their ``needs`` too; the including steps' ``when``
+    joined to theirs."""
+    out: list[Step] = []
+    for step in node.runbook.steps:
+        nested = node.nested.get(step.id) if step.kind is StepKind.RUNBOOK else None
+        if nested is None:
+            continue
+        cond = _both(when, step.when)
+        prefix = nested.prefix
+        for r in nested.runbook.reprotect:
+            undo = _copy(r.undo, id=prefix + r.id) if r.undo is not None else None
+            needs = tuple(prefix + n for n in r.needs)
+            out.append(_copy(r, id=prefix + r.id, needs=needs, when=_both(cond, r.when), undo=undo))
+        out += _child_reprotect(nested, cond)
+    return out
 
 
 def _copy(step: Step, **changes: Any) -> Step:

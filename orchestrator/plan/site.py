@@ -13,7 +13,7 @@ from orchestrator.model.inventory import Host, SelectorError, select
 from orchestrator.model.runbook import Runbook
 from orchestrator.model.siteplan import Child, child_of, is_child_health
 from orchestrator.model.units import format_duration
-from orchestrator.plan.build import FAILOVER, Plan, PlanStep, topological
+from orchestrator.plan.build import Plan, PlanStep, topological
 
 if TYPE_CHECKING:
     from orchestrator.record.store import Store
@@ -179,7 +179,7 @@ def journal_children(plan: Plan) -> list[dict[str, Any]] | None:
     report) can judge each child from the journal alone; None for a plain runbook."""
     if not plan.runbook.children:
         return None
-    forward = plan.direction == FAILOVER
+    forward = plan.runs_forward  # a mirrored failback runs the children's own steps too
     rtos = predicted_rtos(plan)
     out = []
     for c in plan.runbook.children.values():

@@ -22,10 +22,14 @@ def _r(x: float) -> float:
 
 def child_records(start: Mapping[str, Any], steps: Mapping[str, _Timed]) -> list[dict[str, Any]]:
     """The ``children`` of a site plan's summary (empty for a plain runbook)."""
-    return [_child(c, steps) for c in start.get("children") or []]
+    # a mirrored failback's reprotect phase (a child's among them) runs before the RTO starts
+    phase = (
+        set(start.get("reprotect_steps") or ()) if start.get("direction") != "reprotect" else set()
+    )
+    return [_child(c, steps, phase) for c in start.get("children") or []]
 
 
-def _child(meta: Mapping[str, Any], steps: Mapping[str, _Timed]) -> dict[str, Any]:
+def _child(meta: Mapping[str, Any], steps: Mapping[str, _Timed], phase: set[str]) -> dict[str, Any]:
     prefix = f"{meta['id']}/"
     mine = {sid: st for sid, st in steps.items() if sid.removeprefix("undo-").startswith(prefix)}
     health = {sid: st for sid, st in mine.items() if _is_health(sid, prefix)}
@@ -39,7 +43,7 @@ def _child(meta: Mapping[str, Any], steps: Mapping[str, _Timed]) -> dict[str, An
     else:
         status = "incomplete"
     named = steps.get(meta.get("rto_start") or "")
-    started = [st.t0 for st in mine.values() if st.t0 is not None]
+    started = [st.t0 for sid, st in mine.items() if st.t0 is not None and sid not in phase]
     t_start = named.t0 if named is not None and named.t0 is not None else min(started, default=None)
     t_end: float | None = None
     if status == "succeeded":
