@@ -9,7 +9,7 @@ Lines reach the sink in batches: a flusher thread hands it everything written in
 ``FLUSH_S`` in one call (one ``write(2)`` for a local file), so the scheduler's threads never
 make a system call, nor queue behind the kernel's fsync of the file, to journal an event. A
 controller killed (SIGKILL) loses at most the events of that last interval; an ordinary exit,
-even through an unexpected error, flushes first (``close`` or the ``atexit`` hook).
+even through an unexpected error, flushes first (``close`` or ``flush_open``).
 
 Every event carries ``t`` (seconds since the run's start on the monotonic clock, the basis of
 every duration) and ``ts`` (UTC wall clock, for humans and reports).
@@ -156,8 +156,9 @@ class Journal:
 
 
 @atexit.register
-def _flush_open() -> None:
-    """An exit without ``close`` (an unexpected error) still leaves every event written."""
+def flush_open() -> None:
+    """An exit without ``close`` (an unexpected error) still leaves every event written (the
+    CLI calls it before its ``os._exit``, which skips ``atexit``)."""
     for journal in list(_OPEN):
         with contextlib.suppress(Exception):
             journal.flush()
