@@ -115,7 +115,9 @@ class Journal:
         file would get). Lines are read back here, when asked — at the end of a run — rather
         than on the scheduler's path, and each only once."""
         with self._lock:
-            self._parsed.extend(json.loads(line) for line in self._lines[len(self._parsed) :])
+            new = self._lines[len(self._parsed) :]
+            if new:  # one JSON array: one parser call, not one per line
+                self._parsed.extend(json.loads(b"[" + b",".join(new) + b"]"))
             return list(self._parsed)
 
     def _flush_loop(self) -> None:
