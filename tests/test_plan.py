@@ -16,6 +16,7 @@ from typing import Any
 import networkx as nx
 import pytest
 
+from orchestrator.errors import ValidationError
 from orchestrator.model.inventory import Inventory, select
 from orchestrator.model.loading import load_both
 from orchestrator.plan.build import Plan, build_plan
@@ -309,6 +310,29 @@ def test_vars_precedence_runbook_inventory_site_host_cli(tmp_path: Path) -> None
         "control": "echo runbook inv inv inv cli",
         "db-b": "echo runbook inv site-b host cli",
     }
+
+
+def test_steps_sharing_expressions_preview_each_hosts_own_values(tmp_path: Path) -> None:
+    """Steps whose commands share expressions still preview each host's values, and a command
+    reading ``steps`` previews the placeholder of the step it names, not another's."""
+    runbook = (
+        "name: shared\nsteps:\n"
+        "  - {id: a, hosts: [db@target, control], run: 'a {{ host.name }} {{ vars.e }}', undo: x}\n"
+        "  - {id: b, hosts: [db@target, control], run: 'b {{ host.name }} {{ vars.e }}', undo: x,"
+        " needs: [a]}\n"
+        "  - {id: c, hosts: control, run: 'c {{ steps.a.value }}', undo: x, needs: [a]}\n"
+        "  - {id: d, hosts: control, run: 'c {{ steps.b.value }}', undo: x, needs: [b]}\n"
+    )
+    plan = make_plan(tmp_path, runbook, cli_vars={"e": "cli"})
+    assert plan.steps["a"].preview == {"control": "a control cli", "db-b": "a db-b cli"}
+    assert plan.steps["b"].preview == {"control": "b control cli", "db-b": "b db-b cli"}
+    assert plan.steps["c"].preview == {"control": "c <output of a.value>"}
+    assert plan.steps["d"].preview == {"control": "c <output of b.value>"}
+    # the same expression, read by a step that does not need ``a``, is still refused
+    wrong = runbook + "  - {id: e, hosts: control, run: 'c {{ steps.a.value }}', undo: x}\n"
+    with pytest.raises(ValidationError) as refused:
+        make_plan(tmp_path, wrong)
+    assert [p.step for p in refused.value.problems] == ["e"]
 
 
 def test_host_and_site_objects_in_templates(tmp_path: Path) -> None:

@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         if code is not None:
             print(code, file=sys.stderr)
         code = 0 if code is None else 1
+    journal = sys.modules.get("orchestrator.record.journal")  # imported only by runs
+    if journal is not None:
+        journal.flush_open()  # a run ended by an unexpected error: its last events too
     try:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
+import jinja2.meta
 import jinja2.nodes
 import jinja2.runtime
 import jinja2.sandbox
@@ -287,13 +288,32 @@ def _values(template: jinja2.Template, context: Mapping[str, Any]) -> tuple[Any,
     return module.drx_values  # type: ignore[attr-defined,no-any-return]
 
 
-def render(source: str, context: Mapping[str, Any]) -> str:
+@lru_cache(maxsize=4096)
+def _reads_steps(expressions: tuple[str, ...]) -> bool:
+    """Whether ``expressions`` name ``steps`` (or cannot be parsed: then assume they do)."""
+    try:
+        tree = ENV.parse("".join(f"{{{{ ({e}) }}}}" for e in expressions))
+    except jinja2.exceptions.TemplateSyntaxError:
+        return True
+    return "steps" in jinja2.meta.find_undeclared_variables(tree)
+
+
+def render(
+    source: str,
+    context: Mapping[str, Any],
+    memo: dict[tuple[Any, ...], tuple[Any, ...]] | None = None,
+    scope: Any = None,
+) -> str:
     """Render a template (commands, prompts).
 
     Thousands of commands differ only in their literal text and share a few expressions
     (``{{ site(target).vars.vip | quote }}``); compiling each as a Jinja template would cost a
     millisecond apiece, so a template of text and ``{{ … }}`` only is rendered by evaluating its
     expressions, compiled once per distinct set, with the same environment and semantics.
+
+    With a ``memo``, the values of expressions that do not read ``steps`` are kept per
+    ``scope`` (the caller's promise that every context of one scope differs only in
+    ``steps``): the plan renders each step's command on the same hosts with the same values.
     """
     if "{" not in source:
         return source
@@ -303,7 +323,13 @@ def render(source: str, context: Mapping[str, Any]) -> str:
         return _bounded(compile_template(source).generate(context))
     literals = parts[0]
     pieces = [literals[0]]
-    for value, literal in zip(_values(template, context), literals[1:], strict=True):
+    key = (parts[1], scope)
+    values = memo.get(key) if memo is not None else None
+    if values is None:
+        values = _values(template, context)
+        if memo is not None and not _reads_steps(parts[1]):
+            memo[key] = values
+    for value, literal in zip(values, literals[1:], strict=True):
         pieces.append(str(value))
         pieces.append(literal)
     return _bounded(pieces)

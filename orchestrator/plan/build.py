@@ -506,6 +506,8 @@ class _Checker:
         self.problems = problems
         self._seen = set(problems)  # a set: a membership scan of the list is quadratic
         self.file: str | None = None  # the file of the template being checked (default runbook)
+        #: expression values per scope (``render``'s memo): a host's commands share them
+        self.memo: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     def template(
         self,
@@ -517,7 +519,10 @@ class _Checker:
         *,
         expression: bool = False,
         file: str | None = None,
+        scope: Any = None,
     ) -> str | None:
+        """Render ``source`` in ``ctx``; a ``scope`` (see ``render``) shares expression values
+        with every other context of that scope."""
         if source is None:
             return None
         self.file = file
@@ -525,6 +530,8 @@ class _Checker:
             if expression:
                 evaluate(source, ctx)
                 return source
+            if scope is not None:
+                return render(source, ctx, self.memo, scope)
             return render(source, ctx)
         except StepAccessError as exc:
             self._add(step_id, line, f"{what}: {exc.message}")
@@ -589,6 +596,7 @@ def _check_step_templates(
     """Render run/prompt/when/until of ``step`` for each of its hosts; return the previews."""
     steps_view = StepsView(ps.readable, for_step=ps.undo_of or ps.id)
     base = plan.context(steps=steps_view)
+    child = scope_for(plan.runbook, steps_view)
     previews: dict[str, str] = {}
     prefix = "undo " if label == "undo" else ""
     name = ps.undo_of or ps.id  # problems name the step as the runbook file does
@@ -614,12 +622,18 @@ def _check_step_templates(
                 previews[host.name] = done[key]  # type: ignore[assignment]
             continue
         ctx = plan.context(host=host, steps=steps_view)
-        rendered = checker.template(name, step.line_of("run"), f"{prefix}run", step.run, ctx)
+        # the contexts of one host and one scope (runbook or child) differ only in ``steps``
+        scope = (host.name, id(child))
+        rendered = checker.template(
+            name, step.line_of("run"), f"{prefix}run", step.run, ctx, scope=scope
+        )
         if rendered is not None:
             previews[host.name] = plan.redactor(rendered)
         done[key] = previews.get(host.name)
         for var, value in step.env.items():
-            checker.template(name, step.line_of("env"), f"{prefix}env {var}", value, ctx)
+            checker.template(
+                name, step.line_of("env"), f"{prefix}env {var}", value, ctx, scope=scope
+            )
         checker.template(
             name,
             step.line_of("until"),

@@ -81,6 +81,11 @@ class JournalSink(abc.ABC):
     @abc.abstractmethod
     def write(self, line: bytes) -> None: ...
 
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Several complete lines, in order (the journal hands them over in batches)."""
+        for line in lines:
+            self.write(line)
+
     @abc.abstractmethod
     def close(self) -> None:
         """Make everything written durable, then release the sink."""
@@ -469,10 +474,11 @@ class _FileLock(RunLock):
 class _FileSink(JournalSink):
     """``journal.jsonl`` on the local disk.
 
-    Each line is written with one ``write(2)`` as it happens, so it survives the controller being
-    killed (SIGKILL) — the kernel has it. A syncer thread then ``fsync``s the file within ~5 ms of
-    every write (the lines of that interval share one fsync), so events also survive a machine
-    crash without putting an fsync on the scheduler's path. ``close()`` fsyncs what is left.
+    Each batch the journal hands over (``Journal``: the events of the last ~2 ms) is written with
+    one ``write(2)``, so it survives the controller being killed (SIGKILL) — the kernel has it. A
+    syncer thread then ``fsync``s the file within ~5 ms of every write (the lines of that interval
+    share one fsync), so events also survive a machine crash without putting an fsync on the
+    scheduler's path. ``close()`` fsyncs what is left.
     """
 
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
@@ -490,10 +496,15 @@ class _FileSink(JournalSink):
             self._syncer.start()
 
     def write(self, line: bytes) -> None:
+        self.write_lines([line])
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        data = b"".join(lines)
         with self._lock:
             if self._closed:
                 raise JournalError(f"journal {self.path} is closed")
-            os.write(self._fd, line)
+            while data:  # a regular file takes it all at once; a pipe may not
+                data = data[os.write(self._fd, data) :]
             wake = not self._pending
             self._pending = True
         if wake and self._syncer is not None:  # one wake-up per batch, not per event

@@ -11,6 +11,38 @@ report says, ``charts`` lays out the SVG charts, ``text`` and ``junit`` render t
 ``render`` dispatches, with Jinja2 templates in ``templates/`` for Markdown and HTML.
 """
 
-from orchestrator.report.render import FORMATS, render
+from __future__ import annotations
+
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.report.render import FORMATS, render
 
 __all__ = ["FORMATS", "render"]
+
+
+class _Package(types.ModuleType):
+    """This package, importing ``render`` (Jinja2, the charts...) only when first asked for:
+    a run that merely exports a trace (``orchestrator.report.otlp``) does not pay for it."""
+
+    @property
+    def render(self) -> Any:
+        from orchestrator.report.render import render
+
+        return render
+
+    @render.setter
+    def render(self, value: Any) -> None:
+        """The import system names the submodule ``render`` here; the function keeps the name
+        (as the eager ``from orchestrator.report.render import render`` did)."""
+
+    @property
+    def FORMATS(self) -> Any:
+        from orchestrator.report.render import FORMATS
+
+        return FORMATS
+
+
+sys.modules[__name__].__class__ = _Package
