@@ -13,7 +13,9 @@ in-flight step whose outcome it cannot know) until the drill has succeeded. Faul
   holder gets SIGCONT (it must start nothing more);
 - ``etcd-leader`` / ``etcd-member``: an etcd member (the leader, or a follower) is SIGKILLed and
   restarted after a moment;
-- ``sshd``: a host's sshd and every session it serves are killed, and restarted after a moment.
+- ``sshd``: a host's sshd and every session it serves are killed, and restarted after a moment;
+- and in 40 % of the recoveries a second fault: the recovering controller is SIGKILLed at a
+  random moment of its recovery, and the first controller recovers from there.
 
 Every command of the runbook appends ``begin``/``end`` lines to ``chaos.log`` on its host: run
 id, step, attempt (from the spool), the invoking controller (its holder tag) and the host's
@@ -69,6 +71,9 @@ TTL_S = 2.0
 COMMAND_TIMEOUT_S = 90.0
 #: recoveries tried per schedule before it counts as unrecovered
 MAX_RECOVERIES = 6
+#: the share of recoveries whose first drx is SIGKILLed too (then the first controller
+#: recovers from that)
+SECOND_FAULT = 0.4
 SITES = {"site-a": ["db-a", "app-a"], "site-b": ["db-b", "app-b"]}
 HOSTS = [h for names in SITES.values() for h in names]
 FAULTS = ("holder-sigkill", "holder-sigstop", "etcd-leader", "etcd-member", "sshd")
@@ -384,6 +389,8 @@ class Result:
     recovery_s: float
     actions: list[str]
     violations: list[str]
+    #: host attempts whose outcome a recovery took from the spool: (ended, re-attached)
+    from_spool: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -399,6 +406,8 @@ class Campaign:
     def __post_init__(self) -> None:
         self._stack = contextlib.ExitStack()
         self._holders = 0
+        #: recoveries SIGKILLed (the second fault of a schedule)
+        self._second_faults = 0
 
     # -- set-up ----------------------------------------------------------------------------------
     def __enter__(self) -> Campaign:
@@ -469,6 +478,7 @@ class Campaign:
             log.write_text("")
             log.chmod(0o666)  # the lab user appends to it
         before = set(self.store.run_ids())
+        self._inflight_refused = False
         holders: list[str] = []
         actions: list[str] = []
 
@@ -480,9 +490,7 @@ class Campaign:
         if rng.random() < 0.1:  # during start-up
             at_s = round(at_s / 6, 2)
         else:  # after the run started
-            wait_for(
-                lambda: bool(set(self.store.run_ids()) - before) or proc.poll() is not None, 30
-            )
+            self._wait_new_run(before, proc)
         time.sleep(at_s)
         injected = proc.poll() is None or fault not in ("holder-sigkill", "holder-sigstop")
         t_fault = time.monotonic()
@@ -519,7 +527,10 @@ class Campaign:
                 actions.append(f"{driver.name} exited {code}")
             if restart is not None:
                 restart()
-            recovered = self._recover(other, holders, actions, before)
+            second = rng.uniform(0.0, 6 * self.pace) if rng.random() < SECOND_FAULT else None
+            recovered = self._recover(
+                other, holders, actions, before, kill_after=second, then=driver
+            )
         finally:
             if stopped:
                 with contextlib.suppress(ProcessLookupError):
@@ -538,7 +549,18 @@ class Campaign:
         )
         if not recovered:
             violations.append("not recovered: " + "; ".join(actions[-3:]))
-        return Result(index, fault, at_s, injected, recovery_s, actions, violations)
+        spooled = [e for _, e in journal.host_finished() if e.get("from_run")]
+        reattached = sum(1 for e in spooled if e.get("reattached"))
+        return Result(
+            index,
+            fault,
+            at_s,
+            injected,
+            recovery_s,
+            actions,
+            violations,
+            (len(spooled) - reattached, reattached),
+        )
 
     def _later(self, delay: float, action: Callable[[], None]) -> Callable[[], None]:
         """``action`` in ``delay`` seconds (a timer thread); the result waits for it."""
@@ -590,10 +612,18 @@ class Campaign:
     _inflight_refused = False
 
     def _recover(
-        self, other: Controller, holders: list[str], actions: list[str], before: set[str]
+        self,
+        other: Controller,
+        holders: list[str],
+        actions: list[str],
+        before: set[str],
+        *,
+        kill_after: float | None = None,
+        then: Controller | None = None,
     ) -> bool:
-        """Recover from ``other`` until the schedule's drill has succeeded."""
-        self._inflight_refused = False
+        """Recover from ``other`` until the schedule's drill has succeeded. With ``kill_after``
+        the first recovery that starts a run is SIGKILLed that long after its run appears (a
+        second fault), and ``then`` recovers from there on."""
         for _ in range(MAX_RECOVERIES):
             if not wait_for(lambda: self.store.lock_holder() is None, 6 * TTL_S):
                 continue
@@ -605,8 +635,18 @@ class Campaign:
             tag = self.holder_tag(other)
             holders.append(tag)
             actions.append(f"{other.name}: drx {' '.join(args)}")
-            code, err = finish(other.spawn(*args, *self.common(tag)))
-            actions.append(f"{other.name} exited {code}")
+            proc, name = other.spawn(*args, *self.common(tag)), other.name
+            if kill_after is not None and then is not None:
+                self._wait_new_run(before | set(runs), proc)
+                time.sleep(kill_after)
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    actions.append(f"SIGKILLed {name} mid-recovery")
+                    self._second_faults += 1
+                kill_after, other = None, then
+            code, err = finish(proc)
+            actions.append(f"{name} exited {code}")
             if code == 2 and "--rerun-inflight" in err:
                 self._inflight_refused = True
             elif code != 0:
@@ -614,6 +654,10 @@ class Campaign:
         runs = [r for r in self.store.run_ids() if r not in before]
         last = self.store.read_summary(runs[-1]) if runs else None
         return last is not None and last.get("status") == "succeeded"
+
+    def _wait_new_run(self, known: set[str], proc: subprocess.Popen[str]) -> None:
+        """Wait until a run not in ``known`` is in the store, or ``proc`` has ended."""
+        wait_for(lambda: bool(set(self.store.run_ids()) - known) or proc.poll() is not None, 30)
 
     def journal(self, runs: list[str]) -> Journal:
         return Journal(
@@ -648,15 +692,20 @@ class Campaign:
         violations = sum(len(r.violations) for r in self.results)
         slowest = max(self.results, key=lambda r: r.recovery_s, default=None)
         kinds = ", ".join(f"{k} {faults.get(k, 0)}" for k in FAULTS)
+        kinds += f", recovery-sigkill {self._second_faults}"
         slow = (
             f"{slowest.recovery_s:.1f}s (schedule {slowest.index}, {slowest.fault})"
             if slowest is not None
             else "-"
         )
+        ended = sum(r.from_spool[0] for r in self.results)
+        reattached = sum(r.from_spool[1] for r in self.results)
         return (
             f"chaos: seed {self.seed}: {len(self.results)} schedules in {wall_s:.0f}s; "
-            f"faults injected {sum(faults.values())} ({kinds}; {missed} missed); "
-            f"violations {violations}; slowest recovery {slow}"
+            f"faults injected {sum(faults.values()) + self._second_faults} ({kinds}; "
+            f"{missed} missed); "
+            f"violations {violations}; slowest recovery {slow}; outcomes from the spool "
+            f"{ended} ended + {reattached} re-attached"
         )
 
     @property
