@@ -3,12 +3,15 @@ campaign over a real etcd lab, real sshd hosts and two controllers finds no viol
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
 
-from orchestrator.lab.chaos import FAULTS, Journal, Mark, campaign, check
+from orchestrator.lab.chaos import FAULTS, Journal, Mark, campaign, check, finish, wait_for
 
 RUN = "r1-failover"
 RUN2 = "r2-failover"
@@ -55,18 +58,23 @@ def test_check_passes_a_clean_takeover() -> None:
 
 def test_check_finds_each_kind_of_violation() -> None:
     """A step run twice without a recorded failure, an old holder starting after the takeover,
-    a success that never ran, a command the journal lost, and a wrong active site are each
-    reported."""
+    a success that never ran, an ended command taken from the spool as failed, a command the
+    journal lost, and a wrong active site are each reported."""
     j = journal(
         {
             RUN: [finished("one", "db-b", 1)],
-            RUN2: [finished("one", "db-b", 1), finished("ghost", "app-b", 1)],
+            RUN2: [
+                finished("one", "db-b", 1),
+                finished("ghost", "app-b", 1),
+                finished("two", "db-a", 1, "failed", from_run=RUN, reattached=True),
+            ],
         }
     )
     marks = (
         ran(RUN, "one", "db-b", "1", "a1", 1.0)
         + ran(RUN2, "one", "db-b", "1", "b2", 2.0)  # ran again: nothing failed
         + ran(RUN, "late", "app-a", "1", "a1", 3.0)  # the old holder after b2 started
+        + ran(RUN, "two", "db-a", "1", "a1", 1.5)  # ended, yet taken from the spool as failed
     )
     found = check(j, marks, ["a1", "b2"], "site-a", "site-b")
     text = "\n".join(found)
@@ -74,6 +82,7 @@ def test_check_finds_each_kind_of_violation() -> None:
     assert "after b2 took over" in text
     assert "ghost succeeded on app-b" in text and "never ended there" in text
     assert "late ran to its end on app-a" in text and "no outcome" in text
+    assert "two failed on db-a" in text and "ran to its end there" in text
     assert "store says site site-a is active" in text
 
 
@@ -101,3 +110,37 @@ def test_short_campaign_finds_no_violation() -> None:
     assert {r.fault for r in c.results} == set(FAULTS)
     assert sum(r.injected for r in c.results) >= 15
     assert c.violations == 0, "\n".join(lines)
+
+
+@pytest.mark.timeout(300)
+def test_fenced_holder_leaves_its_spool_to_the_takeover() -> None:
+    """A holder paused mid-failback past its lease, then continued once the other controller
+    took the run over, removes no spool of the attempts it could not journal: the takeover
+    takes the in-flight step's outcome from the spool (no failure, no re-run), and the hosts'
+    record agrees with the journal."""
+    with campaign(seed=0) as c:
+        a, b = c.controllers
+        assert finish(a.spawn("failover", "site-b", *c.common("a1")))[0] == 0
+        before = set(c.store.run_ids())
+        paused = a.spawn("failback", *c.common("a2"))
+        assert wait_for(lambda: bool(set(c.store.run_ids()) - before), 30)
+        time.sleep(1.0)
+        os.killpg(paused.pid, signal.SIGSTOP)
+        try:
+            assert wait_for(lambda: c.store.lock_holder() is None, 15)
+            taking = b.spawn("resume", *c.common("b3"))
+            assert wait_for(lambda: c.store.lock_holder() is not None, 30)
+        finally:
+            os.killpg(paused.pid, signal.SIGCONT)
+        code, err = finish(paused)
+        assert code == 1 and "lock was lost" in err
+        code, err = finish(taking)
+        assert code == 0, err
+        runs = [r for r in c.store.run_ids() if r not in before]
+        journal = c.journal(runs)
+        spooled = [e for _, e in journal.host_finished() if e.get("from_run")]
+        assert spooled and all(e["status"] == "succeeded" for e in spooled)
+        marks = [m for m in c.host_marks() if m.run in runs]
+        assert check(journal, marks, ["a1", "a2", "b3"], "site-a", c._host_active()) == []
+        ends = Counter((m.step, m.host) for m in marks if m.phase == "end")
+        assert ends and set(ends.values()) == {1}

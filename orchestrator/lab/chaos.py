@@ -24,7 +24,8 @@ clock. After each schedule these host-side lines are checked against the shared 
 1. no command ran to its end twice unless the earlier one was recorded as failed or unknown;
 2. after a takeover, the earlier holder starts nothing (no ``begin`` of an older holder after
    the newer holder's first ``begin``);
-3. every host attempt the journal records as succeeded ran on its host;
+3. every host attempt the journal records as succeeded ran on its host, and none it took from
+   the spool as failed ran to its end;
 4. the active site in the store is the one the journal's last succeeded run says, and the one
    the hosts were switched to;
 5. every command a host shows ran to its end is in the journal (its run, or the run that
@@ -258,6 +259,18 @@ def check(
             found.append(
                 f"the journal of {run} says {e.get('step')} succeeded on {e.get('host')} "
                 f"(attempt {e.get('attempt')}), but that command never ended there"
+            )
+    # ... and no attempt re-attached to is recorded as failed when it ran to its end
+    for run, e in finished:
+        if e.get("status") == "succeeded" or not e.get("reattached"):
+            continue
+        if any(
+            m.run == e.get("from_run") and m.step == e.get("step") and m.host == e.get("host")
+            for m in ends
+        ):
+            found.append(
+                f"the journal of {run} says {e.get('step')} failed on {e.get('host')} (taken "
+                f"from the spool of {e.get('from_run')}), but that command ran to its end there"
             )
     # 4. the active site is the one the journal says
     final = next(

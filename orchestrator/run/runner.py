@@ -427,6 +427,10 @@ def _run(
         probes.stop()
         desk.stop()
         signal.signal(signal.SIGINT, previous)
+        if lock.state() is not LockState.HELD:
+            # fenced (or in doubt): the shared journal may lack these outcomes, and the
+            # controller that takes the run over reads them from the spool — keep it
+            ex.keep_spools()
         ex.close()
     exit_code = {
         Status.SUCCEEDED: ExitCode.OK,
