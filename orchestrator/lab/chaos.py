@@ -641,8 +641,7 @@ class Campaign:
             if not wait_for(lambda: self.store.lock_holder() is None, 6 * TTL_S):
                 continue
             runs = [r for r in self.store.run_ids() if r not in before]
-            last = self.store.read_summary(runs[-1]) if runs else None
-            if last is not None and last.get("status") == "succeeded":
+            if runs and self._status(runs[-1]) == "succeeded":
                 return True
             args = self._resume_args() if runs else self.drill_args()
             tag = self.holder_tag(other)
@@ -665,19 +664,30 @@ class Campaign:
             elif code != 0:
                 actions.append(_last_line(err))
         runs = [r for r in self.store.run_ids() if r not in before]
-        last = self.store.read_summary(runs[-1]) if runs else None
-        return last is not None and last.get("status") == "succeeded"
+        return bool(runs) and self._status(runs[-1]) == "succeeded"
 
     def _wait_new_run(self, known: set[str], proc: subprocess.Popen[str]) -> None:
         """Wait until a run not in ``known`` is in the store, or ``proc`` has ended."""
         wait_for(lambda: bool(set(self.store.run_ids()) - known) or proc.poll() is not None, 30)
 
+    def _status(self, run: str) -> str | None:
+        """How the journal says ``run`` ended (None: it did not): the journal, not the summary
+        written after it, is the record."""
+        ended = [e for e in self.store.read_events(run) if e.get("event") == "run_finished"]
+        return str(ended[-1].get("status")) if ended else None
+
     def journal(self, runs: list[str]) -> Journal:
-        return Journal(
-            runs,
-            {r: self.store.read_events(r) for r in runs},
-            {r: self.store.read_summary(r) for r in runs},
-        )
+        events = {r: self.store.read_events(r) for r in runs}
+        summaries: dict[str, dict[str, Any] | None] = {}
+        for r in runs:
+            ended = [e for e in events[r] if e.get("event") == "run_finished"]
+            started = events[r][0] if events[r] else {}
+            summaries[r] = (
+                {"status": ended[-1].get("status"), "direction": started.get("direction")}
+                if ended
+                else None
+            )
+        return Journal(runs, events, summaries)
 
     # -- the whole campaign ----------------------------------------------------------------------
     def run(self, schedules: int, first: int = 1, max_seconds: float = 3600.0) -> float:

@@ -457,7 +457,9 @@ def _run(
     try:
         if lock_guard.lost() is not None:
             raise LockLost(message or "the run lock was lost")
-        store.write_summary(run_id, document_json(doc), lock)
+        # The state first, then the summary: a controller killed between the two leaves a run
+        # that reads as crashed (drx resume completes it) with the active site its steps set,
+        # never a succeeded run whose active site was not recorded (nothing could repair that).
         mine: dict[str, Any] = {"last_run": run_id}
         if status is Status.SUCCEEDED and plan.direction != REPROTECT:
             mine.update(active=plan.to_site, active_since=summary.finished_at)
@@ -466,6 +468,7 @@ def _run(
         if status is Status.SUCCEEDED and plan.runbook.children:
             changes = state_changes(plan, changes, state, plan.to_site, summary.finished_at)
         store.update_state(running=None, **changes)
+        store.write_summary(run_id, document_json(doc), lock)
     except LockLost as exc:
         raise LockLost(_lost_message(str(exc), store, run_id)) from None
     return exit_code, RunSummary.from_dict(doc)
