@@ -516,6 +516,12 @@ class Executor:
             with self._recovered_lock:
                 self._spent.setdefault(host.name, []).append(key)
 
+    def keep_spools(self) -> None:
+        """Remove nothing at the end: the outcomes of these attempts may be known only to
+        their spools (the run lock was lost before they were journaled)."""
+        with self._recovered_lock:
+            self._spent = {}
+
     def prepare_spools(self) -> None:
         """Create every first attempt's spool directory, one command per host, before the
         first step: a step's command then starts without a ``mkdir`` of its own (each costs

@@ -427,6 +427,10 @@ def _run(
         probes.stop()
         desk.stop()
         signal.signal(signal.SIGINT, previous)
+        if lock.state() is not LockState.HELD:
+            # fenced (or in doubt): the shared journal may lack these outcomes, and the
+            # controller that takes the run over reads them from the spool — keep it
+            ex.keep_spools()
         ex.close()
     exit_code = {
         Status.SUCCEEDED: ExitCode.OK,
@@ -453,7 +457,9 @@ def _run(
     try:
         if lock_guard.lost() is not None:
             raise LockLost(message or "the run lock was lost")
-        store.write_summary(run_id, document_json(doc), lock)
+        # The state first, then the summary: a controller killed between the two leaves a run
+        # that reads as crashed (drx resume completes it) with the active site its steps set,
+        # never a succeeded run whose active site was not recorded (nothing could repair that).
         mine: dict[str, Any] = {"last_run": run_id}
         if status is Status.SUCCEEDED and plan.direction != REPROTECT:
             mine.update(active=plan.to_site, active_since=summary.finished_at)
@@ -462,6 +468,7 @@ def _run(
         if status is Status.SUCCEEDED and plan.runbook.children:
             changes = state_changes(plan, changes, state, plan.to_site, summary.finished_at)
         store.update_state(running=None, **changes)
+        store.write_summary(run_id, document_json(doc), lock)
     except LockLost as exc:
         raise LockLost(_lost_message(str(exc), store, run_id)) from None
     return exit_code, RunSummary.from_dict(doc)
