@@ -32,6 +32,7 @@ import orchestrator.run.runner as runner
 from orchestrator.model.loading import load_both
 from orchestrator.plan.build import build_plan
 from orchestrator.record.store import open_store
+from orchestrator.run.live import configure_logging
 from orchestrator.transport.fake import FakeTransport
 
 #: parallel chains per block, and steps per chain
@@ -108,6 +109,7 @@ def run(
     rb_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     inv_path.write_text(yaml.safe_dump(inventory_doc(hosts), sort_keys=False))
     fake = FakeTransport()
+    configure_logging("console", 0)  # as drx does: the run's log lines on stderr, not stdout
     if profiler is not None:
         profiler.start()
     t0 = time.perf_counter()

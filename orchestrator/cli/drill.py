@@ -3,34 +3,29 @@ way home — that always ends at the site that was active (docs/reference.md, "d
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 from collections.abc import Iterable
-from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator.cli import say
 from orchestrator.cli.app import (
     AcceptDataLossOpt,
-    CommentOpt,
     FormatOpt,
-    InventoryOpt,
-    LogFormatOpt,
-    NotifyOpt,
-    RunbookOpt,
-    SecretVarOpt,
-    StateDirOpt,
-    StateUrlOpt,
-    VarOpt,
-    VerboseOpt,
     app,
     check_format,
-    options,
 )
 from orchestrator.cli.options import Options, closing_line, run_options, state_note
+from orchestrator.cli.runcommand import (
+    DryRunOpt,
+    ForceOpt,
+    MaxParallelOpt,
+    RunInputs,
+    YesOpt,
+    run_command,
+)
 from orchestrator.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
@@ -38,31 +33,22 @@ if TYPE_CHECKING:
 
 
 @app.command()
+@run_command
 def drill(
     site: Annotated[str, typer.Argument(help="The site to fail over to and back from.")],
     hold: Annotated[
         str,
         typer.Option("--hold", help="How long to stay at SITE once health holds (e.g. 5m)."),
     ] = "0",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the plan.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve every manual gate.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Run even if SITE is active.")] = False,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    force: ForceOpt = False,
     accept_data_loss: AcceptDataLossOpt = False,
-    max_parallel: Annotated[
-        int, typer.Option("--max-parallel", min=1, help="Steps running at once.")
-    ] = 32,
+    max_parallel: MaxParallelOpt = 32,
     fmt: FormatOpt = "text",
-    var: VarOpt = None,
-    secret_var: SecretVarOpt = None,
-    notify: NotifyOpt = None,
-    comment: CommentOpt = None,
-    runbook: RunbookOpt = None,
-    inventory: InventoryOpt = None,
-    state_dir: StateDirOpt = None,
-    state_url: StateUrlOpt = None,
-    log_format: LogFormatOpt = "console",
-    verbose: VerboseOpt = 0,
-) -> None:
+    *,
+    inputs: RunInputs,
+) -> int | None:
     """Rehearse a failover to SITE and come back: fail over, let health hold, stay --hold, fail
     back. A failover leg that fails or is cancelled is rolled back at once. Both runs carry the
     same drill_id (the failover's run id): drx report DRILL-ID shows both legs.
@@ -75,28 +61,17 @@ def drill(
         hold_s = parse_duration(hold)
     except ValueError as exc:
         raise UsageError(f"--hold: {exc}") from None
-    opts = options(
-        runbook,
-        inventory,
-        state_dir,
-        log_format,
-        verbose,
-        state_url,
-        notify=notify,
-        comment=comment,
-    )
+    opts, cli_vars, secret_vars = inputs.opts, inputs.cli_vars, inputs.secret_vars
     if dry_run:
         from orchestrator.cli.failover import preview_failover
 
         check_format(fmt, ("text", "json", "dot", "mermaid"))
         typer.echo(
-            preview_failover(
-                opts, site, fmt, force, False, var or [], secret_var or [], mode="drill"
-            ),
+            preview_failover(opts, site, fmt, force, False, cli_vars, secret_vars, mode="drill"),
             nl=False,
         )
-        return
-    code = run_drill(
+        return None
+    return run_drill(
         opts,
         site,
         hold_s=hold_s,
@@ -104,10 +79,9 @@ def drill(
         force=force,
         max_parallel=max_parallel,
         accept_data_loss=accept_data_loss,
-        cli_vars=var or [],
-        secret_vars=secret_var or [],
+        cli_vars=cli_vars,
+        secret_vars=secret_vars,
     )
-    raise typer.Exit(code)
 
 
 class _BetweenLegs:
@@ -116,23 +90,8 @@ class _BetweenLegs:
 
     def __init__(self) -> None:
         self.interrupted = threading.Event()
-        self._previous: Any = None
 
-    def __enter__(self) -> _BetweenLegs:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def _handler(self, signum: int, frame: Any) -> None:
+    def on_interrupt(self) -> None:
         if self.interrupted.is_set():
             raise KeyboardInterrupt
         self.interrupted.set()
@@ -165,6 +124,7 @@ def run_drill(
     from orchestrator.cli.failback import run_return
     from orchestrator.cli.failover import failover_plan
     from orchestrator.cli.options import active_site
+    from orchestrator.run.interrupts import routed
     from orchestrator.run.rollback import rollback_due
     from orchestrator.run.runner import execute
 
@@ -186,7 +146,8 @@ def run_drill(
     )
     back: RunSummary | None = None
     back_code = 0
-    with _BetweenLegs() as legs:
+    legs = _BetweenLegs()
+    with routed(opts.interrupts, legs.on_interrupt):
         _, first = execute(plan, opts.store, run_opts)
         closing_line(first, opts.store)
         drill_id = first.run_id

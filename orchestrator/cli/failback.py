@@ -10,20 +10,9 @@ import typer
 from orchestrator.cli import say
 from orchestrator.cli.app import (
     AcceptDataLossOpt,
-    CommentOpt,
     FormatOpt,
-    InventoryOpt,
-    LogFormatOpt,
-    NotifyOpt,
-    RunbookOpt,
-    SecretVarOpt,
-    StateDirOpt,
-    StateUrlOpt,
-    VarOpt,
-    VerboseOpt,
     app,
     check_format,
-    options,
 )
 from orchestrator.cli.options import (
     Options,
@@ -35,6 +24,11 @@ from orchestrator.cli.options import (
     shown_location,
     warn_unknown_vars,
 )
+from orchestrator.cli.runcommand import (
+    MaxParallelPlainOpt,
+    RunInputs,
+    run_command,
+)
 from orchestrator.errors import RefusedError, UsageError
 
 if TYPE_CHECKING:
@@ -44,6 +38,7 @@ if TYPE_CHECKING:
 
 
 @app.command()
+@run_command
 def failback(
     run_arg: Annotated[
         str | None,
@@ -56,52 +51,33 @@ def failback(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Approve gates and outcome-unknown steps.")
     ] = False,
-    max_parallel: Annotated[int, typer.Option("--max-parallel", min=1)] = 32,
+    max_parallel: MaxParallelPlainOpt = 32,
     accept_data_loss: AcceptDataLossOpt = False,
     fmt: FormatOpt = "text",
-    var: VarOpt = None,
-    secret_var: SecretVarOpt = None,
-    notify: NotifyOpt = None,
-    comment: CommentOpt = None,
-    runbook: RunbookOpt = None,
-    inventory: InventoryOpt = None,
-    state_dir: StateDirOpt = None,
-    state_url: StateUrlOpt = None,
-    log_format: LogFormatOpt = "console",
-    verbose: VerboseOpt = 0,
-) -> None:
+    *,
+    inputs: RunInputs,
+) -> int:
     """Reverse a failover: undo what it did, in reverse dependency order (a succeeded failover
     of a 'failback: mirror' runbook: run its reprotect and its steps the other way), then poll
     health at the original source. Default: the latest failover not yet failed back.
 
     Example: drx failback --dry-run; drx failback --yes
     """
-    opts = options(
-        runbook,
-        inventory,
-        state_dir,
-        log_format,
-        verbose,
-        state_url,
-        notify=notify,
-        comment=comment,
-    )
     if dry_run:
         check_format(fmt, ("text", "json", "dot", "mermaid"))
     if run is not None and run_arg is not None and run != run_arg:
         raise UsageError(f"two runs given: {run_arg} and --run {run} (give one)")
-    code = run_failback(
-        opts,
+    return run_failback(
+        inputs.opts,
         run or run_arg,
         dry_run=dry_run,
         fmt=fmt,
         yes=yes,
         max_parallel=max_parallel,
         accept_data_loss=accept_data_loss,
-        cli_vars=var or [],
-        secret_vars=secret_var or [],
+        cli_vars=inputs.cli_vars,
+        secret_vars=inputs.secret_vars,
     )
-    raise typer.Exit(code)
 
 
 def _confirm_unknown(yes: bool, interactive: bool) -> Any:

@@ -9,11 +9,9 @@ import typer
 
 from orchestrator.cli.app import (
     AcceptDataLossOpt,
-    CommentOpt,
     FormatOpt,
     InventoryOpt,
     LogFormatOpt,
-    NotifyOpt,
     RunbookOpt,
     SecretVarOpt,
     StateDirOpt,
@@ -36,6 +34,14 @@ from orchestrator.cli.options import (
     secret_inputs,
     state_note,
     warn_unknown_vars,
+)
+from orchestrator.cli.runcommand import (
+    DryRunOpt,
+    ForceOpt,
+    MaxParallelOpt,
+    RunInputs,
+    YesOpt,
+    run_command,
 )
 from orchestrator.errors import RefusedError
 
@@ -69,19 +75,18 @@ def plan(
 
 
 @app.command()
+@run_command
 def failover(
     site: Annotated[str, typer.Argument(help="The site to fail over to.")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the plan.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve every manual gate.")] = False,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
     emergency: Annotated[
         bool,
         typer.Option("--emergency", help="Real disaster: the source may be gone."),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Run even if SITE is active.")] = False,
+    force: ForceOpt = False,
     accept_data_loss: AcceptDataLossOpt = False,
-    max_parallel: Annotated[
-        int, typer.Option("--max-parallel", min=1, help="Steps running at once.")
-    ] = 32,
+    max_parallel: MaxParallelOpt = 32,
     fmt: FormatOpt = "text",
     rollback: Annotated[
         bool | None,
@@ -91,39 +96,21 @@ def failover(
             "runbook's on_failure; never under --emergency unless --rollback).",
         ),
     ] = None,
-    var: VarOpt = None,
-    secret_var: SecretVarOpt = None,
-    notify: NotifyOpt = None,
-    comment: CommentOpt = None,
-    runbook: RunbookOpt = None,
-    inventory: InventoryOpt = None,
-    state_dir: StateDirOpt = None,
-    state_url: StateUrlOpt = None,
-    log_format: LogFormatOpt = "console",
-    verbose: VerboseOpt = 0,
-) -> None:
+    *,
+    inputs: RunInputs,
+) -> int | None:
     """Fail the service over to SITE: run the runbook's DAG, poll health at SITE, measure the RTO.
 
     Example: drx failover site-b --yes
     """
-    opts = options(
-        runbook,
-        inventory,
-        state_dir,
-        log_format,
-        verbose,
-        state_url,
-        notify=notify,
-        comment=comment,
-    )
+    opts, cli_vars, secret_vars = inputs.opts, inputs.cli_vars, inputs.secret_vars
     if dry_run:
         check_format(fmt, ("text", "json", "dot", "mermaid"))
         typer.echo(
-            preview_failover(opts, site, fmt, force, emergency, var or [], secret_var or []),
-            nl=False,
+            preview_failover(opts, site, fmt, force, emergency, cli_vars, secret_vars), nl=False
         )
-        return
-    code = run_failover(
+        return None
+    return run_failover(
         opts,
         site,
         yes=yes,
@@ -131,11 +118,10 @@ def failover(
         force=force,
         max_parallel=max_parallel,
         accept_data_loss=accept_data_loss,
-        cli_vars=var or [],
-        secret_vars=secret_var or [],
+        cli_vars=cli_vars,
+        secret_vars=secret_vars,
         rollback=rollback,
     )
-    raise typer.Exit(code)
 
 
 def failover_plan(

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from orchestrator.model.runbook import Runbook
     from orchestrator.record.store import Store
     from orchestrator.record.summary import RunSummary
+    from orchestrator.run.interrupts import Interrupts
 
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ class Options:
     state_url: str | None = None
     notify: tuple[str, ...] = ()  # --notify URLs (commands that run)
     comment: str | None = None  # --comment recorded with gate approvals
+    #: where a run routes Ctrl-C (set by the run commands' edge: orchestrator.cli.edge)
+    interrupts: Interrupts | None = None
 
     @classmethod
     def create(
@@ -186,6 +189,7 @@ def run_options(opts: Options, **kwargs: Any) -> Any:
         inventory_file=inventory_path,
         notify=list(opts.notify),
         gate_comment=opts.comment,
+        interrupts=opts.interrupts,
         **kwargs,
     )
 

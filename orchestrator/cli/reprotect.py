@@ -7,20 +7,9 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.app import (
-    CommentOpt,
     FormatOpt,
-    InventoryOpt,
-    LogFormatOpt,
-    NotifyOpt,
-    RunbookOpt,
-    SecretVarOpt,
-    StateDirOpt,
-    StateUrlOpt,
-    VarOpt,
-    VerboseOpt,
     app,
     check_format,
-    options,
 )
 from orchestrator.cli.failback import chosen_failover
 from orchestrator.cli.options import (
@@ -31,56 +20,44 @@ from orchestrator.cli.options import (
     secret_inputs,
     warn_unknown_vars,
 )
+from orchestrator.cli.runcommand import (
+    DryRunOpt,
+    MaxParallelPlainOpt,
+    RunInputs,
+    run_command,
+)
 from orchestrator.errors import RefusedError
 
 
 @app.command()
+@run_command
 def reprotect(
     run: Annotated[str | None, typer.Option("--run", help="The failover run to reprotect.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the plan.")] = False,
+    dry_run: DryRunOpt = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve gates.")] = False,
-    max_parallel: Annotated[int, typer.Option("--max-parallel", min=1)] = 32,
+    max_parallel: MaxParallelPlainOpt = 32,
     fmt: FormatOpt = "text",
-    var: VarOpt = None,
-    secret_var: SecretVarOpt = None,
-    notify: NotifyOpt = None,
-    comment: CommentOpt = None,
-    runbook: RunbookOpt = None,
-    inventory: InventoryOpt = None,
-    state_dir: StateDirOpt = None,
-    state_url: StateUrlOpt = None,
-    log_format: LogFormatOpt = "console",
-    verbose: VerboseOpt = 0,
-) -> None:
+    *,
+    inputs: RunInputs,
+) -> int:
     """Make the old site a replica of the new one again (the runbook's reprotect steps), while
     the service stays where the failover put it; a later failback carries what succeeded.
     Default: the latest failover not yet failed back.
 
     Example: drx reprotect --dry-run; drx reprotect --yes
     """
-    opts = options(
-        runbook,
-        inventory,
-        state_dir,
-        log_format,
-        verbose,
-        state_url,
-        notify=notify,
-        comment=comment,
-    )
     if dry_run:
         check_format(fmt, ("text", "json", "dot", "mermaid"))
-    code = run_reprotect(
-        opts,
+    return run_reprotect(
+        inputs.opts,
         run,
         dry_run=dry_run,
         fmt=fmt,
         yes=yes,
         max_parallel=max_parallel,
-        cli_vars=var or [],
-        secret_vars=secret_var or [],
+        cli_vars=inputs.cli_vars,
+        secret_vars=inputs.secret_vars,
     )
-    raise typer.Exit(code)
 
 
 def run_reprotect(

@@ -9,18 +9,7 @@ import typer
 
 from orchestrator.cli.app import (
     AcceptDataLossOpt,
-    CommentOpt,
-    InventoryOpt,
-    LogFormatOpt,
-    NotifyOpt,
-    RunbookOpt,
-    SecretVarOpt,
-    StateDirOpt,
-    StateUrlOpt,
-    VarOpt,
-    VerboseOpt,
     app,
-    options,
 )
 from orchestrator.cli.failback import reverse_plan
 from orchestrator.cli.options import (
@@ -31,17 +20,24 @@ from orchestrator.cli.options import (
     secret_inputs,
     warn_unknown_vars,
 )
+from orchestrator.cli.runcommand import (
+    MaxParallelPlainOpt,
+    RunInputs,
+    YesOpt,
+    run_command,
+)
 from orchestrator.errors import RefusedError, UsageError
 
 
 @app.command()
+@run_command
 def resume(
     run: Annotated[str | None, typer.Argument(help="The run to continue.")] = None,
     rerun_inflight: Annotated[
         bool,
         typer.Option("--rerun-inflight", help="Re-run steps that were running when it stopped."),
     ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve every manual gate.")] = False,
+    yes: YesOpt = False,
     emergency: Annotated[
         bool,
         typer.Option(
@@ -50,45 +46,26 @@ def resume(
             "on them fail without aborting the run.",
         ),
     ] = False,
-    max_parallel: Annotated[int, typer.Option("--max-parallel", min=1)] = 32,
+    max_parallel: MaxParallelPlainOpt = 32,
     accept_data_loss: AcceptDataLossOpt = False,
-    var: VarOpt = None,
-    secret_var: SecretVarOpt = None,
-    notify: NotifyOpt = None,
-    comment: CommentOpt = None,
-    runbook: RunbookOpt = None,
-    inventory: InventoryOpt = None,
-    state_dir: StateDirOpt = None,
-    state_url: StateUrlOpt = None,
-    log_format: LogFormatOpt = "console",
-    verbose: VerboseOpt = 0,
-) -> None:
+    *,
+    inputs: RunInputs,
+) -> int:
     """Continue a failed, cancelled or crashed run in a new run; succeeded steps are not re-run.
 
     Example: drx resume --yes
     """
-    opts = options(
-        runbook,
-        inventory,
-        state_dir,
-        log_format,
-        verbose,
-        state_url,
-        notify=notify,
-        comment=comment,
-    )
-    code = run_resume(
-        opts,
+    return run_resume(
+        inputs.opts,
         run,
         rerun_inflight=rerun_inflight,
         yes=yes,
         emergency=emergency,
         max_parallel=max_parallel,
         accept_data_loss=accept_data_loss,
-        cli_vars=var or [],
-        secret_vars=secret_var or [],
+        cli_vars=inputs.cli_vars,
+        secret_vars=inputs.secret_vars,
     )
-    raise typer.Exit(code)
 
 
 def run_resume(

@@ -494,8 +494,8 @@ class LiveView:
 
 
 def attach_output(plan: Plan, journal: Journal, opts: Any, budget: BudgetWatcher) -> Any:
-    """The view for this run: live on a terminal, log lines otherwise."""
-    configure_logging(opts.log_format, opts.verbose)
+    """The view for this run: live on a terminal, log lines otherwise (through the logging the
+    command line configured: orchestrator.cli.edge)."""
     use_live = (
         opts.interactive
         and opts.log_format == "console"

@@ -5,7 +5,6 @@ failed back and resumed."""
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
@@ -36,6 +35,7 @@ from orchestrator.run import notify, preflight
 from orchestrator.run.budget import BudgetWatcher
 from orchestrator.run.control import ControlDesk, cancelled_message
 from orchestrator.run.executor import Executor, poll_once
+from orchestrator.run.interrupts import Interrupts, routed
 from orchestrator.run.probes import Probes
 from orchestrator.run.rpo_guard import RpoGuard
 from orchestrator.terminal import printable
@@ -70,6 +70,9 @@ class RunOptions:
     refuse_first_interrupt: bool = False
     #: what the resumed run's in-flight steps left on their hosts (orchestrator.run.recover)
     recovered: Mapping[tuple[str, str], Any] = field(default_factory=dict)
+    #: where Ctrl-C is routed during the run (orchestrator.cli.edge installs the handler);
+    #: None: the run leaves SIGINT alone
+    interrupts: Interrupts | None = None
 
 
 def operator_identity() -> str:
@@ -276,8 +279,87 @@ def _run(
     run_id = plan.run_id
     doc = {**plan_document(plan), "run_id": run_id}
     journal = Journal(store.create_run(run_id, doc, lock), plan.redactor)
-    rb = plan.runbook
     guard = RpoGuard.of(plan, opts.accept_data_loss)
+    _journal_start(plan, opts, journal, connections, unreachable, rpo_guard=guard is not None)
+    gate = _gate(plan, opts, store)
+    output = store.output_dir(run_id)
+    private_dir(output, store.local_dir)  # command output: owner-only, wherever the store is
+    ex = Executor(
+        plan,
+        connections,
+        journal,
+        output,
+        max_parallel=opts.max_parallel,
+        gate=gate,
+        unreachable=unreachable,
+        carried=opts.carried,
+        extra_results=opts.extra_results,
+        rpo_guard=guard,
+        run_id=run_id,
+        spool_root=store.local_dir / "spool",
+        recovered=opts.recovered,
+    )
+    lock_guard = LockGuard(lock, journal, ex.stopping)
+    ex.start_guards.append(lock_guard)
+    # a breach stops a run, except one that brings the service back (nowhere better to go)
+    probes = Probes(
+        plan, connections, journal, stops_run=not opts.refuse_first_interrupt, on_breach=ex.halt
+    )
+    ex.start_guards.append(probes.why_stopped)
+    probes.start()
+    store.update_state(last_run=run_id, running=run_id)
+    budget = BudgetWatcher(plan, journal)
+    budget.start()
+    view = attach_output(plan, journal, opts, budget)
+    gate.ask = view.ask
+    gate.view = view
+    notifier = notify.start(
+        [*plan.notify, *(u for u in opts.notify if u not in plan.notify)],
+        journal,
+        plan.redactor,
+        report_hint(run_id, store),
+    )
+    desk = ControlDesk(channel_for(store), run_id, ex)
+    desk.start()
+    try:
+        with routed(opts.interrupts, _on_interrupt(ex, opts.refuse_first_interrupt)):
+            status, message = _steps_and_health(plan, ex, journal, lock_guard, probes, desk)
+    finally:
+        probes.stop()
+        desk.stop()
+        if lock.state() is not LockState.HELD:
+            # fenced (or in doubt): the shared journal may lack these outcomes, and the
+            # controller that takes the run over reads them from the spool — keep it
+            ex.keep_spools()
+        ex.close()
+    exit_code = _exit_code(plan, journal, status)
+    journal.write(
+        Event.RUN_FINISHED, status=status.value, exit_code=int(exit_code), message=message
+    )
+    summary = build_summary(journal.events)
+    budget.stop()  # before the journal closes: it must not journal a late "at risk"
+    journal.close()
+    if notifier is not None:
+        notifier.close()
+    view.close()
+    doc = plan.redactor.deep(summary.to_dict())
+    _record_end(plan, store, lock_guard, doc, status, message, summary.finished_at)
+    return exit_code, RunSummary.from_dict(doc)
+
+
+def _journal_start(
+    plan: Plan,
+    opts: RunOptions,
+    journal: Journal,
+    connections: Mapping[str, Connection],
+    unreachable: Mapping[str, str],
+    *,
+    rpo_guard: bool,
+) -> None:
+    """The run's first events: what it runs, from where to where, with which files and hosts
+    (everything a report, a resume or a failback reads back), then the steps it carries."""
+    run_id = plan.run_id
+    rb = plan.runbook
     journal.write(
         Event.RUN_STARTED,
         0.0,
@@ -303,7 +385,7 @@ def _run(
         rpo_target=rb.rpo_target,
         rpo_is_bytes=rb.rpo_is_bytes,
         rpo_step=_rpo_step(plan),
-        rpo_guard=guard is not None,
+        rpo_guard=rpo_guard,
         accept_data_loss=opts.accept_data_loss,
         rto_start=_rto_start(plan),
         predicted_rto_s=plan.predicted_rto_s,
@@ -343,95 +425,72 @@ def _run(
     )
     for event in opts.carried_events:
         journal.write(Event.STEP_CARRIED, 0.0, **event)
+
+
+def _gate(plan: Plan, opts: RunOptions, store: Store) -> Gate:
+    """The run's answerer of manual gates: each waits at most its step's timeout elsewhere."""
     gate = Gate(opts.yes, opts.interactive, comment=opts.gate_comment)
     gate.timeouts = {
         sid: ps.step.timeout for sid, ps in plan.steps.items() if ps.step.kind is StepKind.MANUAL
     }
-    gate.answer_hint = control_hint("approve", run_id, store, "{step}")
-    output = store.output_dir(run_id)
-    private_dir(output, store.local_dir)  # command output: owner-only, wherever the store is
-    ex = Executor(
-        plan,
-        connections,
-        journal,
-        output,
-        max_parallel=opts.max_parallel,
-        gate=gate,
-        unreachable=unreachable,
-        carried=opts.carried,
-        extra_results=opts.extra_results,
-        rpo_guard=guard,
-        run_id=run_id,
-        spool_root=store.local_dir / "spool",
-        recovered=opts.recovered,
-    )
-    lock_guard = LockGuard(lock, journal, ex.stopping)
-    ex.start_guards.append(lock_guard)
-    # a breach stops a run, except one that brings the service back (nowhere better to go)
-    probes = Probes(
-        plan, connections, journal, stops_run=not opts.refuse_first_interrupt, on_breach=ex.halt
-    )
-    ex.start_guards.append(probes.why_stopped)
-    probes.start()
-    store.update_state(last_run=run_id, running=run_id)
-    budget = BudgetWatcher(plan, journal)
-    budget.start()
-    view = attach_output(plan, journal, opts, budget)
-    gate.ask = view.ask
-    gate.view = view
-    notifier = notify.start(
-        [*plan.notify, *(u for u in opts.notify if u not in plan.notify)],
-        journal,
-        plan.redactor,
-        report_hint(run_id, store),
-    )
-    previous = _install_sigint(ex, opts.refuse_first_interrupt)
-    desk = ControlDesk(channel_for(store), run_id, ex)
-    desk.start()
-    status, message = Status.SUCCEEDED, None
-    try:
-        ex.prepare_spools()
-        outcomes = ex.run()
-        journal.write(Event.STEPS_DONE)
-        statuses = {o.status for o in outcomes.values()}
-        breach = probes.why_stopped
-        if lock_guard.lost() is not None:
-            status, message = Status.FAILED, lock_guard.lost()
-        elif breach() is not None:
-            status, message = Status.FAILED, breach()
-        elif ex.stopping.is_set():
-            status, message = Status.CANCELLED, cancelled_message(desk)
-        elif ex.guard_refuses:
-            status = Status.FAILED
-            message = ex.guard_verdict.message if ex.guard_verdict else "the RPO guard refused"
-        elif ex.aborted_by is not None:
-            status = Status.FAILED
-            message = f"step '{ex.aborted_by}' failed; the run stopped"
-        elif Status.FAILED in statuses and not all(
-            ex.tolerated(plan.steps[s]) for s, o in outcomes.items() if o.status is Status.FAILED
-        ):
-            status, message = Status.FAILED, "a step failed"
-        if status is Status.SUCCEEDED and plan.health:
-            held = _poll_health_after(plan, ex, journal)
-            if lock_guard.lost() is not None:
-                status, message = Status.FAILED, lock_guard.lost()
-            elif breach() is not None:
-                status, message = Status.FAILED, breach()
-            elif ex.stopping.is_set():
-                status, message = Status.CANCELLED, cancelled_message(desk)
-            elif not held:
-                why = "; ".join(_health_failures(journal.events))
-                status = Status.FAILED
-                message = f"health never held at {plan.to_site}" + (f" ({why})" if why else "")
-    finally:
-        probes.stop()
-        desk.stop()
-        signal.signal(signal.SIGINT, previous)
-        if lock.state() is not LockState.HELD:
-            # fenced (or in doubt): the shared journal may lack these outcomes, and the
-            # controller that takes the run over reads them from the spool — keep it
-            ex.keep_spools()
-        ex.close()
+    gate.answer_hint = control_hint("approve", plan.run_id, store, "{step}")
+    return gate
+
+
+def _steps_and_health(
+    plan: Plan,
+    ex: Executor,
+    journal: Journal,
+    lock_guard: LockGuard,
+    probes: Probes,
+    desk: ControlDesk,
+) -> tuple[Status, str | None]:
+    """Run the steps, then (if they succeeded) poll health at the site the run moves to: how
+    the run ends, and why when it did not succeed."""
+    ex.prepare_spools()
+    outcomes = ex.run()
+    journal.write(Event.STEPS_DONE)
+    stopped = _stopped(ex, lock_guard, probes, desk)
+    if stopped is not None:
+        return stopped
+    if ex.guard_refuses:
+        return Status.FAILED, (
+            ex.guard_verdict.message if ex.guard_verdict else "the RPO guard refused"
+        )
+    if ex.aborted_by is not None:
+        return Status.FAILED, f"step '{ex.aborted_by}' failed; the run stopped"
+    failed = [s for s, o in outcomes.items() if o.status is Status.FAILED]
+    if not all(ex.tolerated(plan.steps[s]) for s in failed):
+        return Status.FAILED, "a step failed"
+    if not plan.health:
+        return Status.SUCCEEDED, None
+    held = _poll_health_after(plan, ex, journal)
+    stopped = _stopped(ex, lock_guard, probes, desk)
+    if stopped is not None:
+        return stopped
+    if not held:
+        why = "; ".join(_health_failures(journal.events))
+        return Status.FAILED, f"health never held at {plan.to_site}" + (f" ({why})" if why else "")
+    return Status.SUCCEEDED, None
+
+
+def _stopped(
+    ex: Executor, lock_guard: LockGuard, probes: Probes, desk: ControlDesk
+) -> tuple[Status, str | None] | None:
+    """Why the run was stopped from outside its steps (the lock lost, a probe's breach, the
+    operator), if it was."""
+    lost = lock_guard.lost()
+    if lost is not None:
+        return Status.FAILED, lost
+    breach = probes.why_stopped()
+    if breach is not None:
+        return Status.FAILED, breach
+    if ex.stopping.is_set():
+        return Status.CANCELLED, cancelled_message(desk)
+    return None
+
+
+def _exit_code(plan: Plan, journal: Journal, status: Status) -> ExitCode:
     exit_code = {
         Status.SUCCEEDED: ExitCode.OK,
         Status.FAILED: ExitCode.FAILED,
@@ -444,16 +503,22 @@ def _run(
         closing = {"event": Event.RUN_FINISHED, "t": now, "ts": journal.wall(now)}
         if build_summary([*journal.events, {**closing, "status": "succeeded"}]).rto.met is False:
             exit_code = ExitCode.RTO_MISSED
-    journal.write(
-        Event.RUN_FINISHED, status=status.value, exit_code=int(exit_code), message=message
-    )
-    summary = build_summary(journal.events)
-    budget.stop()  # before the journal closes: it must not journal a late "at risk"
-    journal.close()
-    if notifier is not None:
-        notifier.close()
-    view.close()
-    doc = plan.redactor.deep(summary.to_dict())
+    return exit_code
+
+
+def _record_end(
+    plan: Plan,
+    store: Store,
+    lock_guard: LockGuard,
+    doc: dict[str, Any],
+    status: Status,
+    message: str | None,
+    finished_at: str | None,
+) -> None:
+    """Write the state the run leaves (its active site) and its summary, while it holds the
+    lock."""
+    run_id = plan.run_id
+    lock = lock_guard.lock
     try:
         if lock_guard.lost() is not None:
             raise LockLost(message or "the run lock was lost")
@@ -462,16 +527,15 @@ def _run(
         # never a succeeded run whose active site was not recorded (nothing could repair that).
         mine: dict[str, Any] = {"last_run": run_id}
         if status is Status.SUCCEEDED and plan.direction != REPROTECT:
-            mine.update(active=plan.to_site, active_since=summary.finished_at)
+            mine.update(active=plan.to_site, active_since=finished_at)
         state = store.read_state()
         changes = runbook_changes(state, plan.runbook.name, **mine)
         if status is Status.SUCCEEDED and plan.runbook.children:
-            changes = state_changes(plan, changes, state, plan.to_site, summary.finished_at)
+            changes = state_changes(plan, changes, state, plan.to_site, finished_at)
         store.update_state(running=None, **changes)
         store.write_summary(run_id, document_json(doc), lock)
     except LockLost as exc:
         raise LockLost(_lost_message(str(exc), store, run_id)) from None
-    return exit_code, RunSummary.from_dict(doc)
 
 
 class LockGuard:
@@ -595,12 +659,12 @@ def _rto_start(plan: Plan) -> str | None:
     return plan.runbook.rto_start if plan.runs_forward else None
 
 
-def _install_sigint(ex: Executor, refuse_first: bool = False) -> Any:
-    if threading.current_thread() is not threading.main_thread():
-        return signal.getsignal(signal.SIGINT)
+def _on_interrupt(ex: Executor, refuse_first: bool = False) -> Callable[[], None]:
+    """What Ctrl-C does during a run: the first stops new steps, the next cancels the running
+    commands; a run that brings the service back refuses the very first (with a warning)."""
     refused = threading.Event()
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler() -> None:
         if refuse_first and not refused.is_set():
             refused.set()
             ex.journal.write(Event.INTERRUPT_REFUSED)
@@ -621,7 +685,7 @@ def _install_sigint(ex: Executor, refuse_first: bool = False) -> Any:
                 file=sys.stderr,
             )
 
-    return signal.signal(signal.SIGINT, handler)
+    return handler
 
 
 def _health_failures(events: list[dict[str, Any]]) -> list[str]:

@@ -1,0 +1,115 @@
+"""What the run commands (failover, failback, resume, drill, reprotect) share: the options each
+takes the same way, one builder of what a command gets from them (:class:`RunInputs`), and
+:func:`run_command`, which adds those options to a command's signature — so that a command
+declares only its own — and runs it inside the process edge (``orchestrator.cli.edge``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from orchestrator.cli.app import (
+    CommentOpt,
+    InventoryOpt,
+    LogFormatOpt,
+    NotifyOpt,
+    RunbookOpt,
+    SecretVarOpt,
+    StateDirOpt,
+    StateUrlOpt,
+    VarOpt,
+    VerboseOpt,
+    options,
+)
+from orchestrator.cli.options import Options
+
+# Options that several run commands declare with the same words.
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Approve every manual gate.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Only show the plan.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Run even if SITE is active.")]
+MaxParallelOpt = Annotated[
+    int, typer.Option("--max-parallel", min=1, help="Steps running at once.")
+]
+MaxParallelPlainOpt = Annotated[int, typer.Option("--max-parallel", min=1)]
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What every run command gets from the options it shares with the others."""
+
+    opts: Options
+    cli_vars: list[str]  # --var NAME=VALUE
+    secret_vars: list[str]  # --secret-var NAME=VALUE
+
+
+def run_inputs(
+    var: VarOpt = None,
+    secret_var: SecretVarOpt = None,
+    notify: NotifyOpt = None,
+    comment: CommentOpt = None,
+    runbook: RunbookOpt = None,
+    inventory: InventoryOpt = None,
+    state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
+    log_format: LogFormatOpt = "console",
+    verbose: VerboseOpt = 0,
+) -> RunInputs:
+    """The run commands' shared options, in the order ``--help`` lists them (after each
+    command's own), made into :class:`RunInputs`."""
+    opts = options(
+        runbook,
+        inventory,
+        state_dir,
+        log_format,
+        verbose,
+        state_url,
+        notify=notify,
+        comment=comment,
+    )
+    return RunInputs(opts, var or [], secret_var or [])
+
+
+def run_command(command: Callable[..., int | None]) -> Callable[..., None]:
+    """``command`` with the shared options added to its signature (typer reads it) in place of
+    its ``inputs: RunInputs`` parameter. Called, it builds the inputs, runs ``command`` with
+    logging configured and Ctrl-C routed (both undone after), and exits with the code the
+    command returns (None: a dry run, exit 0)."""
+    from orchestrator.cli import edge
+
+    own = _parameters(command, skip="inputs")
+    shared = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in _parameters(run_inputs)]
+
+    @functools.wraps(command)
+    def run(**given: Any) -> None:
+        inputs = run_inputs(**{p.name: given.pop(p.name) for p in shared})
+        opts = inputs.opts
+        with edge.installed(
+            opts.log_format, opts.verbose, logging=not given.get("dry_run", False)
+        ) as interrupts:
+            inputs = dataclasses.replace(
+                inputs, opts=dataclasses.replace(opts, interrupts=interrupts)
+            )
+            code = command(**given, inputs=inputs)
+        if code is not None:
+            raise typer.Exit(code)
+
+    run.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
+    return run
+
+
+def _parameters(function: Callable[..., Any], skip: str = "") -> list[inspect.Parameter]:
+    """``function``'s parameters with their annotations resolved (typer needs the objects)."""
+    hints = typing.get_type_hints(function, include_extras=True)
+    return [
+        p.replace(annotation=hints[p.name])
+        for p in inspect.signature(function).parameters.values()
+        if p.name != skip
+    ]
