@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -32,8 +32,7 @@ from orchestrator.cli.runcommand import (
 from orchestrator.errors import RefusedError, UsageError
 
 if TYPE_CHECKING:
-    from orchestrator.model.inventory import Inventory
-    from orchestrator.model.runbook import Runbook
+    from orchestrator.plan.build import Plan
     from orchestrator.record.summary import RunSummary
 
 
@@ -80,11 +79,12 @@ def failback(
     )
 
 
-def _confirm_unknown(yes: bool, interactive: bool) -> Any:
+def _confirm_unknown(yes: bool, interactive: bool) -> Callable[[Plan], None]:
     """Before a failback runs: undo steps whose outcome is unknown need --yes or a 'yes'."""
+    from orchestrator.run.failback import unknown_undos
 
-    def check(plan: Any) -> None:
-        unknown = [ps.undo_of for ps in plan.steps.values() if ps.outcome_unknown]
+    def check(plan: Plan) -> None:
+        unknown = unknown_undos(plan)
         if not unknown or yes:
             return
         names = ", ".join(unknown)
@@ -105,98 +105,6 @@ def _confirm_unknown(yes: bool, interactive: bool) -> Any:
     return check
 
 
-def reverse_plan(
-    opts: Options,
-    runbook: Runbook,
-    inventory: Inventory,
-    source: str,
-    target: str,
-    failover_run: str,
-    variables: dict[str, str],
-    secrets: list[str],
-    *,
-    mode: str = "real",
-    rollback: bool = False,
-    failback_mode: str = "undo",
-) -> tuple[Any, dict[str, Any]]:
-    """The failback plan of the failover ``failover_run`` (``source`` → ``target``), with its
-    predictions; and what the failover's steps did (their values feed undo templates). In
-    ``failback_mode`` mirror: the runbook's steps from ``target`` back to ``source``, predicted
-    from every run that moved the service to ``source``. ``mode`` is drill or real (templates'
-    ``mode``); ``rollback``: it rolls back a failover that did not succeed (always undo)."""
-    from orchestrator.plan.build import build_reverse_plan
-    from orchestrator.plan.failback import build_mirror_plan
-    from orchestrator.plan.predictions import predictions_for
-    from orchestrator.plan.site import predictions
-    from orchestrator.record.runs import outcomes_from_events
-
-    if failback_mode == "mirror" and not rollback:
-        steps, health = predictions_for(opts.store, runbook.name, "failback", source, mirror=True)
-        mirrored = build_mirror_plan(
-            runbook,
-            inventory,
-            failover_source=source,
-            failover_target=target,
-            reverses=failover_run,
-            cli_vars=variables,
-            secrets=secrets,
-            predictions=steps,
-            predicted_health_s=health,
-            mode=mode,
-        )
-        return mirrored, {}
-    outcomes = outcomes_from_events(opts.store.read_events(failover_run))
-    steps, health = predictions(opts.store, runbook, "failback", target)
-    plan = build_reverse_plan(
-        runbook,
-        inventory,
-        source=source,
-        target=target,
-        parent_run=failover_run,
-        outcomes=outcomes,
-        cli_vars=variables,
-        secrets=secrets,
-        predictions=steps,
-        predicted_health_s=health,
-        mode=mode,
-        rollback=rollback,
-    )
-    return plan, outcomes
-
-
-def return_plan(
-    opts: Options,
-    runbook: Runbook,
-    inventory: Inventory,
-    failover: RunSummary,
-    variables: dict[str, str],
-    secrets: list[str],
-    *,
-    mode: str,
-    rollback: bool,
-) -> tuple[Any, dict[str, Any]]:
-    """The plan that brings the service back from ``failover``: the one place a drill's way
-    home and every rollback are planned. A rollback (of a failover that did not succeed) is
-    always the undo plan; the way home of a succeeded failover follows the runbook's failback
-    mode."""
-    from orchestrator.plan.failback import failback_mode_for
-
-    failback_mode = failback_mode_for(runbook.failback, failover.status)
-    return reverse_plan(
-        opts,
-        runbook,
-        inventory,
-        failover.source,
-        failover.target,
-        failover.run_id,
-        variables,
-        secrets,
-        mode=mode,
-        rollback=rollback,
-        failback_mode="undo" if rollback else failback_mode.value,
-    )
-
-
 def run_return(
     opts: Options,
     failover_id: str,
@@ -214,15 +122,17 @@ def run_return(
     Ctrl-C during it is refused with a warning. Returns the exit code and the run's summary;
     (0, None) when the failover changed nothing that has an undo (nothing to bring back)."""
     from orchestrator.record.runs import load_summary, note_rolled_back
+    from orchestrator.run.failback import return_plan
     from orchestrator.run.runner import execute
 
     runbook, inventory = opts.load()
     failover = load_summary(opts.store, failover_id)
     variables, secrets = secret_inputs(cli_vars, secret_vars)
     mode = "drill" if drill_id is not None else failover.mode
-    plan, outcomes = return_plan(
-        opts, runbook, inventory, failover, variables, secrets, mode=mode, rollback=rollback
+    back = return_plan(
+        opts.store, runbook, inventory, failover, variables, secrets, mode=mode, rollback=rollback
     )
+    plan = back.plan
     if not plan.steps:
         say.info(
             f"nothing to roll back: run {failover_id} changed nothing that has an undo; "
@@ -237,7 +147,7 @@ def run_return(
         opts,
         yes=yes,
         max_parallel=max_parallel,
-        extra_results=outcomes,
+        extra_results=back.outcomes,
         refuse_first_interrupt=True,
     )
     run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
@@ -258,164 +168,6 @@ def run_return(
     return code, summary
 
 
-def failback_plan(
-    opts: Options,
-    run: str | None,
-    *,
-    cli_vars: Iterable[str],
-    secret_vars: Iterable[str],
-) -> Any:
-    """The failback plan of a failover run (default: the latest not yet failed back): the
-    mirror of a succeeded failover of a ``failback: mirror`` runbook, else the reverse plan."""
-    from orchestrator.plan.failback import failback_mode_for
-
-    runbook, inventory = opts.load()
-    summary = chosen_failover(opts, run, runbook)
-    run_id = summary.run_id
-    for site in (summary.source, summary.target):
-        check_site(inventory, site)
-    warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
-    variables, secrets = secret_inputs(cli_vars, secret_vars)
-    mode = failback_mode_for(runbook.failback, summary.status)
-    plan, outcomes = reverse_plan(
-        opts,
-        runbook,
-        inventory,
-        summary.source,
-        summary.target,
-        run_id,
-        variables,
-        secrets,
-        failback_mode=mode.value,
-    )
-    if not plan.steps:
-        raise RefusedError(
-            f"nothing to fail back: run {run_id} changed nothing that has an undo"
-            + (
-                " (" + "; ".join(f"{i['id']}: {i['reason']}" for i in plan.left_out) + ")"
-                if plan.left_out
-                else ""
-            )
-        )
-    return plan, outcomes
-
-
-def chosen_failover(
-    opts: Options, run: str | None, runbook: Runbook, *, what: str = "fail back"
-) -> RunSummary:
-    """The failover run to fail back (or reprotect): ``run``, refused unless it is the true
-    state of the world; by default the latest failover of the runbook not yet failed back."""
-    from orchestrator.record.runs import Lineage, load_summaries, resolve_run
-
-    summaries = load_summaries(opts.store)
-    lineage = Lineage.of(summaries)
-    if run is not None:
-        run_id = resolve_run(opts.store, run)
-        summary = lineage.by_id[run_id]
-        refuse_failback(lineage, run_id)
-    else:
-        candidates = [
-            s
-            for s in summaries
-            if s.direction == "failover"
-            and s.runbook == runbook.name  # each runbook has its own history
-            and lineage.failback_of(s.run_id) is None
-            and lineage.resumed_by(s.run_id) is None
-        ]
-        if not candidates:
-            raise RefusedError(
-                f"nothing to {what}: no failover run of runbook '{runbook.name}' in "
-                f"{shown_location(opts.store)} "
-                "that has not been failed back (if the drill ran from another directory, "
-                "pass --state-dir)"
-            )
-        summary = candidates[-1]
-        run_id = summary.run_id
-    if summary.runbook != runbook.name:
-        raise RefusedError(
-            f"run {run_id} used runbook '{summary.runbook}', not '{runbook.name}'; "
-            "pass --runbook with the runbook of that run"
-        )
-    return summary
-
-
-def unfinished_rollback(opts: Options) -> str | None:
-    """The latest run of a rollback that was abandoned (a second Ctrl-C), failed or crashed
-    before it was done, when it reverses the runbook's latest failover: ``drx failback``
-    continues it."""
-    from orchestrator.record.runs import Lineage, load_summaries
-
-    summaries = load_summaries(opts.store)
-    lineage = Lineage.of(summaries)
-    runbook, _ = opts.load()
-    failovers = [
-        s
-        for s in summaries
-        if s.direction == "failover"
-        and s.runbook == runbook.name
-        and lineage.resumed_by(s.run_id) is None
-    ]
-    if not failovers:
-        return None
-    back = lineage.failback_of(failovers[-1].run_id)
-    if back is None:
-        return None
-    latest = lineage.by_id[back]
-    if latest.rollback and latest.status in ("failed", "cancelled", "crashed"):
-        return back
-    return None
-
-
-def refuse_failback(lineage: Any, run_id: str) -> None:
-    """Refuse (exit 2, naming the run to use instead) to fail back a run that is not the true
-    state of the world: a failback, a run that was continued, or one already reversed."""
-    summary = lineage.by_id[run_id]
-    if summary.direction == "reprotect":
-        raise RefusedError(
-            f"run {run_id} is a reprotect; fail back the failover it prepared: "
-            f"drx failback --run {summary.reverses}"
-        )
-    if summary.direction == "failback":
-        hint = (
-            f"to finish it, drx resume {lineage.latest(run_id)}"
-            if lineage.by_id[lineage.latest(run_id)].status in ("failed", "cancelled", "crashed")
-            else "to move the service again, run a failover"
-        )
-        raise RefusedError(f"run {run_id} is a failback; {hint}")
-    back = lineage.failback_of(run_id)
-    if back is not None:
-        status = lineage.by_id[back].status
-        hint = (
-            f"; it {status}: drx resume {back} to finish it"
-            if status in ("failed", "cancelled", "crashed")
-            else ""
-        )
-        raise RefusedError(f"run {run_id} has already been failed back by {back}{hint}")
-    after = lineage.resumed_by(run_id)
-    if after is not None:
-        latest = lineage.latest(run_id)
-        raise RefusedError(
-            f"run {run_id} was resumed by {after}: fail back {latest} instead "
-            f"(it carries what {run_id} did)"
-        )
-
-
-def reprotect_carried(opts: Options, plan: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A mirrored failback's reprotect steps that a succeeded ``drx reprotect`` of the same
-    failover already ran: carried, not run again."""
-    from orchestrator.plan.failback import reprotect_to_carry
-    from orchestrator.record.runs import load_summaries
-    from orchestrator.run.carry import carried_steps
-
-    phase = [sid for sid, ps in plan.steps.items() if ps.phase == "reprotect"]
-    if not phase or plan.reverses is None:
-        return {}, []
-    done = reprotect_to_carry(load_summaries(opts.store), plan.reverses)
-    if done is None:
-        return {}, []
-    return carried_steps(opts.store.read_events(done), phase, done)
-
-
 def run_failback(
     opts: Options,
     run: str | None,
@@ -431,10 +183,14 @@ def run_failback(
     import sys
 
     from orchestrator.plan.preview import render_plan
+    from orchestrator.run.carry import reprotect_carried
+    from orchestrator.run.failback import chosen_failover, failback_plan, unfinished_rollback
     from orchestrator.run.runner import execute
 
+    store = opts.store
+    runbook, inventory = opts.load()
     if run is None:
-        pending = unfinished_rollback(opts)
+        pending = unfinished_rollback(store, runbook.name)
         if pending is not None:
             from orchestrator.cli.resume import run_resume
 
@@ -454,8 +210,14 @@ def run_failback(
                 secret_vars=secret_vars,
                 accept_data_loss=accept_data_loss,
             )
-    plan, outcomes = failback_plan(opts, run, cli_vars=cli_vars, secret_vars=secret_vars)
-    carried, carried_events = reprotect_carried(opts, plan)
+    failover = chosen_failover(store, run, runbook, where=shown_location(store))
+    for site in (failover.source, failover.target):
+        check_site(inventory, site)
+    warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
+    variables, secrets = secret_inputs(cli_vars, secret_vars)
+    back = failback_plan(store, runbook, inventory, failover, variables, secrets)
+    plan = back.plan
+    carried, carried_events = reprotect_carried(store, plan)
     for event in carried_events:
         plan.steps[event["step"]].carried_from = event["from_run"]
     if dry_run:
@@ -465,12 +227,12 @@ def run_failback(
         opts,
         yes=yes,
         max_parallel=max_parallel,
-        extra_results=outcomes,
+        extra_results=back.outcomes,
         accept_data_loss=accept_data_loss,
         carried=carried,
         carried_events=carried_events,
     )
     run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
-    code, summary = execute(plan, opts.store, run_opts)
-    closing_line(summary, opts.store)
+    code, summary = execute(plan, store, run_opts)
+    closing_line(summary, store)
     return code

@@ -211,29 +211,10 @@ def command_options(opts: Options) -> str:
 def half_done(plan: Plan, summary: RunSummary, opts: Options) -> str | None:
     """For a failover that failed or was cancelled after changing things: which steps did,
     and the exact commands that undo them (failback) or carry on (resume)."""
-    if summary.direction != "failover" or summary.status not in ("failed", "cancelled"):
-        return None
-    changed = [
-        s.id
-        for s in summary.steps
-        if s.id in plan.steps
-        and plan.steps[s.id].step.undo is not None
-        and (s.status == "succeeded" or any(h.status == "succeeded" for h in s.hosts))
-    ]
-    if not changed:
-        return None
-    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
-    tail = command_options(opts)
-    guard = summary.rpo.guard if summary.rpo is not None else None
-    carry_on = f"  to carry on instead: drx resume {summary.run_id}{tail}"
-    if guard is not None and guard.tripped and not guard.accepted:
-        carry_on += " --accept-data-loss   (losing the data the RPO guard refused to lose)"
-    return (
-        f"the run stopped half-way: {len(changed)} step(s) had already changed things "
-        f"({shown}), so the service is between {summary.source} and {summary.target}.\n"
-        f"  to undo them:        drx failback --run {summary.run_id}{tail}\n"
-        f"{carry_on}"
-    )
+    from orchestrator.run.outcome import stopped_half_way
+
+    stopped = stopped_half_way(plan, summary)
+    return stopped.advice(command_options(opts)) if stopped is not None else None
 
 
 def export_trace(summary: RunSummary, store: Store) -> None:

@@ -11,13 +11,13 @@ from orchestrator.cli.app import (
     app,
     check_format,
 )
-from orchestrator.cli.failback import chosen_failover
 from orchestrator.cli.options import (
     Options,
     check_site,
     closing_line,
     run_options,
     secret_inputs,
+    shown_location,
     warn_unknown_vars,
 )
 from orchestrator.cli.runcommand import (
@@ -76,10 +76,13 @@ def run_reprotect(
     from orchestrator.plan.failback import build_reprotect_plan, reprotect_refusal
     from orchestrator.plan.predictions import predictions_for
     from orchestrator.plan.preview import render_plan
+    from orchestrator.run.failback import chosen_failover
     from orchestrator.run.runner import execute
 
     rb, inv = opts.load()
-    summary = chosen_failover(opts, run, rb, what="reprotect")
+    summary = chosen_failover(
+        opts.store, run, rb, where=shown_location(opts.store), what="reprotect"
+    )
     refusal = reprotect_refusal(rb, summary.status)
     if refusal is not None:
         raise RefusedError(f"nothing to reprotect for run {summary.run_id}: {refusal}")

@@ -4,10 +4,14 @@ reprotect phase a ``drx reprotect`` of the same failover already ran."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.record.outcomes import Status, StepOutcome
 from orchestrator.record.runs import approvals_from_events, outcomes_from_events
+
+if TYPE_CHECKING:
+    from orchestrator.plan.build import Plan
+    from orchestrator.record.store import Store
 
 
 def carried_steps(
@@ -39,3 +43,20 @@ def carried_steps(
             }
         )
     return carried, records
+
+
+def reprotect_carried(
+    store: Store, plan: Plan
+) -> tuple[dict[str, StepOutcome], list[dict[str, Any]]]:
+    """A mirrored failback's reprotect steps that a succeeded ``drx reprotect`` of the same
+    failover already ran: carried, not run again."""
+    from orchestrator.plan.failback import reprotect_to_carry
+    from orchestrator.record.runs import load_summaries
+
+    phase = [sid for sid, ps in plan.steps.items() if ps.phase == "reprotect"]
+    if not phase or plan.reverses is None:
+        return {}, []
+    done = reprotect_to_carry(load_summaries(store), plan.reverses)
+    if done is None:
+        return {}, []
+    return carried_steps(store.read_events(done), phase, done)
