@@ -5,11 +5,12 @@ declares only its own — and runs it inside the process edge (``orchestrator.cl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -78,31 +79,34 @@ def run_inputs(
 
 def run_command(command: Callable[..., int | None]) -> Callable[..., None]:
     """``command`` with the shared options added to its signature (typer reads it) in place of
-    its ``inputs: RunInputs`` parameter. Called, it builds the inputs, runs ``command`` with
-    logging configured and Ctrl-C routed (both undone after), and exits with the code the
-    command returns (None: a dry run, exit 0)."""
-    from orchestrator.cli import edge
-
+    its ``inputs: RunInputs`` parameter. Called, it builds the inputs, runs ``command`` at the
+    process edge (:func:`at_the_edge`) and exits with the code the command returns (None: a
+    dry run, exit 0)."""
     own = _parameters(command, skip="inputs")
     shared = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in _parameters(run_inputs)]
 
     @functools.wraps(command)
     def run(**given: Any) -> None:
         inputs = run_inputs(**{p.name: given.pop(p.name) for p in shared})
-        opts = inputs.opts
-        with edge.installed(
-            opts.log_format, opts.verbose, logging=not given.get("dry_run", False)
-        ) as interrupts:
-            inputs = dataclasses.replace(
-                inputs, opts=dataclasses.replace(opts, interrupts=interrupts)
-            )
-            code = command(**given, inputs=inputs)
+        with at_the_edge(inputs, logging=not given.get("dry_run", False)) as ready:
+            code = command(**given, inputs=ready)
         if code is not None:
             raise typer.Exit(code)
 
     run.__signature__ = inspect.Signature([*own, *shared])  # type: ignore[attr-defined]
     run.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
     return run
+
+
+@contextlib.contextmanager
+def at_the_edge(inputs: RunInputs, *, logging: bool = True) -> Iterator[RunInputs]:
+    """``inputs`` as a run command uses them, for the block: drx's log configured and Ctrl-C
+    routed to the run in progress (``orchestrator.cli.edge``); both as they were afterwards."""
+    from orchestrator.cli import edge
+
+    opts = inputs.opts
+    with edge.installed(opts.log_format, opts.verbose, logging=logging) as interrupts:
+        yield dataclasses.replace(inputs, opts=dataclasses.replace(opts, interrupts=interrupts))
 
 
 def _parameters(function: Callable[..., Any], skip: str = "") -> list[inspect.Parameter]:
