@@ -60,15 +60,7 @@ def _drill(world: World, log_format: str) -> int:
     with say.log_format(log_format), at_the_edge(inputs) as ready:
         seen_inside = signal.getsignal(signal.SIGINT)
         code = run_drill(
-            ready.opts,
-            "site-b",
-            hold_s=0,
-            yes=True,
-            force=False,
-            max_parallel=4,
-            accept_data_loss=False,
-            cli_vars=ready.cli_vars,
-            secret_vars=ready.secret_vars,
+            ready, "site-b", hold_s=0, yes=True, force=False, max_parallel=4, accept_data_loss=False
         )
     assert seen_inside is ready.opts.interrupts  # Ctrl-C went to the drill, then the runs
     return code
@@ -129,10 +121,11 @@ def test_a_run_made_without_the_edge_sets_nothing_process_wide(
 
     monkeypatch.setattr(Executor, "run", watched)
     before = _process_state()
-    opts = run_inputs(
+    inputs = run_inputs(
         runbook=str(world.runbook), inventory=str(world.inventory), state_dir=str(world.state)
-    ).opts
-    plan = failover_plan(opts, "site-b", force=False, emergency=False, cli_vars=[], secret_vars=[])
+    )
+    opts = inputs.opts
+    plan = failover_plan(inputs, "site-b", force=False, emergency=False)
     code, summary = execute(plan, opts.store, run_options(opts, yes=True))
     assert (code, summary.status) == (0, "succeeded")
     assert seen == [(before["sigint"], before["structlog_configured"])]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -61,26 +60,20 @@ def drill(
         hold_s = parse_duration(hold)
     except ValueError as exc:
         raise UsageError(f"--hold: {exc}") from None
-    opts, cli_vars, secret_vars = inputs.opts, inputs.cli_vars, inputs.secret_vars
     if dry_run:
         from orchestrator.cli.failover import preview_failover
 
         check_format(fmt, ("text", "json", "dot", "mermaid"))
-        typer.echo(
-            preview_failover(opts, site, fmt, force, False, cli_vars, secret_vars, mode="drill"),
-            nl=False,
-        )
+        typer.echo(preview_failover(inputs, site, fmt, force, False, mode="drill"), nl=False)
         return None
     return run_drill(
-        opts,
+        inputs,
         site,
         hold_s=hold_s,
         yes=yes,
         force=force,
         max_parallel=max_parallel,
         accept_data_loss=accept_data_loss,
-        cli_vars=cli_vars,
-        secret_vars=secret_vars,
     )
 
 
@@ -108,7 +101,7 @@ class _BetweenLegs:
 
 
 def run_drill(
-    opts: Options,
+    inputs: RunInputs,
     site: str,
     *,
     hold_s: float,
@@ -116,8 +109,6 @@ def run_drill(
     force: bool,
     max_parallel: int,
     accept_data_loss: bool,
-    cli_vars: Iterable[str],
-    secret_vars: Iterable[str],
 ) -> int:
     """A failover leg, a hold, and the way home (or, when the leg did not succeed, its
     rollback); returns the drill's exit code (0, 3, 1 or 130)."""
@@ -128,15 +119,8 @@ def run_drill(
     from orchestrator.run.rollback import rollback_due
     from orchestrator.run.runner import execute
 
-    plan = failover_plan(
-        opts,
-        site,
-        force=force,
-        emergency=False,
-        cli_vars=cli_vars,
-        secret_vars=secret_vars,
-        mode="drill",
-    )
+    opts = inputs.opts
+    plan = failover_plan(inputs, site, force=force, emergency=False, mode="drill")
     home = plan.source
     note = state_note(opts.store, plan.inventory, plan.runbook.name)
     if note:
@@ -154,24 +138,20 @@ def run_drill(
         if first.status == "succeeded":
             legs.hold(hold_s)
             back_code, back = run_return(
-                opts,
+                inputs,
                 drill_id,
                 rollback=False,
                 yes=yes,
                 max_parallel=max_parallel,
-                cli_vars=cli_vars,
-                secret_vars=secret_vars,
                 drill_id=drill_id,
             )
         elif rollback_due(first.status, plan.runbook.on_failure, drill=True):
             back_code, back = run_return(
-                opts,
+                inputs,
                 drill_id,
                 rollback=True,
                 yes=yes,
                 max_parallel=max_parallel,
-                cli_vars=cli_vars,
-                secret_vars=secret_vars,
                 drill_id=drill_id,
             )
         interrupted = legs.interrupted.is_set()

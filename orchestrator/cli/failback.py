@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -15,14 +15,11 @@ from orchestrator.cli.app import (
     check_format,
 )
 from orchestrator.cli.options import (
-    Options,
     check_site,
     closing_line,
     command_options,
     run_options,
-    secret_inputs,
     shown_location,
-    warn_unknown_vars,
 )
 from orchestrator.cli.runcommand import (
     MaxParallelPlainOpt,
@@ -67,15 +64,13 @@ def failback(
     if run is not None and run_arg is not None and run != run_arg:
         raise UsageError(f"two runs given: {run_arg} and --run {run} (give one)")
     return run_failback(
-        inputs.opts,
+        inputs,
         run or run_arg,
         dry_run=dry_run,
         fmt=fmt,
         yes=yes,
         max_parallel=max_parallel,
         accept_data_loss=accept_data_loss,
-        cli_vars=inputs.cli_vars,
-        secret_vars=inputs.secret_vars,
     )
 
 
@@ -106,14 +101,12 @@ def _confirm_unknown(yes: bool, interactive: bool) -> Callable[[Plan], None]:
 
 
 def run_return(
-    opts: Options,
+    inputs: RunInputs,
     failover_id: str,
     *,
     rollback: bool,
     yes: bool,
     max_parallel: int,
-    cli_vars: Iterable[str],
-    secret_vars: Iterable[str],
     drill_id: str | None = None,
     before: Callable[[], None] | None = None,
 ) -> tuple[int, RunSummary | None]:
@@ -125,9 +118,10 @@ def run_return(
     from orchestrator.run.failback import return_plan
     from orchestrator.run.runner import execute
 
+    opts = inputs.opts
     runbook, inventory = opts.load()
     failover = load_summary(opts.store, failover_id)
-    variables, secrets = secret_inputs(cli_vars, secret_vars)
+    variables, secrets = inputs.variables()
     mode = "drill" if drill_id is not None else failover.mode
     back = return_plan(
         opts.store, runbook, inventory, failover, variables, secrets, mode=mode, rollback=rollback
@@ -169,15 +163,13 @@ def run_return(
 
 
 def run_failback(
-    opts: Options,
+    inputs: RunInputs,
     run: str | None,
     *,
     dry_run: bool,
     fmt: str,
     yes: bool,
     max_parallel: int,
-    cli_vars: Iterable[str],
-    secret_vars: Iterable[str],
     accept_data_loss: bool = False,
 ) -> int:
     import sys
@@ -187,6 +179,7 @@ def run_failback(
     from orchestrator.run.failback import chosen_failover, failback_plan, unfinished_rollback
     from orchestrator.run.runner import execute
 
+    opts = inputs.opts
     store = opts.store
     runbook, inventory = opts.load()
     if run is None:
@@ -201,20 +194,17 @@ def run_failback(
                 )
             say.info(f"continuing rollback {pending}, which stopped before it was done")
             return run_resume(
-                opts,
+                inputs,
                 pending,
                 rerun_inflight=False,
                 yes=yes,
                 max_parallel=max_parallel,
-                cli_vars=cli_vars,
-                secret_vars=secret_vars,
                 accept_data_loss=accept_data_loss,
             )
     failover = chosen_failover(store, run, runbook, where=shown_location(store))
     for site in (failover.source, failover.target):
         check_site(inventory, site)
-    warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
-    variables, secrets = secret_inputs(cli_vars, secret_vars)
+    variables, secrets = inputs.checked_variables(runbook, inventory)
     back = failback_plan(store, runbook, inventory, failover, variables, secrets)
     plan = back.plan
     carried, carried_events = reprotect_carried(store, plan)

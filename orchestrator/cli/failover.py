@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Annotated, Any
 
 import typer
@@ -31,9 +30,7 @@ from orchestrator.cli.options import (
     half_done,
     other_sites,
     run_options,
-    secret_inputs,
     state_note,
-    warn_unknown_vars,
 )
 from orchestrator.cli.runcommand import (
     DryRunOpt,
@@ -68,10 +65,8 @@ def plan(
     """
     check_format(fmt, ("text", "json", "dot", "mermaid"))
     opts = options(runbook, inventory, state_dir, log_format, verbose, state_url)
-    typer.echo(
-        preview_failover(opts, site, fmt, force, emergency, var or [], secret_var or []),
-        nl=False,
-    )
+    inputs = RunInputs(opts, var or [], secret_var or [])
+    typer.echo(preview_failover(inputs, site, fmt, force, emergency), nl=False)
 
 
 @app.command()
@@ -103,53 +98,42 @@ def failover(
 
     Example: drx failover site-b --yes
     """
-    opts, cli_vars, secret_vars = inputs.opts, inputs.cli_vars, inputs.secret_vars
     if dry_run:
         check_format(fmt, ("text", "json", "dot", "mermaid"))
-        typer.echo(
-            preview_failover(opts, site, fmt, force, emergency, cli_vars, secret_vars), nl=False
-        )
+        typer.echo(preview_failover(inputs, site, fmt, force, emergency), nl=False)
         return None
     return run_failover(
-        opts,
+        inputs,
         site,
         yes=yes,
         emergency=emergency,
         force=force,
         max_parallel=max_parallel,
         accept_data_loss=accept_data_loss,
-        cli_vars=cli_vars,
-        secret_vars=secret_vars,
         rollback=rollback,
     )
 
 
 def failover_plan(
-    opts: Options,
-    site: str,
-    *,
-    force: bool,
-    emergency: bool,
-    cli_vars: Iterable[str],
-    secret_vars: Iterable[str],
-    mode: str = "real",
+    inputs: RunInputs, site: str, *, force: bool, emergency: bool, mode: str = "real"
 ) -> Any:
     """Load, check the site, and build the failover plan (with history predictions)."""
     from orchestrator.plan.build import build_plan
     from orchestrator.plan.site import predictions
 
+    opts = inputs.opts
     runbook, inventory = opts.load_checked(
         lambda inv: [site] if site in inv.sites and site != inv.active else other_sites(inv)
     )
     check_site(inventory, site)
-    warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
+    inputs.warn_unknown(runbook, inventory)
     source = active_site(opts.store, inventory, runbook.name)
     if site == source and not force:
         raise RefusedError(f"site '{site}' is already active (use --force to run anyway)")
     if site == source:
         others = [s for s in inventory.sites if s != site]
         source = others[0]
-    variables, secrets = secret_inputs(cli_vars, secret_vars)
+    variables, secrets = inputs.variables()
     steps, health = predictions(opts.store, runbook, "failover", site)
     return build_plan(
         runbook,
@@ -166,39 +150,22 @@ def failover_plan(
 
 
 def preview_failover(
-    opts: Options,
-    site: str,
-    fmt: str,
-    force: bool,
-    emergency: bool,
-    cli_vars: Iterable[str],
-    secret_vars: Iterable[str],
-    mode: str = "real",
+    inputs: RunInputs, site: str, fmt: str, force: bool, emergency: bool, mode: str = "real"
 ) -> str:
     from orchestrator.plan.preview import render_plan
 
-    plan = failover_plan(
-        opts,
-        site,
-        force=force,
-        emergency=emergency,
-        cli_vars=cli_vars,
-        secret_vars=secret_vars,
-        mode=mode,
-    )
+    plan = failover_plan(inputs, site, force=force, emergency=emergency, mode=mode)
     return render_plan(plan, fmt)
 
 
 def run_failover(
-    opts: Options,
+    inputs: RunInputs,
     site: str,
     *,
     yes: bool,
     emergency: bool,
     force: bool,
     max_parallel: int,
-    cli_vars: Iterable[str],
-    secret_vars: Iterable[str],
     accept_data_loss: bool = False,
     rollback: bool | None = None,
 ) -> int:
@@ -206,9 +173,8 @@ def run_failover(
     from orchestrator.run.rollback import rollback_due
     from orchestrator.run.runner import execute
 
-    plan = failover_plan(
-        opts, site, force=force, emergency=emergency, cli_vars=cli_vars, secret_vars=secret_vars
-    )
+    opts = inputs.opts
+    plan = failover_plan(inputs, site, force=force, emergency=emergency)
     refuse_out_of_turn(opts, plan, force=force)
     note = state_note(opts.store, plan.inventory, plan.runbook.name)
     if note:
@@ -222,15 +188,7 @@ def run_failover(
     due = rollback_due(summary.status, plan.runbook.on_failure, emergency=emergency, asked=rollback)
     closing_line(summary, opts.store, None if due else half_done(plan, summary, opts))
     if due:
-        run_return(
-            opts,
-            summary.run_id,
-            rollback=True,
-            yes=yes,
-            max_parallel=max_parallel,
-            cli_vars=cli_vars,
-            secret_vars=secret_vars,
-        )
+        run_return(inputs, summary.run_id, rollback=True, yes=yes, max_parallel=max_parallel)
     return code
 
 

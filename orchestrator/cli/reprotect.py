@@ -12,13 +12,10 @@ from orchestrator.cli.app import (
     check_format,
 )
 from orchestrator.cli.options import (
-    Options,
     check_site,
     closing_line,
     run_options,
-    secret_inputs,
     shown_location,
-    warn_unknown_vars,
 )
 from orchestrator.cli.runcommand import (
     DryRunOpt,
@@ -48,28 +45,11 @@ def reprotect(
     """
     if dry_run:
         check_format(fmt, ("text", "json", "dot", "mermaid"))
-    return run_reprotect(
-        inputs.opts,
-        run,
-        dry_run=dry_run,
-        fmt=fmt,
-        yes=yes,
-        max_parallel=max_parallel,
-        cli_vars=inputs.cli_vars,
-        secret_vars=inputs.secret_vars,
-    )
+    return run_reprotect(inputs, run, dry_run=dry_run, fmt=fmt, yes=yes, max_parallel=max_parallel)
 
 
 def run_reprotect(
-    opts: Options,
-    run: str | None,
-    *,
-    dry_run: bool,
-    fmt: str,
-    yes: bool,
-    max_parallel: int,
-    cli_vars: list[str],
-    secret_vars: list[str],
+    inputs: RunInputs, run: str | None, *, dry_run: bool, fmt: str, yes: bool, max_parallel: int
 ) -> int:
     import sys
 
@@ -79,6 +59,7 @@ def run_reprotect(
     from orchestrator.run.failback import chosen_failover
     from orchestrator.run.runner import execute
 
+    opts = inputs.opts
     rb, inv = opts.load()
     summary = chosen_failover(
         opts.store, run, rb, where=shown_location(opts.store), what="reprotect"
@@ -88,8 +69,7 @@ def run_reprotect(
         raise RefusedError(f"nothing to reprotect for run {summary.run_id}: {refusal}")
     for site in (summary.source, summary.target):
         check_site(inv, site)
-    warn_unknown_vars(rb, inv, cli_vars, secret_vars)
-    variables, secrets = secret_inputs(cli_vars, secret_vars)
+    variables, secrets = inputs.checked_variables(rb, inv)
     steps, _ = predictions_for(opts.store, rb.name, "failback", summary.source, mirror=True)
     plan = build_reprotect_plan(
         rb,

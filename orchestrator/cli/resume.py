@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Annotated
 
 import typer
@@ -13,13 +12,10 @@ from orchestrator.cli.app import (
     app,
 )
 from orchestrator.cli.options import (
-    Options,
     closing_line,
     half_done,
     run_options,
-    secret_inputs,
     shown_location,
-    warn_unknown_vars,
 )
 from orchestrator.cli.runcommand import (
     MaxParallelPlainOpt,
@@ -56,28 +52,24 @@ def resume(
     Example: drx resume --yes
     """
     return run_resume(
-        inputs.opts,
+        inputs,
         run,
         rerun_inflight=rerun_inflight,
         yes=yes,
         emergency=emergency,
         max_parallel=max_parallel,
         accept_data_loss=accept_data_loss,
-        cli_vars=inputs.cli_vars,
-        secret_vars=inputs.secret_vars,
     )
 
 
 def run_resume(
-    opts: Options,
+    inputs: RunInputs,
     run: str | None,
     *,
     rerun_inflight: bool,
     yes: bool,
     emergency: bool = False,
     max_parallel: int,
-    cli_vars: Iterable[str],
-    secret_vars: Iterable[str],
     accept_data_loss: bool = False,
 ) -> int:
     """Continue a failed, cancelled or crashed run; succeeded steps are carried over."""
@@ -85,6 +77,7 @@ def run_resume(
     from orchestrator.run.resume import ResumeRequest, plan_resume, resume_target
     from orchestrator.run.runner import execute
 
+    opts = inputs.opts
     store = opts.store
     runbook, inventory = opts.load()
     target = resume_target(
@@ -96,8 +89,7 @@ def run_resume(
         where=shown_location(store),
         notes=say,
     )
-    warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
-    variables, secrets = secret_inputs(cli_vars, secret_vars)
+    variables, secrets = inputs.checked_variables(runbook, inventory)
     request = ResumeRequest(rerun_inflight, emergency, variables, secrets)
     resumed = plan_resume(store, runbook, inventory, target, request, notes=say)
     plan = resumed.plan

@@ -12,7 +12,7 @@ import inspect
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -29,7 +29,11 @@ from orchestrator.cli.app import (
     VerboseOpt,
     options,
 )
-from orchestrator.cli.options import Options
+from orchestrator.cli.options import Options, secret_inputs, warn_unknown_vars
+
+if TYPE_CHECKING:
+    from orchestrator.model.inventory import Inventory
+    from orchestrator.model.runbook import Runbook
 
 # Options that several run commands declare with the same words.
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Approve every manual gate.")]
@@ -48,6 +52,22 @@ class RunInputs:
     opts: Options
     cli_vars: list[str]  # --var NAME=VALUE
     secret_vars: list[str]  # --secret-var NAME=VALUE
+
+    def variables(self) -> tuple[dict[str, Any], list[str]]:
+        """The variables given (``--var``, ``--secret-var``, ``DRX_SECRET_*``) and the secret
+        values among them."""
+        return secret_inputs(self.cli_vars, self.secret_vars)
+
+    def warn_unknown(self, runbook: Runbook, inventory: Inventory) -> None:
+        """A warning for each variable name given that nothing uses."""
+        warn_unknown_vars(runbook, inventory, self.cli_vars, self.secret_vars)
+
+    def checked_variables(
+        self, runbook: Runbook, inventory: Inventory
+    ) -> tuple[dict[str, Any], list[str]]:
+        """:meth:`variables`, after :meth:`warn_unknown`."""
+        self.warn_unknown(runbook, inventory)
+        return self.variables()
 
 
 def run_inputs(
