@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,6 +15,7 @@ from orchestrator.cli.app import (
     check_format,
 )
 from orchestrator.cli.options import (
+    Options,
     check_site,
     closing_line,
     command_options,
@@ -31,6 +32,8 @@ from orchestrator.errors import RefusedError, UsageError
 if TYPE_CHECKING:
     from orchestrator.plan.build import Plan
     from orchestrator.record.summary import RunSummary
+    from orchestrator.run.failback import ReturnPlan
+    from orchestrator.run.runner import RunOptions
 
 
 @app.command()
@@ -100,6 +103,18 @@ def _confirm_unknown(yes: bool, interactive: bool) -> Callable[[Plan], None]:
     return check
 
 
+def _return_options(
+    opts: Options, back: ReturnPlan, *, yes: bool, max_parallel: int, **more: Any
+) -> RunOptions:
+    """How a failback or rollback runs: with what the failover's steps did (undo templates
+    read their values), asking before it undoes a step whose outcome is unknown."""
+    run_opts: RunOptions = run_options(
+        opts, yes=yes, max_parallel=max_parallel, extra_results=back.outcomes, **more
+    )
+    run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
+    return run_opts
+
+
 def run_return(
     inputs: RunInputs,
     failover_id: str,
@@ -137,14 +152,9 @@ def run_return(
     plan.drill_id = drill_id
     if before is not None:
         before()
-    run_opts = run_options(
-        opts,
-        yes=yes,
-        max_parallel=max_parallel,
-        extra_results=back.outcomes,
-        refuse_first_interrupt=True,
+    run_opts = _return_options(
+        opts, back, yes=yes, max_parallel=max_parallel, refuse_first_interrupt=True
     )
-    run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
     try:
         code, summary = execute(plan, opts.store, run_opts)
     except RefusedError as exc:
@@ -213,16 +223,15 @@ def run_failback(
     if dry_run:
         sys.stdout.write(render_plan(plan, fmt))
         return 0
-    run_opts = run_options(
+    run_opts = _return_options(
         opts,
+        back,
         yes=yes,
         max_parallel=max_parallel,
-        extra_results=back.outcomes,
         accept_data_loss=accept_data_loss,
         carried=carried,
         carried_events=carried_events,
     )
-    run_opts.before_run = _confirm_unknown(yes, run_opts.interactive)
     code, summary = execute(plan, store, run_opts)
     closing_line(summary, store)
     return code
