@@ -311,9 +311,9 @@ def _dependents_done(plan: Any, check: str, done: set[str]) -> bool:
 
 
 def _is_check(ps: Any) -> bool:
-    from orchestrator.model.runbook import StepKind
+    from orchestrator.kinds import kind_of
 
-    return bool(ps.step.kind is StepKind.CHECK)
+    return kind_of(ps.step.kind).polls
 
 
 def refuse_resume(lineage: Any, run_id: str) -> None:

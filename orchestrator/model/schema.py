@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.kinds import names as kind_names
 from orchestrator.model.reference import (
     CONNECTION_DOC,
     HEALTH_DOC,
@@ -28,7 +29,6 @@ from orchestrator.model.runbook import (
     Mode,
     OnFailure,
     RunbookOnFailure,
-    StepKind,
 )
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -74,7 +74,7 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
         Type.SUDO: {"anyOf": [{"type": "boolean"}, {"type": "string", "pattern": SUDO_USER}]},
         Type.ENV: _ENV,
         Type.MAPPING: {"type": "object"},
-        Type.KIND: {"enum": [k.value for k in StepKind]},
+        Type.KIND: {"enum": kind_names()},
         Type.ON_FAILURE: {"enum": [o.value for o in OnFailure]},
         Type.RUNBOOK_ON_FAILURE: {"enum": [o.value for o in RunbookOnFailure]},
         Type.ONLY: {"enum": [m.value for m in Mode]},

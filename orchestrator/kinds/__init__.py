@@ -1,0 +1,44 @@
+"""Step kinds as a table: each kind (``command``, ``check``, ``manual``, ``wait``, ``runbook``)
+is one module holding its parse rules, execution, preview and report facts (see ``base.Kind``);
+the loader, planner, executor and reports look kinds up here. Adding a kind is one module and
+a :func:`register` call."""
+
+from __future__ import annotations
+
+from orchestrator.kinds import check, command, manual, runbook, wait
+from orchestrator.kinds.base import Kind, StepRunner
+
+__all__ = ["KINDS", "Kind", "StepRunner", "kind_of", "names", "register", "unregister"]
+
+#: every known kind by name, in the order the reference lists them
+KINDS: dict[str, Kind] = {}
+
+#: what a name no registered kind has reads as (a summary written by a drx that knew it)
+_UNKNOWN = Kind()
+
+
+def register(kind: Kind) -> Kind:
+    """Make ``kind`` known to the loader, planner, executor and reports."""
+    if not kind.name:
+        raise ValueError("a step kind needs a name")
+    KINDS[kind.name] = kind
+    return kind
+
+
+def unregister(name: str) -> None:
+    """Forget a kind (for a kind registered for a while, as tests do)."""
+    KINDS.pop(name, None)
+
+
+def kind_of(name: str) -> Kind:
+    """The kind called ``name`` (a plain kind with no special rules if none is)."""
+    return KINDS.get(name, _UNKNOWN)
+
+
+def names(*, listed_only: bool = False) -> list[str]:
+    """The registered kinds' names (``listed_only``: those offered for a mistyped kind)."""
+    return [k.name for k in KINDS.values() if k.listed or not listed_only]
+
+
+for _module in (command, check, manual, wait, runbook):
+    register(_module.KIND)
