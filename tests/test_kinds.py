@@ -26,10 +26,11 @@ LOCAL = pytest.mark.parametrize("world", ["local"], indirect=True)
 
 
 class Noop(Kind):
-    """A kind that runs nothing and succeeds at once, saying so."""
+    """A kind that runs nothing and succeeds at once, saying its ``note`` (a field of its own)."""
 
     name = "noop"
     hosts_label = "nobody"
+    own_fields = ("note",)
     ran: list[str] = []  # noqa: RUF012 - the ids this kind executed, in order
 
     def check_fields(
@@ -38,13 +39,18 @@ class Noop(Kind):
         for key in ("hosts", "run"):
             if key in data:
                 f.error(key, f"a noop step runs nothing: it cannot have '{key}'")
+        f.require("note")
+
+    def own_values(self, f: Fields) -> dict[str, Any]:
+        return {"options": {"note": f.text("note")}}
 
     def fixed_duration(self, step: Step) -> float | None:
         return 0.0
 
     def execute(self, runner: StepRunner, ps: PlanStep) -> StepOutcome:
         self.ran.append(ps.id)
-        return StepOutcome(ps.id, Status.SUCCEEDED, message="nothing to do")
+        assert ps.step.options is not None
+        return StepOutcome(ps.id, Status.SUCCEEDED, message=ps.step.options["note"])
 
     def preview_entry(self, ps: PlanStep, redact: Any) -> dict[str, Any]:
         return {"noop": True}
@@ -66,7 +72,7 @@ RUNBOOK = """
     name: with-noop
     steps:
       - {id: first, hosts: db@target, run: 'touch "$DRX_HOST_DIR/first"', undo: 'true'}
-      - {id: pause, kind: noop, needs: [first]}
+      - {id: pause, kind: noop, note: nothing to do, needs: [first]}
       - {id: last, hosts: app@target, run: 'touch "$DRX_HOST_DIR/last"', undo: 'true',
          needs: [pause]}
 """
@@ -95,7 +101,10 @@ def test_a_registered_kind_is_validated_by_its_own_rules(world: World, capsys, n
           - id: pause
             kind: noop
             run: 'true'
-          - {id: other, kind: nop}
+            note: runs
+          - {id: other, kind: nop, note: typo}
+          - {id: bare, kind: noop}
+          - {id: cmd, hosts: db@target, run: 'true', note: mine}
     """)
     code, err = world.run(capsys, "validate")
     assert code == 2
@@ -105,7 +114,24 @@ def test_a_registered_kind_is_validated_by_its_own_rules(world: World, capsys, n
     )
     assert "unknown kind 'nop' (command, check, manual, wait, noop)" in err
     assert "did you mean 'noop'?" in err
+    assert "step 'bare': missing required field 'note' in step 'bare'" in err
+    assert "step 'cmd': 'note' belongs to a kind: noop step only" in err
     assert noop.ran == []
+
+
+def test_an_unregistered_kind_and_its_fields_are_unknown_again(tmp_path) -> None:
+    """Once the noop kind is unregistered, its name is an unknown kind and its field an
+    unknown field (the registry is the only place a kind is known)."""
+    from orchestrator.model.runbook import parse_runbook
+
+    register(Noop())
+    unregister("noop")
+    path = tmp_path / "rb.yaml"
+    path.write_text("name: x\nsteps:\n  - {id: a, kind: noop, note: hi}\n")
+    _, problems = parse_runbook(path)
+    messages = [p.message for p in problems]
+    assert any(m.startswith("unknown field 'note'") for m in messages), messages
+    assert any(m.startswith("unknown kind 'noop'") for m in messages), messages
 
 
 @LOCAL

@@ -62,7 +62,8 @@ class Kind:
     listed: bool = True
     #: the default of ``timeout``
     default_timeout: float = DEFAULT_TIMEOUT
-    #: step fields only this kind takes: any other kind's step naming one is refused
+    #: step fields only this kind takes: any other kind's step naming one is refused. A field
+    #: no built-in step has is stored in ``Step.options`` (see :meth:`own_values`)
     own_fields: tuple[str, ...] = ()
     #: what reports show in place of hosts for a step of this kind that ran on none
     hosts_label: str = "—"
@@ -75,7 +76,8 @@ class Kind:
         is the undo of another step."""
 
     def own_values(self, f: Fields) -> dict[str, Any]:
-        """The ``Step`` fields read from this kind's ``own_fields``."""
+        """The ``Step`` fields read from this kind's ``own_fields``: for fields of its own (not
+        among the built-in step fields), ``{"options": {field: value}}``."""
         return {}
 
     # -- plan ----------------------------------------------------------------------------------

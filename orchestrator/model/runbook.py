@@ -8,13 +8,14 @@ file and line; checks that need the inventory too (selectors, templates, cycles)
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import Problem
-from orchestrator.kinds import KINDS, kind_of
+from orchestrator.kinds import KINDS, kind_of, own_fields
 from orchestrator.kinds import names as kind_names
 from orchestrator.kinds.base import DEFAULT_TIMEOUT
 from orchestrator.model.fields import (
@@ -110,6 +111,8 @@ STEP_FIELDS = (
     "always",
     "candidates",
 )
+#: a field beyond these is one a registered kind owns (orchestrator/kinds/)
+_BUILT_IN_FIELDS = frozenset(STEP_FIELDS)
 UNDO_FIELDS = tuple(
     f
     for f in STEP_FIELDS
@@ -190,6 +193,8 @@ class Step:
     field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     runbook: str | None = None  # kind: runbook: the child runbook's path, as written
     vars: dict[str, Any] = field(default_factory=dict)  # kind: runbook: the child's overrides
+    #: the values of fields a kind registered beside the built-in ones takes (orchestrator/kinds/)
+    options: Mapping[str, Any] | None = None
 
     def line_of(self, key: str) -> int:
         return self.field_lines.get(key, self.line)
@@ -414,7 +419,10 @@ def _parse_step(
     """Build a Step from its mapping; ``undo_of`` is set when parsing an ``undo`` mapping."""
     what = f"the undo of step '{undo_of.id}'" if undo_of else f"step '{where.step or '?'}'"
     f = Fields(data, where, problems, what)
-    f.check_known(UNDO_FIELDS if undo_of else STEP_FIELDS)
+    f.check_known(
+        (UNDO_FIELDS if undo_of else STEP_FIELDS)
+        + tuple(k for k in own_fields() if k not in _BUILT_IN_FIELDS)
+    )
     if undo_of is None:
         step_id = f.text("id")
         if step_id is None:
