@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator import kinds
 from orchestrator.kinds import Kind, StepRunner, kind_of, register, unregister
+from orchestrator.model.reference import FieldDoc, Type
 from orchestrator.model.runbook import StepKind
 from orchestrator.record.outcomes import Status, StepOutcome
 from tests.drill import World
@@ -31,15 +32,15 @@ class Noop(Kind):
     name = "noop"
     hosts_label = "nobody"
     own_fields = ("note",)
+    required = ("note",)
+    field_docs = (FieldDoc("note", Type.TEXT, "—", "What the noop step says.", "done"),)
     ran: list[str] = []  # noqa: RUF012 - the ids this kind executed, in order
 
-    def check_fields(
-        self, f: Fields, data: LMap, *, hosts: tuple[str, ...], run: str | None, undo: bool
-    ) -> None:
+    def check_fields(self, f: Fields, data: LMap, *, undo: bool) -> None:
         for key in ("hosts", "run"):
             if key in data:
                 f.error(key, f"a noop step runs nothing: it cannot have '{key}'")
-        f.require("note")
+        super().check_fields(f, data, undo=undo)
 
     def own_values(self, f: Fields) -> dict[str, Any]:
         return {"options": {"note": f.text("note")}}
@@ -117,6 +118,20 @@ def test_a_registered_kind_is_validated_by_its_own_rules(world: World, capsys, n
     assert "step 'bare': missing required field 'note' in step 'bare'" in err
     assert "step 'cmd': 'note' belongs to a kind: noop step only" in err
     assert noop.ran == []
+
+
+def test_a_registered_kind_is_in_the_json_schema(noop) -> None:
+    """The runbook JSON Schema offers the registered kind, describes its own field and requires
+    it of the kind's steps; the reference's step table lists the field."""
+    from orchestrator.model.reference import all_docs
+    from orchestrator.model.schema import runbook_schema
+
+    step = runbook_schema()["$defs"]["step"]
+    assert "noop" in step["properties"]["kind"]["enum"]
+    assert step["properties"]["note"]["description"].startswith("What the noop step says.")
+    assert "note" in [d.name for d in all_docs()["step"]]  # the reference's step table
+    when = {"properties": {"kind": {"const": "noop"}}, "required": ["kind"]}
+    assert {"if": when, "then": {"required": ["note"]}} in step["allOf"]
 
 
 def test_an_unregistered_kind_and_its_fields_are_unknown_again(tmp_path) -> None:

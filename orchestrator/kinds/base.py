@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from orchestrator.model.fields import Fields
+    from orchestrator.model.reference import FieldDoc
     from orchestrator.model.runbook import Step
     from orchestrator.model.yaml_source import LMap
     from orchestrator.plan.build import PlanStep
@@ -50,6 +51,11 @@ class Kind:
 
     #: the value of ``kind:`` in a runbook
     name: str = ""
+    #: what it does, for the reference ("`wait` sleeps `duration`")
+    doc: str = ""
+    #: the fields its step must have (an undo's ``hosts`` never: it runs where its step ran);
+    #: the JSON Schema says so, and :meth:`check_fields` refuses a step without them
+    required: tuple[str, ...] = ()
     #: resolves ``hosts``, is pre-flighted, and renders ``run`` on each host
     runs_commands: bool = False
     #: each attempt on a host polls ``run`` until ``until`` holds (a check)
@@ -63,17 +69,20 @@ class Kind:
     #: the default of ``timeout``
     default_timeout: float = DEFAULT_TIMEOUT
     #: step fields only this kind takes: any other kind's step naming one is refused. A field
-    #: no built-in step has is stored in ``Step.options`` (see :meth:`own_values`)
+    #: no built-in step has is stored in ``Step.options`` (see :meth:`own_values`) and
+    #: described in ``field_docs`` (the reference's step table and the JSON Schema show it)
     own_fields: tuple[str, ...] = ()
+    field_docs: tuple[FieldDoc, ...] = ()
     #: what reports show in place of hosts for a step of this kind that ran on none
     hosts_label: str = "—"
 
     # -- load ----------------------------------------------------------------------------------
-    def check_fields(
-        self, f: Fields, data: LMap, *, hosts: tuple[str, ...], run: str | None, undo: bool
-    ) -> None:
+    def check_fields(self, f: Fields, data: LMap, *, undo: bool) -> None:
         """Report (through ``f``) what this kind's step lacks or must not say; ``undo`` when it
-        is the undo of another step."""
+        is the undo of another step. By default: each ``required`` field it lacks."""
+        for key in self.required:
+            if not (undo and key == "hosts"):
+                f.require(key)
 
     def own_values(self, f: Fields) -> dict[str, Any]:
         """The ``Step`` fields read from this kind's ``own_fields``: for fields of its own (not

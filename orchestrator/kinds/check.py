@@ -17,6 +17,7 @@ class Check(Command):
     """A command's rules (``hosts`` and ``run``), but polled, and changing nothing."""
 
     name = "check"
+    doc = "`check` polls `run` until `until` holds"
     polls = True
     changes_hosts = False
 

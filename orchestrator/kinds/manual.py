@@ -19,13 +19,12 @@ MANUAL_TIMEOUT = 3600.0
 
 class Manual(Kind):
     name = "manual"
+    doc = "`manual` asks an operator (`prompt`)"
     gate = True
     default_timeout = MANUAL_TIMEOUT
     hosts_label = "operator"
 
-    def check_fields(
-        self, f: Fields, data: LMap, *, hosts: tuple[str, ...], run: str | None, undo: bool
-    ) -> None:
+    def check_fields(self, f: Fields, data: LMap, *, undo: bool) -> None:
         if data.get("always") is True:
             f.error(
                 "always",

@@ -18,12 +18,12 @@ RUNBOOK_STEP_FIELDS = ("id", "name", "kind", "runbook", "vars", "needs", "when")
 
 class IncludedRunbook(Kind):
     name = "runbook"
+    doc = "`runbook` includes another runbook (`runbook`, see Site plans)"
+    required = ("runbook",)
     listed = False  # a site plan's own word, not offered for a mistyped kind
     own_fields = ("runbook", "vars")
 
-    def check_fields(
-        self, f: Fields, data: LMap, *, hosts: tuple[str, ...], run: str | None, undo: bool
-    ) -> None:
+    def check_fields(self, f: Fields, data: LMap, *, undo: bool) -> None:
         if undo:
             f.error("kind", "an undo cannot be a runbook")
         for key in data:

@@ -17,10 +17,10 @@ if TYPE_CHECKING:
 
 class Wait(Kind):
     name = "wait"
+    doc = "`wait` sleeps `duration`"
+    required = ("duration",)
 
-    def check_fields(
-        self, f: Fields, data: LMap, *, hosts: tuple[str, ...], run: str | None, undo: bool
-    ) -> None:
+    def check_fields(self, f: Fields, data: LMap, *, undo: bool) -> None:
         if "duration" not in data:
             f.error(None, "a wait step needs 'duration'")
 

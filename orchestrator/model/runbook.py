@@ -452,7 +452,7 @@ def _parse_step(
     hosts = tuple(f.str_list("hosts"))
     run = f.text("run")
     if kind_known:
-        rules.check_fields(f, data, hosts=hosts, run=run, undo=undo_of is not None)
+        rules.check_fields(f, data, undo=undo_of is not None)
     if undo_of is None:
         for other in KINDS.values():
             for key in other.own_fields if other is not rules else ():
