@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.kinds.base import Kind, Redact, StepRunner
 from orchestrator.model.units import format_duration
-from orchestrator.record.outcomes import Status, StepOutcome
 
 if TYPE_CHECKING:
     from orchestrator.model.fields import Fields
     from orchestrator.model.runbook import Step
     from orchestrator.model.yaml_source import LMap
     from orchestrator.plan.build import PlanStep
+    from orchestrator.record.outcomes import StepOutcome
 
 
 class Wait(Kind):
@@ -28,6 +28,9 @@ class Wait(Kind):
         return step.duration
 
     def execute(self, runner: StepRunner, ps: PlanStep) -> StepOutcome:
+        # imported here: loading a runbook (model/) needs the kinds but not the run record
+        from orchestrator.record.outcomes import Status, StepOutcome
+
         # a wait runs nothing: once the run stops scheduling it ends at once, cancelled
         if runner.pause(ps.step.duration or 0.0, ps):
             return StepOutcome(ps.id, Status.SUCCEEDED)
