@@ -159,7 +159,9 @@ def check_target(
         return
     steps = {s["id"]: s for s in (events[0].get("steps") or [])} if events else {}
     if action in ("approve", "deny"):
-        gates = [sid for sid, s in steps.items() if s.get("kind") == "manual"]
+        from orchestrator.kinds import kind_of
+
+        gates = [sid for sid, s in steps.items() if kind_of(str(s.get("kind"))).gate]
         if target not in gates:
             raise RefusedError(
                 f"run {run_id} has no gate '{target}' (gates: {', '.join(gates) or 'none'}; "

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from orchestrator import kinds
 from orchestrator.errors import ExitCode
 
 
@@ -33,7 +34,7 @@ class Type(StrEnum):
     SUDO = "boolean or user name"
     ENV = "mapping of strings"
     MAPPING = "mapping"
-    KIND = "command · check · manual · wait · runbook"
+    KIND = " · ".join(kinds.names())
     ON_FAILURE = "abort · continue"
     RUNBOOK_ON_FAILURE = "stop · rollback"
     ONLY = "drill · real"
@@ -271,9 +272,7 @@ STEP_DOC: tuple[FieldDoc, ...] = (
         "kind",
         Type.KIND,
         "command",
-        "`command` runs `run` once per host; `check` polls "
-        "`run` until `until` holds; `manual` asks an operator (`prompt`); `wait` sleeps "
-        "`duration`; `runbook` includes another runbook (`runbook`, see Site plans).",
+        "; ".join(k.doc for k in kinds.KINDS.values()) + ".",
         "check",
     ),
     FieldDoc(
@@ -767,11 +766,16 @@ PROBE_DOC: tuple[FieldDoc, ...] = (
 )
 
 
+def step_docs() -> tuple[FieldDoc, ...]:
+    """The step fields: the built-in ones, then those of kinds registered beside them."""
+    return STEP_DOC + tuple(d for k in kinds.KINDS.values() for d in k.field_docs)
+
+
 def all_docs() -> dict[str, tuple[FieldDoc, ...]]:
     """Every table, by the mapping it describes."""
     return {
         "runbook": RUNBOOK_DOC,
-        "step": STEP_DOC,
+        "step": step_docs(),
         "health": HEALTH_DOC,
         "readiness": READINESS_DOC,
         "rpo-probe": RPO_PROBE_DOC,

@@ -8,12 +8,16 @@ file and line; checks that need the inventory too (selectors, templates, cycles)
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import Problem
+from orchestrator.kinds import KINDS, kind_of, own_fields
+from orchestrator.kinds import names as kind_names
+from orchestrator.kinds.base import DEFAULT_TIMEOUT
 from orchestrator.model.fields import (
     Fields,
     Located,
@@ -30,9 +34,6 @@ from orchestrator.model.yaml_source import LList, LMap
 from orchestrator.transport.base import DEFAULT_OUTPUT_LIMIT
 
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-DEFAULT_TIMEOUT = 600.0
-#: how long a manual gate with no terminal waits for drx approve/deny before it is denied
-MANUAL_TIMEOUT = 3600.0
 DEFAULT_INTERVAL = 5.0
 #: the shortest pause between polls: shorter ones would hammer the hosts (over SSH, a session
 #: a poll) and are refused
@@ -41,6 +42,9 @@ DEFAULT_RETRY_DELAY = 5.0
 
 
 class StepKind(StrEnum):
+    """The built-in kinds (orchestrator/kinds/): a step of one carries its member as ``kind``;
+    a step of a kind registered beside them carries the kind's name."""
+
     COMMAND = "command"
     CHECK = "check"
     MANUAL = "manual"
@@ -75,6 +79,9 @@ class Mode(StrEnum):
     REAL = "real"
 
 
+#: a built-in kind's name → its member (so ``step.kind is StepKind.X`` holds for them)
+_BUILT_IN = {k.value: k for k in StepKind}
+
 STEP_FIELDS = (
     "id",
     "name",
@@ -104,13 +111,13 @@ STEP_FIELDS = (
     "always",
     "candidates",
 )
+#: a field beyond these is one a registered kind owns (orchestrator/kinds/)
+_BUILT_IN_FIELDS = frozenset(STEP_FIELDS)
 UNDO_FIELDS = tuple(
     f
     for f in STEP_FIELDS
     if f not in ("id", "undo", "needs", "runbook", "vars", "always", "candidates")
 )
-#: what a ``kind: runbook`` step may say; the child's own steps do the rest
-RUNBOOK_STEP_FIELDS = ("id", "name", "kind", "runbook", "vars", "needs", "when")
 HEALTH_FIELDS = ("name", "hosts", "run", "until", "interval", "timeout", "capture", "env")
 #: a readiness entry is a health entry that may also run through sudo (a database's own checks)
 READINESS_FIELDS = (*HEALTH_FIELDS, "sudo")
@@ -152,7 +159,7 @@ class Step:
 
     id: str
     name: str
-    kind: StepKind = StepKind.COMMAND
+    kind: str = StepKind.COMMAND  # a StepKind, or the name of a kind registered beside them
     hosts: tuple[str, ...] = ()
     run: str | None = None
     undo: Step | None = None
@@ -186,13 +193,15 @@ class Step:
     field_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     runbook: str | None = None  # kind: runbook: the child runbook's path, as written
     vars: dict[str, Any] = field(default_factory=dict)  # kind: runbook: the child's overrides
+    #: the values of fields a kind registered beside the built-in ones takes (orchestrator/kinds/)
+    options: Mapping[str, Any] | None = None
 
     def line_of(self, key: str) -> int:
         return self.field_lines.get(key, self.line)
 
     @property
     def runs_commands(self) -> bool:
-        return self.kind in (StepKind.COMMAND, StepKind.CHECK)
+        return kind_of(self.kind).runs_commands
 
     @property
     def hosts_at_run_time(self) -> bool:
@@ -410,7 +419,10 @@ def _parse_step(
     """Build a Step from its mapping; ``undo_of`` is set when parsing an ``undo`` mapping."""
     what = f"the undo of step '{undo_of.id}'" if undo_of else f"step '{where.step or '?'}'"
     f = Fields(data, where, problems, what)
-    f.check_known(UNDO_FIELDS if undo_of else STEP_FIELDS)
+    f.check_known(
+        (UNDO_FIELDS if undo_of else STEP_FIELDS)
+        + tuple(k for k in own_fields() if k not in _BUILT_IN_FIELDS)
+    )
     if undo_of is None:
         step_id = f.text("id")
         if step_id is None:
@@ -427,48 +439,25 @@ def _parse_step(
         step_id = undo_of.id
     kind_text = f.string("kind", "command")
     kind_known = True
-    try:
-        kind = StepKind(kind_text)
-    except ValueError:
-        hint = suggest(kind_text, [k.value for k in StepKind])
-        f.error("kind", f"unknown kind '{kind_text}' (command, check, manual, wait)", hint)
+    if kind_text not in KINDS:
+        listed = kind_names(listed_only=True)
+        hint = suggest(kind_text, kind_names())
+        f.error("kind", f"unknown kind '{kind_text}' ({', '.join(listed)})", hint)
         # Go on as the kind that was meant, so that one typo is one error, not a cascade
         # about fields that kind would not need; with no close match, skip those checks.
-        meant = closest(kind_text, [k.value for k in StepKind])
-        kind, kind_known = (StepKind(meant), True) if meant else (StepKind.COMMAND, False)
+        meant = closest(kind_text, kind_names())
+        kind_text, kind_known = (meant, True) if meant else ("command", False)
+    kind: str = _BUILT_IN.get(kind_text, kind_text)
+    rules = kind_of(kind)
     hosts = tuple(f.str_list("hosts"))
     run = f.text("run")
-    if not kind_known:
-        pass
-    elif kind in (StepKind.COMMAND, StepKind.CHECK):
-        if not hosts and undo_of is None:
-            f.require("hosts")
-        if run is None:
-            f.require("run")
-    elif kind is StepKind.WAIT and "duration" not in data:
-        f.error(None, "a wait step needs 'duration'")
-    elif kind is StepKind.RUNBOOK:
-        if undo_of is not None:
-            f.error("kind", "an undo cannot be a runbook")
-        for key in data:
-            if key not in RUNBOOK_STEP_FIELDS:
-                f.error(
-                    key,
-                    f"a kind: runbook step cannot have '{key}' (the child runbook's own steps "
-                    "say where and what to run, and how to undo it)",
-                )
-        if data.get("runbook") is None:
-            f.require("runbook")
-    if kind is not StepKind.RUNBOOK and undo_of is None:
-        for key in ("runbook", "vars"):
-            if key in data:
-                f.error(key, f"'{key}' belongs to a kind: runbook step only")
-    if kind is StepKind.MANUAL and data.get("always") is True:
-        f.error(
-            "always",
-            "a manual step cannot be 'always': cleanup that must run when the run is failing "
-            "or cancelled cannot wait for an operator",
-        )
+    if kind_known:
+        rules.check_fields(f, data, undo=undo_of is not None)
+    if undo_of is None:
+        for other in KINDS.values():
+            for key in other.own_fields if other is not rules else ():
+                if key in data:
+                    f.error(key, f"'{key}' belongs to a kind: {other.name} step only")
     on_failure_text = f.string("on_failure", "abort")
     try:
         on_failure = OnFailure(on_failure_text)
@@ -494,8 +483,7 @@ def _parse_step(
         hosts=hosts or (undo_of.hosts if undo_of else ()),
         run=run,
         needs=tuple(f.str_list("needs")),
-        timeout=duration("timeout", MANUAL_TIMEOUT if kind is StepKind.MANUAL else DEFAULT_TIMEOUT)
-        or 0.0,
+        timeout=duration("timeout", rules.default_timeout) or 0.0,
         retries=f.integer("retries", 0),
         retry_delay=duration("retry_delay", DEFAULT_RETRY_DELAY) or 0.0,
         until=f.text("until"),
@@ -516,8 +504,7 @@ def _parse_step(
         duration_templates=templated,
         line=data.line,
         field_lines={k: data.line_of(k) for k in data},
-        runbook=f.text("runbook") if kind is StepKind.RUNBOOK else None,
-        vars=dict(f.mapping("vars")) if kind is StepKind.RUNBOOK else {},
+        **rules.own_values(f),
     )
     if step.candidates and not step.hosts_at_run_time:
         f.error(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator import kinds
 from orchestrator.model.reference import (
     CONNECTION_DOC,
     HEALTH_DOC,
@@ -16,9 +17,9 @@ from orchestrator.model.reference import (
     RPO_PROBE_DOC,
     RUNBOOK_DOC,
     SITE_DOC,
-    STEP_DOC,
     FieldDoc,
     Type,
+    step_docs,
 )
 from orchestrator.model.runbook import (
     STEP_ID,
@@ -28,7 +29,6 @@ from orchestrator.model.runbook import (
     Mode,
     OnFailure,
     RunbookOnFailure,
-    StepKind,
 )
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -74,7 +74,7 @@ def _value_schema(doc: FieldDoc) -> dict[str, Any]:
         Type.SUDO: {"anyOf": [{"type": "boolean"}, {"type": "string", "pattern": SUDO_USER}]},
         Type.ENV: _ENV,
         Type.MAPPING: {"type": "object"},
-        Type.KIND: {"enum": [k.value for k in StepKind]},
+        Type.KIND: {"enum": kinds.names()},
         Type.ON_FAILURE: {"enum": [o.value for o in OnFailure]},
         Type.RUNBOOK_ON_FAILURE: {"enum": [o.value for o in RunbookOnFailure]},
         Type.ONLY: {"enum": [m.value for m in Mode]},
@@ -132,32 +132,32 @@ def _object(docs: tuple[FieldDoc, ...], *, required: bool = True) -> dict[str, A
 
 
 def _needs_hosts_and_run(with_hosts: bool) -> dict[str, Any]:
-    """command and check steps need ``run`` (and ``hosts``, except in an undo); wait needs
-    ``duration``."""
-    needed = ["hosts", "run"] if with_hosts else ["run"]
-    return {
-        "allOf": [
-            {
-                "if": {
-                    "anyOf": [
-                        {"not": {"required": ["kind"]}},
-                        {"properties": {"kind": {"enum": ["command", "check"]}}},
-                    ]
-                },
-                "then": {"required": needed},
-            },
-            {
-                "if": {"properties": {"kind": {"const": "wait"}}, "required": ["kind"]},
-                "then": {"required": ["duration"]},
-            },
-        ]
-    }
+    """What each kind requires (orchestrator/kinds/): command and check steps need ``run``
+    (and ``hosts``, except in an undo), wait needs ``duration``."""
+    by_fields: dict[tuple[str, ...], list[str]] = {}
+    for kind in kinds.KINDS.values():
+        needed = tuple(k for k in kind.required if with_hosts or k != "hosts")
+        if needed:
+            by_fields.setdefault(needed, []).append(kind.name)
+    clauses: list[dict[str, Any]] = []
+    for needed, names in by_fields.items():
+        if "command" in names:  # the default kind: also a step that names none
+            named = {"properties": {"kind": {"enum": names}}}
+            when: dict[str, Any] = {"anyOf": [{"not": {"required": ["kind"]}}, named]}
+        elif len(names) == 1:
+            when = {"properties": {"kind": {"const": names[0]}}, "required": ["kind"]}
+        else:
+            when = {"properties": {"kind": {"enum": names}}, "required": ["kind"]}
+        clauses.append({"if": when, "then": {"required": list(needed)}})
+    return {"allOf": clauses}
 
 
 def runbook_schema() -> dict[str, Any]:
     """The JSON Schema of a runbook file."""
-    step = _object(STEP_DOC) | _needs_hosts_and_run(True)
-    undo_docs = tuple(d for d in STEP_DOC if d.name in UNDO_FIELDS)
+    docs = step_docs()
+    step = _object(docs) | _needs_hosts_and_run(True)
+    own = {d.name for k in kinds.KINDS.values() for d in k.field_docs}
+    undo_docs = tuple(d for d in docs if d.name in UNDO_FIELDS or d.name in own)
     undo = _object(undo_docs) | _needs_hosts_and_run(False)
     return {
         "$schema": DRAFT,

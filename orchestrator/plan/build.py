@@ -18,6 +18,7 @@ import jinja2
 import networkx as nx
 
 from orchestrator.errors import Problem, UsageError, ValidationError
+from orchestrator.kinds import kind_of
 from orchestrator.model.fields import Where, suggest
 from orchestrator.model.inventory import (
     Host,
@@ -35,7 +36,6 @@ from orchestrator.model.runbook import (
     Runbook,
     RunbookOnFailure,
     Step,
-    StepKind,
 )
 from orchestrator.model.siteplan import ChildSteps, is_child_health, scope_for
 from orchestrator.model.templating import (
@@ -92,7 +92,7 @@ class PlanStep:
     skipped: str | None = None
 
     @property
-    def kind(self) -> StepKind:
+    def kind(self) -> str:
         return self.step.kind
 
 
@@ -719,28 +719,10 @@ def build_plan(
             decided_by=decided_by,
         )
         plan.steps[step.id] = ps
-        # a mirror runbook fails back a succeeded failover by its steps: an undo is only for
-        # rolling back a half-done one, and many steps rightly have none
         mirror = runbook.failback is FailbackMode.MIRROR
-        ignored = [
-            k for k in ("hosts", "run") if step.kind is StepKind.MANUAL and k in step.field_lines
-        ]
-        if ignored:
+        for line, warning in kind_of(step.kind).plan_warnings(step, mirror=mirror):
             plan.warnings.append(
-                Where(runbook.path, step.id).problem(
-                    step.field_lines[ignored[0]],
-                    f"a manual step runs nothing on any host: its {' and '.join(map(repr, ignored))} "
-                    "are ignored (remove them, or make the step a command)",
-                    severity="warning",
-                )
-            )
-        if step.kind is StepKind.COMMAND and step.undo is None and not mirror:
-            plan.warnings.append(
-                Where(runbook.file_of(step.id), step.id).problem(
-                    step.line,
-                    "command step has no 'undo': failback will leave it out",
-                    severity="warning",
-                )
+                Where(runbook.file_of(step.id), step.id).problem(line, warning, severity="warning")
             )
         if step.run and unquoted_step_outputs(step.run):
             plan.warnings.append(
@@ -1010,8 +992,8 @@ def finish_plan(plan: Plan, predictions: Mapping[str, float]) -> None:
             ps.predicted_s, ps.prediction_source = 0.0, "skipped"
         elif key in predictions:
             ps.predicted_s, ps.prediction_source = predictions[key], "history"
-        elif step.kind is StepKind.WAIT and step.duration is not None:
-            ps.predicted_s, ps.prediction_source = step.duration, "expect"
+        elif (fixed := kind_of(step.kind).fixed_duration(step)) is not None:
+            ps.predicted_s, ps.prediction_source = fixed, "expect"
         elif step.expect is not None:
             ps.predicted_s, ps.prediction_source = step.expect, "expect"
         else:
@@ -1025,11 +1007,7 @@ def finish_plan(plan: Plan, predictions: Mapping[str, float]) -> None:
     plan.predicted_rto_is_lower_bound = unknown
     plan.critical_path = path
     plan.predicted_operator_s = round(
-        sum(
-            plan.steps[n].predicted_s or 0.0
-            for n in path
-            if plan.steps[n].step.kind is StepKind.MANUAL
-        ),
+        sum(plan.steps[n].predicted_s or 0.0 for n in path if kind_of(plan.steps[n].kind).gate),
         3,
     )
 
@@ -1148,7 +1126,7 @@ def undo_candidates(
                 left_out.append({"id": sid, "reason": f"{status}, but has no undo"})
                 continue
             hosts = good + unsure if in_flight else good
-            if step.kind in (StepKind.MANUAL, StepKind.WAIT):
+            if not kind_of(step.kind).runs_commands:
                 hosts = []
             undone.append(Undone(sid, hosts, in_flight))
         else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import TYPE_CHECKING
 
+from orchestrator.kinds import kind_of
+
 if TYPE_CHECKING:
     from orchestrator.record.store import Store
 
@@ -44,10 +46,11 @@ def predictions_for(
             # a gate takes as long as a person takes to answer it: runs where --yes answered
             # (in a millisecond) say nothing about that; the gate's expect does
             via = step.approved_via or ("--yes" if summary.yes else "terminal")
-            if step.kind == "manual" and via != "terminal":
+            gate = kind_of(step.kind).gate
+            if gate and via != "terminal":
                 continue
             duration = step.duration_s
-            if step.kind == "manual" and step.manual_wait_s is not None:
+            if gate and step.manual_wait_s is not None:
                 duration = step.manual_wait_s
             durations.setdefault(step.id, []).append(duration)
         if summary.health is not None and summary.health.duration_s is not None:

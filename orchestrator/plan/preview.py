@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from orchestrator.model.runbook import StepKind
+from orchestrator.kinds import kind_of
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan, PlanStep
 from orchestrator.plan.site import child_blocks, children_doc, children_text, step_child
@@ -23,7 +23,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "id": ps.id,
             "name": r(step.name),
-            "kind": step.kind.value,
+            "kind": str(step.kind),
             "needs": ps.needs,
             "wave": ps.wave,
             "hosts": [h.name for h in ps.hosts],
@@ -37,13 +37,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         }
         if step.when:
             entry["when"] = r(step.when)
-        if step.kind is StepKind.CHECK:
-            entry["until"] = r(step.until or "rc == 0")
-            entry["interval_s"] = step.interval
-        if step.kind is StepKind.MANUAL:
-            entry["prompt"] = ps.prompt
-        if step.kind is StepKind.WAIT:
-            entry["duration_s"] = step.duration
+        entry.update(kind_of(step.kind).preview_entry(ps, r))
         if step.serial:
             entry["serial"] = step.serial
         if ps.decided_by is not None:
@@ -152,15 +146,11 @@ def render_text(plan: Plan) -> str:
             if step.retries:
                 flags.append(f"retries {step.retries}")
             extra = f"  [{', '.join(flags)}]" if flags else ""
-            out.append(f"  {sid} ({step.kind.value}) — {r(step.name)}  {_prediction(ps)}{extra}")
+            out.append(f"  {sid} ({step.kind}) — {r(step.name)}  {_prediction(ps)}{extra}")
             if ps.needs:
                 out.append(f"      needs: {', '.join(ps.needs)}")
             if step.when:
                 out.append(f"      when: {r(step.when)}")
-            if step.kind is StepKind.MANUAL:
-                out.append(f"      prompt: {ps.prompt}")
-            elif step.kind is StepKind.WAIT:
-                out.append(f"      wait {format_duration(step.duration or 0)}")
             if ps.decided_by is not None:
                 out.append(
                     f"      hosts: decided at run time from {', '.join(ps.decided_by)} "
@@ -168,11 +158,7 @@ def render_text(plan: Plan) -> str:
                 )
             for host in ps.hosts:
                 out.append(f"      {host.name}: {ps.preview.get(host.name, '')}")
-            if step.kind is StepKind.CHECK:
-                out.append(
-                    f"      until {r(step.until or 'rc == 0')} every "
-                    f"{format_duration(step.interval)}, within {format_duration(step.timeout)}"
-                )
+            out.extend(kind_of(step.kind).preview_lines(ps, r))
         out.append("")
     for hp in plan.health:
         names = ", ".join(h.name for h in hp.hosts_after)
@@ -197,9 +183,9 @@ def render_text(plan: Plan) -> str:
         out.append(f"Predicted RTO: unknown (no step has history or expect yet){vs}")
     else:
         out.append(f"Predicted RTO: {format_duration(plan.predicted_rto_s)}{vs}{bound}")
-        if any(ps.kind is StepKind.MANUAL for ps in plan.steps.values()):
+        if any(kind_of(ps.kind).gate for ps in plan.steps.values()):
             automated = plan.predicted_rto_s - plan.predicted_operator_s
-            gated = [s for s in plan.critical_path if plan.steps[s].step.kind is StepKind.MANUAL]
+            gated = [s for s in plan.critical_path if kind_of(plan.steps[s].kind).gate]
             if gated:
                 out.append(
                     f"  of which automated {format_duration(automated)}, operator at gates "
@@ -209,7 +195,7 @@ def render_text(plan: Plan) -> str:
             else:
                 out.append(
                     f"  all of it automated: no gate on the critical path (the gates, "
-                    f"{', '.join(s for s, ps in plan.steps.items() if ps.kind is StepKind.MANUAL)}, "
+                    f"{', '.join(s for s, ps in plan.steps.items() if kind_of(ps.kind).gate)}, "
                     "wait beside it)"
                 )
     out.append("Critical path: " + " → ".join(plan.critical_path))
@@ -227,9 +213,9 @@ def render_dot(plan: Plan) -> str:
     crit = set(plan.critical_path)
     blocks = child_blocks(plan)
     for ps in plan.steps.values():
-        label = f"{ps.id}\\n{ps.step.kind.value} · {_prediction(ps)}"
+        label = f"{ps.id}\\n{ps.step.kind} · {_prediction(ps)}"
         style = ', color="red", penwidth=2' if ps.id in crit else ""
-        shape = "diamond" if ps.step.kind is StepKind.MANUAL else "box"
+        shape = "diamond" if kind_of(ps.kind).gate else "box"
         if ps.id not in blocks.placed:
             lines.append(f'  {_dot_id(ps.id)} [label="{label}", shape={shape}{style}];')
         else:
@@ -249,11 +235,9 @@ def render_mermaid(plan: Plan) -> str:
     ids = {sid: f"s{i}" for i, sid in enumerate(plan.steps)}
     blocks = child_blocks(plan)
     for ps in plan.steps.values():
-        label = f"{ps.id}<br/>{ps.step.kind.value} · {_prediction(ps)}".replace('"', "'")
-        if ps.step.kind is StepKind.MANUAL:
-            node = f'{ids[ps.id]}{{"{label}"}}'
-        else:
-            node = f'{ids[ps.id]}["{label}"]'
+        label = f"{ps.id}<br/>{ps.step.kind} · {_prediction(ps)}".replace('"', "'")
+        gate = kind_of(ps.kind).gate
+        node = f'{ids[ps.id]}{{"{label}"}}' if gate else f'{ids[ps.id]}["{label}"]'
         if ps.id in blocks.placed:
             blocks.nodes[ps.id] = node
         else:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.kinds import kind_of
 from orchestrator.model.inventory import Host, SelectorError, select
 from orchestrator.model.runbook import Runbook
 from orchestrator.model.siteplan import Child, child_of, is_child_health
@@ -153,7 +154,7 @@ def _from_other_site_plans(
         for step in summary.steps:
             if step.status != "succeeded" or step.duration_s is None or step.carried_from:
                 continue
-            if step.kind == "manual":
+            if kind_of(step.kind).gate:
                 continue
             undo = "undo-" if step.id.startswith("undo-") else ""
             scope, _, local = step.id.removeprefix("undo-").rpartition("/")

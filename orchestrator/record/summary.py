@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.kinds import kind_of
 from orchestrator.record.children import child_records
 from orchestrator.record.events import Event
 from orchestrator.record.progress import Progress
@@ -986,7 +987,7 @@ def _place_in_time(b: _Builder, t_start: float | None) -> None:
                     a.start_offset_s = _r(st.attempt_t0[id(a)] - t_start)
                     for p in a.polls:
                         p.start_offset_s = _r(st.poll_t[id(p)] - t_start)
-        if rec.kind in ("command", "check") and rec.status not in ("not_run", "skipped"):
+        if kind_of(rec.kind).runs_commands and rec.status not in ("not_run", "skipped"):
             rec.attempts = max([rec.attempts, *(len(h.attempts) for h in rec.hosts)])
 
 

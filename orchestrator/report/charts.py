@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.kinds import kind_of
 from orchestrator.report.facts import HistoryPoint, Report, step_order
 from orchestrator.report.model import Run, Step
 from orchestrator.report.units import clock, offset, parse_when, secs
@@ -208,7 +209,7 @@ def _step_bars(
         }.get(step.status, "unknown")
         x = scale.x(step.offset_s)
         w = max(scale.x(step.offset_s + (step.duration_s or 0.0)) - x, 2.0)
-        if step.kind == "manual":
+        if kind_of(step.kind).gate:
             if step.approver:
                 answer = f"approved by {step.approver}"
             else:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import ExitCode
+from orchestrator.kinds import kind_of
 from orchestrator.report.children import ChildFacts, child_facts, site_health
 from orchestrator.report.model import HostResult, ProbeFigures, Rpo, Run, Step
 from orchestrator.report.units import (
@@ -512,7 +513,7 @@ def _projection(run: Run) -> str:
 
 def _yes_note(run: Run) -> str:
     """What --yes did in this run: the gates it approved, said of those it reached only."""
-    gates = [s for s in run.steps if s.kind == "manual"]
+    gates = [s for s in run.steps if kind_of(s.kind).gate]
     approved = [
         s
         for s in gates
@@ -595,14 +596,14 @@ def _notes(run: Run) -> tuple[str, ...]:
             "Emergency mode: the source health check was skipped, and failures of steps confined "
             "to the source site were recorded without stopping the run."
         )
-    if run.yes and any(s.kind == "manual" for s in run.steps):
+    if run.yes and any(kind_of(s.kind).gate for s in run.steps):
         notes.append(_yes_note(run))
     # answers from another terminal or the web page (docs/reference.md, "Control from another
     # terminal"): who did what, and what they said
     for s in run.steps:
         if s.status == "done_by_hand" and s.message:
             notes.append(f"Step {s.id} was {s.message} (it did not run).")
-        elif s.kind == "manual" and s.message and s.message.startswith("declined by"):
+        elif kind_of(s.kind).gate and s.message and s.message.startswith("declined by"):
             notes.append(f"Gate {s.id} was {s.message}.")
     if run.status == "cancelled" and run.message and " via " in run.message:
         notes.append(f"The run was {run.message}.")
@@ -742,7 +743,7 @@ def _manual(run: Run) -> ManualFacts:
             declined_by=s.decliner,
         )
         for s in run.steps
-        if s.kind == "manual"
+        if kind_of(s.kind).gate
     )
     if not gates:
         return ManualFacts((), run.manual_wait_s, None, None, None, "No manual gates in this run.")
@@ -820,7 +821,7 @@ def _critical_path(run: Run) -> CriticalPath:
             share = inside / basis * 100 if basis else None
             if inside < (step.duration_s or 0.0) - _NOISE_S:
                 notes.append(f"started before the RTO clock: {span(inside)} of it counted")
-        if step.kind == "manual":
+        if kind_of(step.kind).gate:
             notes.append("manual gate")
         if step.attempts and step.attempts > 1:
             notes.append(f"{step.attempts} attempts")
@@ -959,7 +960,7 @@ def _failures(run: Run) -> tuple[Failure, ...]:
 
 def _hosts_text(step: Step) -> str:
     if not step.hosts:
-        return {"manual": "operator", "wait": "—"}.get(step.kind, "—")
+        return kind_of(step.kind).hosts_label
     bad = [h for h in step.hosts if h.failed]
     if len(step.hosts) <= 3:
         return ", ".join(h.host + (" ✗" if h.failed else "") for h in step.hosts)
@@ -978,11 +979,11 @@ def _step_note(step: Step) -> str:
         notes.append(step.error)
     if step.outcome_unknown:
         notes.append("outcome unknown")
-    if step.kind == "manual" and step.approved_by:
+    if kind_of(step.kind).gate and step.approved_by:
         who = step.approver
         waited = f" after {secs(step.manual_wait_s)}" if step.manual_wait_s else ""
         notes.append(f"approved by {who}{waited}")
-    if step.kind == "manual" and step.declined_by:
+    if kind_of(step.kind).gate and step.declined_by:
         waited = f" after {secs(step.manual_wait_s)}" if step.manual_wait_s else ""
         notes.append(f"declined by {step.decliner}{waited}")
     retried = [h.host for h in step.hosts if len(h.attempts) > 1]

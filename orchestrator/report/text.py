@@ -10,6 +10,7 @@ import re
 import textwrap
 from collections.abc import Sequence
 
+from orchestrator.kinds import kind_of
 from orchestrator.report.facts import TAIL_LINES, Report
 from orchestrator.report.units import DASH, delta, pct, secs, span, when
 
@@ -254,7 +255,7 @@ def _critical_path(report: Report, paint: _Painter) -> list[str]:
                     "bold" if link.step_id else "dim",
                     None,
                     None,
-                    "yellow" if link.kind == "manual" else "blue",
+                    "yellow" if kind_of(link.kind).gate else "blue",
                     "dim",
                 ]
             )

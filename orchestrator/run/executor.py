@@ -23,8 +23,9 @@ from typing import Any
 import jinja2
 
 from orchestrator.errors import GateTimeout, GateUnavailable, TransportError
+from orchestrator.kinds import kind_of
 from orchestrator.model.inventory import Host, SelectorError, select
-from orchestrator.model.runbook import OnFailure, Step, StepKind
+from orchestrator.model.runbook import OnFailure, Step
 from orchestrator.model.templating import StepsView, evaluate, render
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan, PlanStep, resolve_durations
@@ -530,7 +531,7 @@ class Executor:
             return
         wanted: dict[str, list[SpoolKey]] = {}
         for ps in self.plan.steps.values():
-            if ps.step.kind is StepKind.CHECK or not ps.step.run:
+            if kind_of(ps.kind).polls or not ps.step.run:
                 continue
             for host in ps.hosts:
                 key = self._spool(ps, host, "1")
@@ -656,7 +657,7 @@ class Executor:
             Event.STEP_STARTED,
             t0,
             step=ps.id,
-            kind=step.kind.value,
+            kind=str(step.kind),
             hosts=[h.name for h in ps.hosts],
             wave=ps.wave,
             undo_of=ps.undo_of,
@@ -679,14 +680,7 @@ class Executor:
             return self._end(
                 ps, StepOutcome(ps.id, Status.FAILED, error=error, message=hosts_problem)
             )
-        if step.kind is StepKind.MANUAL:
-            return self._end(ps, self._manual(ps))
-        if step.kind is StepKind.WAIT:
-            # a wait runs nothing: once the run stops scheduling it ends at once, cancelled
-            if self._pause(step.duration or 0.0, ps):
-                return self._end(ps, StepOutcome(ps.id, Status.SUCCEEDED))
-            return self._end(ps, StepOutcome(ps.id, Status.CANCELLED, message=self.why_stopped()))
-        return self._end(ps, self._on_hosts(ps))
+        return self._end(ps, kind_of(step.kind).execute(self, ps))  # orchestrator/kinds/
 
     def _end(self, ps: PlanStep, outcome: StepOutcome) -> StepOutcome:
         self.journal.write(
@@ -938,7 +932,7 @@ class Executor:
         except jinja2.TemplateError as exc:
             return done(Status.FAILED, None, "template", f"template error: {exc}")
         rendered = command
-        if step.kind is StepKind.CHECK:
+        if kind_of(step.kind).polls:
             return self._poll(ps, host, attempt, conn, command, env, ctx, done, log)
         with self._recovered_lock:
             rec = self.recovered.pop((ps.id, host.name), None)
@@ -1096,6 +1090,11 @@ class Executor:
         outcome = self._on_hosts(ps)
         held = outcome.status is Status.SUCCEEDED
         return held, max((h.t_end for h in outcome.hosts.values()), default=self.journal.now())
+
+    # what a step kind's execution asks of the executor (orchestrator/kinds/base.py, StepRunner)
+    on_hosts = _on_hosts
+    ask_operator = _manual
+    pause = _pause
 
 
 def run_command(

@@ -386,7 +386,7 @@ class LiveView:
                 table.add_row(
                     Text(self.ICON.get(status, "?"), style=style),
                     Text(sid, style=style),
-                    ps.kind.value,
+                    str(ps.kind),
                     host_text,
                     el,
                 )

@@ -304,9 +304,9 @@ def _dependents_done(plan: Plan, check: str, done: set[str]) -> bool:
 
 
 def _is_check(ps: PlanStep) -> bool:
-    from orchestrator.model.runbook import StepKind
+    from orchestrator.kinds import kind_of
 
-    return bool(ps.step.kind is StepKind.CHECK)
+    return kind_of(ps.step.kind).polls
 
 
 def refuse_resume(lineage: Lineage, run_id: str) -> None:

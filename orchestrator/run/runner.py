@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.errors import ExitCode, GateTimeout, LockLost, PreflightError, RefusedError
-from orchestrator.model.runbook import StepKind
+from orchestrator.kinds import kind_of
 from orchestrator.plan.build import FAILOVER, REPROTECT, Plan, PlanStep
 from orchestrator.plan.preview import plan_document
 from orchestrator.plan.site import journal_children, state_changes
@@ -412,7 +412,7 @@ def _journal_start(
             {
                 "id": ps.id,
                 "name": ps.step.name,
-                "kind": ps.step.kind.value,
+                "kind": str(ps.step.kind),
                 "needs": ps.needs,
                 "undo_of": ps.undo_of,
                 "wave": ps.wave,
@@ -431,7 +431,7 @@ def _gate(plan: Plan, opts: RunOptions, store: Store) -> Gate:
     """The run's answerer of manual gates: each waits at most its step's timeout elsewhere."""
     gate = Gate(opts.yes, opts.interactive, comment=opts.gate_comment)
     gate.timeouts = {
-        sid: ps.step.timeout for sid, ps in plan.steps.items() if ps.step.kind is StepKind.MANUAL
+        sid: ps.step.timeout for sid, ps in plan.steps.items() if kind_of(ps.kind).gate
     }
     gate.answer_hint = control_hint("approve", plan.run_id, store, "{step}")
     return gate

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from orchestrator.kinds import kind_of
 from orchestrator.model.inventory import Host
 from orchestrator.record.summary import RunSummary
 from orchestrator.run import preflight
@@ -68,7 +69,7 @@ def half_done_failover(summaries: Sequence[RunSummary], runbook: str) -> HalfDon
     changed = tuple(
         s.id
         for s in last.steps
-        if s.kind == "command"  # checks, gates and waits change nothing
+        if kind_of(s.kind).changes_hosts  # checks, gates and waits change nothing
         and (
             s.status == "succeeded"
             or s.outcome_unknown
