@@ -25,6 +25,7 @@ SECTIONS = {
     "fake_scale",
     "shared_state",
     "wide",
+    "many_hosts",
     "memory",
     "startup",
 }
@@ -74,6 +75,8 @@ def test_quick_benchmark_prints_the_table_and_writes_results(tmp_path: Path) -> 
         "scale.validate_random",
         "scale.scheduler",
         "wide.hosts",
+        "many.hosts",
+        "many.memory",
         "memory.local",
         "memory.ssh",
         "startup.help",
@@ -87,3 +90,6 @@ def test_quick_benchmark_prints_the_table_and_writes_results(tmp_path: Path) -> 
     assert fanout["ansible"] == {"skipped": "--quick"}
     wide = results["sections"]["wide"]
     assert wide["task_hosts_ok"] == wide["task_hosts_expected"]
+    many = results["sections"]["many_hosts"]
+    assert many["task_hosts_ok"] == many["task_hosts_expected"] > 0
+    assert many["drx_peak_threads"] > 0 and many["reference_hosts"] == wide["hosts"]
