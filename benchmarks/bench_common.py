@@ -167,6 +167,17 @@ def timed_run(
         killer.start()
         try:
             _, status, rusage = os.wait4(proc.pid, 0)
+        except BaseException:
+            # Ctrl-C or SIGTERM of the benchmark: the tool does not outlive it (nor the lab's
+            # hosts, which are stopped on the way out)
+            with contextlib.suppress(OSError):
+                proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
         finally:
             killer.cancel()
         wall = time.perf_counter() - start

@@ -42,6 +42,12 @@ from orchestrator.lab.sshd import Lab
 DROP_LINES = ("drop connection", "MaxStartups")
 #: the many-host part's memory target: the machine's memory in use stays below this share
 MEMORY_SHARE = 0.8
+#: RAM to have available before starting the hosts: twice the ~4 MB a host measured (its sshd,
+#: its session's processes, drx's share)
+RAM_PER_HOST_MB = 8
+#: free process ids to have: an sshd listener, a session's monitor and user processes, the
+#: spool's helper, and drx's two threads a host, with room to spare
+PIDS_PER_HOST = 8
 
 
 @dataclass
@@ -160,6 +166,27 @@ def measure(lab: Lab, workdir: Path, hosts: int, *, steps: int = 3, prefix: str 
     return run
 
 
+def capacity_problem(hosts: int) -> str | None:
+    """Why this machine cannot take ``hosts`` more lab hosts now (memory, process ids), or
+    None: the part is skipped with the reason rather than run into the OOM killer."""
+    available_mb = _meminfo().get("MemAvailable", 0) / 1024
+    if available_mb < hosts * RAM_PER_HOST_MB:
+        return (
+            f"{available_mb:.0f} MB of RAM available, {hosts} hosts need "
+            f"~{hosts * RAM_PER_HOST_MB} MB"
+        )
+    try:
+        pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+        threads_max = int(Path("/proc/sys/kernel/threads-max").read_text())
+    except (OSError, ValueError):
+        return None
+    in_use = sum(_threads(int(p)) for p in os.listdir("/proc") if p.isdigit())
+    free = min(pid_max, threads_max) - in_use
+    if free < hosts * PIDS_PER_HOST:
+        return f"{free} process ids free (pid_max {pid_max}), {hosts} hosts need ~{hosts * PIDS_PER_HOST}"
+    return None
+
+
 def wide_section(run: HostsRun) -> Section:
     """Section 4's wide run (its figure and data keys as before, plus threads and memory)."""
     sec = Section("wide")
@@ -176,12 +203,23 @@ def wide_section(run: HostsRun) -> Section:
     return sec
 
 
-def many_section(run: HostsRun | None, reference: dict[str, Any] | None, skipped: str) -> Section:
+def many_section(
+    run: HostsRun | None, reference: dict[str, Any] | None, skipped: str, *, failed: bool = False
+) -> Section:
     """The many-host part beside the wide run of the same benchmark run: wall time against
-    host count, peak RSS and threads, the machine's memory."""
+    host count, peak RSS and threads, the machine's memory. Without a run, a row saying why
+    (``failed``: the machine could not take it, which is a target not met)."""
     sec = Section("many_hosts")
     if run is None:
-        sec.add(Figure("many.hosts", "many sshd hosts × 3 steps", f"skipped ({skipped})"))
+        sec.data = {"skipped": skipped}
+        sec.add(
+            Figure(
+                "many.hosts",
+                "many sshd hosts × 3 steps",
+                f"skipped ({skipped})",
+                met=False if failed else None,
+            )
+        )
         return sec
     ref_wall = reference.get("wall_s") if reference else None
     ref_hosts = reference.get("hosts") if reference else None

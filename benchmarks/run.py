@@ -277,6 +277,9 @@ def run_all(cfg: Config, workdir: Path) -> Runner:
         def many() -> Section:
             if cfg.many_hosts <= 0:
                 return bench_hosts.many_section(None, None, f"{MANY_HOSTS_ENV}=0")
+            problem = bench_hosts.capacity_problem(cfg.many_hosts)
+            if problem is not None:
+                return bench_hosts.many_section(None, None, problem, failed=True)
             run = bench_hosts.measure(lab, workdir, cfg.many_hosts, prefix="m")
             return bench_hosts.many_section(run, wide.data, "")
 
