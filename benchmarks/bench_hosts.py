@@ -3,8 +3,9 @@
 ``BENCH_MANY_HOSTS=0`` skips it). Both are measured the same way in the same benchmark run:
 
 - every task-host ok, and no connection dropped (sshd logs one it turns away past MaxStartups);
-- drx's wall time (process start to exit), its measured RTO, its peak RSS (ru_maxrss), and the
-  most threads and open descriptors it had (sampled every 100 ms from /proc);
+- drx's wall time (process start to exit), its measured RTO, its CPU time, its peak RSS
+  (ru_maxrss), and the most threads and open descriptors it had (sampled every 100 ms from
+  /proc);
 - the machine's memory in use at its peak during the run (MemTotal - MemAvailable: the lab's
   sshd processes and their sessions count too), against the machine's RAM;
 - the time to start and to stop the lab's sshd processes (all stopped by PID).
@@ -87,6 +88,7 @@ class HostsRun:
     failures: list[str] = field(default_factory=list)
     refused: str | None = None
     drx_peak_rss_mb: float = 0.0
+    drx_cpu_s: float = 0.0
     drx_peak_threads: int = 0
     drx_peak_fds: int = 0
     drx_fd_limit: int | None = None
@@ -148,6 +150,7 @@ def measure(lab: Lab, workdir: Path, hosts: int, *, steps: int = 3, prefix: str 
     run.wall_s = timed.wall_s
     run.exit_code = timed.returncode
     run.drx_peak_rss_mb = timed.maxrss_kb / 1024
+    run.drx_cpu_s = timed.cpu_s
     run.drx_peak_threads = peaks.threads
     run.drx_peak_fds = peaks.fds
     run.drx_fd_limit = peaks.fd_limit

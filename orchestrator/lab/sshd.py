@@ -497,18 +497,24 @@ class Lab:
         if running:
             # Stop the listeners first so that no new connection forks while the trees are
             # killed; then kill every per-connection process: a downed host keeps no session.
+            stopped: set[int] = set()
             children = _children()
             for h in running:
                 assert h.process is not None
                 for pid in _process_tree(h.process.pid, children):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGSTOP)
-            children = _children()  # what forked before its parent stopped
+                        stopped.add(pid)
+            # what forked before its parent stopped, and what was stopped but has left the
+            # tree since (a session's process reparented meanwhile): none stays stopped forever
+            children = _children()
+            doomed = set(stopped)
             for h in running:
                 assert h.process is not None
-                for pid in _process_tree(h.process.pid, children):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                doomed.update(_process_tree(h.process.pid, children))
+            for pid in doomed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         for h in hosts:
             if h.process is not None:
                 h.process.wait()
