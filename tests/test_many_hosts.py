@@ -25,7 +25,7 @@ from orchestrator.run import connecting
 from orchestrator.run.preflight import close_all, connect_all
 from orchestrator.transport.base import HostSpec
 from orchestrator.transport.fake import FakeConnection, FakeTransport
-from orchestrator.transport.ssh import SSHTransport
+from orchestrator.transport.ssh import IDLE_WAKE_S, SSHTransport
 
 pytestmark = pytest.mark.sshd
 
@@ -211,3 +211,20 @@ def test_ctrl_c_during_the_lab_stop_is_held_until_every_host_is_stopped() -> Non
         time.sleep(0.05)  # the handler runs here, and must not raise
         done.append(True)
     assert done == [True]
+
+
+def test_closing_idle_connections_does_not_wait_for_their_threads_to_wake(
+    lab: Lab, lab_hosts
+) -> None:
+    """Idle connections' threads wake once a second (IDLE_WAKE_S), yet closing ten of them
+    returns at once, not after a wake-up each (generous bound: half of that)."""
+    hosts = lab_hosts(10)
+    transport = SSHTransport()
+    conns = [transport.connect(lab.host_spec(h.name)) for h in hosts]
+    for conn in conns:
+        assert conn.run("true", timeout=20).ok
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    for conn in conns:
+        conn.close()
+    assert time.monotonic() - t0 < 10 * IDLE_WAKE_S / 2
