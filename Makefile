@@ -85,6 +85,8 @@ CHAOS_SCHEDULES ?= 100
 chaos: $(STAMP) system-deps
 	$(BIN)/python -m orchestrator.lab.chaos --schedules $(CHAOS_SCHEDULES) $(if $(SEED),--seed $(SEED))
 
+# Every section of benchmarks/run.py, ending with 1,000 sshd hosts × 3 steps beside the 200-host
+# run (~4 GB of RAM for the lab and its sessions; BENCH_MANY_HOSTS=0 skips that part, =N sizes it).
 bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/run.py
 

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,10 +130,12 @@ def timed_run(
     cwd: Path | None = None,
     timeout: float = 600.0,
     sample_memory: bool = False,
+    watch: Callable[[int, threading.Event], None] | None = None,
 ) -> Timed:
     """Run ``argv`` to completion and time it from spawn to exit (stdout/stderr go to temp
     files, so a chatty tool never blocks on a pipe). ``sample_memory`` polls the process's
-    VmHWM every 20 ms (its own high-water mark, children excluded)."""
+    VmHWM every 20 ms (its own high-water mark, children excluded). ``watch(pid, exited)`` runs
+    on a thread of its own from spawn until the process has exited (``exited`` is then set)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -157,10 +159,25 @@ def timed_run(
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
+        watcher = None
+        if watch is not None:
+            watcher = threading.Thread(target=watch, args=(proc.pid, stop), daemon=True)
+            watcher.start()
         killer = threading.Timer(timeout, proc.kill)  # a hung tool ends as a failure
         killer.start()
         try:
             _, status, rusage = os.wait4(proc.pid, 0)
+        except BaseException:
+            # Ctrl-C or SIGTERM of the benchmark: the tool does not outlive it (nor the lab's
+            # hosts, which are stopped on the way out)
+            with contextlib.suppress(OSError):
+                proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
         finally:
             killer.cancel()
         wall = time.perf_counter() - start
@@ -168,6 +185,8 @@ def timed_run(
         stop.set()
         if sampler is not None:
             sampler.join()
+        if watcher is not None:
+            watcher.join()
         out.seek(0)
         err.seek(0)
         return Timed(
@@ -338,6 +357,7 @@ def drx_failover(
     sample_memory: bool = False,
     timeout: float = 600.0,
     extra: Sequence[str] = (),
+    watch: Callable[[int, threading.Event], None] | None = None,
 ) -> Timed:
     """``drx failover site-b --yes`` as a subprocess of this virtualenv's drx, timed."""
     return timed_run(
@@ -357,6 +377,7 @@ def drx_failover(
         env=base_env(),
         sample_memory=sample_memory,
         timeout=timeout,
+        watch=watch,
     )
 
 

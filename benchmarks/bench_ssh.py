@@ -12,12 +12,12 @@ import json
 import random
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bench_hosts
 import networkx as nx
 import yaml
 from bench_common import (
@@ -799,84 +799,9 @@ def median_breakdown(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def wide(lab: Lab, workdir: Path, hosts: int, steps: int = 3) -> Section:
-    """``hosts`` sshd hosts × ``steps`` steps through drx: every connection must succeed."""
-    sec = Section("wide")
-    names = [f"w{i:03d}" for i in range(hosts)]
-    for name in names:
-        lab.add_host(name)
-    try:
-        started = _time(lambda: lab.start(names))
-        base = workdir / "wide"
-        base.mkdir(parents=True, exist_ok=True)
-        inventory = write_yaml(base / "inventory.yaml", lab_inventory(lab, names))
-        runbook = write_yaml(base / "runbook.yaml", chain_runbook(steps))
-        state = base / "state"
-        timed = drx_failover(runbook, inventory, state, timeout=600)
-        summary = latest_summary(state)
-        shutil.rmtree(state, ignore_errors=True)
-        # sshd logs a connection it turns away (MaxStartups, penalties) as "drop connection"
-        dropped = sum(
-            _count_lines(lab.host(name).log_file, ("drop connection", "MaxStartups"))
-            for name in names
-        )
-    finally:
-        for name in names:
-            lab.remove(name)
-    ok_hosts = 0
-    failed: list[str] = []
-    if summary is not None:
-        for step in summary["steps"]:
-            for h in step.get("hosts", []):
-                if h.get("rc") == 0:
-                    ok_hosts += 1
-                else:
-                    failed.append(f"{step['id']}/{h.get('host')}: {h.get('error') or h.get('rc')}")
-    expected = hosts * steps
-    refused = None if timed.ok else timed.failure()
-    sec.data = {
-        "hosts": hosts,
-        "steps": steps,
-        "lab_start_s": started,
-        "wall_s": timed.wall_s,
-        "exit_code": timed.returncode,
-        "rto_s": summary["rto"]["measured_s"] if summary else None,
-        "task_hosts_ok": ok_hosts,
-        "task_hosts_expected": expected,
-        "failures": failed[:20],
-        "refused": refused,
-        "drx_peak_rss_mb": timed.maxrss_kb / 1024,
-        "sshd_dropped_connections": dropped,
-    }
-    good = timed.ok and ok_hosts == expected and dropped == 0
-    sec.add(
-        Figure(
-            key="wide.hosts",
-            label=f"{hosts} sshd hosts × {steps} steps through drx",
-            drx=f"{ok_hosts}/{expected} ok in {secs(timed.wall_s)}, {dropped} dropped"
-            + ("" if timed.ok else f"; {refused}"),
-            peers="",
-            ratio="",
-            target="no dropped connection",
-            met=good,
-        )
-    )
-    return sec
-
-
-def _count_lines(path: Path, needles: Sequence[str]) -> int:
-    """Lines of ``path`` holding any of ``needles`` (0 when the file is missing)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return 0
-    return sum(1 for line in text.splitlines() if any(n in line for n in needles))
-
-
-def _time(fn: Callable[[], object]) -> float:
-    """Seconds taken by ``fn()``."""
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    """``hosts`` sshd hosts × ``steps`` steps through drx: every connection must succeed
+    (measured by bench_hosts, as the many-host part is)."""
+    return bench_hosts.wide_section(bench_hosts.measure(lab, workdir, hosts, steps=steps))
 
 
 # --- 5b. memory over SSH ------------------------------------------------------------------

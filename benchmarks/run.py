@@ -11,7 +11,9 @@ Sections (see each module for how a figure is made):
 3. DAG drill — a generated 50-step runbook of ``sleep``s in parallel branches: drx's measured RTO
    against the critical-path lower bound, the sum of all steps and ansible-playbook.
 4. Scale — validate + plan 10,000 steps; the peak memory of validating 100,000; 10,000 no-op steps through the runner on the fake
-   transport; 200 sshd hosts × 3 steps with no dropped connection.
+   transport; 200 sshd hosts × 3 steps with no dropped connection; then, a separate part, 1,000
+   sshd hosts × 3 steps beside the 200 (bench_hosts.py; ``--many-hosts 0`` or
+   ``BENCH_MANY_HOSTS=0`` skips it).
 5. Memory — peak RSS of drx while a step prints 1 GB (local transport, then over SSH).
 6. Start-up — ``drx --help`` and ``drx plan site-b`` on the sample.
 7. Reports — rendering each report format for a 1,000-step run.
@@ -30,6 +32,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
+import signal
 import sys
 import textwrap
 import time
@@ -41,6 +45,7 @@ from typing import Any
 
 import bench_engine
 import bench_etcd
+import bench_hosts
 import bench_spool
 import bench_ssh
 from bench_common import (
@@ -54,6 +59,9 @@ from bench_common import (
 )
 
 from orchestrator.lab.sshd import Lab, LabError
+
+#: the environment variable that sets (0: skips) the many-host part's host count
+MANY_HOSTS_ENV = "BENCH_MANY_HOSTS"
 
 
 @dataclass
@@ -79,6 +87,7 @@ class Config:
     startup_runs: int = 7
     report_steps: int = 1_000
     spool_runs: int = 300
+    many_hosts: int = 1_000  # the many-host part (0: skipped)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Config:
@@ -103,8 +112,12 @@ class Config:
                 startup_runs=2,
                 report_steps=50,
                 spool_runs=5,
+                many_hosts=8,
             )
-        for name in ("hosts", "rounds", "scale_steps", "wide_hosts", "memory_size"):
+        env_many = os.environ.get(MANY_HOSTS_ENV, "").strip()
+        if env_many:
+            cfg.many_hosts = int(env_many)
+        for name in ("hosts", "rounds", "scale_steps", "wide_hosts", "memory_size", "many_hosts"):
             value = getattr(args, name)
             if value is not None:
                 setattr(cfg, name, value)
@@ -259,7 +272,18 @@ def run_all(cfg: Config, workdir: Path) -> Runner:
                 world, min(cfg.rounds, cfg.dag_rounds), cfg.dag_steps, cfg.dag_ansible
             ),
         )
-        runner.run("wide", lambda: bench_ssh.wide(lab, workdir, cfg.wide_hosts))
+        wide = runner.run("wide", lambda: bench_ssh.wide(lab, workdir, cfg.wide_hosts))
+
+        def many() -> Section:
+            if cfg.many_hosts <= 0:
+                return bench_hosts.many_section(None, None, f"{MANY_HOSTS_ENV}=0")
+            problem = bench_hosts.capacity_problem(cfg.many_hosts)
+            if problem is not None:
+                return bench_hosts.many_section(None, None, problem, failed=True)
+            run = bench_hosts.measure(lab, workdir, cfg.many_hosts, prefix="m")
+            return bench_hosts.many_section(run, wide.data, "")
+
+        runner.run("many_hosts", many)
         runner.run("spool", lambda: bench_spool.spool_cost(lab, names[0], cfg.spool_runs))
         if cfg.memory_over_ssh:
 
@@ -310,6 +334,7 @@ ORDER = (
     "fake_scale",
     "shared_state",
     "wide",
+    "many_hosts",
     "memory",
     "startup",
     "reports",
@@ -334,12 +359,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peers", action="store_true", help="do not run ansible/pyinfra")
     parser.add_argument("--scale-steps", type=int, help="steps of the scale runs (10000)")
     parser.add_argument("--wide-hosts", type=int, help="hosts of the wide run (200)")
+    parser.add_argument(
+        "--many-hosts",
+        type=int,
+        help=f"hosts of the many-host part (1000; 0 skips it; or {MANY_HOSTS_ENV})",
+    )
     parser.add_argument("--memory-size", help="output of the memory runs, for head -c (1G)")
     parser.add_argument(
         "--output", type=Path, default=BENCH_DIR / "results.json", help="results JSON file"
     )
     args = parser.parse_args(argv)
     cfg = Config.from_args(args)
+    # SIGTERM as Ctrl-C: the lab's sshd processes are stopped on the way out either way
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.perf_counter()
     info = machine()

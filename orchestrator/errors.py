@@ -11,6 +11,8 @@
     ├── GateUnavailable           no operator can answer a manual gate (the step fails)
     ├── TransportError            a host-level failure while connecting or running
     │   ├── HostUnreachable       connect refused / timed out / DNS
+    │   │   └── ConnectionDropped the server closed the connection before its banner
+    │   │                         (sshd's MaxStartups): worth another try
     │   ├── AuthenticationFailed  the host refused our credentials
     │   └── HostKeyError          unknown or changed host key under the policy in force
     ├── JournalError              a journal that cannot be read back
@@ -137,6 +139,12 @@ class TransportError(DrxError):
 
 class HostUnreachable(TransportError):
     error = "unreachable"
+
+
+class ConnectionDropped(HostUnreachable):
+    """The server accepted TCP and closed it before its SSH banner: sshd does that to a
+    connection past its MaxStartups (too many unauthenticated at once), so another try later
+    usually gets through."""
 
 
 class AuthenticationFailed(TransportError):

@@ -10,12 +10,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from orchestrator.errors import AuthenticationFailed, HostKeyError, TransportError
 from orchestrator.model.inventory import Host, Inventory
 from orchestrator.plan.build import Plan
+from orchestrator.run import connecting
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection, Sudo, Transport
 from orchestrator.transport.spool import SPOOL_REFUSED_RC, check_program, ssh_dir
 
-#: at most this many connections are opened at once at the pre-flight
-PREFLIGHT_CONCURRENCY = 64
+#: at most this many connections are opened at once at the pre-flight, unless
+#: DRX_MAX_CONNECTING says otherwise (connecting.max_connecting)
+PREFLIGHT_CONCURRENCY = connecting.DEFAULT_MAX_CONNECTING
 
 Connected = tuple[dict[str, Connection], dict[str, TransportError]]
 #: gives the transport of a kind of host ("ssh", "local"); tests and benchmarks pass a fake
@@ -27,7 +29,7 @@ def prove(transport: Transport, host: Host, *, sudo: Sequence[Sudo] = ()) -> Con
     ``sudo``: True for root, or a user name);
     raise TransportError naming what failed. One command now also takes the first session's
     set-up cost (tens of ms over SSH) out of the measured RTO."""
-    conn: Connection = transport.connect(host.spec)
+    conn: Connection = connecting.connect(transport, host.spec)
     try:
         timeout = max(host.spec.connect_timeout, 1.0)
         # over SSH the proving command is the spool's check: no extra round trip
@@ -103,7 +105,8 @@ def connect_all(
     failures: dict[str, TransportError] = {}
     if not hosts:
         return connections, failures
-    with ThreadPoolExecutor(max_workers=min(PREFLIGHT_CONCURRENCY, len(hosts))) as pool:
+    connecting.raise_fd_limit(len(hosts))
+    with ThreadPoolExecutor(max_workers=min(connecting.max_connecting(), len(hosts))) as pool:
         for name, result in pool.map(connect, hosts):
             if isinstance(result, TransportError):
                 failures[name] = result

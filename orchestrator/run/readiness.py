@@ -20,8 +20,9 @@ from orchestrator.errors import TransportError
 from orchestrator.model.inventory import Host
 from orchestrator.model.templating import render
 from orchestrator.plan.build import CheckPlan, Plan
+from orchestrator.run import connecting
 from orchestrator.run.executor import check_holds, poll_failure, render_env, run_command
-from orchestrator.run.preflight import PREFLIGHT_CONCURRENCY, open_transports, prove
+from orchestrator.run.preflight import open_transports, prove
 from orchestrator.transport.base import Connection, Sudo
 
 
@@ -108,7 +109,8 @@ def prove_hosts(
 
     if not hosts:
         return [], {}
-    with ThreadPoolExecutor(max_workers=min(PREFLIGHT_CONCURRENCY, len(hosts))) as pool:
+    connecting.raise_fd_limit(len(hosts))
+    with ThreadPoolExecutor(max_workers=min(connecting.max_connecting(), len(hosts))) as pool:
         done = list(pool.map(one, hosts))
     return [c for c, _ in done], {c.host.name: conn for c, conn in done if conn is not None}
 
@@ -158,7 +160,9 @@ def check_now(
         bad = source_health(plan, connections)
         return bad, time.monotonic() - t0
 
-    with ThreadPoolExecutor(max_workers=max(1, min(PREFLIGHT_CONCURRENCY, len(jobs) + 1))) as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(connecting.DEFAULT_MAX_CONNECTING, len(jobs) + 1))
+    ) as pool:
         health_job = pool.submit(health) if plan.health or plan.source_health else None
         results = list(pool.map(lambda j: poll(plan, connections, j[1], j[2]), jobs))
         if health_job is not None:
