@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+from orchestrator.model.units import parse_when
 from orchestrator.record.children import child_records
 from orchestrator.record.events import Event
 from orchestrator.record.progress import Progress
@@ -24,6 +26,25 @@ POLLS_IN_SUMMARY = 200
 
 def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(x, nd)
+
+
+def _between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one timestamp to another; None when either is missing or unreadable."""
+    began, ended = parse_when(start), parse_when(end)
+    if began is None or ended is None:
+        return None
+    return (ended - began).total_seconds()
+
+
+def _who(by: str | None, via: str | None, comment: str | None) -> str | None:
+    if not by:
+        return None
+    who = "the operator" if by == "operator" else by
+    if via:
+        who += f" ({via})"
+    if comment:
+        who += f': "{comment}"'
+    return who
 
 
 # -- the records ------------------------------------------------------------------------------
@@ -53,6 +74,12 @@ class AttemptRecord:
     rc: int | None = None
     error: str | None = None
     polls: list[PollRecord] = field(default_factory=list)
+
+    @property
+    def end_offset_s(self) -> float | None:
+        if self.start_offset_s is None:
+            return None
+        return self.start_offset_s + (self.duration_s or 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +111,11 @@ class HostRecord:
     reattached: bool = False
     #: bytes of output its last attempt printed past ``output_limit``, not kept in the log
     output_cut: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether this host ended badly (its attempts may still include earlier failures)."""
+        return self.status in ("failed", "unknown")
 
     def to_dict(self) -> dict[str, Any]:
         doc = {
@@ -135,6 +167,32 @@ class StepRecord:
     value: Any = None
     message: str | None = None
     hosts: list[HostRecord] = field(default_factory=list)
+
+    @property
+    def approver(self) -> str | None:
+        """Who approved this gate, how, and what they said: ``root@host (--yes): "ok"``."""
+        return _who(self.approved_by, self.approved_via, self.approval_comment)
+
+    @property
+    def decliner(self) -> str | None:
+        """Who declined this gate, how, and what they said (as ``approver``)."""
+        return _who(self.declined_by, self.declined_via, self.decline_comment)
+
+    @property
+    def end_offset_s(self) -> float | None:
+        if self.start_offset_s is None:
+            return None
+        return self.start_offset_s + (self.duration_s or 0.0)
+
+    @property
+    def started(self) -> bool:
+        """Whether the step began in this run (carried-over steps ran in an earlier one)."""
+        return self.start_offset_s is not None and self.carried_from is None
+
+    @property
+    def broke(self) -> bool:
+        """Whether the step needs an auditor's attention: failed, or its outcome is not known."""
+        return self.status in ("failed", "unknown") or self.outcome_unknown
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -245,6 +303,13 @@ class RpoGuardRecord:
     accepted_loss: float | None = None
     message: str | None = None
 
+    @property
+    def state(self) -> str:
+        """held (not tripped), refused (tripped, steps blocked) or accepted (let through)."""
+        if not self.tripped:
+            return "held"
+        return "accepted" if self.accepted else "refused"
+
     def to_dict(self, unit: str) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "tripped": self.tripped,
@@ -268,8 +333,13 @@ class RpoRecord:
     in_bytes: bool = False
     guard: RpoGuardRecord | None = None  # None: the runbook sets no rpo_guard
 
+    @property
+    def unit(self) -> str:
+        """``s`` or ``bytes``: the suffix of the document's keys and the unit of every figure."""
+        return "bytes" if self.in_bytes else "s"
+
     def to_dict(self) -> dict[str, Any]:
-        unit = "bytes" if self.in_bytes else "s"
+        unit = self.unit
         doc: dict[str, Any] = {
             f"measured_{unit}": self.measured,
             f"target_{unit}": self.target,
@@ -315,6 +385,13 @@ class ProbeRecord:
     breached: bool = False
     max_down_s: float | None = None
     interval_s: float | None = None
+
+    @property
+    def spans(self) -> list[tuple[float, float | None]]:
+        """The down windows that have a start, as (start, end) pairs."""
+        return [
+            (w[0], w[1] if len(w) > 1 else None) for w in self.windows if w and w[0] is not None
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -390,9 +467,64 @@ class RunSummary:
             return self.moves_to
         return self.target if self.direction == "failover" else self.source
 
-    @property
-    def step_by_id(self) -> dict[str, StepRecord]:
+    @cached_property
+    def by_id(self) -> dict[str, StepRecord]:
+        """The steps by id (as when first asked: a summary is not changed once read)."""
         return {s.id: s for s in self.steps}
+
+    @property
+    def critical(self) -> frozenset[str]:
+        return frozenset(self.critical_path)
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def is_failback(self) -> bool:
+        return self.direction == "failback"
+
+    @property
+    def is_mirror(self) -> bool:
+        """A mirrored failback: source/target name the way this run moved the service."""
+        return self.is_failback and self.failback_mode == "mirror"
+
+    @property
+    def is_resumed(self) -> bool:
+        """A continuation of an earlier run (a failback's parent_run is the failover it reverses,
+        unless the failback resumes another failback: then ``resumes`` says so)."""
+        return self.resumes is not None or (self.parent_run is not None and not self.is_failback)
+
+    @property
+    def reversed_run(self) -> str | None:
+        """The failover run a failback reverses."""
+        if not self.is_failback:
+            return None
+        return self.reverses or (None if self.resumes else self.parent_run)
+
+    @property
+    def from_site(self) -> str | None:
+        """The site the run moved the service away from (an undo failback keeps the failover's
+        names)."""
+        return (self.target if self.is_failback and not self.is_mirror else self.source) or None
+
+    @property
+    def to_site(self) -> str | None:
+        """The site the run moved the service to, where health is polled afterwards."""
+        return (self.source if self.is_failback and not self.is_mirror else self.target) or None
+
+    @property
+    def elapsed_s(self) -> float | None:
+        """Wall-clock duration of the whole run, pre-flight included (so far, if running)."""
+        if self.progress is not None:
+            return self.progress.elapsed_s
+        return _between(self.started_at, self.finished_at)
+
+    @property
+    def rto_shift_s(self) -> float:
+        """How long after the run's start the RTO clock started (probe windows are offsets
+        from the run's start, the timeline's from the RTO start)."""
+        return _between(self.started_at, self.rto_started_at) or 0.0
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -465,7 +597,12 @@ def _int(value: Any) -> int | None:
 
 
 def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A non-empty string; numbers are accepted as text (e.g. a host named 1)."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def _map(value: Any) -> Mapping[str, Any]:
@@ -496,14 +633,25 @@ def _read_attempt(d: Mapping[str, Any]) -> AttemptRecord:
     )
 
 
-def _read_host(d: Mapping[str, Any]) -> HostRecord:
+def _host_status(rc: int | None, error: str | None, step_status: str) -> str:
+    """A host's status where an older summary does not record it: from its rc and error, else
+    its step's."""
+    if error in ("cancelled", "unknown"):
+        return error
+    if error or (rc is not None and rc != 0):
+        return "failed"
+    return "succeeded" if rc == 0 else step_status
+
+
+def _read_host(d: Mapping[str, Any], step_status: str) -> HostRecord:
+    rc, error = _int(d.get("rc")), _str(d.get("error"))
     return HostRecord(
-        host=str(d.get("host", "")),
-        status=_str(d.get("status")) or "unknown",
-        rc=_int(d.get("rc")),
+        host=_str(d.get("host")) or "?",
+        status=_str(d.get("status")) or _host_status(rc, error, step_status),
+        rc=rc,
         duration_s=_num(d.get("duration_s")),
-        output_tail=str(d.get("output_tail") or ""),
-        error=_str(d.get("error")),
+        output_tail=_str(d.get("output_tail")) or "",
+        error=error,
         value=d.get("value"),
         attempts=[_read_attempt(_map(a)) for a in _list(d.get("attempts"))],
         command=_str(d.get("command")),
@@ -513,12 +661,13 @@ def _read_host(d: Mapping[str, Any]) -> HostRecord:
 
 
 def _read_step(d: Mapping[str, Any]) -> StepRecord:
-    sid = str(d.get("id", ""))
+    sid = _str(d.get("id")) or ""
+    status = _str(d.get("status")) or "not_run"
     return StepRecord(
         id=sid,
         name=_str(d.get("name")) or sid,
         kind=_str(d.get("kind")) or "command",
-        status=_str(d.get("status")) or "not_run",
+        status=status,
         started_at=_str(d.get("started_at")),
         finished_at=_str(d.get("finished_at")),
         duration_s=_num(d.get("duration_s")),
@@ -540,7 +689,7 @@ def _read_step(d: Mapping[str, Any]) -> StepRecord:
         decline_comment=_str(d.get("decline_comment")),
         value=d.get("value"),
         message=_str(d.get("message")),
-        hosts=[_read_host(_map(h)) for h in _list(d.get("hosts"))],
+        hosts=[_read_host(_map(h), status) for h in _list(d.get("hosts"))],
     )
 
 
@@ -582,11 +731,11 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
             timed_out=health_doc.get("timed_out") is True,
         )
     return RunSummary(
-        run_id=str(d.get("run_id", "")),
-        runbook=str(d.get("runbook", "")),
-        direction=str(d.get("direction", "")),
-        source=str(d.get("source", "")),
-        target=str(d.get("target", "")),
+        run_id=_str(d.get("run_id")) or "",
+        runbook=_str(d.get("runbook")) or "",
+        direction=_str(d.get("direction")) or "",
+        source=_str(d.get("source")) or "",
+        target=_str(d.get("target")) or "",
         status=_str(d.get("status")) or "crashed",
         started_at=_str(d.get("started_at")),
         finished_at=_str(d.get("finished_at")),
@@ -632,7 +781,7 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
 
 def _read_probe(d: Mapping[str, Any]) -> ProbeRecord:
     return ProbeRecord(
-        name=str(d.get("name", "")),
+        name=_str(d.get("name")) or "probe",
         polls=_int(d.get("polls")) or 0,
         failed_polls=_int(d.get("failed_polls")) or 0,
         down_s=_num(d.get("down_s")) or 0.0,

@@ -15,8 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import ExitCode
+from orchestrator.record.summary import HostRecord as HostResult
+from orchestrator.record.summary import ProbeRecord as ProbeFigures
+from orchestrator.record.summary import RpoRecord as Rpo
+from orchestrator.record.summary import RunSummary as Run
+from orchestrator.record.summary import StepRecord as Step
 from orchestrator.report.children import ChildFacts, child_facts, site_health
-from orchestrator.report.model import HostResult, ProbeFigures, Rpo, Run, Step
 from orchestrator.report.units import (
     delta,
     nbytes,
@@ -551,14 +555,15 @@ def _notes(run: Run) -> tuple[str, ...]:
             f"({run.target} → {run.source}) by running the runbook's steps the other way, "
             f"from {run.source} to {run.target}."
         )
-        if run.reprotect_carried_from:
+        phase = run.reprotect
+        if phase is not None and phase.carried_from:
             notes.append(
-                f"Its reprotect phase was carried from run {run.reprotect_carried_from} "
+                f"Its reprotect phase was carried from run {phase.carried_from} "
                 "(drx reprotect), not run again."
             )
-        elif run.reprotect_s is not None:
+        elif phase is not None and phase.duration_s is not None:
             notes.append(
-                f"Its reprotect phase took {span(run.reprotect_s)} before the RTO "
+                f"Its reprotect phase took {span(phase.duration_s)} before the RTO "
                 "started (not part of it)."
             )
     elif run.is_failback and run.reversed_run:
@@ -777,9 +782,9 @@ def _inside_rto(step: Step) -> float | None:
     ``rto_start``, steps before it start at negative offsets)."""
     if step.duration_s is None:
         return None
-    if step.offset_s is None or step.offset_s >= 0:
+    if step.start_offset_s is None or step.start_offset_s >= 0:
         return step.duration_s
-    return max(0.0, step.offset_s + step.duration_s)
+    return max(0.0, step.start_offset_s + step.duration_s)
 
 
 def _critical_path(run: Run) -> CriticalPath:
@@ -834,7 +839,7 @@ def _critical_path(run: Run) -> CriticalPath:
                 step.status,
                 step.duration_s,
                 share,
-                step.offset_s,
+                step.start_offset_s,
                 "; ".join(notes),
             )
         )
@@ -898,7 +903,9 @@ def _outputs(run: Run) -> tuple[tuple[StepOutput, ...], int]:
     readable; the full output is in the logs)."""
     steps: list[StepOutput] = []
     shown = omitted = 0
-    for step in sorted(run.steps, key=lambda s: (s.offset_s is None, s.offset_s or 0.0, s.index)):
+    for step in sorted(
+        run.steps, key=lambda s: (s.start_offset_s is None, s.start_offset_s or 0.0)
+    ):
         if not step.hosts or step.carried_from:
             continue
         hosts = []
@@ -998,7 +1005,7 @@ def step_order(run: Run) -> list[Step]:
     """Steps in the order they started: carried-over steps (they ran before this run) first, then
     this run's steps by start time, then those that never started, each group in plan order."""
     carried = [s for s in run.steps if s.carried_from]
-    started = sorted((s for s in run.steps if s.started), key=lambda s: (s.offset_s, s.index))
+    started = sorted((s for s in run.steps if s.started), key=lambda s: s.start_offset_s or 0.0)
     rest = [s for s in run.steps if not s.started and not s.carried_from]
     return carried + started + rest
 
@@ -1019,7 +1026,7 @@ def _step_rows(run: Run) -> tuple[StepRow, ...]:
                 hosts=_hosts_text(step),
                 attempts=str(attempts) if attempts and step.status not in ("not_run",) else "—",
                 duration=secs(step.duration_s),
-                offset=offset(step.offset_s if step.started else None),
+                offset=offset(step.start_offset_s if step.started else None),
                 note=_step_note(step),
                 critical=step.id in run.critical,
             )
@@ -1103,7 +1110,7 @@ def _compare(run: Run, other: Run) -> Comparison:
         if movers
         else "No step changed duration noticeably."
     )
-    path_this, path_other = run.critical_path, other.critical_path
+    path_this, path_other = tuple(run.critical_path), tuple(other.critical_path)
     changed = path_this != path_other
     if not path_other:
         path_text = f"The other run recorded no critical path ({other.run_id})."
@@ -1217,7 +1224,7 @@ def build(run: Run, *, compare: Run | None = None, history: Sequence[Run] = ()) 
 
 def probe_fact(probe: ProbeFigures, run: Run) -> ProbeFact:
     """'observed downtime 4.2 s in 2 windows (longest 3.1 s) beside the measured RTO 9 s'."""
-    windows = len(probe.windows)
+    windows = len(probe.spans)
     text = f"observed downtime {secs(probe.down_s)}"
     if windows:
         text += f" in {plural(windows, 'window')} (longest {secs(probe.longest_down_s)})"

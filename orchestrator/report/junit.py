@@ -12,6 +12,8 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 
+from orchestrator.record.summary import RunSummary as Run
+from orchestrator.record.summary import StepRecord as Step
 from orchestrator.report.children import child_facts, step_child
 from orchestrator.report.facts import (
     TAIL_LINES,
@@ -23,7 +25,6 @@ from orchestrator.report.facts import (
     rpo_facts,
     rto_facts,
 )
-from orchestrator.report.model import Run, Step
 from orchestrator.report.units import clean_output, parse_when, tail
 
 # Everything outside the XML 1.0 Char production.
