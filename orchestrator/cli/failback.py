@@ -36,6 +36,7 @@ from orchestrator.cli.options import (
     warn_unknown_vars,
 )
 from orchestrator.errors import RefusedError, UsageError
+from orchestrator.vocab import Direction, RunStatus
 
 if TYPE_CHECKING:
     from orchestrator.model.inventory import Inventory
@@ -341,7 +342,7 @@ def chosen_failover(
         candidates = [
             s
             for s in summaries
-            if s.direction == "failover"
+            if s.direction == Direction.FAILOVER
             and s.runbook == runbook.name  # each runbook has its own history
             and lineage.failback_of(s.run_id) is None
             and lineage.resumed_by(s.run_id) is None
@@ -375,7 +376,7 @@ def unfinished_rollback(opts: Options) -> str | None:
     failovers = [
         s
         for s in summaries
-        if s.direction == "failover"
+        if s.direction == Direction.FAILOVER
         and s.runbook == runbook.name
         and lineage.resumed_by(s.run_id) is None
     ]
@@ -385,7 +386,11 @@ def unfinished_rollback(opts: Options) -> str | None:
     if back is None:
         return None
     latest = lineage.by_id[back]
-    if latest.rollback and latest.status in ("failed", "cancelled", "crashed"):
+    if latest.rollback and latest.status in (
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.CRASHED,
+    ):
         return back
     return None
 
@@ -394,15 +399,16 @@ def refuse_failback(lineage: Any, run_id: str) -> None:
     """Refuse (exit 2, naming the run to use instead) to fail back a run that is not the true
     state of the world: a failback, a run that was continued, or one already reversed."""
     summary = lineage.by_id[run_id]
-    if summary.direction == "reprotect":
+    if summary.direction == Direction.REPROTECT:
         raise RefusedError(
             f"run {run_id} is a reprotect; fail back the failover it prepared: "
             f"drx failback --run {summary.reverses}"
         )
-    if summary.direction == "failback":
+    if summary.direction == Direction.FAILBACK:
         hint = (
             f"to finish it, drx resume {lineage.latest(run_id)}"
-            if lineage.by_id[lineage.latest(run_id)].status in ("failed", "cancelled", "crashed")
+            if lineage.by_id[lineage.latest(run_id)].status
+            in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED)
             else "to move the service again, run a failover"
         )
         raise RefusedError(f"run {run_id} is a failback; {hint}")

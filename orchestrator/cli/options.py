@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli import say
 from orchestrator.errors import Problem, UsageError, ValidationError
+from orchestrator.vocab import Direction, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from orchestrator.model.inventory import Inventory
@@ -207,14 +208,20 @@ def command_options(opts: Options) -> str:
 def half_done(plan: Plan, summary: RunSummary, opts: Options) -> str | None:
     """For a failover that failed or was cancelled after changing things: which steps did,
     and the exact commands that undo them (failback) or carry on (resume)."""
-    if summary.direction != "failover" or summary.status not in ("failed", "cancelled"):
+    if summary.direction != Direction.FAILOVER or summary.status not in (
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+    ):
         return None
     changed = [
         s.id
         for s in summary.steps
         if s.id in plan.steps
         and plan.steps[s.id].step.undo is not None
-        and (s.status == "succeeded" or any(h.status == "succeeded" for h in s.hosts))
+        and (
+            s.status == StepStatus.SUCCEEDED
+            or any(h.status == StepStatus.SUCCEEDED for h in s.hosts)
+        )
     ]
     if not changed:
         return None
@@ -267,7 +274,7 @@ def closing_line(summary: RunSummary, store: Store, after: str | None = None) ->
     if after:
         text += f"\n{after}"
     say.say(
-        "info" if summary.status == "succeeded" and rto.met is not False else "error",
+        "info" if summary.status == RunStatus.SUCCEEDED and rto.met is not False else "error",
         "run_closed",
         text,
         run_id=summary.run_id,

@@ -32,6 +32,7 @@ from orchestrator.cli.options import (
     warn_unknown_vars,
 )
 from orchestrator.errors import RefusedError, UsageError
+from orchestrator.vocab import Direction, RunStatus
 
 
 @app.command()
@@ -134,7 +135,7 @@ def run_resume(
             raise RefusedError(nothing_to_resume(opts, summaries, runbook.name))
         run_id = candidates[-1]
     refuse_resume(lineage, run_id)
-    if lineage.by_id[run_id].direction == "reprotect":
+    if lineage.by_id[run_id].direction == Direction.REPROTECT:
         raise RefusedError(f"run {run_id} is a reprotect: run drx reprotect again")
     events = opts.store.read_events(run_id)
     start = run_start(events)
@@ -146,7 +147,7 @@ def run_resume(
     variables, secrets = secret_inputs(cli_vars, secret_vars)
     direction = start["direction"]
     extra: dict[str, Any] = {}
-    if direction == "failover":
+    if direction == Direction.FAILOVER:
         steps_pred, health_pred = predictions(opts.store, runbook, "failover", start["target"])
         plan = build_plan(
             runbook,
@@ -325,18 +326,18 @@ def refuse_resume(lineage: Any, run_id: str) -> None:
         latest = lineage.by_id[lineage.latest(run_id)]
         hint = (
             f"resume {latest.run_id} instead"
-            if latest.status in ("failed", "cancelled", "crashed")
+            if latest.status in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED)
             else f"the latest continuation, {latest.run_id}, {latest.status}"
         )
         raise RefusedError(f"run {run_id} has already been resumed by {after}: {hint}")
-    if summary.direction == "failover":
+    if summary.direction == Direction.FAILOVER:
         back = lineage.failback_of(run_id)
         if back is not None:
             raise RefusedError(
                 f"run {run_id} cannot be resumed: failback {back} reversed what it did "
                 "(run a new failover to move the service again)"
             )
-    if summary.status not in ("failed", "cancelled", "crashed"):
+    if summary.status not in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED):
         raise RefusedError(
             f"nothing to resume: run {run_id} {summary.status} "
             "(only failed, cancelled or crashed runs can be resumed)"

@@ -65,6 +65,7 @@ from orchestrator.lab.etcd import EtcdCluster
 from orchestrator.lab.sshd import Lab
 from orchestrator.record.etcd_store import EtcdStore
 from orchestrator.record.store import open_store
+from orchestrator.vocab import Direction
 
 #: the lease of the lock (etcd's smallest)
 TTL_S = 2.0
@@ -282,7 +283,7 @@ def check(
         None,
     )
     if final is not None:
-        expected = "site-b" if final.get("direction") == "failover" else "site-a"
+        expected = "site-b" if final.get("direction") == Direction.FAILOVER else "site-a"
         if active != expected:
             found.append(f"the store says site {active} is active, the journal says {expected}")
         if host_active != expected:

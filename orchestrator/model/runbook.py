@@ -28,6 +28,7 @@ from orchestrator.model.names import NAME_RULE, bad_name
 from orchestrator.model.units import is_size, parse_duration, parse_size
 from orchestrator.model.yaml_source import LList, LMap
 from orchestrator.transport.base import DEFAULT_OUTPUT_LIMIT
+from orchestrator.vocab import StepKind as StepKind
 
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 DEFAULT_TIMEOUT = 600.0
@@ -38,14 +39,6 @@ DEFAULT_INTERVAL = 5.0
 #: a poll) and are refused
 MIN_INTERVAL = 0.05
 DEFAULT_RETRY_DELAY = 5.0
-
-
-class StepKind(StrEnum):
-    COMMAND = "command"
-    CHECK = "check"
-    MANUAL = "manual"
-    WAIT = "wait"
-    RUNBOOK = "runbook"  # another runbook, expanded into this one's DAG (model/siteplan.py)
 
 
 class FailbackMode(StrEnum):

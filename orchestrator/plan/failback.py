@@ -26,6 +26,7 @@ from orchestrator.plan.build import (
     topological,
 )
 from orchestrator.record.summary import RunSummary
+from orchestrator.vocab import RunStatus
 
 
 def failback_mode_for(runbook_mode: FailbackMode, failover_status: str) -> FailbackMode:
@@ -60,7 +61,9 @@ def reprotect_to_carry(runs: Sequence[RunSummary], failover_run: str) -> str | N
     done = [
         s.run_id
         for s in runs
-        if s.direction == REPROTECT and s.reverses == failover_run and s.status == "succeeded"
+        if s.direction == REPROTECT
+        and s.reverses == failover_run
+        and s.status == RunStatus.SUCCEEDED
     ]
     return done[-1] if done else None
 

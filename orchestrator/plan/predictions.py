@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import TYPE_CHECKING
 
+from orchestrator.vocab import Direction, RunStatus, StepKind, StepStatus
+
 if TYPE_CHECKING:
     from orchestrator.record.store import Store
 
@@ -21,9 +23,9 @@ def predictions_for(
 
     durations: dict[str, list[float]] = {}
     health: list[float] = []
-    forward = direction == "failover" or mirror
+    forward = direction == Direction.FAILOVER or mirror
     for summary in load_summaries(store):
-        runs_forward = summary.direction in ("failover", "reprotect") or (
+        runs_forward = summary.direction in (Direction.FAILOVER, Direction.REPROTECT) or (
             summary.failback_mode == "mirror"
         )
         same = (
@@ -35,19 +37,19 @@ def predictions_for(
             summary.runbook != runbook
             or not same
             or summary.target != target
-            or summary.status != "succeeded"
+            or summary.status != RunStatus.SUCCEEDED
         ):
             continue
         for step in summary.steps:
-            if step.status != "succeeded" or step.duration_s is None or step.carried_from:
+            if step.status != StepStatus.SUCCEEDED or step.duration_s is None or step.carried_from:
                 continue
             # a gate takes as long as a person takes to answer it: runs where --yes answered
             # (in a millisecond) say nothing about that; the gate's expect does
             via = step.approved_via or ("--yes" if summary.yes else "terminal")
-            if step.kind == "manual" and via != "terminal":
+            if step.kind == StepKind.MANUAL and via != "terminal":
                 continue
             duration = step.duration_s
-            if step.kind == "manual" and step.manual_wait_s is not None:
+            if step.kind == StepKind.MANUAL and step.manual_wait_s is not None:
                 duration = step.manual_wait_s
             durations.setdefault(step.id, []).append(duration)
         if summary.health is not None and summary.health.duration_s is not None:

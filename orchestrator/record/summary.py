@@ -12,13 +12,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.model.units import parse_when
 from orchestrator.record.children import child_records
 from orchestrator.record.events import Event
 from orchestrator.record.progress import Progress
+from orchestrator.vocab import Direction, RunStatus, StepKind, StepStatus
+
+_E = TypeVar("_E", bound=StrEnum)
 
 #: check polls kept per host attempt in the summary (the journal has them all)
 POLLS_IN_SUMMARY = 200
@@ -99,7 +103,7 @@ class HostRecord:
     """What one step did on one host."""
 
     host: str
-    status: str = "unknown"
+    status: StepStatus = StepStatus.UNKNOWN
     rc: int | None = None
     duration_s: float | None = None
     output_tail: str = ""
@@ -115,7 +119,7 @@ class HostRecord:
     @property
     def failed(self) -> bool:
         """Whether this host ended badly (its attempts may still include earlier failures)."""
-        return self.status in ("failed", "unknown")
+        return self.status in (StepStatus.FAILED, StepStatus.UNKNOWN)
 
     def to_dict(self) -> dict[str, Any]:
         doc = {
@@ -143,8 +147,8 @@ class StepRecord:
 
     id: str
     name: str
-    kind: str = "command"
-    status: str = "not_run"
+    kind: StepKind = StepKind.COMMAND
+    status: StepStatus = StepStatus.NOT_RUN
     started_at: str | None = None
     finished_at: str | None = None
     duration_s: float | None = None
@@ -192,7 +196,7 @@ class StepRecord:
     @property
     def broke(self) -> bool:
         """Whether the step needs an auditor's attention: failed, or its outcome is not known."""
-        return self.status in ("failed", "unknown") or self.outcome_unknown
+        return self.status in (StepStatus.FAILED, StepStatus.UNKNOWN) or self.outcome_unknown
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -413,10 +417,10 @@ class RunSummary:
 
     run_id: str
     runbook: str
-    direction: str
+    direction: Direction
     source: str
     target: str
-    status: str
+    status: RunStatus
     started_at: str | None = None
     finished_at: str | None = None
     parent_run: str | None = None
@@ -465,7 +469,7 @@ class RunSummary:
         """The site this run moves the service to."""
         if self.moves_to:
             return self.moves_to
-        return self.target if self.direction == "failover" else self.source
+        return self.target if self.direction == Direction.FAILOVER else self.source
 
     @cached_property
     def by_id(self) -> dict[str, StepRecord]:
@@ -478,11 +482,11 @@ class RunSummary:
 
     @property
     def is_running(self) -> bool:
-        return self.status == "running"
+        return self.status == RunStatus.RUNNING
 
     @property
     def is_failback(self) -> bool:
-        return self.direction == "failback"
+        return self.direction == Direction.FAILBACK
 
     @property
     def is_mirror(self) -> bool:
@@ -633,21 +637,29 @@ def _read_attempt(d: Mapping[str, Any]) -> AttemptRecord:
     )
 
 
-def _host_status(rc: int | None, error: str | None, step_status: str) -> str:
+def _enum(kind: type[_E], value: Any, default: _E) -> _E:
+    """The member named by ``value``; ``default`` for anything else (a missing or unknown word)."""
+    try:
+        return kind(value)
+    except ValueError:
+        return default
+
+
+def _host_status(rc: int | None, error: str | None, step_status: StepStatus) -> StepStatus:
     """A host's status where an older summary does not record it: from its rc and error, else
     its step's."""
-    if error in ("cancelled", "unknown"):
-        return error
+    if error in (StepStatus.CANCELLED, StepStatus.UNKNOWN):
+        return StepStatus(error)
     if error or (rc is not None and rc != 0):
-        return "failed"
-    return "succeeded" if rc == 0 else step_status
+        return StepStatus.FAILED
+    return StepStatus.SUCCEEDED if rc == 0 else step_status
 
 
-def _read_host(d: Mapping[str, Any], step_status: str) -> HostRecord:
+def _read_host(d: Mapping[str, Any], step_status: StepStatus) -> HostRecord:
     rc, error = _int(d.get("rc")), _str(d.get("error"))
     return HostRecord(
         host=_str(d.get("host")) or "?",
-        status=_str(d.get("status")) or _host_status(rc, error, step_status),
+        status=_enum(StepStatus, d.get("status"), _host_status(rc, error, step_status)),
         rc=rc,
         duration_s=_num(d.get("duration_s")),
         output_tail=_str(d.get("output_tail")) or "",
@@ -662,11 +674,11 @@ def _read_host(d: Mapping[str, Any], step_status: str) -> HostRecord:
 
 def _read_step(d: Mapping[str, Any]) -> StepRecord:
     sid = _str(d.get("id")) or ""
-    status = _str(d.get("status")) or "not_run"
+    status = _enum(StepStatus, d.get("status"), StepStatus.NOT_RUN)
     return StepRecord(
         id=sid,
         name=_str(d.get("name")) or sid,
-        kind=_str(d.get("kind")) or "command",
+        kind=_enum(StepKind, d.get("kind"), StepKind.COMMAND),
         status=status,
         started_at=_str(d.get("started_at")),
         finished_at=_str(d.get("finished_at")),
@@ -733,10 +745,10 @@ def _read_run(d: Mapping[str, Any]) -> RunSummary:
     return RunSummary(
         run_id=_str(d.get("run_id")) or "",
         runbook=_str(d.get("runbook")) or "",
-        direction=_str(d.get("direction")) or "",
+        direction=_enum(Direction, d.get("direction"), Direction.FAILOVER),
         source=_str(d.get("source")) or "",
         target=_str(d.get("target")) or "",
-        status=_str(d.get("status")) or "crashed",
+        status=_enum(RunStatus, d.get("status"), RunStatus.CRASHED),
         started_at=_str(d.get("started_at")),
         finished_at=_str(d.get("finished_at")),
         parent_run=_str(d.get("parent_run")),
@@ -818,7 +830,7 @@ class _Builder:
             record = StepRecord(
                 id=m["id"],
                 name=m.get("name", m["id"]),
-                kind=m.get("kind", "command"),
+                kind=m.get("kind", StepKind.COMMAND),
                 needs=list(m.get("needs", [])),
                 undo_of=m.get("undo_of"),
                 wave=m.get("wave"),
@@ -872,7 +884,7 @@ class _Builder:
     # -- steps and hosts
     def _step_started(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
         if st is not None:
-            st.t0, st.record.started_at, st.record.status = e["t"], e["ts"], "unknown"
+            st.t0, st.record.started_at, st.record.status = e["t"], e["ts"], StepStatus.UNKNOWN
 
     def _step_finished(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
         if st is None:
@@ -889,7 +901,11 @@ class _Builder:
         if st is None:
             return
         rec = st.record
-        rec.status, rec.carried_from, rec.value = "succeeded", e.get("from_run"), e.get("value")
+        rec.status, rec.carried_from, rec.value = (
+            StepStatus.SUCCEEDED,
+            e.get("from_run"),
+            e.get("value"),
+        )
         rec.attempts = e.get("attempts", 0)
         approval = e.get("approval") or {}  # a gate keeps its original approval on resume
         rec.approved_by = approval.get("by")
@@ -898,7 +914,7 @@ class _Builder:
         for h in e.get("hosts", []):
             st.hosts[h["host"]] = HostRecord(
                 host=h["host"],
-                status="succeeded",
+                status=StepStatus.SUCCEEDED,
                 rc=h.get("rc"),
                 duration_s=h.get("duration_s"),
                 output_tail=h.get("output_tail", ""),
@@ -908,7 +924,7 @@ class _Builder:
         if st is None:
             return
         host = st.hosts.setdefault(e["host"], HostRecord(host=e["host"]))
-        host.status = "unknown"
+        host.status = StepStatus.UNKNOWN
         attempt = AttemptRecord(n=e.get("attempt", len(host.attempts) + 1), started_at=e["ts"])
         host.attempts.append(attempt)
         st.attempt_t0[id(attempt)] = e["t"]
@@ -933,7 +949,11 @@ class _Builder:
         attempt = host.attempts[-1]
         attempt.finished_at, attempt.duration_s = e["ts"], e.get("duration_s")
         attempt.rc, attempt.error = e.get("rc"), e.get("error")
-        host.rc, host.error, host.status = e.get("rc"), e.get("error"), e.get("status") or "unknown"
+        host.rc, host.error, host.status = (
+            e.get("rc"),
+            e.get("error"),
+            e.get("status") or StepStatus.UNKNOWN,
+        )
         host.output_tail = e.get("output_tail", "")
         host.command = e.get("command") or host.command
         host.output_cut = e.get("output_cut")
@@ -988,7 +1008,7 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         b.read(e)
     t_start, start_step = _rto_start(start, b.steps)
     _place_in_time(b, t_start)
-    status = b.finished["status"] if b.finished else "crashed"
+    status = b.finished["status"] if b.finished else RunStatus.CRASHED
     t_end = _rto_end(b, status)
     summary = RunSummary(
         run_id=start["run_id"],
@@ -1111,7 +1131,7 @@ def _rto_start(
     if named is not None and named.t0 is not None:
         return named.t0, named.record.id
     phase = set(start.get("reprotect_steps") or ())
-    if phase and start.get("direction") != "reprotect":
+    if phase and start.get("direction") != Direction.REPROTECT:
         steps = {k: st for k, st in steps.items() if k not in phase}
     started = [st for st in steps.values() if st.t0 is not None]
     if not started:
@@ -1135,13 +1155,16 @@ def _place_in_time(b: _Builder, t_start: float | None) -> None:
                     a.start_offset_s = _r(st.attempt_t0[id(a)] - t_start)
                     for p in a.polls:
                         p.start_offset_s = _r(st.poll_t[id(p)] - t_start)
-        if rec.kind in ("command", "check") and rec.status not in ("not_run", "skipped"):
+        if rec.kind in (StepKind.COMMAND, StepKind.CHECK) and rec.status not in (
+            StepStatus.NOT_RUN,
+            StepStatus.SKIPPED,
+        ):
             rec.attempts = max([rec.attempts, *(len(h.attempts) for h in rec.hosts)])
 
 
 def _rto_end(b: _Builder, status: str) -> float | None:
     """The end of the RTO: health first holding, else (no health) the end of the last step."""
-    if not (status == "succeeded" or (b.finished and b.finished.get("rto_reached"))):
+    if not (status == RunStatus.SUCCEEDED or (b.finished and b.finished.get("rto_reached"))):
         return None
     if b.health_held is not None:
         return float(b.health_held["t"])

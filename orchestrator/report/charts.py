@@ -22,6 +22,7 @@ from orchestrator.record.summary import StepRecord as Step
 from orchestrator.report.facts import HistoryPoint, Report, step_order
 from orchestrator.report.model import attempt_outcome
 from orchestrator.report.units import clock, offset, parse_when, secs
+from orchestrator.vocab import StepKind, StepStatus
 
 WIDTH = 1100
 PLOT_X0 = 214.0  # left of it: the step labels
@@ -210,7 +211,7 @@ def _step_bars(
         }.get(step.status, "unknown")
         x = scale.x(step.start_offset_s)
         w = max(scale.x(step.start_offset_s + (step.duration_s or 0.0)) - x, 2.0)
-        if step.kind == "manual":
+        if step.kind == StepKind.MANUAL:
             if step.approver:
                 answer = f"approved by {step.approver}"
             else:
@@ -316,7 +317,7 @@ def _lane_note(step: Step) -> str:
     if not step.started:
         return step.status.replace("_", " ")
     note = secs(step.duration_s)
-    if step.status != "succeeded":
+    if step.status != StepStatus.SUCCEEDED:
         note += f" · {step.error or step.status}"
     return note
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.report.units import secs
+from orchestrator.vocab import StepStatus
 
 if TYPE_CHECKING:
     from orchestrator.report.facts import Verdict
@@ -98,7 +99,7 @@ def site_health(
     checks = [s for s in steps if "/health:" in s.id]
     if not checks:
         return None
-    held = [s for s in checks if s.status == "succeeded"]
+    held = [s for s in checks if s.status == StepStatus.SUCCEEDED]
     names = ", ".join(s.id for s in checks)
     return (
         f"{len(held)} of {len(checks)} child health checks held ({names}); the site's RTO "

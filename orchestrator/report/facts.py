@@ -33,6 +33,7 @@ from orchestrator.report.units import (
     tail,
     when,
 )
+from orchestrator.vocab import Direction, RunStatus, StepKind, StepStatus
 
 # Lines of output shown per failed host; the full output stays in the run's log files.
 TAIL_LINES = 20
@@ -46,7 +47,14 @@ _NOISE_S = 0.05
 
 
 # Step statuses in the order a reader scans for trouble.
-STATUS_ORDER = ("failed", "unknown", "cancelled", "not_run", "skipped", "succeeded")
+STATUS_ORDER = (
+    StepStatus.FAILED,
+    StepStatus.UNKNOWN,
+    StepStatus.CANCELLED,
+    StepStatus.NOT_RUN,
+    StepStatus.SKIPPED,
+    StepStatus.SUCCEEDED,
+)
 
 
 @dataclass(frozen=True)
@@ -391,9 +399,13 @@ def _host_detail(host: HostResult, verb: str) -> str:
 def cause(step: Step) -> str:
     """What went wrong with a step, in a phrase: 'promote-db timed out on db-b'."""
     bad = [h for h in step.hosts if h.failed]
-    if step.status == "unknown" or step.outcome_unknown:
+    if step.status == StepStatus.UNKNOWN or step.outcome_unknown:
         verb = "has an unknown outcome (it was running when the run stopped)"
-        bad = [h for h in step.hosts if h.status in (None, "unknown", "cancelled", "failed")]
+        bad = [
+            h
+            for h in step.hosts
+            if h.status in (None, StepStatus.UNKNOWN, StepStatus.CANCELLED, StepStatus.FAILED)
+        ]
     elif step.error == "timeout" or (bad and all(h.error == "timeout" for h in bad)):
         verb = "timed out"
     else:
@@ -410,10 +422,14 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
     direction = run.direction.capitalize()
     moved = f"{direction} {route(run)}"
     broken = [s for s in run.steps if s.broke]
-    never = [s for s in run.steps if s.status in ("not_run", "cancelled") and not s.outcome_unknown]
+    never = [
+        s
+        for s in run.steps
+        if s.status in (StepStatus.NOT_RUN, StepStatus.CANCELLED) and not s.outcome_unknown
+    ]
     if run.is_running:
         return Outcome("running", f"{moved} is still running: {_so_far(run)}")
-    if run.status == "succeeded":
+    if run.status == RunStatus.SUCCEEDED:
         health = run.health
         if health is not None and (health.held_at or health.held_offset_s is not None):
             reached = f"health held at {run.to_site}"
@@ -448,7 +464,7 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
             )
             state = "warning"
         return Outcome(state, text)
-    if run.status == "failed":
+    if run.status == RunStatus.FAILED:
         reasons = [cause(s) for s in broken]
         if not reasons and run.health is not None and run.health.timed_out:
             polls = run.health.polls
@@ -462,9 +478,9 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
         if run.rto.measured_s is None:
             text += f" The service was not shown to be restored at {run.to_site}."
         return Outcome("failed", text)
-    if run.status == "cancelled":
+    if run.status == RunStatus.CANCELLED:
         text = f"{moved} was cancelled by the operator."
-        unknown = [s for s in run.steps if s.outcome_unknown or s.status == "unknown"]
+        unknown = [s for s in run.steps if s.outcome_unknown or s.status == StepStatus.UNKNOWN]
         if never:
             text += f" {plural(len(never), 'step')} never started."
         if unknown:
@@ -473,8 +489,8 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
             )
             text += "."
         return Outcome("cancelled", text)
-    if run.status == "crashed":
-        unknown = [s for s in run.steps if s.status == "unknown" or s.outcome_unknown]
+    if run.status == RunStatus.CRASHED:
+        unknown = [s for s in run.steps if s.status == StepStatus.UNKNOWN or s.outcome_unknown]
         text = (
             f"{moved} did not finish: the controller stopped mid-run and this report was "
             "reconstructed from the journal."
@@ -488,8 +504,8 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
 
 def _so_far(run: Run) -> str:
     """A running run in a sentence: its steps so far, elapsed time and projected RTO."""
-    done = [s for s in run.steps if s.status not in ("not_run", "running")]
-    now = [s.id for s in run.steps if s.status == "running"]
+    done = [s for s in run.steps if s.status not in (StepStatus.NOT_RUN, StepStatus.RUNNING)]
+    now = [s.id for s in run.steps if s.status == StepStatus.RUNNING]
     text = f"{len(done)} of {plural(len(run.steps), 'step')} finished"
     text += f", {', '.join(now)} running" if now else ""
     progress = run.progress
@@ -516,12 +532,12 @@ def _projection(run: Run) -> str:
 
 def _yes_note(run: Run) -> str:
     """What --yes did in this run: the gates it approved, said of those it reached only."""
-    gates = [s for s in run.steps if s.kind == "manual"]
+    gates = [s for s in run.steps if s.kind == StepKind.MANUAL]
     approved = [
         s
         for s in gates
         if s.approved_via == "--yes"
-        or (s.approved_via is None and s.status == "succeeded" and not s.carried_from)
+        or (s.approved_via is None and s.status == StepStatus.SUCCEEDED and not s.carried_from)
     ]
     if len(approved) == len(gates):
         return "Every manual gate was approved in advance with --yes."
@@ -600,16 +616,16 @@ def _notes(run: Run) -> tuple[str, ...]:
             "Emergency mode: the source health check was skipped, and failures of steps confined "
             "to the source site were recorded without stopping the run."
         )
-    if run.yes and any(s.kind == "manual" for s in run.steps):
+    if run.yes and any(s.kind == StepKind.MANUAL for s in run.steps):
         notes.append(_yes_note(run))
     # answers from another terminal or the web page (docs/reference.md, "Control from another
     # terminal"): who did what, and what they said
     for s in run.steps:
-        if s.status == "done_by_hand" and s.message:
+        if s.status == StepStatus.DONE_BY_HAND and s.message:
             notes.append(f"Step {s.id} was {s.message} (it did not run).")
-        elif s.kind == "manual" and s.message and s.message.startswith("declined by"):
+        elif s.kind == StepKind.MANUAL and s.message and s.message.startswith("declined by"):
             notes.append(f"Gate {s.id} was {s.message}.")
-    if run.status == "cancelled" and run.message and " via " in run.message:
+    if run.status == RunStatus.CANCELLED and run.message and " via " in run.message:
         notes.append(f"The run was {run.message}.")
     return tuple(notes)
 
@@ -619,16 +635,16 @@ def rto_facts(run: Run) -> RtoFacts:
     rto = run.rto
     if run.health is not None:
         health_word = f"health holding at {run.to_site}"
-    elif rto.measured_s is not None or run.status == "succeeded":
+    elif rto.measured_s is not None or run.status == RunStatus.SUCCEEDED:
         health_word = "the end of the last step"
     else:
         # The summary does not say whether the runbook has a health check: stay generic.
         health_word = f"the service being restored at {run.to_site}"
-    if run.status in ("cancelled", "crashed"):
+    if run.status in (RunStatus.CANCELLED, RunStatus.CRASHED):
         reason = f"the run was {run.status} before the service was restored"
     elif run.health is not None and run.health.timed_out:
         reason = f"health never held at {run.to_site}"
-    elif run.status == "failed":
+    elif run.status == RunStatus.FAILED:
         reason = f"the run failed before the service was restored at {run.to_site}"
     else:
         reason = f"the run ended before {health_word}"
@@ -730,7 +746,7 @@ def _guard_sentence(rpo: Rpo) -> tuple[str | None, str | None]:
 
 def rpo_absent(run: Run) -> str:
     """Why a run reports no RPO (every format says the same)."""
-    if run.direction == "failback" and not run.is_mirror:
+    if run.direction == Direction.FAILBACK and not run.is_mirror:
         return "this failback measures no RPO (the runbook sets no failback_rpo_step it ran)"
     return "the runbook sets no rpo_step"
 
@@ -747,11 +763,11 @@ def _manual(run: Run) -> ManualFacts:
             declined_by=s.decliner,
         )
         for s in run.steps
-        if s.kind == "manual"
+        if s.kind == StepKind.MANUAL
     )
     if not gates:
         return ManualFacts((), run.manual_wait_s, None, None, None, "No manual gates in this run.")
-    reached = [g for g in gates if g.status not in ("not_run", "skipped")]
+    reached = [g for g in gates if g.status not in (StepStatus.NOT_RUN, StepStatus.SKIPPED)]
     if not reached:
         text = f"{plural(len(gates), 'manual gate')}, none reached"
         text += " yet." if run.is_running else "."
@@ -825,7 +841,7 @@ def _critical_path(run: Run) -> CriticalPath:
             share = inside / basis * 100 if basis else None
             if inside < (step.duration_s or 0.0) - _NOISE_S:
                 notes.append(f"started before the RTO clock: {span(inside)} of it counted")
-        if step.kind == "manual":
+        if step.kind == StepKind.MANUAL:
             notes.append("manual gate")
         if step.attempts and step.attempts > 1:
             notes.append(f"{step.attempts} attempts")
@@ -940,7 +956,7 @@ def _failures(run: Run) -> tuple[Failure, ...]:
             continue
         hosts = []
         for host in step.hosts:
-            if not (host.failed or step.outcome_unknown or step.status == "unknown"):
+            if not (host.failed or step.outcome_unknown or step.status == StepStatus.UNKNOWN):
                 continue
             text, total = tail(host.output_tail, TAIL_LINES)
             hosts.append(
@@ -985,11 +1001,11 @@ def _step_note(step: Step) -> str:
         notes.append(step.error)
     if step.outcome_unknown:
         notes.append("outcome unknown")
-    if step.kind == "manual" and step.approved_by:
+    if step.kind == StepKind.MANUAL and step.approved_by:
         who = step.approver
         waited = f" after {secs(step.manual_wait_s)}" if step.manual_wait_s else ""
         notes.append(f"approved by {who}{waited}")
-    if step.kind == "manual" and step.declined_by:
+    if step.kind == StepKind.MANUAL and step.declined_by:
         waited = f" after {secs(step.manual_wait_s)}" if step.manual_wait_s else ""
         notes.append(f"declined by {step.decliner}{waited}")
     retried = [h.host for h in step.hosts if len(h.attempts) > 1]
@@ -1016,7 +1032,7 @@ def _step_rows(run: Run) -> tuple[StepRow, ...]:
         attempts = step.attempts
         if attempts is None and step.hosts:
             attempts = max(len(h.attempts) for h in step.hosts)
-        status = step.status
+        status: str = step.status
         if step.carried_from:
             status += " (carried)"
         rows.append(
@@ -1024,7 +1040,9 @@ def _step_rows(run: Run) -> tuple[StepRow, ...]:
                 step=step,
                 status=status,
                 hosts=_hosts_text(step),
-                attempts=str(attempts) if attempts and step.status not in ("not_run",) else "—",
+                attempts=str(attempts)
+                if attempts and step.status not in (StepStatus.NOT_RUN,)
+                else "—",
                 duration=secs(step.duration_s),
                 offset=offset(step.start_offset_s if step.started else None),
                 note=_step_note(step),
@@ -1035,7 +1053,7 @@ def _step_rows(run: Run) -> tuple[StepRow, ...]:
 
 
 def _step_counts(run: Run) -> str:
-    counts = Counter(s.status for s in run.steps)
+    counts = Counter[str](s.status for s in run.steps)
     ordered = [f"{counts[s]} {s.replace('_', ' ')}" for s in STATUS_ORDER if counts.get(s)]
     ordered += [f"{n} {s}" for s, n in counts.items() if s not in STATUS_ORDER]
     if not run.steps:
@@ -1048,7 +1066,7 @@ def _health(run: Run) -> str:
     if run.is_running and (health is None or not health.polls):
         return "Not polled yet: the run is still running."
     if health is None:
-        if run.status == "succeeded":
+        if run.status == RunStatus.SUCCEEDED:
             return "No health check in this run: the RTO ends when the last step ends."
         return "Not polled: the run stopped before the health check."
     polls = f"{plural(health.polls, 'poll')}" if health.polls is not None else "polls not recorded"

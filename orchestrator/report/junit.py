@@ -26,6 +26,7 @@ from orchestrator.report.facts import (
     rto_facts,
 )
 from orchestrator.report.units import clean_output, parse_when, tail
+from orchestrator.vocab import StepStatus
 
 # Everything outside the XML 1.0 Char production.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -72,13 +73,13 @@ def _output(step: Step) -> str:
 def _step_case(suite: ET.Element, step: Step, classname: str) -> str:
     """Add the testcase of one step; returns 'failure', 'error', 'skipped' or 'passed'."""
     case = _el(suite, "testcase", classname=classname, name=step.id, time=_seconds(step.duration_s))
-    if step.status == "running":
+    if step.status == StepStatus.RUNNING:
         _el(case, "skipped", message="running: the run has not finished")
         return "skipped"
-    if step.status == "failed":
+    if step.status == StepStatus.FAILED:
         _el(case, "failure", _output(step), message=cause(step), type="error")
         return "failure"
-    if step.status == "unknown" or step.outcome_unknown:
+    if step.status == StepStatus.UNKNOWN or step.outcome_unknown:
         _el(case, "error", _output(step), message=cause(step), type="outcome-unknown")
         return "error"
     if step.status in _SKIPPED:
@@ -86,7 +87,9 @@ def _step_case(suite: ET.Element, step: Step, classname: str) -> str:
         return "skipped"
     if step.carried_from:
         _el(case, "system-out", f"carried over from run {step.carried_from}; not re-run")
-    if step.status == "done_by_hand":  # drx done: passed, with who did it and what they said
+    if (
+        step.status == StepStatus.DONE_BY_HAND
+    ):  # drx done: passed, with who did it and what they said
         _el(case, "system-out", step.message or "done by hand")
     return "passed"
 

@@ -28,6 +28,7 @@ from typing import Any
 from orchestrator.record.events import Event
 from orchestrator.record.summary import RunSummary
 from orchestrator.report.children import child_spans
+from orchestrator.vocab import RunStatus
 
 #: the instrumentation scope of drx's spans
 SCOPE = "drx"
@@ -221,8 +222,8 @@ def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[
     end_t = last_t
     root = SpanData("run", f"{summary.direction} {summary.runbook}", ns(0.0), ns(end_t), None)
     root.attributes.update(_run_attributes(summary))
-    if summary.status not in ("succeeded", "running"):
-        root.error = summary.status if summary.status != "failed" else "failed"
+    if summary.status not in (RunStatus.SUCCEEDED, RunStatus.RUNNING):
+        root.error = summary.status if summary.status != RunStatus.FAILED else "failed"
     return [root, *child_spans(summary.children, spans)]
 
 

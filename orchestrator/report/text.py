@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from orchestrator.report.facts import TAIL_LINES, Report
 from orchestrator.report.units import DASH, delta, pct, secs, span, when
+from orchestrator.vocab import StepKind
 
 WIDTH = 100
 
@@ -254,7 +255,7 @@ def _critical_path(report: Report, paint: _Painter) -> list[str]:
                     "bold" if link.step_id else "dim",
                     None,
                     None,
-                    "yellow" if link.kind == "manual" else "blue",
+                    "yellow" if link.kind == StepKind.MANUAL else "blue",
                     "dim",
                 ]
             )

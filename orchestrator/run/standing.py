@@ -12,6 +12,7 @@ from orchestrator.model.inventory import Host
 from orchestrator.record.summary import RunSummary
 from orchestrator.run import preflight
 from orchestrator.transport import open_transport
+from orchestrator.vocab import Direction, StepKind, StepStatus
 
 #: how a run ends when it stopped before it finished its work
 STOPPED = ("failed", "cancelled", "crashed")
@@ -61,18 +62,18 @@ def half_done_failover(summaries: Sequence[RunSummary], runbook: str) -> HalfDon
     if not mine:
         return None
     last = mine[-1]
-    if last.direction != "failover" or last.status not in STOPPED:
+    if last.direction != Direction.FAILOVER or last.status not in STOPPED:
         return None
     if last.resumed_by or last.failed_back_by:
         return None
     changed = tuple(
         s.id
         for s in last.steps
-        if s.kind == "command"  # checks, gates and waits change nothing
+        if s.kind == StepKind.COMMAND  # checks, gates and waits change nothing
         and (
-            s.status == "succeeded"
+            s.status == StepStatus.SUCCEEDED
             or s.outcome_unknown
-            or any(h.status in ("succeeded", "unknown") for h in s.hosts)
+            or any(h.status in (StepStatus.SUCCEEDED, StepStatus.UNKNOWN) for h in s.hosts)
         )
     )
     return HalfDone(last, changed) if changed else None
@@ -103,7 +104,7 @@ def wrong_way(
         return None
     last = mine[-1]
     if (
-        last.direction == "failover"
+        last.direction == Direction.FAILOVER
         and last.status == "succeeded"
         and last.site == active
         and last.source == site
