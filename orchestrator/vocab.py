@@ -17,10 +17,6 @@ class RunStatus(StrEnum):
     RUNNING = "running"  # a run still running, read back
 
 
-#: a run that stopped short: failback, resume and rollback may take it up
-STOPPED = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED)
-
-
 class Direction(StrEnum):
     """Which way a run moves the service."""
 

@@ -32,7 +32,7 @@ from orchestrator.vocab import RunStatus
 def failback_mode_for(runbook_mode: FailbackMode, failover_status: str) -> FailbackMode:
     """The mode a failback of a failover that ended ``failover_status`` runs in: mirror only
     for a succeeded failover of a mirror runbook; undo for everything else."""
-    if runbook_mode is FailbackMode.MIRROR and failover_status == "succeeded":
+    if runbook_mode is FailbackMode.MIRROR and failover_status == RunStatus.SUCCEEDED:
         return FailbackMode.MIRROR
     return FailbackMode.UNDO
 

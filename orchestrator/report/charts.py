@@ -204,11 +204,11 @@ def _step_bars(
         if step.start_offset_s is None:
             return bars, polls
         outcome = {
-            "succeeded": "ok",
-            "failed": "failed",
-            "cancelled": "cancelled",
-            "running": "running",
-        }.get(step.status, "unknown")
+            StepStatus.SUCCEEDED: "ok",
+            StepStatus.FAILED: "failed",
+            StepStatus.CANCELLED: "cancelled",
+            StepStatus.RUNNING: "running",
+        }.get(step.status, StepStatus.UNKNOWN)
         x = scale.x(step.start_offset_s)
         w = max(scale.x(step.start_offset_s + (step.duration_s or 0.0)) - x, 2.0)
         if step.kind == StepKind.MANUAL:
@@ -452,7 +452,7 @@ def _health_lane(
         label=f"health @ {run.to_site}",
         title=f"health checks at {run.to_site} after the last step",
         css="lane health",
-        status="succeeded",
+        status=StepStatus.SUCCEEDED,
         critical=False,
         note=note,
         **_place_note(note, [bar], scale),
@@ -494,7 +494,7 @@ def _probe_lanes(run: Run, scale: Scale, y: float, last_end: float) -> list[tupl
             label=f"probe {probe.name}",
             title=f"probe '{probe.name}': {probe.polls} polls, {probe.failed_polls} failed",
             css="lane probe",
-            status="failed" if probe.breached else "succeeded",
+            status=StepStatus.FAILED if probe.breached else StepStatus.SUCCEEDED,
             critical=False,
             note=note,
             **_place_note(note, bars, scale),

@@ -59,7 +59,9 @@ def child_facts(
             continue
         raw = c.get("rto")
         rto: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-        unmeasured = "the child did not finish" if c.get("status") != "succeeded" else "no steps"
+        unmeasured = (
+            "the child did not finish" if c.get("status") != StepStatus.SUCCEEDED else "no steps"
+        )
         rto_v = target_verdict(
             _num(rto.get("measured_s")), _num(rto.get("target_s")), unmeasured=unmeasured
         )
@@ -144,7 +146,7 @@ def child_spans(children: Sequence[Mapping[str, Any]], spans: list[SpanData]) ->
                 "drx.child.status": str(meta[cid].get("status") or ""),
             },
         )
-        if meta[cid].get("status") == "failed":
+        if meta[cid].get("status") == StepStatus.FAILED:
             span.error = "failed"
         for member in by_child.get(cid, []):
             member.parent = span.key

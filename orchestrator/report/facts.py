@@ -122,14 +122,15 @@ class Gate:
             return f"approved by {self.approved_by}"
         if self.declined_by:
             return f"declined by {self.declined_by}"
-        return {
-            "not_run": "not reached",
-            "skipped": "skipped",
-            "failed": "not approved",
-            "cancelled": "cancelled while waiting",
-            "unknown": "outcome unknown",
-            "running": "waiting for an answer",
-        }.get(self.status, "approval not recorded")
+        words: dict[str, str] = {
+            StepStatus.NOT_RUN: "not reached",
+            StepStatus.SKIPPED: "skipped",
+            StepStatus.FAILED: "not approved",
+            StepStatus.CANCELLED: "cancelled while waiting",
+            StepStatus.UNKNOWN: "outcome unknown",
+            StepStatus.RUNNING: "waiting for an answer",
+        }
+        return words.get(self.status, "approval not recorded")
 
 
 @dataclass(frozen=True)
@@ -428,7 +429,7 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
         if s.status in (StepStatus.NOT_RUN, StepStatus.CANCELLED) and not s.outcome_unknown
     ]
     if run.is_running:
-        return Outcome("running", f"{moved} is still running: {_so_far(run)}")
+        return Outcome(RunStatus.RUNNING, f"{moved} is still running: {_so_far(run)}")
     if run.status == RunStatus.SUCCEEDED:
         health = run.health
         if health is not None and (health.held_at or health.held_offset_s is not None):
@@ -446,7 +447,7 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
             )
         elif run.rto.measured_s is not None:
             text += f" {secs(run.rto.measured_s)} after the RTO start"
-        state = "succeeded"
+        state: str = RunStatus.SUCCEEDED
         if verdict.state == "met":
             text += f", within the {secs(run.rto.target_s)} RTO target."
         elif verdict.state == "missed":
@@ -477,7 +478,7 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
             text += f" {plural(len(never), 'step')} did not run."
         if run.rto.measured_s is None:
             text += f" The service was not shown to be restored at {run.to_site}."
-        return Outcome("failed", text)
+        return Outcome(RunStatus.FAILED, text)
     if run.status == RunStatus.CANCELLED:
         text = f"{moved} was cancelled by the operator."
         unknown = [s for s in run.steps if s.outcome_unknown or s.status == StepStatus.UNKNOWN]
@@ -488,7 +489,7 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
                 s.id for s in unknown
             )
             text += "."
-        return Outcome("cancelled", text)
+        return Outcome(RunStatus.CANCELLED, text)
     if run.status == RunStatus.CRASHED:
         unknown = [s for s in run.steps if s.status == StepStatus.UNKNOWN or s.outcome_unknown]
         text = (
@@ -498,7 +499,7 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
         if unknown:
             text += " Outcome unknown: " + ", ".join(s.id for s in unknown) + "."
         text += f" Continue it with `drx resume {run.run_id}` or undo it with `drx failback`."
-        return Outcome("crashed", text)
+        return Outcome(RunStatus.CRASHED, text)
     return Outcome("unknown", f"{moved}: status {run.status!r}.")
 
 
@@ -555,12 +556,13 @@ def _yes_note(run: Run) -> str:
 
 
 def _status_words(status: str) -> str:
-    return {
-        "not_run": "not reached",
-        "succeeded": "approved before this run",
-        "cancelled": "cancelled while waiting",
-        "running": "waiting for an answer",
-    }.get(status, status.replace("_", " "))
+    words: dict[str, str] = {
+        StepStatus.NOT_RUN: "not reached",
+        StepStatus.SUCCEEDED: "approved before this run",
+        StepStatus.CANCELLED: "cancelled while waiting",
+        StepStatus.RUNNING: "waiting for an answer",
+    }
+    return words.get(status, status.replace("_", " "))
 
 
 def _notes(run: Run) -> tuple[str, ...]:
@@ -651,7 +653,7 @@ def rto_facts(run: Run) -> RtoFacts:
     verdict = target_verdict(rto.measured_s, rto.target_s, unmeasured=reason)
     if run.is_running:  # never judged while it runs
         verdict = Verdict(
-            "running", "not measured yet: the run is still running. " + _projection(run)
+            RunStatus.RUNNING, "not measured yet: the run is still running. " + _projection(run)
         )
     start = rto.start_step or next(iter(run.critical_path), None)
     since = f"the start of {start}" if start else "the first step"
@@ -870,7 +872,7 @@ def _critical_path(run: Run) -> CriticalPath:
                     "health checks until held",
                     None,
                     "health",
-                    "succeeded",
+                    StepStatus.SUCCEEDED,
                     wait,
                     wait / basis * 100 if basis else None,
                     last_end,
@@ -982,7 +984,7 @@ def _failures(run: Run) -> tuple[Failure, ...]:
 
 def _hosts_text(step: Step) -> str:
     if not step.hosts:
-        return {"manual": "operator", "wait": "—"}.get(step.kind, "—")
+        return {StepKind.MANUAL: "operator", StepKind.WAIT: "—"}.get(step.kind, "—")
     bad = [h for h in step.hosts if h.failed]
     if len(step.hosts) <= 3:
         return ", ".join(h.host + (" ✗" if h.failed else "") for h in step.hosts)

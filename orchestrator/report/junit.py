@@ -26,12 +26,12 @@ from orchestrator.report.facts import (
     rto_facts,
 )
 from orchestrator.report.units import clean_output, parse_when, tail
-from orchestrator.vocab import StepStatus
+from orchestrator.vocab import RunStatus, StepStatus
 
 # Everything outside the XML 1.0 Char production.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
-_SKIPPED = ("skipped", "not_run", "cancelled")
+_SKIPPED = (StepStatus.SKIPPED, StepStatus.NOT_RUN, StepStatus.CANCELLED)
 
 
 def xml_text(value: object) -> str:
@@ -112,7 +112,7 @@ def _objective_case(
     message = f"{what} {verdict.text}"
     if isinstance(facts_, RpoFacts) and facts_.guard:
         message = f"{message}. {facts_.guard}"
-    if verdict.state == "running":  # never judged before the run ends
+    if verdict.state == RunStatus.RUNNING:  # never judged before the run ends
         _el(case, "skipped", message=message)
         return "skipped"
     if verdict.state in ("missed", "unmeasured"):

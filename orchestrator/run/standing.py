@@ -12,10 +12,10 @@ from orchestrator.model.inventory import Host
 from orchestrator.record.summary import RunSummary
 from orchestrator.run import preflight
 from orchestrator.transport import open_transport
-from orchestrator.vocab import Direction, StepKind, StepStatus
+from orchestrator.vocab import Direction, RunStatus, StepKind, StepStatus
 
 #: how a run ends when it stopped before it finished its work
-STOPPED = ("failed", "cancelled", "crashed")
+STOPPED = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED)
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def wrong_way(
     last = mine[-1]
     if (
         last.direction == Direction.FAILOVER
-        and last.status == "succeeded"
+        and last.status == RunStatus.SUCCEEDED
         and last.site == active
         and last.source == site
         and not last.failed_back_by
