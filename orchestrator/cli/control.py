@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from orchestrator.cli.app import StateDirOpt, StateUrlOpt, app, store_for
+from orchestrator.vocab import StepKind
 
 if TYPE_CHECKING:
     from orchestrator.record.store import Store
@@ -159,7 +160,7 @@ def check_target(
         return
     steps = {s["id"]: s for s in (events[0].get("steps") or [])} if events else {}
     if action in ("approve", "deny"):
-        gates = [sid for sid, s in steps.items() if s.get("kind") == "manual"]
+        gates = [sid for sid, s in steps.items() if s.get("kind") == StepKind.MANUAL]
         if target not in gates:
             raise RefusedError(
                 f"run {run_id} has no gate '{target}' (gates: {', '.join(gates) or 'none'}; "

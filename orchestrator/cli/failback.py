@@ -156,7 +156,9 @@ def reverse_plan(
     from orchestrator.record.runs import outcomes_from_events
 
     if failback_mode == "mirror" and not rollback:
-        steps, health = predictions_for(opts.store, runbook.name, "failback", source, mirror=True)
+        steps, health = predictions_for(
+            opts.store, runbook.name, Direction.FAILBACK, source, mirror=True
+        )
         mirrored = build_mirror_plan(
             runbook,
             inventory,
@@ -171,7 +173,7 @@ def reverse_plan(
         )
         return mirrored, {}
     outcomes = outcomes_from_events(opts.store.read_events(failover_run))
-    steps, health = predictions(opts.store, runbook, "failback", target)
+    steps, health = predictions(opts.store, runbook, Direction.FAILBACK, target)
     plan = build_reverse_plan(
         runbook,
         inventory,
@@ -417,7 +419,7 @@ def refuse_failback(lineage: Any, run_id: str) -> None:
         status = lineage.by_id[back].status
         hint = (
             f"; it {status}: drx resume {back} to finish it"
-            if status in ("failed", "cancelled", "crashed")
+            if status in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED)
             else ""
         )
         raise RefusedError(f"run {run_id} has already been failed back by {back}{hint}")

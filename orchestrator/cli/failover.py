@@ -38,6 +38,7 @@ from orchestrator.cli.options import (
     warn_unknown_vars,
 )
 from orchestrator.errors import RefusedError
+from orchestrator.vocab import Direction
 
 
 @app.command()
@@ -164,7 +165,7 @@ def failover_plan(
         others = [s for s in inventory.sites if s != site]
         source = others[0]
     variables, secrets = secret_inputs(cli_vars, secret_vars)
-    steps, health = predictions(opts.store, runbook, "failover", site)
+    steps, health = predictions(opts.store, runbook, Direction.FAILOVER, site)
     return build_plan(
         runbook,
         inventory,

@@ -32,6 +32,7 @@ from orchestrator.cli.options import (
     warn_unknown_vars,
 )
 from orchestrator.errors import RefusedError
+from orchestrator.vocab import Direction
 
 
 @app.command()
@@ -110,7 +111,7 @@ def run_reprotect(
         check_site(inv, site)
     warn_unknown_vars(rb, inv, cli_vars, secret_vars)
     variables, secrets = secret_inputs(cli_vars, secret_vars)
-    steps, _ = predictions_for(opts.store, rb.name, "failback", summary.source, mirror=True)
+    steps, _ = predictions_for(opts.store, rb.name, Direction.FAILBACK, summary.source, mirror=True)
     plan = build_reprotect_plan(
         rb,
         inv,

@@ -32,7 +32,7 @@ from orchestrator.cli.options import (
     warn_unknown_vars,
 )
 from orchestrator.errors import RefusedError, UsageError
-from orchestrator.vocab import Direction, RunStatus
+from orchestrator.vocab import Direction, RunStatus, StepStatus
 
 
 @app.command()
@@ -148,7 +148,9 @@ def run_resume(
     direction = start["direction"]
     extra: dict[str, Any] = {}
     if direction == Direction.FAILOVER:
-        steps_pred, health_pred = predictions(opts.store, runbook, "failover", start["target"])
+        steps_pred, health_pred = predictions(
+            opts.store, runbook, Direction.FAILOVER, start["target"]
+        )
         plan = build_plan(
             runbook,
             inventory,
@@ -299,7 +301,11 @@ def _succeeded(outcomes: Any, recovered: dict[tuple[str, str], Any]) -> set[str]
     for sid, recs in by_step.items():
         if all(
             (r.found is Found.ENDED and r.rc == 0)
-            or (r.found is Found.JOURNAL and r.finished and r.finished.get("status") == "succeeded")
+            or (
+                r.found is Found.JOURNAL
+                and r.finished
+                and r.finished.get("status") == StepStatus.SUCCEEDED
+            )
             for r in recs
         ):
             done.add(sid)
