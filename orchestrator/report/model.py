@@ -13,18 +13,19 @@ from datetime import datetime
 
 from orchestrator.model.units import parse_when
 from orchestrator.record.summary import AttemptRecord, HostRecord, RunSummary, StepRecord
+from orchestrator.vocab import StepStatus
 
 # How a host attempt ended, as drawn and counted by the reports.
 ATTEMPT_OUTCOMES = ("ok", "failed", "timeout", "cancelled", "unknown", "skipped")
 
-_STATUS_TO_OUTCOME = {
-    "succeeded": "ok",
-    "failed": "failed",
-    "cancelled": "cancelled",
-    "unknown": "unknown",
-    "skipped": "skipped",
-    "not_run": "skipped",
-    "running": "running",  # a run still running, read back
+_STATUS_TO_OUTCOME: dict[str, str] = {
+    StepStatus.SUCCEEDED: "ok",
+    StepStatus.FAILED: "failed",
+    StepStatus.CANCELLED: "cancelled",
+    StepStatus.UNKNOWN: "unknown",
+    StepStatus.SKIPPED: "skipped",
+    StepStatus.NOT_RUN: "skipped",
+    StepStatus.RUNNING: "running",  # a run still running, read back
 }
 
 
@@ -39,7 +40,7 @@ def attempt_outcome(host: HostRecord, attempt: AttemptRecord) -> str:
     """How one attempt ended: from its rc/error, else (its last) from the host's status."""
     if attempt.error == "timeout":
         return "timeout"
-    if attempt.error in ("cancelled", "unknown"):
+    if attempt.error in (StepStatus.CANCELLED, StepStatus.UNKNOWN):
         return attempt.error
     if attempt.error:
         return "failed"
