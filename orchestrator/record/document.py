@@ -50,28 +50,58 @@ def _rule(f: dataclasses.Field[Any]) -> dict[str, Any]:
 
 def to_doc(record: Any) -> dict[str, Any]:
     """The record as its document: fields in declaration order, nested records as documents."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(record):
+    return _writer(typing.cast(Any, type(record)))(record)
+
+
+@functools.cache
+def _writer(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+    """The class's writer, compiled once from its fields (as dataclasses compiles __init__):
+    a summary of thousands of steps is written as fast as by hand."""
+    hints = typing.get_type_hints(cls)
+    head, tail = [], []
+    for f in dataclasses.fields(cls):
         rule = _rule(f)
-        value = getattr(record, f.name)
-        if rule.get("omit") == NONE and value is None:
-            continue
-        if rule.get("omit") == FALSY and not value:
-            continue
-        if rule.get("beside") and getattr(record, rule["beside"]) is None:
-            continue
-        out[rule.get("key") or f.name] = _out(value)
-    return out
+        key, value = rule.get("key") or f.name, f"r.{f.name}"
+        shape = _shape(hints[f.name])
+        if shape == _RECORD:
+            value = f"(None if {value} is None else {value}.to_dict())"
+        elif shape == _RECORDS:
+            value = f"[x.to_dict() for x in {value}]"
+        elif shape == _LISTS:
+            value = f"[list(x) for x in {value}]"
+        if rule.get("omit") == NONE:
+            tail.append(f"    if r.{f.name} is not None: d[{key!r}] = {value}")
+        elif rule.get("omit") == FALSY:
+            tail.append(f"    if r.{f.name}: d[{key!r}] = {value}")
+        elif rule.get("beside"):
+            tail.append(f"    if r.{rule['beside']} is not None: d[{key!r}] = {value}")
+        elif tail:
+            tail.append(f"    d[{key!r}] = {value}")
+        else:
+            head.append(f"{key!r}: {value}, ")
+    source = (
+        "def write(r):\n    d = {" + "".join(head) + "}\n" + "\n".join(tail) + "\n    return d\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # the source is built from the field names alone
+    writer: Callable[[Any], dict[str, Any]] = namespace["write"]
+    return writer
 
 
-def _out(value: Any) -> Any:
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, list) and value and isinstance(value[0], list):
-        return [list(item) for item in value]
-    if isinstance(value, list) and value and hasattr(value[0], "to_dict"):
-        return [item.to_dict() for item in value]
-    return value
+# how a field's value is written: as is, a record, a list of records, a list of lists
+_PLAIN, _RECORD, _RECORDS, _LISTS = range(4)
+
+
+def _shape(hint: Any) -> int:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in args if a is not type(None)]
+        return _shape(inner[0]) if len(inner) == 1 else _PLAIN
+    if origin is list:
+        if typing.get_origin(args[0]) is list:
+            return _LISTS
+        return _RECORDS if hasattr(args[0], "to_dict") else _PLAIN
+    return _RECORD if hasattr(hint, "to_dict") else _PLAIN
 
 
 def from_doc(cls: type[T], document: Any) -> T:
