@@ -154,10 +154,11 @@ def note_rolled_back(store: Store, failover_id: str, rollback_id: str) -> None:
         return  # a crashed failover: runs are linked when they are read back (load_summaries)
     from orchestrator.record.store import document_json
 
-    doc["rolled_back_by"] = rollback_id
+    summary = RunSummary.from_dict(doc)
+    summary.rolled_back_by = rollback_id
     try:
         with store.acquire(rollback_id) as lock:
-            store.write_summary(failover_id, document_json(doc), lock)
+            store.write_summary(failover_id, document_json(summary.to_dict()), lock)
     except RefusedError:
         return  # another run took the lock meanwhile: the link is made when runs are read
 
