@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,12 @@ from orchestrator.lab.sshd import LabError
 pytestmark = [pytest.mark.postgres, pytest.mark.sshd]
 
 RUNBOOK = Path(__file__).resolve().parents[1] / "runbooks" / "postgres.yaml"
+
+
+def _summary_json(state_dir: Path, direction: str) -> dict[str, Any] | None:
+    """The latest run in ``direction``, as its summary.json document."""
+    summary = latest_summary(state_dir, direction)
+    return summary.to_dict() if summary is not None else None
 
 
 @pytest.fixture
@@ -77,8 +84,8 @@ def test_postgres_failover_and_failback_lose_no_row(lab_root: Path) -> None:
     assert result.rows_by_site is not None
     assert result.rows_by_site.get("site-a", 0) > 0 and result.rows_by_site.get("site-b", 0) > 0
     assert 0 < result.committed <= sum(result.rows_by_site.values())
-    fo, fb = result.failover, result.failback
-    assert fo is not None and fb is not None
+    assert result.failover is not None and result.failback is not None
+    fo, fb = result.failover.to_dict(), result.failback.to_dict()  # as summary.json has them
     assert fo["rpo"]["measured_bytes"] == 0 and fo["rpo"]["guard"]["tripped"] is False
     assert fo["rto"]["measured_s"] > 0 and fb["rto"]["measured_s"] > 0
     chain = [
@@ -125,7 +132,7 @@ def test_site_a_lost_the_rpo_guard_needs_accept_data_loss(lab_root: Path) -> Non
         common = ["-r", str(RUNBOOK), "-i", str(pg.inventory), "--state-dir", str(pg.state_dir)]
         code = run_drx(["failover", "site-b", "--emergency", "--yes", *common], echo=False)
         assert code == 1
-        refused = latest_summary(pg.state_dir, "failover")
+        refused = _summary_json(pg.state_dir, "failover")
         assert refused is not None
         guard = refused["rpo"]["guard"]
         assert (guard["tripped"], guard["accepted"]) == (True, False)
@@ -134,7 +141,7 @@ def test_site_a_lost_the_rpo_guard_needs_accept_data_loss(lab_root: Path) -> Non
         assert pg.primary_site() is None  # nothing promoted: db-b is still a standby
         code = run_drx(["resume", "--yes", "--accept-data-loss", *common], echo=False)
         assert code == 0
-        done = latest_summary(pg.state_dir, "failover")
+        done = _summary_json(pg.state_dir, "failover")
         assert done is not None and done["parent_run"] == refused["run_id"]
         assert (done["rpo"]["guard"]["accepted"], done["rpo"]["measured_bytes"]) == (True, None)
         assert pg.primary_site() == "site-b" and pg.app_healthy("site-b")
@@ -148,8 +155,8 @@ def test_a_drill_of_the_lab_ends_at_site_a_with_no_row_lost(lab_root: Path) -> N
     result = run_drill(lab_root, RUNBOOK, echo=False, round_trip=True)
     assert result.failback_exit == 0 and result.failover_exit == 0
     assert result.primary_at_end == "site-a" and result.lost == 0
-    fo, fb = result.failover, result.failback
-    assert fo is not None and fb is not None
+    assert result.failover is not None and result.failback is not None
+    fo, fb = result.failover.to_dict(), result.failback.to_dict()  # as summary.json has them
     assert fo["drill_id"] == fb["drill_id"] == fo["run_id"] and fb["rollback"] is False
     for summary, gap in ((fo, result.failover_gap_s), (fb, result.failback_gap_s)):
         (probe,) = summary["probes"]
@@ -200,7 +207,7 @@ def test_failover_killed_at_promote_resumes_to_success(lab_root: Path) -> None:
             proc.wait()
         code = run_drx(["resume", "--yes", *common], echo=False)
         assert code == 0
-        done = latest_summary(pg.state_dir, "failover")
+        done = _summary_json(pg.state_dir, "failover")
         assert done is not None and done["status"] == "succeeded" and done["parent_run"]
         steps = {s["id"]: s for s in done["steps"]}
         assert steps["precheck"]["carried_from"] == done["parent_run"]
@@ -223,14 +230,14 @@ def test_a_failover_stopped_by_the_rpo_guard_is_rolled_back_by_its_undos(lab_roo
         common = ["-r", str(RUNBOOK), "-i", str(pg.inventory), "--state-dir", str(pg.state_dir)]
         code = run_drx(["failover", "site-b", "--emergency", "--yes", *common], echo=False)
         assert code == 1
-        refused = latest_summary(pg.state_dir, "failover")
+        refused = _summary_json(pg.state_dir, "failover")
         assert refused is not None and refused["rpo"]["guard"]["tripped"] is True
         assert "promote-target" in refused["rpo"]["guard"]["blocked"]
         assert not pg.app_healthy("site-b") and pg.primary_site() == "site-a"
         pg.sshd.restart("db-a")
         code = run_drx(["failback", "--yes", *common], echo=False)
         assert code == 0
-        back = latest_summary(pg.state_dir, "failback")
+        back = _summary_json(pg.state_dir, "failback")
         assert back is not None and back["failback_mode"] == "undo"
         assert back["parent_run"] == refused["run_id"]
         assert [s["undo_of"] for s in back["steps"] if s["status"] == "succeeded"] == ["drain-app"]

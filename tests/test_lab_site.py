@@ -52,8 +52,9 @@ def test_site_plan_moves_database_apps_and_haproxy_and_back(lab_root: Path) -> N
     # drx check reached the load balancer at the third site too, before anything moved
     (lb_row,) = [line.split() for line in result.check_output.splitlines() if line[:3] == "lb "]
     assert lb_row[1] == "edge" and lb_row[-1] == "ok"
-    fo, fb = result.failover, result.failback
-    assert fo is not None and fb is not None and fb["failback_mode"] == "mirror"
+    assert result.failover is not None and result.failback is not None
+    fo, fb = result.failover.to_dict(), result.failback.to_dict()  # as summary.json has them
+    assert fb["failback_mode"] == "mirror"
     for summary in (fo, fb):
         assert summary["rto"]["measured_s"] > 0
         children = {c["id"]: c for c in summary["children"]}
@@ -75,12 +76,12 @@ def test_site_plan_moves_database_apps_and_haproxy_and_back(lab_root: Path) -> N
     db_rto = {c["id"]: c for c in fb["children"]}["db"]["rto"]["measured_s"]
     assert abs(db_rto - (ended - began).total_seconds()) < 0.01
     # between the runs the client was served at site-b, after the failback at site-a again
-    fo_window, fb_window = _window(fo), _window(fb)
+    fo_window, fb_window = _window(result.failover), _window(result.failback)
     assert fo_window is not None and fb_window is not None
     between = [o for o in result.outcomes if fo_window[1] < o.sent and o.done < fb_window[0]]
     assert between and all((o.status, o.site) == (200, "site-b") for o in between)
     assert result.outcomes[-1].status == 200 and result.outcomes[-1].site == "site-a"
-    inside = result.failed_during(fo) + result.failed_during(fb)
+    inside = result.failed_during(result.failover) + result.failed_during(result.failback)
     assert len(inside) == sum(o.status != 200 for o in result.outcomes)
     assert (result.rows_lost, result.primary_at_end) == (0, "site-a")
     assert result.ok

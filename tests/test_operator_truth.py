@@ -265,10 +265,11 @@ def test_critical_path_shares_are_of_the_rto_window(
           - {id: go, hosts: db@target, run: 'sleep 0.2', undo: 'true', needs: [prepare]}
     """)
     assert world.run(capsys, "failover", "site-b")[0] == 0
+    from orchestrator.record.summary import RunSummary
     from orchestrator.report.facts import build
-    from orchestrator.report.model import load
+    from orchestrator.report.model import for_report
 
-    path = build(load(world.summary())).path
+    path = build(for_report(RunSummary.from_dict(world.summary()))).path
     rows = {r.step_id: r for r in path.rows if r.step_id}
     assert rows["prepare"].share is None and "before the RTO clock" in rows["prepare"].note
     assert sum(r.share or 0.0 for r in path.rows) <= 100.5

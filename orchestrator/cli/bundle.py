@@ -34,6 +34,7 @@ from orchestrator.cli.app import (
     runbook_name,
     store_for,
 )
+from orchestrator.vocab import Direction
 
 if TYPE_CHECKING:
     from orchestrator.record.store import Store
@@ -98,7 +99,7 @@ def bundle_files(store: Store, run_id: str) -> dict[str, Member]:
 
     files = _run_files(store, run_id, "")
     summary = load_summary(store, run_id)
-    if summary.direction == "failback" and summary.parent_run:
+    if summary.direction == Direction.FAILBACK and summary.parent_run:
         files.update(_run_files(store, summary.parent_run, "reversed-failover/"))
     return files
 

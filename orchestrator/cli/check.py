@@ -28,6 +28,7 @@ from orchestrator.cli.app import (
     options,
 )
 from orchestrator.cli.options import Options, active_site, check_site, state_note
+from orchestrator.vocab import Direction
 
 if TYPE_CHECKING:
     from orchestrator.model.inventory import Inventory
@@ -112,7 +113,7 @@ def run_check(opts: Options, site: str | None, *, strict: bool = False) -> Check
         check_site(inventory, site)
     target = site if site not in (None, active) else next(s for s in inventory.sites if s != active)
     sites = [active, target] if site is not None else list(inventory.sites)
-    steps_pred, health_pred = predictions_for(opts.store, runbook.name, "failover", target)
+    steps_pred, health_pred = predictions_for(opts.store, runbook.name, Direction.FAILOVER, target)
     plan = build_plan(
         runbook,
         inventory,

@@ -26,6 +26,7 @@ from orchestrator.cli.runcommand import (
     run_command,
 )
 from orchestrator.errors import ExitCode, UsageError
+from orchestrator.vocab import RunStatus
 
 if TYPE_CHECKING:
     from orchestrator.record.summary import RunSummary
@@ -135,7 +136,7 @@ def run_drill(
         _, first = execute(plan, opts.store, run_opts)
         closing_line(first, opts.store)
         drill_id = first.run_id
-        if first.status == "succeeded":
+        if first.status == RunStatus.SUCCEEDED:
             legs.hold(hold_s)
             back_code, back = run_return(
                 inputs,
@@ -174,14 +175,14 @@ def drill_exit_code(
     missed its RTO target; 130 Ctrl-C anywhere; 1 otherwise."""
     cancelled = (
         interrupted
-        or first.status == "cancelled"
-        or (back is not None and back.status == "cancelled")
+        or first.status == RunStatus.CANCELLED
+        or (back is not None and back.status == RunStatus.CANCELLED)
     )
     if cancelled:
         return int(ExitCode.CANCELLED)
-    if first.status != "succeeded" or not home:
+    if first.status != RunStatus.SUCCEEDED or not home:
         return int(ExitCode.FAILED)
-    if back is None or back.status != "succeeded" or back_code not in (0, 3):
+    if back is None or back.status != RunStatus.SUCCEEDED or back_code not in (0, 3):
         return int(ExitCode.FAILED)
     if first.rto.met is False or back.rto.met is False:
         return int(ExitCode.RTO_MISSED)

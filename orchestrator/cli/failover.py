@@ -41,6 +41,7 @@ from orchestrator.cli.runcommand import (
     run_command,
 )
 from orchestrator.errors import RefusedError
+from orchestrator.vocab import Direction
 
 
 @app.command()
@@ -134,7 +135,7 @@ def failover_plan(
         others = [s for s in inventory.sites if s != site]
         source = others[0]
     variables, secrets = inputs.variables()
-    steps, health = predictions(opts.store, runbook, "failover", site)
+    steps, health = predictions(opts.store, runbook, Direction.FAILOVER, site)
     return build_plan(
         runbook,
         inventory,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli import say
 from orchestrator.errors import Problem, UsageError, ValidationError
+from orchestrator.vocab import RunStatus
 
 if TYPE_CHECKING:
     from orchestrator.model.inventory import Inventory
@@ -252,7 +253,7 @@ def closing_line(summary: RunSummary, store: Store, after: str | None = None) ->
     if after:
         text += f"\n{after}"
     say.say(
-        "info" if summary.status == "succeeded" and rto.met is not False else "error",
+        "info" if summary.status == RunStatus.SUCCEEDED and rto.met is not False else "error",
         "run_closed",
         text,
         run_id=summary.run_id,

@@ -24,6 +24,7 @@ from orchestrator.cli.runcommand import (
     run_command,
 )
 from orchestrator.errors import RefusedError
+from orchestrator.vocab import Direction
 
 
 @app.command()
@@ -70,7 +71,7 @@ def run_reprotect(
     for site in (summary.source, summary.target):
         check_site(inv, site)
     variables, secrets = inputs.checked_variables(rb, inv)
-    steps, _ = predictions_for(opts.store, rb.name, "failback", summary.source, mirror=True)
+    steps, _ = predictions_for(opts.store, rb.name, Direction.FAILBACK, summary.source, mirror=True)
     plan = build_reprotect_plan(
         rb,
         inv,

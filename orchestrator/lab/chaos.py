@@ -65,6 +65,7 @@ from orchestrator.lab.etcd import EtcdCluster
 from orchestrator.lab.sshd import Lab
 from orchestrator.record.etcd_store import EtcdStore
 from orchestrator.record.store import open_store
+from orchestrator.vocab import Direction, RunStatus, StepStatus
 
 #: the lease of the lock (etcd's smallest)
 TTL_S = 2.0
@@ -200,7 +201,7 @@ def check(
             same = (run == m.run and str(e.get("attempt")) == m.attempt) or (
                 e.get("from_run") == m.run
             )
-            if same and e.get("status") != "succeeded":
+            if same and e.get("status") != StepStatus.SUCCEEDED:
                 return True
         return any(
             e.get("event") == "step_finished"
@@ -245,7 +246,7 @@ def check(
                 )
     # 3. every succeeded host attempt in the journal ran on its host
     for run, e in finished:
-        if e.get("status") != "succeeded":
+        if e.get("status") != StepStatus.SUCCEEDED:
             continue
         origin = str(e.get("from_run") or run)
         ok = any(
@@ -262,7 +263,7 @@ def check(
             )
     # ... and no attempt re-attached to is recorded as failed when it ran to its end
     for run, e in finished:
-        if e.get("status") == "succeeded" or not e.get("reattached"):
+        if e.get("status") == StepStatus.SUCCEEDED or not e.get("reattached"):
             continue
         if any(
             m.run == e.get("from_run") and m.step == e.get("step") and m.host == e.get("host")
@@ -277,12 +278,12 @@ def check(
         (
             journal.summaries[r]
             for r in reversed(journal.runs)
-            if (journal.summaries.get(r) or {}).get("status") == "succeeded"
+            if (journal.summaries.get(r) or {}).get("status") == RunStatus.SUCCEEDED
         ),
         None,
     )
     if final is not None:
-        expected = "site-b" if final.get("direction") == "failover" else "site-a"
+        expected = "site-b" if final.get("direction") == Direction.FAILOVER else "site-a"
         if active != expected:
             found.append(f"the store says site {active} is active, the journal says {expected}")
         if host_active != expected:
@@ -641,7 +642,7 @@ class Campaign:
             if not wait_for(lambda: self.store.lock_holder() is None, 6 * TTL_S):
                 continue
             runs = [r for r in self.store.run_ids() if r not in before]
-            if runs and self._status(runs[-1]) == "succeeded":
+            if runs and self._status(runs[-1]) == RunStatus.SUCCEEDED:
                 return True
             args = self._resume_args() if runs else self.drill_args()
             tag = self.holder_tag(other)
@@ -664,7 +665,7 @@ class Campaign:
             elif code != 0:
                 actions.append(_last_line(err))
         runs = [r for r in self.store.run_ids() if r not in before]
-        return bool(runs) and self._status(runs[-1]) == "succeeded"
+        return bool(runs) and self._status(runs[-1]) == RunStatus.SUCCEEDED
 
     def _wait_new_run(self, known: set[str], proc: subprocess.Popen[str]) -> None:
         """Wait until a run not in ``known`` is in the store, or ``proc`` has ended."""

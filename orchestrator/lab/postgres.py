@@ -55,6 +55,8 @@ from typing import Any
 import yaml
 
 from orchestrator.lab.sshd import DEFAULT_USER, Lab, LabError, free_port
+from orchestrator.record.summary import RunSummary
+from orchestrator.vocab import Direction
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SUDO = "/usr/bin/sudo"
@@ -587,8 +589,8 @@ class DrillResult:
 
     failover_exit: int | None = None
     failback_exit: int | None = None
-    failover: dict[str, Any] | None = None  # summary.json
-    failback: dict[str, Any] | None = None
+    failover: RunSummary | None = None
+    failback: RunSummary | None = None
     committed: int = 0
     lost_after_failover: int | None = None
     lost: int | None = None  # after the failback
@@ -651,12 +653,14 @@ def run_drx_captured(args: Sequence[str], *, echo: bool = True) -> tuple[int, st
     return proc.returncode, out, wall
 
 
-def latest_summary(state_dir: Path, direction: str) -> dict[str, Any] | None:
-    runs = sorted((state_dir / "runs").glob(f"*-{direction}-*"))
-    if not runs or not (runs[-1] / "summary.json").exists():
-        return None
-    data: dict[str, Any] = json.loads((runs[-1] / "summary.json").read_text())
-    return data
+def latest_summary(state_dir: Path, direction: str) -> RunSummary | None:
+    """The latest run in ``direction`` in the lab's state dir, read back as drx reads it."""
+    from orchestrator.record.runs import load_summary
+    from orchestrator.record.store import LocalStore
+
+    store = LocalStore(state_dir)
+    runs = [run_id for run_id in store.run_ids() if f"-{direction}-" in run_id]
+    return load_summary(store, runs[-1]) if runs else None
 
 
 def run_drill(
@@ -690,15 +694,16 @@ def run_drill(
             return result
         if round_trip:
             code = run_drx(["drill", "site-b", "--yes", *common], echo=echo)
-            result.failover = latest_summary(pg.state_dir, "failover")
-            result.failback = latest_summary(pg.state_dir, "failback")
-            result.failover_exit = _figure(result.failover, "exit_code")
+            result.failover = latest_summary(pg.state_dir, Direction.FAILOVER)
+            result.failback = latest_summary(pg.state_dir, Direction.FAILBACK)
+            result.failover_exit = result.failover.exit_code if result.failover else None
             result.failback_exit = code
             result.lost_after_failover = 0 if code == 0 else None  # not counted between legs
-            run_drx(["report", _figure(result.failover, "run_id") or "latest", *state], echo=echo)
+            latest = result.failover.run_id if result.failover else "latest"
+            run_drx(["report", latest, *state], echo=echo)
             return _count(pg, result)
         result.failover_exit = run_drx(["failover", "site-b", "--yes", *common], echo=echo)
-        result.failover = latest_summary(pg.state_dir, "failover")
+        result.failover = latest_summary(pg.state_dir, Direction.FAILOVER)
         if result.failover_exit == 0:
             committed = pg.committed_ids()
             result.lost_after_failover = len(committed - pg.row_ids("site-b"))
@@ -709,7 +714,7 @@ def run_drill(
         if result.failover_exit not in (None, 0, 3):
             return result
         result.failback_exit = run_drx(["failback", "--yes", *common], echo=echo)
-        result.failback = latest_summary(pg.state_dir, "failback")
+        result.failback = latest_summary(pg.state_dir, Direction.FAILBACK)
         run_drx(["report", *state], echo=echo)
         run_drx(
             ["report", "--format", "html", "-o", str(root / "failback.html"), *state], echo=echo
@@ -738,7 +743,7 @@ def _count(pg: PostgresLab, result: DrillResult) -> DrillResult:
     return result
 
 
-def longest_gap(times: Sequence[float], summary: dict[str, Any] | None) -> float | None:
+def longest_gap(times: Sequence[float], summary: RunSummary | None) -> float | None:
     """The longest gap between consecutive acknowledged commits (UNIX times) that overlaps
     the run of ``summary`` (between its start and its end): the write downtime the
     application saw during that run."""
@@ -746,7 +751,7 @@ def longest_gap(times: Sequence[float], summary: dict[str, Any] | None) -> float
         return None
     from orchestrator.report.units import parse_when
 
-    began, ended = parse_when(summary.get("started_at")), parse_when(summary.get("finished_at"))
+    began, ended = parse_when(summary.started_at), parse_when(summary.finished_at)
     if began is None or ended is None:
         return None
     start, end = began.timestamp(), ended.timestamp()
@@ -755,20 +760,20 @@ def longest_gap(times: Sequence[float], summary: dict[str, Any] | None) -> float
     return round(max(gaps), 3) if gaps else None
 
 
-def _probe_line(label: str, summary: dict[str, Any] | None, gap: float | None) -> str:
+def _probe_line(label: str, summary: RunSummary | None, gap: float | None) -> str:
     """The write probe's observed downtime against the application's longest commit gap."""
-    probe = next(iter(_figure(summary, "probes") or []), None)
-    if not isinstance(probe, dict):
+    probe = next(iter(summary.probes if summary else []), None)
+    if probe is None:
         return f"{label}: no probe recorded"
-    interval = probe.get("interval_s") or 0.0
-    down = probe.get("longest_down_s")
+    interval = probe.interval_s or 0.0
+    down = probe.longest_down_s
     text = (
-        f"{label}: probe '{probe.get('name')}' saw writes down {probe.get('down_s')} s "
-        f"(longest window {down} s, {len(probe.get('windows') or [])} window(s), "
-        f"{probe.get('polls')} polls); the app's longest gap between acknowledged commits "
+        f"{label}: probe '{probe.name}' saw writes down {probe.down_s} s "
+        f"(longest window {down} s, {len(probe.windows)} window(s), "
+        f"{probe.polls} polls); the app's longest gap between acknowledged commits "
         f"{gap if gap is not None else '—'} s"
     )
-    if isinstance(down, int | float) and gap is not None:
+    if gap is not None:
         diff = abs(down - gap)
         bound = interval + 0.05
         text += f"; they differ by {diff:.3f} s ({'within' if diff <= bound else 'OVER'} "
@@ -776,28 +781,20 @@ def _probe_line(label: str, summary: dict[str, Any] | None, gap: float | None) -
     return text
 
 
-def _figure(summary: dict[str, Any] | None, *keys: str) -> Any:
-    value: Any = summary
-    for key in keys:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
-def _run_line(
-    label: str, code: int | None, summary: dict[str, Any] | None, lost: int | None
-) -> str:
+def _run_line(label: str, code: int | None, summary: RunSummary | None, lost: int | None) -> str:
     """One run's figures: exit code, RTO against its target, RPO in bytes, rows lost."""
 
-    def num(value: Any, unit: str) -> str:
-        return f"{value:g} {unit}" if isinstance(value, int | float) else "—"
+    def num(value: float | None, unit: str) -> str:
+        return f"{value:g} {unit}" if value is not None else "—"
 
-    rpo = _figure(summary, "rpo", "measured_bytes")
+    rto = summary.rto if summary else None
+    rpo = summary.rpo if summary and summary.rpo and summary.rpo.in_bytes else None
     return (
         f"{label}: exit {code if code is not None else '—'}, "
-        f"RTO {num(_figure(summary, 'rto', 'measured_s'), 's')} "
-        f"(target {num(_figure(summary, 'rto', 'target_s'), 's')}), "
-        f"RPO {num(rpo, 'B')} of WAL not received "
-        f"(target {num(_figure(summary, 'rpo', 'target_bytes'), 'B')}), "
+        f"RTO {num(rto.measured_s if rto else None, 's')} "
+        f"(target {num(rto.target_s if rto else None, 's')}), "
+        f"RPO {num(rpo.measured if rpo else None, 'B')} of WAL not received "
+        f"(target {num(rpo.target if rpo else None, 'B')}), "
         f"{lost if lost is not None else '—'} rows lost"
     )
 

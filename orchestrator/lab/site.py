@@ -57,6 +57,8 @@ from orchestrator.lab.postgres import (
     run_drx_captured,
 )
 from orchestrator.lab.sshd import DEFAULT_USER, LabError, free_port
+from orchestrator.record.summary import RunSummary
+from orchestrator.vocab import Direction
 
 HAPROXY = Path("/usr/sbin/haproxy")
 DEFAULT_DIR = Path("lab-site")
@@ -367,13 +369,13 @@ class SiteDrillResult:
     check_output: str = ""  # drx check site-b's output before the failover
     failover_exit: int | None = None
     failback_exit: int | None = None
-    failover: dict[str, Any] | None = None  # summary.json
-    failback: dict[str, Any] | None = None
+    failover: RunSummary | None = None
+    failback: RunSummary | None = None
     outcomes: list[Outcome] = field(default_factory=list)
     rows_lost: int | None = None  # the row writer's acknowledged rows missing at the end
     primary_at_end: str | None = None
 
-    def failed_during(self, summary: dict[str, Any] | None) -> list[Outcome]:
+    def failed_during(self, summary: RunSummary | None) -> list[Outcome]:
         """The client's requests sent during the run that failed."""
         window = _window(summary)
         if window is None:
@@ -381,7 +383,7 @@ class SiteDrillResult:
         start, end = window
         return [o for o in self.outcomes if start <= o.sent <= end and o.status != 200]
 
-    def sent_during(self, summary: dict[str, Any] | None) -> list[Outcome]:
+    def sent_during(self, summary: RunSummary | None) -> list[Outcome]:
         window = _window(summary)
         if window is None:
             return []
@@ -396,12 +398,12 @@ class SiteDrillResult:
         )
 
 
-def _window(summary: dict[str, Any] | None) -> tuple[float, float] | None:
+def _window(summary: RunSummary | None) -> tuple[float, float] | None:
     from orchestrator.report.units import parse_when
 
     if summary is None:
         return None
-    began, ended = parse_when(summary.get("started_at")), parse_when(summary.get("finished_at"))
+    began, ended = parse_when(summary.started_at), parse_when(summary.finished_at)
     if began is None or ended is None:
         return None
     return began.timestamp(), ended.timestamp()
@@ -426,11 +428,11 @@ def run_site_drill(root: Path, runbook: Path, *, echo: bool = True) -> SiteDrill
         if result.check_exit != 0 or run_drx(["plan", "site-b", *common], echo=echo) != 0:
             return result
         result.failover_exit = run_drx(["failover", "site-b", "--yes", *common], echo=echo)
-        result.failover = latest_summary(lab.state_dir, "failover")
+        result.failover = latest_summary(lab.state_dir, Direction.FAILOVER)
         run_drx(["report", *state], echo=echo)
         if result.failover_exit in (0, 3):
             result.failback_exit = run_drx(["failback", "--yes", *common], echo=echo)
-            result.failback = latest_summary(lab.state_dir, "failback")
+            result.failback = latest_summary(lab.state_dir, Direction.FAILBACK)
             run_drx(["report", *state], echo=echo)
         assert lab.client is not None
         lab.client.stop()
@@ -447,13 +449,14 @@ def _num(value: Any, unit: str) -> str:
     return f"{value:g} {unit}" if isinstance(value, int | float) else "—"
 
 
-def _run_lines(label: str, code: int | None, summary: dict[str, Any] | None) -> list[str]:
-    rto = (summary or {}).get("rto") or {}
+def _run_lines(label: str, code: int | None, summary: RunSummary | None) -> list[str]:
+    rto = summary.rto if summary else None
     lines = [
         f"{label}: exit {code if code is not None else '—'}, site RTO "
-        f"{_num(rto.get('measured_s'), 's')} (target {_num(rto.get('target_s'), 's')})"
+        f"{_num(rto.measured_s if rto else None, 's')} "
+        f"(target {_num(rto.target_s if rto else None, 's')})"
     ]
-    for child in (summary or {}).get("children") or []:
+    for child in summary.children if summary else []:
         child_rto = child.get("rto") or {}
         rpo = child.get("rpo") or {}
         rpo_text = f", RPO {_num(rpo.get('measured_bytes'), 'B')} of WAL" if rpo else ""
@@ -465,7 +468,7 @@ def _run_lines(label: str, code: int | None, summary: dict[str, Any] | None) -> 
     return lines
 
 
-def _client_line(label: str, result: SiteDrillResult, summary: dict[str, Any] | None) -> str:
+def _client_line(label: str, result: SiteDrillResult, summary: RunSummary | None) -> str:
     sent, failed = result.sent_during(summary), result.failed_during(summary)
     text = f"{label}: the client sent {len(sent)} requests through HAProxy, {len(failed)} failed"
     if failed:

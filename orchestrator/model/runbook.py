@@ -32,6 +32,7 @@ from orchestrator.model.names import NAME_RULE, bad_name
 from orchestrator.model.units import is_size, parse_duration, parse_size
 from orchestrator.model.yaml_source import LList, LMap
 from orchestrator.transport.base import DEFAULT_OUTPUT_LIMIT
+from orchestrator.vocab import StepKind as StepKind
 
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 DEFAULT_INTERVAL = 5.0
@@ -39,17 +40,6 @@ DEFAULT_INTERVAL = 5.0
 #: a poll) and are refused
 MIN_INTERVAL = 0.05
 DEFAULT_RETRY_DELAY = 5.0
-
-
-class StepKind(StrEnum):
-    """The built-in kinds (orchestrator/kinds/): a step of one carries its member as ``kind``;
-    a step of a kind registered beside them carries the kind's name."""
-
-    COMMAND = "command"
-    CHECK = "check"
-    MANUAL = "manual"
-    WAIT = "wait"
-    RUNBOOK = "runbook"  # another runbook, expanded into this one's DAG (model/siteplan.py)
 
 
 class FailbackMode(StrEnum):

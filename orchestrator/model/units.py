@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -86,3 +87,16 @@ def format_duration(value: float | None, *, human: bool = True) -> str:
     if human and magnitude >= 120:
         text += f" ({clock(magnitude)})"
     return text
+
+
+def parse_when(text: str | None) -> datetime | None:
+    """An ISO-8601 timestamp (with 'Z' or an offset; naive means UTC) as an aware datetime."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)

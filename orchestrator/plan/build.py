@@ -51,10 +51,11 @@ from orchestrator.model.templating import (
     unquoted_step_outputs,
 )
 from orchestrator.record.outcomes import Status, StepOutcome
+from orchestrator.vocab import Direction
 
-FAILOVER = "failover"
-FAILBACK = "failback"
-REPROTECT = "reprotect"
+FAILOVER = Direction.FAILOVER
+FAILBACK = Direction.FAILBACK
+REPROTECT = Direction.REPROTECT
 UNDO = "undo"
 MIRROR = "mirror"
 

@@ -26,12 +26,13 @@ from orchestrator.plan.build import (
     topological,
 )
 from orchestrator.record.summary import RunSummary
+from orchestrator.vocab import RunStatus
 
 
 def failback_mode_for(runbook_mode: FailbackMode, failover_status: str) -> FailbackMode:
     """The mode a failback of a failover that ended ``failover_status`` runs in: mirror only
     for a succeeded failover of a mirror runbook; undo for everything else."""
-    if runbook_mode is FailbackMode.MIRROR and failover_status == "succeeded":
+    if runbook_mode is FailbackMode.MIRROR and failover_status == RunStatus.SUCCEEDED:
         return FailbackMode.MIRROR
     return FailbackMode.UNDO
 
@@ -60,7 +61,9 @@ def reprotect_to_carry(runs: Sequence[RunSummary], failover_run: str) -> str | N
     done = [
         s.run_id
         for s in runs
-        if s.direction == REPROTECT and s.reverses == failover_run and s.status == "succeeded"
+        if s.direction == REPROTECT
+        and s.reverses == failover_run
+        and s.status == RunStatus.SUCCEEDED
     ]
     return done[-1] if done else None
 

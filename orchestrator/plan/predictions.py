@@ -6,6 +6,7 @@ import statistics
 from typing import TYPE_CHECKING
 
 from orchestrator.kinds import kind_of
+from orchestrator.vocab import Direction, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from orchestrator.record.store import Store
@@ -23,9 +24,9 @@ def predictions_for(
 
     durations: dict[str, list[float]] = {}
     health: list[float] = []
-    forward = direction == "failover" or mirror
+    forward = direction == Direction.FAILOVER or mirror
     for summary in load_summaries(store):
-        runs_forward = summary.direction in ("failover", "reprotect") or (
+        runs_forward = summary.direction in (Direction.FAILOVER, Direction.REPROTECT) or (
             summary.failback_mode == "mirror"
         )
         same = (
@@ -37,11 +38,11 @@ def predictions_for(
             summary.runbook != runbook
             or not same
             or summary.target != target
-            or summary.status != "succeeded"
+            or summary.status != RunStatus.SUCCEEDED
         ):
             continue
         for step in summary.steps:
-            if step.status != "succeeded" or step.duration_s is None or step.carried_from:
+            if step.status != StepStatus.SUCCEEDED or step.duration_s is None or step.carried_from:
                 continue
             # a gate takes as long as a person takes to answer it: runs where --yes answered
             # (in a millisecond) say nothing about that; the gate's expect does

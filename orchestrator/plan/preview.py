@@ -10,6 +10,7 @@ from orchestrator.kinds import kind_of
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan, PlanStep
 from orchestrator.plan.site import child_blocks, children_doc, children_text, step_child
+from orchestrator.vocab import Direction
 
 PLAN_FORMATS = ("text", "json", "dot", "mermaid")
 
@@ -78,7 +79,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         ],
         "hosts": [h.name for h in plan.hosts()],
     }
-    if plan.direction == "failback":
+    if plan.direction == Direction.FAILBACK:
         doc["left_out"] = plan.left_out
     doc["mode"] = plan.mode
     if plan.rollback:
@@ -109,7 +110,7 @@ def render_text(plan: Plan) -> str:
     out: list[str] = []
     arrow = (
         f"{plan.source} → {plan.target}"
-        if plan.direction == "failover"
+        if plan.direction == Direction.FAILOVER
         else (
             f"{plan.from_site} → {plan.to_site} ({plan.failback_mode}: reverses {plan.parent_run})"
         )
@@ -170,7 +171,7 @@ def render_text(plan: Plan) -> str:
             f"Probe '{pp.probe.name}' polled on {names} every "
             f"{format_duration(pp.probe.interval)} for the whole run{limit}"
         )
-    if plan.direction == "failback" and plan.left_out:
+    if plan.direction == Direction.FAILBACK and plan.left_out:
         out.append("Left out of the failback:")
         for item in plan.left_out:
             out.append(f"  {item['id']}: {item['reason']}")

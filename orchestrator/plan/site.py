@@ -15,6 +15,7 @@ from orchestrator.model.runbook import Runbook
 from orchestrator.model.siteplan import Child, child_of, is_child_health
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan, PlanStep, topological
+from orchestrator.vocab import Direction, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from orchestrator.record.store import Store
@@ -121,7 +122,7 @@ def predictions(
             steps.setdefault(key, value)
         if own_health is not None:
             for hid in child.health:
-                key = hid if direction == "failover" else f"undo-{hid}"
+                key = hid if direction == Direction.FAILOVER else f"undo-{hid}"
                 steps.setdefault(key, own_health)
     if runbook.children:
         for key, value in _from_other_site_plans(store, runbook, direction, target).items():
@@ -147,12 +148,12 @@ def _from_other_site_plans(
             or not summary.children
             or summary.direction != direction
             or summary.target != target
-            or summary.status != "succeeded"
+            or summary.status != RunStatus.SUCCEEDED
         ):
             continue
         theirs = {str(c.get("id")): str(c.get("runbook")) for c in summary.children}
         for step in summary.steps:
-            if step.status != "succeeded" or step.duration_s is None or step.carried_from:
+            if step.status != StepStatus.SUCCEEDED or step.duration_s is None or step.carried_from:
                 continue
             if kind_of(step.kind).gate:
                 continue

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from orchestrator.vocab import Direction, StepStatus
+
 
 class _Timed(Protocol):
     t0: float | None
@@ -24,7 +26,9 @@ def child_records(start: Mapping[str, Any], steps: Mapping[str, _Timed]) -> list
     """The ``children`` of a site plan's summary (empty for a plain runbook)."""
     # a mirrored failback's reprotect phase (a child's among them) runs before the RTO starts
     phase = (
-        set(start.get("reprotect_steps") or ()) if start.get("direction") != "reprotect" else set()
+        set(start.get("reprotect_steps") or ())
+        if start.get("direction") != Direction.REPROTECT
+        else set()
     )
     return [_child(c, steps, phase) for c in start.get("children") or []]
 
@@ -34,19 +38,20 @@ def _child(meta: Mapping[str, Any], steps: Mapping[str, _Timed], phase: set[str]
     mine = {sid: st for sid, st in steps.items() if sid.removeprefix("undo-").startswith(prefix)}
     health = {sid: st for sid, st in mine.items() if _is_health(sid, prefix)}
     statuses = [st.record.status for st in mine.values()]
-    if any(s == "failed" for s in statuses):
-        status = "failed"
-    elif not statuses or all(s in ("not_run", "skipped") for s in statuses):
-        status = "not_run"
-    elif all(s in ("succeeded", "skipped") for s in statuses):
-        status = "succeeded"
+    status: str
+    if any(s == StepStatus.FAILED for s in statuses):
+        status = StepStatus.FAILED
+    elif not statuses or all(s in (StepStatus.NOT_RUN, StepStatus.SKIPPED) for s in statuses):
+        status = StepStatus.NOT_RUN
+    elif all(s in (StepStatus.SUCCEEDED, StepStatus.SKIPPED) for s in statuses):
+        status = StepStatus.SUCCEEDED
     else:
         status = "incomplete"
     named = steps.get(meta.get("rto_start") or "")
     started = [st.t0 for sid, st in mine.items() if st.t0 is not None and sid not in phase]
     t_start = named.t0 if named is not None and named.t0 is not None else min(started, default=None)
     t_end: float | None = None
-    if status == "succeeded":
+    if status == StepStatus.SUCCEEDED:
         ends = [st.t1 for st in (health or mine).values() if st.t1 is not None]
         t_end = max(ends, default=None)
     measured = _r(t_end - t_start) if t_end is not None and t_start is not None else None

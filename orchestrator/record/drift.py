@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.record.summary import RunSummary
+from orchestrator.vocab import Direction, RunStatus
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ def proven(summaries: Iterable[RunSummary], runbook: str) -> list[RunSummary]:
     return [
         s
         for s in summaries
-        if s.runbook == runbook and s.direction == "failover" and s.status == "succeeded"
+        if s.runbook == runbook
+        and s.direction == Direction.FAILOVER
+        and s.status == RunStatus.SUCCEEDED
     ]
 
 

@@ -5,20 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from orchestrator.vocab import StepStatus
 
-class Status(StrEnum):
-    """The status of a step (or one host of it); SPEC: docs/reference.md, "summary.json"."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-    NOT_RUN = "not_run"
-    UNKNOWN = "unknown"
-    DONE_BY_HAND = "done_by_hand"  # drx done: an operator did it; its dependents proceed
+#: the status of a step (or one host of it), under the name the engine has always used
+Status = StepStatus
 
 
 @dataclass

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.record.journal import utc_iso
+from orchestrator.vocab import StepStatus
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,15 @@ def progress(
         memo: dict[str, float] = {}
 
         def weight(sid: str) -> float:
-            status, started = steps.get(sid, ("not_run", None))
-            if status not in ("not_run", "running", "unknown"):
+            status, started = steps.get(sid, (StepStatus.NOT_RUN, None))
+            if status not in (StepStatus.NOT_RUN, StepStatus.RUNNING, StepStatus.UNKNOWN):
                 return 0.0
             guess = float(predicted[sid].get("predicted_s") or 0.0)
-            ran = _seconds_since(started, now) if status in ("running", "unknown") else None
+            ran = (
+                _seconds_since(started, now)
+                if status in (StepStatus.RUNNING, StepStatus.UNKNOWN)
+                else None
+            )
             return max(0.0, guess - (ran or 0.0))
 
         def heaviest(sid: str, seen: frozenset[str] = frozenset()) -> float:

@@ -12,6 +12,7 @@ from orchestrator.record.events import Event
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
 from orchestrator.record.store import Store
 from orchestrator.record.summary import RunSummary, build_summary
+from orchestrator.vocab import Direction, RunStatus, StepStatus
 
 
 def load_summary(store: Store, run_id: str) -> RunSummary:
@@ -37,13 +38,15 @@ def running(summary: RunSummary, plan: Mapping[str, Any] | None) -> None:
 
     from orchestrator.record.progress import progress
 
-    summary.status = "running"
+    summary.status = RunStatus.RUNNING
     summary.finished_at = None
     for step in summary.steps:
-        if step.status == "unknown":
-            step.status = "running"
+        if step.status == StepStatus.UNKNOWN:
+            step.status = StepStatus.RUNNING
             for host in step.hosts:
-                host.status = "running" if host.status == "unknown" else host.status
+                host.status = (
+                    StepStatus.RUNNING if host.status == StepStatus.UNKNOWN else host.status
+                )
     summary.progress = progress(
         summary.started_at,
         summary.rto_started_at,
@@ -82,14 +85,14 @@ def continued(s: RunSummary, by_id: Mapping[str, RunSummary]) -> str | None:
     parent = by_id.get(s.parent_run or "")
     if parent is None or s.reverses is not None:
         return None
-    if s.direction == "failover" or parent.direction == "failback":
+    if s.direction == Direction.FAILOVER or parent.direction == Direction.FAILBACK:
         return parent.run_id
     return None
 
 
 def reversed_run(s: RunSummary, by_id: Mapping[str, RunSummary]) -> str | None:
     """The failover run a failback reverses (for a resumed failback: the one it reversed)."""
-    if s.direction != "failback":
+    if s.direction != Direction.FAILBACK:
         return None
     if s.reverses is not None:
         return s.reverses
@@ -151,10 +154,11 @@ def note_rolled_back(store: Store, failover_id: str, rollback_id: str) -> None:
         return  # a crashed failover: runs are linked when they are read back (load_summaries)
     from orchestrator.record.store import document_json
 
-    doc["rolled_back_by"] = rollback_id
+    summary = RunSummary.from_dict(doc)
+    summary.rolled_back_by = rollback_id
     try:
         with store.acquire(rollback_id) as lock:
-            store.write_summary(failover_id, document_json(doc), lock)
+            store.write_summary(failover_id, document_json(summary.to_dict()), lock)
     except RefusedError:
         return  # another run took the lock meanwhile: the link is made when runs are read
 
@@ -209,7 +213,7 @@ def outcomes_from_events(events: list[dict[str, Any]]) -> dict[str, StepOutcome]
         elif kind == Event.HOST_FINISHED and sid in outcomes:
             outcomes[sid].hosts[e["host"]] = HostOutcome(
                 e["host"],
-                Status(e.get("status", "failed")),
+                Status(e.get("status", Status.FAILED)),
                 e.get("rc"),
                 e.get("error"),
                 e.get("stdout", ""),

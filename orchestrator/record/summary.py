@@ -9,15 +9,27 @@ summary documents as dictionaries.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from orchestrator.kinds import kind_of
+from orchestrator.model.units import parse_when
 from orchestrator.record.children import child_records
+from orchestrator.record.document import (
+    FALSY,
+    NONE,
+    as_int,
+    as_number,
+    as_text,
+    doc,
+    from_doc,
+    to_doc,
+)
 from orchestrator.record.events import Event
 from orchestrator.record.progress import Progress
+from orchestrator.vocab import Direction, RunStatus, StepKind, StepStatus
 
 #: check polls kept per host attempt in the summary (the journal has them all)
 POLLS_IN_SUMMARY = 200
@@ -25,6 +37,42 @@ POLLS_IN_SUMMARY = 200
 
 def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(x, nd)
+
+
+def _between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one timestamp to another; None when either is missing or unreadable."""
+    began, ended = parse_when(start), parse_when(end)
+    if began is None or ended is None:
+        return None
+    return (ended - began).total_seconds()
+
+
+def _who(by: str | None, via: str | None, comment: str | None) -> str | None:
+    if not by:
+        return None
+    who = "the operator" if by == "operator" else by
+    if via:
+        who += f" ({via})"
+    if comment:
+        who += f': "{comment}"'
+    return who
+
+
+# -- reading a document back ------------------------------------------------------------------
+
+
+def _host_status(raw: Mapping[str, Any]) -> StepStatus:
+    """A host's status where an older summary does not record it: from its rc and error."""
+    error, rc = raw.get("error"), as_int(raw.get("rc"))
+    if error in (StepStatus.CANCELLED, StepStatus.UNKNOWN):
+        return StepStatus(error)
+    if error or (rc is not None and rc != 0):
+        return StepStatus.FAILED
+    return StepStatus.SUCCEEDED if rc == 0 else StepStatus.UNKNOWN
+
+
+def _text(value: Any) -> str:
+    return as_text(value) or ""
 
 
 # -- the records ------------------------------------------------------------------------------
@@ -55,55 +103,45 @@ class AttemptRecord:
     error: str | None = None
     polls: list[PollRecord] = field(default_factory=list)
 
+    @property
+    def end_offset_s(self) -> float | None:
+        if self.start_offset_s is None:
+            return None
+        return self.start_offset_s + (self.duration_s or 0.0)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "n": self.n,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "start_offset_s": self.start_offset_s,
-            "duration_s": self.duration_s,
-            "rc": self.rc,
-            "error": self.error,
-            "polls": [p.to_dict() for p in self.polls],
-        }
+        return to_doc(self)
 
 
 @dataclass
 class HostRecord:
     """What one step did on one host."""
 
-    host: str
-    status: str = "unknown"
+    host: str = field(metadata=doc(missing=lambda d: "?"))
     rc: int | None = None
     duration_s: float | None = None
     output_tail: str = ""
     error: str | None = None
-    value: Any = None
+    status: StepStatus = field(default=StepStatus.UNKNOWN, metadata=doc(missing=_host_status))
     attempts: list[AttemptRecord] = field(default_factory=list)
-    command: str | None = None  # as rendered for this host (its last attempt), secrets masked
+    value: Any = None
+    #: as rendered for this host (its last attempt), secrets masked
+    command: str | None = field(default=None, metadata=doc(omit=NONE))
     #: the outcome came from the host's spool: the command outlived the controller that ran it
-    reattached: bool = False
+    reattached: bool = field(default=False, metadata=doc(omit=FALSY))
     #: bytes of output its last attempt printed past ``output_limit``, not kept in the log
-    output_cut: int | None = None
+    output_cut: int | None = field(default=None, metadata=doc(omit=FALSY))
+
+    @property
+    def failed(self) -> bool:
+        """Whether this host ended badly (its attempts may still include earlier failures)."""
+        return self.status in (StepStatus.FAILED, StepStatus.UNKNOWN)
 
     def to_dict(self) -> dict[str, Any]:
-        doc = {
-            "host": self.host,
-            "rc": self.rc,
-            "duration_s": self.duration_s,
-            "output_tail": self.output_tail,
-            "error": self.error,
-            "status": self.status,
-            "attempts": [a.to_dict() for a in self.attempts],
-            "value": self.value,
-        }
-        if self.command is not None:
-            doc["command"] = self.command
-        if self.reattached:
-            doc["reattached"] = True
-        if self.output_cut:
-            doc["output_cut"] = self.output_cut
-        return doc
+        return to_doc(self)
+
+
+_BUILT_IN_KINDS = frozenset(k.value for k in StepKind)
 
 
 @dataclass
@@ -111,9 +149,9 @@ class StepRecord:
     """What one step of the run did."""
 
     id: str
-    name: str
-    kind: str = "command"
-    status: str = "not_run"
+    name: str = field(metadata=doc(missing=lambda d: _text(d.get("id"))))
+    kind: str = StepKind.COMMAND  # a StepKind, or the name of a kind registered beside them
+    status: StepStatus = StepStatus.NOT_RUN
     started_at: str | None = None
     finished_at: str | None = None
     duration_s: float | None = None
@@ -127,49 +165,51 @@ class StepRecord:
     outcome_unknown: bool = False
     manual_wait_s: float | None = None
     approved_by: str | None = None  # user@host of the approver
-    approved_via: str | None = None  # "--yes" or "terminal"
-    approval_comment: str | None = None
-    prompt: str | None = None
-    declined_by: str | None = None  # user@host of the operator who declined the gate
-    declined_via: str | None = None  # how: "terminal", ...
-    decline_comment: str | None = None
     value: Any = None
     message: str | None = None
     hosts: list[HostRecord] = field(default_factory=list)
+    prompt: str | None = field(default=None, metadata=doc(omit=NONE))
+    #: "--yes" or "terminal", and the comment given (written only for an approved gate)
+    approved_via: str | None = field(default=None, metadata=doc(omit=NONE))
+    approval_comment: str | None = field(default=None, metadata=doc(beside="approved_via"))
+    #: user@host of the operator who declined the gate, how ("terminal", ...) and why
+    declined_by: str | None = field(default=None, metadata=doc(omit=NONE))
+    declined_via: str | None = field(default=None, metadata=doc(beside="declined_by"))
+    decline_comment: str | None = field(default=None, metadata=doc(beside="declined_by"))
+
+    def __post_init__(self) -> None:
+        # a built-in kind reads back as its member; a kind registered beside them keeps its name
+        if self.kind in _BUILT_IN_KINDS:
+            self.kind = StepKind(self.kind)
+
+    @property
+    def approver(self) -> str | None:
+        """Who approved this gate, how, and what they said: ``root@host (--yes): "ok"``."""
+        return _who(self.approved_by, self.approved_via, self.approval_comment)
+
+    @property
+    def decliner(self) -> str | None:
+        """Who declined this gate, how, and what they said (as ``approver``)."""
+        return _who(self.declined_by, self.declined_via, self.decline_comment)
+
+    @property
+    def end_offset_s(self) -> float | None:
+        if self.start_offset_s is None:
+            return None
+        return self.start_offset_s + (self.duration_s or 0.0)
+
+    @property
+    def started(self) -> bool:
+        """Whether the step began in this run (carried-over steps ran in an earlier one)."""
+        return self.start_offset_s is not None and self.carried_from is None
+
+    @property
+    def broke(self) -> bool:
+        """Whether the step needs an auditor's attention: failed, or its outcome is not known."""
+        return self.status in (StepStatus.FAILED, StepStatus.UNKNOWN) or self.outcome_unknown
 
     def to_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "id": self.id,
-            "name": self.name,
-            "kind": self.kind,
-            "status": self.status,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "duration_s": self.duration_s,
-            "start_offset_s": self.start_offset_s,
-            "attempts": self.attempts,
-            "needs": self.needs,
-            "undo_of": self.undo_of,
-            "wave": self.wave,
-            "error": self.error,
-            "carried_from": self.carried_from,
-            "outcome_unknown": self.outcome_unknown,
-            "manual_wait_s": self.manual_wait_s,
-            "approved_by": self.approved_by,
-            "value": self.value,
-            "message": self.message,
-            "hosts": [h.to_dict() for h in self.hosts],
-        }
-        if self.prompt is not None:
-            doc["prompt"] = self.prompt
-        if self.approved_via is not None:
-            doc["approved_via"] = self.approved_via
-            doc["approval_comment"] = self.approval_comment
-        if self.declined_by is not None:
-            doc["declined_by"] = self.declined_by
-            doc["declined_via"] = self.declined_via
-            doc["decline_comment"] = self.decline_comment
-        return doc
+        return to_doc(self)
 
 
 @dataclass
@@ -181,19 +221,10 @@ class RtoRecord:
     met: bool | None = None
     start_step: str | None = None
     predicted_s: float | None = None
-    end_to_end_s: float | None = None
+    end_to_end_s: float | None = field(default=None, metadata=doc(omit=NONE))
 
     def to_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "measured_s": self.measured_s,
-            "target_s": self.target_s,
-            "met": self.met,
-            "start_step": self.start_step,
-            "predicted_s": self.predicted_s,
-        }
-        if self.end_to_end_s is not None:
-            doc["end_to_end_s"] = self.end_to_end_s
-        return doc
+        return to_doc(self)
 
     def headline(self, parent_run: str | None = None) -> str | None:
         """The RTO in one phrase, the figure the business saw first: for a resumed run the RTO
@@ -227,11 +258,7 @@ class ReprotectRecord:
     carried_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "duration_s": self.duration_s,
-            "carried_from": self.carried_from,
-        }
+        return to_doc(self)
 
 
 @dataclass
@@ -245,6 +272,13 @@ class RpoGuardRecord:
     blocked: list[str] = field(default_factory=list)
     accepted_loss: float | None = None
     message: str | None = None
+
+    @property
+    def state(self) -> str:
+        """held (not tripped), refused (tripped, steps blocked) or accepted (let through)."""
+        if not self.tripped:
+            return "held"
+        return "accepted" if self.accepted else "refused"
 
     def to_dict(self, unit: str) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -269,8 +303,13 @@ class RpoRecord:
     in_bytes: bool = False
     guard: RpoGuardRecord | None = None  # None: the runbook sets no rpo_guard
 
+    @property
+    def unit(self) -> str:
+        """``s`` or ``bytes``: the suffix of the document's keys and the unit of every figure."""
+        return "bytes" if self.in_bytes else "s"
+
     def to_dict(self) -> dict[str, Any]:
-        unit = "bytes" if self.in_bytes else "s"
+        unit = self.unit
         doc: dict[str, Any] = {
             f"measured_{unit}": self.measured,
             f"target_{unit}": self.target,
@@ -280,6 +319,29 @@ class RpoRecord:
         if self.guard is not None:
             doc["guard"] = self.guard.to_dict(unit)
         return doc
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RpoRecord:
+        """Read back: the keys carry the unit (``measured_s`` or ``measured_bytes``)."""
+        in_bytes = "measured_bytes" in raw or "target_bytes" in raw
+        unit = "bytes" if in_bytes else "s"
+        guard = raw.get("guard")
+        return cls(
+            measured=as_number(raw.get(f"measured_{unit}")),
+            target=as_number(raw.get(f"target_{unit}")),
+            met=raw.get("met") if isinstance(raw.get("met"), bool) else None,
+            step=as_text(raw.get("step")),
+            in_bytes=in_bytes,
+            guard=RpoGuardRecord(
+                tripped=guard.get("tripped") is True,
+                accepted=guard.get("accepted") is True,
+                blocked=[str(s) for s in guard.get("blocked") or () if isinstance(s, str | int)],
+                accepted_loss=as_number(guard.get(f"accepted_loss_{unit}")),
+                message=as_text(guard.get("message")),
+            )
+            if isinstance(guard, Mapping)
+            else None,
+        )
 
 
 @dataclass
@@ -293,13 +355,7 @@ class HealthRecord:
     timed_out: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "held_at": self.held_at,
-            "polls": self.polls,
-            "held_offset_s": self.held_offset_s,
-            "duration_s": self.duration_s,
-            "timed_out": self.timed_out,
-        }
+        return to_doc(self)
 
 
 @dataclass
@@ -317,37 +373,34 @@ class ProbeRecord:
     max_down_s: float | None = None
     interval_s: float | None = None
 
+    @property
+    def spans(self) -> list[tuple[float, float | None]]:
+        """The down windows that have a start, as (start, end) pairs."""
+        return [
+            (w[0], w[1] if len(w) > 1 else None) for w in self.windows if w and w[0] is not None
+        ]
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "polls": self.polls,
-            "failed_polls": self.failed_polls,
-            "down_s": self.down_s,
-            "longest_down_s": self.longest_down_s,
-            "windows": [list(w) for w in self.windows],
-            "breached": self.breached,
-            "max_down_s": self.max_down_s,
-            "interval_s": self.interval_s,
-        }
+        return to_doc(self)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunSummary:
     """A run: who, what, how it ended, its RTO and RPO, and every step."""
 
     run_id: str
     runbook: str
-    direction: str
+    direction: Direction = field(metadata=doc(missing=lambda d: Direction.FAILOVER))
     source: str
     target: str
-    status: str
-    started_at: str | None = None
-    finished_at: str | None = None
     parent_run: str | None = None
     #: the run this one continues (``drx resume``), and the failover a failback reverses
     resumes: str | None = None
     reverses: str | None = None
+    status: RunStatus = field(metadata=doc(missing=lambda d: RunStatus.CRASHED))
     emergency: bool = False
+    started_at: str | None = None
+    finished_at: str | None = None
     rto: RtoRecord = field(default_factory=RtoRecord)
     rpo: RpoRecord | None = None
     manual_wait_s: float | None = None
@@ -363,286 +416,102 @@ class RunSummary:
     runbook_description: str | None = None  # the runbook's one-line description
     rto_started_at: str | None = None
     moves_to: str | None = None
-    message: str | None = None
     #: a failback's mode: ``undo`` (source/target are the failover's) or ``mirror`` (the
     #: runbook's steps from the failover's target back to its source); None for other runs
     failback_mode: str | None = None
     reprotect: ReprotectRecord | None = None
-    #: runs that reversed / continued this one (filled in when runs are listed together)
-    failed_back_by: list[str] = field(default_factory=list)
-    resumed_by: list[str] = field(default_factory=list)
-    #: every host of the inventory when the run started: name, site, address, port and the
-    #: host key it presented (null when not connected)
-    hosts: list[dict[str, Any]] = field(default_factory=list)
-    #: a run still running, read back: elapsed so far and its projected RTO
-    progress: Progress | None = None
+    message: str | None = field(default=None, metadata=doc(omit=FALSY))
     mode: str = "real"  # "drill": a leg (or rollback) of drx drill
     drill_id: str | None = None  # the drill's failover leg, on both legs
     rollback: bool = False  # a failback that rolled back a failed or cancelled failover
     rolled_back_by: str | None = None  # of a failover: the rollback that reversed it
     probes: list[ProbeRecord] = field(default_factory=list)
+    #: runs that reversed / continued this one (filled in when runs are listed together)
+    failed_back_by: list[str] = field(default_factory=list, metadata=doc(omit=FALSY, listed=True))
+    resumed_by: list[str] = field(
+        default_factory=list, metadata=doc(key="resumed_by_runs", omit=FALSY, listed=True)
+    )
+    #: every host of the inventory when the run started: name, site, address, port and the
+    #: host key it presented (null when not connected)
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+    #: a run still running, read back: elapsed so far and its projected RTO
+    progress: Progress | None = field(default=None, metadata=doc(omit=NONE))
     #: a site plan's children: id, runbook, status, rto, rpo (record/children.py)
-    children: list[dict[str, Any]] = field(default_factory=list)
+    children: list[dict[str, Any]] = field(default_factory=list, metadata=doc(omit=FALSY))
 
     @property
     def site(self) -> str:
         """The site this run moves the service to."""
         if self.moves_to:
             return self.moves_to
-        return self.target if self.direction == "failover" else self.source
+        return self.target if self.direction == Direction.FAILOVER else self.source
 
-    @property
-    def step_by_id(self) -> dict[str, StepRecord]:
+    @cached_property
+    def by_id(self) -> dict[str, StepRecord]:
+        """The steps by id (as when first asked: a summary is not changed once read)."""
         return {s.id: s for s in self.steps}
 
-    def to_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "run_id": self.run_id,
-            "runbook": self.runbook,
-            "direction": self.direction,
-            "source": self.source,
-            "target": self.target,
-            "parent_run": self.parent_run,
-            "resumes": self.resumes,
-            "reverses": self.reverses,
-            "status": self.status,
-            "emergency": self.emergency,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "rto": self.rto.to_dict(),
-            "rpo": self.rpo.to_dict() if self.rpo else None,
-            "manual_wait_s": self.manual_wait_s,
-            "critical_path": self.critical_path,
-            "steps": [s.to_dict() for s in self.steps],
-            "health": self.health.to_dict() if self.health else None,
-            "exit_code": self.exit_code,
-            "yes": self.yes,
-            "runbook_file": self.runbook_file,
-            "inventory_file": self.inventory_file,
-            "runbook_sha256": self.runbook_sha256,
-            "inventory_sha256": self.inventory_sha256,
-            "runbook_description": self.runbook_description,
-            "rto_started_at": self.rto_started_at,
-            "moves_to": self.moves_to,
-            "failback_mode": self.failback_mode,
-            "reprotect": self.reprotect.to_dict() if self.reprotect else None,
-        }
-        if self.message:
-            doc["message"] = self.message
-        doc["mode"] = self.mode
-        doc["drill_id"] = self.drill_id
-        doc["rollback"] = self.rollback
-        doc["rolled_back_by"] = self.rolled_back_by
-        doc["probes"] = [p.to_dict() for p in self.probes]
-        if self.failed_back_by:
-            doc["failed_back_by"] = self.failed_back_by
-        if self.resumed_by:
-            doc["resumed_by_runs"] = self.resumed_by
-        doc["hosts"] = self.hosts
+    @property
+    def critical(self) -> frozenset[str]:
+        return frozenset(self.critical_path)
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == RunStatus.RUNNING
+
+    @property
+    def is_failback(self) -> bool:
+        return self.direction == Direction.FAILBACK
+
+    @property
+    def is_mirror(self) -> bool:
+        """A mirrored failback: source/target name the way this run moved the service."""
+        return self.is_failback and self.failback_mode == "mirror"
+
+    @property
+    def is_resumed(self) -> bool:
+        """A continuation of an earlier run (a failback's parent_run is the failover it reverses,
+        unless the failback resumes another failback: then ``resumes`` says so)."""
+        return self.resumes is not None or (self.parent_run is not None and not self.is_failback)
+
+    @property
+    def reversed_run(self) -> str | None:
+        """The failover run a failback reverses."""
+        if not self.is_failback:
+            return None
+        return self.reverses or (None if self.resumes else self.parent_run)
+
+    @property
+    def from_site(self) -> str | None:
+        """The site the run moved the service away from (an undo failback keeps the failover's
+        names)."""
+        return (self.target if self.is_failback and not self.is_mirror else self.source) or None
+
+    @property
+    def to_site(self) -> str | None:
+        """The site the run moved the service to, where health is polled afterwards."""
+        return (self.source if self.is_failback and not self.is_mirror else self.target) or None
+
+    @property
+    def elapsed_s(self) -> float | None:
+        """Wall-clock duration of the whole run, pre-flight included (so far, if running)."""
         if self.progress is not None:
-            doc["progress"] = self.progress.to_dict()
-        if self.children:
-            doc["children"] = self.children
-        return doc
+            return self.progress.elapsed_s
+        return _between(self.started_at, self.finished_at)
+
+    @property
+    def rto_shift_s(self) -> float:
+        """How long after the run's start the RTO clock started (probe windows are offsets
+        from the run's start, the timeline's from the RTO start)."""
+        return _between(self.started_at, self.rto_started_at) or 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_doc(self)
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> RunSummary:
+    def from_dict(cls, raw: Mapping[str, Any]) -> RunSummary:
         """Read a summary document back; missing or mistyped fields take their defaults."""
-        return _read_run(doc)
-
-
-# -- reading a document back ------------------------------------------------------------------
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _int(value: Any) -> int | None:
-    number = _num(value)
-    return int(number) if number is not None else None
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def _strs(value: Any) -> list[str]:
-    return [v for v in _list(value) if isinstance(v, str)]
-
-
-def _read_attempt(d: Mapping[str, Any]) -> AttemptRecord:
-    return AttemptRecord(
-        n=_int(d.get("n")) or 0,
-        started_at=_str(d.get("started_at")),
-        finished_at=_str(d.get("finished_at")),
-        start_offset_s=_num(d.get("start_offset_s")),
-        duration_s=_num(d.get("duration_s")),
-        rc=_int(d.get("rc")),
-        error=_str(d.get("error")),
-        polls=[
-            PollRecord(_num(p.get("start_offset_s")), _num(p.get("duration_s")), p.get("ok"))
-            for p in map(_map, _list(d.get("polls")))
-        ],
-    )
-
-
-def _read_host(d: Mapping[str, Any]) -> HostRecord:
-    return HostRecord(
-        host=str(d.get("host", "")),
-        status=_str(d.get("status")) or "unknown",
-        rc=_int(d.get("rc")),
-        duration_s=_num(d.get("duration_s")),
-        output_tail=str(d.get("output_tail") or ""),
-        error=_str(d.get("error")),
-        value=d.get("value"),
-        attempts=[_read_attempt(_map(a)) for a in _list(d.get("attempts"))],
-        command=_str(d.get("command")),
-        reattached=d.get("reattached") is True,
-        output_cut=_int(d.get("output_cut")),
-    )
-
-
-def _read_step(d: Mapping[str, Any]) -> StepRecord:
-    sid = str(d.get("id", ""))
-    return StepRecord(
-        id=sid,
-        name=_str(d.get("name")) or sid,
-        kind=_str(d.get("kind")) or "command",
-        status=_str(d.get("status")) or "not_run",
-        started_at=_str(d.get("started_at")),
-        finished_at=_str(d.get("finished_at")),
-        duration_s=_num(d.get("duration_s")),
-        start_offset_s=_num(d.get("start_offset_s")),
-        attempts=_int(d.get("attempts")) or 0,
-        needs=_strs(d.get("needs")),
-        undo_of=_str(d.get("undo_of")),
-        wave=_int(d.get("wave")),
-        error=_str(d.get("error")),
-        carried_from=_str(d.get("carried_from")),
-        outcome_unknown=d.get("outcome_unknown") is True,
-        manual_wait_s=_num(d.get("manual_wait_s")),
-        approved_by=_str(d.get("approved_by")),
-        approved_via=_str(d.get("approved_via")),
-        approval_comment=_str(d.get("approval_comment")),
-        prompt=_str(d.get("prompt")),
-        declined_by=_str(d.get("declined_by")),
-        declined_via=_str(d.get("declined_via")),
-        decline_comment=_str(d.get("decline_comment")),
-        value=d.get("value"),
-        message=_str(d.get("message")),
-        hosts=[_read_host(_map(h)) for h in _list(d.get("hosts"))],
-    )
-
-
-def _read_guard(doc: Any, unit: str) -> RpoGuardRecord | None:
-    if not isinstance(doc, Mapping):
-        return None
-    return RpoGuardRecord(
-        tripped=doc.get("tripped") is True,
-        accepted=doc.get("accepted") is True,
-        blocked=[str(s) for s in _list(doc.get("blocked"))],
-        accepted_loss=_num(doc.get(f"accepted_loss_{unit}")),
-        message=_str(doc.get("message")),
-    )
-
-
-def _read_run(d: Mapping[str, Any]) -> RunSummary:
-    rto = _map(d.get("rto"))
-    rpo_doc = d.get("rpo")
-    rpo = None
-    if isinstance(rpo_doc, Mapping):
-        in_bytes = "measured_bytes" in rpo_doc or "target_bytes" in rpo_doc
-        unit = "bytes" if in_bytes else "s"
-        rpo = RpoRecord(
-            measured=_num(rpo_doc.get(f"measured_{unit}")),
-            target=_num(rpo_doc.get(f"target_{unit}")),
-            met=rpo_doc.get("met") if isinstance(rpo_doc.get("met"), bool) else None,
-            step=_str(rpo_doc.get("step")),
-            in_bytes=in_bytes,
-            guard=_read_guard(rpo_doc.get("guard"), unit),
-        )
-    health_doc = d.get("health")
-    health = None
-    if isinstance(health_doc, Mapping):
-        health = HealthRecord(
-            held_at=_str(health_doc.get("held_at")),
-            polls=_int(health_doc.get("polls")) or 0,
-            held_offset_s=_num(health_doc.get("held_offset_s")),
-            duration_s=_num(health_doc.get("duration_s")),
-            timed_out=health_doc.get("timed_out") is True,
-        )
-    return RunSummary(
-        run_id=str(d.get("run_id", "")),
-        runbook=str(d.get("runbook", "")),
-        direction=str(d.get("direction", "")),
-        source=str(d.get("source", "")),
-        target=str(d.get("target", "")),
-        status=_str(d.get("status")) or "crashed",
-        started_at=_str(d.get("started_at")),
-        finished_at=_str(d.get("finished_at")),
-        parent_run=_str(d.get("parent_run")),
-        resumes=_str(d.get("resumes")),
-        reverses=_str(d.get("reverses")),
-        emergency=d.get("emergency") is True,
-        rto=RtoRecord(
-            measured_s=_num(rto.get("measured_s")),
-            target_s=_num(rto.get("target_s")),
-            met=rto.get("met") if isinstance(rto.get("met"), bool) else None,
-            start_step=_str(rto.get("start_step")),
-            predicted_s=_num(rto.get("predicted_s")),
-            end_to_end_s=_num(rto.get("end_to_end_s")),
-        ),
-        rpo=rpo,
-        manual_wait_s=_num(d.get("manual_wait_s")),
-        critical_path=_strs(d.get("critical_path")),
-        steps=[_read_step(_map(s)) for s in _list(d.get("steps"))],
-        health=health,
-        exit_code=_int(d.get("exit_code")),
-        yes=d.get("yes") is True,
-        runbook_file=_str(d.get("runbook_file")),
-        inventory_file=_str(d.get("inventory_file")),
-        runbook_sha256=_str(d.get("runbook_sha256")),
-        inventory_sha256=_str(d.get("inventory_sha256")),
-        hosts=[dict(_map(h)) for h in _list(d.get("hosts")) if isinstance(h, Mapping)],
-        runbook_description=_str(d.get("runbook_description")),
-        rto_started_at=_str(d.get("rto_started_at")),
-        children=[dict(c) for c in _list(d.get("children")) if isinstance(c, Mapping)],
-        moves_to=_str(d.get("moves_to")),
-        message=_str(d.get("message")),
-        progress=Progress.from_dict(_map(d["progress"])) if d.get("progress") else None,
-        mode=_str(d.get("mode")) or "real",
-        drill_id=_str(d.get("drill_id")),
-        rollback=d.get("rollback") is True,
-        rolled_back_by=_str(d.get("rolled_back_by")),
-        probes=[_read_probe(_map(p)) for p in _list(d.get("probes"))],
-        failback_mode=_str(d.get("failback_mode")),
-        reprotect=_read_reprotect(d.get("reprotect")),
-    )
-
-
-def _read_probe(d: Mapping[str, Any]) -> ProbeRecord:
-    return ProbeRecord(
-        name=str(d.get("name", "")),
-        polls=_int(d.get("polls")) or 0,
-        failed_polls=_int(d.get("failed_polls")) or 0,
-        down_s=_num(d.get("down_s")) or 0.0,
-        longest_down_s=_num(d.get("longest_down_s")) or 0.0,
-        windows=[[_num(x) for x in _list(w)] for w in _list(d.get("windows"))],
-        breached=d.get("breached") is True,
-        max_down_s=_num(d.get("max_down_s")),
-        interval_s=_num(d.get("interval_s")),
-    )
+        return from_doc(cls, raw)
 
 
 # -- building from the journal ----------------------------------------------------------------
@@ -670,7 +539,7 @@ class _Builder:
             record = StepRecord(
                 id=m["id"],
                 name=m.get("name", m["id"]),
-                kind=m.get("kind", "command"),
+                kind=m.get("kind", StepKind.COMMAND),
                 needs=list(m.get("needs", [])),
                 undo_of=m.get("undo_of"),
                 wave=m.get("wave"),
@@ -724,7 +593,7 @@ class _Builder:
     # -- steps and hosts
     def _step_started(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
         if st is not None:
-            st.t0, st.record.started_at, st.record.status = e["t"], e["ts"], "unknown"
+            st.t0, st.record.started_at, st.record.status = e["t"], e["ts"], StepStatus.UNKNOWN
 
     def _step_finished(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
         if st is None:
@@ -741,7 +610,11 @@ class _Builder:
         if st is None:
             return
         rec = st.record
-        rec.status, rec.carried_from, rec.value = "succeeded", e.get("from_run"), e.get("value")
+        rec.status, rec.carried_from, rec.value = (
+            StepStatus.SUCCEEDED,
+            e.get("from_run"),
+            e.get("value"),
+        )
         rec.attempts = e.get("attempts", 0)
         approval = e.get("approval") or {}  # a gate keeps its original approval on resume
         rec.approved_by = approval.get("by")
@@ -750,7 +623,7 @@ class _Builder:
         for h in e.get("hosts", []):
             st.hosts[h["host"]] = HostRecord(
                 host=h["host"],
-                status="succeeded",
+                status=StepStatus.SUCCEEDED,
                 rc=h.get("rc"),
                 duration_s=h.get("duration_s"),
                 output_tail=h.get("output_tail", ""),
@@ -760,7 +633,7 @@ class _Builder:
         if st is None:
             return
         host = st.hosts.setdefault(e["host"], HostRecord(host=e["host"]))
-        host.status = "unknown"
+        host.status = StepStatus.UNKNOWN
         attempt = AttemptRecord(n=e.get("attempt", len(host.attempts) + 1), started_at=e["ts"])
         host.attempts.append(attempt)
         st.attempt_t0[id(attempt)] = e["t"]
@@ -785,7 +658,11 @@ class _Builder:
         attempt = host.attempts[-1]
         attempt.finished_at, attempt.duration_s = e["ts"], e.get("duration_s")
         attempt.rc, attempt.error = e.get("rc"), e.get("error")
-        host.rc, host.error, host.status = e.get("rc"), e.get("error"), e.get("status") or "unknown"
+        host.rc, host.error, host.status = (
+            e.get("rc"),
+            e.get("error"),
+            e.get("status") or StepStatus.UNKNOWN,
+        )
         host.output_tail = e.get("output_tail", "")
         host.command = e.get("command") or host.command
         host.output_cut = e.get("output_cut")
@@ -840,7 +717,7 @@ def build_summary(events: list[dict[str, Any]]) -> RunSummary:
         b.read(e)
     t_start, start_step = _rto_start(start, b.steps)
     _place_in_time(b, t_start)
-    status = b.finished["status"] if b.finished else "crashed"
+    status = b.finished["status"] if b.finished else RunStatus.CRASHED
     t_end = _rto_end(b, status)
     summary = RunSummary(
         run_id=start["run_id"],
@@ -943,17 +820,6 @@ def _reprotect(start: Mapping[str, Any], steps: Mapping[str, _StepTimes]) -> Rep
     )
 
 
-def _read_reprotect(raw: Any) -> ReprotectRecord | None:
-    doc = _map(raw)
-    if not doc:
-        return None
-    return ReprotectRecord(
-        steps=_strs(doc.get("steps")),
-        duration_s=_num(doc.get("duration_s")),
-        carried_from=_str(doc.get("carried_from")),
-    )
-
-
 def _rto_start(
     start: Mapping[str, Any], steps: Mapping[str, _StepTimes]
 ) -> tuple[float | None, str | None]:
@@ -963,7 +829,7 @@ def _rto_start(
     if named is not None and named.t0 is not None:
         return named.t0, named.record.id
     phase = set(start.get("reprotect_steps") or ())
-    if phase and start.get("direction") != "reprotect":
+    if phase and start.get("direction") != Direction.REPROTECT:
         steps = {k: st for k, st in steps.items() if k not in phase}
     started = [st for st in steps.values() if st.t0 is not None]
     if not started:
@@ -987,13 +853,16 @@ def _place_in_time(b: _Builder, t_start: float | None) -> None:
                     a.start_offset_s = _r(st.attempt_t0[id(a)] - t_start)
                     for p in a.polls:
                         p.start_offset_s = _r(st.poll_t[id(p)] - t_start)
-        if kind_of(rec.kind).runs_commands and rec.status not in ("not_run", "skipped"):
+        if kind_of(rec.kind).runs_commands and rec.status not in (
+            StepStatus.NOT_RUN,
+            StepStatus.SKIPPED,
+        ):
             rec.attempts = max([rec.attempts, *(len(h.attempts) for h in rec.hosts)])
 
 
 def _rto_end(b: _Builder, status: str) -> float | None:
     """The end of the RTO: health first holding, else (no health) the end of the last step."""
-    if not (status == "succeeded" or (b.finished and b.finished.get("rto_reached"))):
+    if not (status == RunStatus.SUCCEEDED or (b.finished and b.finished.get("rto_reached"))):
         return None
     if b.health_held is not None:
         return float(b.health_held["t"])

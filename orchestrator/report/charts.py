@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.kinds import kind_of
+from orchestrator.record.summary import RunSummary as Run
+from orchestrator.record.summary import StepRecord as Step
 from orchestrator.report.facts import HistoryPoint, Report, step_order
-from orchestrator.report.model import Run, Step
+from orchestrator.report.model import attempt_outcome
 from orchestrator.report.units import clock, offset, parse_when, secs
+from orchestrator.vocab import StepStatus
 
 WIDTH = 1100
 PLOT_X0 = 214.0  # left of it: the step labels
@@ -199,16 +202,16 @@ def _step_bars(
     critical = " critical" if step.id in run.critical else ""
     if not step.hosts:
         # Manual gates and waits run on no host: one bar for the step itself.
-        if step.offset_s is None:
+        if step.start_offset_s is None:
             return bars, polls
         outcome = {
-            "succeeded": "ok",
-            "failed": "failed",
-            "cancelled": "cancelled",
-            "running": "running",
-        }.get(step.status, "unknown")
-        x = scale.x(step.offset_s)
-        w = max(scale.x(step.offset_s + (step.duration_s or 0.0)) - x, 2.0)
+            StepStatus.SUCCEEDED: "ok",
+            StepStatus.FAILED: "failed",
+            StepStatus.CANCELLED: "cancelled",
+            StepStatus.RUNNING: "running",
+        }.get(step.status, StepStatus.UNKNOWN)
+        x = scale.x(step.start_offset_s)
+        w = max(scale.x(step.start_offset_s + (step.duration_s or 0.0)) - x, 2.0)
         if kind_of(step.kind).gate:
             if step.approver:
                 answer = f"approved by {step.approver}"
@@ -216,11 +219,13 @@ def _step_bars(
                 answer = f"declined by {step.decliner}" if step.decliner else "not approved"
             wait = step.manual_wait_s if step.manual_wait_s is not None else step.duration_s
             title = (
-                f"{step.id}: waited {secs(wait)} for an operator from {offset(step.offset_s)}; "
+                f"{step.id}: waited {secs(wait)} for an operator from {offset(step.start_offset_s)}; "
                 f"{answer}"
             )
         else:
-            title = f"{step.id}: {step.kind} {secs(step.duration_s)} from {offset(step.offset_s)}"
+            title = (
+                f"{step.id}: {step.kind} {secs(step.duration_s)} from {offset(step.start_offset_s)}"
+            )
         bars.append(
             Bar(
                 x,
@@ -240,13 +245,16 @@ def _step_bars(
         top = y + row * row_h + 1
         height = row_h - 2
         for attempt in host.attempts:
-            if attempt.offset_s is None:
+            if attempt.start_offset_s is None:
                 continue
-            status = attempt.outcome
-            x = scale.x(attempt.offset_s)
-            w = max(scale.x(attempt.offset_s + (attempt.duration_s or 0.0)) - x, 2.0)
+            status = attempt_outcome(host, attempt)
+            x = scale.x(attempt.start_offset_s)
+            w = max(scale.x(attempt.start_offset_s + (attempt.duration_s or 0.0)) - x, 2.0)
             retry = " retry" if attempt.n > 1 else ""
-            detail = [f"{status}", f"{secs(attempt.duration_s)} from {offset(attempt.offset_s)}"]
+            detail = [
+                f"{status}",
+                f"{secs(attempt.duration_s)} from {offset(attempt.start_offset_s)}",
+            ]
             if attempt.rc is not None:
                 detail.append(f"rc {attempt.rc}")
             if attempt.error and attempt.error != status:
@@ -274,11 +282,11 @@ def _step_bars(
                 )
             )
             for poll in attempt.polls[-_MAX_POLLS_PER_ATTEMPT:]:
-                if poll.offset_s is None:
+                if poll.start_offset_s is None:
                     continue
                 polls.append(
                     PollTick(
-                        scale.x(poll.offset_s),
+                        scale.x(poll.start_offset_s),
                         top - 1,
                         top + height + 1,
                         "poll ok" if poll.ok else "poll",
@@ -310,7 +318,7 @@ def _lane_note(step: Step) -> str:
     if not step.started:
         return step.status.replace("_", " ")
     note = secs(step.duration_s)
-    if step.status != "succeeded":
+    if step.status != StepStatus.SUCCEEDED:
         note += f" · {step.error or step.status}"
     return note
 
@@ -358,14 +366,14 @@ def _time_span(steps: Sequence[Step]) -> tuple[list[float], list[float]]:
     for step in steps:
         if not step.started:
             continue
-        starts.append(step.offset_s or 0.0)
+        starts.append(step.start_offset_s or 0.0)
         if step.end_offset_s is not None:
             ends.append(step.end_offset_s)
         for host in step.hosts:
             for attempt in host.attempts:
-                if attempt.offset_s is not None:
-                    starts.append(attempt.offset_s)
-                    ends.append(attempt.end_offset_s or attempt.offset_s)
+                if attempt.start_offset_s is not None:
+                    starts.append(attempt.start_offset_s)
+                    ends.append(attempt.end_offset_s or attempt.start_offset_s)
     return starts, ends
 
 
@@ -445,7 +453,7 @@ def _health_lane(
         label=f"health @ {run.to_site}",
         title=f"health checks at {run.to_site} after the last step",
         css="lane health",
-        status="succeeded",
+        status=StepStatus.SUCCEEDED,
         critical=False,
         note=note,
         **_place_note(note, [bar], scale),
@@ -460,7 +468,7 @@ def _probe_lanes(run: Run, scale: Scale, y: float, last_end: float) -> list[tupl
     out = []
     for probe in run.probes:
         bars = []
-        for start, end in probe.windows:
+        for start, end in probe.spans:
             t0 = start - shift
             t1 = (end - shift) if end is not None else max(last_end, t0)
             x = scale.x(t0)
@@ -487,7 +495,7 @@ def _probe_lanes(run: Run, scale: Scale, y: float, last_end: float) -> list[tupl
             label=f"probe {probe.name}",
             title=f"probe '{probe.name}': {probe.polls} polls, {probe.failed_polls} failed",
             css="lane probe",
-            status="failed" if probe.breached else "succeeded",
+            status=StepStatus.FAILED if probe.breached else StepStatus.SUCCEEDED,
             critical=False,
             note=note,
             **_place_note(note, bars, scale),

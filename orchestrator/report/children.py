@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.report.units import secs
+from orchestrator.vocab import StepStatus
 
 if TYPE_CHECKING:
     from orchestrator.report.facts import Verdict
@@ -58,7 +59,9 @@ def child_facts(
             continue
         raw = c.get("rto")
         rto: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-        unmeasured = "the child did not finish" if c.get("status") != "succeeded" else "no steps"
+        unmeasured = (
+            "the child did not finish" if c.get("status") != StepStatus.SUCCEEDED else "no steps"
+        )
         rto_v = target_verdict(
             _num(rto.get("measured_s")), _num(rto.get("target_s")), unmeasured=unmeasured
         )
@@ -98,7 +101,7 @@ def site_health(
     checks = [s for s in steps if "/health:" in s.id]
     if not checks:
         return None
-    held = [s for s in checks if s.status == "succeeded"]
+    held = [s for s in checks if s.status == StepStatus.SUCCEEDED]
     names = ", ".join(s.id for s in checks)
     return (
         f"{len(held)} of {len(checks)} child health checks held ({names}); the site's RTO "
@@ -143,7 +146,7 @@ def child_spans(children: Sequence[Mapping[str, Any]], spans: list[SpanData]) ->
                 "drx.child.status": str(meta[cid].get("status") or ""),
             },
         )
-        if meta[cid].get("status") == "failed":
+        if meta[cid].get("status") == StepStatus.FAILED:
             span.error = "failed"
         for member in by_child.get(cid, []):
             member.parent = span.key

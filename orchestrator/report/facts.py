@@ -16,8 +16,12 @@ from dataclasses import dataclass
 
 from orchestrator.errors import ExitCode
 from orchestrator.kinds import kind_of
+from orchestrator.record.summary import HostRecord as HostResult
+from orchestrator.record.summary import ProbeRecord as ProbeFigures
+from orchestrator.record.summary import RpoRecord as Rpo
+from orchestrator.record.summary import RunSummary as Run
+from orchestrator.record.summary import StepRecord as Step
 from orchestrator.report.children import ChildFacts, child_facts, site_health
-from orchestrator.report.model import HostResult, ProbeFigures, Rpo, Run, Step
 from orchestrator.report.units import (
     delta,
     nbytes,
@@ -30,6 +34,7 @@ from orchestrator.report.units import (
     tail,
     when,
 )
+from orchestrator.vocab import Direction, RunStatus, StepStatus
 
 # Lines of output shown per failed host; the full output stays in the run's log files.
 TAIL_LINES = 20
@@ -43,7 +48,14 @@ _NOISE_S = 0.05
 
 
 # Step statuses in the order a reader scans for trouble.
-STATUS_ORDER = ("failed", "unknown", "cancelled", "not_run", "skipped", "succeeded")
+STATUS_ORDER = (
+    StepStatus.FAILED,
+    StepStatus.UNKNOWN,
+    StepStatus.CANCELLED,
+    StepStatus.NOT_RUN,
+    StepStatus.SKIPPED,
+    StepStatus.SUCCEEDED,
+)
 
 
 @dataclass(frozen=True)
@@ -111,14 +123,15 @@ class Gate:
             return f"approved by {self.approved_by}"
         if self.declined_by:
             return f"declined by {self.declined_by}"
-        return {
-            "not_run": "not reached",
-            "skipped": "skipped",
-            "failed": "not approved",
-            "cancelled": "cancelled while waiting",
-            "unknown": "outcome unknown",
-            "running": "waiting for an answer",
-        }.get(self.status, "approval not recorded")
+        words: dict[str, str] = {
+            StepStatus.NOT_RUN: "not reached",
+            StepStatus.SKIPPED: "skipped",
+            StepStatus.FAILED: "not approved",
+            StepStatus.CANCELLED: "cancelled while waiting",
+            StepStatus.UNKNOWN: "outcome unknown",
+            StepStatus.RUNNING: "waiting for an answer",
+        }
+        return words.get(self.status, "approval not recorded")
 
 
 @dataclass(frozen=True)
@@ -388,9 +401,13 @@ def _host_detail(host: HostResult, verb: str) -> str:
 def cause(step: Step) -> str:
     """What went wrong with a step, in a phrase: 'promote-db timed out on db-b'."""
     bad = [h for h in step.hosts if h.failed]
-    if step.status == "unknown" or step.outcome_unknown:
+    if step.status == StepStatus.UNKNOWN or step.outcome_unknown:
         verb = "has an unknown outcome (it was running when the run stopped)"
-        bad = [h for h in step.hosts if h.status in (None, "unknown", "cancelled", "failed")]
+        bad = [
+            h
+            for h in step.hosts
+            if h.status in (None, StepStatus.UNKNOWN, StepStatus.CANCELLED, StepStatus.FAILED)
+        ]
     elif step.error == "timeout" or (bad and all(h.error == "timeout" for h in bad)):
         verb = "timed out"
     else:
@@ -407,10 +424,14 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
     direction = run.direction.capitalize()
     moved = f"{direction} {route(run)}"
     broken = [s for s in run.steps if s.broke]
-    never = [s for s in run.steps if s.status in ("not_run", "cancelled") and not s.outcome_unknown]
+    never = [
+        s
+        for s in run.steps
+        if s.status in (StepStatus.NOT_RUN, StepStatus.CANCELLED) and not s.outcome_unknown
+    ]
     if run.is_running:
-        return Outcome("running", f"{moved} is still running: {_so_far(run)}")
-    if run.status == "succeeded":
+        return Outcome(RunStatus.RUNNING, f"{moved} is still running: {_so_far(run)}")
+    if run.status == RunStatus.SUCCEEDED:
         health = run.health
         if health is not None and (health.held_at or health.held_offset_s is not None):
             reached = f"health held at {run.to_site}"
@@ -427,7 +448,7 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
             )
         elif run.rto.measured_s is not None:
             text += f" {secs(run.rto.measured_s)} after the RTO start"
-        state = "succeeded"
+        state: str = RunStatus.SUCCEEDED
         if verdict.state == "met":
             text += f", within the {secs(run.rto.target_s)} RTO target."
         elif verdict.state == "missed":
@@ -445,7 +466,7 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
             )
             state = "warning"
         return Outcome(state, text)
-    if run.status == "failed":
+    if run.status == RunStatus.FAILED:
         reasons = [cause(s) for s in broken]
         if not reasons and run.health is not None and run.health.timed_out:
             polls = run.health.polls
@@ -458,10 +479,10 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
             text += f" {plural(len(never), 'step')} did not run."
         if run.rto.measured_s is None:
             text += f" The service was not shown to be restored at {run.to_site}."
-        return Outcome("failed", text)
-    if run.status == "cancelled":
+        return Outcome(RunStatus.FAILED, text)
+    if run.status == RunStatus.CANCELLED:
         text = f"{moved} was cancelled by the operator."
-        unknown = [s for s in run.steps if s.outcome_unknown or s.status == "unknown"]
+        unknown = [s for s in run.steps if s.outcome_unknown or s.status == StepStatus.UNKNOWN]
         if never:
             text += f" {plural(len(never), 'step')} never started."
         if unknown:
@@ -469,9 +490,9 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
                 s.id for s in unknown
             )
             text += "."
-        return Outcome("cancelled", text)
-    if run.status == "crashed":
-        unknown = [s for s in run.steps if s.status == "unknown" or s.outcome_unknown]
+        return Outcome(RunStatus.CANCELLED, text)
+    if run.status == RunStatus.CRASHED:
+        unknown = [s for s in run.steps if s.status == StepStatus.UNKNOWN or s.outcome_unknown]
         text = (
             f"{moved} did not finish: the controller stopped mid-run and this report was "
             "reconstructed from the journal."
@@ -479,14 +500,14 @@ def _outcome(run: Run, rto: RtoFacts) -> Outcome:
         if unknown:
             text += " Outcome unknown: " + ", ".join(s.id for s in unknown) + "."
         text += f" Continue it with `drx resume {run.run_id}` or undo it with `drx failback`."
-        return Outcome("crashed", text)
+        return Outcome(RunStatus.CRASHED, text)
     return Outcome("unknown", f"{moved}: status {run.status!r}.")
 
 
 def _so_far(run: Run) -> str:
     """A running run in a sentence: its steps so far, elapsed time and projected RTO."""
-    done = [s for s in run.steps if s.status not in ("not_run", "running")]
-    now = [s.id for s in run.steps if s.status == "running"]
+    done = [s for s in run.steps if s.status not in (StepStatus.NOT_RUN, StepStatus.RUNNING)]
+    now = [s.id for s in run.steps if s.status == StepStatus.RUNNING]
     text = f"{len(done)} of {plural(len(run.steps), 'step')} finished"
     text += f", {', '.join(now)} running" if now else ""
     progress = run.progress
@@ -518,7 +539,7 @@ def _yes_note(run: Run) -> str:
         s
         for s in gates
         if s.approved_via == "--yes"
-        or (s.approved_via is None and s.status == "succeeded" and not s.carried_from)
+        or (s.approved_via is None and s.status == StepStatus.SUCCEEDED and not s.carried_from)
     ]
     if len(approved) == len(gates):
         return "Every manual gate was approved in advance with --yes."
@@ -536,12 +557,13 @@ def _yes_note(run: Run) -> str:
 
 
 def _status_words(status: str) -> str:
-    return {
-        "not_run": "not reached",
-        "succeeded": "approved before this run",
-        "cancelled": "cancelled while waiting",
-        "running": "waiting for an answer",
-    }.get(status, status.replace("_", " "))
+    words: dict[str, str] = {
+        StepStatus.NOT_RUN: "not reached",
+        StepStatus.SUCCEEDED: "approved before this run",
+        StepStatus.CANCELLED: "cancelled while waiting",
+        StepStatus.RUNNING: "waiting for an answer",
+    }
+    return words.get(status, status.replace("_", " "))
 
 
 def _notes(run: Run) -> tuple[str, ...]:
@@ -552,14 +574,15 @@ def _notes(run: Run) -> tuple[str, ...]:
             f"({run.target} → {run.source}) by running the runbook's steps the other way, "
             f"from {run.source} to {run.target}."
         )
-        if run.reprotect_carried_from:
+        phase = run.reprotect
+        if phase is not None and phase.carried_from:
             notes.append(
-                f"Its reprotect phase was carried from run {run.reprotect_carried_from} "
+                f"Its reprotect phase was carried from run {phase.carried_from} "
                 "(drx reprotect), not run again."
             )
-        elif run.reprotect_s is not None:
+        elif phase is not None and phase.duration_s is not None:
             notes.append(
-                f"Its reprotect phase took {span(run.reprotect_s)} before the RTO "
+                f"Its reprotect phase took {span(phase.duration_s)} before the RTO "
                 "started (not part of it)."
             )
     elif run.is_failback and run.reversed_run:
@@ -601,11 +624,11 @@ def _notes(run: Run) -> tuple[str, ...]:
     # answers from another terminal or the web page (docs/reference.md, "Control from another
     # terminal"): who did what, and what they said
     for s in run.steps:
-        if s.status == "done_by_hand" and s.message:
+        if s.status == StepStatus.DONE_BY_HAND and s.message:
             notes.append(f"Step {s.id} was {s.message} (it did not run).")
         elif kind_of(s.kind).gate and s.message and s.message.startswith("declined by"):
             notes.append(f"Gate {s.id} was {s.message}.")
-    if run.status == "cancelled" and run.message and " via " in run.message:
+    if run.status == RunStatus.CANCELLED and run.message and " via " in run.message:
         notes.append(f"The run was {run.message}.")
     return tuple(notes)
 
@@ -615,23 +638,23 @@ def rto_facts(run: Run) -> RtoFacts:
     rto = run.rto
     if run.health is not None:
         health_word = f"health holding at {run.to_site}"
-    elif rto.measured_s is not None or run.status == "succeeded":
+    elif rto.measured_s is not None or run.status == RunStatus.SUCCEEDED:
         health_word = "the end of the last step"
     else:
         # The summary does not say whether the runbook has a health check: stay generic.
         health_word = f"the service being restored at {run.to_site}"
-    if run.status in ("cancelled", "crashed"):
+    if run.status in (RunStatus.CANCELLED, RunStatus.CRASHED):
         reason = f"the run was {run.status} before the service was restored"
     elif run.health is not None and run.health.timed_out:
         reason = f"health never held at {run.to_site}"
-    elif run.status == "failed":
+    elif run.status == RunStatus.FAILED:
         reason = f"the run failed before the service was restored at {run.to_site}"
     else:
         reason = f"the run ended before {health_word}"
     verdict = target_verdict(rto.measured_s, rto.target_s, unmeasured=reason)
     if run.is_running:  # never judged while it runs
         verdict = Verdict(
-            "running", "not measured yet: the run is still running. " + _projection(run)
+            RunStatus.RUNNING, "not measured yet: the run is still running. " + _projection(run)
         )
     start = rto.start_step or next(iter(run.critical_path), None)
     since = f"the start of {start}" if start else "the first step"
@@ -726,7 +749,7 @@ def _guard_sentence(rpo: Rpo) -> tuple[str | None, str | None]:
 
 def rpo_absent(run: Run) -> str:
     """Why a run reports no RPO (every format says the same)."""
-    if run.direction == "failback" and not run.is_mirror:
+    if run.direction == Direction.FAILBACK and not run.is_mirror:
         return "this failback measures no RPO (the runbook sets no failback_rpo_step it ran)"
     return "the runbook sets no rpo_step"
 
@@ -747,7 +770,7 @@ def _manual(run: Run) -> ManualFacts:
     )
     if not gates:
         return ManualFacts((), run.manual_wait_s, None, None, None, "No manual gates in this run.")
-    reached = [g for g in gates if g.status not in ("not_run", "skipped")]
+    reached = [g for g in gates if g.status not in (StepStatus.NOT_RUN, StepStatus.SKIPPED)]
     if not reached:
         text = f"{plural(len(gates), 'manual gate')}, none reached"
         text += " yet." if run.is_running else "."
@@ -778,9 +801,9 @@ def _inside_rto(step: Step) -> float | None:
     ``rto_start``, steps before it start at negative offsets)."""
     if step.duration_s is None:
         return None
-    if step.offset_s is None or step.offset_s >= 0:
+    if step.start_offset_s is None or step.start_offset_s >= 0:
         return step.duration_s
-    return max(0.0, step.offset_s + step.duration_s)
+    return max(0.0, step.start_offset_s + step.duration_s)
 
 
 def _critical_path(run: Run) -> CriticalPath:
@@ -835,7 +858,7 @@ def _critical_path(run: Run) -> CriticalPath:
                 step.status,
                 step.duration_s,
                 share,
-                step.offset_s,
+                step.start_offset_s,
                 "; ".join(notes),
             )
         )
@@ -850,7 +873,7 @@ def _critical_path(run: Run) -> CriticalPath:
                     "health checks until held",
                     None,
                     "health",
-                    "succeeded",
+                    StepStatus.SUCCEEDED,
                     wait,
                     wait / basis * 100 if basis else None,
                     last_end,
@@ -899,7 +922,9 @@ def _outputs(run: Run) -> tuple[tuple[StepOutput, ...], int]:
     readable; the full output is in the logs)."""
     steps: list[StepOutput] = []
     shown = omitted = 0
-    for step in sorted(run.steps, key=lambda s: (s.offset_s is None, s.offset_s or 0.0, s.index)):
+    for step in sorted(
+        run.steps, key=lambda s: (s.start_offset_s is None, s.start_offset_s or 0.0)
+    ):
         if not step.hosts or step.carried_from:
             continue
         hosts = []
@@ -934,7 +959,7 @@ def _failures(run: Run) -> tuple[Failure, ...]:
             continue
         hosts = []
         for host in step.hosts:
-            if not (host.failed or step.outcome_unknown or step.status == "unknown"):
+            if not (host.failed or step.outcome_unknown or step.status == StepStatus.UNKNOWN):
                 continue
             text, total = tail(host.output_tail, TAIL_LINES)
             hosts.append(
@@ -999,7 +1024,7 @@ def step_order(run: Run) -> list[Step]:
     """Steps in the order they started: carried-over steps (they ran before this run) first, then
     this run's steps by start time, then those that never started, each group in plan order."""
     carried = [s for s in run.steps if s.carried_from]
-    started = sorted((s for s in run.steps if s.started), key=lambda s: (s.offset_s, s.index))
+    started = sorted((s for s in run.steps if s.started), key=lambda s: s.start_offset_s or 0.0)
     rest = [s for s in run.steps if not s.started and not s.carried_from]
     return carried + started + rest
 
@@ -1010,7 +1035,7 @@ def _step_rows(run: Run) -> tuple[StepRow, ...]:
         attempts = step.attempts
         if attempts is None and step.hosts:
             attempts = max(len(h.attempts) for h in step.hosts)
-        status = step.status
+        status: str = step.status
         if step.carried_from:
             status += " (carried)"
         rows.append(
@@ -1018,9 +1043,11 @@ def _step_rows(run: Run) -> tuple[StepRow, ...]:
                 step=step,
                 status=status,
                 hosts=_hosts_text(step),
-                attempts=str(attempts) if attempts and step.status not in ("not_run",) else "—",
+                attempts=str(attempts)
+                if attempts and step.status not in (StepStatus.NOT_RUN,)
+                else "—",
                 duration=secs(step.duration_s),
-                offset=offset(step.offset_s if step.started else None),
+                offset=offset(step.start_offset_s if step.started else None),
                 note=_step_note(step),
                 critical=step.id in run.critical,
             )
@@ -1029,7 +1056,7 @@ def _step_rows(run: Run) -> tuple[StepRow, ...]:
 
 
 def _step_counts(run: Run) -> str:
-    counts = Counter(s.status for s in run.steps)
+    counts = Counter[str](s.status for s in run.steps)
     ordered = [f"{counts[s]} {s.replace('_', ' ')}" for s in STATUS_ORDER if counts.get(s)]
     ordered += [f"{n} {s}" for s, n in counts.items() if s not in STATUS_ORDER]
     if not run.steps:
@@ -1042,7 +1069,7 @@ def _health(run: Run) -> str:
     if run.is_running and (health is None or not health.polls):
         return "Not polled yet: the run is still running."
     if health is None:
-        if run.status == "succeeded":
+        if run.status == RunStatus.SUCCEEDED:
             return "No health check in this run: the RTO ends when the last step ends."
         return "Not polled: the run stopped before the health check."
     polls = f"{plural(health.polls, 'poll')}" if health.polls is not None else "polls not recorded"
@@ -1104,7 +1131,7 @@ def _compare(run: Run, other: Run) -> Comparison:
         if movers
         else "No step changed duration noticeably."
     )
-    path_this, path_other = run.critical_path, other.critical_path
+    path_this, path_other = tuple(run.critical_path), tuple(other.critical_path)
     changed = path_this != path_other
     if not path_other:
         path_text = f"The other run recorded no critical path ({other.run_id})."
@@ -1218,7 +1245,7 @@ def build(run: Run, *, compare: Run | None = None, history: Sequence[Run] = ()) 
 
 def probe_fact(probe: ProbeFigures, run: Run) -> ProbeFact:
     """'observed downtime 4.2 s in 2 windows (longest 3.1 s) beside the measured RTO 9 s'."""
-    windows = len(probe.windows)
+    windows = len(probe.spans)
     text = f"observed downtime {secs(probe.down_s)}"
     if windows:
         text += f" in {plural(windows, 'window')} (longest {secs(probe.longest_down_s)})"

@@ -12,6 +12,8 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 
+from orchestrator.record.summary import RunSummary as Run
+from orchestrator.record.summary import StepRecord as Step
 from orchestrator.report.children import child_facts, step_child
 from orchestrator.report.facts import (
     TAIL_LINES,
@@ -23,13 +25,13 @@ from orchestrator.report.facts import (
     rpo_facts,
     rto_facts,
 )
-from orchestrator.report.model import Run, Step
 from orchestrator.report.units import clean_output, parse_when, tail
+from orchestrator.vocab import RunStatus, StepStatus
 
 # Everything outside the XML 1.0 Char production.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
-_SKIPPED = ("skipped", "not_run", "cancelled")
+_SKIPPED = (StepStatus.SKIPPED, StepStatus.NOT_RUN, StepStatus.CANCELLED)
 
 
 def xml_text(value: object) -> str:
@@ -71,13 +73,13 @@ def _output(step: Step) -> str:
 def _step_case(suite: ET.Element, step: Step, classname: str) -> str:
     """Add the testcase of one step; returns 'failure', 'error', 'skipped' or 'passed'."""
     case = _el(suite, "testcase", classname=classname, name=step.id, time=_seconds(step.duration_s))
-    if step.status == "running":
+    if step.status == StepStatus.RUNNING:
         _el(case, "skipped", message="running: the run has not finished")
         return "skipped"
-    if step.status == "failed":
+    if step.status == StepStatus.FAILED:
         _el(case, "failure", _output(step), message=cause(step), type="error")
         return "failure"
-    if step.status == "unknown" or step.outcome_unknown:
+    if step.status == StepStatus.UNKNOWN or step.outcome_unknown:
         _el(case, "error", _output(step), message=cause(step), type="outcome-unknown")
         return "error"
     if step.status in _SKIPPED:
@@ -85,7 +87,9 @@ def _step_case(suite: ET.Element, step: Step, classname: str) -> str:
         return "skipped"
     if step.carried_from:
         _el(case, "system-out", f"carried over from run {step.carried_from}; not re-run")
-    if step.status == "done_by_hand":  # drx done: passed, with who did it and what they said
+    if (
+        step.status == StepStatus.DONE_BY_HAND
+    ):  # drx done: passed, with who did it and what they said
         _el(case, "system-out", step.message or "done by hand")
     return "passed"
 
@@ -108,7 +112,7 @@ def _objective_case(
     message = f"{what} {verdict.text}"
     if isinstance(facts_, RpoFacts) and facts_.guard:
         message = f"{message}. {facts_.guard}"
-    if verdict.state == "running":  # never judged before the run ends
+    if verdict.state == RunStatus.RUNNING:  # never judged before the run ends
         _el(case, "skipped", message=message)
         return "skipped"
     if verdict.state in ("missed", "unmeasured"):

@@ -28,6 +28,7 @@ from typing import Any
 from orchestrator.record.events import Event
 from orchestrator.record.summary import RunSummary
 from orchestrator.report.children import child_spans
+from orchestrator.vocab import RunStatus, StepKind, StepStatus
 
 #: the instrumentation scope of drx's spans
 SCOPE = "drx"
@@ -36,19 +37,19 @@ EXPORT_TIMEOUT_S = 2.0
 #: check polls kept per host attempt (a check polled every second for an hour is 3,600 spans)
 POLLS_PER_ATTEMPT = 200
 
-_RUN_RESULT = {
-    "succeeded": "success",
-    "failed": "failure",
-    "cancelled": "cancellation",
-    "crashed": "error",
-    "running": "pending",
+_RUN_RESULT: dict[str, str] = {
+    RunStatus.SUCCEEDED: "success",
+    RunStatus.FAILED: "failure",
+    RunStatus.CANCELLED: "cancellation",
+    RunStatus.CRASHED: "error",
+    RunStatus.RUNNING: "pending",
 }
-_TASK_RESULT = {
-    "succeeded": "success",
-    "failed": "failure",
-    "cancelled": "cancellation",
-    "skipped": "skip",
-    "unknown": "error",
+_TASK_RESULT: dict[str, str] = {
+    StepStatus.SUCCEEDED: "success",
+    StepStatus.FAILED: "failure",
+    StepStatus.CANCELLED: "cancellation",
+    StepStatus.SKIPPED: "skip",
+    StepStatus.UNKNOWN: "error",
 }
 
 
@@ -112,7 +113,7 @@ def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[
                 {
                     "cicd.pipeline.task.name": sid,
                     "cicd.pipeline.task.run.id": f"{summary.run_id}/{sid}",
-                    "drx.step.kind": str(e.get("kind") or "command"),
+                    "drx.step.kind": str(e.get("kind") or StepKind.COMMAND),
                     "drx.step.wave": int(e.get("wave") or 0),
                 },
             )
@@ -121,11 +122,11 @@ def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[
         elif kind == Event.STEP_FINISHED and sid in steps:
             span = steps[sid]
             span.end_ns = ns(t)
-            status = str(e.get("status") or "unknown")
+            status = str(e.get("status") or StepStatus.UNKNOWN)
             span.attributes["cicd.pipeline.task.run.result"] = _TASK_RESULT.get(status, "error")
             span.attributes["drx.step.status"] = status
             span.attributes["drx.step.attempts"] = int(e.get("attempts") or 0)
-            if status in ("failed", "unknown"):
+            if status in (StepStatus.FAILED, StepStatus.UNKNOWN):
                 span.error = str(e.get("error") or status)
         elif kind == Event.HOST_STARTED and not sid.startswith("health:"):
             host, attempt = str(e.get("host")), int(e.get("attempt") or 1)
@@ -147,11 +148,11 @@ def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[
         elif kind == Event.HOST_FINISHED and (sid, str(e.get("host"))) in attempts:
             span = attempts[(sid, str(e.get("host")))]
             span.end_ns = ns(t)
-            status = str(e.get("status") or "unknown")
+            status = str(e.get("status") or StepStatus.UNKNOWN)
             span.attributes["drx.host.status"] = status
             if e.get("rc") is not None:
                 span.attributes["drx.rc"] = int(e["rc"])
-            if status != "succeeded":
+            if status != StepStatus.SUCCEEDED:
                 span.error = str(e.get("error") or status)
         elif kind == Event.POLL and (sid, str(e.get("host"))) in attempts:
             key = (sid, str(e.get("host")))
@@ -221,8 +222,8 @@ def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[
     end_t = last_t
     root = SpanData("run", f"{summary.direction} {summary.runbook}", ns(0.0), ns(end_t), None)
     root.attributes.update(_run_attributes(summary))
-    if summary.status not in ("succeeded", "running"):
-        root.error = summary.status if summary.status != "failed" else "failed"
+    if summary.status not in (RunStatus.SUCCEEDED, RunStatus.RUNNING):
+        root.error = summary.status if summary.status != RunStatus.FAILED else RunStatus.FAILED
     return [root, *child_spans(summary.children, spans)]
 
 

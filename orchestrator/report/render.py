@@ -1,6 +1,7 @@
 """One summary.json document → a report in text, Markdown, HTML, JSON or JUnit XML.
 
-``render`` is the only entry point: it reads the summary tolerantly (``model``), computes the
+``render`` is the only entry point: it takes the run's summary (a summary.json document is read
+by ``RunSummary.from_dict``), fills in what an older one lacks for drawing (``model``), computes the
 findings once (``facts``), and hands them to the format's renderer — a Jinja2 template for Markdown
 and HTML (autoescaped for HTML, StrictUndefined for both), plain Python for the aligned terminal
 text, ElementTree for JUnit.
@@ -22,7 +23,7 @@ from orchestrator.report.charts import timeline, trend
 from orchestrator.report.children import gantt_groups
 from orchestrator.report.facts import TAIL_LINES, build
 from orchestrator.report.junit import render_junit
-from orchestrator.report.model import load
+from orchestrator.report.model import for_report
 from orchestrator.report.text import render_text
 from orchestrator.report.units import (
     clean_output,
@@ -108,6 +109,14 @@ def _doc(summary: Summary) -> Mapping[str, Any]:
     return summary.to_dict() if isinstance(summary, RunSummary) else summary
 
 
+def _run(summary: Summary) -> RunSummary:
+    if not isinstance(summary, RunSummary):
+        if not isinstance(summary, Mapping):
+            raise TypeError(f"a run summary must be a JSON object, not {type(summary).__name__}")
+        summary = RunSummary.from_dict(summary)
+    return for_report(summary)
+
+
 def render(
     summary: Summary,
     fmt: str,
@@ -127,13 +136,13 @@ def render(
         raise ValueError(f"unknown report format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if fmt == "json":
         return json.dumps(_doc(summary), indent=2)
-    run = load(_doc(summary))
+    run = _run(summary)
     if fmt == "junit":
         return render_junit(run)
     report = build(
         run,
-        compare=load(_doc(compare)) if compare is not None else None,
-        history=[load(_doc(item)) for item in history or ()],
+        compare=_run(compare) if compare is not None else None,
+        history=[_run(item) for item in history or ()],
     )
     if fmt == "text":
         return render_text(report, color=color)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from orchestrator.kinds import kind_of
 from orchestrator.report.facts import TAIL_LINES, Report
 from orchestrator.report.units import DASH, delta, pct, secs, span, when
+from orchestrator.vocab import RunStatus, StepStatus
 
 WIDTH = 100
 
@@ -28,14 +29,14 @@ _CODES = {
 }
 
 STATUS_STYLE = {
-    "succeeded": "green",
-    "failed": "red",
-    "unknown": "magenta",
-    "cancelled": "yellow",
-    "crashed": "magenta",
+    StepStatus.SUCCEEDED: "green",
+    StepStatus.FAILED: "red",
+    StepStatus.UNKNOWN: "magenta",
+    StepStatus.CANCELLED: "yellow",
+    RunStatus.CRASHED: "magenta",
     "warning": "yellow",
-    "not_run": "dim",
-    "skipped": "dim",
+    StepStatus.NOT_RUN: "dim",
+    StepStatus.SKIPPED: "dim",
     "met": "green",
     "missed": "red",
     "unmeasured": "red",

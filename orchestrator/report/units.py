@@ -7,10 +7,10 @@ terminal, in Markdown, in HTML and in JUnit messages.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 
 from orchestrator.model.units import clock as clock
 from orchestrator.model.units import format_duration
+from orchestrator.model.units import parse_when as parse_when
 
 DASH = "—"
 
@@ -83,19 +83,6 @@ def pct(value: float | None) -> str:
     if value is None:
         return DASH
     return f"{value:.1f}%"
-
-
-def parse_when(text: str | None) -> datetime | None:
-    """An ISO-8601 timestamp (with 'Z' or an offset; naive means UTC) as an aware datetime."""
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def when(text: str | None) -> str:

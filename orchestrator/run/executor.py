@@ -585,7 +585,7 @@ class Executor:
                 self.journal.write(
                     Event.STEP_FINISHED,
                     step=current.id,
-                    status="failed",
+                    status=Status.FAILED,
                     error="internal",
                     message=repr(exc),
                 )
@@ -763,7 +763,7 @@ class Executor:
             threading.Thread(target=ask, name=f"gate-{step_id}", daemon=True).start()
             while not answered.wait(0.05):
                 if self.stopping.is_set():
-                    return None, "cancelled while waiting for the operator", "cancelled", None
+                    return None, "cancelled while waiting for the operator", Status.CANCELLED, None
                 if step_id in self._answers:
                     break
         finally:
@@ -943,7 +943,7 @@ class Executor:
                 with self._recovered_lock:
                     self._spent.setdefault(host.name, []).append(rec.key)
             return done(
-                Status(e.get("status", "failed")),
+                Status(e.get("status", Status.FAILED)),
                 e.get("rc"),
                 e.get("error"),
                 e.get("output_tail", ""),

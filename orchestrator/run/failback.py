@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.errors import RefusedError
 from orchestrator.record.outcomes import StepOutcome
+from orchestrator.vocab import Direction, RunStatus
 
 if TYPE_CHECKING:
     from orchestrator.model.inventory import Inventory
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from orchestrator.record.summary import RunSummary
 
 #: how a run ends when it stopped before it finished its work
-_STOPPED = ("failed", "cancelled", "crashed")
+_STOPPED = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ def reverse_plan(
     from orchestrator.record.runs import outcomes_from_events
 
     if failback_mode == "mirror" and not rollback:
-        steps, health = predictions_for(store, runbook.name, "failback", source, mirror=True)
+        steps, health = predictions_for(
+            store, runbook.name, Direction.FAILBACK, source, mirror=True
+        )
         mirrored = build_mirror_plan(
             runbook,
             inventory,
@@ -73,7 +76,7 @@ def reverse_plan(
         )
         return ReturnPlan(mirrored)
     outcomes = outcomes_from_events(store.read_events(failover_run))
-    steps, health = predictions(store, runbook, "failback", target)
+    steps, health = predictions(store, runbook, Direction.FAILBACK, target)
     plan = build_reverse_plan(
         runbook,
         inventory,
@@ -168,7 +171,7 @@ def chosen_failover(
         candidates = [
             s
             for s in summaries
-            if s.direction == "failover"
+            if s.direction == Direction.FAILOVER
             and s.runbook == runbook.name  # each runbook has its own history
             and lineage.failback_of(s.run_id) is None
             and lineage.resumed_by(s.run_id) is None
@@ -201,7 +204,7 @@ def unfinished_rollback(store: Store, runbook: str) -> str | None:
     failovers = [
         s
         for s in summaries
-        if s.direction == "failover"
+        if s.direction == Direction.FAILOVER
         and s.runbook == runbook
         and lineage.resumed_by(s.run_id) is None
     ]
@@ -220,12 +223,12 @@ def refuse_failback(lineage: Lineage, run_id: str) -> None:
     """Refuse (exit 2, naming the run to use instead) to fail back a run that is not the true
     state of the world: a failback, a run that was continued, or one already reversed."""
     summary = lineage.by_id[run_id]
-    if summary.direction == "reprotect":
+    if summary.direction == Direction.REPROTECT:
         raise RefusedError(
             f"run {run_id} is a reprotect; fail back the failover it prepared: "
             f"drx failback --run {summary.reverses}"
         )
-    if summary.direction == "failback":
+    if summary.direction == Direction.FAILBACK:
         hint = (
             f"to finish it, drx resume {lineage.latest(run_id)}"
             if lineage.by_id[lineage.latest(run_id)].status in _STOPPED

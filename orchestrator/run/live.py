@@ -19,6 +19,7 @@ from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal, utc_iso
 from orchestrator.run.budget import BudgetWatcher
 from orchestrator.terminal import printable
+from orchestrator.vocab import StepStatus
 
 _QUIET = {Event.POLL, Event.HOST_STARTED, Event.PROBE_POLL}
 _NOT_LOGGED = {
@@ -113,9 +114,9 @@ class LogView:
         }
         level = "info"
         if kind == Event.HOST_FINISHED:
-            if e.get("status") == "succeeded" and self.verbose < 1:
+            if e.get("status") == StepStatus.SUCCEEDED and self.verbose < 1:
                 return
-            if e.get("status") != "succeeded":
+            if e.get("status") != StepStatus.SUCCEEDED:
                 level = "warning"
                 tail = (e.get("output_tail") or "").strip().splitlines()[-3:]
                 if tail:
@@ -127,7 +128,7 @@ class LogView:
             Event.PROBE_BREACHED,
         ):
             level = "warning"
-        elif kind == Event.STEP_FINISHED and e.get("status") == "failed":
+        elif kind == Event.STEP_FINISHED and e.get("status") == StepStatus.FAILED:
             level = "error"
         getattr(self.log, level)(kind, **fields)
 
@@ -197,31 +198,31 @@ class LiveView:
 
     ICON: ClassVar[dict[str, str]] = {
         "pending": "·",
-        "running": "▶",
-        "succeeded": "✔",
-        "failed": "✘",
-        "skipped": "↷",
-        "cancelled": "■",
-        "not_run": "–",
+        StepStatus.RUNNING: "▶",
+        StepStatus.SUCCEEDED: "✔",
+        StepStatus.FAILED: "✘",
+        StepStatus.SKIPPED: "↷",
+        StepStatus.CANCELLED: "■",
+        StepStatus.NOT_RUN: "–",
         "waiting": "?",
         "carried": "↺",
     }
     STYLE: ClassVar[dict[str, str]] = {
-        "running": "cyan",
-        "succeeded": "green",
-        "failed": "red",
-        "skipped": "dim",
-        "cancelled": "yellow",
-        "not_run": "dim",
+        StepStatus.RUNNING: "cyan",
+        StepStatus.SUCCEEDED: "green",
+        StepStatus.FAILED: "red",
+        StepStatus.SKIPPED: "dim",
+        StepStatus.CANCELLED: "yellow",
+        StepStatus.NOT_RUN: "dim",
         "waiting": "magenta",
         "carried": "dim green",
     }
     #: rows shown first when the table must be folded (lower shows first)
     _PRIORITY: ClassVar[dict[str, int]] = {
         "waiting": 0,
-        "running": 0,
-        "failed": 1,
-        "cancelled": 2,
+        StepStatus.RUNNING: 0,
+        StepStatus.FAILED: 1,
+        StepStatus.CANCELLED: 2,
         "pending": 3,
     }
 
@@ -283,7 +284,7 @@ class LiveView:
         with self._lock:
             st = self.state.get(sid) if sid else None
             if kind == Event.STEP_STARTED and st is not None:
-                st.update(status="running", t0=e["t"])
+                st.update(status=StepStatus.RUNNING, t0=e["t"])
                 if self.t_start is None:
                     self.t_start = e["t"]
             elif kind == Event.STEP_FINISHED and st is not None:
@@ -336,9 +337,16 @@ class LiveView:
         counts: dict[str, int] = {}
         for st in self.state.values():
             counts[st["status"]] = counts.get(st["status"], 0) + 1
-        done = sum(counts.get(k, 0) for k in ("succeeded", "carried", "skipped"))
+        done = sum(counts.get(k, 0) for k in (StepStatus.SUCCEEDED, "carried", StepStatus.SKIPPED))
         parts = [f"{done}/{len(self.state)} done"]
-        for status in ("running", "waiting", "failed", "cancelled", "pending", "carried"):
+        for status in (
+            StepStatus.RUNNING,
+            "waiting",
+            StepStatus.FAILED,
+            StepStatus.CANCELLED,
+            "pending",
+            "carried",
+        ):
             if counts.get(status):
                 parts.append(f"{counts[status]} {status}")
         return " · ".join(parts)
@@ -375,7 +383,7 @@ class LiveView:
                 status = st["status"]
                 ps = self.plan.steps[sid]
                 hosts = ps.hosts
-                done = sum(1 for v in st["hosts"].values() if v == "succeeded")
+                done = sum(1 for v in st["hosts"].values() if v == StepStatus.SUCCEEDED)
                 host_text = f"{done}/{len(hosts)}" if hosts else ""
                 if st["t0"] is not None:
                     elapsed = (st["t1"] if st["t1"] is not None else now) - st["t0"]

@@ -23,6 +23,7 @@ from orchestrator.model.units import format_duration
 from orchestrator.record.events import Event
 from orchestrator.record.journal import Journal
 from orchestrator.record.summary import RunSummary
+from orchestrator.vocab import RunStatus
 
 #: the longest a run's end waits for notifications still being sent
 DRAIN_S = 3.0
@@ -90,8 +91,8 @@ def message_for(
                 text += " (target met)" if rpo.met else " (target MISSED)"
             lines.append(text)
         lines.append(f"report: {where}")
-        level = Level.SUCCESS if s.status == "succeeded" else Level.FAILURE
-        if s.status == "succeeded" and rto.met is False:
+        level = Level.SUCCESS if s.status == RunStatus.SUCCEEDED else Level.FAILURE
+        if s.status == RunStatus.SUCCEEDED and rto.met is False:
             level = Level.WARNING
         return Message(
             f"drx: {s.direction} of {s.runbook} {s.run_id} {s.status}", "\n".join(lines), level

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from orchestrator.vocab import Direction, RunStatus, StepStatus
+
 if TYPE_CHECKING:
     from orchestrator.plan.build import Plan
     from orchestrator.record.summary import RunSummary
@@ -42,14 +44,20 @@ class StoppedHalfWay:
 def stopped_half_way(plan: Plan, summary: RunSummary) -> StoppedHalfWay | None:
     """``summary``'s failover (of ``plan``) as one stopped half-way, if it is one: failed or
     cancelled after a step with an undo succeeded (on some host at least)."""
-    if summary.direction != "failover" or summary.status not in ("failed", "cancelled"):
+    if summary.direction != Direction.FAILOVER or summary.status not in (
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+    ):
         return None
     changed = tuple(
         s.id
         for s in summary.steps
         if s.id in plan.steps
         and plan.steps[s.id].step.undo is not None
-        and (s.status == "succeeded" or any(h.status == "succeeded" for h in s.hosts))
+        and (
+            s.status == StepStatus.SUCCEEDED
+            or any(h.status == StepStatus.SUCCEEDED for h in s.hosts)
+        )
     )
     if not changed:
         return None

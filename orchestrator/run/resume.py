@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.errors import RefusedError, UsageError
+from orchestrator.vocab import Direction, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from orchestrator.model.inventory import Inventory
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from orchestrator.run.recover import Recovery
 
 #: how a run ends when it stopped before it finished its work
-_STOPPED = ("failed", "cancelled", "crashed")
+_STOPPED = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED)
 
 Recovered = Mapping[tuple[str, str], "Recovery"]
 
@@ -105,7 +106,7 @@ def resume_target(
             raise RefusedError(nothing_to_resume(summaries, runbook.name, where))
         run_id = candidates[-1]
     refuse_resume(lineage, run_id)
-    if lineage.by_id[run_id].direction == "reprotect":
+    if lineage.by_id[run_id].direction == Direction.REPROTECT:
         raise RefusedError(f"run {run_id} is a reprotect: run drx reprotect again")
     target = ResumeTarget(run_id, store.read_events(run_id))
     start = target.start
@@ -183,8 +184,8 @@ def _continuation(
     from orchestrator.run.failback import reverse_plan
 
     start = target.start
-    if start["direction"] == "failover":
-        steps_pred, health_pred = predictions(store, runbook, "failover", start["target"])
+    if start["direction"] == Direction.FAILOVER:
+        steps_pred, health_pred = predictions(store, runbook, Direction.FAILOVER, start["target"])
         plan = build_plan(
             runbook,
             inventory,
@@ -291,7 +292,11 @@ def _succeeded(outcomes: Mapping[str, StepOutcome], recovered: Recovered) -> set
     for sid, recs in by_step.items():
         if all(
             (r.found is Found.ENDED and r.rc == 0)
-            or (r.found is Found.JOURNAL and r.finished and r.finished.get("status") == "succeeded")
+            or (
+                r.found is Found.JOURNAL
+                and r.finished
+                and r.finished.get("status") == StepStatus.SUCCEEDED
+            )
             for r in recs
         ):
             done.add(sid)
@@ -322,7 +327,7 @@ def refuse_resume(lineage: Lineage, run_id: str) -> None:
             else f"the latest continuation, {latest.run_id}, {latest.status}"
         )
         raise RefusedError(f"run {run_id} has already been resumed by {after}: {hint}")
-    if summary.direction == "failover":
+    if summary.direction == Direction.FAILOVER:
         back = lineage.failback_of(run_id)
         if back is not None:
             raise RefusedError(

@@ -5,9 +5,10 @@ in a drill always; otherwise as the runbook's ``on_failure`` says, never under `
 from __future__ import annotations
 
 from orchestrator.model.runbook import RunbookOnFailure
+from orchestrator.vocab import RunStatus
 
 #: run statuses a rollback follows (a crashed run has no controller left to roll it back)
-ROLLED_BACK = ("failed", "cancelled")
+ROLLED_BACK = (RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 def rollback_due(

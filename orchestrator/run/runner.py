@@ -41,6 +41,7 @@ from orchestrator.run.rpo_guard import RpoGuard
 from orchestrator.terminal import printable
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
+from orchestrator.vocab import RunStatus
 
 #: how long a gate with no terminal waits for an answer when its step sets no timeout
 DEFAULT_GATE_WAIT_S = 3600.0
@@ -501,7 +502,10 @@ def _exit_code(plan: Plan, journal: Journal, status: Status) -> ExitCode:
         # is known before it is written (the measured RTO ends when health held)
         now = journal.now()
         closing = {"event": Event.RUN_FINISHED, "t": now, "ts": journal.wall(now)}
-        if build_summary([*journal.events, {**closing, "status": "succeeded"}]).rto.met is False:
+        if (
+            build_summary([*journal.events, {**closing, "status": RunStatus.SUCCEEDED}]).rto.met
+            is False
+        ):
             exit_code = ExitCode.RTO_MISSED
     return exit_code
 

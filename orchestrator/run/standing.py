@@ -13,9 +13,10 @@ from orchestrator.model.inventory import Host
 from orchestrator.record.summary import RunSummary
 from orchestrator.run import preflight
 from orchestrator.transport import open_transport
+from orchestrator.vocab import Direction, RunStatus, StepStatus
 
 #: how a run ends when it stopped before it finished its work
-STOPPED = ("failed", "cancelled", "crashed")
+STOPPED = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CRASHED)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def half_done_failover(summaries: Sequence[RunSummary], runbook: str) -> HalfDon
     if not mine:
         return None
     last = mine[-1]
-    if last.direction != "failover" or last.status not in STOPPED:
+    if last.direction != Direction.FAILOVER or last.status not in STOPPED:
         return None
     if last.resumed_by or last.failed_back_by:
         return None
@@ -71,9 +72,9 @@ def half_done_failover(summaries: Sequence[RunSummary], runbook: str) -> HalfDon
         for s in last.steps
         if kind_of(s.kind).changes_hosts  # checks, gates and waits change nothing
         and (
-            s.status == "succeeded"
+            s.status == StepStatus.SUCCEEDED
             or s.outcome_unknown
-            or any(h.status in ("succeeded", "unknown") for h in s.hosts)
+            or any(h.status in (StepStatus.SUCCEEDED, StepStatus.UNKNOWN) for h in s.hosts)
         )
     )
     return HalfDone(last, changed) if changed else None
@@ -104,8 +105,8 @@ def wrong_way(
         return None
     last = mine[-1]
     if (
-        last.direction == "failover"
-        and last.status == "succeeded"
+        last.direction == Direction.FAILOVER
+        and last.status == RunStatus.SUCCEEDED
         and last.site == active
         and last.source == site
         and not last.failed_back_by

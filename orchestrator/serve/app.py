@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from orchestrator.record.store import LocalStore, Store
 from orchestrator.serve.tokens import holder
+from orchestrator.vocab import RunStatus
 
 #: a POST body larger than this is refused (400) before it is read
 MAX_BODY = 4096
@@ -120,7 +121,7 @@ class Server:
         if not await asyncio.to_thread(self.store.has_run, run_id):
             return _not_found(f"no run '{run_id}'")
         summary = (await asyncio.to_thread(load_summary, self.store, run_id)).to_dict()
-        if summary.get("status") == "running":
+        if summary.get("status") == RunStatus.RUNNING:
             events = await asyncio.to_thread(self.store.read_events, run_id)
             summary["waiting_gates"] = waiting_gates(events)
         return _json(summary)

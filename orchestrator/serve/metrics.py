@@ -10,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from orchestrator.record.store import Store
+from orchestrator.vocab import RunStatus
 
 
 class RunsCollector:
@@ -36,7 +37,7 @@ class RunsCollector:
         )
         last = {}
         for s in summaries:
-            if s.status == "running":
+            if s.status == RunStatus.RUNNING:
                 running.add_metric([s.run_id, s.runbook], 1)
             else:
                 last[s.runbook] = s
@@ -45,7 +46,7 @@ class RunsCollector:
                 rto.add_metric([book], s.rto.measured_s)
             if s.rto.target_s is not None:
                 target.add_metric([book], s.rto.target_s)
-            ok.add_metric([book], 1 if s.status == "succeeded" else 0)
+            ok.add_metric([book], 1 if s.status == RunStatus.SUCCEEDED else 0)
         yield from (running, rto, target, ok)
 
 
