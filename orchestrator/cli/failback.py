@@ -40,6 +40,7 @@ from orchestrator.errors import RefusedError, UsageError
 if TYPE_CHECKING:
     from orchestrator.model.inventory import Inventory
     from orchestrator.model.runbook import Runbook
+    from orchestrator.record.events import StepCarried
     from orchestrator.record.summary import RunSummary
 
 
@@ -424,7 +425,7 @@ def refuse_failback(lineage: Any, run_id: str) -> None:
         )
 
 
-def reprotect_carried(opts: Options, plan: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def reprotect_carried(opts: Options, plan: Any) -> tuple[dict[str, Any], list[StepCarried]]:
     """A mirrored failback's reprotect steps that a succeeded ``drx reprotect`` of the same
     failover already ran: carried, not run again."""
     from orchestrator.plan.failback import reprotect_to_carry
@@ -481,7 +482,7 @@ def run_failback(
     plan, outcomes = failback_plan(opts, run, cli_vars=cli_vars, secret_vars=secret_vars)
     carried, carried_events = reprotect_carried(opts, plan)
     for event in carried_events:
-        plan.steps[event["step"]].carried_from = event["from_run"]
+        plan.steps[event.step].carried_from = event.from_run
     if dry_run:
         sys.stdout.write(render_plan(plan, fmt))
         return 0

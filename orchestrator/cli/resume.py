@@ -106,6 +106,7 @@ def run_resume(
     """Continue a failed, cancelled or crashed run; succeeded steps are carried over."""
     from orchestrator.plan.build import build_plan
     from orchestrator.plan.site import predictions
+    from orchestrator.record.events import StepCarried
     from orchestrator.record.outcomes import Status
     from orchestrator.record.runs import (
         Lineage,
@@ -205,7 +206,7 @@ def run_resume(
             "idempotent: check them on the hosts, then resume with --rerun-inflight"
         )
     carried = {}
-    carried_events = []
+    carried_events: list[StepCarried] = []
     approvals = approvals_from_events(events)
     done = _succeeded(outcomes, recovered)
     for sid, o in outcomes.items():
@@ -219,17 +220,17 @@ def run_resume(
         ):
             carried[sid] = o
             carried_events.append(
-                {
-                    "step": sid,
-                    "from_run": o.message if o.message else run_id,
-                    "value": o.value,
-                    "attempts": o.attempts,
-                    "hosts": [
+                StepCarried(
+                    step=sid,
+                    from_run=o.message if o.message else run_id,
+                    value=o.value,
+                    attempts=o.attempts,
+                    hosts=[
                         {"host": h.host, "rc": h.rc, "stdout": h.stdout, "value": h.value}
                         for h in o.hosts.values()
                     ],
-                    "approval": approvals.get(sid),
-                }
+                    approval=approvals.get(sid),
+                )
             )
     origin = start.get("parent_start_wall") or start.get("wall0")
     run_opts = run_options(

@@ -1,13 +1,24 @@
-"""The kinds of event a run's journal holds, in the order a run writes them.
+"""The kinds of event a run's journal holds, in the order a run writes them, and one frozen
+dataclass per kind: what the engine writes and what every reader folds.
 
 Every event also carries ``t`` (seconds since the run started, monotonic) and ``ts`` (UTC). The
 summary, failback, resume and the reports are all derived from these events alone, so a run whose
 controller died is read back the same way as one that finished.
+
+A journal line is ``{"event": kind, "t": …, "ts": …, <fields in declaration order>}``; a field
+named in its class's ``sparse`` is left out while it is None (the way those fields were always
+written). ``to_json``/``from_json`` convert between the two through a per-class field list made
+once, never ``dataclasses.asdict`` (a deep copy per event, on the scheduler's path). A line
+written by an older drx may lack a field: it reads as the field's default, or None.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
+from operator import attrgetter
+from typing import Any, ClassVar, TypeVar
 
 
 class Event(StrEnum):
@@ -75,3 +86,381 @@ class Event(StrEnum):
     HEALTH_TIMEOUT = "health_timeout"
     #: the run ended: [status exit_code message]
     RUN_FINISHED = "run_finished"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalEvent:
+    """One journal event. ``t``/``ts`` are stamped by the journal as it writes the event."""
+
+    event: ClassVar[Event]
+    #: fields left out of the line while they are None
+    sparse: ClassVar[frozenset[str]] = frozenset()
+    t: float = 0.0
+    ts: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(JournalEvent):
+    """The run began: what it is, where it goes, its targets, files, hosts and steps."""
+
+    event = Event.RUN_STARTED
+    run_id: str
+    runbook: str
+    direction: str
+    source: str
+    target: str
+    moves_to: str | None = None
+    parent_run: str | None = None
+    resumes: str | None = None
+    reverses: str | None = None
+    failback_mode: str | None = None
+    reprotect_steps: list[str] = field(default_factory=list)
+    emergency: bool = False
+    mode: str | None = None
+    drill_id: str | None = None
+    rollback: bool = False
+    yes: bool = False
+    wall0: float | None = None
+    parent_start_wall: float | None = None
+    rto_target_s: float | None = None
+    rpo_target: float | None = None
+    rpo_is_bytes: bool = False
+    rpo_step: str | None = None
+    rpo_guard: bool = False
+    accept_data_loss: bool = False
+    rto_start: str | None = None
+    predicted_rto_s: float | None = None
+    runbook_file: str | None = None
+    inventory_file: str | None = None
+    runbook_sha256: str | None = None
+    inventory_sha256: str | None = None
+    runbook_description: str | None = None
+    host_order: list[str] = field(default_factory=list)
+    #: every inventory host: name, site, address, host key (what ``drx check`` compares)
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+    health_names: list[str] = field(default_factory=list)
+    #: each probe: name, hosts, interval_s, max_down_s
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    children: list[dict[str, Any]] | None = None
+    unreachable: dict[str, str] = field(default_factory=dict)
+    #: each step as planned: id, name, kind, needs, undo_of, wave, hosts, idempotent,
+    #: outcome_unknown
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepCarried(JournalEvent):
+    """A succeeded step of the resumed run, not re-run."""
+
+    event = Event.STEP_CARRIED
+    step: str
+    from_run: str
+    value: Any = None
+    attempts: int = 0
+    #: each host: host, rc, stdout, value
+    hosts: list[dict[str, Any]] = field(default_factory=list)
+    #: a gate's original approval: by, via, comment
+    approval: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStarted(JournalEvent):
+    event = Event.STEP_STARTED
+    step: str
+    kind: str = "command"
+    hosts: list[str] = field(default_factory=list)
+    wave: int | None = None
+    undo_of: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostStarted(JournalEvent):
+    """One attempt on one host began."""
+
+    event = Event.HOST_STARTED
+    step: str
+    host: str
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Poll(JournalEvent):
+    """One poll of a check on one host."""
+
+    event = Event.POLL
+    step: str
+    host: str
+    attempt: int = 1
+    poll: int | None = None
+    rc: int | None = None
+    ok: bool | None = None
+    value: Any = None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostFinished(JournalEvent):
+    """One attempt on one host ended (``command`` as rendered for the host, secrets masked)."""
+
+    event = Event.HOST_FINISHED
+    sparse = frozenset({"polls", "reattached", "from_run", "message", "output_cut"})
+    step: str
+    host: str
+    attempt: int = 1
+    status: str | None = None
+    rc: int | None = None
+    error: str | None = None
+    duration_s: float | None = None
+    output_tail: str = ""
+    stdout: str = ""
+    value: Any = None
+    command: str | None = None
+    polls: int | None = None
+    #: followed after its controller died, not run again (and the run that started it)
+    reattached: bool | None = None
+    from_run: str | None = None
+    message: str | None = None
+    #: bytes past the runbook's output_limit, not kept in the output log
+    output_cut: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFinished(JournalEvent):
+    event = Event.STEP_FINISHED
+    sparse = frozenset({"error", "attempts", "value", "outcome_unknown", "by", "via", "comment"})
+    step: str
+    status: str
+    error: str | None = None
+    attempts: int | None = None
+    value: Any = None
+    outcome_unknown: bool | None = None
+    #: who answered a gate from elsewhere, how, and what they said
+    by: str | None = None
+    via: str | None = None
+    comment: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateWaiting(JournalEvent):
+    """A manual gate asks."""
+
+    event = Event.GATE_WAITING
+    step: str
+    prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateAnswered(JournalEvent):
+    """A gate was answered (by user@host, via --yes/terminal/drx approve)."""
+
+    event = Event.GATE_ANSWERED
+    step: str
+    approved: bool | None = None
+    by: str | None = None
+    via: str | None = None
+    comment: str | None = None
+    waited_s: float | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RtoBudgetAtRisk(JournalEvent):
+    event = Event.RTO_BUDGET_AT_RISK
+    elapsed_s: float | None = None
+    projected_s: float = 0.0
+    target_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RtoBudgetRecovered(JournalEvent):
+    event = Event.RTO_BUDGET_RECOVERED
+    elapsed_s: float | None = None
+    projected_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpoGuardTripped(JournalEvent):
+    event = Event.RPO_GUARD
+    step: str
+    measured: float | None = None
+    target: float | None = None
+    unit: str = "s"
+    accepted: bool = False
+    blocked: list[str] = field(default_factory=list)
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunAborting(JournalEvent):
+    event = Event.RUN_ABORTING
+    step: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockInDoubt(JournalEvent):
+    event = Event.LOCK_IN_DOUBT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockConfirmed(JournalEvent):
+    event = Event.LOCK_CONFIRMED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunLockLost(JournalEvent):
+    event = Event.LOCK_LOST
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Interrupt(JournalEvent):
+    """The first Ctrl-C, or an abort asked from elsewhere (by, via, comment)."""
+
+    event = Event.INTERRUPT
+    sparse = frozenset({"by", "via", "comment"})
+    by: str | None = None
+    via: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InterruptRefused(JournalEvent):
+    event = Event.INTERRUPT_REFUSED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRunning(JournalEvent):
+    event = Event.CANCEL_RUNNING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbePoll(JournalEvent):
+    event = Event.PROBE_POLL
+    probe: str
+    host: str
+    ok: bool | None = None
+    rc: int | None = None
+    error: str | None = None
+    value: Any = None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeBreached(JournalEvent):
+    event = Event.PROBE_BREACHED
+    probe: str
+    down_s: float | None = None
+    since: float | None = None
+    max_down_s: float | None = None
+    stops_run: bool = False
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepsDone(JournalEvent):
+    event = Event.STEPS_DONE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthPolling(JournalEvent):
+    event = Event.HEALTH_POLLING
+    site: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthHeld(JournalEvent):
+    event = Event.HEALTH_HELD
+    site: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthTimeout(JournalEvent):
+    event = Event.HEALTH_TIMEOUT
+    site: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(JournalEvent):
+    event = Event.RUN_FINISHED
+    status: str
+    exit_code: int | None = None
+    message: str | None = None
+
+
+E = TypeVar("E", bound=JournalEvent)
+
+#: each event class, by its ``event`` string
+EVENT_TYPES: dict[str, type[JournalEvent]] = {}
+#: per class: its fields (beyond t/ts) in order, a getter of all of them, its sparse fields,
+#: and the fields a line must name (None when an older line lacks them)
+_CODECS: dict[type[JournalEvent], tuple[tuple[str, ...], Any, frozenset[str], tuple[str, ...]]] = {}
+
+
+def _register(cls: type[JournalEvent]) -> None:
+    own = [f for f in fields(cls) if f.name not in ("t", "ts")]
+    names = tuple(f.name for f in own)
+    if len(names) > 1:
+        getter: Any = attrgetter(*names)
+    elif names:
+        one = attrgetter(names[0])
+        getter = lambda ev: (one(ev),)  # noqa: E731 - attrgetter of one name is no tuple
+    else:
+        getter = lambda ev: ()  # noqa: E731
+    required = tuple(f.name for f in own if f.default is MISSING and f.default_factory is MISSING)
+    EVENT_TYPES[cls.event.value] = cls
+    _CODECS[cls] = (names, getter, cls.sparse, required)
+
+
+for _cls in JournalEvent.__subclasses__():
+    _register(_cls)
+
+
+def stamp(event: E, t: float, ts: str) -> E:
+    """Give a freshly built event its time (the journal does, as it writes it)."""
+    object.__setattr__(event, "t", t)
+    object.__setattr__(event, "ts", ts)
+    return event
+
+
+def to_json(event: JournalEvent) -> dict[str, Any]:
+    """The event as its journal line holds it (``event``, ``t``, ``ts``, then its fields)."""
+    names, getter, sparse, _ = _CODECS[type(event)]
+    record: dict[str, Any] = {"event": event.event, "t": event.t, "ts": event.ts}
+    values = getter(event)
+    if sparse:
+        for name, value in zip(names, values, strict=True):
+            if value is not None or name not in sparse:
+                record[name] = value
+    else:
+        record.update(zip(names, values, strict=True))
+    return record
+
+
+def from_json(record: Mapping[str, Any]) -> JournalEvent | None:
+    """The typed event of one journal line; None for a kind this drx does not know (a newer
+    drx wrote it: readers skip it, as they always have)."""
+    cls = EVENT_TYPES.get(record.get("event"))  # type: ignore[arg-type]
+    if cls is None:
+        return None
+    names, _, _, required = _CODECS[cls]
+    values = {name: record[name] for name in names if name in record}
+    for name in required:
+        values.setdefault(name, None)
+    t = record.get("t")
+    ts = record.get("ts")
+    return cls(
+        t=float(t) if isinstance(t, int | float) else 0.0,
+        ts=ts if isinstance(ts, str) else "",
+        **values,
+    )
+
+
+def parse(records: Iterable[Mapping[str, Any]]) -> list[JournalEvent]:
+    """The typed events of journal lines, in order (unknown kinds left out)."""
+    out = []
+    for record in records:
+        event = from_json(record)
+        if event is not None:
+            out.append(event)
+    return out

@@ -4,10 +4,16 @@ target; journals ``rto_budget_at_risk`` once each time the projection crosses th
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from orchestrator.plan.build import Plan, longest_path, topological
-from orchestrator.record.events import Event
+from orchestrator.record.events import (
+    JournalEvent,
+    RtoBudgetAtRisk,
+    RtoBudgetRecovered,
+    StepCarried,
+    StepFinished,
+    StepStarted,
+)
 from orchestrator.record.journal import Journal
 
 
@@ -45,16 +51,14 @@ class BudgetWatcher:
         while not self._stop.wait(self._tick_s):
             self.check()
 
-    def on_event(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        step = event.get("step")
+    def on_event(self, event: JournalEvent) -> None:
         with self._lock:
-            if kind == Event.STEP_STARTED and step in self.plan.steps:
-                self.started[step] = event["t"]
+            if isinstance(event, StepStarted) and event.step in self.plan.steps:
+                self.started[event.step] = event.t
                 if self.t_start is None:
-                    self.t_start = event["t"]
-            elif kind in (Event.STEP_FINISHED, Event.STEP_CARRIED) and step in self.plan.steps:
-                self.finished.add(step)
+                    self.t_start = event.t
+            elif isinstance(event, StepFinished | StepCarried) and event.step in self.plan.steps:
+                self.finished.add(event.step)
         # The projection walks the whole DAG: it is recomputed on the ticker (every tick_s),
         # never per event, so a 10,000-step run does not pay a graph walk per step.
 
@@ -90,14 +94,13 @@ class BudgetWatcher:
                 self.at_risk = False
         if crossing:
             self.journal.write(
-                Event.RTO_BUDGET_AT_RISK,
-                elapsed_s=round(elapsed, 3),
-                projected_s=round(projection, 3),
-                target_s=self.target,
+                RtoBudgetAtRisk(
+                    elapsed_s=round(elapsed, 3),
+                    projected_s=round(projection, 3),
+                    target_s=self.target,
+                )
             )
         elif recovered:
             self.journal.write(
-                Event.RTO_BUDGET_RECOVERED,
-                elapsed_s=round(elapsed, 3),
-                projected_s=round(projection, 3),
+                RtoBudgetRecovered(elapsed_s=round(elapsed, 3), projected_s=round(projection, 3))
             )

@@ -15,7 +15,19 @@ import structlog
 
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan
-from orchestrator.record.events import Event
+from orchestrator.record.events import (
+    Event,
+    GateWaiting,
+    HealthHeld,
+    HealthPolling,
+    HostFinished,
+    JournalEvent,
+    RtoBudgetAtRisk,
+    StepCarried,
+    StepFinished,
+    StepStarted,
+    to_json,
+)
 from orchestrator.record.journal import Journal, utc_iso
 from orchestrator.run.budget import BudgetWatcher
 from orchestrator.terminal import printable
@@ -102,22 +114,23 @@ class LogView:
         self.last_comment: str | None = None  # typed after the last answer (y COMMENT)
         journal.listeners.append(self.on_event)
 
-    def on_event(self, e: dict[str, Any]) -> None:
-        kind = e["event"]
+    def on_event(self, event: JournalEvent) -> None:
+        kind = event.event
         if kind in _QUIET and self.verbose < 2:
             return
+        if isinstance(event, HostFinished) and event.status == "succeeded" and self.verbose < 1:
+            return
+        e = to_json(event)
         fields = {
             k: v
             for k, v in e.items()
             if k not in _NOT_LOGGED and v is not None and (self.json_lines or k != "t")
         }
         level = "info"
-        if kind == Event.HOST_FINISHED:
-            if e.get("status") == "succeeded" and self.verbose < 1:
-                return
-            if e.get("status") != "succeeded":
+        if isinstance(event, HostFinished):
+            if event.status != "succeeded":
                 level = "warning"
-                tail = (e.get("output_tail") or "").strip().splitlines()[-3:]
+                tail = (event.output_tail or "").strip().splitlines()[-3:]
                 if tail:
                     fields["output"] = " | ".join(tail)
         elif kind in (
@@ -127,7 +140,7 @@ class LogView:
             Event.PROBE_BREACHED,
         ):
             level = "warning"
-        elif kind == Event.STEP_FINISHED and e.get("status") == "failed":
+        elif isinstance(event, StepFinished) and event.status == "failed":
             level = "error"
         getattr(self.log, level)(kind, **fields)
 
@@ -278,32 +291,32 @@ class LiveView:
         while not self._stop.wait(0.25):
             self.live.update(self.render(), refresh=True)
 
-    def on_event(self, e: dict[str, Any]) -> None:
-        kind, sid = e["event"], e.get("step")
+    def on_event(self, e: JournalEvent) -> None:
+        sid = getattr(e, "step", None)
         with self._lock:
             st = self.state.get(sid) if sid else None
-            if kind == Event.STEP_STARTED and st is not None:
-                st.update(status="running", t0=e["t"])
+            if isinstance(e, StepStarted) and st is not None:
+                st.update(status="running", t0=e.t)
                 if self.t_start is None:
-                    self.t_start = e["t"]
-            elif kind == Event.STEP_FINISHED and st is not None:
+                    self.t_start = e.t
+            elif isinstance(e, StepFinished) and st is not None:
                 self._seq += 1
-                st.update(status=e["status"], t1=e["t"], seq=self._seq)
-            elif kind == Event.STEP_CARRIED and st is not None:
+                st.update(status=e.status, t1=e.t, seq=self._seq)
+            elif isinstance(e, StepCarried) and st is not None:
                 st.update(status="carried")
-            elif kind == Event.HOST_FINISHED and st is not None:
-                st["hosts"][e["host"]] = e.get("status")
-            elif kind == Event.GATE_WAITING and st is not None:
+            elif isinstance(e, HostFinished) and st is not None:
+                st["hosts"][e.host] = e.status
+            elif isinstance(e, GateWaiting) and st is not None:
                 st["status"] = "waiting"
-            elif kind == Event.HEALTH_POLLING:
+            elif isinstance(e, HealthPolling):
                 self.phase = "health"
-            elif kind == Event.HEALTH_HELD:
-                self.t_end = e["t"]
+            elif isinstance(e, HealthHeld):
+                self.t_end = e.t
                 self.phase = "held"
-            elif kind == Event.RTO_BUDGET_AT_RISK:
+            elif isinstance(e, RtoBudgetAtRisk):
                 self.messages.append(
-                    f"RTO at risk: projected {format_duration(e['projected_s'])} "
-                    f"> target {format_duration(e['target_s'])}"
+                    f"RTO at risk: projected {format_duration(e.projected_s)} "
+                    f"> target {format_duration(e.target_s)}"
                 )
 
     # -- drawing ---------------------------------------------------------------------------------
