@@ -140,7 +140,7 @@ def test_journal_lines_are_batched_in_order(
             t.join()
         journal.close()
     rev1 = client.put(b"/probe", b"")
-    events = store.read_events("RUN")
+    events = store.read_journal("RUN")
     assert [(e["step"], e["attempt"]) for e in events] == [
         (e["step"], e["attempt"]) for e in journal.events
     ]
@@ -164,7 +164,7 @@ def test_a_line_reaches_the_store_within_milliseconds(
             t0 = time.monotonic()
             journal.write(HostStarted(step=f"s{i}", host="h", attempt=1))
             assert time.monotonic() - t0 < 0.005
-            while [e.get("step") for e in reader.read_events("RUN")][-1:] != [f"s{i}"]:
+            while [e.get("step") for e in reader.read_journal("RUN")][-1:] != [f"s{i}"]:
                 assert time.monotonic() - t0 < 1.0
             delays.append(time.monotonic() - t0)
         journal.close()
@@ -189,7 +189,7 @@ def test_lost_lock_keeps_unwritten_lines_locally(
     lock.release()
     kept = (tmp_path / "local" / "runs" / "RUN" / "unwritten.jsonl").read_text().splitlines()
     assert [line.split('"')[3] for line in kept] == ["cancel_running", "host_started"]
-    assert [e["event"] for e in store.read_events("RUN")] == ["steps_done"]
+    assert [e["event"] for e in store.read_journal("RUN")] == ["steps_done"]
 
 
 def test_client_fails_over_and_keeps_its_deadline(fresh_etcd: EtcdCluster) -> None:
@@ -271,7 +271,7 @@ def test_user_and_password_auth(
         journal.write(StepsDone())
         journal.close()
         store.update_state(active="site-b")
-    assert [e["event"] for e in store.read_events("RUN")] == ["steps_done"]
+    assert [e["event"] for e in store.read_journal("RUN")] == ["steps_done"]
     assert store.read_state()["active"] == "site-b"
     monkeypatch.setenv("DRX_ETCD_PASSWORD", "wrong")
     with pytest.raises(StoreError, match="authentication failed") as refused:
@@ -292,7 +292,7 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
             journal.write(StepsDone())
             journal.close()
             store.update_state(active="site-b")
-        assert [e["event"] for e in store.read_events("RUN")] == ["steps_done"]
+        assert [e["event"] for e in store.read_journal("RUN")] == ["steps_done"]
         assert cluster.tls is not None
         no_cert = f"etcds://{','.join(cluster.endpoints)}/tls?ttl=2s&ca={cluster.tls.ca}"
         with pytest.raises(StoreError):

@@ -102,7 +102,7 @@ class MemoryStore(Store):
         self.journals[run_id] = []
         return MemorySink(self.journals[run_id])
 
-    def read_events(self, run_id: str) -> list[dict[str, Any]]:
+    def read_journal(self, run_id: str) -> list[dict[str, Any]]:
         if run_id not in self.journals:
             raise UsageError(f"no run {run_id}")
         return parse_journal(b"".join(self.journals[run_id]), run_id)
@@ -133,7 +133,7 @@ def test_a_second_store_carries_a_whole_run(tmp_path: Path) -> None:
     (run_id,) = store.run_ids()
     assert store.plans[run_id]["run_id"] == run_id
     assert store.summaries[run_id]["status"] == "succeeded"
-    events = [e["event"] for e in store.read_events(run_id)]
+    events = [e["event"] for e in store.read_journal(run_id)]
     assert events[0] == "run_started" and events[-1] == "run_finished"
     assert store.state["active"] == "site-b" and store.state["last_run"] == run_id
     assert store.holder is None and run_id in store.holders_seen

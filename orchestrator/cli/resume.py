@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -32,6 +32,9 @@ from orchestrator.cli.options import (
     warn_unknown_vars,
 )
 from orchestrator.errors import RefusedError, UsageError
+
+if TYPE_CHECKING:
+    from orchestrator.record.events import JournalEvent, RunStarted
 
 
 @app.command()
@@ -140,23 +143,23 @@ def run_resume(
     events = opts.store.read_events(run_id)
     start = run_start(events)
     outcomes = outcomes_from_events(events)
-    if start["runbook"] != runbook.name:
-        raise RefusedError(f"run {run_id} used runbook '{start['runbook']}', not '{runbook.name}'")
+    if start.runbook != runbook.name:
+        raise RefusedError(f"run {run_id} used runbook '{start.runbook}', not '{runbook.name}'")
     refuse_changed_files(opts, run_id, start, yes=yes)
     warn_unknown_vars(runbook, inventory, cli_vars, secret_vars)
     variables, secrets = secret_inputs(cli_vars, secret_vars)
-    direction = start["direction"]
+    direction = start.direction
     extra: dict[str, Any] = {}
     if direction == "failover":
-        steps_pred, health_pred = predictions(opts.store, runbook, "failover", start["target"])
+        steps_pred, health_pred = predictions(opts.store, runbook, "failover", start.target)
         plan = build_plan(
             runbook,
             inventory,
-            start["target"],
-            source=start["source"],
+            start.target,
+            source=start.source,
             cli_vars=variables,
             secrets=secrets,
-            emergency=emergency or bool(start.get("emergency")),
+            emergency=emergency or start.emergency,
             predictions=steps_pred,
             predicted_health_s=health_pred,
         )
@@ -168,23 +171,23 @@ def run_resume(
     else:
         # a mirrored failback names its own way (source: the failover's target); an undo
         # failback keeps the failover's names
-        mode = start.get("failback_mode") or "undo"
-        source, target = start["source"], start["target"]
+        mode = start.failback_mode or "undo"
+        source, target = start.source, start.target
         plan, extra = reverse_plan(
             opts,
             runbook,
             inventory,
             target if mode == "mirror" else source,
             source if mode == "mirror" else target,
-            start.get("reverses") or start["parent_run"],
+            start.reverses or start.parent_run or "",
             variables,
             secrets,
-            mode=start.get("mode") or "real",
-            rollback=bool(start.get("rollback")),
+            mode=start.mode or "real",
+            rollback=start.rollback,
             failback_mode=mode,
         )
     plan.parent_run = plan.resumes = run_id
-    plan.drill_id = start.get("drill_id")  # a continued leg or rollback stays in its drill
+    plan.drill_id = start.drill_id  # a continued leg or rollback stays in its drill
     inflight = [
         sid
         for sid, o in outcomes.items()
@@ -232,7 +235,7 @@ def run_resume(
                     approval=approvals.get(sid),
                 )
             )
-    origin = start.get("parent_start_wall") or start.get("wall0")
+    origin = start.parent_start_wall or start.wall0
     run_opts = run_options(
         opts,
         yes=yes,
@@ -252,7 +255,7 @@ def run_resume(
 
 
 def _recover(
-    opts: Options, inventory: Any, events: list[dict[str, Any]], run_id: str, steps: list[str]
+    opts: Options, inventory: Any, events: list[JournalEvent], run_id: str, steps: list[str]
 ) -> dict[tuple[str, str], Any]:
     """What the in-flight ``steps`` left: the journal for hosts that finished, each host's
     spool for the others (said on stderr, host by host)."""
@@ -299,7 +302,7 @@ def _succeeded(outcomes: Any, recovered: dict[tuple[str, str], Any]) -> set[str]
     for sid, recs in by_step.items():
         if all(
             (r.found is Found.ENDED and r.rc == 0)
-            or (r.found is Found.JOURNAL and r.finished and r.finished.get("status") == "succeeded")
+            or (r.found is Found.JOURNAL and r.finished and r.finished.status == "succeeded")
             for r in recs
         ):
             done.add(sid)
@@ -344,7 +347,7 @@ def refuse_resume(lineage: Any, run_id: str) -> None:
         )
 
 
-def refuse_changed_files(opts: Options, run_id: str, start: dict[str, Any], *, yes: bool) -> None:
+def refuse_changed_files(opts: Options, run_id: str, start: RunStarted, *, yes: bool) -> None:
     """A runbook or inventory changed since ``run_id`` started: say so with the sha256 change,
     and go on only with --yes (the resumed run would not be the run that was interrupted)."""
     from orchestrator.cli import say

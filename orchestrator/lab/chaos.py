@@ -673,11 +673,11 @@ class Campaign:
     def _status(self, run: str) -> str | None:
         """How the journal says ``run`` ended (None: it did not): the journal, not the summary
         written after it, is the record."""
-        ended = [e for e in self.store.read_events(run) if e.get("event") == "run_finished"]
+        ended = [e for e in self.store.read_journal(run) if e.get("event") == "run_finished"]
         return str(ended[-1].get("status")) if ended else None
 
     def journal(self, runs: list[str]) -> Journal:
-        events = {r: self.store.read_events(r) for r in runs}
+        events = {r: self.store.read_journal(r) for r in runs}
         summaries: dict[str, dict[str, Any] | None] = {}
         for r in runs:
             ended = [e for e in events[r] if e.get("event") == "run_finished"]

@@ -461,7 +461,7 @@ class EtcdStore(Store):
         held.write([op_put(self.key(f"index/{run_id}"), b""), head])
         return EtcdJournalSink(self, run_id, held)
 
-    def read_events(self, run_id: str) -> list[dict[str, Any]]:
+    def read_journal(self, run_id: str) -> list[dict[str, Any]]:
         lines = [
             journal_lines(kv.value)
             for kv in self.client.range_prefix(self.key(f"runs/{run_id}/journal/"))

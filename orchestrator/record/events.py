@@ -14,10 +14,9 @@ written by an older drx may lack a field: it reads as the field's default, or No
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
-from operator import attrgetter
 from typing import Any, ClassVar, TypeVar
 
 
@@ -227,7 +226,8 @@ class HostFinished(JournalEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepFinished(JournalEvent):
     event = Event.STEP_FINISHED
-    sparse = frozenset({"error", "attempts", "value", "outcome_unknown", "by", "via", "comment"})
+    #: named only by a gate answered from elsewhere
+    sparse = frozenset({"by", "via", "comment"})
     step: str
     status: str
     error: str | None = None
@@ -392,49 +392,90 @@ E = TypeVar("E", bound=JournalEvent)
 
 #: each event class, by its ``event`` string
 EVENT_TYPES: dict[str, type[JournalEvent]] = {}
-#: per class: its fields (beyond t/ts) in order, a getter of all of them, its sparse fields,
-#: and the fields a line must name (None when an older line lacks them)
-_CODECS: dict[type[JournalEvent], tuple[tuple[str, ...], Any, frozenset[str], tuple[str, ...]]] = {}
+#: per class: its fields (beyond t/ts) in order, and the fields a line must name (None when a
+#: line of an older drx lacks them)
+_FIELDS: dict[type[JournalEvent], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+#: per class: its line as a dict, from a function written for that class's fields (the way
+#: dataclasses writes ``__init__``): a dict display, no per-field loop or generic copy
+_DUMPERS: dict[type[JournalEvent], Callable[[JournalEvent], dict[str, Any]]] = {}
+
+
+def _dumper(
+    cls: type[JournalEvent], names: tuple[str, ...]
+) -> Callable[[JournalEvent], dict[str, Any]]:
+    # the fields up to the first sparse one in the dict display, the rest assigned in order
+    first = next((i for i, n in enumerate(names) if n in cls.sparse), len(names))
+    items = "".join(f", {n!r}: ev.{n}" for n in names[:first])
+    lines = [f"    d = {{'event': EVENT, 't': ev.t, 'ts': ev.ts{items}}}"]
+    for n in names[first:]:
+        if n in cls.sparse:
+            lines.append(f"    if ev.{n} is not None:\n        d[{n!r}] = ev.{n}")
+        else:
+            lines.append(f"    d[{n!r}] = ev.{n}")
+    source = "def dump(ev):\n" + "\n".join(lines) + "\n    return d\n"
+    scope: dict[str, Any] = {"EVENT": cls.event.value}
+    exec(source, scope)  # built from the class's own field names only
+    dump: Callable[[JournalEvent], dict[str, Any]] = scope["dump"]
+    return dump
+
+
+def _init(cls: type[JournalEvent]) -> Callable[..., None]:
+    """The class's ``__init__``, setting each slot through its descriptor: a frozen
+    dataclass's own goes through ``object.__setattr__`` by name, field by field, which made
+    building an event cost more than the dict it replaced. Same signature, still frozen."""
+    params, body = [], []
+    scope: dict[str, Any] = {"MISSING": MISSING}
+    for f in fields(cls):
+        n = f.name
+        slot = next(k.__dict__[n] for k in cls.__mro__ if n in k.__dict__)
+        scope[f"set_{n}"] = slot.__set__
+        value = n
+        if f.default is not MISSING:
+            scope[f"default_{n}"] = f.default
+            params.append(f"{n}=default_{n}")
+        elif f.default_factory is not MISSING:
+            scope[f"factory_{n}"] = f.default_factory
+            params.append(f"{n}=MISSING")
+            value = f"factory_{n}() if {n} is MISSING else {n}"
+        else:
+            params.append(n)
+        body.append(f"    set_{n}(self, {value})")
+    exec(f"def __init__(self, *, {', '.join(params)}):\n" + "\n".join(body), scope)
+    init: Callable[..., None] = scope["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
 
 
 def _register(cls: type[JournalEvent]) -> None:
     own = [f for f in fields(cls) if f.name not in ("t", "ts")]
     names = tuple(f.name for f in own)
-    if len(names) > 1:
-        getter: Any = attrgetter(*names)
-    elif names:
-        one = attrgetter(names[0])
-        getter = lambda ev: (one(ev),)  # noqa: E731 - attrgetter of one name is no tuple
-    else:
-        getter = lambda ev: ()  # noqa: E731
     required = tuple(f.name for f in own if f.default is MISSING and f.default_factory is MISSING)
     EVENT_TYPES[cls.event.value] = cls
-    _CODECS[cls] = (names, getter, cls.sparse, required)
+    _FIELDS[cls] = (names, required)
+    _DUMPERS[cls] = _dumper(cls, names)
+    cls.__init__ = _init(cls)  # type: ignore[method-assign]
 
 
-for _cls in JournalEvent.__subclasses__():
-    _register(_cls)
+# the module's classes, not ``__subclasses__()``: that also lists the classes ``slots=True``
+# replaced
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and issubclass(_cls, JournalEvent) and _cls is not JournalEvent:
+        _register(_cls)
+
+_SET_T = JournalEvent.__dict__["t"].__set__
+_SET_TS = JournalEvent.__dict__["ts"].__set__
 
 
 def stamp(event: E, t: float, ts: str) -> E:
     """Give a freshly built event its time (the journal does, as it writes it)."""
-    object.__setattr__(event, "t", t)
-    object.__setattr__(event, "ts", ts)
+    _SET_T(event, t)
+    _SET_TS(event, ts)
     return event
 
 
 def to_json(event: JournalEvent) -> dict[str, Any]:
     """The event as its journal line holds it (``event``, ``t``, ``ts``, then its fields)."""
-    names, getter, sparse, _ = _CODECS[type(event)]
-    record: dict[str, Any] = {"event": event.event, "t": event.t, "ts": event.ts}
-    values = getter(event)
-    if sparse:
-        for name, value in zip(names, values, strict=True):
-            if value is not None or name not in sparse:
-                record[name] = value
-    else:
-        record.update(zip(names, values, strict=True))
-    return record
+    return _DUMPERS[type(event)](event)
 
 
 def from_json(record: Mapping[str, Any]) -> JournalEvent | None:
@@ -443,7 +484,7 @@ def from_json(record: Mapping[str, Any]) -> JournalEvent | None:
     cls = EVENT_TYPES.get(record.get("event"))  # type: ignore[arg-type]
     if cls is None:
         return None
-    names, _, _, required = _CODECS[cls]
+    names, required = _FIELDS[cls]
     values = {name: record[name] for name in names if name in record}
     for name in required:
         values.setdefault(name, None)

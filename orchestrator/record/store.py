@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any, BinaryIO
 
 from orchestrator.errors import JournalError, RefusedError, StateDirError
+from orchestrator.record.events import JournalEvent, parse
 
 #: the longest the local journal's syncer rests between two fsyncs
 SYNC_PAUSE_S = 0.005
@@ -137,8 +138,14 @@ class Store(abc.ABC):
         """Record ``plan.json`` of a new run and open its journal, under ``lock``."""
 
     @abc.abstractmethod
-    def read_events(self, run_id: str) -> list[dict[str, Any]]:
-        """Every event of a run's journal, in order (a torn last line is dropped)."""
+    def read_journal(self, run_id: str) -> list[dict[str, Any]]:
+        """Every line of a run's journal as written, in order, every field kept (for copies
+        and archives); a torn last line is dropped."""
+
+    def read_events(self, run_id: str) -> list[JournalEvent]:
+        """Every event of a run's journal, typed, in order (kinds this drx does not know are
+        left out)."""
+        return parse(self.read_journal(run_id))
 
     @abc.abstractmethod
     def write_summary(self, run_id: str, text: str, lock: RunLock) -> None: ...
@@ -421,7 +428,7 @@ class LocalStore(Store):
         _write_atomic(run_dir / "plan.json", document_json(plan_doc))
         return _FileSink(run_dir / "journal.jsonl")
 
-    def read_events(self, run_id: str) -> list[dict[str, Any]]:
+    def read_journal(self, run_id: str) -> list[dict[str, Any]]:
         path = inside(self._runs, run_id, "journal.jsonl")
         if not (is_real_dir(path.parent) and is_regular(path)):
             from orchestrator.errors import UsageError

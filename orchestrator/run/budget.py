@@ -14,6 +14,7 @@ from orchestrator.record.events import (
     StepFinished,
     StepStarted,
 )
+from orchestrator.record.fold import RunState
 from orchestrator.record.journal import Journal
 
 
@@ -24,9 +25,9 @@ class BudgetWatcher:
         self.plan = plan
         self.journal = journal
         self.target = plan.runbook.rto_target
-        self.t_start: float | None = None
-        self.started: dict[str, float] = {}
-        self.finished: set[str] = set()
+        #: the run's steps as far as they went (the fold of their start/end events only: the
+        #: projection needs no host-level facts, and this runs on the scheduler's path)
+        self.run = RunState()
         self.at_risk = False
         self.projection: float | None = None
         self._order = topological(plan.graph)
@@ -51,26 +52,30 @@ class BudgetWatcher:
         while not self._stop.wait(self._tick_s):
             self.check()
 
+    @property
+    def t_start(self) -> float | None:
+        """When the first step started (None: none yet)."""
+        return self.run.first_step_t
+
     def on_event(self, event: JournalEvent) -> None:
-        with self._lock:
-            if isinstance(event, StepStarted) and event.step in self.plan.steps:
-                self.started[event.step] = event.t
-                if self.t_start is None:
-                    self.t_start = event.t
-            elif isinstance(event, StepFinished | StepCarried) and event.step in self.plan.steps:
-                self.finished.add(event.step)
+        if isinstance(event, StepStarted | StepFinished | StepCarried):
+            with self._lock:
+                self.run.apply(event)
         # The projection walks the whole DAG: it is recomputed on the ticker (every tick_s),
         # never per event, so a 10,000-step run does not pay a graph walk per step.
 
     def remaining(self, now: float) -> float:
         """Predicted time still needed: the heaviest path through unfinished steps, plus health."""
 
+        steps = self.run.steps
+
         def weight(sid: str) -> float:
-            if sid in self.finished:
+            st = steps.get(sid)
+            if st is not None and st.finished:
                 return 0.0
             predicted = self.plan.steps[sid].predicted_s or 0.0
-            if sid in self.started:
-                return max(0.0, predicted - (now - self.started[sid]))
+            if st is not None and st.t0 is not None:
+                return max(0.0, predicted - (now - st.t0))
             return predicted
 
         total, _ = longest_path(self.plan.graph, self._order, weight)

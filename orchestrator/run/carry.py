@@ -4,15 +4,14 @@ reprotect phase a ``drx reprotect`` of the same failover already ran."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from orchestrator.record.events import StepCarried
+from orchestrator.record.events import JournalEvent, StepCarried
 from orchestrator.record.outcomes import Status, StepOutcome
 from orchestrator.record.runs import approvals_from_events, outcomes_from_events
 
 
 def carried_steps(
-    events: list[dict[str, Any]], step_ids: Iterable[str], from_run: str
+    events: list[JournalEvent], step_ids: Iterable[str], from_run: str
 ) -> tuple[dict[str, StepOutcome], list[StepCarried]]:
     """The steps among ``step_ids`` that succeeded in the run whose journal is ``events``:
     their outcomes (their values feed templates) and the ``step_carried`` events that record

@@ -961,16 +961,16 @@ class Executor:
         extra: dict[str, Any] = {}
         if rec is not None and rec.found is Found.JOURNAL and rec.finished is not None:
             e = rec.finished
-            if e.get("status") == Status.SUCCEEDED.value:
+            if e.status == Status.SUCCEEDED.value:
                 with self._recovered_lock:
                     self._spent.setdefault(host.name, []).append(rec.key)
             return done(
-                Status(e.get("status", "failed")),
-                e.get("rc"),
-                e.get("error"),
-                e.get("output_tail", ""),
-                e.get("stdout", ""),
-                e.get("value"),
+                Status(e.status or "failed"),
+                e.rc,
+                e.error,
+                e.output_tail,
+                e.stdout,
+                e.value,
                 from_run=rec.key.run_id,
             )
         attach = getattr(conn, "attach", None)

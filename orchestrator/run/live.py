@@ -17,17 +17,13 @@ from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan
 from orchestrator.record.events import (
     Event,
-    GateWaiting,
-    HealthHeld,
-    HealthPolling,
     HostFinished,
     JournalEvent,
     RtoBudgetAtRisk,
-    StepCarried,
     StepFinished,
-    StepStarted,
     to_json,
 )
+from orchestrator.record.fold import RunState
 from orchestrator.record.journal import Journal, utc_iso
 from orchestrator.run.budget import BudgetWatcher
 from orchestrator.terminal import printable
@@ -265,6 +261,7 @@ class LiveView:
             for sid in plan.steps
         }
         self._seq = 0
+        self.run = RunState()  # the journal so far; rows are drawn from it
         self.t_start: float | None = None
         self.t_end: float | None = None
         self.phase = "steps"
@@ -292,28 +289,24 @@ class LiveView:
             self.live.update(self.render(), refresh=True)
 
     def on_event(self, e: JournalEvent) -> None:
-        sid = getattr(e, "step", None)
         with self._lock:
-            st = self.state.get(sid) if sid else None
-            if isinstance(e, StepStarted) and st is not None:
-                st.update(status="running", t0=e.t)
-                if self.t_start is None:
-                    self.t_start = e.t
-            elif isinstance(e, StepFinished) and st is not None:
-                self._seq += 1
-                st.update(status=e.status, t1=e.t, seq=self._seq)
-            elif isinstance(e, StepCarried) and st is not None:
-                st.update(status="carried")
-            elif isinstance(e, HostFinished) and st is not None:
-                st["hosts"][e.host] = e.status
-            elif isinstance(e, GateWaiting) and st is not None:
-                st["status"] = "waiting"
-            elif isinstance(e, HealthPolling):
+            step = self.run.apply(e)
+            row = self.state.get(step.id) if step is not None else None
+            if step is not None and row is not None:
+                if isinstance(e, StepFinished):
+                    self._seq += 1
+                    row["seq"] = self._seq
+                if isinstance(e, HostFinished):
+                    row["hosts"][e.host] = e.status
+                status = "carried" if step.carried_from is not None else step.status
+                row.update(status=status, t0=step.t0, t1=step.t1)
+            if self.t_start is None:
+                self.t_start = self.run.first_step_t
+            if self.run.phase == "held":
+                self.t_end, self.phase = self.run.held_t, "held"
+            elif self.run.phase == "health":
                 self.phase = "health"
-            elif isinstance(e, HealthHeld):
-                self.t_end = e.t
-                self.phase = "held"
-            elif isinstance(e, RtoBudgetAtRisk):
+            if isinstance(e, RtoBudgetAtRisk):
                 self.messages.append(
                     f"RTO at risk: projected {format_duration(e.projected_s)} "
                     f"> target {format_duration(e.target_s)}"
