@@ -113,7 +113,7 @@ def test_fenced_write_after_the_lease_expired(
             a.update_state(active="site-a")
         assert lock_a.state() is LockState.LOST
         b.update_state(active="site-b")
-        assert a.read_state()["active"] == "site-b"
+        assert a.read_state().active == "site-b"
     finally:
         lock_b.release()
 
@@ -272,7 +272,7 @@ def test_user_and_password_auth(
         journal.close()
         store.update_state(active="site-b")
     assert [e["event"] for e in store.read_journal("RUN")] == ["steps_done"]
-    assert store.read_state()["active"] == "site-b"
+    assert store.read_state().active == "site-b"
     monkeypatch.setenv("DRX_ETCD_PASSWORD", "wrong")
     with pytest.raises(StoreError, match="authentication failed") as refused:
         open_store(tmp_path, url).run_ids()
@@ -317,7 +317,7 @@ def test_a_reader_rides_out_an_outage_then_gives_up_in_bounded_time(
     timer.start()
     try:
         t0 = time.monotonic()
-        assert store.read_state()["active"] == "site-b"
+        assert store.read_state().active == "site-b"
         assert time.monotonic() - t0 >= 1.0
     finally:
         timer.join()

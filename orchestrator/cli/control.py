@@ -127,7 +127,7 @@ def running_run(store: Store, run: str) -> str:
     from orchestrator.errors import RefusedError, UsageError
 
     if run == "latest":
-        running = store.read_state().get("running")
+        running = store.read_state().running
         ids = store.run_ids()
         if isinstance(running, str) and running:
             run = running

@@ -467,7 +467,7 @@ class Campaign:
         return f"{c.name}{self._holders}"
 
     def drill_args(self) -> list[str]:
-        active = self.store.read_state().get("active") or "site-a"
+        active = self.store.read_state().active or "site-a"
         return ["failover", "site-b"] if active == "site-a" else ["failback"]
 
     def common(self, tag: str) -> list[str]:
@@ -557,7 +557,7 @@ class Campaign:
             journal,
             self.host_marks(),
             holders,
-            self.store.read_state().get("active"),
+            self.store.read_state().active,
             self._host_active(),
         )
         if not recovered:

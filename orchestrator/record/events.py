@@ -7,8 +7,9 @@ controller died is read back the same way as one that finished.
 
 A journal line is ``{"event": kind, "t": …, "ts": …, <fields in declaration order>}``; a field
 named in its class's ``sparse`` is left out while it is None (the way those fields were always
-written). ``to_json``/``from_json`` convert between the two through a per-class field list made
-once, never ``dataclasses.asdict`` (a deep copy per event, on the scheduler's path). A line
+written). ``to_json``/``from_json`` convert between the two with functions written once per
+class from its fields, never ``dataclasses.asdict`` (a deep copy per event, on the scheduler's
+path). A line
 written by an older drx may lack a field: it reads as the field's default, or None.
 """
 
@@ -21,47 +22,38 @@ from typing import Any, ClassVar, TypeVar
 
 
 class Event(StrEnum):
-    """A journal event kind (the ``event`` field). Fields beyond ``t``/``ts`` in brackets."""
+    """A journal event kind (the ``event`` field); its fields are those of its class below."""
 
-    #: the run began: [run_id runbook direction source target moves_to parent_run emergency yes
-    #: mode drill_id rollback wall0 parent_start_wall rto_target_s rpo_target rpo_is_bytes rpo_step rpo_guard
-    #: accept_data_loss rto_start
-    #: predicted_rto_s runbook_file inventory_file runbook_sha256 inventory_sha256
-    #: host_order health_names unreachable steps runbook_description]
+    #: the run began
     RUN_STARTED = "run_started"
-    #: a succeeded step of the resumed run, not re-run: [step from_run value attempts hosts
-    #: approval (a gate's original by/via/comment)]
+    #: a succeeded step of the resumed run, not re-run
     STEP_CARRIED = "step_carried"
-    #: [step kind hosts wave]
     STEP_STARTED = "step_started"
-    #: one attempt on one host began: [step host attempt]
+    #: one attempt on one host began
     HOST_STARTED = "host_started"
-    #: one poll of a check on one host: [step host attempt ok rc value duration_s]
+    #: one poll of a check on one host
     POLL = "poll"
-    #: one attempt on one host ended: [step host attempt status rc error duration_s value
-    #: stdout output_tail command (as rendered for the host, secrets masked)]
+    #: one attempt on one host ended
     HOST_FINISHED = "host_finished"
-    #: [step status error attempts value outcome_unknown message]
     STEP_FINISHED = "step_finished"
-    #: a manual gate asks: [step prompt]
+    #: a manual gate asks
     GATE_WAITING = "gate_waiting"
-    #: [step approved by (user@host) via (--yes|terminal) comment waited_s message]
     GATE_ANSWERED = "gate_answered"
-    #: the projected RTO crossed the target: [projected_s target_s]
+    #: the projected RTO crossed the target
     RTO_BUDGET_AT_RISK = "rto_budget_at_risk"
-    #: the projection is back under the target: [projected_s target_s]
+    #: the projection is back under the target
     RTO_BUDGET_RECOVERED = "rto_budget_recovered"
-    #: the RPO guard tripped: the rpo_step's value exceeds rpo_target (or none was measured).
-    #: Not accepted: the blocked steps never start and the run fails; accepted (with
-    #: --accept-data-loss): the run goes on. [step measured target unit accepted blocked message]
+    #: the RPO guard tripped: the rpo_step's value exceeds rpo_target (or none was measured). Not
+    #: accepted: the blocked steps never start and the run fails; accepted (with
+    #: --accept-data-loss): the run goes on.
     RPO_GUARD = "rpo_guard"
-    #: a step failed with on_failure: abort; nothing new starts: [step]
+    #: a step failed with on_failure: abort; nothing new starts
     RUN_ABORTING = "run_aborting"
     #: the run lock of a shared store could not be confirmed in time: nothing new starts
     LOCK_IN_DOUBT = "lock_in_doubt"
     #: a renewal confirmed the lock again: scheduling resumes
     LOCK_CONFIRMED = "lock_confirmed"
-    #: the run lock is lost (lease gone, a write fenced, the store unreachable): [reason]
+    #: the run lock is lost (lease gone, a write fenced, the store unreachable)
     LOCK_LOST = "lock_lost"
     #: the first Ctrl-C: nothing new starts
     INTERRUPT = "interrupt"
@@ -69,21 +61,19 @@ class Event(StrEnum):
     INTERRUPT_REFUSED = "interrupt_refused"
     #: the second Ctrl-C: running commands are closed
     CANCEL_RUNNING = "cancel_running"
-    #: one poll of a probe on one host (``t``: when it started): [probe host ok rc error value
-    #: duration_s]
+    #: one poll of a probe on one host (``t``: when it started)
     PROBE_POLL = "probe_poll"
-    #: a probe's down window outlasted its max_down: [probe down_s since max_down_s stops_run
-    #: message]
+    #: a probe's down window outlasted its max_down
     PROBE_BREACHED = "probe_breached"
     #: no step is running or left to start
     STEPS_DONE = "steps_done"
-    #: health is polled at the site the run moves to: [site]
+    #: health is polled at the site the run moves to
     HEALTH_POLLING = "health_polling"
-    #: every health entry held; the RTO ends here: [site]
+    #: every health entry held; the RTO ends here
     HEALTH_HELD = "health_held"
-    #: health did not hold within its timeout: [site]
+    #: health did not hold within its timeout
     HEALTH_TIMEOUT = "health_timeout"
-    #: the run ended: [status exit_code message]
+    #: the run ended
     RUN_FINISHED = "run_finished"
 
 

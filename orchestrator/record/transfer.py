@@ -56,6 +56,6 @@ def push_history(source: Store, target: Store, *, replace_state: bool = False) -
         if target.read_state() and not replace_state:
             result.state = "kept"
         else:
-            target.update_state(**state)
+            target.update_state(**state.fields())
             result.state = "copied"
     return result

@@ -472,14 +472,15 @@ def _run(
         # The state first, then the summary: a controller killed between the two leaves a run
         # that reads as crashed (drx resume completes it) with the active site its steps set,
         # never a succeeded run whose active site was not recorded (nothing could repair that).
-        mine: dict[str, Any] = {"last_run": run_id}
+        mine: dict[str, str | None] = {"last_run": run_id}
         if status is Status.SUCCEEDED and plan.direction != REPROTECT:
             mine.update(active=plan.to_site, active_since=summary.finished_at)
         state = store.read_state()
         changes = runbook_changes(state, plan.runbook.name, **mine)
         if status is Status.SUCCEEDED and plan.runbook.children:
             changes = state_changes(plan, changes, state, plan.to_site, summary.finished_at)
-        store.update_state(running=None, **changes)
+        changes["running"] = None
+        store.update_state(**changes)
         store.write_summary(run_id, document_json(doc), lock)
     except LockLost as exc:
         raise LockLost(_lost_message(str(exc), store, run_id)) from None
