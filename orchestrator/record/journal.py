@@ -46,6 +46,9 @@ def _utc_second(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
+#: one encoder for every line: ``json.dumps`` with options builds a new one per call
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
 #: the longest an event waits in memory before it is handed to the sink (docs/reference.md:
 #: what a SIGKILLed controller can lose)
 FLUSH_S = 0.002
@@ -93,7 +96,7 @@ class Journal:
         if self._redact:
             record = self._redact.deep(record)
             event = cast(E, from_json(record))
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        line = (_encode(record) + "\n").encode()
         with self._lock:
             if self._closed:
                 raise JournalError("the journal is closed")
