@@ -34,10 +34,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict, Unpack
 
 from orchestrator.errors import JournalError, RefusedError, StateDirError
-from orchestrator.record.events import JournalEvent, parse
+
+if TYPE_CHECKING:
+    from orchestrator.record.events import JournalEvent
 
 #: the longest the local journal's syncer rests between two fsyncs
 SYNC_PAUSE_S = 0.005
@@ -146,6 +148,9 @@ class Store(abc.ABC):
     def read_events(self, run_id: str) -> list[JournalEvent]:
         """Every event of a run's journal, typed, in order (kinds this drx does not know are
         left out)."""
+        # imported when first needed: commands that read no events skip building its classes
+        from orchestrator.record.events import parse
+
         return parse(self.read_journal(run_id))
 
     @abc.abstractmethod
