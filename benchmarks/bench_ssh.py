@@ -750,7 +750,7 @@ def critical_breakdown(run_dir: Path, book: DagBook) -> dict[str, Any]:
     need finishing and the step starting (the scheduler's latency)."""
     from orchestrator.record.store import LocalStore
 
-    events = LocalStore(run_dir.parent.parent).read_events(run_dir.name)
+    events = LocalStore(run_dir.parent.parent).read_journal(run_dir.name)
     started = {e["step"]: e["t"] for e in events if e["event"] == "step_started"}
     finished = {e["step"]: e["t"] for e in events if e["event"] == "step_finished"}
     slowest_host: dict[str, float] = {}

@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 
 from orchestrator.model.runbook import RunbookOnFailure
-from orchestrator.record.store import runbook_state
+from orchestrator.record.store import State
 from orchestrator.run.rollback import rollback_due
 from tests.drill import World
 from tests.test_failback import _wait_for
@@ -33,7 +33,7 @@ def lines(world: World, host: str, file: str) -> list[str]:
 def _active(world: World) -> str | None:
     """The active site state.json records for the runbook (None: none recorded)."""
     state = json.loads((world.state / "state.json").read_text())
-    return runbook_state(state, "drill").get("active")
+    return State.from_json(state).runbook("drill").active
 
 
 FAILS_AT_B = f"""

@@ -127,7 +127,7 @@ def running_step(store: EtcdStore, step: str) -> Callable[[], bool]:
             return False
         return any(
             e["event"] == "host_started" and e.get("step") == step
-            for e in store.read_events(ids[-1])
+            for e in store.read_journal(ids[-1])
         )
 
     return check
@@ -244,7 +244,7 @@ def test_paused_holder_starts_nothing_after_takeover(
         wait_for(crashed(b), 10, "the paused run to read as crashed", pause=0.1)
         taken = b.spawn("resume", "--yes", "--rerun-inflight", "--var", "slow=3")
         wait_for(lambda: store.lock_holder() is not None, 10, "the takeover to hold the lock")
-        events_before = len(store.read_events(store.run_ids()[0]))
+        events_before = len(store.read_journal(store.run_ids()[0]))
     finally:
         os.killpg(proc.pid, signal.SIGCONT)
     code, err = finish(proc, 30)
@@ -252,7 +252,7 @@ def test_paused_holder_starts_nothing_after_takeover(
     assert "lock was lost" in err
     assert finish(taken, 30)[0] == 0
     assert marks(shared_world, "three") == 1
-    assert len(store.read_events(store.run_ids()[0])) == events_before
+    assert len(store.read_journal(store.run_ids()[0])) == events_before
     assert (a.local / "runs" / store.run_ids()[0] / "unwritten.jsonl").exists()
 
 
@@ -306,7 +306,7 @@ def test_quorum_lost_mid_run_holder_stops_then_resume_completes(
     fresh_etcd.restart(leader, wait=False)
     fresh_etcd.restart(other, wait=False)
     fresh_etcd.wait_healthy(list(fresh_etcd.members))
-    stored = b.store().read_events(unwritten.parent.name)
+    stored = b.store().read_journal(unwritten.parent.name)
     assert not any(e.get("step") == "three" and e["event"] in started for e in stored)
     wait_for(crashed(b), 15, "the run to read as crashed once quorum is back", pause=0.2)
     done = b.run("resume", "--yes", "--rerun-inflight", "--var", "slow=0")
@@ -459,7 +459,7 @@ def test_gate_approved_from_the_other_controller(
     assert code == 0, err
     assert again.returncode == 2
     assert marks(shared_world, "three") == 1
-    events = store.read_events(store.run_ids()[-1])
+    events = store.read_journal(store.run_ids()[-1])
     answered = next(e for e in events if e["event"] == "gate_answered")
     assert answered["via"] == "drx approve" and answered["comment"] == "from site b"
 
@@ -467,7 +467,7 @@ def test_gate_approved_from_the_other_controller(
 def gate_waiting(store: EtcdStore) -> Callable[[], bool]:
     def check() -> bool:
         ids = store.run_ids()
-        return bool(ids) and any(e["event"] == "gate_waiting" for e in store.read_events(ids[-1]))
+        return bool(ids) and any(e["event"] == "gate_waiting" for e in store.read_journal(ids[-1]))
 
     return check
 

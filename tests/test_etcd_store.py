@@ -15,6 +15,7 @@ from orchestrator.errors import LockLost, RefusedError, StoreError, StoreUnavail
 from orchestrator.lab.etcd import EtcdCluster
 from orchestrator.record.etcd_client import EtcdClient
 from orchestrator.record.etcd_store import EtcdLock, EtcdStore, StateURL
+from orchestrator.record.events import CancelRunning, HostStarted, StepsDone
 from orchestrator.record.journal import Journal
 from orchestrator.record.store import LockState, open_store
 
@@ -112,7 +113,7 @@ def test_fenced_write_after_the_lease_expired(
             a.update_state(active="site-a")
         assert lock_a.state() is LockState.LOST
         b.update_state(active="site-b")
-        assert a.read_state()["active"] == "site-b"
+        assert a.read_state().active == "site-b"
     finally:
         lock_b.release()
 
@@ -130,7 +131,7 @@ def test_journal_lines_are_batched_in_order(
 
         def burst(n: int) -> None:
             for i in range(250):
-                journal.write("note", thread=n, i=i)
+                journal.write(HostStarted(step=f"t{n}", host="h", attempt=i))
 
         threads = [threading.Thread(target=burst, args=(n,)) for n in range(4)]
         for t in threads:
@@ -139,9 +140,9 @@ def test_journal_lines_are_batched_in_order(
             t.join()
         journal.close()
     rev1 = client.put(b"/probe", b"")
-    events = store.read_events("RUN")
-    assert [(e["thread"], e["i"]) for e in events] == [
-        (e["thread"], e["i"]) for e in journal.events
+    events = store.read_journal("RUN")
+    assert [(e["step"], e["attempt"]) for e in events] == [
+        (e["step"], e["attempt"]) for e in journal.events
     ]
     assert len(events) == 1000
     assert rev1 - rev0 < 200, f"{rev1 - rev0} revisions for 1000 events: not batched"
@@ -161,9 +162,9 @@ def test_a_line_reaches_the_store_within_milliseconds(
         delays = []
         for i in range(20):
             t0 = time.monotonic()
-            journal.write("host_started", step=f"s{i}", host="h", attempt=1)
+            journal.write(HostStarted(step=f"s{i}", host="h", attempt=1))
             assert time.monotonic() - t0 < 0.005
-            while [e.get("step") for e in reader.read_events("RUN")][-1:] != [f"s{i}"]:
+            while [e.get("step") for e in reader.read_journal("RUN")][-1:] != [f"s{i}"]:
                 assert time.monotonic() - t0 < 1.0
             delays.append(time.monotonic() - t0)
         journal.close()
@@ -179,16 +180,16 @@ def test_lost_lock_keeps_unwritten_lines_locally(
     lock = store.acquire("RUN")
     assert isinstance(lock, EtcdLock)
     journal = Journal(store.create_run("RUN", {}, lock))
-    journal.write("first")
+    journal.write(StepsDone())
     time.sleep(0.3)
     lock.lose("the store says the lease is gone (test)")
-    journal.write("second")
-    journal.write("host_started", step="x", host="h")
+    journal.write(CancelRunning())
+    journal.write(HostStarted(step="x", host="h"))
     journal.close()
     lock.release()
     kept = (tmp_path / "local" / "runs" / "RUN" / "unwritten.jsonl").read_text().splitlines()
-    assert [line.split('"')[3] for line in kept] == ["second", "host_started"]
-    assert [e["event"] for e in store.read_events("RUN")] == ["first"]
+    assert [line.split('"')[3] for line in kept] == ["cancel_running", "host_started"]
+    assert [e["event"] for e in store.read_journal("RUN")] == ["steps_done"]
 
 
 def test_client_fails_over_and_keeps_its_deadline(fresh_etcd: EtcdCluster) -> None:
@@ -267,11 +268,11 @@ def test_user_and_password_auth(
     store = open_store(tmp_path, url)
     with store.acquire("RUN") as lock:
         journal = Journal(store.create_run("RUN", {"run_id": "RUN"}, lock))
-        journal.write("hello")
+        journal.write(StepsDone())
         journal.close()
         store.update_state(active="site-b")
-    assert [e["event"] for e in store.read_events("RUN")] == ["hello"]
-    assert store.read_state()["active"] == "site-b"
+    assert [e["event"] for e in store.read_journal("RUN")] == ["steps_done"]
+    assert store.read_state().active == "site-b"
     monkeypatch.setenv("DRX_ETCD_PASSWORD", "wrong")
     with pytest.raises(StoreError, match="authentication failed") as refused:
         open_store(tmp_path, url).run_ids()
@@ -288,10 +289,10 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
         assert store.location.startswith("etcds://")
         with store.acquire("RUN") as lock:
             journal = Journal(store.create_run("RUN", {}, lock))
-            journal.write("over-tls")
+            journal.write(StepsDone())
             journal.close()
             store.update_state(active="site-b")
-        assert [e["event"] for e in store.read_events("RUN")] == ["over-tls"]
+        assert [e["event"] for e in store.read_journal("RUN")] == ["steps_done"]
         assert cluster.tls is not None
         no_cert = f"etcds://{','.join(cluster.endpoints)}/tls?ttl=2s&ca={cluster.tls.ca}"
         with pytest.raises(StoreError):
@@ -316,7 +317,7 @@ def test_a_reader_rides_out_an_outage_then_gives_up_in_bounded_time(
     timer.start()
     try:
         t0 = time.monotonic()
-        assert store.read_state()["active"] == "site-b"
+        assert store.read_state().active == "site-b"
         assert time.monotonic() - t0 >= 1.0
     finally:
         timer.join()

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+from orchestrator.record.events import HostStarted, RunAborting
 from orchestrator.record.journal import Journal
 from orchestrator.record.store import file_sink
 
@@ -40,7 +41,7 @@ def test_events_from_many_threads_reach_the_file_in_order_in_few_writes(tmp_path
 
     def burst(n: int) -> None:
         for i in range(250):
-            journal.write("note", thread=n, i=i)
+            journal.write(HostStarted(step=f"t{n}", host="h", attempt=i))
 
     threads = [threading.Thread(target=burst, args=(n,)) for n in range(4)]
     for t in threads:
@@ -52,7 +53,7 @@ def test_events_from_many_threads_reach_the_file_in_order_in_few_writes(tmp_path
     assert on_disk == journal.events
     assert len(on_disk) == 1000
     for n in range(4):
-        assert [e["i"] for e in on_disk if e["thread"] == n] == list(range(250))
+        assert [e["attempt"] for e in on_disk if e["step"] == f"t{n}"] == list(range(250))
     assert sink.batches < 1000
 
 
@@ -61,9 +62,9 @@ def test_an_event_reaches_the_file_without_close(tmp_path: Path) -> None:
     process, or a controller killed later, sees)."""
     path = tmp_path / "journal.jsonl"
     journal = Journal(file_sink(path, fsync=False))
-    journal.write("first", step="a")
+    journal.write(RunAborting(step="a"))
     deadline = time.monotonic() + 5.0
-    while '"first"' not in path.read_text():
+    while '"run_aborting"' not in path.read_text():
         assert time.monotonic() < deadline, "the event never reached the file"
         time.sleep(0.01)
     journal.close()
@@ -75,14 +76,17 @@ def test_an_exit_through_an_error_leaves_every_event_in_the_file(tmp_path: Path)
     path = tmp_path / "journal.jsonl"
     code = (
         "import sys; from pathlib import Path\n"
+        "from orchestrator.record.events import HostStarted\n"
         "from orchestrator.record.journal import Journal\n"
         "from orchestrator.record.store import file_sink\n"
         "j = Journal(file_sink(Path(sys.argv[1])))\n"
-        "for i in range(500): j.write('note', i=i)\n"
+        "for i in range(500): j.write(HostStarted(step='s', host='h', attempt=i))\n"
         "raise RuntimeError('boom')\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 1 and "boom" in proc.stderr
-    assert [json.loads(line)["i"] for line in path.read_text().splitlines()] == list(range(500))
+    assert [json.loads(line)["attempt"] for line in path.read_text().splitlines()] == list(
+        range(500)
+    )

@@ -61,7 +61,7 @@ def _plan(tmp_path: Path) -> Any:
 
 def _events(store: SwitchStore) -> list[dict[str, Any]]:
     (run_id,) = store.run_ids()
-    return store.read_events(run_id)
+    return store.read_journal(run_id)
 
 
 def _switch_after_one_started(store: SwitchStore, then: list[tuple[float, LockState]]) -> None:

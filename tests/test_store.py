@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import textwrap
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import pytest
 
@@ -14,7 +15,15 @@ from orchestrator.errors import RefusedError, UsageError
 from orchestrator.model.loading import load_both
 from orchestrator.plan.build import build_plan
 from orchestrator.record.runs import load_summaries, load_summary, resolve_run
-from orchestrator.record.store import JournalSink, LocalStore, RunLock, Store, parse_journal
+from orchestrator.record.store import (
+    JournalSink,
+    LocalStore,
+    RunLock,
+    State,
+    StateFields,
+    Store,
+    parse_journal,
+)
 from orchestrator.run.runner import RunOptions, execute
 
 RUNBOOK = """
@@ -60,7 +69,7 @@ class MemoryStore(Store):
 
     def __init__(self, local_dir: Path) -> None:
         self.local_dir = local_dir
-        self.state: dict[str, Any] = {}
+        self.state = State()
         self.holder: str | None = None
         self.journals: dict[str, list[bytes]] = {}
         self.plans: dict[str, dict[str, Any]] = {}
@@ -74,14 +83,14 @@ class MemoryStore(Store):
     def exists(self) -> bool:
         return bool(self.state or self.journals)
 
-    def read_state(self) -> dict[str, Any]:
-        return dict(self.state)
+    def read_state(self) -> State:
+        return self.state
 
-    def update_state(self, **changes: Any) -> dict[str, Any]:
+    def update_state(self, **changes: Unpack[StateFields]) -> State:
         if self.holder:
             self.holders_seen.append(self.holder)
-        self.state |= changes
-        return dict(self.state)
+        self.state = replace(self.state, **changes)
+        return self.state
 
     def acquire(self, holder: str) -> RunLock:
         if self.holder is not None:
@@ -102,7 +111,7 @@ class MemoryStore(Store):
         self.journals[run_id] = []
         return MemorySink(self.journals[run_id])
 
-    def read_events(self, run_id: str) -> list[dict[str, Any]]:
+    def read_journal(self, run_id: str) -> list[dict[str, Any]]:
         if run_id not in self.journals:
             raise UsageError(f"no run {run_id}")
         return parse_journal(b"".join(self.journals[run_id]), run_id)
@@ -133,9 +142,9 @@ def test_a_second_store_carries_a_whole_run(tmp_path: Path) -> None:
     (run_id,) = store.run_ids()
     assert store.plans[run_id]["run_id"] == run_id
     assert store.summaries[run_id]["status"] == "succeeded"
-    events = [e["event"] for e in store.read_events(run_id)]
+    events = [e["event"] for e in store.read_journal(run_id)]
     assert events[0] == "run_started" and events[-1] == "run_finished"
-    assert store.state["active"] == "site-b" and store.state["last_run"] == run_id
+    assert store.state.active == "site-b" and store.state.last_run == run_id
     assert store.holder is None and run_id in store.holders_seen
     local = sorted(
         p.relative_to(tmp_path / "local").as_posix()

@@ -113,7 +113,7 @@ def _run_files(store: Store, run_id: str, prefix: str) -> dict[str, Member]:
     plan = store.read_plan(run_id)
     if plan is not None:
         files["plan.json"] = _json(plan)
-    events = store.read_events(run_id)
+    events = store.read_journal(run_id)
     files["journal.jsonl"] = "".join(
         json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n" for e in events
     ).encode()

@@ -3,13 +3,14 @@ terminal, through its state (docs/reference.md, "Control from another terminal")
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator.cli.app import StateDirOpt, StateUrlOpt, app, store_for
 
 if TYPE_CHECKING:
+    from orchestrator.record.events import JournalEvent
     from orchestrator.record.store import Store
 
 #: how long a command waits for the running controller to answer (it acts within 1 s)
@@ -126,7 +127,7 @@ def running_run(store: Store, run: str) -> str:
     from orchestrator.errors import RefusedError, UsageError
 
     if run == "latest":
-        running = store.read_state().get("running")
+        running = store.read_state().running
         ids = store.run_ids()
         if isinstance(running, str) and running:
             run = running
@@ -148,16 +149,16 @@ def running_run(store: Store, run: str) -> str:
     return run
 
 
-def check_target(
-    action: str, run_id: str, target: str | None, events: list[dict[str, Any]]
-) -> None:
+def check_target(action: str, run_id: str, target: str | None, events: list[JournalEvent]) -> None:
     """Refuse (exit 2) a gate or step the run does not have, or a step already started. The
     controller checks again when it acts (the first answer wins)."""
     from orchestrator.errors import RefusedError
+    from orchestrator.record.events import RunStarted, StepStarted
 
     if target is None or action == "abort":
         return
-    steps = {s["id"]: s for s in (events[0].get("steps") or [])} if events else {}
+    start = events[0] if events and isinstance(events[0], RunStarted) else None
+    steps = {s["id"]: s for s in start.steps} if start is not None else {}
     if action in ("approve", "deny"):
         from orchestrator.kinds import kind_of
 
@@ -170,16 +171,12 @@ def check_target(
         return
     if target not in steps:
         raise RefusedError(f"run {run_id} has no step '{target}'")
-    if any(e.get("step") == target and e["event"] == "step_started" for e in events):
+    if any(isinstance(e, StepStarted) and e.step == target for e in events):
         raise RefusedError(f"run {run_id}: step '{target}' has already started")
 
 
-def waiting_gates(events: list[dict[str, Any]]) -> list[str]:
+def waiting_gates(events: list[JournalEvent]) -> list[str]:
     """The gates asking now, from the journal."""
-    waiting: dict[str, None] = {}
-    for e in events:
-        if e["event"] == "gate_waiting":
-            waiting[e["step"]] = None
-        elif e["event"] == "gate_answered":
-            waiting.pop(e["step"], None)
-    return list(waiting)
+    from orchestrator.record.fold import WAITING, RunState
+
+    return [sid for sid, st in RunState.of(events).steps.items() if st.status == WAITING]

@@ -219,7 +219,7 @@ def run_failback(
     plan = back.plan
     carried, carried_events = reprotect_carried(store, plan)
     for event in carried_events:
-        plan.steps[event["step"]].carried_from = event["from_run"]
+        plan.steps[event.step].carried_from = event.from_run
     if dry_run:
         sys.stdout.write(render_plan(plan, fmt))
         return 0

@@ -135,9 +135,7 @@ def warn_unknown_vars(
 
 def active_site(store: Store, inventory: Inventory, runbook: str) -> str:
     """The site serving ``runbook``'s service now: state.json overrides the inventory."""
-    from orchestrator.record.store import runbook_state
-
-    active = runbook_state(store.read_state(), runbook).get("active")
+    active = store.read_state().runbook(runbook).active
     return active if isinstance(active, str) and active in inventory.sites else inventory.active
 
 
@@ -152,9 +150,7 @@ def shown_location(store: Store) -> str:
 def state_note(store: Store, inventory: Inventory, runbook: str) -> str | None:
     """When no run has recorded an active site yet, say which one drx trusts and where it
     looked, so that running from the wrong directory is noticed."""
-    from orchestrator.record.store import runbook_state
-
-    if runbook_state(store.read_state(), runbook).get("active"):
+    if store.read_state().runbook(runbook).active:
         return None
     return (
         f"note: no drx state in {shown_location(store)} yet for runbook '{runbook}'; trusting "

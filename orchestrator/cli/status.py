@@ -44,16 +44,15 @@ def status(
 def describe(store: Store, runbook: str | None = None) -> str:
     from orchestrator.model.units import format_duration
     from orchestrator.record.runs import load_summaries, load_summary
-    from orchestrator.record.store import runbook_state
 
     state = store.read_state()
     shared = "://" in store.location
     lines = [f"state store: {store.location}" if shared else f"state dir: {store.location}"]
-    books = state.get("runbooks")
-    names = [runbook] if runbook else sorted(books) if isinstance(books, dict) else []
-    actives = [(n, runbook_state(state, n).get("active")) for n in names]
-    if not names and state.get("active"):  # a state written before runbooks were kept apart
-        actives = [("", state["active"])]
+    books = state.runbooks
+    names = [runbook] if runbook else sorted(books) if books is not None else []
+    actives = [(n, state.runbook(n).active) for n in names]
+    if not names and state.active:  # a state written before runbooks were kept apart
+        actives = [("", state.active)]
     for name, active in actives:
         of = f" (runbook {name})" if name else ""
         if active:

@@ -468,7 +468,7 @@ class Campaign:
         return f"{c.name}{self._holders}"
 
     def drill_args(self) -> list[str]:
-        active = self.store.read_state().get("active") or "site-a"
+        active = self.store.read_state().active or "site-a"
         return ["failover", "site-b"] if active == "site-a" else ["failback"]
 
     def common(self, tag: str) -> list[str]:
@@ -558,7 +558,7 @@ class Campaign:
             journal,
             self.host_marks(),
             holders,
-            self.store.read_state().get("active"),
+            self.store.read_state().active,
             self._host_active(),
         )
         if not recovered:
@@ -674,11 +674,11 @@ class Campaign:
     def _status(self, run: str) -> str | None:
         """How the journal says ``run`` ended (None: it did not): the journal, not the summary
         written after it, is the record."""
-        ended = [e for e in self.store.read_events(run) if e.get("event") == "run_finished"]
+        ended = [e for e in self.store.read_journal(run) if e.get("event") == "run_finished"]
         return str(ended[-1].get("status")) if ended else None
 
     def journal(self, runs: list[str]) -> Journal:
-        events = {r: self.store.read_events(r) for r in runs}
+        events = {r: self.store.read_journal(r) for r in runs}
         summaries: dict[str, dict[str, Any] | None] = {}
         for r in runs:
             ended = [e for e in events[r] if e.get("event") == "run_finished"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.kinds import kind_of
@@ -18,7 +18,7 @@ from orchestrator.plan.build import Plan, PlanStep, topological
 from orchestrator.vocab import Direction, RunStatus, StepStatus
 
 if TYPE_CHECKING:
-    from orchestrator.record.store import Store
+    from orchestrator.record.store import State, StateFields, Store
 
 
 def step_child(plan: Plan, step_id: str) -> str | None:
@@ -214,17 +214,17 @@ def _back_rpo(plan: Plan, child: Child) -> str | None:
 
 
 def state_changes(
-    plan: Plan, changes: dict[str, Any], state: Mapping[str, Any], active: str, since: str | None
-) -> dict[str, Any]:
+    plan: Plan, changes: StateFields, state: State, active: str, since: str | None
+) -> StateFields:
     """A succeeded site plan run also records the active site of every child runbook's name, so
     a standalone run of a child (or ``drx status -r child.yaml``) agrees with it."""
-    before = state.get("runbooks")
+    from orchestrator.record.store import RunbookState
+
     books = dict(changes.get("runbooks") or {})
     for name in dict.fromkeys(c.name for c in plan.runbook.children.values()):
         # the child's own last run stays its own: a failback of the child alone reverses that
-        entry = before.get(name) if isinstance(before, Mapping) else None
-        own = dict(entry) if isinstance(entry, Mapping) else {}
-        books[name] = own | {"active": active, "active_since": since}
+        own = (state.runbooks or {}).get(name, RunbookState())
+        books[name] = replace(own, active=active, active_since=since)
     return {**changes, "runbooks": books}
 
 

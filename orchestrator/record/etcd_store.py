@@ -46,9 +46,9 @@ import time
 import urllib.parse
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from orchestrator.errors import (
     JournalError,
@@ -70,6 +70,8 @@ from orchestrator.record.store import (
     JournalSink,
     LockState,
     RunLock,
+    State,
+    StateFields,
     Store,
     parse_journal,
     private_dir,
@@ -389,13 +391,13 @@ class EtcdStore(Store):
         return next(iter(self.client.range_prefix(self.root, keys_only=True)), None) is not None
 
     # -- state ----------------------------------------------------------------------------------
-    def read_state(self) -> dict[str, Any]:
+    def read_state(self) -> State:
         kv = self.client.get(self.key("state"))
-        return (_json_doc(kv.value) if kv is not None else None) or {}
+        return State.from_json(_json_doc(kv.value) if kv is not None else None)
 
-    def update_state(self, **changes: Any) -> dict[str, Any]:
-        state = self.read_state() | changes
-        data = json.dumps(state, indent=2, sort_keys=True).encode()
+    def update_state(self, **changes: Unpack[StateFields]) -> State:
+        state = replace(self.read_state(), **changes)
+        data = json.dumps(state.to_json(), indent=2, sort_keys=True).encode()
         if self.held is not None:
             self.held.write([op_put(self.key("state"), data)])
         else:  # no run holds the lock here: write only while nobody holds it anywhere
@@ -461,7 +463,7 @@ class EtcdStore(Store):
         held.write([op_put(self.key(f"index/{run_id}"), b""), head])
         return EtcdJournalSink(self, run_id, held)
 
-    def read_events(self, run_id: str) -> list[dict[str, Any]]:
+    def read_journal(self, run_id: str) -> list[dict[str, Any]]:
         lines = [
             journal_lines(kv.value)
             for kv in self.client.range_prefix(self.key(f"runs/{run_id}/journal/"))

@@ -25,10 +25,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from orchestrator.errors import JournalError
 from orchestrator.model.templating import Redactor
+from orchestrator.record.events import E, JournalEvent, from_json, parse, stamp, to_json
 from orchestrator.record.store import JournalSink
 
 
@@ -44,6 +45,9 @@ def utc_iso(ts: float | None = None) -> str:
 def _utc_second(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
+
+#: one encoder for every line: ``json.dumps`` with options builds a new one per call
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 #: the longest an event waits in memory before it is handed to the sink (docs/reference.md:
 #: what a SIGKILLed controller can lose)
@@ -64,7 +68,7 @@ class Journal:
         self.mono0 = time.monotonic()
         self.wall0 = time.time()
         #: called with each event as written (live view, logs); must be quick and never raise
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.listeners: list[Callable[[JournalEvent], None]] = []
         self._lines: list[bytes] = []  # every line written, in order
         self._parsed: list[dict[str, Any]] = []  # the first len(_parsed) lines, read back
         self._queued: list[bytes] = []  # written, not yet handed to the sink
@@ -83,13 +87,16 @@ class Journal:
         """The UTC wall-clock time of run offset ``t``."""
         return utc_iso(self.wall0 + t)
 
-    def write(self, event: str, t: float | None = None, **fields: Any) -> dict[str, Any]:
-        """Append one event; returns it (as written, secrets redacted)."""
+    def write(self, event: E, t: float | None = None) -> E:
+        """Append one event, stamped with ``t`` (default now); returns it as written (secrets
+        redacted), which is also what the listeners get."""
         offset = self.now() if t is None else t
-        record = {"event": event, "t": round(offset, 6), "ts": self.wall(offset), **fields}
+        stamp(event, round(offset, 6), self.wall(offset))
+        record = to_json(event)
         if self._redact:
             record = self._redact.deep(record)
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+            event = cast(E, from_json(record))
+        line = (_encode(record) + "\n").encode()
         with self._lock:
             if self._closed:
                 raise JournalError("the journal is closed")
@@ -102,12 +109,12 @@ class Journal:
             self._wake.set()
         for listener in list(self.listeners):
             try:
-                listener(record)
+                listener(event)
             except Exception:
                 # never fail the run; the journal is the record, so the view is just dropped
                 with contextlib.suppress(ValueError):
                     self.listeners.remove(listener)
-        return record
+        return event
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -119,6 +126,10 @@ class Journal:
             if new:  # one JSON array: one parser call, not one per line
                 self._parsed.extend(json.loads(b"[" + b",".join(new) + b"]"))
             return list(self._parsed)
+
+    def typed_events(self) -> list[JournalEvent]:
+        """``events``, typed."""
+        return parse(self.events)
 
     def _flush_loop(self) -> None:
         while True:

@@ -3,12 +3,13 @@ a summary reconstructed from its journal), and the queries failback/resume/repor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import JournalError, RefusedError, UsageError
-from orchestrator.record.events import Event
+from orchestrator.record.events import JournalEvent, RunStarted
+from orchestrator.record.fold import RUNNING, WAITING, RunState, StepState
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
 from orchestrator.record.store import Store
 from orchestrator.record.summary import RunSummary, build_summary
@@ -20,7 +21,7 @@ def load_summary(store: Store, run_id: str) -> RunSummary:
     doc = store.read_summary(run_id)
     if doc is not None:
         return RunSummary.from_dict(doc)
-    events = store.read_events(run_id)
+    events = store.read_journal(run_id)
     try:
         summary = build_summary(events)
     except (ValueError, KeyError) as exc:
@@ -180,70 +181,44 @@ def resolve_run(store: Store, run_id: str | None) -> str:
     raise UsageError(f"'{run_id}' matches several runs: {', '.join(matches)}")
 
 
-def outcomes_from_events(events: list[dict[str, Any]]) -> dict[str, StepOutcome]:
+def outcomes_from_events(events: Iterable[JournalEvent]) -> dict[str, StepOutcome]:
     """What each step of a run did, per host, from its journal: ``StepOutcome`` objects with the
     values and stdout tails later templates read. A step or host that started and never
     finished is ``unknown`` (the controller died while it ran)."""
-    outcomes: dict[str, StepOutcome] = {}
-    for e in events:
-        kind, sid = e["event"], e.get("step")
-        if not sid or sid.startswith("health:"):
-            continue
-        if kind == Event.STEP_STARTED:
-            outcomes[sid] = StepOutcome(sid, Status.UNKNOWN, outcome_unknown=True)
-        elif kind == Event.STEP_CARRIED:
-            out = StepOutcome(sid, Status.SUCCEEDED, value=e.get("value"))
-            out.attempts = e.get("attempts", 0)
-            for h in e.get("hosts", []):
-                out.hosts[h["host"]] = HostOutcome(
-                    h["host"],
-                    Status.SUCCEEDED,
-                    h.get("rc"),
-                    None,
-                    h.get("stdout", ""),
-                    h.get("value"),
-                    h.get("attempts", 1),
-                )
-            out.message = e.get("from_run")
-            outcomes[sid] = out
-        elif kind == Event.HOST_STARTED and sid in outcomes:
-            outcomes[sid].hosts[e["host"]] = HostOutcome(
-                e["host"], Status.UNKNOWN, attempts=e.get("attempt", 1)
-            )
-        elif kind == Event.HOST_FINISHED and sid in outcomes:
-            outcomes[sid].hosts[e["host"]] = HostOutcome(
-                e["host"],
-                Status(e.get("status", Status.FAILED)),
-                e.get("rc"),
-                e.get("error"),
-                e.get("stdout", ""),
-                e.get("value"),
-                e.get("attempt", 1),
-            )
-        elif kind == Event.STEP_FINISHED:
-            out = outcomes.setdefault(sid, StepOutcome(sid, Status.NOT_RUN))
-            out.status = Status(e["status"])
-            out.error = e.get("error")
-            out.value = e.get("value")
-            out.attempts = e.get("attempts") or out.attempts
-            out.outcome_unknown = bool(e.get("outcome_unknown"))
-    return outcomes
+    return {sid: step_outcome(st) for sid, st in RunState.of(events).steps.items()}
 
 
-def approvals_from_events(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def step_outcome(st: StepState) -> StepOutcome:
+    """A step of the folded journal as the outcome templates and resume read."""
+    status = Status.UNKNOWN if st.status in (RUNNING, WAITING) else Status(st.status)
+    out = StepOutcome(
+        st.id,
+        status,
+        error=st.error,
+        attempts=st.attempts,
+        value=st.value,
+        outcome_unknown=st.outcome_unknown,
+        message=st.carried_from,
+    )
+    for name, h in st.hosts.items():
+        out.hosts[name] = HostOutcome(
+            name, Status(h.status), h.rc, h.error, h.stdout, h.value, h.attempt
+        )
+    return out
+
+
+def approvals_from_events(events: Iterable[JournalEvent]) -> dict[str, dict[str, Any]]:
     """Who approved each gate of a run (``by``, ``via``, ``comment``), including approvals it
     carried from the run it resumed: a resumed run keeps the original approvals."""
-    approvals: dict[str, dict[str, Any]] = {}
-    for e in events:
-        if e["event"] == Event.STEP_CARRIED and e.get("approval"):
-            approvals[e["step"]] = dict(e["approval"])
-        elif e["event"] == Event.GATE_ANSWERED and e.get("approved"):
-            approvals[e["step"]] = {k: e.get(k) for k in ("by", "via", "comment")}
-    return approvals
+    return {
+        sid: dict(st.approval)
+        for sid, st in RunState.of(events).steps.items()
+        if st.approval is not None
+    }
 
 
-def run_start(events: list[dict[str, Any]]) -> dict[str, Any]:
-    if not events or events[0]["event"] != Event.RUN_STARTED:
+def run_start(events: Sequence[JournalEvent]) -> RunStarted:
+    if not events or not isinstance(events[0], RunStarted):
         raise JournalError("journal does not start with run_started")
     return events[0]
 

@@ -31,11 +31,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict, Unpack
 
 from orchestrator.errors import JournalError, RefusedError, StateDirError
+
+if TYPE_CHECKING:
+    from orchestrator.record.events import JournalEvent
 
 #: the longest the local journal's syncer rests between two fsyncs
 SYNC_PAUSE_S = 0.005
@@ -108,10 +112,10 @@ class Store(abc.ABC):
 
     # -- state ---------------------------------------------------------------------------------
     @abc.abstractmethod
-    def read_state(self) -> dict[str, Any]: ...
+    def read_state(self) -> State: ...
 
     @abc.abstractmethod
-    def update_state(self, **changes: Any) -> dict[str, Any]:
+    def update_state(self, **changes: Unpack[StateFields]) -> State:
         """Merge ``changes`` into the state atomically; returns the new state."""
 
     # -- the lock ------------------------------------------------------------------------------
@@ -137,8 +141,17 @@ class Store(abc.ABC):
         """Record ``plan.json`` of a new run and open its journal, under ``lock``."""
 
     @abc.abstractmethod
-    def read_events(self, run_id: str) -> list[dict[str, Any]]:
-        """Every event of a run's journal, in order (a torn last line is dropped)."""
+    def read_journal(self, run_id: str) -> list[dict[str, Any]]:
+        """Every line of a run's journal as written, in order, every field kept (for copies
+        and archives); a torn last line is dropped."""
+
+    def read_events(self, run_id: str) -> list[JournalEvent]:
+        """Every event of a run's journal, typed, in order (kinds this drx does not know are
+        left out)."""
+        # imported when first needed: commands that read no events skip building its classes
+        from orchestrator.record.events import parse
+
+        return parse(self.read_journal(run_id))
 
     @abc.abstractmethod
     def write_summary(self, run_id: str, text: str, lock: RunLock) -> None: ...
@@ -165,29 +178,134 @@ class Store(abc.ABC):
         return run_id
 
 
-#: what state.json keeps for each runbook (docs/reference.md, "State directory")
-_PER_RUNBOOK = ("active", "active_since", "last_run")
+@dataclass(frozen=True, slots=True)
+class RunbookState:
+    """One runbook's part of the state: its active site, since when, its last run."""
+
+    active: str | None = None
+    active_since: str | None = None
+    last_run: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            k: v
+            for k, v in (
+                ("active", self.active),
+                ("active_since", self.active_since),
+                ("last_run", self.last_run),
+            )
+            if v is not None
+        }
+
+    @classmethod
+    def from_json(cls, doc: object) -> RunbookState:
+        if not isinstance(doc, Mapping):
+            return cls()
+        return cls(
+            _text(doc.get("active")), _text(doc.get("active_since")), _text(doc.get("last_run"))
+        )
 
 
-def runbook_state(state: Mapping[str, Any], runbook: str) -> dict[str, Any]:
-    """One runbook's part of the state — its active site, since when, its last run: two
-    runbooks in one state directory (a database tier, a web tier) fail over independently.
-    A state written before runbooks were kept apart counts for every runbook."""
-    books = state.get("runbooks")
-    if isinstance(books, Mapping):
-        entry = books.get(runbook)
-        return dict(entry) if isinstance(entry, Mapping) else {}
-    return {k: state[k] for k in _PER_RUNBOOK if state.get(k) is not None}
+class StateFields(TypedDict, total=False):
+    """What ``Store.update_state`` may change (each a field of ``State``)."""
+
+    active: str | None
+    active_since: str | None
+    last_run: str | None
+    running: str | None
+    runbooks: dict[str, RunbookState] | None
+    other: dict[str, Any]
 
 
-def runbook_changes(state: Mapping[str, Any], runbook: str, **changes: Any) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class State:
+    """state.json (docs/reference.md, "State directory"): the active site, the last run and
+    the run under way — state-wide, and per runbook once two runbooks share a store (a
+    database tier, a web tier) and fail over independently."""
+
+    active: str | None = None
+    active_since: str | None = None
+    last_run: str | None = None
+    #: the run holding the lock, while it runs
+    running: str | None = None
+    #: per runbook; None: a state written before runbooks were kept apart
+    runbooks: dict[str, RunbookState] | None = None
+    #: fields this drx does not know (a newer one wrote them), kept as they are
+    other: dict[str, Any] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        """Whether anything was ever recorded."""
+        return self != State()
+
+    def runbook(self, name: str) -> RunbookState:
+        """One runbook's part. A state written before runbooks were kept apart counts for
+        every runbook."""
+        if self.runbooks is not None:
+            return self.runbooks.get(name, RunbookState())
+        return RunbookState(self.active, self.active_since, self.last_run)
+
+    def fields(self) -> StateFields:
+        """Every field, as ``update_state`` takes them (a whole state copied elsewhere)."""
+        return StateFields(
+            active=self.active,
+            active_since=self.active_since,
+            last_run=self.last_run,
+            running=self.running,
+            runbooks=self.runbooks,
+            other=self.other,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = dict(self.other)
+        for key in _SCALARS:
+            value = getattr(self, key)
+            if value is not None or key in self.other or key == "running":
+                doc[key] = value
+        if self.runbooks is not None:
+            doc["runbooks"] = {name: rb.to_json() for name, rb in self.runbooks.items()}
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any] | None) -> State:
+        if not doc:
+            return cls()
+        books = doc.get("runbooks")
+        return cls(
+            _text(doc.get("active")),
+            _text(doc.get("active_since")),
+            _text(doc.get("last_run")),
+            _text(doc.get("running")),
+            runbooks=(
+                {str(k): RunbookState.from_json(v) for k, v in books.items()}
+                if isinstance(books, Mapping)
+                else None
+            ),
+            other={k: v for k, v in doc.items() if k not in _SCALARS and k != "runbooks"},
+        )
+
+
+#: the state-wide fields of state.json, in ``State``'s order
+_SCALARS = ("active", "active_since", "last_run", "running")
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def runbook_changes(state: State, runbook: str, **changes: str | None) -> StateFields:
     """The ``update_state`` changes that set ``changes`` for ``runbook``. The state-wide
     fields stay as well, naming the last run and what it made active, for readers of the
     single-runbook layout; drx itself reads the per-runbook entries once they exist."""
-    books = state.get("runbooks")
-    books = dict(books) if isinstance(books, Mapping) else {}
-    books[runbook] = runbook_state(state, runbook) | changes
-    return {"runbooks": books, **changes}
+    books = dict(state.runbooks or {})
+    books[runbook] = replace(state.runbook(runbook), **changes)
+    out = StateFields(runbooks=books)
+    if "active" in changes:
+        out["active"] = changes["active"]
+    if "active_since" in changes:
+        out["active_since"] = changes["active_since"]
+    if "last_run" in changes:
+        out["last_run"] = changes["last_run"]
+    return out
 
 
 def open_store(state_dir: Path, state_url: str | None = None) -> Store:
@@ -369,13 +487,14 @@ class LocalStore(Store):
         private_dir(self.state_dir)
 
     # -- state
-    def read_state(self) -> dict[str, Any]:
-        return _read_json(self.state_dir / "state.json") or {}
+    def read_state(self) -> State:
+        return State.from_json(_read_json(self.state_dir / "state.json"))
 
-    def update_state(self, **changes: Any) -> dict[str, Any]:
-        state = self.read_state() | changes
+    def update_state(self, **changes: Unpack[StateFields]) -> State:
+        state = replace(self.read_state(), **changes)
         self._ensure_dir()
-        _write_atomic(self.state_dir / "state.json", json.dumps(state, indent=2, sort_keys=True))
+        text = json.dumps(state.to_json(), indent=2, sort_keys=True)
+        _write_atomic(self.state_dir / "state.json", text)
         return state
 
     # -- the lock
@@ -421,7 +540,7 @@ class LocalStore(Store):
         _write_atomic(run_dir / "plan.json", document_json(plan_doc))
         return _FileSink(run_dir / "journal.jsonl")
 
-    def read_events(self, run_id: str) -> list[dict[str, Any]]:
+    def read_journal(self, run_id: str) -> list[dict[str, Any]]:
         path = inside(self._runs, run_id, "journal.jsonl")
         if not (is_real_dir(path.parent) and is_regular(path)):
             from orchestrator.errors import UsageError

@@ -38,7 +38,7 @@ def push_history(source: Store, target: Store, *, replace_state: bool = False) -
         if run_id in present:
             result.skipped.append(run_id)
             continue
-        events = source.read_events(run_id)
+        events = source.read_journal(run_id)
         journal = b"".join(
             (json.dumps(e, separators=(",", ":"), default=str) + "\n").encode() for e in events
         )
@@ -56,6 +56,6 @@ def push_history(source: Store, target: Store, *, replace_state: bool = False) -
         if target.read_state() and not replace_state:
             result.state = "kept"
         else:
-            target.update_state(**state)
+            target.update_state(**state.fields())
             result.state = "copied"
     return result

@@ -21,11 +21,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.record.events import Event
+from orchestrator.record.events import (
+    GateAnswered,
+    HealthHeld,
+    HealthPolling,
+    HealthTimeout,
+    HostFinished,
+    HostStarted,
+    JournalEvent,
+    Poll,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+)
 from orchestrator.record.summary import RunSummary
 from orchestrator.report.children import child_spans
 from orchestrator.vocab import RunStatus, StepKind, StepStatus
@@ -84,26 +96,26 @@ def trace_id(run_id: str) -> int:
     return _id(run_id, "trace", 16)
 
 
-def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[SpanData]:
+def span_data(summary: RunSummary, events: Sequence[JournalEvent]) -> list[SpanData]:
     """The run's spans from its journal events; the summary gives outcome, RTO and RPO."""
     if not events:
         return []
     start = events[0]
-    wall0 = float(start.get("wall0") or 0.0)
+    wall0 = float((start.wall0 if isinstance(start, RunStarted) else None) or 0.0)
 
     def ns(t: float) -> int:
         return int((wall0 + float(t)) * 1e9)
 
-    last_t = float(events[-1]["t"])
+    last_t = float(events[-1].t)
     steps: dict[str, SpanData] = {}
     attempts: dict[tuple[str, str], SpanData] = {}
     polls: dict[tuple[str, str], int] = {}
     spans: list[SpanData] = []
     health: SpanData | None = None
     for e in events:
-        kind, t = e["event"], float(e["t"])
-        sid = e.get("step") or ""
-        if kind == Event.STEP_STARTED:
+        t = float(e.t)
+        if isinstance(e, StepStarted):
+            sid = e.step
             span = SpanData(
                 f"step/{sid}",
                 sid,
@@ -113,23 +125,23 @@ def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[
                 {
                     "cicd.pipeline.task.name": sid,
                     "cicd.pipeline.task.run.id": f"{summary.run_id}/{sid}",
-                    "drx.step.kind": str(e.get("kind") or StepKind.COMMAND),
-                    "drx.step.wave": int(e.get("wave") or 0),
+                    "drx.step.kind": str(e.kind or StepKind.COMMAND),
+                    "drx.step.wave": int(e.wave or 0),
                 },
             )
             steps[sid] = span
             spans.append(span)
-        elif kind == Event.STEP_FINISHED and sid in steps:
-            span = steps[sid]
+        elif isinstance(e, StepFinished) and e.step in steps:
+            span = steps[e.step]
             span.end_ns = ns(t)
-            status = str(e.get("status") or StepStatus.UNKNOWN)
+            status = str(e.status or StepStatus.UNKNOWN)
             span.attributes["cicd.pipeline.task.run.result"] = _TASK_RESULT.get(status, "error")
             span.attributes["drx.step.status"] = status
-            span.attributes["drx.step.attempts"] = int(e.get("attempts") or 0)
+            span.attributes["drx.step.attempts"] = int(e.attempts or 0)
             if status in (StepStatus.FAILED, StepStatus.UNKNOWN):
-                span.error = str(e.get("error") or status)
-        elif kind == Event.HOST_STARTED and not sid.startswith("health:"):
-            host, attempt = str(e.get("host")), int(e.get("attempt") or 1)
+                span.error = str(e.error or status)
+        elif isinstance(e, HostStarted) and not (e.step or "").startswith("health:"):
+            sid, host, attempt = e.step or "", str(e.host), int(e.attempt or 1)
             parent = steps.get(sid)
             span = SpanData(
                 f"attempt/{sid}/{host}/{attempt}",
@@ -145,56 +157,56 @@ def span_data(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[
             )
             attempts[(sid, host)] = span
             spans.append(span)
-        elif kind == Event.HOST_FINISHED and (sid, str(e.get("host"))) in attempts:
-            span = attempts[(sid, str(e.get("host")))]
+        elif isinstance(e, HostFinished) and (e.step or "", str(e.host)) in attempts:
+            span = attempts[(e.step or "", str(e.host))]
             span.end_ns = ns(t)
-            status = str(e.get("status") or StepStatus.UNKNOWN)
+            status = str(e.status or StepStatus.UNKNOWN)
             span.attributes["drx.host.status"] = status
-            if e.get("rc") is not None:
-                span.attributes["drx.rc"] = int(e["rc"])
+            if e.rc is not None:
+                span.attributes["drx.rc"] = int(e.rc)
             if status != StepStatus.SUCCEEDED:
-                span.error = str(e.get("error") or status)
-        elif kind == Event.POLL and (sid, str(e.get("host"))) in attempts:
-            key = (sid, str(e.get("host")))
+                span.error = str(e.error or status)
+        elif isinstance(e, Poll) and (e.step or "", str(e.host)) in attempts:
+            key = (e.step or "", str(e.host))
             polls[key] = polls.get(key, 0) + 1
             if polls[key] > POLLS_PER_ATTEMPT:
                 continue
             parent_span = attempts[key]
-            duration = float(e.get("duration_s") or 0.0)
+            duration = float(e.duration_s or 0.0)
             spans.append(
                 SpanData(
                     f"{parent_span.key}/poll/{polls[key]}",
-                    f"poll {sid}",
+                    f"poll {e.step}",
                     ns(t),  # a poll event is written at the poll's start
                     ns(t + duration),
                     parent_span.key,
-                    {"drx.poll": polls[key], "drx.poll.ok": bool(e.get("ok"))},
+                    {"drx.poll": polls[key], "drx.poll.ok": bool(e.ok)},
                 )
             )
-        elif kind == Event.HEALTH_POLLING:
+        elif isinstance(e, HealthPolling):
             health = SpanData(
                 "health",
                 "health",
                 ns(t),
                 ns(last_t),
                 "run",
-                {"drx.site": str(e.get("site") or "")},
+                {"drx.site": str(e.site or "")},
             )
             spans.append(health)
-        elif kind in (Event.HEALTH_HELD, Event.HEALTH_TIMEOUT) and health is not None:
+        elif isinstance(e, HealthHeld | HealthTimeout) and health is not None:
             health.end_ns = ns(t)
-            health.attributes["drx.health.held"] = kind == Event.HEALTH_HELD
-            if kind == Event.HEALTH_TIMEOUT:
+            health.attributes["drx.health.held"] = isinstance(e, HealthHeld)
+            if isinstance(e, HealthTimeout):
                 health.error = "health_timeout"
-        elif kind == Event.GATE_ANSWERED and sid in steps:
-            answer = "approved" if e.get("approved") else "declined"
+        elif isinstance(e, GateAnswered) and e.step in steps:
+            answer = "approved" if e.approved else "declined"
             for name, value in (
-                (f"drx.gate.{answer}_by", e.get("by")),
-                (f"drx.gate.{answer}_via", e.get("via")),
-                ("drx.gate.comment", e.get("comment")),
+                (f"drx.gate.{answer}_by", e.by),
+                (f"drx.gate.{answer}_via", e.via),
+                ("drx.gate.comment", e.comment),
             ):
                 if value:
-                    steps[sid].attributes[name] = str(value)
+                    steps[e.step].attributes[name] = str(value)
     for probe in summary.probes:  # a span per down window: the downtime clients saw
         for index, (w0, w1) in enumerate(probe.windows, start=1):
             start_t = float(w0 or 0.0)
@@ -265,7 +277,7 @@ def _run_attributes(s: RunSummary) -> dict[str, Any]:
     return attrs
 
 
-def readable_spans(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> list[Any]:
+def readable_spans(summary: RunSummary, events: Sequence[JournalEvent]) -> list[Any]:
     """The run's spans as OpenTelemetry SDK ``ReadableSpan`` objects, ready for any exporter."""
     from opentelemetry import trace as trace_api
     from opentelemetry.sdk.resources import Resource
@@ -316,7 +328,7 @@ def readable_spans(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> 
     return spans
 
 
-def otlp_json(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> str:
+def otlp_json(summary: RunSummary, events: Sequence[JournalEvent]) -> str:
     """The run's trace as an OTLP/JSON ``ExportTraceServiceRequest`` (what a collector's
     ``/v1/traces`` takes with ``Content-Type: application/json``)."""
     import base64
@@ -336,7 +348,7 @@ def otlp_json(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
-def export(summary: RunSummary, events: Sequence[Mapping[str, Any]]) -> str | None:
+def export(summary: RunSummary, events: Sequence[JournalEvent]) -> str | None:
     """Export the run's trace over OTLP/HTTP to the endpoint the environment names; returns
     None, or why it failed. Bounded by ``EXPORT_TIMEOUT_S``: a missing collector never holds a
     drill up, and never fails it."""

@@ -4,10 +4,17 @@ target; journals ``rto_budget_at_risk`` once each time the projection crosses th
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from orchestrator.plan.build import Plan, longest_path, topological
-from orchestrator.record.events import Event
+from orchestrator.record.events import (
+    JournalEvent,
+    RtoBudgetAtRisk,
+    RtoBudgetRecovered,
+    StepCarried,
+    StepFinished,
+    StepStarted,
+)
+from orchestrator.record.fold import RunState
 from orchestrator.record.journal import Journal
 
 
@@ -18,9 +25,9 @@ class BudgetWatcher:
         self.plan = plan
         self.journal = journal
         self.target = plan.runbook.rto_target
-        self.t_start: float | None = None
-        self.started: dict[str, float] = {}
-        self.finished: set[str] = set()
+        #: the run's steps as far as they went (the fold of their start/end events only: the
+        #: projection needs no host-level facts, and this runs on the scheduler's path)
+        self.run = RunState()
         self.at_risk = False
         self.projection: float | None = None
         self._order = topological(plan.graph)
@@ -45,28 +52,30 @@ class BudgetWatcher:
         while not self._stop.wait(self._tick_s):
             self.check()
 
-    def on_event(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        step = event.get("step")
-        with self._lock:
-            if kind == Event.STEP_STARTED and step in self.plan.steps:
-                self.started[step] = event["t"]
-                if self.t_start is None:
-                    self.t_start = event["t"]
-            elif kind in (Event.STEP_FINISHED, Event.STEP_CARRIED) and step in self.plan.steps:
-                self.finished.add(step)
+    @property
+    def t_start(self) -> float | None:
+        """When the first step started (None: none yet)."""
+        return self.run.first_step_t
+
+    def on_event(self, event: JournalEvent) -> None:
+        if isinstance(event, StepStarted | StepFinished | StepCarried):
+            with self._lock:
+                self.run.apply(event)
         # The projection walks the whole DAG: it is recomputed on the ticker (every tick_s),
         # never per event, so a 10,000-step run does not pay a graph walk per step.
 
     def remaining(self, now: float) -> float:
         """Predicted time still needed: the heaviest path through unfinished steps, plus health."""
 
+        steps = self.run.steps
+
         def weight(sid: str) -> float:
-            if sid in self.finished:
+            st = steps.get(sid)
+            if st is not None and st.finished:
                 return 0.0
             predicted = self.plan.steps[sid].predicted_s or 0.0
-            if sid in self.started:
-                return max(0.0, predicted - (now - self.started[sid]))
+            if st is not None and st.t0 is not None:
+                return max(0.0, predicted - (now - st.t0))
             return predicted
 
         total, _ = longest_path(self.plan.graph, self._order, weight)
@@ -90,14 +99,13 @@ class BudgetWatcher:
                 self.at_risk = False
         if crossing:
             self.journal.write(
-                Event.RTO_BUDGET_AT_RISK,
-                elapsed_s=round(elapsed, 3),
-                projected_s=round(projection, 3),
-                target_s=self.target,
+                RtoBudgetAtRisk(
+                    elapsed_s=round(elapsed, 3),
+                    projected_s=round(projection, 3),
+                    target_s=self.target,
+                )
             )
         elif recovered:
             self.journal.write(
-                Event.RTO_BUDGET_RECOVERED,
-                elapsed_s=round(elapsed, 3),
-                projected_s=round(projection, 3),
+                RtoBudgetRecovered(elapsed_s=round(elapsed, 3), projected_s=round(projection, 3))
             )

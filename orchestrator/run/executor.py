@@ -29,7 +29,19 @@ from orchestrator.model.runbook import OnFailure, Step
 from orchestrator.model.templating import StepsView, evaluate, render
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan, PlanStep, resolve_durations
-from orchestrator.record.events import Event
+from orchestrator.record.events import (
+    CancelRunning,
+    GateAnswered,
+    GateWaiting,
+    HostFinished,
+    HostStarted,
+    Interrupt,
+    Poll,
+    RpoGuardTripped,
+    RunAborting,
+    StepFinished,
+    StepStarted,
+)
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
 from orchestrator.record.store import inside
@@ -223,10 +235,10 @@ class Executor:
         (by, via, comment) records an abort asked from elsewhere (drx abort, the web page)."""
         if self.stopping.is_set():
             if not self.cancel.is_set():
-                self.journal.write(Event.CANCEL_RUNNING)
+                self.journal.write(CancelRunning())
                 self.cancel.set()
             return
-        self.journal.write(Event.INTERRUPT, **who)
+        self.journal.write(Interrupt(**who))
         self.stopping.set()
         self.halt()
 
@@ -265,13 +277,14 @@ class Executor:
             self._todo.discard(step_id)
             outcome = StepOutcome(step_id, Status.DONE_BY_HAND, message=answer.sentence("done"))
             self.journal.write(
-                Event.STEP_FINISHED,
-                step=step_id,
-                status=outcome.status.value,
-                by=answer.by,
-                via=answer.via,
-                comment=answer.comment,
-                message=outcome.message,
+                StepFinished(
+                    step=step_id,
+                    status=outcome.status.value,
+                    by=answer.by,
+                    via=answer.via,
+                    comment=answer.comment,
+                    message=outcome.message,
+                )
             )
             nxt = self._complete(step_id, outcome)
             if nxt is not None:
@@ -435,7 +448,7 @@ class Executor:
         failed = outcome.status is Status.FAILED
         if failed and not self.tolerated(self.plan.steps[sid]) and self.aborted_by is None:
             self.aborted_by = sid
-            self.journal.write(Event.RUN_ABORTING, step=sid)
+            self.journal.write(RunAborting(step=sid))
             self.halt()
         free = self.max_parallel - self._running  # slots free besides this worker's own
         nxt = self._take(1 + free)
@@ -461,14 +474,15 @@ class Executor:
         self.guard_verdict = verdict
         guard = self.rpo_guard
         self.journal.write(
-            Event.RPO_GUARD,
-            step=guard.step,
-            measured=verdict.measured,
-            target=guard.target,
-            unit="bytes" if guard.is_bytes else "s",
-            accepted=verdict.accepted,
-            blocked=list(verdict.blocked),
-            message=verdict.message,
+            RpoGuardTripped(
+                step=guard.step,
+                measured=verdict.measured,
+                target=guard.target,
+                unit="bytes" if guard.is_bytes else "s",
+                accepted=verdict.accepted,
+                blocked=list(verdict.blocked),
+                message=verdict.message,
+            )
         )
         if verdict.refuses:
             for sid in verdict.blocked:
@@ -572,7 +586,7 @@ class Executor:
         self.outcomes[sid] = outcome
         if outcome.status in (Status.NOT_RUN, Status.CANCELLED) and not outcome.hosts:
             self.journal.write(
-                Event.STEP_FINISHED, step=sid, status=outcome.status.value, message=outcome.message
+                StepFinished(step=sid, status=outcome.status.value, message=outcome.message)
             )
         self._results[sid] = outcome.template_view(self.plan.inventory.order)
 
@@ -583,11 +597,9 @@ class Executor:
                 outcome = self.run_step(current)
             except Exception as exc:  # a bug must fail the step, not hang the run
                 self.journal.write(
-                    Event.STEP_FINISHED,
-                    step=current.id,
-                    status=Status.FAILED,
-                    error="internal",
-                    message=repr(exc),
+                    StepFinished(
+                        step=current.id, status=Status.FAILED, error="internal", message=repr(exc)
+                    )
                 )
                 outcome = StepOutcome(
                     current.id, Status.FAILED, error="internal", message=repr(exc)
@@ -654,13 +666,14 @@ class Executor:
                 ps.step = step = resolved
         t0 = j.now()
         j.write(
-            Event.STEP_STARTED,
+            StepStarted(
+                step=ps.id,
+                kind=str(step.kind),
+                hosts=[h.name for h in ps.hosts],
+                wave=ps.wave,
+                undo_of=ps.undo_of,
+            ),
             t0,
-            step=ps.id,
-            kind=str(step.kind),
-            hosts=[h.name for h in ps.hosts],
-            wave=ps.wave,
-            undo_of=ps.undo_of,
         )
         if ps.skipped is not None:  # ``only`` names the other mode: skipped, dependents proceed
             return self._end(ps, StepOutcome(ps.id, Status.SKIPPED, message=ps.skipped))
@@ -684,14 +697,15 @@ class Executor:
 
     def _end(self, ps: PlanStep, outcome: StepOutcome) -> StepOutcome:
         self.journal.write(
-            Event.STEP_FINISHED,
-            step=ps.id,
-            status=outcome.status.value,
-            error=outcome.error,
-            attempts=outcome.attempts,
-            value=outcome.value,
-            outcome_unknown=outcome.outcome_unknown or None,
-            message=outcome.message,
+            StepFinished(
+                step=ps.id,
+                status=outcome.status.value,
+                error=outcome.error,
+                attempts=outcome.attempts,
+                value=outcome.value,
+                outcome_unknown=outcome.outcome_unknown or None,
+                message=outcome.message,
+            )
         )
         return outcome
 
@@ -701,7 +715,7 @@ class Executor:
         )
         with self._gate_lock:  # one question on the terminal at a time
             t0 = self.journal.now()
-            self.journal.write(Event.GATE_WAITING, t0, step=ps.id, prompt=prompt)
+            self.journal.write(GateWaiting(step=ps.id, prompt=prompt), t0)
             approved, problem, error, who = self._ask(ps.id, prompt)
             t1 = self.journal.now()
             self.manual_wait_s += t1 - t0
@@ -715,15 +729,16 @@ class Executor:
                     getattr(self.gate, "comments", {}).get(ps.id),
                 )
             self.journal.write(
-                Event.GATE_ANSWERED,
+                GateAnswered(
+                    step=ps.id,
+                    approved=approved,
+                    by=who.by if who else None,
+                    via=who.via if who else None,
+                    comment=who.comment if who else None,
+                    waited_s=round(t1 - t0, 6),
+                    message=problem,
+                ),
                 t1,
-                step=ps.id,
-                approved=approved,
-                by=who.by if who else None,
-                via=who.via if who else None,
-                comment=who.comment if who else None,
-                waited_s=round(t1 - t0, 6),
-                message=problem,
             )
         if approved:
             return StepOutcome(ps.id, Status.SUCCEEDED)
@@ -878,7 +893,7 @@ class Executor:
     def _host_attempt(self, ps: PlanStep, host: Host, attempt: int) -> HostOutcome:
         j = self.journal
         t0 = j.now()
-        j.write(Event.HOST_STARTED, t0, step=ps.id, host=host.name, attempt=attempt)
+        j.write(HostStarted(step=ps.id, host=host.name, attempt=attempt), t0)
         outcome = self._host_body(ps, host, attempt)
         outcome.attempts = attempt
         return outcome
@@ -903,20 +918,21 @@ class Executor:
             if log.dropped:
                 extra["output_cut"] = log.dropped
             j.write(
-                Event.HOST_FINISHED,
+                HostFinished(
+                    step=ps.id,
+                    host=host.name,
+                    attempt=attempt,
+                    status=status.value,
+                    rc=rc,
+                    error=error,
+                    duration_s=round(t1 - t0, 6),
+                    output_tail=tail[-TAIL_BYTES:],
+                    stdout=stdout[-JOURNAL_STDOUT_BYTES:],
+                    value=value,
+                    command=rendered,
+                    **extra,
+                ),
                 t1,
-                step=ps.id,
-                host=host.name,
-                attempt=attempt,
-                status=status.value,
-                rc=rc,
-                error=error,
-                duration_s=round(t1 - t0, 6),
-                output_tail=tail[-TAIL_BYTES:],
-                stdout=stdout[-JOURNAL_STDOUT_BYTES:],
-                value=value,
-                command=rendered,
-                **extra,
             )
             return HostOutcome(host.name, status, rc, error, stdout, value, t_end=t1)
 
@@ -939,16 +955,16 @@ class Executor:
         extra: dict[str, Any] = {}
         if rec is not None and rec.found is Found.JOURNAL and rec.finished is not None:
             e = rec.finished
-            if e.get("status") == Status.SUCCEEDED.value:
+            if e.status == Status.SUCCEEDED.value:
                 with self._recovered_lock:
                     self._spent.setdefault(host.name, []).append(rec.key)
             return done(
-                Status(e.get("status", Status.FAILED)),
-                e.get("rc"),
-                e.get("error"),
-                e.get("output_tail", ""),
-                e.get("stdout", ""),
-                e.get("value"),
+                Status(e.status or Status.FAILED),
+                e.rc,
+                e.error,
+                e.output_tail,
+                e.stdout,
+                e.value,
                 from_run=rec.key.run_id,
             )
         attach = getattr(conn, "attach", None)
@@ -1056,16 +1072,17 @@ class Executor:
             ok, value = check_holds(step, ctx, res)
             if polls <= POLL_JOURNAL_FULL or ok or polls % 10 == 0:
                 j.write(
-                    Event.POLL,
+                    Poll(
+                        step=ps.id,
+                        host=host.name,
+                        attempt=attempt,
+                        poll=polls,
+                        rc=res.rc,
+                        ok=ok,
+                        value=value,
+                        duration_s=round(res.duration_s, 6),
+                    ),
                     p0,
-                    step=ps.id,
-                    host=host.name,
-                    attempt=attempt,
-                    poll=polls,
-                    rc=res.rc,
-                    ok=ok,
-                    value=value,
-                    duration_s=round(res.duration_s, 6),
                 )
             if ok:
                 return done(

@@ -15,7 +15,15 @@ import structlog
 
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan
-from orchestrator.record.events import Event
+from orchestrator.record.events import (
+    Event,
+    HostFinished,
+    JournalEvent,
+    RtoBudgetAtRisk,
+    StepFinished,
+    to_json,
+)
+from orchestrator.record.fold import RunState
 from orchestrator.record.journal import Journal, utc_iso
 from orchestrator.run.budget import BudgetWatcher
 from orchestrator.terminal import printable
@@ -103,22 +111,23 @@ class LogView:
         self.last_comment: str | None = None  # typed after the last answer (y COMMENT)
         journal.listeners.append(self.on_event)
 
-    def on_event(self, e: dict[str, Any]) -> None:
-        kind = e["event"]
+    def on_event(self, event: JournalEvent) -> None:
+        kind = event.event
         if kind in _QUIET and self.verbose < 2:
             return
+        if isinstance(event, HostFinished) and event.status == "succeeded" and self.verbose < 1:
+            return
+        e = to_json(event)
         fields = {
             k: v
             for k, v in e.items()
             if k not in _NOT_LOGGED and v is not None and (self.json_lines or k != "t")
         }
         level = "info"
-        if kind == Event.HOST_FINISHED:
-            if e.get("status") == StepStatus.SUCCEEDED and self.verbose < 1:
-                return
-            if e.get("status") != StepStatus.SUCCEEDED:
+        if isinstance(event, HostFinished):
+            if event.status != StepStatus.SUCCEEDED:
                 level = "warning"
-                tail = (e.get("output_tail") or "").strip().splitlines()[-3:]
+                tail = (event.output_tail or "").strip().splitlines()[-3:]
                 if tail:
                     fields["output"] = " | ".join(tail)
         elif kind in (
@@ -128,7 +137,7 @@ class LogView:
             Event.PROBE_BREACHED,
         ):
             level = "warning"
-        elif kind == Event.STEP_FINISHED and e.get("status") == StepStatus.FAILED:
+        elif isinstance(event, StepFinished) and event.status == StepStatus.FAILED:
             level = "error"
         getattr(self.log, level)(kind, **fields)
 
@@ -253,6 +262,7 @@ class LiveView:
             for sid in plan.steps
         }
         self._seq = 0
+        self.run = RunState()  # the journal so far; rows are drawn from it
         self.t_start: float | None = None
         self.t_end: float | None = None
         self.phase = "steps"
@@ -279,32 +289,28 @@ class LiveView:
         while not self._stop.wait(0.25):
             self.live.update(self.render(), refresh=True)
 
-    def on_event(self, e: dict[str, Any]) -> None:
-        kind, sid = e["event"], e.get("step")
+    def on_event(self, e: JournalEvent) -> None:
         with self._lock:
-            st = self.state.get(sid) if sid else None
-            if kind == Event.STEP_STARTED and st is not None:
-                st.update(status=StepStatus.RUNNING, t0=e["t"])
-                if self.t_start is None:
-                    self.t_start = e["t"]
-            elif kind == Event.STEP_FINISHED and st is not None:
-                self._seq += 1
-                st.update(status=e["status"], t1=e["t"], seq=self._seq)
-            elif kind == Event.STEP_CARRIED and st is not None:
-                st.update(status="carried")
-            elif kind == Event.HOST_FINISHED and st is not None:
-                st["hosts"][e["host"]] = e.get("status")
-            elif kind == Event.GATE_WAITING and st is not None:
-                st["status"] = "waiting"
-            elif kind == Event.HEALTH_POLLING:
+            step = self.run.apply(e)
+            row = self.state.get(step.id) if step is not None else None
+            if step is not None and row is not None:
+                if isinstance(e, StepFinished):
+                    self._seq += 1
+                    row["seq"] = self._seq
+                if isinstance(e, HostFinished):
+                    row["hosts"][e.host] = e.status
+                status = "carried" if step.carried_from is not None else step.status
+                row.update(status=status, t0=step.t0, t1=step.t1)
+            if self.t_start is None:
+                self.t_start = self.run.first_step_t
+            if self.run.phase == "held":
+                self.t_end, self.phase = self.run.held_t, "held"
+            elif self.run.phase == "health":
                 self.phase = "health"
-            elif kind == Event.HEALTH_HELD:
-                self.t_end = e["t"]
-                self.phase = "held"
-            elif kind == Event.RTO_BUDGET_AT_RISK:
+            if isinstance(e, RtoBudgetAtRisk):
                 self.messages.append(
-                    f"RTO at risk: projected {format_duration(e['projected_s'])} "
-                    f"> target {format_duration(e['target_s'])}"
+                    f"RTO at risk: projected {format_duration(e.projected_s)} "
+                    f"> target {format_duration(e.target_s)}"
                 )
 
     # -- drawing ---------------------------------------------------------------------------------

@@ -20,7 +20,14 @@ from enum import StrEnum
 from typing import Any
 
 from orchestrator.model.units import format_duration
-from orchestrator.record.events import Event
+from orchestrator.record.events import (
+    Event,
+    GateWaiting,
+    JournalEvent,
+    RtoBudgetAtRisk,
+    RunFinished,
+    RunStarted,
+)
 from orchestrator.record.journal import Journal
 from orchestrator.record.summary import RunSummary
 from orchestrator.vocab import RunStatus
@@ -48,36 +55,35 @@ class Message:
 
 
 def message_for(
-    event: dict[str, Any], summary: Callable[[], RunSummary], where: str
+    event: JournalEvent, summary: Callable[[], RunSummary], where: str
 ) -> Message | None:
     """The message an event calls for (None: none). ``summary`` builds the run's summary (for
     the finished message); ``where`` says how to get the report."""
-    kind = event["event"]
-    if kind == Event.RUN_STARTED:
-        target = event.get("rto_target_s")
-        body = f"run {event['run_id']}"
+    if isinstance(event, RunStarted):
+        target = event.rto_target_s
+        body = f"run {event.run_id}"
         if target is not None:
             body += f"; RTO target {format_duration(target)}"
-        if event.get("emergency"):
+        if event.emergency:
             body += "; EMERGENCY"
         return Message(
-            f"drx: {event['direction']} of {event['runbook']} to {event['moves_to']} started",
+            f"drx: {event.direction} of {event.runbook} to {event.moves_to} started",
             body,
         )
-    if kind == Event.GATE_WAITING:
+    if isinstance(event, GateWaiting):
         return Message(
-            f"drx: gate '{event['step']}' is waiting for an operator",
-            f"{event.get('prompt') or event['step']}",
+            f"drx: gate '{event.step}' is waiting for an operator",
+            f"{event.prompt or event.step}",
             Level.WARNING,
         )
-    if kind == Event.RTO_BUDGET_AT_RISK:
+    if isinstance(event, RtoBudgetAtRisk):
         return Message(
             "drx: RTO target at risk",
-            f"projected RTO {format_duration(event['projected_s'])} vs target "
-            f"{format_duration(event['target_s'])}",
+            f"projected RTO {format_duration(event.projected_s)} vs target "
+            f"{format_duration(event.target_s)}",
             Level.WARNING,
         )
-    if kind == Event.RUN_FINISHED:
+    if isinstance(event, RunFinished):
         s = summary()
         rto, rpo = s.rto, s.rpo
         lines = [f"status: {s.status}" + (f" — {s.message}" if s.message else "")]
@@ -117,7 +123,7 @@ class Notifier:
         self._redact = redact
         self._where = where
         self._warn = warn
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._queue: queue.Queue[JournalEvent | None] = queue.Queue()
         self._abandoned = False  # the run has ended and stopped waiting: say nothing more
         self._gates_wait = True  # a gate waits for a person (not under --yes)
         self._thread = threading.Thread(target=self._loop, name="drx-notify", daemon=True)
@@ -129,15 +135,14 @@ class Notifier:
         {Event.RUN_STARTED, Event.GATE_WAITING, Event.RTO_BUDGET_AT_RISK, Event.RUN_FINISHED}
     )
 
-    def on_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: JournalEvent) -> None:
         """Journal listener: queue the events that call for a message (never blocks)."""
-        kind = event["event"]
-        if kind == Event.RUN_STARTED:
+        if isinstance(event, RunStarted):
             # under --yes every gate is approved the moment it is reached: nobody is waited for
-            self._gates_wait = not event.get("yes")
-        if kind == Event.GATE_WAITING and not self._gates_wait:
+            self._gates_wait = not event.yes
+        if isinstance(event, GateWaiting) and not self._gates_wait:
             return
-        if kind in self.WANTED:
+        if event.event in self.WANTED:
             self._queue.put(event)
 
     def close(self, timeout: float = DRAIN_S) -> None:
@@ -170,7 +175,7 @@ class Notifier:
             try:
                 message = message_for(event, self._summary, self._where)
             except Exception as exc:  # a message that cannot be built is not worth a drill
-                self._say(f"notification for {event['event']} not built: {exc}")
+                self._say(f"notification for {event.event} not built: {exc}")
                 continue
             if message is not None:
                 self._send(targets, message)
@@ -252,7 +257,7 @@ def start(
         log.warning(redact(text))
 
     notifier = Notifier(urls, journal, redact, where, warn)
-    for event in list(journal.events):  # run_started was written before the notifier existed
+    for event in journal.typed_events():  # run_started was written before the notifier existed
         notifier.on_event(event)
     journal.listeners.append(notifier.on_event)
     return notifier

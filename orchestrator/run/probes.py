@@ -20,7 +20,10 @@ import jinja2
 from orchestrator.model.inventory import Host
 from orchestrator.model.templating import render
 from orchestrator.plan.build import Plan, ProbePlan
-from orchestrator.record.events import Event
+from orchestrator.record.events import (
+    ProbeBreached,
+    ProbePoll,
+)
 from orchestrator.record.journal import Journal
 from orchestrator.run.executor import check_holds, run_command
 from orchestrator.transport.base import CancelToken, Connection
@@ -134,15 +137,16 @@ class Probes:
                 ok, value = check_holds(step, ctx, res)
                 rc, error, duration = res.rc, res.error, res.duration_s
             self.journal.write(
-                Event.PROBE_POLL,
+                ProbePoll(
+                    probe=probe.name,
+                    host=host.name,
+                    ok=ok,
+                    rc=rc,
+                    error=error,
+                    value=value,
+                    duration_s=round(duration, 6),
+                ),
                 t0,
-                probe=probe.name,
-                host=host.name,
-                ok=ok,
-                rc=rc,
-                error=error,
-                value=value,
-                duration_s=round(duration, 6),
             )
             self._note(probe.name, host.name, ok, t0)
             next_at += probe.interval
@@ -185,14 +189,15 @@ class Probes:
             f"past its max_down of {limit:g}s"
         )
         self.journal.write(
-            Event.PROBE_BREACHED,
+            ProbeBreached(
+                probe=name,
+                down_s=round(down, 6),
+                since=round(since, 6),
+                max_down_s=limit,
+                stops_run=self.stops_run,
+                message=message,
+            ),
             now,
-            probe=name,
-            down_s=round(down, 6),
-            since=round(since, 6),
-            max_down_s=limit,
-            stops_run=self.stops_run,
-            message=message,
         )
         if self.breach is None:
             self.breach = message

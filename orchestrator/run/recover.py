@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator.errors import TransportError
 from orchestrator.model.inventory import Inventory
-from orchestrator.record.events import Event
+from orchestrator.record.events import HostFinished, HostStarted, JournalEvent
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
 from orchestrator.transport.spool import SpoolKey, probe_program, ssh_dir
@@ -44,7 +44,7 @@ class Recovery:
     started_at: float | None = None  # wall clock (epoch s) the attempt started
     found: Found = Found.NOTHING
     rc: int | None = None
-    finished: Mapping[str, Any] | None = None  # the journal's host_finished event
+    finished: HostFinished | None = None  # the journal's host_finished event
     why: str = ""  # why nothing was found (an unreachable host...)
 
     def left_s(self, timeout: float, now: float) -> float:
@@ -62,7 +62,7 @@ def _epoch(ts: Any) -> float | None:
 
 
 def in_flight(
-    events: Iterable[Mapping[str, Any]],
+    events: Iterable[JournalEvent],
     run_id: str,
     steps: Iterable[str],
     spool_root: Path | None,
@@ -72,15 +72,13 @@ def in_flight(
     wanted = set(steps)
     found: dict[tuple[str, str], Recovery] = {}
     for e in events:
-        sid, host = e.get("step"), e.get("host")
-        if sid not in wanted or not host:
-            continue
-        if e["event"] == Event.HOST_STARTED:
-            attempt = int(e.get("attempt", 1))
-            key = SpoolKey(run_id, sid, host, str(attempt), spool_root)
-            found[(sid, host)] = Recovery(sid, host, attempt, key, _epoch(e.get("ts")))
-        elif e["event"] == Event.HOST_FINISHED and (sid, host) in found:
-            found[(sid, host)] = replace(found[(sid, host)], found=Found.JOURNAL, finished=e)
+        if isinstance(e, HostStarted) and e.step in wanted and e.host:
+            key = SpoolKey(run_id, e.step, e.host, str(e.attempt), spool_root)
+            found[(e.step, e.host)] = Recovery(e.step, e.host, e.attempt, key, _epoch(e.ts))
+        elif isinstance(e, HostFinished) and (e.step, e.host) in found:
+            found[(e.step, e.host)] = replace(
+                found[(e.step, e.host)], found=Found.JOURNAL, finished=e
+            )
     return found
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from orchestrator.model.inventory import Inventory
     from orchestrator.model.runbook import Runbook
     from orchestrator.plan.build import Plan, PlanStep
+    from orchestrator.record.events import JournalEvent, RunStarted, StepCarried
     from orchestrator.record.outcomes import StepOutcome
     from orchestrator.record.runs import Lineage
     from orchestrator.record.store import Store
@@ -42,10 +43,10 @@ class ResumeTarget:
     """The run to continue, read back: its id and its journal."""
 
     run_id: str
-    events: list[dict[str, Any]]
+    events: list[JournalEvent]
 
     @property
-    def start(self) -> dict[str, Any]:
+    def start(self) -> RunStarted:
         """Its ``run_started`` event."""
         from orchestrator.record.runs import run_start
 
@@ -68,7 +69,7 @@ class Resumption:
 
     plan: Plan
     carried: dict[str, StepOutcome]  # steps that succeeded: not run again
-    carried_events: list[dict[str, Any]]  # their step_carried events
+    carried_events: list[StepCarried]  # their step_carried events
     extra_results: dict[str, StepOutcome]  # a failback's: what the failover's steps did
     parent_start_wall: float | None  # when the first run of the chain started (the RTO's t0)
     recovered: Recovered  # what the in-flight steps left on their hosts
@@ -110,8 +111,8 @@ def resume_target(
         raise RefusedError(f"run {run_id} is a reprotect: run drx reprotect again")
     target = ResumeTarget(run_id, store.read_events(run_id))
     start = target.start
-    if start["runbook"] != runbook.name:
-        raise RefusedError(f"run {run_id} used runbook '{start['runbook']}', not '{runbook.name}'")
+    if start.runbook != runbook.name:
+        raise RefusedError(f"run {run_id} used runbook '{start.runbook}', not '{runbook.name}'")
     refuse_changed_files(run_id, start, files, yes=yes, notes=notes)
     return target
 
@@ -133,7 +134,7 @@ def plan_resume(
     run_id, start = target.run_id, target.start
     plan, extra = _continuation(store, runbook, inventory, target, request)
     plan.parent_run = plan.resumes = run_id
-    plan.drill_id = start.get("drill_id")  # a continued leg or rollback stays in its drill
+    plan.drill_id = start.drill_id  # a continued leg or rollback stays in its drill
     outcomes = outcomes_from_events(target.events)
     inflight = [
         sid
@@ -165,7 +166,7 @@ def plan_resume(
         carried=carried,
         carried_events=carried_events,
         extra_results=extra,
-        parent_start_wall=start.get("parent_start_wall") or start.get("wall0"),
+        parent_start_wall=start.parent_start_wall or start.wall0,
         recovered=recovered,
     )
 
@@ -184,16 +185,16 @@ def _continuation(
     from orchestrator.run.failback import reverse_plan
 
     start = target.start
-    if start["direction"] == Direction.FAILOVER:
-        steps_pred, health_pred = predictions(store, runbook, Direction.FAILOVER, start["target"])
+    if start.direction == Direction.FAILOVER:
+        steps_pred, health_pred = predictions(store, runbook, Direction.FAILOVER, start.target)
         plan = build_plan(
             runbook,
             inventory,
-            start["target"],
-            source=start["source"],
+            start.target,
+            source=start.source,
             cli_vars=request.variables,
             secrets=request.secrets,
-            emergency=request.emergency or bool(start.get("emergency")),
+            emergency=request.emergency or start.emergency,
             predictions=steps_pred,
             predicted_health_s=health_pred,
         )
@@ -205,19 +206,19 @@ def _continuation(
         )
     # a mirrored failback names its own way (source: the failover's target); an undo
     # failback keeps the failover's names
-    mode = start.get("failback_mode") or "undo"
-    source, dest = start["source"], start["target"]
+    mode = start.failback_mode or "undo"
+    source, dest = start.source, start.target
     back = reverse_plan(
         store,
         runbook,
         inventory,
         dest if mode == "mirror" else source,
         source if mode == "mirror" else dest,
-        start.get("reverses") or start["parent_run"],
+        start.reverses or start.parent_run or "",
         request.variables,
         request.secrets,
-        mode=start.get("mode") or "real",
-        rollback=bool(start.get("rollback")),
+        mode=start.mode or "real",
+        rollback=bool(start.rollback),
         failback_mode=mode,
     )
     return back.plan, back.outcomes
@@ -228,7 +229,7 @@ def _carried(
     target: ResumeTarget,
     outcomes: Mapping[str, StepOutcome],
     recovered: Recovered,
-) -> tuple[dict[str, StepOutcome], list[dict[str, Any]]]:
+) -> tuple[dict[str, StepOutcome], list[StepCarried]]:
     """The steps the continuation takes over, done, and their step_carried events."""
     from orchestrator.record.outcomes import Status
     from orchestrator.run.carry import carried_steps
@@ -295,7 +296,7 @@ def _succeeded(outcomes: Mapping[str, StepOutcome], recovered: Recovered) -> set
             or (
                 r.found is Found.JOURNAL
                 and r.finished
-                and r.finished.get("status") == StepStatus.SUCCEEDED
+                and r.finished.status == StepStatus.SUCCEEDED
             )
             for r in recs
         ):
@@ -343,7 +344,7 @@ def refuse_resume(lineage: Lineage, run_id: str) -> None:
 
 def refuse_changed_files(
     run_id: str,
-    start: Mapping[str, Any],
+    start: RunStarted,
     files: tuple[str | None, str | None],
     *,
     yes: bool,

@@ -19,7 +19,20 @@ from orchestrator.plan.build import FAILOVER, REPROTECT, Plan, PlanStep
 from orchestrator.plan.preview import plan_document
 from orchestrator.plan.site import journal_children, state_changes
 from orchestrator.record.control import channel_for
-from orchestrator.record.events import Event
+from orchestrator.record.events import (
+    Event,
+    HealthHeld,
+    HealthPolling,
+    HealthTimeout,
+    InterruptRefused,
+    LockConfirmed,
+    LockInDoubt,
+    RunFinished,
+    RunLockLost,
+    RunStarted,
+    StepCarried,
+    StepsDone,
+)
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status, StepOutcome
 from orchestrator.record.store import (
@@ -57,7 +70,7 @@ class RunOptions:
     runbook_file: str | None = None
     inventory_file: str | None = None
     carried: Mapping[str, StepOutcome] = field(default_factory=dict)
-    carried_events: list[dict[str, Any]] = field(default_factory=list)
+    carried_events: list[StepCarried] = field(default_factory=list)
     extra_results: Mapping[str, StepOutcome] = field(default_factory=dict)
     parent_start_wall: float | None = None
     check_source_health: bool = True
@@ -334,9 +347,7 @@ def _run(
             ex.keep_spools()
         ex.close()
     exit_code = _exit_code(plan, journal, status)
-    journal.write(
-        Event.RUN_FINISHED, status=status.value, exit_code=int(exit_code), message=message
-    )
+    journal.write(RunFinished(status=status.value, exit_code=int(exit_code), message=message))
     summary = build_summary(journal.events)
     budget.stop()  # before the journal closes: it must not journal a late "at risk"
     journal.close()
@@ -362,70 +373,71 @@ def _journal_start(
     run_id = plan.run_id
     rb = plan.runbook
     journal.write(
-        Event.RUN_STARTED,
+        RunStarted(
+            run_id=run_id,
+            runbook=rb.name,
+            direction=plan.direction,
+            source=plan.source,
+            target=plan.target,
+            moves_to=plan.to_site,
+            parent_run=plan.parent_run,
+            resumes=plan.resumes,
+            reverses=plan.reverses,
+            failback_mode=plan.failback_mode,
+            reprotect_steps=[sid for sid, ps in plan.steps.items() if ps.phase == REPROTECT],
+            emergency=plan.emergency,
+            mode=plan.mode,
+            drill_id=plan.drill_id,
+            rollback=plan.rollback,
+            yes=opts.yes,
+            wall0=journal.wall0,
+            parent_start_wall=opts.parent_start_wall,
+            rto_target_s=rb.rto_target if plan.direction != REPROTECT else None,
+            rpo_target=rb.rpo_target,
+            rpo_is_bytes=rb.rpo_is_bytes,
+            rpo_step=_rpo_step(plan),
+            rpo_guard=rpo_guard,
+            accept_data_loss=opts.accept_data_loss,
+            rto_start=_rto_start(plan),
+            predicted_rto_s=plan.predicted_rto_s,
+            runbook_file=opts.runbook_file,
+            inventory_file=opts.inventory_file,
+            runbook_sha256=file_sha256(opts.runbook_file),
+            inventory_sha256=file_sha256(opts.inventory_file),
+            runbook_description=rb.description or None,
+            host_order=[h.name for h in plan.hosts()],
+            hosts=inventory_hosts(plan, connections),
+            health_names=[hp.check.name for hp in plan.health],
+            probes=[
+                {
+                    "name": pp.probe.name,
+                    "hosts": [h.name for h in pp.hosts],
+                    "interval_s": pp.probe.interval,
+                    "max_down_s": pp.probe.max_down,
+                }
+                for pp in plan.probes
+            ],
+            children=journal_children(plan),
+            unreachable=dict(unreachable),
+            steps=[
+                {
+                    "id": ps.id,
+                    "name": ps.step.name,
+                    "kind": str(ps.step.kind),
+                    "needs": ps.needs,
+                    "undo_of": ps.undo_of,
+                    "wave": ps.wave,
+                    "hosts": [h.name for h in ps.hosts],
+                    "idempotent": ps.step.idempotent,
+                    "outcome_unknown": ps.outcome_unknown or None,
+                }
+                for ps in plan.steps.values()
+            ],
+        ),
         0.0,
-        run_id=run_id,
-        runbook=rb.name,
-        direction=plan.direction,
-        source=plan.source,
-        target=plan.target,
-        moves_to=plan.to_site,
-        parent_run=plan.parent_run,
-        resumes=plan.resumes,
-        reverses=plan.reverses,
-        failback_mode=plan.failback_mode,
-        reprotect_steps=[sid for sid, ps in plan.steps.items() if ps.phase == REPROTECT],
-        emergency=plan.emergency,
-        mode=plan.mode,
-        drill_id=plan.drill_id,
-        rollback=plan.rollback,
-        yes=opts.yes,
-        wall0=journal.wall0,
-        parent_start_wall=opts.parent_start_wall,
-        rto_target_s=rb.rto_target if plan.direction != REPROTECT else None,
-        rpo_target=rb.rpo_target,
-        rpo_is_bytes=rb.rpo_is_bytes,
-        rpo_step=_rpo_step(plan),
-        rpo_guard=rpo_guard,
-        accept_data_loss=opts.accept_data_loss,
-        rto_start=_rto_start(plan),
-        predicted_rto_s=plan.predicted_rto_s,
-        runbook_file=opts.runbook_file,
-        inventory_file=opts.inventory_file,
-        runbook_sha256=file_sha256(opts.runbook_file),
-        inventory_sha256=file_sha256(opts.inventory_file),
-        runbook_description=rb.description or None,
-        host_order=[h.name for h in plan.hosts()],
-        hosts=inventory_hosts(plan, connections),
-        health_names=[hp.check.name for hp in plan.health],
-        probes=[
-            {
-                "name": pp.probe.name,
-                "hosts": [h.name for h in pp.hosts],
-                "interval_s": pp.probe.interval,
-                "max_down_s": pp.probe.max_down,
-            }
-            for pp in plan.probes
-        ],
-        children=journal_children(plan),
-        unreachable=dict(unreachable),
-        steps=[
-            {
-                "id": ps.id,
-                "name": ps.step.name,
-                "kind": str(ps.step.kind),
-                "needs": ps.needs,
-                "undo_of": ps.undo_of,
-                "wave": ps.wave,
-                "hosts": [h.name for h in ps.hosts],
-                "idempotent": ps.step.idempotent,
-                "outcome_unknown": ps.outcome_unknown or None,
-            }
-            for ps in plan.steps.values()
-        ],
     )
     for event in opts.carried_events:
-        journal.write(Event.STEP_CARRIED, 0.0, **event)
+        journal.write(event, 0.0)
 
 
 def _gate(plan: Plan, opts: RunOptions, store: Store) -> Gate:
@@ -450,7 +462,7 @@ def _steps_and_health(
     the run ends, and why when it did not succeed."""
     ex.prepare_spools()
     outcomes = ex.run()
-    journal.write(Event.STEPS_DONE)
+    journal.write(StepsDone())
     stopped = _stopped(ex, lock_guard, probes, desk)
     if stopped is not None:
         return stopped
@@ -529,14 +541,15 @@ def _record_end(
         # The state first, then the summary: a controller killed between the two leaves a run
         # that reads as crashed (drx resume completes it) with the active site its steps set,
         # never a succeeded run whose active site was not recorded (nothing could repair that).
-        mine: dict[str, Any] = {"last_run": run_id}
+        mine: dict[str, str | None] = {"last_run": run_id}
         if status is Status.SUCCEEDED and plan.direction != REPROTECT:
             mine.update(active=plan.to_site, active_since=finished_at)
         state = store.read_state()
         changes = runbook_changes(state, plan.runbook.name, **mine)
         if status is Status.SUCCEEDED and plan.runbook.children:
             changes = state_changes(plan, changes, state, plan.to_site, finished_at)
-        store.update_state(running=None, **changes)
+        changes["running"] = None
+        store.update_state(**changes)
         store.write_summary(run_id, document_json(doc), lock)
     except LockLost as exc:
         raise LockLost(_lost_message(str(exc), store, run_id)) from None
@@ -569,26 +582,26 @@ class LockGuard:
             state = self.lock.state()
             if state is LockState.HELD:
                 if self._in_doubt:
-                    self._note(Event.LOCK_CONFIRMED, in_doubt=False)
+                    self._note(LockConfirmed, in_doubt=False)
                 return None
             if state is LockState.LOST:
                 reason = self.lost()
                 with self._mutex:
                     first, self._lost_written = not self._lost_written, True
                 if first:
-                    self.journal.write(Event.LOCK_LOST, reason=self.lock.lost_reason)
+                    self.journal.write(RunLockLost(reason=self.lock.lost_reason))
                 return reason
             if not self._in_doubt:
-                self._note(Event.LOCK_IN_DOUBT, in_doubt=True)
+                self._note(LockInDoubt, in_doubt=True)
             if self.stopping.wait(0.05):
                 return "cancelled by the operator while the run lock was in doubt"
 
-    def _note(self, event: Event, *, in_doubt: bool) -> None:
+    def _note(self, event: type[LockInDoubt | LockConfirmed], *, in_doubt: bool) -> None:
         with self._mutex:
             changed = self._in_doubt != in_doubt
             self._in_doubt = in_doubt
         if changed:
-            self.journal.write(event)
+            self.journal.write(event())
 
 
 def _lost_message(reason: str, store: Store, run_id: str) -> str:
@@ -671,7 +684,7 @@ def _on_interrupt(ex: Executor, refuse_first: bool = False) -> Callable[[], None
     def handler() -> None:
         if refuse_first and not refused.is_set():
             refused.set()
-            ex.journal.write(Event.INTERRUPT_REFUSED)
+            ex.journal.write(InterruptRefused())
             print(
                 "\ndrx: this run brings the service back to where it was; stopping it now "
                 "would leave it between sites. Ctrl-C again to abandon it (drx failback "
@@ -716,13 +729,13 @@ def _health_failures(events: list[dict[str, Any]]) -> list[str]:
 
 def _poll_health_after(plan: Plan, ex: Executor, journal: Journal) -> bool:
     """Poll every health entry at the site the run moves to; True once all hold."""
-    journal.write(Event.HEALTH_POLLING, site=plan.to_site)
+    journal.write(HealthPolling(site=plan.to_site))
     steps = _health_steps(plan, "after")
     with ThreadPoolExecutor(max_workers=max(1, len(steps))) as pool:
         results = list(pool.map(ex.run_health, steps))
     if all(ok for ok, _ in results):
         held_t = max(t for _, t in results)
-        journal.write(Event.HEALTH_HELD, held_t, site=plan.to_site)
+        journal.write(HealthHeld(site=plan.to_site), held_t)
         return True
-    journal.write(Event.HEALTH_TIMEOUT, site=plan.to_site)
+    journal.write(HealthTimeout(site=plan.to_site))
     return False

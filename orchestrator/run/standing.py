@@ -5,11 +5,12 @@ before it runs anything, and ``drx status`` prints the same next steps."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orchestrator.kinds import kind_of
 from orchestrator.model.inventory import Host
+from orchestrator.record.events import RunStarted
 from orchestrator.record.summary import RunSummary
 from orchestrator.run import preflight
 from orchestrator.transport import open_transport
@@ -139,15 +140,17 @@ class FileChange:
 
 
 def changed_files(
-    start: Mapping[str, object], runbook_file: str | None, inventory_file: str | None
+    start: RunStarted, runbook_file: str | None, inventory_file: str | None
 ) -> list[FileChange]:
     """The files that changed since the run journaled by ``start`` (its ``run_started`` event)
     began: resuming it then runs steps the original run never planned."""
     from orchestrator.run.runner import file_sha256
 
     changes = []
-    for what, path in (("runbook", runbook_file), ("inventory", inventory_file)):
-        before = start.get(f"{what}_sha256")
+    for what, path, before in (
+        ("runbook", runbook_file, start.runbook_sha256),
+        ("inventory", inventory_file, start.inventory_sha256),
+    ):
         if not isinstance(before, str) or path is None:
             continue
         now = file_sha256(path)

@@ -313,7 +313,7 @@ class _StoreTail(_Tail):
         self.given = 0
 
     def more(self) -> list[bytes]:
-        events = self.store.read_events(self.run_id)[self.given :]
+        events = self.store.read_journal(self.run_id)[self.given :]
         self.given += len(events)
         return [json.dumps(e).encode() for e in events]
 
