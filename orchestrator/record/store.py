@@ -35,6 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
+from orchestrator.bulk import paused_gc
 from orchestrator.errors import JournalError, RefusedError, StateDirError
 
 #: the longest the local journal's syncer rests between two fsyncs
@@ -562,6 +563,7 @@ def parse_journal(raw: bytes, name: str) -> list[dict[str, Any]]:
     return events
 
 
+@paused_gc()
 def document_json(doc: dict[str, Any]) -> str:
     """summary.json / plan.json text: a top-level field a line and a step a line. Readable,
     and written by the C JSON encoder (``indent=`` falls back to the pure-Python one, which

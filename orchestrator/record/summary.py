@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.bulk import paused_gc
 from orchestrator.record.children import child_records
 from orchestrator.record.events import Event
 from orchestrator.record.progress import Progress
@@ -394,6 +395,7 @@ class RunSummary:
     def step_by_id(self) -> dict[str, StepRecord]:
         return {s.id: s for s in self.steps}
 
+    @paused_gc()
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "run_id": self.run_id,
@@ -445,6 +447,7 @@ class RunSummary:
         return doc
 
     @classmethod
+    @paused_gc()
     def from_dict(cls, doc: Mapping[str, Any]) -> RunSummary:
         """Read a summary document back; missing or mistyped fields take their defaults."""
         return _read_run(doc)
@@ -829,6 +832,7 @@ class _Builder:
         self.finished = e
 
 
+@paused_gc()
 def build_summary(events: list[dict[str, Any]]) -> RunSummary:
     """The summary of the run journaled by ``events``."""
     if not events or events[0]["event"] != Event.RUN_STARTED:
