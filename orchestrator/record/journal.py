@@ -50,6 +50,9 @@ def _utc_second(seconds: int) -> str:
 #: what a SIGKILLed controller can lose)
 FLUSH_S = 0.002
 
+#: one encoder for every line (``json.dumps`` with options builds one per call)
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
 #: journals not yet closed, flushed at interpreter exit
 _OPEN: weakref.WeakSet[Journal] = weakref.WeakSet()
 
@@ -90,7 +93,7 @@ class Journal:
         record = {"event": event, "t": round(offset, 6), "ts": self.wall(offset), **fields}
         if self._redact:
             record = self._redact.deep(record)
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        line = (_encode(record) + "\n").encode()
         with self._lock:
             if self._closed:
                 raise JournalError("the journal is closed")
