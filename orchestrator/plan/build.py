@@ -12,11 +12,13 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import jinja2
 import networkx as nx
 
+from orchestrator.bulk import paused_gc
 from orchestrator.errors import Problem, UsageError, ValidationError
 from orchestrator.model.fields import Where, suggest
 from orchestrator.model.inventory import (
@@ -515,7 +517,7 @@ class _Checker:
         line: int,
         what: str,
         source: str | None,
-        ctx: dict[str, Any],
+        ctx: Mapping[str, Any],
         *,
         expression: bool = False,
         file: str | None = None,
@@ -595,7 +597,7 @@ def _check_step_templates(
 ) -> dict[str, str]:
     """Render run/prompt/when/until of ``step`` for each of its hosts; return the previews."""
     steps_view = StepsView(ps.readable, for_step=ps.undo_of or ps.id)
-    base = plan.context(steps=steps_view)
+    base = _LazyContext(partial(plan.context, steps=steps_view))
     child = scope_for(plan.runbook, steps_view)
     previews: dict[str, str] = {}
     prefix = "undo " if label == "undo" else ""
@@ -621,7 +623,7 @@ def _check_step_templates(
             if done[key] is not None:
                 previews[host.name] = done[key]  # type: ignore[assignment]
             continue
-        ctx = plan.context(host=host, steps=steps_view)
+        ctx = _LazyContext(partial(plan.context, host=host, steps=steps_view))
         # the contexts of one host and one scope (runbook or child) differ only in ``steps``
         scope = (host.name, id(child))
         rendered = checker.template(
@@ -634,17 +636,43 @@ def _check_step_templates(
             checker.template(
                 name, step.line_of("env"), f"{prefix}env {var}", value, ctx, scope=scope
             )
-        checker.template(
-            name,
-            step.line_of("until"),
-            f"{prefix}until",
-            step.until,
-            {**ctx, **_UNTIL_PREVIEW},
-            expression=True,
-        )
+        if step.until is not None:
+            checker.template(
+                name,
+                step.line_of("until"),
+                f"{prefix}until",
+                step.until,
+                {**ctx, **_UNTIL_PREVIEW},
+                expression=True,
+            )
     return previews
 
 
+class _LazyContext(Mapping[str, Any]):
+    """A template context built on first use: most templates of a plan are plain text, or
+    take their values from the checker's memo, and never read it (building one per host of
+    every step was a third of planning 10,000 steps)."""
+
+    def __init__(self, make: Callable[[], dict[str, Any]]) -> None:
+        self._make = make
+        self._ctx: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        if self._ctx is None:
+            self._ctx = self._make()
+        return self._ctx
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+@paused_gc()
 def build_plan(
     runbook: Runbook,
     inventory: Inventory,
