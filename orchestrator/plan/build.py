@@ -8,6 +8,7 @@ at once, before anything connects to a host.
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
@@ -339,8 +340,25 @@ def _dag(runbook: Runbook, problems: list[Problem]) -> nx.DiGraph:
 
 
 def topological(graph: nx.DiGraph) -> list[str]:
-    """Topological order that is stable: ties broken by declaration order."""
-    return list(nx.lexicographical_topological_sort(graph, key=lambda n: graph.nodes[n]["index"]))
+    """Topological order that is stable: ties broken by declaration order (networkx's
+    ``lexicographical_topological_sort``, without its per-node overhead: it was a quarter of
+    planning 10,000 steps). A cycle raises ``nx.NetworkXUnfeasible`` as networkx does."""
+    index = dict(graph.nodes(data="index"))
+    waiting = {node: len(preds) for node, preds in graph.pred.items()}
+    ready = [(index[node], node) for node, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    successors = graph.succ
+    while ready:
+        node = heapq.heappop(ready)[1]
+        order.append(node)
+        for child in successors[node]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                heapq.heappush(ready, (index[child], child))
+    if len(order) != len(waiting):
+        raise nx.NetworkXUnfeasible("Graph contains a cycle or graph changed during iteration")
+    return order
 
 
 def compute_waves(graph: nx.DiGraph, order: list[str]) -> dict[str, int]:

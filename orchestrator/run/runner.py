@@ -223,10 +223,11 @@ def _execute_locked(
     opts: RunOptions,
     connecting: Future[preflight.Connected] | None,
 ) -> tuple[int, RunSummary]:
-    from orchestrator.run.live import attach_output
-
     if connecting is None:
         connecting = preflight.start(plan, opts.transports)
+    # imported while the pre-flight connects (structlog and rich take tens of milliseconds)
+    from orchestrator.run.live import attach_output
+
     connections, failures = connecting.result()
     try:
         unreachable: dict[str, str] = {}
