@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from orchestrator.bulk import paused_gc
 from orchestrator.errors import Problem, UsageError, ValidationError
 from orchestrator.model.inventory import Inventory, parse_inventory
 from orchestrator.model.runbook import Runbook
 from orchestrator.model.siteplan import load_runbook
-from orchestrator.model.yaml_source import paused_gc
 
 RUNBOOK_CANDIDATES = ("runbook.yaml", "runbooks/webapp.yaml")
 INVENTORY_CANDIDATES = ("inventory.yaml", "inventory/local.yaml")

@@ -511,7 +511,7 @@ def _parse_step(
         else:
             undo_map = as_mapping(undo_data, where, line, "undo", problems)
         undo = _parse_step(undo_map, where, problems, undo_of=step)
-        if undo is not None and not isinstance(undo_data, LMap):
+        if undo is not None and not isinstance(undo_data, LMap) and undo.sudo != step.sudo:
             # A command string runs as the step itself does (its sudo); a mapping says for itself.
             undo = _replace(undo, sudo=step.sudo)
         if (

@@ -390,6 +390,14 @@ def unquoted_step_outputs(source: str) -> int:
     is reported elsewhere)."""
     if "steps" not in source:
         return 0
+    parts = _split(source)
+    if parts is not None:  # text and {{ … }} only: counted once per set of expressions
+        return _unquoted_in("".join(f"{{{{{e}}}}}" for e in parts[1]))
+    return _unquoted_in(source)
+
+
+@lru_cache(maxsize=4096)
+def _unquoted_in(source: str) -> int:
     try:
         tree = ENV.parse(source)
     except jinja2.TemplateSyntaxError:

@@ -8,15 +8,13 @@ each key/item.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from orchestrator.bulk import paused_gc
 from orchestrator.errors import Problem
 
 
@@ -341,22 +339,6 @@ def _too_deep(path: str, text: str, mark: Any = None) -> Problem:
     line = mark.line + 1 if mark is not None else None
     column = mark.column + 1 if mark is not None else None
     return Problem(path, line, f"YAML nested more than {MAX_DEPTH} levels deep", column=column)
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a large tree of new objects is built.
-
-    A 10,000-step runbook makes a few hundred thousand dicts, lists and strings, none of them
-    garbage; the collector's repeated full passes over them would more than double the time of
-    loading it. Re-enabled on the way out (unless it was off already)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _syntax_problem(path: str, text: str, exc: yaml.MarkedYAMLError) -> Problem:

@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
+from orchestrator.bulk import paused_gc
 from orchestrator.errors import JournalError
 from orchestrator.model.templating import Redactor
 from orchestrator.record.events import E, JournalEvent, from_json, parse, stamp, to_json
@@ -124,7 +125,8 @@ class Journal:
         with self._lock:
             new = self._lines[len(self._parsed) :]
             if new:  # one JSON array: one parser call, not one per line
-                self._parsed.extend(json.loads(b"[" + b",".join(new) + b"]"))
+                with paused_gc():
+                    self._parsed.extend(json.loads(b"[" + b",".join(new) + b"]"))
             return list(self._parsed)
 
     def typed_events(self) -> list[JournalEvent]:

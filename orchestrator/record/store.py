@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict, Unpack
 
+from orchestrator.bulk import paused_gc
 from orchestrator.errors import JournalError, RefusedError, StateDirError
 
 if TYPE_CHECKING:
@@ -681,6 +682,7 @@ def parse_journal(raw: bytes, name: str) -> list[dict[str, Any]]:
     return events
 
 
+@paused_gc()
 def document_json(doc: dict[str, Any]) -> str:
     """summary.json / plan.json text: a top-level field a line and a step a line. Readable,
     and written by the C JSON encoder (``indent=`` falls back to the pure-Python one, which

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from orchestrator.bulk import paused_gc
 from orchestrator.kinds import kind_of
 from orchestrator.model.units import parse_when
 from orchestrator.record.children import child_records
@@ -505,10 +506,12 @@ class RunSummary:
         from the run's start, the timeline's from the RTO start)."""
         return _between(self.started_at, self.rto_started_at) or 0.0
 
+    @paused_gc()
     def to_dict(self) -> dict[str, Any]:
         return to_doc(self)
 
     @classmethod
+    @paused_gc()
     def from_dict(cls, raw: Mapping[str, Any]) -> RunSummary:
         """Read a summary document back; missing or mistyped fields take their defaults."""
         return from_doc(cls, raw)
@@ -707,6 +710,7 @@ class _Builder:
         self.finished = e
 
 
+@paused_gc()
 def build_summary(events: list[dict[str, Any]]) -> RunSummary:
     """The summary of the run journaled by ``events``."""
     if not events or events[0]["event"] != Event.RUN_STARTED:

@@ -42,6 +42,7 @@ _NOT_LOGGED = {
     "parent_start_wall",
     "unreachable",
 }
+_NOT_LOGGED_CONSOLE = _NOT_LOGGED | {"t"}  # a console line has its own timestamp
 
 
 _LEVEL_COLOR = {"warning": "\x1b[33m", "error": "\x1b[31;1m", "info": "\x1b[32m"}
@@ -103,8 +104,9 @@ class LogView:
         self, plan: Plan, journal: Journal, verbose: int, budget: BudgetWatcher, json_lines: bool
     ):
         log = structlog.get_logger("drx")
-        # JSON lines are for machines: every line names its run; a console line need not
-        self.log = log.bind(run_id=plan.run_id) if json_lines else log
+        # JSON lines are for machines: every line names its run; a console line need not.
+        # Bound once here: the lazy logger ``get_logger`` returns would re-bind on every line
+        self.log = log.bind(run_id=plan.run_id) if json_lines else log.bind()
         self.json_lines = json_lines
         self.verbose = verbose
         self.budget = budget
@@ -115,21 +117,18 @@ class LogView:
         kind = event.event
         if kind in _QUIET and self.verbose < 2:
             return
-        if isinstance(event, HostFinished) and event.status == "succeeded" and self.verbose < 1:
+        if (
+            isinstance(event, HostFinished)
+            and event.status == StepStatus.SUCCEEDED
+            and self.verbose < 1
+        ):
             return
-        e = to_json(event)
-        fields = {
-            k: v
-            for k, v in e.items()
-            if k not in _NOT_LOGGED and v is not None and (self.json_lines or k != "t")
-        }
         level = "info"
+        output = ""
         if isinstance(event, HostFinished):
             if event.status != StepStatus.SUCCEEDED:
                 level = "warning"
-                tail = (event.output_tail or "").strip().splitlines()[-3:]
-                if tail:
-                    fields["output"] = " | ".join(tail)
+                output = " | ".join((event.output_tail or "").strip().splitlines()[-3:])
         elif kind in (
             Event.RTO_BUDGET_AT_RISK,
             Event.RUN_ABORTING,
@@ -139,6 +138,11 @@ class LogView:
             level = "warning"
         elif isinstance(event, StepFinished) and event.status == StepStatus.FAILED:
             level = "error"
+        # fields are picked once the event is known to be logged (most are not)
+        skip = _NOT_LOGGED if self.json_lines else _NOT_LOGGED_CONSOLE
+        fields = {k: v for k, v in to_json(event).items() if v is not None and k not in skip}
+        if output:
+            fields["output"] = output
         getattr(self.log, level)(kind, **fields)
 
     def ask(self, step_id: str, prompt: str) -> bool:
