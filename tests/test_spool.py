@@ -64,7 +64,10 @@ def side(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Side]:
         host: LabHost = request.getfixturevalue("lab_hosts")(1)[0]
         spec = lab.host_spec(host.name)
         starter = request.param == "ssh"
-        conn = SSHTransport(kill_grace_s=0.5, starter=starter).connect(spec)
+        ssh = SSHTransport(kill_grace_s=0.5, starter=starter).connect(spec)
+        # the starter, once ready, starts the spooled commands (the wrapper until then)
+        assert ssh.start_spooling(10) == starter
+        conn = ssh
         home = Path(pwd.getpwnam(host.user).pw_dir)
         s = Side("ssh", spec, conn, home / ".drx" / "spool", starter)
     yield s
@@ -235,6 +238,7 @@ if spec.transport == "local":
 else:
     from orchestrator.transport.ssh import SSHTransport
     conn = SSHTransport(starter=starter).connect(spec)
+    assert conn.start_spooling(10) == starter
 print("connected", flush=True)
 conn.run("sleep 2; echo done; exit 4", timeout=30, spool=key)
 """
@@ -307,7 +311,9 @@ def test_a_spool_that_cannot_be_made_fails_the_command(side: Side, tmp_path: Pat
     """When the spool directory cannot be created the command does not run and fails."""
     if side.kind == "ssh":
         spec = HostSpec(**{**asdict(side.spec), "spool_dir": "/proc/drx-no"})
-        conn: Connection = SSHTransport(starter=side.starter).connect(spec)
+        ssh = SSHTransport(starter=side.starter).connect(spec)
+        assert ssh.start_spooling(10) == side.starter
+        conn: Connection = ssh
     else:
         conn = side.conn
     key = SpoolKey("r", "s", "h", "1", Path("/proc/drx-no"))

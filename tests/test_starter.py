@@ -1,6 +1,6 @@
 """The starter over real sshd: one process per connection starts every spooled command (their
-parent), concurrent commands' outputs never mix, a host without python3 keeps the wrapper, and
-a starter that dies is replaced by the next command."""
+parent) once it is ready, concurrent commands' outputs never mix, a host without python3 keeps
+the wrapper, and a starter that dies is replaced."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ def test_one_starter_starts_every_spooled_command(host: tuple[Lab, LabHost]) -> 
     wrapper shell per command."""
     lab, h = host
     with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        assert conn.start_spooling(10)
         parents = []
         for _ in range(2):
             res = conn.run("echo $PPID; sleep 0.2", timeout=20, spool=_key(conn))
@@ -62,6 +63,7 @@ def test_concurrent_commands_keep_their_own_output(host: tuple[Lab, LabHost]) ->
     """Eight commands at once through one starter: each gets exactly its own output and rc."""
     lab, h = host
     with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        assert conn.start_spooling(10)
         results: dict[int, tuple[int | None, str, str]] = {}
 
         def one(i: int) -> None:
@@ -82,6 +84,20 @@ def test_concurrent_commands_keep_their_own_output(host: tuple[Lab, LabHost]) ->
         assert results[i] == (i, expected, f"e{i}\n")
 
 
+def test_the_first_command_does_not_wait_for_the_starter(host: tuple[Lab, LabHost]) -> None:
+    """The first spooled command of a connection runs at once through the wrapper while the
+    starter starts; later ones go through the starter."""
+    lab, h = host
+    with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        first = conn.run("echo $PPID", timeout=20, spool=_key(conn))
+        assert conn.start_spooling(10)
+        later = conn.run("echo $PPID", timeout=20, spool=_key(conn))
+        assert first.rc == later.rc == 0
+        starter_argv = Path(f"/proc/{int(later.stdout)}/cmdline").read_bytes()
+    assert b"python3" in starter_argv
+    assert int(first.stdout) != int(later.stdout)
+
+
 def test_a_host_without_python3_keeps_the_wrapper(
     host: tuple[Lab, LabHost], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,6 +106,7 @@ def test_a_host_without_python3_keeps_the_wrapper(
     lab, h = host
     monkeypatch.setattr(starter, "PYTHON", "drx-no-such-python3")
     with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        assert not conn.start_spooling(10)
         for _ in range(2):
             key = _key(conn)
             res = conn.run("echo fine; exit 5", timeout=20, spool=key)
@@ -104,6 +121,7 @@ def test_a_dead_starter_is_replaced(host: tuple[Lab, LabHost]) -> None:
     the spool's), and the next command on the connection runs through a new starter."""
     lab, h = host
     with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        assert conn.start_spooling(10)
         key = _key(conn)
         box: dict[str, object] = {}
         t = threading.Thread(
@@ -119,5 +137,6 @@ def test_a_dead_starter_is_replaced(host: tuple[Lab, LabHost]) -> None:
         os.kill(old, signal.SIGKILL)
         t.join(20)
         assert getattr(box["res"], "error", None) == "disconnected"
+        assert conn.start_spooling(10)
         res = conn.run("echo $PPID", timeout=20, spool=_key(conn))
         assert res.rc == 0 and int(res.stdout) != old

@@ -345,7 +345,7 @@ class SSHConnection:
         self._closed = False
         #: the starter of this connection's spooled commands (see transport/starter.py): None
         #: until the first one; ``False`` when the host cannot run one (no python3 >= 3.8)
-        self._starter: Starter | bool | None = None
+        self._starter: Starter | bool | None = None if starter else False
         self._starter_lock = threading.Lock()
 
     @property
@@ -411,28 +411,35 @@ class SSHConnection:
         script = attach_program(ssh_dir(spool, self.host.spool_dir), marker)
         return self._run_script(script, marker, sudo, timeout, log_path, redact, cancel)
 
+    def start_spooling(self, wait_s: float | None = None) -> bool:
+        """Start this connection's starter if it has none yet (see transport/starter.py) and,
+        with ``wait_s``, wait that long for it to be ready; whether spooled commands now go
+        through it. Until it is ready they go through the wrapper, so that its start-up (a
+        python3 on the host) never delays a command."""
+        starter = self._the_starter()
+        if starter is None and wait_s is not None:
+            with self._starter_lock:
+                pending = self._starter
+            if isinstance(pending, Starter) and pending.ready.wait(wait_s):
+                starter = self._the_starter()
+        return starter is not None
+
     def _the_starter(self) -> Starter | None:
-        """This connection's starter, started on first use (None: the host has none, or it
-        could not be started: the wrapper runs the command instead)."""
+        """This connection's starter when it is ready; started if there is none (None: not
+        ready yet, or the host cannot run one — the wrapper runs the command instead)."""
         with self._starter_lock:
             starter = self._starter
             if isinstance(starter, Starter) and starter.dead:
-                starter = None  # its channel ended: a new one, if the link is still up
-            if starter is None and not self._closed and self._transport.is_active():
-                try:
-                    starter = Starter(self._open_channel())
-                except (TransportError, SSHException, OSError, EOFError):
-                    return None
+                # no python3 on the host (or too old): the wrapper for good; a starter that
+                # worked and ended (killed): a new one, if the link is still up
+                starter = None if starter.worked else False
                 self._starter = starter
-        if not isinstance(starter, Starter):
-            return None
-        if not starter.ready.wait(self.host.connect_timeout) or starter.dead:
-            with self._starter_lock:
-                if self._starter is starter:
-                    # no python3 on the host (or too old): keep the wrapper for good
-                    self._starter = False
-            return None
-        return starter
+            if starter is None and not self._closed and self._transport.is_active():
+                self._starter = Starter(self._open_channel)
+                return None
+        if isinstance(starter, Starter) and starter.worked and not starter.dead:
+            return starter
+        return None
 
     def _run_started(
         self,

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import paramiko
 from paramiko.ssh_exception import SSHException
 
+from orchestrator.errors import TransportError
 from orchestrator.transport.base import Sudo, sudo_argv
 from orchestrator.transport.spool import STREAM_EVERY_S
 
@@ -244,18 +245,21 @@ class Starter:
     frames to its ``Job``. ``dead`` once the channel has ended (every pending job then gets a
     ``D`` event)."""
 
-    def __init__(self, chan: paramiko.Channel, on_end: Callable[[], None] | None = None) -> None:
-        self.chan = chan
+    def __init__(self, open_channel: Callable[[], paramiko.Channel]) -> None:
+        #: set when the starter has said it is ready (``worked``), or has ended before
         self.ready = threading.Event()
+        self.worked = False
         self.dead = False
+        self.chan: paramiko.Channel | None = None
         self._send_lock = threading.Lock()
         self._jobs: dict[int, Job] = {}
         self._jobs_lock = threading.Lock()
         self._next_id = 1
-        self._on_end = on_end
-        chan.exec_command(BOOT.format(python=PYTHON, size=len(STARTER.encode())))
-        chan.sendall(STARTER.encode())
-        self._reader = threading.Thread(target=self._read, name="drx-starter", daemon=True)
+        # opened, started and read on a thread of its own: the command that asked for it
+        # goes on at once (through the wrapper)
+        self._reader = threading.Thread(
+            target=self._read, args=(open_channel,), name="drx-starter", daemon=True
+        )
         self._reader.start()
 
     def submit(self, directory: str, sudo: Sudo, program: str) -> Job:
@@ -272,6 +276,7 @@ class Starter:
         head = f"R{job.id} {len(where)} {len(words)} {len(text)}\n".encode()
         try:
             with self._send_lock:
+                assert self.chan is not None  # submitted to only once it has worked
                 self.chan.sendall(head + where + words + text)
         except (SSHException, OSError, EOFError) as exc:
             self.drop(job)
@@ -282,7 +287,8 @@ class Starter:
         """Tell the starter drx has given up on ``job``: it writes no ``rc`` for it, and
         answers with its pid (a ``P`` event)."""
         with contextlib.suppress(SSHException, OSError, EOFError), self._send_lock:
-            self.chan.sendall(f"K{job.id}\n".encode())
+            if self.chan is not None:
+                self.chan.sendall(f"K{job.id}\n".encode())
 
     def drop(self, job: Job) -> None:
         """Stop following ``job``."""
@@ -290,11 +296,14 @@ class Starter:
         with self._jobs_lock:
             self._jobs.pop(job.id, None)
 
-    def _read(self) -> None:
+    def _read(self, open_channel: Callable[[], paramiko.Channel]) -> None:
         buf = b""
         try:
+            self.chan = chan = open_channel()
+            chan.exec_command(BOOT.format(python=PYTHON, size=len(STARTER.encode())))
+            chan.sendall(STARTER.encode())
             while True:
-                data = self.chan.recv(1 << 20)
+                data = chan.recv(1 << 20)
                 if not data:
                     break
                 buf += data
@@ -310,7 +319,7 @@ class Starter:
                     self._deliver(kind[:1].decode(), int(kind[1:]), buf[nl + 1 : end])
                     at = end
                 buf = buf[at:]
-        except (SSHException, OSError, EOFError, ValueError):
+        except (SSHException, OSError, EOFError, ValueError, TransportError):
             pass
         finally:
             with self._jobs_lock:
@@ -320,13 +329,13 @@ class Starter:
             for job in pending:
                 self._put(job, "D", b"")
             self.ready.set()
-            with contextlib.suppress(Exception):
-                self.chan.close()
-            if self._on_end is not None:
-                self._on_end()
+            if self.chan is not None:
+                with contextlib.suppress(Exception):
+                    self.chan.close()
 
     def _deliver(self, kind: str, jid: int, payload: bytes) -> None:
         if kind == "H":
+            self.worked = True
             self.ready.set()
             return
         with self._jobs_lock:
