@@ -140,3 +140,14 @@ def test_a_dead_starter_is_replaced(host: tuple[Lab, LabHost]) -> None:
         assert conn.start_spooling(10)
         res = conn.run("echo $PPID", timeout=20, spool=_key(conn))
         assert res.rc == 0 and int(res.stdout) != old
+
+
+def test_the_command_sees_its_spool_directory(host: tuple[Lab, LabHost]) -> None:
+    """``$__drx_d`` names the attempt's directory in the command's shell, as under the
+    wrapper (runbooks read the attempt from it)."""
+    lab, h = host
+    with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        assert conn.start_spooling(10)
+        key = _key(conn)
+        res = conn.run('echo "$__drx_d"', timeout=20, spool=key)
+    assert res.rc == 0 and res.stdout == f"{_spool(conn, key, h.user)}\n"

@@ -113,7 +113,9 @@ def start(jid, d, sudo, prog):
         acts.insert(0, (os.POSIX_SPAWN_DUP2, r, 0))
     else:
         words = ["sh", "-c", ". /dev/fd/9"]
-        prog = b"exec 9<&-\n" + prog
+        # __drx_d: the attempt's directory, as the wrapper's runner has it
+        here = os.path.abspath(d).replace("'", "'\\''").encode()
+        prog = b"exec 9<&-\n__drx_d='" + here + b"'\n" + prog
         acts.insert(0, (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0))
         if r == 9:
             os.set_inheritable(r, True)
