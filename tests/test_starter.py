@@ -151,3 +151,17 @@ def test_the_command_sees_its_spool_directory(host: tuple[Lab, LabHost]) -> None
         key = _key(conn)
         res = conn.run('echo "$__drx_d"', timeout=20, spool=key)
     assert res.rc == 0 and res.stdout == f"{_spool(conn, key, h.user)}\n"
+
+
+def test_the_command_sees_what_the_wrapper_gives_it(host: tuple[Lab, LabHost]) -> None:
+    """Environment (no LC_CTYPE of python's own), umask, open-file limit and traps are the
+    same through the starter as through the wrapper."""
+    lab, h = host
+    seen = []
+    for use in (True, False):
+        with SSHTransport(starter=use).connect(lab.host_spec(h.name)) as conn:
+            assert conn.start_spooling(10) == use
+            res = conn.run("env | sort; umask; ulimit -n; trap", timeout=20, spool=_key(conn))
+            assert res.rc == 0, res.output_tail
+            seen.append({line for line in res.stdout.splitlines() if not line.startswith("SSH_")})
+    assert seen[0] == seen[1]

@@ -54,6 +54,13 @@ if sys.version_info < (3, 8) or not hasattr(os, "posix_spawn"):
     sys.exit(127)
 os.umask(0o077)
 EVERY = __EVERY__
+# the environment the login shell gave, without the LC_CTYPE python sets for itself in a C
+# locale (PEP 538): the shell passes its own LC_CTYPE, "x" + the value or "" when unset
+ENV = dict(os.environ)
+if sys.argv[1:] == [""]:
+    ENV.pop("LC_CTYPE", None)
+elif sys.argv[1:]:
+    ENV["LC_CTYPE"] = sys.argv[1][1:]
 wake_r, wake_w = os.pipe()
 os.set_blocking(wake_w, False)
 signal.set_wakeup_fd(wake_w)
@@ -96,6 +103,15 @@ def feed(fd, data):
     except OSError:
         pass
     os.close(fd)
+def put(path, data):
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # (the directory removed under it: nothing to keep the outcome in)
 def start(jid, d, sudo, prog):
     append = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     try:
@@ -103,6 +119,7 @@ def start(jid, d, sudo, prog):
             os.makedirs(d, 0o700)
         ow = os.open(d + "/out", append, 0o600)
         ew = os.open(d + "/err", append, 0o600)
+        out, err = os.open(d + "/out", os.O_RDONLY), os.open(d + "/err", os.O_RDONLY)
     except OSError as e:
         send(b"F", jid, str(e).encode())
         return
@@ -122,10 +139,10 @@ def start(jid, d, sudo, prog):
         else:
             acts.append((os.POSIX_SPAWN_DUP2, r, 9))
     try:
-        pid = os.posix_spawn("/bin/sh", words, os.environ, file_actions=acts, setsid=True,
+        pid = os.posix_spawn("/bin/sh", words, ENV, file_actions=acts, setsid=True,
                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
     except OSError as e:
-        for fd in (ow, ew, r, w):
+        for fd in (ow, ew, r, w, out, err):
             os.close(fd)
         send(b"F", jid, str(e).encode())
         return
@@ -138,11 +155,8 @@ def start(jid, d, sudo, prog):
         threading.Thread(target=feed, args=(w, prog), daemon=True).start()
     job = Job()
     job.id, job.pid, job.dir, job.forget, job.next = jid, pid, d, False, time.monotonic() + 0.01
-    job.out = os.open(d + "/out", os.O_RDONLY)
-    job.err = os.open(d + "/err", os.O_RDONLY)
-    fd = os.open(d + "/pid", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(fd, b"%d %d\n" % (pid, pid))
-    os.close(fd)
+    job.out, job.err = out, err
+    put(d + "/pid", b"%d %d\n" % (pid, pid))
     jobs[pid] = ids[jid] = job
 def reap():
     while jobs:
@@ -158,9 +172,7 @@ def reap():
             rc = info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
             if not job.forget:
                 copy(job)
-                fd = os.open(job.dir + "/rc", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                os.write(fd, b"%d\n" % rc)
-                os.close(fd)
+                put(job.dir + "/rc", b"%d\n" % rc)
                 send(b"X", job.id, b"%d" % rc)
             os.close(job.out)
             os.close(job.err)
@@ -220,7 +232,8 @@ PYTHON = "python3"
 #: connection keeps the wrapper
 BOOT = (
     "command -v {python} >/dev/null 2>&1 || exit 127; "
-    "exec {python} -I -S -c 'import sys; exec(sys.stdin.buffer.read({size}))'"
+    "exec {python} -I -S -c 'import sys; exec(sys.stdin.buffer.read({size}))' "
+    '"${{LC_CTYPE+x}}${{LC_CTYPE-}}"'
 )
 
 
