@@ -90,6 +90,8 @@ def spool_cost(lab: Lab, name: str, runs: int) -> Section:
     sec = Section("spool")
     spec = lab.host_spec(name)
     with SSHTransport().connect(spec) as conn, SSHTransport(starter=False).connect(spec) as old:
+        if not conn.start_spooling(10):
+            raise RuntimeError(f"{name}: the starter did not start (no python3 on the host?)")
         for label, command in (("silent", "true"), ("printing", "echo spooled")):
             times = measure(conn, old, command, runs)
             med = {k: statistics.median(v) for k, v in times.items()}
