@@ -19,6 +19,7 @@ from orchestrator.lab.sshd import Lab, LabHost
 from orchestrator.transport import starter
 from orchestrator.transport.spool import SpoolKey
 from orchestrator.transport.ssh import SSHConnection, SSHTransport
+from tests.test_spool import _alive_in_group
 
 pytestmark = pytest.mark.sshd
 
@@ -165,3 +166,32 @@ def test_the_command_sees_what_the_wrapper_gives_it(host: tuple[Lab, LabHost]) -
             assert res.rc == 0, res.output_tail
             seen.append({line for line in res.stdout.splitlines() if not line.startswith("SSH_")})
     assert seen[0] == seen[1]
+
+
+def test_sudo_through_the_starter(host: tuple[Lab, LabHost]) -> None:
+    """A sudo command started by the starter runs as root with its env, leaves the spool's
+    files (the login user's), and on timeout its whole group (root's processes) is killed."""
+    lab, h = host
+    dropin = lab.install_sudoers(["/usr/bin/sh", "/bin/sh"], purpose="drx starter sudo test")
+    try:
+        with SSHTransport(kill_grace_s=0.5).connect(lab.host_spec(h.name)) as conn:
+            assert conn.start_spooling(10)
+            key = _key(conn)
+            res = conn.run(
+                'id -u; echo "$WHO"', env={"WHO": "me"}, sudo=True, timeout=20, spool=key
+            )
+            assert (res.rc, res.stdout) == (0, "0\nme\n"), res.output_tail
+            d = _spool(conn, key, h.user)
+            assert (d / "rc").read_text() == "0\n"
+            assert (d / "out").stat().st_uid == pwd.getpwnam(h.user).pw_uid
+            key = _key(conn)
+            res = conn.run("sleep 60 & sleep 60", sudo=True, timeout=1, spool=key)
+            assert res.error == "timeout"
+            pgid = int((_spool(conn, key, h.user) / "pid").read_text().split()[1])
+            end = time.monotonic() + 10
+            while _alive_in_group(pgid):
+                assert time.monotonic() < end, _alive_in_group(pgid)
+                time.sleep(0.05)
+            assert not (_spool(conn, key, h.user) / "rc").exists()
+    finally:
+        lab.remove_sudoers(dropin)
