@@ -177,6 +177,12 @@ def reap():
             os.close(job.out)
             os.close(job.err)
         os.waitpid(info.si_pid, 0)
+# one trial spawn before saying ready: a python that cannot spawn as start() does (no
+# POSIX_SPAWN_SETSID) exits 127 here, and the connection keeps the wrapper
+try:
+    os.waitpid(os.posix_spawn("/bin/sh", ["sh", "-c", ":"], ENV, setsid=True), 0)
+except Exception:
+    sys.exit(127)
 buf = b""
 eof = False
 send(b"H", 0)
