@@ -1,16 +1,19 @@
 """The host-side spool's cost per command attempt on a reused SSH connection.
 
-Three ways to run one command on one lab host, alternated command by command on one open
-connection so that machine noise falls on all three alike:
+Four ways to run one command on one lab host, alternated command by command on open
+connections so that machine noise falls on all four alike:
 
 - ``argv``: the path drx had before the spool — the command text (marker line first) handed to
   sshd as the exec request, so it is the login shell's argv;
 - ``stdin``: the program on stdin (``. /dev/stdin``), run in the foreground — what commands
   outside a step (the pre-flight) take now;
-- ``spool``: a step's command, detached under the host's spool with its output streamed.
+- ``wrapper``: a step's command, detached under the host's spool by a wrapper program sent on
+  a channel of its own (hosts without python3);
+- ``spool``: a step's command as drx runs it: started under the host's spool by the
+  connection's starter, its output streamed.
 
 The figure is the median of ``spool`` minus the median of ``argv``, for a silent command
-(``true``) and for one that prints a line (``echo``: the spool's last copy runs ``cat``).
+(``true``) and for one that prints a line (``echo``).
 
     python benchmarks/bench_spool.py [--runs 300]
 """
@@ -45,23 +48,24 @@ def _argv_path(conn: SSHConnection, command: str) -> Any:
     return conn._run_script("", marker, False, 30.0, None, None, None, script)
 
 
-def measure(conn: SSHConnection, command: str, runs: int) -> dict[str, list[float]]:
-    """Seconds per command for each path, ``runs`` of each, interleaved."""
+def measure(
+    conn: SSHConnection, wrapped: SSHConnection, command: str, runs: int
+) -> dict[str, list[float]]:
+    """Seconds per command for each path, ``runs`` of each, interleaved (``wrapped``: a
+    connection without a starter)."""
     run_id = f"bench-{secrets.token_hex(4)}"
     # the directories exist before the steps run, as drx makes them (one command per host)
-    keys = [SpoolKey(run_id, "step", conn.host.name, str(i)) for i in range(runs + 5)]
+    keys = [SpoolKey(run_id, "step", conn.host.name, str(i)) for i in range(2 * runs + 10)]
     for start in range(0, len(keys), 500):
         dirs = [ssh_dir(k, conn.host.spool_dir) for k in keys[start : start + 500]]
         conn.run(mkdir_program(dirs), timeout=60.0)
     left = iter(keys)
 
-    def spooled() -> Any:
-        return conn.run(command, timeout=30.0, spool=next(left))
-
     paths: dict[str, Callable[[], Any]] = {
         "argv": lambda: _argv_path(conn, command),
         "stdin": lambda: conn.run(command, timeout=30.0),
-        "spool": spooled,
+        "wrapper": lambda: wrapped.run(command, timeout=30.0, spool=next(left)),
+        "spool": lambda: conn.run(command, timeout=30.0, spool=next(left)),
     }
     times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(5):  # warm the connection and the host's caches
@@ -69,7 +73,7 @@ def measure(conn: SSHConnection, command: str, runs: int) -> dict[str, list[floa
             run()
     order = list(paths)
     for i in range(runs):
-        for name in order[i % 3 :] + order[: i % 3]:
+        for name in order[i % len(order) :] + order[: i % len(order)]:
             t0 = time.perf_counter()
             res = paths[name]()
             times[name].append(time.perf_counter() - t0)
@@ -84,9 +88,12 @@ def measure(conn: SSHConnection, command: str, runs: int) -> dict[str, list[floa
 def spool_cost(lab: Lab, name: str, runs: int) -> Section:
     """The spool's added cost per command attempt, as a benchmark section."""
     sec = Section("spool")
-    with SSHTransport().connect(lab.host_spec(name)) as conn:
+    spec = lab.host_spec(name)
+    with SSHTransport().connect(spec) as conn, SSHTransport(starter=False).connect(spec) as old:
+        if not conn.start_spooling(10):
+            raise RuntimeError(f"{name}: the starter did not start (no python3 on the host?)")
         for label, command in (("silent", "true"), ("printing", "echo spooled")):
-            times = measure(conn, command, runs)
+            times = measure(conn, old, command, runs)
             med = {k: statistics.median(v) for k, v in times.items()}
             added = med["spool"] - med["argv"]
             sec.data[label] = {
@@ -102,7 +109,7 @@ def spool_cost(lab: Lab, name: str, runs: int) -> Section:
                     label=f"spool: added per attempt, reused connection ({command})",
                     drx=ms(added, 2),
                     peers=f"before {ms(med['argv'], 2)}, now {ms(med['spool'], 2)}, "
-                    f"stdin only {ms(med['stdin'], 2)}",
+                    f"wrapper {ms(med['wrapper'], 2)}, stdin only {ms(med['stdin'], 2)}",
                     target=f"≤ {ms(TARGET_S, 0)}",
                     met=added <= TARGET_S,
                 )

@@ -40,6 +40,7 @@ class Side:
     spec: HostSpec
     conn: Connection
     root: Path  # the spool directory, as this (root) test process can read it
+    starter: bool = False  # over SSH: spooled commands go through the connection's starter
 
     def key(self, step: str = "step", attempt: str = "1", **kw: Any) -> SpoolKey:
         run = "test-" + secrets.token_hex(6)
@@ -50,9 +51,10 @@ class Side:
         return self.root / key.relative()
 
 
-@pytest.fixture(params=["local", "ssh"])
+@pytest.fixture(params=["local", "ssh", "ssh-wrapper"])
 def side(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Side]:
-    """A connection to a local host and to a real sshd host, with their spool directories."""
+    """A connection to a local host and to a real sshd host (spooled commands started by the
+    connection's starter, or by a wrapper each), with their spool directories."""
     if request.param == "local":
         spec = HostSpec(name="here", address="localhost", transport="local")
         conn: Connection = LocalTransport(kill_grace_s=0.5).connect(spec)
@@ -61,9 +63,13 @@ def side(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Side]:
         lab: Lab = request.getfixturevalue("lab")
         host: LabHost = request.getfixturevalue("lab_hosts")(1)[0]
         spec = lab.host_spec(host.name)
-        conn = SSHTransport(kill_grace_s=0.5).connect(spec)
+        starter = request.param == "ssh"
+        ssh = SSHTransport(kill_grace_s=0.5, starter=starter).connect(spec)
+        # the starter, once ready, starts the spooled commands (the wrapper until then)
+        assert ssh.start_spooling(10) == starter
+        conn = ssh
         home = Path(pwd.getpwnam(host.user).pw_dir)
-        s = Side("ssh", spec, conn, home / ".drx" / "spool")
+        s = Side("ssh", spec, conn, home / ".drx" / "spool", starter)
     yield s
     s.conn.close()
 
@@ -223,14 +229,16 @@ _CHILD = """
 import json, sys
 from orchestrator.transport.base import HostSpec
 from orchestrator.transport.spool import SpoolKey, cleanup_program, words
-spec, key, root = json.loads(sys.argv[1])
+spec, key, root, starter = json.loads(sys.argv[1])
 spec = HostSpec(**spec)
 key = SpoolKey(root=None if root is None else __import__("pathlib").Path(root), **key)
 if spec.transport == "local":
-    from orchestrator.transport.local import LocalTransport as T
+    from orchestrator.transport.local import LocalTransport
+    conn = LocalTransport().connect(spec)
 else:
-    from orchestrator.transport.ssh import SSHTransport as T
-conn = T().connect(spec)
+    from orchestrator.transport.ssh import SSHTransport
+    conn = SSHTransport(starter=starter).connect(spec)
+    assert conn.start_spooling(10) == starter
 print("connected", flush=True)
 conn.run("sleep 2; echo done; exit 4", timeout=30, spool=key)
 """
@@ -241,7 +249,8 @@ def test_the_command_outlives_its_controller(side: Side) -> None:
     spool holds its rc and its output."""
     key = side.key()
     fields = {k: v for k, v in asdict(key).items() if k != "root"}
-    arg = json.dumps([asdict(side.spec), fields, None if key.root is None else str(key.root)])
+    root = None if key.root is None else str(key.root)
+    arg = json.dumps([asdict(side.spec), fields, root, side.starter])
     child = subprocess.Popen([sys.executable, "-c", _CHILD, arg], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline() == "connected\n"
@@ -302,7 +311,9 @@ def test_a_spool_that_cannot_be_made_fails_the_command(side: Side, tmp_path: Pat
     """When the spool directory cannot be created the command does not run and fails."""
     if side.kind == "ssh":
         spec = HostSpec(**{**asdict(side.spec), "spool_dir": "/proc/drx-no"})
-        conn: Connection = SSHTransport().connect(spec)
+        ssh = SSHTransport(starter=side.starter).connect(spec)
+        assert ssh.start_spooling(10) == side.starter
+        conn: Connection = ssh
     else:
         conn = side.conn
     key = SpoolKey("r", "s", "h", "1", Path("/proc/drx-no"))

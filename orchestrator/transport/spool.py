@@ -83,6 +83,12 @@ def ssh_dir(key: SpoolKey | None, base: str = SSH_SPOOL) -> str:
     return '"$HOME"/' + shlex.quote(path.removeprefix("~/"))
 
 
+def spool_path(key: SpoolKey, base: str = SSH_SPOOL) -> str:
+    """``key``'s directory on an SSH host as a path (relative to the login user's home unless
+    ``base`` is absolute)."""
+    return f"{base.rstrip('/').removeprefix('~/')}/{key.relative()}"
+
+
 #: names a shell runs itself (builtins of dash, bash and busybox, and keywords): a command
 #: starting with one of them is never handed to ``exec``
 _SHELL_OWN = frozenset(

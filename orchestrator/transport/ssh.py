@@ -25,6 +25,7 @@ import base64
 import contextlib
 import fcntl
 import os
+import queue
 import secrets
 import select
 import socket
@@ -67,13 +68,16 @@ from orchestrator.transport.base import (
     timed_run,
 )
 from orchestrator.transport.spool import (
+    SPOOL_FAILED_RC,
     Nudger,
     SpoolKey,
     attach_program,
     execed,
     program,
+    spool_path,
     ssh_dir,
 )
+from orchestrator.transport.starter import Job, Starter
 
 #: The command sshd hands to the login shell: the program itself comes on stdin, so nothing of
 #: it (a secret in ``env``, a 1 MB script) is ever in an argv on the host.
@@ -340,6 +344,7 @@ class SSHConnection:
         *,
         max_sessions: int,
         kill_grace_s: float,
+        starter: bool = True,
     ) -> None:
         self.host = host
         self._conn = conn
@@ -349,6 +354,10 @@ class SSHConnection:
         self._slots = threading.BoundedSemaphore(max_sessions)
         self._kill_grace_s = kill_grace_s
         self._closed = False
+        #: the starter of this connection's spooled commands (see transport/starter.py): None
+        #: until the first one; ``False`` when the host cannot run one (no python3 >= 3.8)
+        self._starter: Starter | bool | None = None if starter else False
+        self._starter_lock = threading.Lock()
 
     @property
     def paramiko_transport(self) -> paramiko.Transport:
@@ -378,11 +387,23 @@ class SSHConnection:
         # spooled, a plain program call replaces the runner subshell instead of forking
         text = command if spool is None else execed(command)
         body = shell_command(text, {**self.host.env, **(env or {})}, False)
+        starter = None if spool is None else self._the_starter()
+        if starter is not None and spool is not None:
+            # the connection's starter starts it: no channel, no wrapper program, no fork of it
+            where = spool_path(spool, self.host.spool_dir)
+            return timed_run(
+                lambda out, limit: self._run_started(starter, where, body, sudo, out, limit),
+                timeout=timeout,
+                log_path=log_path,
+                redact=redact,
+                cancel=cancel,
+            )
         marker = f"drx-pgid-{secrets.token_hex(8)}:"
         # The marker line goes first and on a line of its own: the shell runs it before it even
         # parses the user's command, so a syntax error there cannot hide the process group.
-        where = None if spool is None else ssh_dir(spool, self.host.spool_dir)
-        script = program(body, marker, sudo, where)
+        script = program(
+            body, marker, sudo, None if spool is None else ssh_dir(spool, self.host.spool_dir)
+        )
         command = STDIN_COMMAND if spool is None else SPOOL_COMMAND
         return self._run_script(script, marker, sudo, timeout, log_path, redact, cancel, command)
 
@@ -400,6 +421,97 @@ class SSHConnection:
         marker = f"drx-pgid-{secrets.token_hex(8)}:"
         script = attach_program(ssh_dir(spool, self.host.spool_dir), marker)
         return self._run_script(script, marker, sudo, timeout, log_path, redact, cancel)
+
+    def start_spooling(self, wait_s: float | None = None) -> bool:
+        """Start this connection's starter if it has none yet (see transport/starter.py) and,
+        with ``wait_s``, wait that long for it to be ready; whether spooled commands now go
+        through it. Until it is ready they go through the wrapper, so that its start-up (a
+        python3 on the host) never delays a command."""
+        starter = self._the_starter()
+        if starter is None and wait_s is not None:
+            with self._starter_lock:
+                pending = self._starter
+            if isinstance(pending, Starter) and pending.ready.wait(wait_s):
+                starter = self._the_starter()
+        return starter is not None
+
+    def _the_starter(self) -> Starter | None:
+        """This connection's starter when it is ready; started if there is none (None: not
+        ready yet, or the host cannot run one — the wrapper runs the command instead)."""
+        with self._starter_lock:
+            starter = self._starter
+            if isinstance(starter, Starter) and starter.dead:
+                # no python3 on the host (or too old): the wrapper for good; a starter that
+                # worked and ended (killed): a new one, if the link is still up
+                starter = None if starter.worked else False
+                self._starter = starter
+            if starter is None and not self._closed and self._transport.is_active():
+                self._starter = Starter(self._open_channel)
+                return None
+        if isinstance(starter, Starter) and starter.worked and not starter.dead:
+            return starter
+        return None
+
+    def _run_started(
+        self,
+        starter: Starter,
+        where: str,
+        body: str,
+        sudo: Sudo,
+        out: OutputCollector,
+        limit: Limit,
+    ) -> tuple[int | None, str | None]:
+        """Run ``body`` through ``starter`` under the spool directory ``where``; stream its
+        output into ``out`` until it ends or ``limit`` says stop (then kill its group)."""
+        error = self._acquire_slot(limit)
+        if error is not None:
+            return None, error
+        try:
+            try:
+                job = starter.submit(where, sudo, body)
+            except OSError:
+                return None, "disconnected"
+            reason = self._follow(job, out, limit)
+            if isinstance(reason, int):
+                return reason, None
+            if reason == "disconnected":
+                return None, reason
+            # the starter writes no rc for it and says its pid (its process group's id)
+            starter.forget(job)
+            self._follow(job, out, Limit(time.monotonic() + MARKER_WAIT_S, None))
+            starter.drop(job)
+            if job.pid is not None:
+                self._kill_remote(job.pid, sudo)
+            return None, reason
+        finally:
+            self._slots.release()
+
+    def _follow(self, job: Job, out: OutputCollector, limit: Limit) -> int | str:
+        """Feed ``job``'s output to ``out`` until it ends (its exit code), the starter is gone
+        ("disconnected"), says its pid ("pid", after ``forget``) or ``limit`` says stop
+        ("timeout"/"cancelled")."""
+        while True:
+            reason = limit.reason()
+            if reason is not None:
+                return reason
+            try:
+                kind, data = job.events.get(timeout=limit.wait_s())
+            except queue.Empty:
+                continue
+            if kind == "O":
+                out.feed("stdout", data)
+            elif kind == "E":
+                out.feed("stderr", data)
+            elif kind == "P":
+                job.pid = int(data)
+                return "pid"
+            elif kind == "X":
+                return int(data)
+            elif kind == "F":
+                out.feed("stderr", b"cannot create the spool directory: " + data + b"\n")
+                return SPOOL_FAILED_RC
+            else:
+                return "disconnected"
 
     def _run_script(
         self,
@@ -605,6 +717,8 @@ class SSHTransport:
     ``max_sessions`` caps concurrent commands per connection; keep it below the servers'
     ``MaxSessions`` (OpenSSH default 10) so that a kill channel always fits beside them.
     ``kill_grace_s`` is how long a timed-out command gets between TERM and KILL.
+    ``starter``: spooled commands are started by one starter process per connection where the
+    host has python3 (see transport/starter.py); False keeps the per-command wrapper.
     """
 
     def __init__(
@@ -613,8 +727,10 @@ class SSHTransport:
         max_sessions: int = 8,
         kill_grace_s: float = 2.0,
         ask_passphrase: bool | None = None,
+        starter: bool = True,
     ) -> None:
         self.max_sessions = max_sessions
+        self.starter = starter
         self.kill_grace_s = kill_grace_s
         #: whether an encrypted key's passphrase may be asked on the terminal (default: when
         #: stdin is a terminal)
@@ -645,7 +761,12 @@ class SSHTransport:
                 bastion.close()
             raise
         return SSHConnection(
-            host, conn, bastion, max_sessions=self.max_sessions, kill_grace_s=self.kill_grace_s
+            host,
+            conn,
+            bastion,
+            max_sessions=self.max_sessions,
+            kill_grace_s=self.kill_grace_s,
+            starter=self.starter,
         )
 
     def _load_key(self, host: HostSpec, path: str) -> paramiko.PKey | _InAgent:

@@ -1,0 +1,197 @@
+"""The starter over real sshd: one process per connection starts every spooled command (their
+parent) once it is ready, concurrent commands' outputs never mix, a host without python3 keeps
+the wrapper, and a starter that dies is replaced."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.lab.sshd import Lab, LabHost
+from orchestrator.transport import starter
+from orchestrator.transport.spool import SpoolKey
+from orchestrator.transport.ssh import SSHConnection, SSHTransport
+from tests.test_spool import _alive_in_group
+
+pytestmark = pytest.mark.sshd
+
+
+@pytest.fixture
+def host(lab: Lab, lab_hosts: object) -> Iterator[tuple[Lab, LabHost]]:
+    """One lab host."""
+    found: LabHost = lab_hosts(1)[0]  # type: ignore[operator]
+    yield lab, found
+
+
+def _key(conn: SSHConnection) -> SpoolKey:
+    return SpoolKey("test-" + secrets.token_hex(6), "step", conn.host.name, "1")
+
+
+def _spool(conn: SSHConnection, key: SpoolKey, user: str) -> Path:
+    return Path(pwd.getpwnam(user).pw_dir) / ".drx" / "spool" / key.relative()
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rfind(")") + 2 :].split()[1])
+
+
+def test_one_starter_starts_every_spooled_command(host: tuple[Lab, LabHost]) -> None:
+    """Two spooled commands on one connection have the same parent, a python3 process: no
+    wrapper shell per command."""
+    lab, h = host
+    with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        assert conn.start_spooling(10)
+        parents = []
+        for _ in range(2):
+            res = conn.run("echo $PPID; sleep 0.2", timeout=20, spool=_key(conn))
+            assert res.rc == 0, res.output_tail
+            parents.append(int(res.stdout))
+        assert parents[0] == parents[1]
+        argv = Path(f"/proc/{parents[0]}/cmdline").read_bytes().split(b"\0")
+        assert b"python3" in argv[0] and b"-I" in argv
+
+
+def test_concurrent_commands_keep_their_own_output(host: tuple[Lab, LabHost]) -> None:
+    """Eight commands at once through one starter: each gets exactly its own output and rc."""
+    lab, h = host
+    with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        assert conn.start_spooling(10)
+        results: dict[int, tuple[int | None, str, str]] = {}
+
+        def one(i: int) -> None:
+            res = conn.run(
+                f"for n in $(seq 1 200); do echo {i}-$n; done; echo e{i} >&2; exit {i}",
+                timeout=30,
+                spool=_key(conn),
+            )
+            results[i] = (res.rc, res.stdout, res.stderr)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for i in range(8):
+        expected = "".join(f"{i}-{n}\n" for n in range(1, 201))
+        assert results[i] == (i, expected, f"e{i}\n")
+
+
+def test_the_first_command_does_not_wait_for_the_starter(host: tuple[Lab, LabHost]) -> None:
+    """The first spooled command of a connection runs at once through the wrapper while the
+    starter starts; later ones go through the starter."""
+    lab, h = host
+    with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        first = conn.run("echo $PPID", timeout=20, spool=_key(conn))
+        assert conn.start_spooling(10)
+        later = conn.run("echo $PPID", timeout=20, spool=_key(conn))
+        assert first.rc == later.rc == 0
+        starter_argv = Path(f"/proc/{int(later.stdout)}/cmdline").read_bytes()
+    assert b"python3" in starter_argv
+    assert int(first.stdout) != int(later.stdout)
+
+
+def test_a_host_without_python3_keeps_the_wrapper(
+    host: tuple[Lab, LabHost], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no such interpreter on the host, spooled commands still run (by the wrapper),
+    with the same spool: pid, out, err, rc."""
+    lab, h = host
+    monkeypatch.setattr(starter, "PYTHON", "drx-no-such-python3")
+    with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        assert not conn.start_spooling(10)
+        for _ in range(2):
+            key = _key(conn)
+            res = conn.run("echo fine; exit 5", timeout=20, spool=key)
+            assert (res.rc, res.stdout) == (5, "fine\n")
+            d = _spool(conn, key, h.user)
+            assert sorted(p.name for p in d.iterdir()) == ["err", "out", "pid", "rc"]
+            assert (d / "rc").read_text() == "5\n"
+
+
+def test_a_dead_starter_is_replaced(host: tuple[Lab, LabHost]) -> None:
+    """The starter killed while a command runs: that command reports the loss (its outcome is
+    the spool's), and the next command on the connection runs through a new starter."""
+    lab, h = host
+    with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        assert conn.start_spooling(10)
+        key = _key(conn)
+        box: dict[str, object] = {}
+        t = threading.Thread(
+            target=lambda: box.update(res=conn.run("sleep 3", timeout=30, spool=key))
+        )
+        t.start()
+        pid_file = _spool(conn, key, h.user) / "pid"
+        end = time.monotonic() + 15
+        while not pid_file.exists():
+            assert time.monotonic() < end
+            time.sleep(0.05)
+        old = _parent(int(pid_file.read_text().split()[0]))
+        os.kill(old, signal.SIGKILL)
+        t.join(20)
+        assert getattr(box["res"], "error", None) == "disconnected"
+        assert conn.start_spooling(10)
+        res = conn.run("echo $PPID", timeout=20, spool=_key(conn))
+        assert res.rc == 0 and int(res.stdout) != old
+
+
+def test_the_command_sees_its_spool_directory(host: tuple[Lab, LabHost]) -> None:
+    """``$__drx_d`` names the attempt's directory in the command's shell, as under the
+    wrapper (runbooks read the attempt from it)."""
+    lab, h = host
+    with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        assert conn.start_spooling(10)
+        key = _key(conn)
+        res = conn.run('echo "$__drx_d"', timeout=20, spool=key)
+    assert res.rc == 0 and res.stdout == f"{_spool(conn, key, h.user)}\n"
+
+
+def test_the_command_sees_what_the_wrapper_gives_it(host: tuple[Lab, LabHost]) -> None:
+    """Environment (no LC_CTYPE of python's own), umask, open-file limit and traps are the
+    same through the starter as through the wrapper."""
+    lab, h = host
+    seen = []
+    for use in (True, False):
+        with SSHTransport(starter=use).connect(lab.host_spec(h.name)) as conn:
+            assert conn.start_spooling(10) == use
+            res = conn.run("env | sort; umask; ulimit -n; trap", timeout=20, spool=_key(conn))
+            assert res.rc == 0, res.output_tail
+            seen.append({line for line in res.stdout.splitlines() if not line.startswith("SSH_")})
+    assert seen[0] == seen[1]
+
+
+def test_sudo_through_the_starter(host: tuple[Lab, LabHost]) -> None:
+    """A sudo command started by the starter runs as root with its env, leaves the spool's
+    files (the login user's), and on timeout its whole group (root's processes) is killed."""
+    lab, h = host
+    dropin = lab.install_sudoers(["/usr/bin/sh", "/bin/sh"], purpose="drx starter sudo test")
+    try:
+        with SSHTransport(kill_grace_s=0.5).connect(lab.host_spec(h.name)) as conn:
+            assert conn.start_spooling(10)
+            key = _key(conn)
+            res = conn.run(
+                'id -u; echo "$WHO"', env={"WHO": "me"}, sudo=True, timeout=20, spool=key
+            )
+            assert (res.rc, res.stdout) == (0, "0\nme\n"), res.output_tail
+            d = _spool(conn, key, h.user)
+            assert (d / "rc").read_text() == "0\n"
+            assert (d / "out").stat().st_uid == pwd.getpwnam(h.user).pw_uid
+            key = _key(conn)
+            res = conn.run("sleep 60 & sleep 60", sudo=True, timeout=1, spool=key)
+            assert res.error == "timeout"
+            pgid = int((_spool(conn, key, h.user) / "pid").read_text().split()[1])
+            end = time.monotonic() + 10
+            while _alive_in_group(pgid):
+                assert time.monotonic() < end, _alive_in_group(pgid)
+                time.sleep(0.05)
+            assert not (_spool(conn, key, h.user) / "rc").exists()
+    finally:
+        lab.remove_sudoers(dropin)
