@@ -116,10 +116,10 @@ class MemoryStore(Store):
             raise UsageError(f"no run {run_id}")
         return parse_journal(b"".join(self.journals[run_id]), run_id)
 
-    def write_summary(self, run_id: str, text: str, lock: RunLock) -> None:
+    def write_summary_document(self, run_id: str, text: str, lock: RunLock) -> None:
         self.summaries[run_id] = json.loads(text)
 
-    def read_summary(self, run_id: str) -> dict[str, Any] | None:
+    def read_summary_document(self, run_id: str) -> dict[str, Any] | None:
         return self.summaries.get(run_id)
 
     def read_plan(self, run_id: str) -> dict[str, Any] | None:
@@ -200,6 +200,6 @@ def test_summary_document_round_trips(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "state")
     execute(_plan(tmp_path), store, RunOptions(yes=True))
     (run_id,) = store.run_ids()
-    doc = store.read_summary(run_id)
+    doc = store.read_summary_document(run_id)
     assert doc is not None and doc["steps"][0]["hosts"][0]["attempts"][0]["n"] == 1
     assert RunSummary.from_dict(doc).to_dict() == doc

@@ -139,7 +139,7 @@ def running_run(store: Store, run: str) -> str:
         raise UsageError(f"no run '{run}' in {store.location}")
     summary = store.read_summary(run)
     if summary is not None:
-        raise RefusedError(f"run {run} is not running (it ended {summary.get('status')})")
+        raise RefusedError(f"run {run} is not running (it ended {summary.status})")
     holder = store.lock_holder() or ""
     if run not in holder:
         raise RefusedError(

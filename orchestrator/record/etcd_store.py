@@ -472,14 +472,14 @@ class EtcdStore(Store):
             raise UsageError(f"no run '{run_id}' in {self.location}")
         return parse_journal(b"".join(lines), f"{self.location} run {run_id}")
 
-    def write_summary(self, run_id: str, text: str, lock: RunLock) -> None:
+    def write_summary_document(self, run_id: str, text: str, lock: RunLock) -> None:
         held = self._etcd_lock(lock)
         parts, head = self._doc_ops(f"runs/{run_id}/summary", text)
         for part in parts:
             held.write([part])
         held.write([head])
 
-    def read_summary(self, run_id: str) -> dict[str, Any] | None:
+    def read_summary_document(self, run_id: str) -> dict[str, Any] | None:
         return self._read_doc(f"runs/{run_id}/summary")
 
     def read_plan(self, run_id: str) -> dict[str, Any] | None:

@@ -18,9 +18,9 @@ from orchestrator.vocab import Direction, RunStatus, StepStatus
 
 def load_summary(store: Store, run_id: str) -> RunSummary:
     """A run's summary: summary.json, else rebuilt from its journal (status ``crashed``)."""
-    doc = store.read_summary(run_id)
-    if doc is not None:
-        return RunSummary.from_dict(doc)
+    stored = store.read_summary(run_id)
+    if stored is not None:
+        return stored
     events = store.read_journal(run_id)
     try:
         summary = build_summary(events)
@@ -150,16 +150,13 @@ class Lineage:
 def note_rolled_back(store: Store, failover_id: str, rollback_id: str) -> None:
     """Record in a failover's summary.json the rollback that reversed it (``rolled_back_by``);
     the store's lock is taken for the write, as for any summary."""
-    doc = store.read_summary(failover_id)
-    if doc is None:
+    summary = store.read_summary(failover_id)
+    if summary is None:
         return  # a crashed failover: runs are linked when they are read back (load_summaries)
-    from orchestrator.record.store import document_json
-
-    summary = RunSummary.from_dict(doc)
     summary.rolled_back_by = rollback_id
     try:
         with store.acquire(rollback_id) as lock:
-            store.write_summary(failover_id, document_json(summary.to_dict()), lock)
+            store.write_summary(failover_id, summary, lock)
     except RefusedError:
         return  # another run took the lock meanwhile: the link is made when runs are read
 

@@ -41,6 +41,7 @@ from orchestrator.errors import JournalError, RefusedError, StateDirError
 
 if TYPE_CHECKING:
     from orchestrator.record.events import JournalEvent
+    from orchestrator.record.summary import RunSummary
 
 #: the longest the local journal's syncer rests between two fsyncs
 SYNC_PAUSE_S = 0.005
@@ -155,10 +156,24 @@ class Store(abc.ABC):
         return parse(self.read_journal(run_id))
 
     @abc.abstractmethod
-    def write_summary(self, run_id: str, text: str, lock: RunLock) -> None: ...
+    def write_summary_document(self, run_id: str, text: str, lock: RunLock) -> None:
+        """Store a run's summary.json as ``text`` (a copy keeps another drx's document as
+        it is)."""
 
     @abc.abstractmethod
-    def read_summary(self, run_id: str) -> dict[str, Any] | None: ...
+    def read_summary_document(self, run_id: str) -> dict[str, Any] | None:
+        """A run's summary.json as written, every key kept (for copies and archives)."""
+
+    def write_summary(self, run_id: str, summary: RunSummary, lock: RunLock) -> None:
+        """Store a run's summary (summary.json), under ``lock``."""
+        self.write_summary_document(run_id, document_json(summary.to_dict()), lock)
+
+    def read_summary(self, run_id: str) -> RunSummary | None:
+        """A run's summary, typed; None while the run has none (running or crashed)."""
+        from orchestrator.record.summary import RunSummary
+
+        doc = self.read_summary_document(run_id)
+        return RunSummary.from_dict(doc) if doc is not None else None
 
     @abc.abstractmethod
     def read_plan(self, run_id: str) -> dict[str, Any] | None: ...
@@ -553,10 +568,10 @@ class LocalStore(Store):
             raise JournalError(f"cannot read journal {path}: {exc.strerror}") from exc
         return parse_journal(raw, str(path))
 
-    def write_summary(self, run_id: str, text: str, lock: RunLock) -> None:
+    def write_summary_document(self, run_id: str, text: str, lock: RunLock) -> None:
         _write_atomic(self._runs / run_id / "summary.json", text)
 
-    def read_summary(self, run_id: str) -> dict[str, Any] | None:
+    def read_summary_document(self, run_id: str) -> dict[str, Any] | None:
         return _read_json(self._runs / run_id / "summary.json")
 
     def read_plan(self, run_id: str) -> dict[str, Any] | None:

@@ -43,7 +43,7 @@ def push_history(source: Store, target: Store, *, replace_state: bool = False) -
             (json.dumps(e, separators=(",", ":"), default=str) + "\n").encode() for e in events
         )
         plan = source.read_plan(run_id)
-        summary = source.read_summary(run_id)
+        summary = source.read_summary_document(run_id)
         target.import_run(
             run_id,
             journal,

@@ -39,7 +39,6 @@ from orchestrator.record.store import (
     LockState,
     RunLock,
     Store,
-    document_json,
     private_dir,
     runbook_changes,
 )
@@ -357,10 +356,11 @@ def _run(
     view.close()
     raw = summary.to_dict()
     doc = plan.redactor.deep(raw)
-    _record_end(plan, store, lock_guard, doc, status, message, summary.finished_at)
     # nothing needed masking (the journal's events are masked as written): the summary is
     # already what summary.json says, without reading 10,000 steps back
-    return exit_code, summary if doc == raw else RunSummary.from_dict(doc)
+    final = summary if doc == raw else RunSummary.from_dict(doc)
+    _record_end(plan, store, lock_guard, final, status, message, summary.finished_at)
+    return exit_code, final
 
 
 def _journal_start(
@@ -530,7 +530,7 @@ def _record_end(
     plan: Plan,
     store: Store,
     lock_guard: LockGuard,
-    doc: dict[str, Any],
+    doc: RunSummary,
     status: Status,
     message: str | None,
     finished_at: str | None,
@@ -554,7 +554,7 @@ def _record_end(
             changes = state_changes(plan, changes, state, plan.to_site, finished_at)
         changes["running"] = None
         store.update_state(**changes)
-        store.write_summary(run_id, document_json(doc), lock)
+        store.write_summary(run_id, doc, lock)
     except LockLost as exc:
         raise LockLost(_lost_message(str(exc), store, run_id)) from None
 
