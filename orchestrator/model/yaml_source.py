@@ -94,6 +94,14 @@ def _loader_class() -> type[Any]:
 
 
 _Loader = _loader_class()
+#: the first characters some implicit resolver may claim (null, bool, int, float, merge, ...):
+#: a plain scalar starting with any other character is a string. With a loader whose
+#: resolution was not reduced, every first character goes the long way.
+_IMPLICIT_FIRST: Any = (
+    frozenset(_Loader.yaml_implicit_resolvers)
+    if _Loader is not (_FAST or yaml.SafeLoader)
+    else type("_Everything", (), {"__contains__": lambda self, item: True})()
+)
 
 
 class _Builder:
@@ -186,6 +194,9 @@ class _EventBuilder:
         self.problems = problems
         self.anchors: dict[str, tuple[Any, int]] = {}  # anchor → (object, values it holds)
         self.expanded = 0
+        # (value, tag, implicit) of a key → the key as a string, or None for a merge ('<<'):
+        # a runbook repeats a dozen keys thousands of times, each resolved once
+        self.keys: dict[tuple[Any, ...], str | None] = {}
 
     def build(self) -> Any:
         loader = self.loader
@@ -246,6 +257,9 @@ class _EventBuilder:
             tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
         if tag == _STR_TAG:
             return event.value
+        return self._constructed(event, tag)
+
+    def _constructed(self, event: Any, tag: str) -> Any:
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         return self.loader.construct_object(node, deep=True)
 
@@ -258,21 +272,29 @@ class _EventBuilder:
         size = 1
         merges: list[tuple[Any, int, int]] = []
         loader = self.loader
-        while not loader.check_event(yaml.MappingEndEvent):
-            key_event: Any = loader.get_event()
-            if not isinstance(key_event, yaml.ScalarEvent):
+        keys = self.keys
+        check_event, get_event = loader.check_event, loader.get_event
+        key_lines = result.key_lines
+        scalar_event, resolve, scalar_node = yaml.ScalarEvent, loader.resolve, yaml.ScalarNode
+        while not check_event(yaml.MappingEndEvent):
+            key_event: Any = get_event()
+            if type(key_event) is not scalar_event:
                 raise _Unusual  # a collection or alias as a key
-            where = _at(key_event.start_mark)[0]
-            key_tag = key_event.tag or loader.resolve(
-                yaml.ScalarNode, key_event.value, key_event.implicit
-            )
-            if key_tag == "tag:yaml.org,2002:merge":
-                merged, merged_size = self._value(loader.get_event(), depth + 1)
+            mark: Any = key_event.start_mark
+            where = mark.line + 1
+            cached = (key_event.value, key_event.tag, key_event.implicit)
+            if cached in keys:
+                key = keys[cached]
+            else:
+                key_tag = key_event.tag or resolve(scalar_node, key_event.value, key_event.implicit)
+                key = None if key_tag == "tag:yaml.org,2002:merge" else self._scalar(key_event)
+                if key is not None and not isinstance(key, str):
+                    key = str(key)
+                keys[cached] = key
+            if key is None:
+                merged, merged_size = self._value(get_event(), depth + 1)
                 merges.append((merged, merged_size, where))
                 continue
-            key = self._scalar(key_event)
-            if not isinstance(key, str):
-                key = str(key)
             if key in result:
                 first = result.key_lines[key]
                 self.problems.append(
@@ -282,11 +304,22 @@ class _EventBuilder:
                         f"duplicate key '{key}' (first defined on line {first})",
                     )
                 )
-                self._value(loader.get_event(), depth + 1)  # skipped, as the node builder does
+                self._value(get_event(), depth + 1)  # skipped, as the node builder does
                 continue
-            result[key], value_size = self._value(loader.get_event(), depth + 1)
-            result.key_lines[key] = where
-            size += value_size
+            value_event: Any = get_event()
+            if (
+                type(value_event) is scalar_event
+                and value_event.anchor is None
+                and value_event.tag is None
+                and value_event.value[:1] not in _IMPLICIT_FIRST
+            ):
+                # a plain scalar no implicit resolver claims (most of a runbook): a string
+                result[key] = value_event.value
+                size += 1
+            else:
+                result[key], value_size = self._value(value_event, depth + 1)
+                size += value_size
+            key_lines[key] = where
         loader.get_event()
         for merged, merged_size, where in merges:  # explicit keys win, then earlier merges
             sources = merged if isinstance(merged, list) else [merged]
