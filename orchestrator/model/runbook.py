@@ -511,7 +511,11 @@ def _parse_step(
         candidates=tuple(f.str_list("candidates")),
         duration_templates=templated,
         line=data.line,
-        field_lines={k: key_lines.get(k, data.line) for k in data},
+        field_lines=(
+            dict(key_lines)
+            if key_lines.keys() == data.keys()
+            else {k: key_lines.get(k, data.line) for k in data}
+        ),
         **rules.own_values(f),
     )
     if step.candidates and not step.hosts_at_run_time:

@@ -332,7 +332,10 @@ def render(
     for value, literal in zip(values, literals[1:], strict=True):
         pieces.append(str(value))
         pieces.append(literal)
-    return _bounded(pieces)
+    # the pieces are already in memory: measure them at once rather than one by one
+    if sum(map(len, pieces)) > MAX_RENDERED:
+        return _bounded(pieces)  # raises, with the same message
+    return "".join(pieces)
 
 
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:

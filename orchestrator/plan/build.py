@@ -1018,6 +1018,8 @@ def _check_undo(
         readable=_with(ps.readable, ps.id),
     )
     _check_step_templates(checker, back, undo_ps, undo, "undo")
+    if not undo.duration_templates:
+        return  # nothing to render: no context to build (one per step of 10,000)
     for key, message in resolve_durations(undo, back.context(), run_time=False)[1]:
         problems.append(_problem(plan.runbook, ps.id, undo.line_of(key), f"undo: {message}"))
 
