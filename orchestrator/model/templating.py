@@ -276,9 +276,20 @@ def _values_template(expressions: tuple[str, ...]) -> jinja2.Template | None:
         return None
     source = "".join(f"({e})," for e in expressions)
     try:
-        return ENV.from_string("{% set drx_values = (" + source + ") %}")
+        tree = ENV.parse("{% set drx_values = (" + source + ") %}")
+        if any("steps" in e for e in expressions):
+            # parsed once for both questions: a cold plan of 10,000 steps has hundreds of
+            # distinct expression sets, and parsing is most of compiling one
+            if len(_STEPS_READ) > 4096:  # answers never asked for (the render failed)
+                _STEPS_READ.clear()
+            _STEPS_READ[expressions] = "steps" in jinja2.meta.find_undeclared_variables(tree)
+        return ENV.from_string(tree)
     except jinja2.exceptions.TemplateSyntaxError:
         return None
+
+
+#: whether expressions that compiled into a values template read ``steps`` (see ``_reads_steps``)
+_STEPS_READ: dict[tuple[str, ...], bool] = {}
 
 
 def _values(template: jinja2.Template, context: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -291,6 +302,11 @@ def _values(template: jinja2.Template, context: Mapping[str, Any]) -> tuple[Any,
 @lru_cache(maxsize=4096)
 def _reads_steps(expressions: tuple[str, ...]) -> bool:
     """Whether ``expressions`` name ``steps`` (or cannot be parsed: then assume they do)."""
+    if not any("steps" in e for e in expressions):
+        return False  # the name is nowhere in the text (and they compiled: see ``render``)
+    known = _STEPS_READ.pop(expressions, None)
+    if known is not None:
+        return known
     try:
         tree = ENV.parse("".join(f"{{{{ ({e}) }}}}" for e in expressions))
     except jinja2.exceptions.TemplateSyntaxError:
