@@ -21,7 +21,7 @@ def load_summary(store: Store, run_id: str) -> RunSummary:
     stored = store.read_summary(run_id)
     if stored is not None:
         return stored
-    events = store.read_journal(run_id)
+    events = store.read_events(run_id)
     try:
         summary = build_summary(events)
     except (ValueError, KeyError) as exc:
