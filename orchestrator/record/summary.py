@@ -590,14 +590,16 @@ class _Builder:
         }
 
     def read(self, events: Iterable[JournalEvent]) -> None:
-        # ``RunState.apply`` unrolled: one lookup and one call per event and reader
-        state, folds, handlers = self.state, FOLDS, self.handlers
+        # ``RunState.apply`` unrolled, beside the summary's own handler: one lookup per event
+        state, handlers = self.state, self.handlers
+        both = {kind: (FOLDS.get(kind), handlers.get(kind)) for kind in {*FOLDS, *handlers}}
         for e in events:
-            kind = type(e)
-            fold = folds.get(kind)
+            pair = both.get(type(e))
+            if pair is None:
+                continue
+            fold, handler = pair
             if fold is not None:
                 fold(state, e)
-            handler = handlers.get(kind)
             if handler is not None:
                 handler(e)
 
@@ -855,13 +857,17 @@ def _rto_start(
 
 def _place_in_time(b: _Builder, t_start: float | None) -> None:
     """Offsets from the RTO start, durations, hosts in inventory order, attempts counted."""
+    order = b.host_order.get
     for st in b.steps.values():
         rec = st.record
         if st.t0 is not None and t_start is not None:
             rec.start_offset_s = _r(st.t0 - t_start)
         if st.t0 is not None and st.t1 is not None:
             rec.duration_s = _r(st.t1 - st.t0)
-        rec.hosts = sorted(st.hosts.values(), key=lambda h: b.host_order.get(h.host, 10**9))
+        hosts = list(st.hosts.values())
+        if len(hosts) > 1:
+            hosts.sort(key=lambda h: order(h.host, 10**9))
+        rec.hosts = hosts
         if t_start is not None:
             for h in rec.hosts:
                 for a in h.attempts:
