@@ -147,7 +147,7 @@ def test_journal_lines_are_batched_in_order(
     assert len(events) == 1000
     assert rev1 - rev0 < 200, f"{rev1 - rev0} revisions for 1000 events: not batched"
     assert store.run_ids() == ["RUN"]
-    assert store.read_plan("RUN") == {"run_id": "RUN"}
+    assert store.read_plan_document("RUN") == {"run_id": "RUN"}
 
 
 def test_a_line_reaches_the_store_within_milliseconds(

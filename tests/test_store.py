@@ -122,7 +122,7 @@ class MemoryStore(Store):
     def read_summary_document(self, run_id: str) -> dict[str, Any] | None:
         return self.summaries.get(run_id)
 
-    def read_plan(self, run_id: str) -> dict[str, Any] | None:
+    def read_plan_document(self, run_id: str) -> dict[str, Any] | None:
         return self.plans.get(run_id)
 
 
@@ -203,3 +203,29 @@ def test_summary_document_round_trips(tmp_path: Path) -> None:
     doc = store.read_summary_document(run_id)
     assert doc is not None and doc["steps"][0]["hosts"][0]["attempts"][0]["n"] == 1
     assert RunSummary.from_dict(doc).to_dict() == doc
+
+
+def test_plan_read_back_typed_and_copied_whole(tmp_path: Path) -> None:
+    """read_plan gives the predictions typed (mistyped figures as None, id-less steps left
+    out); read_plan_document keeps every key of plan.json for copies."""
+    from orchestrator.record.store import LocalStore, PlannedStep, PlanRecord
+
+    store = LocalStore(tmp_path / ".drx")
+    doc = {
+        "run_id": "R",
+        "extra": [1, 2],
+        "predicted_health_s": 4,
+        "steps": [
+            {"id": "a", "needs": [], "predicted_s": 2.5, "hosts": ["h"]},
+            {"id": "b", "needs": ["a"], "predicted_s": "soon"},
+            {"name": "no id"},
+        ],
+    }
+    lock = store.acquire("R")
+    store.create_run("R", doc, lock).close()
+    lock.release()
+    assert store.read_plan_document("R") == doc
+    assert store.read_plan("R") == PlanRecord(
+        (PlannedStep("a", (), 2.5), PlannedStep("b", ("a",), None)), 4.0
+    )
+    assert store.read_plan("missing") is None

@@ -110,7 +110,7 @@ def _run_files(store: Store, run_id: str, prefix: str) -> dict[str, Member]:
     from orchestrator.record.store import is_real_dir
 
     files: dict[str, Member] = {}
-    plan = store.read_plan(run_id)
+    plan = store.read_plan_document(run_id)
     if plan is not None:
         files["plan.json"] = _json(plan)
     events = store.read_journal(run_id)

@@ -482,7 +482,7 @@ class EtcdStore(Store):
     def read_summary_document(self, run_id: str) -> dict[str, Any] | None:
         return self._read_doc(f"runs/{run_id}/summary")
 
-    def read_plan(self, run_id: str) -> dict[str, Any] | None:
+    def read_plan_document(self, run_id: str) -> dict[str, Any] | None:
         return self._read_doc(f"runs/{run_id}/plan")
 
     def _doc_ops(self, name: str, text: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:

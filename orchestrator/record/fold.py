@@ -10,11 +10,12 @@ live view); none of them re-interprets the events on its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.record.events import (
+    EVENT_TYPES,
     GateAnswered,
     GateWaiting,
     HealthHeld,
@@ -72,6 +73,9 @@ class StepState:
     hosts: dict[str, HostState] = field(default_factory=dict)
     #: who approved its gate (by, via, comment), kept across resumes
     approval: dict[str, Any] | None = None
+    #: wall-clock times (``ts``) of its start and its end
+    started_at: str | None = None
+    finished_at: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -91,6 +95,7 @@ class RunState:
     #: ``steps``, then ``health`` while it is polled, ``held`` or ``timeout``
     phase: str = "steps"
     held_t: float | None = None
+    held_at: str | None = None
     finished: RunFinished | None = None
 
     @classmethod
@@ -102,45 +107,60 @@ class RunState:
 
     def apply(self, event: JournalEvent) -> StepState | None:
         """Take one event into the state; returns the step it changed, if any."""
-        step_id: str | None = getattr(event, "step", None)
-        if step_id is not None and step_id.startswith("health:"):
+        fold = FOLDS.get(type(event))
+        return fold(self, event) if fold is not None else None
+
+    # one method per event kind, found by the event's class (not a chain of isinstance: the
+    # summary folds every event of a 10,000-step run at its end)
+    def _step_started(self, event: StepStarted) -> StepState | None:
+        if (event.step or "").startswith("health:"):  # a line without one reads as None
             return None
-        if isinstance(event, StepStarted):
-            started = self.steps[event.step] = StepState(event.step, kind=event.kind, t0=event.t)
-            started.outcome_unknown = True  # until it finishes
-            if self.first_step_t is None:
-                self.first_step_t = event.t
-            return started
-        if isinstance(event, StepCarried):
-            carried = self.steps[event.step] = StepState(
-                event.step, status="succeeded", value=event.value, attempts=event.attempts
+        started = self.steps[event.step] = StepState(event.step, kind=event.kind, t0=event.t)
+        started.outcome_unknown = True  # until it finishes
+        started.started_at = event.ts
+        if self.first_step_t is None:
+            self.first_step_t = event.t
+        return started
+
+    def _step_carried(self, event: StepCarried) -> StepState | None:
+        carried = self.steps[event.step] = StepState(
+            event.step, status="succeeded", value=event.value, attempts=event.attempts
+        )
+        carried.carried_from = event.from_run
+        carried.approval = dict(event.approval) if event.approval else None
+        for h in event.hosts:
+            carried.hosts[h["host"]] = HostState(
+                h["host"],
+                "succeeded",
+                h.get("attempts", 1),
+                h.get("rc"),
+                None,
+                h.get("stdout", ""),
+                h.get("value"),
             )
-            carried.carried_from = event.from_run
-            carried.approval = dict(event.approval) if event.approval else None
-            for h in event.hosts:
-                carried.hosts[h["host"]] = HostState(
-                    h["host"],
-                    "succeeded",
-                    h.get("attempts", 1),
-                    h.get("rc"),
-                    None,
-                    h.get("stdout", ""),
-                    h.get("value"),
-                )
-            return carried
-        if isinstance(event, StepFinished):
-            done = self.steps.get(event.step)
-            if done is None:
-                done = self.steps[event.step] = StepState(event.step)
-            done.status, done.t1 = event.status, event.t
-            done.error, done.value, done.message = event.error, event.value, event.message
-            done.attempts = event.attempts or done.attempts
-            done.outcome_unknown = bool(event.outcome_unknown)
-            return done
-        st = self.steps.get(step_id) if step_id is not None else None
-        if isinstance(event, HostStarted) and st is not None:
+        return carried
+
+    def _step_finished(self, event: StepFinished) -> StepState | None:
+        if (event.step or "").startswith("health:"):
+            return None
+        done = self.steps.get(event.step)
+        if done is None:
+            done = self.steps[event.step] = StepState(event.step)
+        done.status, done.t1, done.finished_at = event.status, event.t, event.ts
+        done.error, done.value, done.message = event.error, event.value, event.message
+        done.attempts = event.attempts or done.attempts
+        done.outcome_unknown = bool(event.outcome_unknown)
+        return done
+
+    def _host_started(self, event: HostStarted) -> StepState | None:
+        st = self.steps.get(event.step)
+        if st is not None:
             st.hosts[event.host] = HostState(event.host, attempt=event.attempt, t0=event.t)
-        elif isinstance(event, HostFinished) and st is not None:
+        return st
+
+    def _host_finished(self, event: HostFinished) -> StepState | None:
+        st = self.steps.get(event.step)
+        if st is not None:
             host = st.hosts.get(event.host)
             st.hosts[event.host] = HostState(
                 event.host,
@@ -153,21 +173,61 @@ class RunState:
                 host.t0 if host is not None else None,
                 event.t,
             )
-        elif isinstance(event, GateWaiting) and st is not None:
+        return st
+
+    def _step_event(self, event: JournalEvent) -> StepState | None:
+        """An event of a step that changes nothing folded (a poll): the step it names."""
+        return self.steps.get(event.step)  # type: ignore[attr-defined]
+
+    def _gate_waiting(self, event: GateWaiting) -> StepState | None:
+        st = self.steps.get(event.step)
+        if st is not None:
             st.status = WAITING
-        elif isinstance(event, GateAnswered) and st is not None:
+        return st
+
+    def _gate_answered(self, event: GateAnswered) -> StepState | None:
+        st = self.steps.get(event.step)
+        if st is not None:
             if st.status == WAITING:
                 st.status = RUNNING
             if event.approved:
                 st.approval = {"by": event.by, "via": event.via, "comment": event.comment}
-        elif isinstance(event, RunStarted):
-            self.started = event
-        elif isinstance(event, HealthPolling):
-            self.phase = "health"
-        elif isinstance(event, HealthHeld):
-            self.phase, self.held_t = "held", event.t
-        elif isinstance(event, HealthTimeout):
-            self.phase = "timeout"
-        elif isinstance(event, RunFinished):
-            self.finished = event
         return st
+
+    def _run_started(self, event: RunStarted) -> None:
+        self.started = event
+
+    def _health_polling(self, event: HealthPolling) -> None:
+        self.phase = "health"
+
+    def _health_held(self, event: HealthHeld) -> None:
+        self.phase, self.held_t, self.held_at = "held", event.t, event.ts
+
+    def _health_timeout(self, event: HealthTimeout) -> None:
+        self.phase = "timeout"
+
+    def _run_finished(self, event: RunFinished) -> None:
+        self.finished = event
+
+
+def _steps_of(event_types: Iterable[type[JournalEvent]]) -> list[type[JournalEvent]]:
+    """The kinds that name a step (its ``step`` field): others return no step."""
+    return [cls for cls in event_types if "step" in cls.__dataclass_fields__]
+
+
+#: what each event kind does to the state (kinds not named change nothing)
+FOLDS: dict[type[JournalEvent], Callable[[RunState, Any], StepState | None]] = {
+    **{cls: RunState._step_event for cls in _steps_of(EVENT_TYPES.values())},
+    StepStarted: RunState._step_started,
+    StepCarried: RunState._step_carried,
+    StepFinished: RunState._step_finished,
+    HostStarted: RunState._host_started,
+    HostFinished: RunState._host_finished,
+    GateWaiting: RunState._gate_waiting,
+    GateAnswered: RunState._gate_answered,
+    RunStarted: RunState._run_started,
+    HealthPolling: RunState._health_polling,
+    HealthHeld: RunState._health_held,
+    HealthTimeout: RunState._health_timeout,
+    RunFinished: RunState._run_finished,
+}

@@ -30,7 +30,7 @@ from typing import Any, cast
 from orchestrator.bulk import paused_gc
 from orchestrator.errors import JournalError
 from orchestrator.model.templating import Redactor
-from orchestrator.record.events import E, JournalEvent, from_json, parse, stamp, to_json
+from orchestrator.record.events import E, JournalEvent, from_json, stamp, to_json
 from orchestrator.record.store import JournalSink
 
 
@@ -72,6 +72,7 @@ class Journal:
         self.listeners: list[Callable[[JournalEvent], None]] = []
         self._lines: list[bytes] = []  # every line written, in order
         self._parsed: list[dict[str, Any]] = []  # the first len(_parsed) lines, read back
+        self._written: list[JournalEvent] = []  # every event as written (secrets redacted)
         self._queued: list[bytes] = []  # written, not yet handed to the sink
         self._sink_lock = threading.Lock()  # one batch at a time reaches the sink, in order
         self._failed: BaseException | None = None  # the sink's error, raised to the next writer
@@ -104,6 +105,7 @@ class Journal:
             if self._failed is not None:
                 raise self._failed
             self._lines.append(line)
+            self._written.append(event)
             self._queued.append(line)
             wake = len(self._queued) == 1  # one wake-up per batch, not per event
         if wake:
@@ -130,8 +132,10 @@ class Journal:
             return list(self._parsed)
 
     def typed_events(self) -> list[JournalEvent]:
-        """``events``, typed."""
-        return parse(self.events)
+        """Every event written so far, in order, typed: as written (secrets redacted), not
+        read back from the lines (the summary at the end of a run reads them all)."""
+        with self._lock:
+            return list(self._written)
 
     def _flush_loop(self) -> None:
         while True:

@@ -7,10 +7,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.record.journal import utc_iso
 from orchestrator.vocab import StepStatus
+
+if TYPE_CHECKING:
+    from orchestrator.record.store import PlanRecord
 
 
 @dataclass(frozen=True)
@@ -58,24 +61,22 @@ def progress(
     started_at: str | None,
     rto_started_at: str | None,
     steps: Mapping[str, tuple[str, str | None]],
-    plan: Mapping[str, Any] | None,
+    plan: PlanRecord | None,
     now: float,
 ) -> Progress:
     """Where a running run stands at ``now`` (epoch seconds). ``steps``: each step's status and
     start time as the journal has them so far; ``plan``: its plan.json (predictions)."""
     rto_elapsed = _seconds_since(rto_started_at, now)
     projected = None
-    predicted = {
-        str(s.get("id")): s for s in (plan or {}).get("steps", []) if isinstance(s, Mapping)
-    }
-    if rto_elapsed is not None and any(s.get("predicted_s") for s in predicted.values()):
+    predicted = {s.id: s for s in plan.steps} if plan is not None else {}
+    if rto_elapsed is not None and any(s.predicted_s for s in predicted.values()):
         memo: dict[str, float] = {}
 
         def weight(sid: str) -> float:
             status, started = steps.get(sid, (StepStatus.NOT_RUN, None))
             if status not in (StepStatus.NOT_RUN, StepStatus.RUNNING, StepStatus.UNKNOWN):
                 return 0.0
-            guess = float(predicted[sid].get("predicted_s") or 0.0)
+            guess = predicted[sid].predicted_s or 0.0
             ran = (
                 _seconds_since(started, now)
                 if status in (StepStatus.RUNNING, StepStatus.UNKNOWN)
@@ -85,7 +86,7 @@ def progress(
 
         def heaviest(sid: str, seen: frozenset[str] = frozenset()) -> float:
             if sid not in memo:
-                needs = [n for n in predicted[sid].get("needs") or () if n in predicted]
+                needs = [n for n in predicted[sid].needs if n in predicted]
                 before = max(
                     (heaviest(n, seen | {sid}) for n in needs if n not in seen), default=0.0
                 )
@@ -93,8 +94,8 @@ def progress(
             return memo[sid]
 
         remaining = max((heaviest(sid) for sid in predicted), default=0.0)
-        health = (plan or {}).get("predicted_health_s")
-        if isinstance(health, int | float):
-            remaining += float(health)
+        health = plan.predicted_health_s if plan is not None else None
+        if health is not None:
+            remaining += health
         projected = round(rto_elapsed + remaining, 3)
     return Progress(utc_iso(now), _seconds_since(started_at, now), rto_elapsed, projected)

@@ -11,7 +11,7 @@ from orchestrator.errors import JournalError, RefusedError, UsageError
 from orchestrator.record.events import JournalEvent, RunStarted
 from orchestrator.record.fold import RUNNING, WAITING, RunState, StepState
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
-from orchestrator.record.store import Store
+from orchestrator.record.store import PlanRecord, Store
 from orchestrator.record.summary import RunSummary, build_summary
 from orchestrator.vocab import Direction, RunStatus, StepStatus
 
@@ -21,7 +21,7 @@ def load_summary(store: Store, run_id: str) -> RunSummary:
     stored = store.read_summary(run_id)
     if stored is not None:
         return stored
-    events = store.read_journal(run_id)
+    events = store.read_events(run_id)
     try:
         summary = build_summary(events)
     except (ValueError, KeyError) as exc:
@@ -32,7 +32,7 @@ def load_summary(store: Store, run_id: str) -> RunSummary:
     return summary
 
 
-def running(summary: RunSummary, plan: Mapping[str, Any] | None) -> None:
+def running(summary: RunSummary, plan: PlanRecord | None) -> None:
     """Mark a summary rebuilt from a live run's journal as running: its steps under way are
     running (not of unknown outcome), it has not finished, and its progress is as of now."""
     import time

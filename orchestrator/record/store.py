@@ -47,6 +47,43 @@ if TYPE_CHECKING:
 SYNC_PAUSE_S = 0.005
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    """One step of plan.json as read back: its needs and how long it was predicted to take."""
+
+    id: str
+    needs: tuple[str, ...] = ()
+    predicted_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRecord:
+    """The part of a run's plan.json drx reads back (the progress of a running run); copies
+    and archives keep the whole document (``Store.read_plan_document``)."""
+
+    steps: tuple[PlannedStep, ...] = ()
+    predicted_health_s: float | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> PlanRecord:
+        """Tolerantly: a step without an id is left out, a mistyped figure reads as None."""
+        from orchestrator.record.document import as_number
+
+        steps = []
+        for s in raw.get("steps") or ():
+            if not isinstance(s, Mapping) or s.get("id") is None:
+                continue
+            needs = s.get("needs") or ()
+            steps.append(
+                PlannedStep(
+                    str(s["id"]),
+                    tuple(str(n) for n in needs) if isinstance(needs, list | tuple) else (),
+                    as_number(s.get("predicted_s")),
+                )
+            )
+        return cls(tuple(steps), as_number(raw.get("predicted_health_s")))
+
+
 class LockState(enum.Enum):
     """What the holder of the run lock may do now."""
 
@@ -176,7 +213,13 @@ class Store(abc.ABC):
         return RunSummary.from_dict(doc) if doc is not None else None
 
     @abc.abstractmethod
-    def read_plan(self, run_id: str) -> dict[str, Any] | None: ...
+    def read_plan_document(self, run_id: str) -> dict[str, Any] | None:
+        """A run's plan.json as written, every key kept (for copies and archives)."""
+
+    def read_plan(self, run_id: str) -> PlanRecord | None:
+        """What drx reads back from a run's plan.json (its predictions); None without one."""
+        doc = self.read_plan_document(run_id)
+        return PlanRecord.from_dict(doc) if doc is not None else None
 
     def output_dir(self, run_id: str) -> Path:
         """Local directory for a run's full command output."""
@@ -574,7 +617,7 @@ class LocalStore(Store):
     def read_summary_document(self, run_id: str) -> dict[str, Any] | None:
         return _read_json(self._runs / run_id / "summary.json")
 
-    def read_plan(self, run_id: str) -> dict[str, Any] | None:
+    def read_plan_document(self, run_id: str) -> dict[str, Any] | None:
         return _read_json(self._runs / run_id / "plan.json")
 
 

@@ -9,7 +9,7 @@ summary documents as dictionaries.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -28,7 +28,22 @@ from orchestrator.record.document import (
     from_doc,
     to_doc,
 )
-from orchestrator.record.events import Event
+from orchestrator.record.events import (
+    GateAnswered,
+    GateWaiting,
+    HealthPolling,
+    HostFinished,
+    HostStarted,
+    JournalEvent,
+    Poll,
+    ProbeBreached,
+    ProbePoll,
+    RpoGuardTripped,
+    RunStarted,
+    StepCarried,
+    StepsDone,
+)
+from orchestrator.record.fold import FOLDS, RUNNING, WAITING, RunState
 from orchestrator.record.progress import Progress
 from orchestrator.vocab import Direction, RunStatus, StepKind, StepStatus
 
@@ -533,12 +548,16 @@ class _StepTimes:
 
 
 class _Builder:
-    """Reads a journal's events in order, one handler per event kind."""
+    """Reads a run's typed events in order. What a step did (status, times, attempts, value,
+    carried, approval) is the shared fold's (``RunState``); this keeps what only the summary
+    shows: each host's attempts and polls, gate prompts, waits and declines, probes, the RPO
+    guard and the health polls."""
 
-    def __init__(self, start: Mapping[str, Any]) -> None:
+    def __init__(self, start: RunStarted) -> None:
         self.start = start
+        self.state = RunState()
         self.steps: dict[str, _StepTimes] = {}
-        for m in start.get("steps", []):
+        for m in start.steps:
             record = StepRecord(
                 id=m["id"],
                 name=m.get("name", m["id"]),
@@ -548,82 +567,80 @@ class _Builder:
                 wave=m.get("wave"),
             )
             self.steps[m["id"]] = _StepTimes(record)
-        self.host_order = {h: i for i, h in enumerate(start.get("host_order", []))}
+        self.host_order = {h: i for i, h in enumerate(start.host_order)}
         self.health_polls = 0
-        self.health_held: Mapping[str, Any] | None = None
-        self.health_timed_out = False
         self.health_started_t: float | None = None
         self.steps_done_t: float | None = None
-        self.finished: Mapping[str, Any] | None = None
         self.manual_wait = 0.0
-        self.guard: Mapping[str, Any] | None = None  # the rpo_guard event, if it tripped
-        self.probe_polls: dict[str, list[Mapping[str, Any]]] = {}
+        self.guard: RpoGuardTripped | None = None  # if it tripped
+        self.probe_polls: dict[str, list[ProbePoll]] = {}
         self.probe_breached: set[str] = set()
-        self.handlers: dict[str, Callable[[Mapping[str, Any], _StepTimes | None], None]] = {
-            Event.STEP_STARTED: self._step_started,
-            Event.STEP_FINISHED: self._step_finished,
-            Event.STEP_CARRIED: self._step_carried,
-            Event.HOST_STARTED: self._host_started,
-            Event.POLL: self._poll,
-            Event.HOST_FINISHED: self._host_finished,
-            Event.GATE_WAITING: self._gate_waiting,
-            Event.GATE_ANSWERED: self._gate_answered,
-            Event.STEPS_DONE: self._steps_done,
-            Event.HEALTH_POLLING: self._health_polling,
-            Event.HEALTH_HELD: self._health_held,
-            Event.HEALTH_TIMEOUT: self._health_timeout,
-            Event.RUN_FINISHED: self._run_finished,
-            Event.RPO_GUARD: self._rpo_guard,
-            Event.PROBE_POLL: self._probe_poll,
-            Event.PROBE_BREACHED: self._probe_breached,
+        self.handlers: dict[type[JournalEvent], Callable[[Any], None]] = {
+            StepCarried: self._step_carried,
+            HostStarted: self._host_started,
+            Poll: self._poll,
+            HostFinished: self._host_finished,
+            GateWaiting: self._gate_waiting,
+            GateAnswered: self._gate_answered,
+            StepsDone: self._steps_done,
+            HealthPolling: self._health_polling,
+            RpoGuardTripped: self._rpo_guard,
+            ProbePoll: self._probe_poll,
+            ProbeBreached: self._probe_breached,
         }
 
-    def read(self, e: Mapping[str, Any]) -> None:
-        handler = self.handlers.get(e["event"])
-        if handler is not None:
-            sid = e.get("step")
-            handler(e, self.steps.get(sid) if sid else None)
+    def read(self, events: Iterable[JournalEvent]) -> None:
+        # ``RunState.apply`` unrolled, beside the summary's own handler: one lookup per event
+        state, handlers = self.state, self.handlers
+        both = {kind: (FOLDS.get(kind), handlers.get(kind)) for kind in {*FOLDS, *handlers}}
+        for e in events:
+            pair = both.get(type(e))
+            if pair is None:
+                continue
+            fold, handler = pair
+            if fold is not None:
+                fold(state, e)
+            if handler is not None:
+                handler(e)
 
-    def _rpo_guard(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+    def settle(self) -> None:
+        """Each planned step's record from the fold's state of it."""
+        folded = self.state.steps
+        for sid, st in self.steps.items():
+            s = folded.get(sid)
+            if s is None:
+                continue
+            rec = st.record
+            if s.carried_from is not None:
+                rec.status, rec.carried_from = StepStatus.SUCCEEDED, s.carried_from
+            else:
+                st.t0, st.t1 = s.t0, s.t1
+                rec.started_at, rec.finished_at = s.started_at, s.finished_at
+                ended = s.status not in (RUNNING, WAITING)
+                rec.status = s.status if ended else StepStatus.UNKNOWN  # type: ignore[assignment]
+                rec.error, rec.message = s.error, s.message
+                rec.outcome_unknown = s.outcome_unknown if ended else False
+            rec.value, rec.attempts = s.value, s.attempts
+            if s.approval is not None:  # a gate keeps its original approval on resume
+                rec.approved_by = s.approval.get("by")
+                rec.approved_via = s.approval.get("via")
+                rec.approval_comment = s.approval.get("comment")
+
+    def _rpo_guard(self, e: RpoGuardTripped) -> None:
         self.guard = e
 
-    def _probe_poll(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
-        self.probe_polls.setdefault(str(e.get("probe")), []).append(e)
+    def _probe_poll(self, e: ProbePoll) -> None:
+        self.probe_polls.setdefault(str(e.probe), []).append(e)
 
-    def _probe_breached(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
-        self.probe_breached.add(str(e.get("probe")))
+    def _probe_breached(self, e: ProbeBreached) -> None:
+        self.probe_breached.add(str(e.probe))
 
-    # -- steps and hosts
-    def _step_started(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
-        if st is not None:
-            st.t0, st.record.started_at, st.record.status = e["t"], e["ts"], StepStatus.UNKNOWN
-
-    def _step_finished(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+    # -- hosts
+    def _step_carried(self, e: StepCarried) -> None:
+        st = self.steps.get(e.step)
         if st is None:
             return
-        rec = st.record
-        st.t1, rec.finished_at, rec.status = e["t"], e["ts"], e["status"]
-        rec.error = e.get("error") if e.get("error") is not None else rec.error
-        rec.value = e.get("value") if e.get("value") is not None else rec.value
-        rec.message = e.get("message") if e.get("message") is not None else rec.message
-        rec.attempts = max(rec.attempts, e.get("attempts") or 0)
-        rec.outcome_unknown = bool(e.get("outcome_unknown"))
-
-    def _step_carried(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
-        if st is None:
-            return
-        rec = st.record
-        rec.status, rec.carried_from, rec.value = (
-            StepStatus.SUCCEEDED,
-            e.get("from_run"),
-            e.get("value"),
-        )
-        rec.attempts = e.get("attempts", 0)
-        approval = e.get("approval") or {}  # a gate keeps its original approval on resume
-        rec.approved_by = approval.get("by")
-        rec.approved_via = approval.get("via")
-        rec.approval_comment = approval.get("comment")
-        for h in e.get("hosts", []):
+        for h in e.hosts:
             st.hosts[h["host"]] = HostRecord(
                 host=h["host"],
                 status=StepStatus.SUCCEEDED,
@@ -632,141 +649,137 @@ class _Builder:
                 output_tail=h.get("output_tail", ""),
             )
 
-    def _host_started(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+    def _host_started(self, e: HostStarted) -> None:
+        st = self.steps.get(e.step)
         if st is None:
             return
-        host = st.hosts.setdefault(e["host"], HostRecord(host=e["host"]))
+        host = st.hosts.get(e.host)
+        if host is None:
+            host = st.hosts[e.host] = HostRecord(host=e.host)
         host.status = StepStatus.UNKNOWN
-        attempt = AttemptRecord(n=e.get("attempt", len(host.attempts) + 1), started_at=e["ts"])
+        attempt = AttemptRecord(n=e.attempt, started_at=e.ts)
         host.attempts.append(attempt)
-        st.attempt_t0[id(attempt)] = e["t"]
+        st.attempt_t0[id(attempt)] = e.t
 
-    def _poll(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
-        sid = e.get("step")
-        if sid and sid.startswith("health:"):
+    def _poll(self, e: Poll) -> None:
+        if e.step and e.step.startswith("health:"):
             self.health_polls += 1
             return
+        st = self.steps.get(e.step)
         if st is None:
             return
-        host = st.hosts.get(e["host"])
+        host = st.hosts.get(e.host)
         if host and host.attempts and len(host.attempts[-1].polls) < POLLS_IN_SUMMARY:
-            poll = PollRecord(None, e.get("duration_s"), e.get("ok"))
+            poll = PollRecord(None, e.duration_s, e.ok)
             host.attempts[-1].polls.append(poll)
-            st.poll_t[id(poll)] = e["t"]
+            st.poll_t[id(poll)] = e.t
 
-    def _host_finished(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
-        host = st.hosts.get(e["host"]) if st is not None else None
+    def _host_finished(self, e: HostFinished) -> None:
+        st = self.steps.get(e.step)
+        host = st.hosts.get(e.host) if st is not None else None
         if host is None or not host.attempts:
             return
         attempt = host.attempts[-1]
-        attempt.finished_at, attempt.duration_s = e["ts"], e.get("duration_s")
-        attempt.rc, attempt.error = e.get("rc"), e.get("error")
-        host.rc, host.error, host.status = (
-            e.get("rc"),
-            e.get("error"),
-            e.get("status") or StepStatus.UNKNOWN,
-        )
-        host.output_tail = e.get("output_tail", "")
-        host.command = e.get("command") or host.command
-        host.output_cut = e.get("output_cut")
+        attempt.finished_at, attempt.duration_s = e.ts, e.duration_s
+        attempt.rc, attempt.error = e.rc, e.error
+        host.rc, host.error = e.rc, e.error
+        host.status = e.status or StepStatus.UNKNOWN  # type: ignore[assignment]
+        host.output_tail = e.output_tail
+        host.command = e.command or host.command
+        host.output_cut = e.output_cut
         host.duration_s = _r(sum(a.duration_s for a in host.attempts if a.duration_s is not None))
-        host.value = e.get("value")
-        host.reattached = e.get("reattached") is True
+        host.value = e.value
+        host.reattached = e.reattached is True
 
     # -- gates
-    def _gate_waiting(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+    def _gate_waiting(self, e: GateWaiting) -> None:
+        st = self.steps.get(e.step)
         if st is not None:
-            st.record.prompt = e.get("prompt")
+            st.record.prompt = e.prompt
 
-    def _gate_answered(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
+    def _gate_answered(self, e: GateAnswered) -> None:
+        st = self.steps.get(e.step)
         if st is None:
             return
-        waited = float(e.get("waited_s") or 0.0)
+        waited = float(e.waited_s or 0.0)
         self.manual_wait += waited
         st.record.manual_wait_s = _r(waited)
-        approved = bool(e.get("approved"))
-        st.record.approved_by = e.get("by") if approved else None
-        st.record.approved_via = e.get("via") if approved else None
-        st.record.approval_comment = e.get("comment") if approved else None
-        if not approved and e.get("by"):
-            st.record.declined_by = e.get("by")
-            st.record.declined_via = e.get("via")
-            st.record.decline_comment = e.get("comment")
+        if not e.approved and e.by:
+            st.record.declined_by = e.by
+            st.record.declined_via = e.via
+            st.record.decline_comment = e.comment
 
     # -- the end of the run
-    def _steps_done(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
-        self.steps_done_t = e["t"]
+    def _steps_done(self, e: StepsDone) -> None:
+        self.steps_done_t = e.t
 
-    def _health_polling(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
-        self.health_started_t = e["t"]
-
-    def _health_held(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
-        self.health_held = e
-
-    def _health_timeout(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
-        self.health_timed_out = True
-
-    def _run_finished(self, e: Mapping[str, Any], st: _StepTimes | None) -> None:
-        self.finished = e
+    def _health_polling(self, e: HealthPolling) -> None:
+        self.health_started_t = e.t
 
 
 @paused_gc()
-def build_summary(events: list[dict[str, Any]]) -> RunSummary:
+def build_summary(events: Sequence[JournalEvent]) -> RunSummary:
     """The summary of the run journaled by ``events``."""
-    if not events or events[0]["event"] != Event.RUN_STARTED:
+    if not events or not isinstance(events[0], RunStarted):
         raise ValueError("journal does not start with run_started")
     start = events[0]
     b = _Builder(start)
-    for e in events:
-        b.read(e)
+    b.read(events)
+    b.settle()
+    finished = b.state.finished
     t_start, start_step = _rto_start(start, b.steps)
     _place_in_time(b, t_start)
-    status = b.finished["status"] if b.finished else RunStatus.CRASHED
+    status = finished.status if finished else RunStatus.CRASHED
     t_end = _rto_end(b, status)
+    scope = {
+        "direction": start.direction,
+        "reprotect_steps": start.reprotect_steps,
+        "children": start.children,
+    }
     summary = RunSummary(
-        run_id=start["run_id"],
-        runbook=start["runbook"],
-        direction=start["direction"],
-        source=start["source"],
-        target=start["target"],
-        parent_run=start.get("parent_run"),
-        resumes=start.get("resumes"),
-        reverses=start.get("reverses"),
-        status=status,
-        emergency=bool(start.get("emergency")),
-        started_at=start["ts"],
-        finished_at=b.finished["ts"] if b.finished else events[-1]["ts"],
+        run_id=start.run_id,
+        runbook=start.runbook,
+        direction=start.direction,  # type: ignore[arg-type]
+        source=start.source,
+        target=start.target,
+        parent_run=start.parent_run,
+        resumes=start.resumes,
+        reverses=start.reverses,
+        status=status,  # type: ignore[arg-type]
+        emergency=bool(start.emergency),
+        started_at=start.ts,
+        finished_at=finished.ts if finished else events[-1].ts,
         rto=_rto(start, t_start, t_end, start_step),
         rpo=_rpo(start, b.steps, b.guard),
         manual_wait_s=_r(b.manual_wait),
         critical_path=_critical_path(b.steps),
         steps=[st.record for st in b.steps.values()],
         health=_health(start, b, t_start),
-        exit_code=b.finished.get("exit_code") if b.finished else None,
-        yes=bool(start.get("yes")),
-        runbook_file=start.get("runbook_file"),
-        inventory_file=start.get("inventory_file"),
-        runbook_sha256=start.get("runbook_sha256"),
-        inventory_sha256=start.get("inventory_sha256"),
-        hosts=list(start.get("hosts") or []),
-        runbook_description=start.get("runbook_description"),
+        exit_code=finished.exit_code if finished else None,
+        yes=bool(start.yes),
+        runbook_file=start.runbook_file,
+        inventory_file=start.inventory_file,
+        runbook_sha256=start.runbook_sha256,
+        inventory_sha256=start.inventory_sha256,
+        hosts=list(start.hosts or []),
+        runbook_description=start.runbook_description,
         rto_started_at=_wall(start, t_start) if t_start is not None else None,
-        moves_to=start.get("moves_to"),
-        message=(b.finished.get("message") or None) if b.finished else None,
-        mode=start.get("mode") or "real",
-        drill_id=start.get("drill_id"),
-        rollback=bool(start.get("rollback")),
-        probes=probe_records(start, b.probe_polls, b.probe_breached, events[-1]["t"]),
-        children=child_records(start, b.steps),
-        failback_mode=start.get("failback_mode"),
+        moves_to=start.moves_to,
+        message=(finished.message or None) if finished else None,
+        mode=start.mode or "real",
+        drill_id=start.drill_id,
+        rollback=bool(start.rollback),
+        probes=probe_records(start, b.probe_polls, b.probe_breached, events[-1].t),
+        children=child_records(scope, b.steps),
+        failback_mode=start.failback_mode,
         reprotect=_reprotect(start, b.steps),
     )
     return summary
 
 
 def probe_records(
-    start: Mapping[str, Any],
-    polls: Mapping[str, list[Mapping[str, Any]]],
+    start: RunStarted,
+    polls: Mapping[str, list[ProbePoll]],
     breached: set[str],
     t_end: float,
 ) -> list[ProbeRecord]:
@@ -774,21 +787,21 @@ def probe_records(
     its hosts) to the next poll after which every host passes; a window still open at the end
     of the run has no end (null) and counts until then."""
     records = []
-    for meta in start.get("probes") or []:
+    for meta in start.probes or []:
         name = str(meta.get("name"))
-        mine = sorted(polls.get(name, []), key=lambda e: float(e["t"]))
+        mine = sorted(polls.get(name, []), key=lambda e: e.t)
         down_hosts: set[str] = set()
         windows: list[list[float | None]] = []
         since: float | None = None
         for e in mine:
-            if e.get("ok"):
-                down_hosts.discard(str(e.get("host")))
+            if e.ok:
+                down_hosts.discard(str(e.host))
             else:
-                down_hosts.add(str(e.get("host")))
+                down_hosts.add(str(e.host))
             if down_hosts and since is None:
-                since = float(e["t"])
+                since = e.t
             elif not down_hosts and since is not None:
-                windows.append([round(since, 3), round(float(e["t"]), 3)])
+                windows.append([round(since, 3), round(e.t, 3)])
                 since = None
         if since is not None:
             windows.append([round(since, 3), None])
@@ -797,7 +810,7 @@ def probe_records(
             ProbeRecord(
                 name=name,
                 polls=len(mine),
-                failed_polls=sum(1 for e in mine if not e.get("ok")),
+                failed_polls=sum(1 for e in mine if not e.ok),
                 down_s=round(sum(lengths), 3),
                 longest_down_s=round(max(lengths, default=0.0), 3),
                 windows=windows,
@@ -809,8 +822,8 @@ def probe_records(
     return records
 
 
-def _reprotect(start: Mapping[str, Any], steps: Mapping[str, _StepTimes]) -> ReprotectRecord | None:
-    ids = [s for s in start.get("reprotect_steps") or () if s in steps]
+def _reprotect(start: RunStarted, steps: Mapping[str, _StepTimes]) -> ReprotectRecord | None:
+    ids = [s for s in start.reprotect_steps or () if s in steps]
     if not ids:
         return None
     phase = [steps[s] for s in ids]
@@ -825,15 +838,15 @@ def _reprotect(start: Mapping[str, Any], steps: Mapping[str, _StepTimes]) -> Rep
 
 
 def _rto_start(
-    start: Mapping[str, Any], steps: Mapping[str, _StepTimes]
+    start: RunStarted, steps: Mapping[str, _StepTimes]
 ) -> tuple[float | None, str | None]:
     """Where the RTO starts: ``rto_start``'s start, else the first step that started (not
     counting a mirrored failback's reprotect phase, which runs while the service is up)."""
-    named = steps.get(start.get("rto_start") or "")
+    named = steps.get(start.rto_start or "")
     if named is not None and named.t0 is not None:
         return named.t0, named.record.id
-    phase = set(start.get("reprotect_steps") or ())
-    if phase and start.get("direction") != Direction.REPROTECT:
+    phase = set(start.reprotect_steps or ())
+    if phase and start.direction != Direction.REPROTECT:
         steps = {k: st for k, st in steps.items() if k not in phase}
     started = [st for st in steps.values() if st.t0 is not None]
     if not started:
@@ -844,13 +857,17 @@ def _rto_start(
 
 def _place_in_time(b: _Builder, t_start: float | None) -> None:
     """Offsets from the RTO start, durations, hosts in inventory order, attempts counted."""
+    order = b.host_order.get
     for st in b.steps.values():
         rec = st.record
         if st.t0 is not None and t_start is not None:
             rec.start_offset_s = _r(st.t0 - t_start)
         if st.t0 is not None and st.t1 is not None:
             rec.duration_s = _r(st.t1 - st.t0)
-        rec.hosts = sorted(st.hosts.values(), key=lambda h: b.host_order.get(h.host, 10**9))
+        hosts = list(st.hosts.values())
+        if len(hosts) > 1:
+            hosts.sort(key=lambda h: order(h.host, 10**9))
+        rec.hosts = hosts
         if t_start is not None:
             for h in rec.hosts:
                 for a in h.attempts:
@@ -866,10 +883,10 @@ def _place_in_time(b: _Builder, t_start: float | None) -> None:
 
 def _rto_end(b: _Builder, status: str) -> float | None:
     """The end of the RTO: health first holding, else (no health) the end of the last step."""
-    if not (status == RunStatus.SUCCEEDED or (b.finished and b.finished.get("rto_reached"))):
+    if status != RunStatus.SUCCEEDED:
         return None
-    if b.health_held is not None:
-        return float(b.health_held["t"])
+    if b.state.held_t is not None:
+        return b.state.held_t
     if b.steps_done_t is None:
         return None
     ends = [st.t1 for st in b.steps.values() if st.t0 is not None and st.t1 is not None]
@@ -877,50 +894,51 @@ def _rto_end(b: _Builder, status: str) -> float | None:
 
 
 def _rto(
-    start: Mapping[str, Any], t_start: float | None, t_end: float | None, start_step: str | None
+    start: RunStarted, t_start: float | None, t_end: float | None, start_step: str | None
 ) -> RtoRecord:
     measured = _r(t_end - t_start) if t_end is not None and t_start is not None else None
     if t_end is not None and t_start is None:
         measured = 0.0
-    target = start.get("rto_target_s")
+    target = start.rto_target_s
     rto = RtoRecord(
         measured_s=measured,
         target_s=target,
         met=(measured <= target) if measured is not None and target is not None else None,
         start_step=start_step,
-        predicted_s=start.get("predicted_rto_s"),
+        predicted_s=start.predicted_rto_s,
     )
-    if start.get("parent_start_wall") is not None and t_end is not None:
-        rto.end_to_end_s = _r(start["wall0"] + t_end - start["parent_start_wall"])
+    if start.parent_start_wall is not None and t_end is not None:
+        end_to_end = round((start.wall0 or 0.0) + t_end - start.parent_start_wall, 3)
+        rto.end_to_end_s = end_to_end
         if target is not None:  # a resumed run: the outage lasted from the original start
-            rto.met = rto.end_to_end_s <= target
+            rto.met = end_to_end <= target
     return rto
 
 
-def _health(start: Mapping[str, Any], b: _Builder, t_start: float | None) -> HealthRecord | None:
-    if not start.get("health_names"):
+def _health(start: RunStarted, b: _Builder, t_start: float | None) -> HealthRecord | None:
+    if not start.health_names:
         return None
-    held = b.health_held
+    held = b.state.held_t
     base = b.health_started_t if b.health_started_t is not None else b.steps_done_t
     return HealthRecord(
-        held_at=held["ts"] if held else None,
+        held_at=b.state.held_at,
         polls=b.health_polls,
-        held_offset_s=_r(held["t"] - t_start) if held and t_start is not None else None,
-        duration_s=_r(held["t"] - base) if held and base is not None else None,
-        timed_out=b.health_timed_out,
+        held_offset_s=_r(held - t_start) if held is not None and t_start is not None else None,
+        duration_s=_r(held - base) if held is not None and base is not None else None,
+        timed_out=b.state.phase == "timeout",
     )
 
 
-def _wall(start: Mapping[str, Any], t: float) -> str:
+def _wall(start: RunStarted, t: float) -> str:
     from orchestrator.record.journal import utc_iso
 
-    return utc_iso(start["wall0"] + t)
+    return utc_iso((start.wall0 or 0.0) + t)
 
 
 def _rpo(
-    start: Mapping[str, Any], steps: Mapping[str, _StepTimes], guard: Mapping[str, Any] | None
+    start: RunStarted, steps: Mapping[str, _StepTimes], guard: RpoGuardTripped | None
 ) -> RpoRecord | None:
-    name = start.get("rpo_step")
+    name = start.rpo_step
     if not name:  # nothing measures it (no rpo_step; a failback without one): not measured
         return None
     value = None
@@ -934,19 +952,19 @@ def _rpo(
     measured = (
         float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
     )
-    target = start.get("rpo_target")
+    target = start.rpo_target
     met = measured <= target if measured is not None and target is not None else None
-    record = RpoRecord(measured, target, met, name, in_bytes=bool(start.get("rpo_is_bytes")))
-    if start.get("rpo_guard"):
+    record = RpoRecord(measured, target, met, name, in_bytes=bool(start.rpo_is_bytes))
+    if start.rpo_guard:
         record.guard = RpoGuardRecord()
         if guard is not None:
-            accepted = bool(guard.get("accepted"))
+            accepted = bool(guard.accepted)
             record.guard = RpoGuardRecord(
                 tripped=True,
                 accepted=accepted,
-                blocked=[] if accepted else list(guard.get("blocked") or []),
-                accepted_loss=guard.get("measured") if accepted else None,
-                message=guard.get("message"),
+                blocked=[] if accepted else list(guard.blocked or []),
+                accepted_loss=guard.measured if accepted else None,
+                message=guard.message,
             )
     return record
 

@@ -42,7 +42,7 @@ def push_history(source: Store, target: Store, *, replace_state: bool = False) -
         journal = b"".join(
             (json.dumps(e, separators=(",", ":"), default=str) + "\n").encode() for e in events
         )
-        plan = source.read_plan(run_id)
+        plan = source.read_plan_document(run_id)
         summary = source.read_summary_document(run_id)
         target.import_run(
             run_id,

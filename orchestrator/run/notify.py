@@ -183,7 +183,7 @@ class Notifier:
     def _summary(self) -> RunSummary:
         from orchestrator.record.summary import build_summary
 
-        return build_summary(list(self._journal.events))
+        return build_summary(self._journal.typed_events())
 
     def _targets(self) -> list[tuple[str, Any]]:
         """One Apprise object per URL, so that each failure can be named."""

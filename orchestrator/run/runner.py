@@ -32,6 +32,7 @@ from orchestrator.record.events import (
     RunStarted,
     StepCarried,
     StepsDone,
+    stamp,
 )
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import Status, StepOutcome
@@ -348,7 +349,7 @@ def _run(
         ex.close()
     exit_code = _exit_code(plan, journal, status)
     journal.write(RunFinished(status=status.value, exit_code=int(exit_code), message=message))
-    summary = build_summary(journal.events)
+    summary = build_summary(journal.typed_events())
     budget.stop()  # before the journal closes: it must not journal a late "at risk"
     journal.close()
     if notifier is not None:
@@ -517,11 +518,8 @@ def _exit_code(plan: Plan, journal: Journal, status: Status) -> ExitCode:
         # the journal's closing line carries the code the process exits with: an RTO missed
         # is known before it is written (the measured RTO ends when health held)
         now = journal.now()
-        closing = {"event": Event.RUN_FINISHED, "t": now, "ts": journal.wall(now)}
-        if (
-            build_summary([*journal.events, {**closing, "status": RunStatus.SUCCEEDED}]).rto.met
-            is False
-        ):
+        closing = stamp(RunFinished(status=RunStatus.SUCCEEDED), now, journal.wall(now))
+        if build_summary([*journal.typed_events(), closing]).rto.met is False:
             exit_code = ExitCode.RTO_MISSED
     return exit_code
 
