@@ -40,6 +40,7 @@ from orchestrator.record.store import (
     LockState,
     RunLock,
     Store,
+    document_json,
     private_dir,
     runbook_changes,
 )
@@ -360,7 +361,7 @@ def _run(
     # nothing needed masking (the journal's events are masked as written): the summary is
     # already what summary.json says, without reading 10,000 steps back
     final = summary if doc == raw else RunSummary.from_dict(doc)
-    _record_end(plan, store, lock_guard, final, status, message, summary.finished_at)
+    _record_end(plan, store, lock_guard, doc, status, message, summary.finished_at)
     return exit_code, final
 
 
@@ -528,7 +529,7 @@ def _record_end(
     plan: Plan,
     store: Store,
     lock_guard: LockGuard,
-    doc: RunSummary,
+    doc: dict[str, Any],
     status: Status,
     message: str | None,
     finished_at: str | None,
@@ -552,7 +553,8 @@ def _record_end(
             changes = state_changes(plan, changes, state, plan.to_site, finished_at)
         changes["running"] = None
         store.update_state(**changes)
-        store.write_summary(run_id, doc, lock)
+        # the document already built (and masked) above: not built a second time
+        store.write_summary_document(run_id, document_json(doc), lock)
     except LockLost as exc:
         raise LockLost(_lost_message(str(exc), store, run_id)) from None
 
