@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,lab]'
+	$(BIN)/python -m compileall -q orchestrator  # bytecode, as a wheel install would have
 	touch $(STAMP)
 
 install: $(STAMP)
