@@ -35,9 +35,8 @@ def installed(log_format: str, verbose: int, *, logging: bool = True) -> Iterato
 
 @contextlib.contextmanager
 def _logging(log_format: str, verbose: int) -> Iterator[None]:
-    import structlog  # only commands that run plans log through structlog
-
     from orchestrator.run.live import configure_logging
+    from orchestrator.slog import structlog  # only commands that run plans log through it
 
     saved = structlog.get_config() if structlog.is_configured() else None
     configure_logging(log_format, verbose)

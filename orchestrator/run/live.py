@@ -11,8 +11,6 @@ import threading
 from collections.abc import Collection, MutableMapping
 from typing import Any, ClassVar
 
-import structlog
-
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan
 from orchestrator.record.events import (
@@ -26,6 +24,7 @@ from orchestrator.record.events import (
 from orchestrator.record.fold import RunState
 from orchestrator.record.journal import Journal, utc_iso
 from orchestrator.run.budget import BudgetWatcher
+from orchestrator.slog import structlog
 from orchestrator.terminal import printable
 from orchestrator.vocab import StepStatus
 

@@ -249,7 +249,7 @@ def start(
     """A notifier listening to ``journal`` (None when there is no URL)."""
     if not urls:
         return None
-    import structlog
+    from orchestrator.slog import structlog
 
     log = structlog.get_logger("drx")
 
