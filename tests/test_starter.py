@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.lab.sshd import Lab, LabHost
-from orchestrator.transport import starter
+from orchestrator.transport import ssh, starter
 from orchestrator.transport.spool import SpoolKey
 from orchestrator.transport.ssh import SSHConnection, SSHTransport
 from tests.test_spool import _alive_in_group
@@ -195,3 +195,80 @@ def test_sudo_through_the_starter(host: tuple[Lab, LabHost]) -> None:
             assert not (_spool(conn, key, h.user) / "rc").exists()
     finally:
         lab.remove_sudoers(dropin)
+
+
+def test_a_few_commands_keep_the_wrapper_many_start_the_starter_at_once(
+    host: tuple[Lab, LabHost],
+) -> None:
+    """Told it will run a few spooled commands, a connection runs them through the wrapper (no
+    python3 started for them), and starts a starter only once more come; told it will run
+    many, it starts its starter before the first."""
+    lab, h = host
+    parent = "tr '\\0' ' ' </proc/$PPID/cmdline"
+    with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        conn.expect_spooled(3)
+        for _ in range(3):
+            res = conn.run(parent, timeout=20, spool=_key(conn))
+            assert res.rc == 0 and "python3" not in res.stdout, res.stdout
+        assert conn.starter_state == "none"
+        for _ in range(ssh.STARTER_MIN_COMMANDS - 3):
+            assert conn.run("true", timeout=20, spool=_key(conn)).ok
+        assert conn.starter_state in ("starting", "ready")
+        assert conn.start_spooling(10)
+        assert "python3" in conn.run(parent, timeout=20, spool=_key(conn)).stdout
+    with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        assert conn.starter_state == "none"
+        conn.expect_spooled(ssh.STARTER_MIN_COMMANDS)
+        assert conn.starter_state in ("starting", "ready")
+
+
+def _gone(path: Path, within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not path.exists()
+
+
+def test_the_starter_removes_spent_spools_after_its_commands_and_drx(
+    host: tuple[Lab, LabHost],
+) -> None:
+    """Spools handed to the starter for removal stay while any command it started runs and
+    while drx is connected; once both have ended they are gone, with their empty parents."""
+    lab, h = host
+    conn = SSHTransport().connect(lab.host_spec(h.name))
+    try:
+        assert conn.start_spooling(10)
+        spent = _key(conn)
+        assert conn.run("echo done", timeout=20, spool=spent).ok
+        slow = _key(conn)
+        ran = threading.Thread(target=conn.run, args=("sleep 1",), kwargs={"spool": slow})
+        ran.start()
+        conn.discard_spools([spent])
+        path = _spool(conn, spent, lab.user)
+        time.sleep(0.3)
+        assert (path / "rc").exists()  # the sleep still runs
+        ran.join()
+        time.sleep(0.3)
+        assert path.exists()  # drx still connected
+    finally:
+        conn.close()
+    assert _gone(path.parent.parent.parent)  # the attempt, its host, step and run directories
+    assert (_spool(conn, slow, lab.user) / "rc").exists()  # not handed over: kept
+
+
+def test_without_a_starter_spent_spools_are_removed_after_drx_has_gone(
+    host: tuple[Lab, LabHost],
+) -> None:
+    """Without a starter the removal is a command of its own that drx does not wait for: it
+    completes after the connection has closed."""
+    lab, h = host
+    conn = SSHTransport(starter=False).connect(lab.host_spec(h.name))
+    keys = [_key(conn) for _ in range(3)]
+    try:
+        for key in keys:
+            assert conn.run("echo done", timeout=20, spool=key).ok
+        conn.discard_spools(keys)
+    finally:
+        conn.close()
+    for key in keys:
+        assert _gone(_spool(conn, key, lab.user).parent.parent.parent)

@@ -56,13 +56,15 @@ from orchestrator.transport.base import (
     OutputLog,
     Redactor,
 )
-from orchestrator.transport.spool import SpoolKey, cleanup_program, mkdir_program, words
+from orchestrator.transport.spool import SpoolKey, cleanup_program, words
 
 #: how much of stdout is journaled per host (for templates of a resumed run or a failback)
 JOURNAL_STDOUT_BYTES = 4096
 #: how long the creation (before the first step) or removal (at the end) of a host's spool
 #: directories may take
 SPOOL_CLEAN_TIMEOUT_S = 10.0
+#: how many spooled commands a polling check counts as when a connection picks how to start them
+SPOOLED_POLLS = 10
 #: check polls journaled per host attempt before only every 10th is
 POLL_JOURNAL_FULL = 200
 
@@ -538,41 +540,37 @@ class Executor:
             self._spent = {}
 
     def prepare_spools(self) -> None:
-        """Create every first attempt's spool directory, one command per host, before the
-        first step: a step's command then starts without a ``mkdir`` of its own (each costs
-        the host a process; retries and polls make theirs)."""
+        """Tell each connection that spools how many spooled commands the plan has for it, so
+        that it picks how to start them (``expect_spooled``: a starter on the host for many, the
+        wrapper for a few). A check that polls counts as many. No command runs: the attempts'
+        directories are made by whatever starts them."""
         if not self.run_id:
             return
-        wanted: dict[str, list[SpoolKey]] = {}
+        counts: dict[str, int] = {}
         for ps in self.plan.steps.values():
-            if kind_of(ps.kind).polls or not ps.step.run:
+            if not ps.step.run:
                 continue
+            n = SPOOLED_POLLS if kind_of(ps.kind).polls else 1
             for host in ps.hosts:
-                key = self._spool(ps, host, "1")
-                conn = self.connections.get(host.name)
-                # only transports that spool (the fake one answers commands from a table)
-                if key is not None and conn is not None and hasattr(conn, "attach"):
-                    wanted.setdefault(host.name, []).append(key)
-
-        def make(name: str) -> None:
-            conn = self.connections[name]
-            dirs = [words(k, conn.host) for k in wanted[name]]
-            with contextlib.suppress(TransportError, OSError):
-                conn.run(mkdir_program(dirs), timeout=SPOOL_CLEAN_TIMEOUT_S)
-
-        if wanted:
-            with ThreadPoolExecutor(max_workers=min(16, len(wanted))) as pool:
-                list(pool.map(make, list(wanted)))
+                counts[host.name] = counts.get(host.name, 0) + n
+        for name, n in counts.items():
+            expect = getattr(self.connections.get(name), "expect_spooled", None)
+            if expect is not None:
+                expect(n)
 
     def clean_spools(self) -> None:
-        """One command per host removing its spent spool directories (best effort: what stays
-        is only disk)."""
+        """Remove the spent spool directories, one request per host (best effort: what stays
+        is only disk). Over SSH nothing waits for the removal itself (``discard_spools``)."""
         with self._recovered_lock:
             spent, self._spent = self._spent, {}
 
         def clean(name: str) -> None:
             conn = self.connections.get(name)
             if conn is None or not hasattr(conn, "attach"):
+                return
+            discard = getattr(conn, "discard_spools", None)
+            if discard is not None:
+                discard(spent[name])
                 return
             dirs = [words(k, conn.host) for k in spent[name]]
             with contextlib.suppress(TransportError, OSError):

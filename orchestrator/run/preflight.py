@@ -8,34 +8,45 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from orchestrator.errors import AuthenticationFailed, HostKeyError, TransportError
+from orchestrator.kinds import kind_of
 from orchestrator.model.inventory import Host, Inventory
 from orchestrator.plan.build import Plan
 from orchestrator.run import connecting
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection, Sudo, Transport
-from orchestrator.transport.spool import SPOOL_REFUSED_RC, check_program, ssh_dir
+from orchestrator.transport.spool import SPOOL_REFUSED_RC, SpoolKey, check_program, ssh_dir
 
 #: at most this many connections are opened at once at the pre-flight, unless
 #: DRX_MAX_CONNECTING says otherwise (connecting.max_connecting)
 PREFLIGHT_CONCURRENCY = connecting.DEFAULT_MAX_CONNECTING
+#: the most bytes of first-attempt directory names the pre-flight creates on one host
+FIRST_ATTEMPTS_MAX = 64 * 1024
 
 Connected = tuple[dict[str, Connection], dict[str, TransportError]]
 #: gives the transport of a kind of host ("ssh", "local"); tests and benchmarks pass a fake
 TransportFactory = Callable[[str], Transport]
 
 
-def prove(transport: Transport, host: Host, *, sudo: Sequence[Sudo] = ()) -> Connection:
+def prove(
+    transport: Transport,
+    host: Host,
+    *,
+    sudo: Sequence[Sudo] = (),
+    spool_dirs: Sequence[str] = (),
+) -> Connection:
     """Open a connection to ``host`` and prove it can run commands (and ``sudo -n`` as each of
     ``sudo``: True for root, or a user name);
     raise TransportError naming what failed. One command now also takes the first session's
-    set-up cost (tens of ms over SSH) out of the measured RTO."""
+    set-up cost (tens of ms over SSH) out of the measured RTO; over SSH it is the spool's check,
+    which also creates ``spool_dirs`` (shell words: the run's first attempts on the host)."""
     conn: Connection = connecting.connect(transport, host.spec)
     try:
         timeout = max(host.spec.connect_timeout, 1.0)
         # over SSH the proving command is the spool's check: no extra round trip
         ssh = host.spec.transport == "ssh"
         res = conn.run(
-            check_program(ssh_dir(None, host.spec.spool_dir)) if ssh else "true", timeout=timeout
+            check_program(ssh_dir(None, host.spec.spool_dir), spool_dirs) if ssh else "true",
+            timeout=timeout,
         )
         if ssh and res.rc == SPOOL_REFUSED_RC:
             raise SpoolRefused(
@@ -90,14 +101,19 @@ def open_transports(
 
 
 def connect_all(
-    hosts: list[Host], factory: TransportFactory = open_transport
+    hosts: list[Host],
+    factory: TransportFactory = open_transport,
+    spool_dirs: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[dict[str, Connection], dict[str, TransportError]]:
-    """Open one connection to every host, in parallel (the pre-flight)."""
+    """Open one connection to every host, in parallel (the pre-flight); ``spool_dirs``: the
+    spool directories to create on each (by host name, see ``prove``)."""
     transports = open_transports(hosts, factory)
+    dirs = spool_dirs or {}
 
     def connect(host: Host) -> tuple[str, Connection | TransportError]:
         try:
-            return host.name, prove(transports[host.spec.transport], host)
+            transport = transports[host.spec.transport]
+            return host.name, prove(transport, host, spool_dirs=dirs.get(host.name, ()))
         except TransportError as exc:
             return host.name, exc
 
@@ -173,10 +189,30 @@ def failure_lines(failures: Mapping[str, TransportError], inventory: Inventory) 
     return lines
 
 
+def first_attempts(plan: Plan) -> dict[str, list[str]]:
+    """The spool directories (shell words) of the first attempts ``plan`` will spool on each SSH
+    host: created by the pre-flight's check, so that no command needs a ``mkdir`` of its own.
+    A check that polls is left out (its polls are answered at once), as is a host with so many
+    that their names would make too long a command."""
+    if not plan.run_id:
+        return {}
+    dirs: dict[str, list[str]] = {}
+    for ps in plan.steps.values():
+        if not ps.step.run or kind_of(ps.kind).polls:
+            continue
+        for host in ps.hosts:
+            if host.spec.transport == "ssh":
+                key = SpoolKey(plan.run_id, ps.id, host.name, "1")
+                dirs.setdefault(host.name, []).append(ssh_dir(key, host.spec.spool_dir))
+    return {
+        name: words for name, words in dirs.items() if sum(map(len, words)) <= FIRST_ATTEMPTS_MAX
+    }
+
+
 def start(plan: Plan, factory: TransportFactory = open_transport) -> Future[Connected]:
     """Begin the pre-flight of ``plan`` on a background thread."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight")
-    future = pool.submit(connect_all, plan.hosts(), factory)
+    future = pool.submit(connect_all, plan.hosts(), factory, first_attempts(plan))
     pool.shutdown(wait=False)
     return future
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -369,22 +369,35 @@ def cleanup_program(dirs: list[str]) -> str:
     return "\n".join(lines) + "\n:\n"
 
 
-def check_program(base: str) -> str:
+def check_program(base: str, dirs: Sequence[str] = ()) -> str:
     """Shell text for the pre-flight: create the spool directory (0700) if missing, and refuse
     (rc 3, ``SPOOL_REFUSED_RC``, the reason on stdout) one that is a symlink, owned by someone else, or writable by
-    group or others — never follow it. ``base``: shell words."""
+    group or others — never follow it. Then create ``dirs`` (the run's first attempts, shell
+    words each), so that their commands start without a ``mkdir`` of their own. ``base``:
+    shell words. One ``ls`` is its only process when the spool is sound (and one ``mkdir`` for
+    ``dirs``): it runs on every host of every run."""
+    mode_ok = "d????-??-*"
     return (
         "umask 077\n"
         f"__drx_b={base}\n"
-        "__drx_u=$(id -u)\n"
         'for __drx_p in "${__drx_b%/*}" "$__drx_b"; do\n'
         '  if [ -L "$__drx_p" ]; then echo "$__drx_p is a symlink"; exit 3; fi\n'
         '  [ -d "$__drx_p" ] || mkdir -m 700 "$__drx_p" 2>/dev/null || [ -d "$__drx_p" ] ||'
         ' { echo "cannot create $__drx_p"; exit 3; }\n'
-        '  set -- $(ls -ldn "$__drx_p")\n'
-        '  if [ "$3" != "$__drx_u" ]; then echo "$__drx_p is owned by uid $3, not $__drx_u";'
-        " exit 3; fi\n"
-        '  case $1 in d????-??-*) ;; *) echo "$__drx_p is writable by group or others ($1)";'
-        " exit 3;; esac\n"
+        # -O (owned by the effective uid) is a builtin test in dash, bash, busybox and zsh
+        '  if ! [ -O "$__drx_p" ]; then\n'
+        '    set -- $(LC_ALL=C ls -ldn "$__drx_p")\n'
+        '    echo "$__drx_p is owned by uid $3, not $(id -u)"; exit 3\n'
+        "  fi\n"
         "done\n"
+        # both modes with one ls; which one is wrong is looked up only when one is
+        "__drx_n='\n'\n"
+        '__drx_m=$(LC_ALL=C ls -ldn "${__drx_b%/*}" "$__drx_b")\n'
+        f'case $__drx_m in {mode_ok}"$__drx_n"{mode_ok}) ;; *)\n'
+        '  for __drx_p in "${__drx_b%/*}" "$__drx_b"; do\n'
+        '    set -- $(LC_ALL=C ls -ldn "$__drx_p")\n'
+        f'    case $1 in {mode_ok}) ;; *) echo "$__drx_p is writable by group or others ($1)";'
+        " exit 3;; esac\n"
+        "  done;;\n"
+        "esac\n" + (f"mkdir -p {' '.join(dirs)} 2>/dev/null\n" if dirs else "") + ":\n"
     )

@@ -28,11 +28,12 @@ import os
 import queue
 import secrets
 import select
+import shlex
 import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,12 +73,22 @@ from orchestrator.transport.spool import (
     Nudger,
     SpoolKey,
     attach_program,
+    cleanup_program,
     execed,
     program,
     spool_path,
     ssh_dir,
 )
 from orchestrator.transport.starter import Job, Starter
+
+#: Spooled commands a connection must be about to run for its starter to start before the
+#: first (see ``SSHConnection.expect_spooled``): python3's start costs the host ~15 ms of CPU,
+#: the wrapper ~1-2 ms a command more than the starter.
+STARTER_MIN_COMMANDS = 8
+#: How long the end of a run waits for a starter to take the list of spools to remove.
+SPOOL_DISCARD_WAIT_S = 2.0
+#: A removal longer than this goes on a command's stdin (and is waited for), not in its argv.
+DISCARD_ARGV_MAX = 64 * 1024
 
 #: The command sshd hands to the login shell: the program itself comes on stdin, so nothing of
 #: it (a secret in ``env``, a 1 MB script) is ever in an argv on the host.
@@ -358,6 +369,10 @@ class SSHConnection:
         #: until the first one; ``False`` when the host cannot run one (no python3 >= 3.8)
         self._starter: Starter | bool | None = None if starter else False
         self._starter_lock = threading.Lock()
+        #: spooled commands run so far, and how many before a starter is worth starting
+        #: (``expect_spooled``: 0 until told)
+        self._spooled = 0
+        self._starter_from = 0
 
     @property
     def paramiko_transport(self) -> paramiko.Transport:
@@ -387,7 +402,11 @@ class SSHConnection:
         # spooled, a plain program call replaces the runner subshell instead of forking
         text = command if spool is None else execed(command)
         body = shell_command(text, {**self.host.env, **(env or {})}, False)
-        starter = None if spool is None else self._the_starter()
+        starter = None
+        if spool is not None:
+            with self._starter_lock:
+                self._spooled += 1
+            starter = self._the_starter()
         if starter is not None and spool is not None:
             # the connection's starter starts it: no channel, no wrapper program, no fork of it
             where = spool_path(spool, self.host.spool_dir)
@@ -435,6 +454,55 @@ class SSHConnection:
                 starter = self._the_starter()
         return starter is not None
 
+    @property
+    def starter_state(self) -> str:
+        """How spooled commands start: ``none`` (no starter: the wrapper), ``starting``,
+        ``ready`` (through the starter) or ``unavailable`` (the host cannot run one)."""
+        with self._starter_lock:
+            starter = self._starter
+        if starter is False:
+            return "unavailable"
+        if not isinstance(starter, Starter):
+            return "none"
+        if starter.dead:
+            return "none" if starter.worked else "unavailable"
+        return "ready" if starter.worked else "starting"
+
+    def expect_spooled(self, commands: int) -> None:
+        """Say how many spooled commands this connection is about to run: with at least
+        ``STARTER_MIN_COMMANDS`` its starter starts now (ready, most likely, by the first);
+        with fewer, they go through the wrapper, and a starter starts only if more come (a
+        python3 on the host costs more than the wrapper saves on a few commands)."""
+        if commands >= STARTER_MIN_COMMANDS:
+            self._the_starter()
+        else:
+            with self._starter_lock:
+                self._starter_from = self._spooled + STARTER_MIN_COMMANDS
+
+    def discard_spools(self, keys: Sequence[SpoolKey]) -> None:
+        """Remove the spool directories of ``keys`` (spent attempts) without waiting for the
+        removal: the connection's starter removes them once it has ended; without one, a
+        command does, which outlives the connection. Best effort: what stays is only disk."""
+        if not keys:
+            return
+        with self._starter_lock:
+            starter = self._starter
+        if isinstance(starter, Starter) and starter.worked and not starter.dead:
+            paths = [spool_path(k, self.host.spool_dir) for k in keys]
+            if starter.discard(paths, wait_s=SPOOL_DISCARD_WAIT_S):
+                return
+        text = cleanup_program([ssh_dir(k, self.host.spool_dir) for k in keys])
+        with contextlib.suppress(TransportError, SSHException, OSError, EOFError):
+            if len(text) > DISCARD_ARGV_MAX:  # too long for an argv: sent on stdin, waited for
+                self.run(text, timeout=SPOOL_DISCARD_WAIT_S * 10)
+                return
+            chan = self._open_channel()
+            try:
+                # answered once the host has started it; it goes on after the channel closes
+                chan.exec_command(f"exec /bin/sh -c {shlex.quote(text)} </dev/null >/dev/null 2>&1")
+            finally:
+                chan.close()
+
     def _the_starter(self) -> Starter | None:
         """This connection's starter when it is ready; started if there is none (None: not
         ready yet, or the host cannot run one — the wrapper runs the command instead)."""
@@ -445,7 +513,12 @@ class SSHConnection:
                 # worked and ended (killed): a new one, if the link is still up
                 starter = None if starter.worked else False
                 self._starter = starter
-            if starter is None and not self._closed and self._transport.is_active():
+            if (
+                starter is None
+                and self._spooled >= self._starter_from
+                and not self._closed
+                and self._transport.is_active()
+            ):
                 self._starter = Starter(self._open_channel)
                 return None
         if isinstance(starter, Starter) and starter.worked and not starter.dead:

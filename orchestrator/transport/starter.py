@@ -27,10 +27,11 @@ process group) gets no ``rc``, as with the wrapper. The on-disk layout is the wr
 ``drx resume`` reads either alike. See docs/reference.md (spool).
 
 Frames, drx to the starter: ``R<id> <dir bytes> <sudo bytes> <program bytes>\\n`` followed by
-those bytes (the sudo words NUL-separated); ``K<id>\\n`` (forget: no ``rc``). The starter to
+those bytes (the sudo words NUL-separated); ``K<id>\\n`` (forget: no ``rc``); ``C0 <length>\\n`` then spool directories,
+NUL-separated, to remove once every command has ended and drx has gone (answered ``C``). The starter to
 drx: ``<kind><id> <length>\\n`` then the payload, kind ``H`` (ready), ``O``/``E``
 (stdout/stderr bytes), ``X`` (exit code), ``F`` (not started: why), ``P`` (the pid of a
-command drx gave up on, in answer to ``K``). What the starter has to say in one turn goes out
+command drx gave up on, in answer to ``K``), ``C`` (a ``C`` frame taken). What the starter has to say in one turn goes out
 in one write (one SSH packet).
 """
 
@@ -188,8 +189,20 @@ try:
     os.waitpid(os.posix_spawn("/bin/sh", ["sh", "-c", ":"], ENV, setsid=True), 0)
 except Exception:
     sys.exit(127)
+def remove(path):
+    try:
+        with os.scandir(path) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    remove(e.path)
+                else:
+                    os.unlink(e.path)
+        os.rmdir(path)
+    except OSError:
+        pass
 buf = b""
 eof = False
+spent = []
 send(b"H", 0)
 while not (eof and not jobs):
     flush()
@@ -209,6 +222,14 @@ while not (eof and not jobs):
             if nl < 0:
                 break
             head = buf[1:nl].split()
+            if buf[:1] == b"C":
+                n = int(head[1])
+                if len(buf) < nl + 1 + n:
+                    break
+                spent.extend(buf[nl + 1:nl + 1 + n].decode().split("\0"))
+                buf = buf[nl + 1 + n:]
+                send(b"C", 0)
+                continue
             if buf[:1] == b"K":
                 job = ids.get(int(head[0]))
                 if job is not None:
@@ -232,6 +253,16 @@ while not (eof and not jobs):
             job.next = now + EVERY
             if not job.forget:
                 copy(job)
+# spent attempts drx asked to remove (C frames), once every command has ended; their parents
+# (host, step, run) too once empty
+for d in spent:
+    remove(d)
+    for _ in range(3):
+        d = os.path.dirname(d)
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
 """
 STARTER = STARTER.replace("__EVERY__", repr(STREAM_EVERY_S))
 STARTER = STARTER.replace("__INNER__", repr(SUDO_INNER))
@@ -281,6 +312,8 @@ class Starter:
         self._jobs: dict[int, Job] = {}
         self._jobs_lock = threading.Lock()
         self._next_id = 1
+        #: set when the starter has taken a ``C`` frame
+        self._taken = threading.Event()
         # opened, started and read on a thread of its own: the command that asked for it
         # goes on at once (through the wrapper)
         self._reader = threading.Thread(
@@ -315,6 +348,22 @@ class Starter:
         with contextlib.suppress(SSHException, OSError, EOFError), self._send_lock:
             if self.chan is not None:
                 self.chan.sendall(f"K{job.id}\n".encode())
+
+    def discard(self, directories: list[str], wait_s: float) -> bool:
+        """Have the starter remove ``directories`` (spool paths) once every command it started
+        has ended and drx has gone; whether it said, within ``wait_s``, that it will."""
+        payload = "\0".join(directories).encode()
+        with self._jobs_lock:
+            if self.dead:
+                return False
+            self._taken.clear()
+        try:
+            with self._send_lock:
+                assert self.chan is not None
+                self.chan.sendall(f"C0 {len(payload)}\n".encode() + payload)
+        except (SSHException, OSError, EOFError):
+            return False
+        return self._taken.wait(wait_s) and not self.dead
 
     def drop(self, job: Job) -> None:
         """Stop following ``job``."""
@@ -355,6 +404,7 @@ class Starter:
             for job in pending:
                 self._put(job, "D", b"")
             self.ready.set()
+            self._taken.set()
             if self.chan is not None:
                 with contextlib.suppress(Exception):
                     self.chan.close()
@@ -363,6 +413,9 @@ class Starter:
         if kind == "H":
             self.worked = True
             self.ready.set()
+            return
+        if kind == "C":
+            self._taken.set()
             return
         with self._jobs_lock:
             job = self._jobs.get(jid)
