@@ -1,4 +1,4 @@
-"""Runbook + inventory + direction + target → the plan: a networkx DAG of steps resolved to hosts,
+"""Runbook + inventory + direction + target → the plan: a DAG of steps (plan/dag.py) resolved to hosts,
 waves, predicted durations, the predicted RTO and its critical path. Also the reverse plan of a
 failback, derived from what a failover run did.
 
@@ -17,7 +17,6 @@ from functools import partial
 from typing import Any
 
 import jinja2
-import networkx as nx
 
 from orchestrator.bulk import paused_gc
 from orchestrator.errors import Problem, UsageError, ValidationError
@@ -53,6 +52,7 @@ from orchestrator.model.templating import (
     render,
     unquoted_step_outputs,
 )
+from orchestrator.plan.dag import Dag
 from orchestrator.record.outcomes import Status, StepOutcome
 from orchestrator.vocab import Direction
 
@@ -142,7 +142,7 @@ class Plan:
     source: str
     target: str
     steps: dict[str, PlanStep]  # declaration order
-    graph: nx.DiGraph
+    graph: Dag
     waves: list[list[str]]
     health: list[HealthPlan]
     vars: dict[str, Any]  # runbook < inventory < --var (site and host vars are added per host)
@@ -291,9 +291,9 @@ def _problem(
     return Where(runbook.file_of(step), step).problem(line, message, hint)
 
 
-def _dag(runbook: Runbook, problems: list[Problem]) -> nx.DiGraph:
+def _dag(runbook: Runbook, problems: list[Problem]) -> Dag:
     """The DAG of the runbook's steps, recording unknown/self needs and cycles as problems."""
-    graph = nx.DiGraph()
+    graph = Dag()
     ids = [s.id for s in runbook.steps]
     known = set(ids)
     for index, step in enumerate(runbook.steps):
@@ -315,8 +315,18 @@ def _dag(runbook: Runbook, problems: list[Problem]) -> nx.DiGraph:
                 )
             else:
                 graph.add_edge(need, step.id)
-    # one cycle per strongly connected component (linear time; enumerating every simple cycle
-    # can take exponential time on a tangle of needs), first-declared component first
+    if not graph.is_acyclic():
+        _cycles(runbook, graph, ids, problems)
+    return graph
+
+
+def _cycles(runbook: Runbook, dag: Dag, ids: list[str], problems: list[Problem]) -> None:
+    """One problem per cycle of the needs, found by networkx: one cycle per strongly connected
+    component (linear time; enumerating every simple cycle can take exponential time on a
+    tangle of needs), first-declared component first."""
+    import networkx as nx
+
+    graph = dag.to_networkx()
     order = {s: i for i, s in enumerate(ids)}
     tangles = [c for c in nx.strongly_connected_components(graph) if len(c) > 1]
     tangles.sort(key=lambda c: min(order[n] for n in c))
@@ -337,13 +347,16 @@ def _dag(runbook: Runbook, problems: list[Problem]) -> nx.DiGraph:
                 "a step cannot (transitively) need itself",
             )
         )
-    return graph
 
 
-def topological(graph: nx.DiGraph) -> list[str]:
+class CycleError(ValueError):
+    """A graph expected to be acyclic has a cycle (``topological``)."""
+
+
+def topological(graph: Dag) -> list[str]:
     """Topological order that is stable: ties broken by declaration order (networkx's
     ``lexicographical_topological_sort``, without its per-node overhead: it was a quarter of
-    planning 10,000 steps). A cycle raises ``nx.NetworkXUnfeasible`` as networkx does."""
+    planning 10,000 steps). A cycle raises ``CycleError``."""
     index = dict(graph.nodes(data="index"))
     waiting = {node: len(preds) for node, preds in graph.pred.items()}
     ready = [(index[node], node) for node, count in waiting.items() if count == 0]
@@ -358,11 +371,11 @@ def topological(graph: nx.DiGraph) -> list[str]:
             if waiting[child] == 0:
                 heapq.heappush(ready, (index[child], child))
     if len(order) != len(waiting):
-        raise nx.NetworkXUnfeasible("Graph contains a cycle or graph changed during iteration")
+        raise CycleError("the graph contains a cycle")
     return order
 
 
-def compute_waves(graph: nx.DiGraph, order: list[str]) -> dict[str, int]:
+def compute_waves(graph: Dag, order: list[str]) -> dict[str, int]:
     wave: dict[str, int] = {}
     for node in order:
         preds = list(graph.predecessors(node))
@@ -371,7 +384,7 @@ def compute_waves(graph: nx.DiGraph, order: list[str]) -> dict[str, int]:
 
 
 def longest_path(
-    graph: nx.DiGraph, order: list[str], weight: Callable[[str], float]
+    graph: Dag, order: list[str], weight: Callable[[str], float]
 ) -> tuple[float, list[str]]:
     """The heaviest path (sum of node weights) from a source to a sink; ties → more steps, then
     declaration order."""
@@ -406,13 +419,13 @@ class Ancestors(AbstractSet[str]):
 
     __slots__ = ("_extra", "_found", "_graph", "_node")
 
-    def __init__(self, graph: nx.DiGraph, node: str, extra: frozenset[str] = frozenset()):
+    def __init__(self, graph: Dag, node: str, extra: frozenset[str] = frozenset()):
         self._graph, self._node, self._extra = graph, node, extra
         self._found: frozenset[str] | None = None
 
     def _all(self) -> frozenset[str]:
         if self._found is None:
-            found = nx.ancestors(self._graph, self._node) if self._node in self._graph else set()
+            found = self._graph.ancestors(self._node) if self._node in self._graph else set()
             found.discard(self._node)
             self._found = frozenset(found) | self._extra
         return self._found
@@ -425,7 +438,7 @@ class Ancestors(AbstractSet[str]):
         graph, node = self._graph, self._node
         if not isinstance(item, str) or item == node or item not in graph or node not in graph:
             return False
-        return bool(nx.has_path(graph, item, node))
+        return graph.has_path(item, node)
 
     def __iter__(self) -> Iterator[str]:
         nodes = self._graph.nodes
@@ -1219,7 +1232,7 @@ def build_reverse_plan(
         direction=FAILBACK,
         failback_mode=UNDO,
         steps={},
-        graph=nx.DiGraph(),
+        graph=Dag(),
         waves=[],
         parent_run=parent_run,
         reverses=parent_run,

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import networkx as nx
-
 from orchestrator.model.inventory import Inventory
 from orchestrator.model.runbook import FailbackMode, Runbook
 from orchestrator.plan.build import (
@@ -159,7 +157,7 @@ def _run_first(phase: Plan, plan: Plan) -> None:
     needs the phase's last steps. The predicted RTO and its critical path stay those of the
     steps (the RTO starts after the phase); the phase's own prediction is kept apart."""
     ends = [n for n in phase.steps if phase.graph.out_degree(n) == 0]
-    graph = nx.compose(phase.graph, plan.graph)
+    graph = phase.graph.compose(plan.graph)
     steps = dict(phase.steps)
     shift = len(phase.steps)
     for ps in plan.steps.values():

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import networkx as nx
-
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan
 from orchestrator.record.outcomes import Status, StepOutcome
@@ -71,7 +69,7 @@ def judge(
     measured = (
         float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
     )
-    descendants = nx.descendants(plan.graph, guard.step)
+    descendants = plan.graph.descendants(guard.step)
     blocked = tuple(sid for sid in plan.steps if sid in descendants)
     target = guard.show(guard.target)
     if measured is None:
