@@ -1,6 +1,7 @@
 """Two drx builds against each other and the raw-Paramiko floor, interleaved round by round on
-one lab of sshd hosts: the DAG drill's RTO (``dag``) or the marginal cost per task-host, wall
-and client CPU (``marginal``), as ``make bench`` makes them.
+one lab of sshd hosts: the DAG drill's RTO (``dag``), the marginal cost per task-host, wall
+and client CPU (``marginal``), or the fan-out end to end (``fanout``), as ``make bench`` makes
+them.
 
     python benchmarks/ab_ssh.py dag --old /path/to/old/drx [--new .venv/bin/drx] [--rounds 7]
 
@@ -111,9 +112,34 @@ def marginal(world: bench_ssh.SshWorld, builds: dict[str, str], rounds: int) -> 
         print(f"{tool:6} per task-host: wall {wall:.3f} ms, client CPU {cpu:.3f} ms")
 
 
+def fanout(world: bench_ssh.SshWorld, builds: dict[str, str], rounds: int) -> None:
+    """The 5-step fan-out, process start to exit, each build against the floor."""
+    tasks = bench_ssh.FANOUT_TASKS
+    work = world.workdir
+    inventory = write_yaml(work / "inv.yaml", lab_inventory(world.lab, world.names))
+    runbook = write_yaml(work / "fanout.yaml", chain_runbook(tasks))
+    hosts = bench_ssh.hosts_json(world, world.names, work / "hosts.json")
+    jobs: dict[str, Callable[[], Any]] = {
+        name: (lambda b=binary: _drx(world, b, runbook, inventory)[0])
+        for name, binary in builds.items()
+    }
+    jobs["floor"] = lambda: bench_ssh.run_floor(hosts, tasks)
+    res = _rounds(jobs, rounds)
+    floor = statistics.median(t.wall_s for t in res["floor"])
+    print(f"fan-out {tasks} x {len(world.names)}")
+    for name, values in res.items():
+        pairs = [t.wall_s / f.wall_s for t, f in zip(values, res["floor"], strict=True)]
+        med = statistics.median(t.wall_s for t in values)
+        cpu = statistics.median(t.cpu_s for t in values)
+        print(
+            f"{name:6} wall median {med:.3f} s ({med / floor:.2f}x the floor's median, "
+            f"paired {statistics.median(pairs):.2f}x), client CPU {cpu:.3f} s"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["dag", "marginal"])
+    parser.add_argument("what", choices=["dag", "marginal", "fanout"])
     parser.add_argument("--old", required=True, help="the other build's drx")
     parser.add_argument("--new", default=DRX, help="this build's drx (default: this venv's)")
     parser.add_argument("--hosts", type=int, default=20)
@@ -130,7 +156,9 @@ def main() -> int:
             none = Peer("none", skipped="not run")
             world = bench_ssh.SshWorld(lab, names, work, none, none)
             builds = {"old": args.old, "new": args.new}
-            (dag if args.what == "dag" else marginal)(world, builds, args.rounds)
+            {"dag": dag, "marginal": marginal, "fanout": fanout}[args.what](
+                world, builds, args.rounds
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

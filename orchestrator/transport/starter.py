@@ -55,7 +55,11 @@ SUDO_INNER = '__drx_s=$(cat); eval "$__drx_s" </dev/null'
 
 #: The starter itself (Python ≥ 3.8, standard library only, no site: it starts in ~15 ms).
 STARTER = r"""
-import os, select, signal, sys, time
+import os, select, sys, time
+try:
+    import _signal as signal  # the C module: signal.py's enums cost ~4 ms of start-up
+except ImportError:
+    import signal
 if sys.version_info < (3, 8) or not hasattr(os, "posix_spawn"):
     sys.exit(127)
 os.umask(0o077)
