@@ -169,6 +169,7 @@ class Executor:
         self._idle = threading.Condition()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._cleaning: threading.Thread | None = None
         self.manual_wait_s = 0.0
         #: gates asking now, and answers given to them from elsewhere (drx approve/deny, the
         #: web page): the first answer wins, the terminal's or another's
@@ -520,11 +521,20 @@ class Executor:
             return self._pool
 
     def close(self) -> None:
-        """Stop the host threads (after the run and its health polls), then remove the spools
-        nothing needs any more."""
+        """Stop the host threads (after the run and its health polls), then start removing the
+        spools nothing needs any more — their outcomes handed to the journal's sink first —
+        while the run's end is recorded; ``finish`` waits for that."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        self.clean_spools()
+        self.journal.flush()
+        self._cleaning = threading.Thread(target=self.clean_spools, name="spool-clean")
+        self._cleaning.start()
+
+    def finish(self) -> None:
+        """Wait for ``close``'s removal of spent spools (before the connections close)."""
+        if self._cleaning is not None:
+            self._cleaning.join()
+            self._cleaning = None
 
     def _spent_key(self, host: Host, key: SpoolKey | None, res: CommandResult) -> None:
         """Remember a spooled attempt to remove at the end: a success (journaled before the

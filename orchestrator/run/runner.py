@@ -348,21 +348,24 @@ def _run(
             # controller that takes the run over reads them from the spool — keep it
             ex.keep_spools()
         ex.close()
-    exit_code = _exit_code(plan, journal, status)
-    journal.write(RunFinished(status=status.value, exit_code=int(exit_code), message=message))
-    summary = build_summary(journal.typed_events())
-    budget.stop()  # before the journal closes: it must not journal a late "at risk"
-    journal.close()
-    if notifier is not None:
-        notifier.close()
-    view.close()
-    raw = summary.to_dict()
-    doc = plan.redactor.deep(raw)
-    # nothing needed masking (the journal's events are masked as written): the summary is
-    # already what summary.json says, without reading 10,000 steps back
-    final = summary if doc == raw else RunSummary.from_dict(doc)
-    _record_end(plan, store, lock_guard, doc, status, message, summary.finished_at)
-    return exit_code, final
+    try:
+        exit_code = _exit_code(plan, journal, status)
+        journal.write(RunFinished(status=status.value, exit_code=int(exit_code), message=message))
+        summary = build_summary(journal.typed_events())
+        budget.stop()  # before the journal closes: it must not journal a late "at risk"
+        journal.close()
+        if notifier is not None:
+            notifier.close()
+        view.close()
+        raw = summary.to_dict()
+        doc = plan.redactor.deep(raw)
+        # nothing needed masking (the journal's events are masked as written): the summary is
+        # already what summary.json says, without reading 10,000 steps back
+        final = summary if doc == raw else RunSummary.from_dict(doc)
+        _record_end(plan, store, lock_guard, doc, status, message, summary.finished_at)
+        return exit_code, final
+    finally:
+        ex.finish()  # the spent spools' removal, started by close
 
 
 def _journal_start(
