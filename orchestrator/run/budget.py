@@ -37,6 +37,8 @@ class BudgetWatcher:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        if self.target is None:
+            return  # nothing to project against: no fold of the steps on the scheduler's path
         self.journal.listeners.append(self.on_event)
         if self.target is not None:
             self._thread = threading.Thread(target=self._loop, name="rto-budget", daemon=True)
