@@ -14,7 +14,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +120,35 @@ def check_holds(step: Step, ctx: Mapping[str, Any], res: CommandResult) -> tuple
         return False, value
 
 
+class TemplateViews(Mapping[str, dict[str, Any]]):
+    """What ``steps['id']`` shows templates, by step: each finished step's view built the
+    first time a template reads it (most steps' never are), not as every step ends."""
+
+    def __init__(self, order: Mapping[str, int]) -> None:
+        self._order = order
+        self._outcomes: dict[str, StepOutcome] = {}
+        self._views: dict[str, dict[str, Any]] = {}
+
+    def put(self, sid: str, outcome: StepOutcome) -> None:
+        self._outcomes[sid] = outcome
+        self._views.pop(sid, None)
+
+    def __getitem__(self, sid: str) -> dict[str, Any]:
+        view = self._views.get(sid)
+        if view is None:
+            view = self._views[sid] = self._outcomes[sid].template_view(self._order)
+        return view
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._outcomes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._outcomes)
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+
 class Executor:
     """Runs the steps of one plan on open connections, journaling every event."""
 
@@ -156,10 +185,9 @@ class Executor:
         self._halt = threading.Event()
         self.outcomes: dict[str, StepOutcome] = dict(carried or {})
         # results visible to templates: carried/earlier results, then this run's as they finish
-        self._results: dict[str, dict[str, Any]] = {}
-        order = plan.inventory.order
+        self._results = TemplateViews(plan.inventory.order)
         for sid, outcome in {**(extra_results or {}), **(carried or {})}.items():
-            self._results[sid] = outcome.template_view(order)
+            self._results.put(sid, outcome)
         self._gate_lock = threading.Lock()
         self._gate_lock_answers = threading.Lock()
         self._todo: set[str] = set()
@@ -596,7 +624,7 @@ class Executor:
             self.journal.write(
                 StepFinished(step=sid, status=outcome.status.value, message=outcome.message)
             )
-        self._results[sid] = outcome.template_view(self.plan.inventory.order)
+        self._results.put(sid, outcome)
 
     def _step_thread(self, ps: PlanStep) -> None:
         current: PlanStep | None = ps
