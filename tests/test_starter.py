@@ -272,3 +272,30 @@ def test_without_a_starter_spent_spools_are_removed_after_drx_has_gone(
         conn.close()
     for key in keys:
         assert _gone(_spool(conn, key, lab.user).parent.parent.parent)
+
+
+def _parent_of_self(res_stdout: str) -> bytes:
+    """The command line of the parent of the process whose /proc/self/stat is ``res_stdout``."""
+    stat = res_stdout
+    ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+    return Path(f"/proc/{ppid}/cmdline").read_bytes()
+
+
+def test_a_plain_program_call_is_spawned_without_a_shell(host: tuple[Lab, LabHost]) -> None:
+    """A plain program call (words only) is the starter's own child, with the step's env
+    exported; one that cannot be found ends 127 as under a shell, with its rc in the spool;
+    with PATH among the exports the program is looked up in that PATH."""
+    lab, h = host
+    with SSHTransport().connect(lab.host_spec(h.name)) as conn:
+        assert conn.start_spooling(10)
+        res = conn.run("cat /proc/self/stat", timeout=20, spool=_key(conn))
+        assert res.rc == 0 and b"python3" in _parent_of_self(res.stdout)
+        res = conn.run("env", timeout=20, spool=_key(conn), env={"DRX_X": "a b=c"})
+        assert "DRX_X=a b=c\n" in res.stdout
+        missing = _key(conn)
+        res = conn.run("/no/such/program --flag", timeout=20, spool=missing)
+        assert res.rc == 127 and "/no/such/program: not found" in res.stderr
+        assert (_spool(conn, missing, lab.user) / "rc").read_text() == "127\n"
+        # looked up in the PATH the step exports, as a shell does: here, nowhere
+        res = conn.run("cat /proc/self/stat", timeout=20, spool=_key(conn), env={"PATH": "/no"})
+        assert res.rc == 127 and "not found" in res.stderr

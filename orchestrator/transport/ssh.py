@@ -408,10 +408,17 @@ class SSHConnection:
                 self._spooled += 1
             starter = self._the_starter()
         if starter is not None and spool is not None:
-            # the connection's starter starts it: no channel, no wrapper program, no fork of it
+            # the connection's starter starts it: no channel, no wrapper program, no fork of it;
+            # a plain program call (not under sudo, PATH as the login gave it) not even a shell
             where = spool_path(spool, self.host.spool_dir)
+            exports = {**self.host.env, **(env or {})}
+            argv = None
+            if text != command and not sudo and "PATH" not in exports:
+                argv = command.split()
             return timed_run(
-                lambda out, limit: self._run_started(starter, where, body, sudo, out, limit),
+                lambda out, limit: self._run_started(
+                    starter, where, body, sudo, out, limit, argv, exports
+                ),
                 timeout=timeout,
                 log_path=log_path,
                 redact=redact,
@@ -533,15 +540,18 @@ class SSHConnection:
         sudo: Sudo,
         out: OutputCollector,
         limit: Limit,
+        argv: list[str] | None = None,
+        exports: Mapping[str, str] | None = None,
     ) -> tuple[int | None, str | None]:
-        """Run ``body`` through ``starter`` under the spool directory ``where``; stream its
-        output into ``out`` until it ends or ``limit`` says stop (then kill its group)."""
+        """Run ``body`` (or ``argv`` with ``exports``, without a shell) through ``starter``
+        under the spool directory ``where``; stream its output into ``out`` until it ends or
+        ``limit`` says stop (then kill its group)."""
         error = self._acquire_slot(limit)
         if error is not None:
             return None, error
         try:
             try:
-                job = starter.submit(where, sudo, body)
+                job = starter.submit(where, sudo, body, argv, exports)
             except OSError:
                 return None, "disconnected"
             reason = self._follow(job, out, limit)

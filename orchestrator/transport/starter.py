@@ -27,7 +27,8 @@ process group) gets no ``rc``, as with the wrapper. The on-disk layout is the wr
 ``drx resume`` reads either alike. See docs/reference.md (spool).
 
 Frames, drx to the starter: ``R<id> <dir bytes> <sudo bytes> <program bytes>\\n`` followed by
-those bytes (the sudo words NUL-separated); ``K<id>\\n`` (forget: no ``rc``); ``C0 <length>\\n`` then spool directories,
+those bytes (the sudo words NUL-separated); ``S<id> <dir bytes> <argv bytes> <env bytes>\\n`` (a plain program call, spawned without a
+shell: its words and the variables to export, NUL-separated); ``K<id>\\n`` (forget: no ``rc``); ``C0 <length>\\n`` then spool directories,
 NUL-separated, to remove once every command has ended and drx has gone (answered ``C``). The starter to
 drx: ``<kind><id> <length>\\n`` then the payload, kind ``H`` (ready), ``O``/``E``
 (stdout/stderr bytes), ``X`` (exit code), ``F`` (not started: why), ``P`` (the pid of a
@@ -40,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import paramiko
@@ -122,7 +123,7 @@ def put(path, data):
             os.close(fd)
     except OSError:
         pass  # (the directory removed under it: nothing to keep the outcome in)
-def start(jid, d, sudo, prog):
+def start(jid, d, sudo, prog, argv=None, extra=None):
     append = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     try:
         if not os.path.isdir(d):
@@ -132,6 +133,9 @@ def start(jid, d, sudo, prog):
         out, err = os.open(d + "/out", os.O_RDONLY), os.open(d + "/err", os.O_RDONLY)
     except OSError as e:
         send(b"F", jid, str(e).encode())
+        return
+    if argv is not None:
+        spawn(jid, d, argv, extra, ow, ew, out, err)
         return
     r, w = os.pipe()
     acts = [(os.POSIX_SPAWN_DUP2, ow, 1), (os.POSIX_SPAWN_DUP2, ew, 2)]
@@ -163,6 +167,37 @@ def start(jid, d, sudo, prog):
     else:
         import threading
         threading.Thread(target=feed, args=(w, prog), daemon=True).start()
+    job = Job()
+    job.id, job.pid, job.dir, job.forget, job.next = jid, pid, d, False, time.monotonic() + 0.01
+    job.out, job.err = out, err
+    put(d + "/pid", b"%d %d\n" % (pid, pid))
+    jobs[pid] = ids[jid] = job
+def spawn(jid, d, argv, extra, ow, ew, out, err):
+    # a plain program call (words only): spawned as the shell's exec would run it, without
+    # the shell; a program that cannot be run ends as the shell says it (127, 126)
+    env = dict(ENV)
+    env.update(extra)
+    acts = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, ow, 1), (os.POSIX_SPAWN_DUP2, ew, 2)]
+    try:
+        pid = os.posix_spawnp(argv[0], argv, env, file_actions=acts, setsid=True,
+                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+    except OSError as e:
+        rc = 127 if isinstance(e, FileNotFoundError) else 126
+        why = "not found" if rc == 127 else (e.strerror or str(e))
+        os.write(ew, ("%s: %s\n" % (argv[0], why)).encode())
+        for fd in (ow, ew):
+            os.close(fd)
+        job = Job()
+        job.id, job.dir, job.forget, job.out, job.err = jid, d, False, out, err
+        copy(job)
+        put(d + "/rc", b"%d\n" % rc)
+        send(b"X", jid, b"%d" % rc)
+        os.close(out)
+        os.close(err)
+        return
+    for fd in (ow, ew):
+        os.close(fd)
     job = Job()
     job.id, job.pid, job.dir, job.forget, job.next = jid, pid, d, False, time.monotonic() + 0.01
     job.out, job.err = out, err
@@ -246,6 +281,12 @@ while not (eof and not jobs):
                 break
             p = nl + 1
             d = buf[p:p + a].decode()
+            if buf[:1] == b"S":
+                argv = [w.decode() for w in buf[p + a:p + a + b].split(b"\0")]
+                extra = dict(kv.decode().split("=", 1) for kv in buf[p + a + b:p + a + b + c].split(b"\0") if kv)
+                buf = buf[p + a + b + c:]
+                start(jid, d, [], b"", argv, extra)
+                continue
             sudo = [w.decode() for w in buf[p + a:p + a + b].split(b"\0")] if b else []
             prog = buf[p + a + b:p + a + b + c]
             buf = buf[p + a + b + c:]
@@ -325,18 +366,33 @@ class Starter:
         )
         self._reader.start()
 
-    def submit(self, directory: str, sudo: Sudo, program: str) -> Job:
-        """Start ``program`` under ``directory`` (absolute, or relative to the login home);
+    def submit(
+        self,
+        directory: str,
+        sudo: Sudo,
+        program: str,
+        argv: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Job:
+        """Start ``program`` under ``directory`` (absolute, or relative to the login home) —
+        or, with ``argv``, that plain program call with ``env`` exported, without a shell;
         raises ``OSError`` when the starter is gone."""
-        words = "\0".join(sudo_argv(sudo)).encode() if sudo else b""
-        where, text = directory.encode(), program.encode()
+        kind = "R"
+        if argv is not None:
+            kind = "S"
+            words = "\0".join(argv).encode()
+            text = "\0".join(f"{k}={v}" for k, v in (env or {}).items()).encode()
+        else:
+            words = "\0".join(sudo_argv(sudo)).encode() if sudo else b""
+            text = program.encode()
+        where = directory.encode()
         with self._jobs_lock:
             if self.dead:
                 raise OSError("starter gone")
             job = Job(self._next_id)
             self._next_id += 1
             self._jobs[job.id] = job
-        head = f"R{job.id} {len(where)} {len(words)} {len(text)}\n".encode()
+        head = f"{kind}{job.id} {len(where)} {len(words)} {len(text)}\n".encode()
         try:
             with self._send_lock:
                 assert self.chan is not None  # submitted to only once it has worked
