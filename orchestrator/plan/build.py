@@ -193,6 +193,15 @@ class Plan:
     def from_site(self) -> str:
         return self.source if self.runs_forward else self.target
 
+    def commands(self) -> Iterator[tuple[PlanStep, Host, bool]]:
+        """Each step that runs a command, on each of its hosts, and whether the step polls (a
+        check: many commands, answered at once) — what the run will spool, host by host."""
+        for ps in self.steps.values():
+            if ps.step.run:
+                polls = kind_of(ps.kind).polls
+                for host in ps.hosts:
+                    yield ps, host, polls
+
     def hosts(self) -> list[Host]:
         """Every host the run will touch (steps and health), in inventory order, control first."""
         seen: dict[str, Host] = {}

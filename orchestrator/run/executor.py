@@ -580,17 +580,13 @@ class Executor:
     def prepare_spools(self) -> None:
         """Tell each connection that spools how many spooled commands the plan has for it, so
         that it picks how to start them (``expect_spooled``: a starter on the host for many, the
-        wrapper for a few). A check that polls counts as many. No command runs: the attempts'
-        directories are made by whatever starts them."""
+        wrapper for a few). A check that polls counts as many. No command runs: the first
+        attempts' directories were made by the pre-flight (``preflight.first_attempts``)."""
         if not self.run_id:
             return
         counts: dict[str, int] = {}
-        for ps in self.plan.steps.values():
-            if not ps.step.run:
-                continue
-            n = SPOOLED_POLLS if kind_of(ps.kind).polls else 1
-            for host in ps.hosts:
-                counts[host.name] = counts.get(host.name, 0) + n
+        for _, host, polls in self.plan.commands():
+            counts[host.name] = counts.get(host.name, 0) + (SPOOLED_POLLS if polls else 1)
         for name, n in counts.items():
             expect = getattr(self.connections.get(name), "expect_spooled", None)
             if expect is not None:

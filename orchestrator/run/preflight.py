@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from orchestrator.errors import AuthenticationFailed, HostKeyError, TransportError
-from orchestrator.kinds import kind_of
 from orchestrator.model.inventory import Host, Inventory
 from orchestrator.plan.build import Plan
 from orchestrator.run import connecting
@@ -197,13 +196,10 @@ def first_attempts(plan: Plan) -> dict[str, list[str]]:
     if not plan.run_id:
         return {}
     dirs: dict[str, list[str]] = {}
-    for ps in plan.steps.values():
-        if not ps.step.run or kind_of(ps.kind).polls:
-            continue
-        for host in ps.hosts:
-            if host.spec.transport == "ssh":
-                key = SpoolKey(plan.run_id, ps.id, host.name, "1")
-                dirs.setdefault(host.name, []).append(ssh_dir(key, host.spec.spool_dir))
+    for ps, host, polls in plan.commands():
+        if not polls and host.spec.transport == "ssh":
+            key = SpoolKey(plan.run_id, ps.id, host.name, "1")
+            dirs.setdefault(host.name, []).append(ssh_dir(key, host.spec.spool_dir))
     return {
         name: words for name, words in dirs.items() if sum(map(len, words)) <= FIRST_ATTEMPTS_MAX
     }

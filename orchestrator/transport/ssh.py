@@ -401,7 +401,8 @@ class SSHConnection:
         """Run ``command`` on the host; see ``orchestrator.transport.base.Connection.run``."""
         # spooled, a plain program call replaces the runner subshell instead of forking
         text = command if spool is None else execed(command)
-        body = shell_command(text, {**self.host.env, **(env or {})}, False)
+        exports = {**self.host.env, **(env or {})}
+        body = shell_command(text, exports, False)
         starter = None
         if spool is not None:
             with self._starter_lock:
@@ -411,7 +412,6 @@ class SSHConnection:
             # the connection's starter starts it: no channel, no wrapper program, no fork of it;
             # a plain program call (not under sudo, PATH as the login gave it) not even a shell
             where = spool_path(spool, self.host.spool_dir)
-            exports = {**self.host.env, **(env or {})}
             argv = None
             if text != command and not sudo and "PATH" not in exports:
                 argv = command.split()
