@@ -90,3 +90,24 @@ def test_an_exit_through_an_error_leaves_every_event_in_the_file(tmp_path: Path)
     assert [json.loads(line)["attempt"] for line in path.read_text().splitlines()] == list(
         range(500)
     )
+
+
+def test_record_json_keeps_what_the_compiled_encoder_refuses() -> None:
+    """Journal lines and documents go through orjson; what it cannot write (an integer past 64
+    bits) is written by the standard library instead, int keys become strings, unknown types
+    their ``str``; ``NaN`` (which an older journal may hold) still reads back."""
+    from orchestrator.record.jsonfast import dumpb, loads
+
+    value = {"big": 2**70, 3: "three", "path": Path("/srv/db"), "ok": "ünï"}
+    line = dumpb(value)
+    assert b"\n" not in line and b": " not in line  # compact, one line
+    assert loads(line) == {"big": 2**70, "3": "three", "path": "/srv/db", "ok": "ünï"}
+    assert loads(dumpb({"n": 3, "k": [1.5, None, True]})) == {"n": 3, "k": [1.5, None, True]}
+    nan = loads(b'{"lag": NaN}')["lag"]
+    assert nan != nan
+    try:
+        loads(b'{"cut": ')
+    except ValueError as exc:
+        assert isinstance(exc, json.JSONDecodeError)
+    else:
+        raise AssertionError("a torn line parsed")

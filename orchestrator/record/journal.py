@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
-import json
 import threading
 import time
 import weakref
@@ -31,6 +30,7 @@ from orchestrator.bulk import paused_gc
 from orchestrator.errors import JournalError
 from orchestrator.model.templating import Redactor
 from orchestrator.record.events import E, JournalEvent, from_json, stamp, to_json
+from orchestrator.record.jsonfast import dumpb, loads
 from orchestrator.record.store import JournalSink
 
 
@@ -46,9 +46,6 @@ def utc_iso(ts: float | None = None) -> str:
 def _utc_second(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
-
-#: one encoder for every line: ``json.dumps`` with options builds a new one per call
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 #: the longest an event waits in memory before it is handed to the sink (docs/reference.md:
 #: what a SIGKILLed controller can lose)
@@ -98,7 +95,7 @@ class Journal:
         if self._redact:
             record = self._redact.deep(record)
             event = cast(E, from_json(record))
-        line = (_encode(record) + "\n").encode()
+        line = dumpb(record) + b"\n"
         with self._lock:
             if self._closed:
                 raise JournalError("the journal is closed")
@@ -128,7 +125,7 @@ class Journal:
             new = self._lines[len(self._parsed) :]
             if new:  # one JSON array: one parser call, not one per line
                 with paused_gc():
-                    self._parsed.extend(json.loads(b"[" + b",".join(new) + b"]"))
+                    self._parsed.extend(loads(b"[" + b",".join(new) + b"]"))
             return list(self._parsed)
 
     def typed_events(self) -> list[JournalEvent]:

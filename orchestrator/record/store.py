@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict, Unpack
 
 from orchestrator.bulk import paused_gc
 from orchestrator.errors import JournalError, RefusedError, StateDirError
+from orchestrator.record.jsonfast import dumpb, loads
 
 if TYPE_CHECKING:
     from orchestrator.record.events import JournalEvent
@@ -418,7 +419,7 @@ def is_real_dir(path: Path) -> bool:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(read_regular(path).decode("utf-8"))
+        data = loads(read_regular(path))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -732,7 +733,7 @@ def parse_journal(raw: bytes, name: str) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            events.append(json.loads(line))
+            events.append(loads(line))
         except ValueError as exc:
             if number >= len(lines) - 1:  # the last line, cut short by a crash
                 break
@@ -743,16 +744,16 @@ def parse_journal(raw: bytes, name: str) -> list[dict[str, Any]]:
 @paused_gc()
 def document_json(doc: dict[str, Any]) -> str:
     """summary.json / plan.json text: a top-level field a line and a step a line. Readable,
-    and written by the C JSON encoder (``indent=`` falls back to the pure-Python one, which
-    took most of the end of a 10,000-step run)."""
+    and each line written in one call of a compiled encoder (``indent=`` falls back to the
+    standard library's pure-Python one, which took most of the end of a 10,000-step run)."""
     lines = []
     for key, value in doc.items():
         if key == "steps" and isinstance(value, list) and value:
-            steps = ",\n    ".join(json.dumps(step, ensure_ascii=False) for step in value)
-            lines.append(f'  "steps": [\n    {steps}\n  ]')
+            steps = b",\n    ".join([dumpb(step) for step in value])
+            lines.append(b'  "steps": [\n    ' + steps + b"\n  ]")
         else:
-            lines.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
-    return "{\n" + ",\n".join(lines) + "\n}\n"
+            lines.append(b"  " + dumpb(key) + b": " + dumpb(value))
+    return (b"{\n" + b",\n".join(lines) + b"\n}\n").decode()
 
 
 @contextlib.contextmanager

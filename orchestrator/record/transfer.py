@@ -4,10 +4,10 @@ RTO predictions come from."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from orchestrator.errors import RefusedError
+from orchestrator.record.jsonfast import dumpb
 from orchestrator.record.store import Store, document_json
 
 
@@ -39,9 +39,7 @@ def push_history(source: Store, target: Store, *, replace_state: bool = False) -
             result.skipped.append(run_id)
             continue
         events = source.read_journal(run_id)
-        journal = b"".join(
-            (json.dumps(e, separators=(",", ":"), default=str) + "\n").encode() for e in events
-        )
+        journal = b"".join(dumpb(e) + b"\n" for e in events)
         plan = source.read_plan_document(run_id)
         summary = source.read_summary_document(run_id)
         target.import_run(
