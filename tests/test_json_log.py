@@ -4,6 +4,7 @@ the closing line, refusals, validation problems, warnings and the parser's own u
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -65,3 +66,69 @@ def test_every_stderr_line_is_json(world: World, capsys) -> None:
     code, err = world.run(capsys, "failover", "--log-format", "json", "--bogus")
     assert code == 2
     assert any("--bogus" in r["event"] for r in objects(err))
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_run_log_lines_are_what_structlog_would_write(world: World, log_format: str) -> None:
+    """The run's step lines are rendered by the configured renderer and written directly (no
+    per-line structlog dispatch): the same text structlog itself writes for the same event —
+    a started step, a failed host with its output, a failed step — with the run id bound in
+    JSON; under another structlog configuration the lines go through structlog."""
+    import io
+    import types
+    from contextlib import redirect_stderr
+
+    from orchestrator.record.events import HostFinished, StepFinished, StepStarted
+    from orchestrator.run import live
+    from orchestrator.slog import structlog
+
+    events = [
+        StepStarted(t=1.5, ts="x", step="promote db", hosts=["db1"], wave=2),
+        HostFinished(
+            t=2.0,
+            ts="y",
+            step="promote db",
+            host="db1",
+            status="failed",
+            rc=3,
+            duration_s=0.5,
+            output_tail="one\ntwo\nthree\nfour",
+            attempt=1,
+        ),
+        StepFinished(t=2.0, ts="y", step="promote db", status="failed", error="rc 3"),
+    ]
+
+    def lines(direct: bool) -> list[str]:
+        out = io.StringIO()
+        with redirect_stderr(out):
+            live.configure_logging(log_format, 0)
+            journal = types.SimpleNamespace(listeners=[])
+            plan = types.SimpleNamespace(run_id="r-1")
+            view = live.LogView(plan, journal, 0, None, log_format == "json")  # type: ignore[arg-type]
+            assert (view._render is not None) is True
+            if not direct:
+                view._render = None
+            for e in events:
+                view.on_event(e)
+        structlog.reset_defaults()
+        # the timestamps differ by when each was written
+        return [
+            re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "T", line) for line in out.getvalue().splitlines()
+        ]
+
+    direct, through = lines(True), lines(False)
+    assert len(direct) == 3 and direct == through
+    assert (
+        "two | three | four" in direct[1] or "two | three | four" in json.loads(direct[1])["output"]
+    )
+    if log_format == "json":
+        assert all(json.loads(line)["run_id"] == "r-1" for line in direct)
+    # another configuration (not drx's): the view logs through structlog
+    structlog.configure(processors=[structlog.processors.JSONRenderer()])
+    try:
+        view = live.LogView(
+            types.SimpleNamespace(run_id="r"), types.SimpleNamespace(listeners=[]), 0, None, False
+        )  # type: ignore[arg-type]
+        assert view._render is None
+    finally:
+        structlog.reset_defaults()
