@@ -36,6 +36,8 @@ VALIDATE_SHAPES = BENCH_DIR / "validate_shapes.py"
 
 #: targets from the brief
 SCHEDULER_TARGET_MS = 0.2
+#: runs of the scheduler figure (its median is reported)
+SCHEDULER_RUNS = 3
 MEMORY_TARGET_MB = 150.0
 HELP_TARGET_S = 0.2
 PLAN_CLI_TARGET_S = 0.4
@@ -218,7 +220,14 @@ def fake_scale(steps: int, workdir: Path, profile_steps: int | None) -> Section:
     """``steps`` no-op steps through the runner on the fake transport: cost per step. When it
     misses the target and ``profile_steps`` is set, a cProfile run of that size says why."""
     sec = Section("fake_scale")
-    timed = timed_run([PYTHON, FAKE_SCALE, "--steps", str(steps)], env=base_env(), timeout=1800)
+    # the median of three runs: this figure is one process on a shared machine whose speed
+    # varies by ±20 % from minute to minute; the three are kept in the data
+    runs = []
+    for _ in range(SCHEDULER_RUNS):
+        timed = timed_run([PYTHON, FAKE_SCALE, "--steps", str(steps)], env=base_env(), timeout=1800)
+        if not timed.ok:
+            break
+        runs.append((_last_json(timed.stdout), timed))
     if not timed.ok:
         sec.data = {"steps": steps, "error": timed.failure()}
         sec.add(
@@ -231,9 +240,11 @@ def fake_scale(steps: int, workdir: Path, profile_steps: int | None) -> Section:
             )
         )
         return sec
-    result = _last_json(timed.stdout)
+    runs.sort(key=lambda run: float(run[0]["per_step_ms"]))
+    result, timed = runs[len(runs) // 2]
     result["wall_s"] = timed.wall_s
     result["peak_rss_mb"] = timed.maxrss_kb / 1024
+    result["per_step_ms_runs"] = [round(float(run[0]["per_step_ms"]), 4) for run in runs]
     per_step = result["per_step_ms"]
     met = per_step <= SCHEDULER_TARGET_MS
     if not met and profile_steps:
@@ -265,7 +276,9 @@ def fake_scale(steps: int, workdir: Path, profile_steps: int | None) -> Section:
         Figure(
             key="scale.scheduler",
             label=f"scheduler: {steps} no-op steps, fake transport",
-            drx=f"{per_step:.3f} ms/step (run {secs(result['execute_s'])})",
+            drx=f"{per_step:.3f} ms/step (run {secs(result['execute_s'])}; median of "
+            + ", ".join(f"{ms:.3f}" for ms in result["per_step_ms_runs"])
+            + ")",
             target=f"≤ {SCHEDULER_TARGET_MS} ms/step",
             met=met,
         )
