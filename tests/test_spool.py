@@ -175,6 +175,31 @@ def test_an_attempt_leaves_pid_out_err_rc_until_drx_removes_it(side: Side) -> No
         assert not (side.root / key.run_id).exists()
 
 
+def test_one_cleanup_removes_many_attempts_and_keeps_what_is_not_spent(side: Side) -> None:
+    """Attempts of several steps of one run go in one clean-up (one rm, one rmdir): their
+    directories and the parents they leave empty go; a step directory that still holds an
+    attempt not cleaned up stays, with that attempt."""
+    from dataclasses import replace
+
+    first = side.key(step="a")
+    keys = [
+        first,
+        replace(first, attempt="2"),
+        replace(first, step="b"),
+        replace(first, step="c", attempt="3"),
+    ]
+    kept = replace(first, step="c", attempt="1")
+    for key in [*keys, kept]:
+        assert side.conn.run("true", timeout=20, spool=key).ok
+    assert side.conn.run(cleanup_program([words(k, side.spec) for k in keys]), timeout=20).ok
+    run_dir = side.root / first.run_id
+    assert sorted(p.name for p in run_dir.iterdir()) == ["c"]
+    assert (side.dir(kept) / "rc").read_text() == "0\n"
+    assert not (side.dir(keys[3])).exists()
+    assert side.conn.run(cleanup_program([words(kept, side.spec)]), timeout=20).ok
+    assert not run_dir.exists()
+
+
 def test_output_streams_while_the_command_runs(side: Side, tmp_path: Path) -> None:
     """The log shows the first line while the command is still running."""
     log = tmp_path / "log"

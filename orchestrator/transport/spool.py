@@ -361,11 +361,15 @@ def mkdir_program(dirs: list[str]) -> str:
 
 
 def cleanup_program(dirs: list[str]) -> str:
-    """Shell text removing spooled attempts (shell words each) and their parents once empty."""
-    lines = [f"rm -rf {' '.join(dirs)}"]
-    lines.append(f"for __drx_d in {' '.join(dirs)}; do")
-    lines.append('  rmdir "${__drx_d%/*}" "${__drx_d%/*/*}" "${__drx_d%/*/*/*}" 2>/dev/null')
-    lines.append("done")
+    """Shell text removing spooled attempts (shell words each) and their parents once empty:
+    one ``rm`` and one ``rmdir`` whatever the number of attempts (the parents listed deepest
+    first — every host directory, then every step's, then the run's — as rmdir takes them in
+    order and goes on past one that is not empty or already gone)."""
+    listed = " ".join(dirs)
+    lines = [f"rm -rf {listed}", "set --"]
+    for up in ("/*", "/*/*", "/*/*/*"):
+        lines.append(f'for __drx_d in {listed}; do set -- "$@" "${{__drx_d%{up}}}"; done')
+    lines.append('rmdir "$@" 2>/dev/null')
     return "\n".join(lines) + "\n:\n"
 
 
