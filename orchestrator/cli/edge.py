@@ -35,18 +35,25 @@ def installed(log_format: str, verbose: int, *, logging: bool = True) -> Iterato
 
 @contextlib.contextmanager
 def _logging(log_format: str, verbose: int) -> Iterator[None]:
-    from orchestrator.run.live import configure_logging
-    from orchestrator.slog import structlog  # only commands that run plans log through it
+    from orchestrator import slog
+    from orchestrator.run.live import configure_logging, unconfigure_logging
 
-    saved = structlog.get_config() if structlog.is_configured() else None
+    # structlog is imported when a line first goes through it (orchestrator.slog); what was
+    # configured before, if it was imported, is put back
+    was_loaded = slog.loaded()
+    saved = None
+    if was_loaded and slog.structlog().is_configured():
+        saved = slog.structlog().get_config()
     configure_logging(log_format, verbose)
     try:
         yield
     finally:
-        if saved is None:
-            structlog.reset_defaults()
-        else:
-            structlog.configure(**saved)
+        unconfigure_logging()
+        if slog.loaded():
+            if saved is None:
+                slog.structlog().reset_defaults()
+            else:
+                slog.structlog().configure(**saved)
 
 
 @contextlib.contextmanager

@@ -9,8 +9,10 @@ import select
 import sys
 import threading
 from collections.abc import Collection, MutableMapping
+from types import ModuleType
 from typing import Any, ClassVar, TextIO
 
+from orchestrator import slog
 from orchestrator.model.units import format_duration
 from orchestrator.plan.build import Plan
 from orchestrator.record.events import (
@@ -24,7 +26,6 @@ from orchestrator.record.events import (
 from orchestrator.record.fold import RunState
 from orchestrator.record.journal import Journal, utc_iso
 from orchestrator.run.budget import BudgetWatcher
-from orchestrator.slog import structlog
 from orchestrator.terminal import printable
 from orchestrator.vocab import StepStatus
 
@@ -78,30 +79,58 @@ def _text(value: Any) -> str:
     return repr(text) if (" " in text or not text) and isinstance(value, str) else text
 
 
-#: what ``configure_logging`` set up last: its processors (to tell it is still in force), the
-#: renderer at their end and the stream the lines go to
-_CONFIGURED: tuple[list[Any], Any, TextIO] | None = None
+class LogSetup:
+    """drx's structlog configuration: console lines (``ConsoleLine``) or JSON, on ``stream``.
+    Applied when structlog is first imported (``orchestrator.slog``): a run whose step lines
+    the log view renders itself does not import structlog at all."""
+
+    def __init__(self, log_format: str, color: bool, stream: TextIO) -> None:
+        self.stream = stream
+        #: None for JSON until applied (structlog's JSONRenderer)
+        self.renderer: Any = None if log_format == "json" else ConsoleLine(color)
+        self.processors: list[Any] | None = None  # as handed to structlog, once applied
+
+    def apply(self, structlog: ModuleType) -> None:
+        if self.renderer is None:
+            self.renderer = structlog.processors.JSONRenderer()
+        self.processors = [
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            _timestamp,
+            self.renderer,
+        ]
+        structlog.configure(
+            processors=self.processors,
+            logger_factory=structlog.PrintLoggerFactory(file=self.stream),
+            cache_logger_on_first_use=False,
+        )
+
+    def in_force(self) -> bool:
+        """Whether this is still the configuration lines are written with (pending, or applied
+        and not replaced since)."""
+        if self.processors is None:
+            return slog.pending() is self
+        return slog.structlog().get_config()["processors"] is self.processors
+
+
+#: what ``configure_logging`` set up last
+_SETUP: LogSetup | None = None
 
 
 def configure_logging(log_format: str, verbose: int) -> None:
-    """Configure structlog once: console lines or JSON, on stderr."""
-    global _CONFIGURED
+    """Configure drx's log lines: console lines or JSON, on stderr (structlog is configured
+    when first imported; JSON lines are rendered by structlog, so it is imported now)."""
+    global _SETUP
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if log_format == "json" else ConsoleLine(color)
-    )
-    processors = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        _timestamp,
-        renderer,
-    ]
-    structlog.configure(
-        processors=processors,
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-    _CONFIGURED = (processors, renderer, sys.stderr)
+    _SETUP = LogSetup(log_format, color, sys.stderr)
+    slog.configure(_SETUP, now=log_format == "json")
+
+
+def unconfigure_logging() -> None:
+    """Forget drx's configuration (structlog's own, if applied, is the caller's to restore)."""
+    global _SETUP
+    _SETUP = None
+    slog.configure(None)
 
 
 class LogView:
@@ -110,18 +139,22 @@ class LogView:
     def __init__(
         self, plan: Plan, journal: Journal, verbose: int, budget: BudgetWatcher, json_lines: bool
     ):
-        log = structlog.get_logger("drx")
-        # JSON lines are for machines: every line names its run; a console line need not.
-        # Bound once here: the lazy logger ``get_logger`` returns would re-bind on every line
-        self.log = log.bind(run_id=plan.run_id) if json_lines else log.bind()
         # A line a step's start and end, thousands in a big run: while drx's own configuration
         # is in force, they are rendered by its renderer and written here, the same line
-        # structlog would write, without its per-call dispatch (~10 of a line's ~17 µs)
+        # structlog would write, without its per-call dispatch (~10 of a line's ~17 µs) and
+        # without importing it. JSON lines are for machines: every line names its run; a
+        # console line need not.
         self._render: Any = None
-        if _CONFIGURED is not None and structlog.get_config()["processors"] is _CONFIGURED[0]:
-            _, self._render, self._stream = _CONFIGURED
+        self.log: Any = None
+        setup = _SETUP
+        if setup is not None and setup.in_force() and setup.renderer is not None:
+            self._render, self._stream = setup.renderer, setup.stream
             self._bound = {"run_id": plan.run_id} if json_lines else {}
             self._write_lock = threading.Lock()
+        else:
+            log = slog.structlog().get_logger("drx")
+            # bound once here: the lazy logger ``get_logger`` returns re-binds on every line
+            self.log = log.bind(run_id=plan.run_id) if json_lines else log.bind()
         self.json_lines = json_lines
         self.verbose = verbose
         self.budget = budget

@@ -249,12 +249,10 @@ def start(
     """A notifier listening to ``journal`` (None when there is no URL)."""
     if not urls:
         return None
-    from orchestrator.slog import structlog
-
-    log = structlog.get_logger("drx")
+    from orchestrator import slog
 
     def warn(text: str) -> None:
-        log.warning(redact(text))
+        slog.structlog().get_logger("drx").warning(redact(text))
 
     notifier = Notifier(urls, journal, redact, where, warn)
     for event in journal.typed_events():  # run_started was written before the notifier existed
