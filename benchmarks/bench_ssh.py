@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -114,6 +115,38 @@ def hosts_json(world: SshWorld, names: Sequence[str], path: Path) -> Path:
 def run_floor(hosts_file: Path, commands: int) -> Timed:
     """The raw-Paramiko floor as its own process: connect every host, ``commands`` each."""
     return timed_run([PYTHON, FLOOR, str(hosts_file), "--commands", str(commands)], env=base_env())
+
+
+def spool_floor_doc(world: SshWorld, names: Sequence[str], commands: int, path: Path) -> Path:
+    """The programs of drx's host-side protocol for ``commands`` steps of /bin/true on each
+    host (see paramiko_floor.py --spool), written with drx's own functions: the pre-flight's
+    spool check (creating the first attempts' directories), a spool wrapper per command
+    (as drx runs one under its 8-command starter threshold), the clean-up."""
+    from orchestrator.transport.spool import (
+        SpoolKey,
+        check_program,
+        cleanup_program,
+        execed,
+        program,
+        ssh_dir,
+    )
+
+    run = "floor-" + "".join(random.choices("0123456789abcdef", k=12))
+    doc = []
+    for name in names:
+        keys = [SpoolKey(run, f"s{i}", name, "1") for i in range(commands)]
+        dirs = [ssh_dir(k) for k in keys]
+        doc.append(
+            {
+                "check": check_program(ssh_dir(None), dirs),
+                "commands": [program(execed("/bin/true"), "@@drx-floor@@", False, d) for d in dirs],
+                "cleanup": "exec /bin/sh -c "
+                + shlex.quote(cleanup_program(dirs))
+                + " </dev/null >/dev/null 2>&1",
+            }
+        )
+    path.write_text(json.dumps(doc))
+    return path
 
 
 def chain_floor_doc(steps: int, hosts: int, path: Path) -> Path:
@@ -283,9 +316,13 @@ def fanout(world: SshWorld, rounds: int) -> Section:
     runbook = write_yaml(base / "runbook.yaml", chain_runbook(FANOUT_TASKS))
     floor_hosts = hosts_json(world, world.names, base / "hosts.json")
 
+    spool_programs = spool_floor_doc(world, world.names, FANOUT_TASKS, base / "spool.json")
     tools: dict[str, Callable[[], Timed]] = {
         "drx": lambda: run_drx(world, runbook, inventory)[0],
         "paramiko": lambda: run_floor(floor_hosts, FANOUT_TASKS),
+        "paramiko_spool": lambda: timed_run(
+            [PYTHON, FLOOR, str(floor_hosts), "--spool", str(spool_programs)], env=base_env()
+        ),
     }
     skipped: dict[str, str] = {}
     if world.ansible.skipped:
@@ -343,8 +380,13 @@ def fanout(world: SshWorld, rounds: int) -> Section:
         if drx_med is not None
         else f"failed: {errors.get('drx', '?')}"
     )
-    labels = {"ansible": "ansible-playbook", "pyinfra": "pyinfra", "paramiko": "raw Paramiko"}
-    for peer in ("ansible", "pyinfra", "paramiko"):
+    labels = {
+        "ansible": "ansible-playbook",
+        "pyinfra": "pyinfra",
+        "paramiko": "raw Paramiko",
+        "paramiko_spool": "raw Paramiko doing drx's host-side work (check, spool, clean-up)",
+    }
+    for peer in ("ansible", "pyinfra", "paramiko", "paramiko_spool"):
         version = {"ansible": world.ansible.version, "pyinfra": world.pyinfra.version}.get(peer)
         if peer in skipped:
             peer_text, ratio_text = f"skipped ({skipped[peer]})", "n/a"

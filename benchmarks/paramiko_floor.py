@@ -2,6 +2,7 @@
 
     python benchmarks/paramiko_floor.py HOSTS.json --commands 5 [--command /bin/true]
     python benchmarks/paramiko_floor.py HOSTS.json --dag DAG.json
+    python benchmarks/paramiko_floor.py HOSTS.json --spool PROGRAMS.json
 
 HOSTS.json is a list of ``{"address", "port", "user", "identity_file", "known_hosts"}``. Each
 host gets one connection (TCP_NODELAY, host key checked against known_hosts, rejected if
@@ -12,6 +13,11 @@ unknown) and one session channel per command; every exit status is checked.
   every host is connected first, then each step starts as soon as its needs have ended and
   runs on its hosts at once (a thread per host). ``dag_s`` is from the first step's start to
   the last step's end: the floor for the same DAG that drx measures as its RTO.
+- ``--spool``: PROGRAMS.json is a list, one entry per host, of ``{"check", "commands": [...],
+  "cleanup"}``: the shell programs drx's own host-side protocol runs there (the pre-flight's
+  spool check, each command's spool wrapper, the clean-up, written by bench_ssh with drx's
+  functions), sent the way drx sends them. The floor for the same work on the hosts, with
+  none of drx's engine around it.
 
 Prints one JSON object; exits 1 if any host or command failed.
 """
@@ -66,6 +72,45 @@ def run_command(client: paramiko.SSHClient, command: str) -> None:
         raise RuntimeError(f"{command!r} exited {rc}")
 
 
+def run_program(client: paramiko.SSHClient, command: str, program: str) -> None:
+    """Run ``command`` (a shell reading its program on stdin) with ``program`` written to it,
+    read the output to its end, check the exit status."""
+    transport = client.get_transport()
+    assert transport is not None
+    chan = transport.open_session()
+    chan.exec_command(command)
+    chan.sendall(program.encode())
+    chan.shutdown_write()
+    while chan.recv(65536):
+        pass
+    while chan.recv_stderr(65536):
+        pass
+    rc = chan.recv_exit_status()
+    chan.close()
+    if rc != 0:
+        raise RuntimeError(f"{command!r} exited {rc}")
+
+
+def spooled_host(host: dict[str, Any], work: dict[str, Any], key: paramiko.PKey) -> float:
+    """drx's host-side protocol by hand: the pre-flight's spool check, each command through
+    the spool wrapper, the clean-up started and not waited for; the connect time."""
+    start = time.perf_counter()
+    client = connect(host, key)
+    connected = time.perf_counter() - start
+    try:
+        run_program(client, ". /dev/stdin", work["check"])
+        for program in work["commands"]:
+            run_program(client, "exec /bin/sh -s", program)
+        transport = client.get_transport()
+        assert transport is not None
+        chan = transport.open_session()
+        chan.exec_command(work["cleanup"])
+        chan.close()
+    finally:
+        client.close()
+    return connected
+
+
 def one_host(host: dict[str, Any], commands: int, command: str, key: paramiko.PKey) -> float:
     """Connect to ``host``, run ``command`` ``commands`` times; the connect time."""
     start = time.perf_counter()
@@ -80,16 +125,24 @@ def one_host(host: dict[str, Any], commands: int, command: str, key: paramiko.PK
 
 
 def run_fanout(
-    hosts: list[dict[str, Any]], key: paramiko.PKey, commands: int, command: str
+    hosts: list[dict[str, Any]],
+    key: paramiko.PKey,
+    commands: int,
+    command: str,
+    spool: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Every host in its own thread: connect, then ``commands`` × ``command``."""
+    """Every host in its own thread: connect, then ``commands`` × ``command`` (or, with
+    ``spool``, that host's programs of drx's host-side protocol)."""
     connects: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
 
-    def worker(host: dict[str, Any]) -> None:
+    def worker(host: dict[str, Any], i: int) -> None:
         try:
-            connected = one_host(host, commands, command, key)
+            if spool is not None:
+                connected = spooled_host(host, spool[i], key)
+            else:
+                connected = one_host(host, commands, command, key)
         except Exception as exc:
             with lock:
                 errors.append(f"{host['address']}:{host['port']}: {exc!r}")
@@ -97,13 +150,13 @@ def run_fanout(
         with lock:
             connects.append(connected)
 
-    threads = [threading.Thread(target=worker, args=(h,)) for h in hosts]
+    threads = [threading.Thread(target=worker, args=(h, i)) for i, h in enumerate(hosts)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     return {
-        "commands_per_host": commands,
+        "commands_per_host": len(spool[0]["commands"]) if spool else commands,
         "slowest_connect_s": max(connects, default=None),
         "errors": errors,
     }
@@ -172,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, default=5)
     parser.add_argument("--command", default="/bin/true")
     parser.add_argument("--dag", type=Path, help="run this DAG instead (see the docstring)")
+    parser.add_argument(
+        "--spool", type=Path, help="run these programs of drx's host-side protocol instead"
+    )
     args = parser.parse_args(argv)
     hosts: list[dict[str, Any]] = json.loads(args.hosts.read_text())
     start = time.perf_counter()
@@ -179,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dag:
         result = run_dag(hosts, key, json.loads(args.dag.read_text()))
     else:
-        result = run_fanout(hosts, key, args.commands, args.command)
+        spool = json.loads(args.spool.read_text()) if args.spool else None
+        result = run_fanout(hosts, key, args.commands, args.command, spool)
     result["hosts"] = len(hosts)
     result["inprocess_wall_s"] = time.perf_counter() - start
     print(json.dumps(result))

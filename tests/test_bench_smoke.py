@@ -71,6 +71,7 @@ def test_quick_benchmark_prints_the_table_and_writes_results(tmp_path: Path) -> 
     keys = {f["key"] for f in results["figures"]}
     for key in (
         "fanout.paramiko",
+        "fanout.paramiko_spool",
         "fanout.ansible",
         "fanout.pyinfra",
         "marginal.per_task_host",
@@ -93,6 +94,8 @@ def test_quick_benchmark_prints_the_table_and_writes_results(tmp_path: Path) -> 
         assert set(figure) >= FIGURE_KEYS
     fanout = results["sections"]["fanout"]["tools"]
     assert fanout["drx"]["median_wall_s"] > 0 and fanout["paramiko"]["median_wall_s"] > 0
+    # the floor doing drx's host-side work ran (its programs exited 0 on every host)
+    assert fanout["paramiko_spool"]["median_wall_s"] > 0
     assert fanout["ansible"] == {"skipped": "--quick"}
     wide = results["sections"]["wide"]
     assert wide["task_hosts_ok"] == wide["task_hosts_expected"]
