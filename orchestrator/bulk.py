@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import MISSING, fields
+from typing import Any
 
 _run_lock = threading.Lock()
 _runs = 0  # runs under way in this process (site plans may run several at once)
@@ -59,3 +61,40 @@ def run_gc() -> Iterator[None]:
             if _runs == 0:
                 gc.set_threshold(*_saved)
                 gc.unfreeze()
+
+
+def slot_init(cls: type) -> Callable[..., None]:
+    """A frozen slotted dataclass's ``__init__`` that sets each slot through its descriptor.
+    The one dataclasses writes for a frozen class goes through ``object.__setattr__`` by name,
+    field by field (7 µs for a runbook's ``Step``, 4 µs this way; a journal event costs more to
+    build than the dict it replaced). Same signature, defaults and factories; still frozen.
+    For classes without ``__post_init__``, ``InitVar`` or ``init=False`` fields."""
+    positional: list[str] = []
+    keyword: list[str] = []
+    body: list[str] = []
+    scope: dict[str, Any] = {"MISSING": MISSING}
+    for f in fields(cls):
+        n = f.name
+        if not f.init:
+            raise TypeError(f"{cls.__name__}.{n}: init=False is not supported")
+        slot = next(k.__dict__[n] for k in cls.__mro__ if n in k.__dict__)
+        scope[f"set_{n}"] = slot.__set__
+        value = n
+        if f.default is not MISSING:
+            scope[f"default_{n}"] = f.default
+            param = f"{n}=default_{n}"
+        elif f.default_factory is not MISSING:
+            scope[f"factory_{n}"] = f.default_factory
+            param = f"{n}=MISSING"
+            value = f"factory_{n}() if {n} is MISSING else {n}"
+        else:
+            param = n
+        (keyword if f.kw_only else positional).append(param)
+        body.append(f"    set_{n}(self, {value})")
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__}: __post_init__ is not supported")
+    params = ", ".join(["self", *positional, *(["*", *keyword] if keyword else [])])
+    exec(f"def __init__({params}):\n" + "\n".join(body), scope)  # the class's own field names
+    init: Callable[..., None] = scope["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init

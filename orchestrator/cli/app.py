@@ -1,5 +1,5 @@
 """The typer app and the options every command shares. Each command lives in a module of its own
-in this package; heavy modules (networkx, jinja2, fabric) are imported inside the commands so that
+in this package; heavy modules (networkx, jinja2, paramiko) are imported inside the commands so that
 ``drx --help`` stays fast."""
 
 from __future__ import annotations

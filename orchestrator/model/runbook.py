@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from orchestrator.bulk import slot_init
 from orchestrator.errors import Problem
 from orchestrator.kinds import KINDS, kind_of, own_fields
 from orchestrator.kinds import names as kind_names
@@ -197,6 +198,10 @@ class Step:
     def hosts_at_run_time(self) -> bool:
         """``hosts`` is a template over earlier steps' results, rendered when the step starts."""
         return any("{{" in h or "{%" in h for h in self.hosts)
+
+
+# built once per step of a runbook: set slot by slot, not through object.__setattr__
+Step.__init__ = slot_init(Step)  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)

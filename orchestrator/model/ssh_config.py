@@ -1,7 +1,7 @@
 """The operator's OpenSSH client configuration (``~/.ssh/config``) applied to inventory hosts.
 
 A host's ``address`` may be a ``Host`` alias of the SSH config. drx looks it up with Paramiko's
-parser (the one Fabric uses) and takes HostName, User, Port, IdentityFile, ProxyJump,
+parser and takes HostName, User, Port, IdentityFile, ProxyJump,
 ConnectTimeout and UserKnownHostsFile from it for every connection setting the inventory leaves
 unset; a setting written in the inventory (defaults, site or host) always wins. The resolved
 HostName and Port are what the transport connects to and what host keys are checked under, as
@@ -13,6 +13,7 @@ Paramiko is imported only when a config file exists (importing it costs ~0.25 s)
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,10 @@ def config_path(value: str | None, base: Path | None = None) -> Path:
     return path
 
 
+#: a ``Match`` line with an ``exec`` criterion
+_MATCH_EXEC = re.compile(r"^\s*match\b.*\bexec\b", re.IGNORECASE | re.MULTILINE)
+
+
 def load(path: Path, *, required: bool) -> Any | None:
     """The parsed config at ``path`` (cached per file version), or None if it does not exist
     and is not ``required``. Raises SSHConfigError for a required file that is missing or for
@@ -67,10 +72,14 @@ def load(path: Path, *, required: bool) -> Any | None:
     with _cache_lock:
         if key in _cache:
             return _cache[key]
-    import paramiko
+    from orchestrator.transport import sshlib
 
+    paramiko = sshlib.load()
     try:
-        parsed = paramiko.SSHConfig.from_path(str(path))
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if _MATCH_EXEC.search(text):
+            sshlib.allow_match_exec()  # Paramiko runs those commands with invoke
+        parsed = paramiko.SSHConfig.from_text(text)
     except (OSError, paramiko.ssh_exception.ConfigParseError, ValueError) as exc:
         raise SSHConfigError(f"ssh_config {path}: {exc}") from None
     with _cache_lock:

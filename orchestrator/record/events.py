@@ -20,6 +20,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
+from orchestrator.bulk import slot_init
+
 
 class Event(StrEnum):
     """A journal event kind (the ``event`` field); its fields are those of its class below."""
@@ -409,33 +411,6 @@ def _dumper(
     return dump
 
 
-def _init(cls: type[JournalEvent]) -> Callable[..., None]:
-    """The class's ``__init__``, setting each slot through its descriptor: a frozen
-    dataclass's own goes through ``object.__setattr__`` by name, field by field, which made
-    building an event cost more than the dict it replaced. Same signature, still frozen."""
-    params, body = [], []
-    scope: dict[str, Any] = {"MISSING": MISSING}
-    for f in fields(cls):
-        n = f.name
-        slot = next(k.__dict__[n] for k in cls.__mro__ if n in k.__dict__)
-        scope[f"set_{n}"] = slot.__set__
-        value = n
-        if f.default is not MISSING:
-            scope[f"default_{n}"] = f.default
-            params.append(f"{n}=default_{n}")
-        elif f.default_factory is not MISSING:
-            scope[f"factory_{n}"] = f.default_factory
-            params.append(f"{n}=MISSING")
-            value = f"factory_{n}() if {n} is MISSING else {n}"
-        else:
-            params.append(n)
-        body.append(f"    set_{n}(self, {value})")
-    exec(f"def __init__(self, *, {', '.join(params)}):\n" + "\n".join(body), scope)
-    init: Callable[..., None] = scope["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    return init
-
-
 def _register(cls: type[JournalEvent]) -> None:
     own = [f for f in fields(cls) if f.name not in ("t", "ts")]
     names = tuple(f.name for f in own)
@@ -443,7 +418,7 @@ def _register(cls: type[JournalEvent]) -> None:
     EVENT_TYPES[cls.event.value] = cls
     _FIELDS[cls] = (names, required)
     _DUMPERS[cls] = _dumper(cls, names)
-    cls.__init__ = _init(cls)  # type: ignore[method-assign]
+    cls.__init__ = slot_init(cls)  # type: ignore[method-assign]
 
 
 # the module's classes, not ``__subclasses__()``: that also lists the classes ``slots=True``

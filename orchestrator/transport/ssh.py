@@ -1,13 +1,12 @@
-"""The SSH transport: one Fabric/Paramiko connection per host, one channel per command.
+"""The SSH transport: one Paramiko connection per host, one channel per command.
 
-Connections are established with Fabric's ``Connection`` (which also handles a ProxyJump-style
-bastion through ``gateway=``), but host keys are checked by drx itself against the inventory's
-known_hosts file and ``host_key_policy`` — Fabric on its own would accept any key. The
-operator's ``~/.ssh/config`` has already been applied to the ``HostSpec`` when the inventory was
-loaded (``orchestrator.model.ssh_config``), so Fabric is given an empty config here: the spec is
-what happens.
+Connections are Paramiko ``SSHClient``s (``_Link``; a ProxyJump-style bastion's connection
+carries the target's through a ``direct-tcpip`` channel), with host keys checked by drx itself
+against the inventory's known_hosts file and ``host_key_policy``. The operator's
+``~/.ssh/config`` has already been applied to the ``HostSpec`` when the inventory was loaded
+(``orchestrator.model.ssh_config``): the spec is what happens.
 
-Commands do not go through Fabric's runner (which costs ~10 ms a command): each ``run`` opens a
+Commands do not go through a runner such as Fabric's (~10 ms a command): each ``run`` opens a
 session channel on the Paramiko transport, reads stdout/stderr in one select loop and streams
 them through an ``OutputCollector``. TCP_NODELAY is set on the socket: without it every command
 on a reused connection waits ~40 ms on Nagle's algorithm against delayed ACKs.
@@ -39,8 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
-from fabric import Config
-from fabric import Connection as FabricConnection
 from paramiko.ssh_exception import (
     AuthenticationException,
     BadHostKeyException,
@@ -253,22 +250,47 @@ class _RecordNew(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
-class _FabricConnection(FabricConnection):  # type: ignore[misc]
-    """Fabric's Connection, with the bastion's ``direct-tcpip`` channel opened under the
-    connect timeout (Fabric opens it with Paramiko's default of one hour)."""
+class _Link:
+    """One authenticated SSH connection (the target's or its bastion's): Paramiko's
+    ``SSHClient``, opened as Fabric's ``Connection.open`` opens one, the bastion's
+    ``direct-tcpip`` channel under the connect timeout (Fabric's uses Paramiko's default of
+    an hour). drx used Fabric's ``Connection`` for this; building one cost ~1 ms of CPU per
+    host in invoke's configuration machinery (1 s for 1,000 hosts), for nothing drx used
+    beyond these few calls."""
 
-    open_timeout: float = 10.0
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        connect_kwargs: dict[str, Any],
+        gateway: _Link | None,
+        open_timeout: float,
+    ) -> None:
+        self.host, self.port, self.user = host, port, user
+        self.connect_kwargs = connect_kwargs
+        self.gateway = gateway
+        self.open_timeout = open_timeout
+        self.client = paramiko.SSHClient()
+        self.transport: paramiko.Transport | None = None
 
-    def open_gateway(self) -> Any:
-        if isinstance(self.gateway, FabricConnection):
-            self.gateway.open()
-            return self.gateway.transport.open_channel(
+    def open(self) -> None:
+        kwargs = dict(self.connect_kwargs, hostname=self.host, port=self.port, username=self.user)
+        if self.gateway is not None:
+            gateway = self.gateway.transport
+            if gateway is None or not gateway.is_active():
+                raise SSHException("the bastion's connection is closed")
+            kwargs["sock"] = gateway.open_channel(
                 kind="direct-tcpip",
                 dest_addr=(self.host, int(self.port)),
                 src_addr=("", 0),
                 timeout=self.open_timeout,
             )
-        return super().open_gateway()
+        self.client.connect(**kwargs)
+        self.transport = self.client.get_transport()
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class _MarkerFilter:
@@ -350,8 +372,8 @@ class SSHConnection:
     def __init__(
         self,
         host: HostSpec,
-        conn: Any,
-        bastion: Any | None,
+        conn: _Link,
+        bastion: _Link | None,
         *,
         max_sessions: int,
         kill_grace_s: float,
@@ -360,6 +382,8 @@ class SSHConnection:
         self.host = host
         self._conn = conn
         self._bastion = bastion
+        if conn.transport is None:
+            raise TransportError(host.name, "connection not open")
         self._transport: paramiko.Transport = conn.transport
         self._transport.sock.settimeout(IDLE_WAKE_S)
         self._slots = threading.BoundedSemaphore(max_sessions)
@@ -780,7 +804,7 @@ class SSHConnection:
                 # until its 0.1 s poll timeout, and Paramiko joins it at interpreter exit — every
                 # drx run would end ~100 ms late.
                 with contextlib.suppress(Exception):
-                    sock = conn.client.get_transport().sock
+                    sock = conn.client.get_transport().sock  # type: ignore[union-attr]
                     sock.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(Exception):
                     conn.close()
@@ -907,10 +931,10 @@ class SSHTransport:
         address: str,
         port: int,
         user: str,
-        gateway: Any | None,
+        gateway: _Link | None,
         via: str,
-    ) -> Any:
-        """Open one Fabric connection (target or bastion) with drx's host key checking."""
+    ) -> _Link:
+        """Open one connection (target or bastion) with drx's host key checking."""
         timeout = host.connect_timeout
         kwargs: dict[str, Any] = {
             "timeout": timeout,
@@ -939,18 +963,9 @@ class SSHTransport:
         if gateway is None:
             sock = self._tcp_connect(host, address, port, via)
             kwargs["sock"] = sock
-        # An explicit (empty) SSHConfig and lazy=True: no ~/.ssh/config, no Fabric config files.
-        config = Config(ssh_config=paramiko.SSHConfig(), lazy=True)
-        conn = _FabricConnection(
-            address,
-            user=user,
-            port=port,
-            config=config,
-            gateway=gateway if gateway is not None else False,
-            forward_agent=False,
-            connect_kwargs=kwargs,
-        )
-        conn.open_timeout = timeout
+        # no ~/.ssh/config is read here: the inventory (and model/ssh_config, when it names an
+        # alias) says how to reach the host
+        conn = _Link(address, port, user, kwargs, gateway, timeout)
         try:
             self._apply_host_key_policy(conn.client, host, address, port, via)
             conn.open()
