@@ -170,3 +170,28 @@ def test_a_misspelt_event_field_is_a_type_error(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout
     assert 'Unexpected keyword argument "staus"' in proc.stdout
     assert 'has no attribute "stats"' in proc.stdout
+
+
+def test_events_are_frozen_comparable_and_hashable() -> None:
+    """Every event class is frozen (assigning or deleting a field raises), compares by its
+    fields, hashes alike when equal, and ``dataclasses.replace`` builds a changed copy."""
+    import dataclasses
+
+    from orchestrator.record.events import EVENT_TYPES, HostStarted, RunFinished
+
+    started = HostStarted(step="a", host="h", attempt=1)
+    for attempt in (lambda: setattr(started, "step", "b"), lambda: delattr(started, "host")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            attempt()
+    assert (
+        started
+        == HostStarted(step="a", host="h", attempt=1)
+        != HostStarted(step="a", host="x", attempt=1)
+    )
+    finished = RunFinished(status="succeeded", exit_code=0)
+    assert hash(finished) == hash(RunFinished(status="succeeded", exit_code=0))
+    assert dataclasses.replace(started, host="x").host == "x" and started.host == "h"
+    for cls in EVENT_TYPES.values():
+        assert dataclasses.is_dataclass(cls) and "__slots__" in cls.__dict__, cls
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            object.__new__(cls).t = 1.0  # type: ignore[misc]

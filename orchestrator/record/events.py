@@ -16,9 +16,9 @@ written by an older drx may lack a field: it reads as the field's default, or No
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, FrozenInstanceError, dataclass, field, fields
 from enum import StrEnum
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 from orchestrator.bulk import slot_init
 
@@ -79,7 +79,19 @@ class Event(StrEnum):
     RUN_FINISHED = "run_finished"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+#: the dataclass options of every event class. Frozen by ``JournalEvent``'s own
+#: ``__setattr__``/``__delattr__``, hashed by its ``__hash__``, built by ``slot_init``'s
+#: ``__init__``: ``frozen=True`` and ``init=True`` would write those functions again for each of
+#: the 27 classes, which was most of the cost of importing this module on every run
+_T = TypeVar("_T")
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True)
+def _event(cls: type[_T]) -> type[_T]:
+    return dataclass(slots=True, kw_only=True, init=False)(cls)
+
+
+@_event
 class JournalEvent:
     """One journal event. ``t``/``ts`` are stamped by the journal as it writes the event."""
 
@@ -89,8 +101,17 @@ class JournalEvent:
     t: float = 0.0
     ts: str = ""
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def _hash(self) -> int:
+        return hash((type(self), *(getattr(self, f.name) for f in fields(self))))
+
+
+@_event
 class RunStarted(JournalEvent):
     """The run began: what it is, where it goes, its targets, files, hosts and steps."""
 
@@ -139,7 +160,7 @@ class RunStarted(JournalEvent):
     steps: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class StepCarried(JournalEvent):
     """A succeeded step of the resumed run, not re-run."""
 
@@ -154,7 +175,7 @@ class StepCarried(JournalEvent):
     approval: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class StepStarted(JournalEvent):
     event = Event.STEP_STARTED
     step: str
@@ -164,7 +185,7 @@ class StepStarted(JournalEvent):
     undo_of: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class HostStarted(JournalEvent):
     """One attempt on one host began."""
 
@@ -174,7 +195,7 @@ class HostStarted(JournalEvent):
     attempt: int = 1
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class Poll(JournalEvent):
     """One poll of a check on one host."""
 
@@ -189,7 +210,7 @@ class Poll(JournalEvent):
     duration_s: float | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class HostFinished(JournalEvent):
     """One attempt on one host ended (``command`` as rendered for the host, secrets masked)."""
 
@@ -215,7 +236,7 @@ class HostFinished(JournalEvent):
     output_cut: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class StepFinished(JournalEvent):
     event = Event.STEP_FINISHED
     #: named only by a gate answered from elsewhere
@@ -233,7 +254,7 @@ class StepFinished(JournalEvent):
     message: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class GateWaiting(JournalEvent):
     """A manual gate asks."""
 
@@ -242,7 +263,7 @@ class GateWaiting(JournalEvent):
     prompt: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class GateAnswered(JournalEvent):
     """A gate was answered (by user@host, via --yes/terminal/drx approve)."""
 
@@ -256,7 +277,7 @@ class GateAnswered(JournalEvent):
     message: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class RtoBudgetAtRisk(JournalEvent):
     event = Event.RTO_BUDGET_AT_RISK
     elapsed_s: float | None = None
@@ -264,14 +285,14 @@ class RtoBudgetAtRisk(JournalEvent):
     target_s: float | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class RtoBudgetRecovered(JournalEvent):
     event = Event.RTO_BUDGET_RECOVERED
     elapsed_s: float | None = None
     projected_s: float = 0.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class RpoGuardTripped(JournalEvent):
     event = Event.RPO_GUARD
     step: str
@@ -283,29 +304,29 @@ class RpoGuardTripped(JournalEvent):
     message: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class RunAborting(JournalEvent):
     event = Event.RUN_ABORTING
     step: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class LockInDoubt(JournalEvent):
     event = Event.LOCK_IN_DOUBT
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class LockConfirmed(JournalEvent):
     event = Event.LOCK_CONFIRMED
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class RunLockLost(JournalEvent):
     event = Event.LOCK_LOST
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class Interrupt(JournalEvent):
     """The first Ctrl-C, or an abort asked from elsewhere (by, via, comment)."""
 
@@ -316,17 +337,17 @@ class Interrupt(JournalEvent):
     comment: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class InterruptRefused(JournalEvent):
     event = Event.INTERRUPT_REFUSED
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class CancelRunning(JournalEvent):
     event = Event.CANCEL_RUNNING
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class ProbePoll(JournalEvent):
     event = Event.PROBE_POLL
     probe: str
@@ -338,7 +359,7 @@ class ProbePoll(JournalEvent):
     duration_s: float | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class ProbeBreached(JournalEvent):
     event = Event.PROBE_BREACHED
     probe: str
@@ -349,30 +370,30 @@ class ProbeBreached(JournalEvent):
     message: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class StepsDone(JournalEvent):
     event = Event.STEPS_DONE
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class HealthPolling(JournalEvent):
     event = Event.HEALTH_POLLING
     site: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class HealthHeld(JournalEvent):
     event = Event.HEALTH_HELD
     site: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class HealthTimeout(JournalEvent):
     event = Event.HEALTH_TIMEOUT
     site: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@_event
 class RunFinished(JournalEvent):
     event = Event.RUN_FINISHED
     status: str
@@ -419,6 +440,7 @@ def _register(cls: type[JournalEvent]) -> None:
     _FIELDS[cls] = (names, required)
     _DUMPERS[cls] = _dumper(cls, names)
     cls.__init__ = slot_init(cls)  # type: ignore[method-assign]
+    cls.__hash__ = JournalEvent._hash  # type: ignore[assignment]  # eq without frozen: None
 
 
 # the module's classes, not ``__subclasses__()``: that also lists the classes ``slots=True``
@@ -426,6 +448,7 @@ def _register(cls: type[JournalEvent]) -> None:
 for _cls in list(globals().values()):
     if isinstance(_cls, type) and issubclass(_cls, JournalEvent) and _cls is not JournalEvent:
         _register(_cls)
+JournalEvent.__init__ = slot_init(JournalEvent)  # type: ignore[method-assign]
 
 _SET_T = JournalEvent.__dict__["t"].__set__
 _SET_TS = JournalEvent.__dict__["ts"].__set__
