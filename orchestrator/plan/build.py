@@ -643,12 +643,21 @@ def _check_step_templates(
     previews: dict[str, str] = {}
     prefix = "undo " if label == "undo" else ""
     name = ps.undo_of or ps.id  # problems name the step as the runbook file does
-    prompt = checker.template(
-        name, step.line_of("prompt"), f"{prefix}prompt", step.prompt or step.name, base
-    )
+    # plain text (most names and commands) renders as itself: no context, no call
+    prompt: str | None = step.prompt or step.name
+    if prompt is not None and "{" in prompt:
+        prompt = checker.template(name, step.line_of("prompt"), f"{prefix}prompt", prompt, base)
     if prompt is not None:
         ps.prompt = plan.redactor(prompt)
-    checker.template(name, step.line_of("when"), f"{prefix}when", step.when, base, expression=True)
+    if step.when is not None:
+        checker.template(
+            name, step.line_of("when"), f"{prefix}when", step.when, base, expression=True
+        )
+    if step.until is None and "{" not in (step.run or "") and not _any_brace(step.env):
+        if step.run is not None:
+            shown = plan.redactor(step.run)
+            previews = {host.name: shown for host in ps.hosts}
+        return previews
     # A template that names neither ``host`` nor a variable a host or site could change
     # renders the same on every host of a site: render it once per such group.
     done: dict[tuple[str | None, str | None], str | None] = {}
@@ -687,6 +696,10 @@ def _check_step_templates(
                 expression=True,
             )
     return previews
+
+
+def _any_brace(env: Mapping[str, str]) -> bool:
+    return any("{" in value for value in env.values())
 
 
 class _LazyContext(Mapping[str, Any]):
