@@ -136,8 +136,9 @@ def test_run_log_lines_are_what_structlog_would_write(world: World, log_format: 
 
 
 def test_a_console_run_does_not_import_structlog(world: World, tmp_path) -> None:
-    """A run's console lines need no structlog (nor the asyncio it imports): a failover of a
-    local runbook in a fresh interpreter leaves it unimported, and its lines are there."""
+    """A run's console lines need no structlog (nor the asyncio it imports), and a runbook
+    without a template needs no Jinja: a failover of such a local runbook in a fresh
+    interpreter leaves all three unimported, and its lines are there."""
     import subprocess
     import sys
     import textwrap
@@ -164,11 +165,12 @@ def test_a_console_run_does_not_import_structlog(world: World, tmp_path) -> None
             main(["failover", "site-b", "-r", "{tmp_path}/rb.yaml", "-i", "{tmp_path}/inv.yaml",
                   "--state-dir", "{tmp_path}/state", "--yes"])
         except SystemExit as exc:
-            print("exit", exc.code, "structlog" in sys.modules, "asyncio" in sys.modules)
+            print("exit", exc.code, "structlog" in sys.modules, "asyncio" in sys.modules,
+                  "jinja2" in sys.modules)
         """
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
-    assert done.stdout.split() == ["exit", "0", "False", "False"], done.stderr
+    assert done.stdout.split() == ["exit", "0", "False", "False", "False"], done.stderr
     assert "step_started step=a" in done.stderr and "step_finished step=a" in done.stderr

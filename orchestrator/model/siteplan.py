@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import Problem
+from orchestrator.model import templating
 from orchestrator.model.fields import Where
 from orchestrator.model.runbook import FailbackMode, Runbook, Step, StepKind, parse_runbook
-from orchestrator.model.templating import StepAccessError, StepsView
+from orchestrator.model.templating import StepsView
 
 MAX_DEPTH = 8
 HEALTH_PREFIX = "health:"
@@ -377,7 +378,7 @@ class ChildSteps(Mapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         try:
             return self._view[self._prefix + key]
-        except StepAccessError:
+        except templating.StepAccessError:
             return self._view[key]
 
     def __iter__(self) -> Iterator[str]:

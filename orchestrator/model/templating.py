@@ -11,15 +11,35 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from functools import lru_cache
-from typing import Any
-
-import jinja2
-import jinja2.meta
-import jinja2.nodes
-import jinja2.runtime
-import jinja2.sandbox
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.model.units import parse_duration
+
+
+class _Jinja:
+    """``jinja2``, imported when first used. Text without a brace renders as itself, so a run
+    whose runbook has no template (nor secret) never needs Jinja (~25 ms of start-up). The
+    engine's modules that name Jinja's exceptions import this object: an ``except`` clause's
+    class is looked up only when an exception reaches it, and then Jinja is loaded."""
+
+    def __getattr__(self, name: str) -> Any:
+        import jinja2
+        import jinja2.meta
+        import jinja2.nodes
+        import jinja2.runtime
+        import jinja2.sandbox
+
+        return getattr(jinja2, name)
+
+
+if TYPE_CHECKING:
+    import jinja2
+    import jinja2.meta
+    import jinja2.nodes
+    import jinja2.runtime
+    import jinja2.sandbox
+else:
+    jinja2 = _Jinja()
 
 SECRET_SUFFIXES = ("_secret", "_password", "_token", "_key")
 
@@ -98,8 +118,30 @@ def seconds(value: Any) -> float:
     return parse_duration(value)
 
 
-class StepAccessError(jinja2.exceptions.UndefinedError):
-    """A template reads ``steps['x']`` where x is not among the step's transitive needs."""
+if TYPE_CHECKING:
+
+    class StepAccessError(jinja2.exceptions.UndefinedError):
+        """A template reads ``steps['x']`` where x is not among the step's transitive needs."""
+
+
+@lru_cache(maxsize=1)
+def _step_access_error() -> type[StepAccessError]:
+    """``StepAccessError``, made with Jinja (a kind of its UndefinedError) when first asked."""
+
+    class StepAccessError(jinja2.exceptions.UndefinedError):
+        """A template reads ``steps['x']`` where x is not among the step's transitive needs."""
+
+    StepAccessError.__module__ = __name__
+    return StepAccessError  # type: ignore[return-value]  # the class type checkers see above
+
+
+def __getattr__(name: str) -> Any:
+    """``StepAccessError`` and ``ENV`` (the environment), made when first asked for."""
+    if name == "StepAccessError":
+        return _step_access_error()
+    if name == "ENV":
+        return environment()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class StepsView(Mapping[str, Any]):
@@ -124,7 +166,7 @@ class StepsView(Mapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         if key not in self._allowed:
             owner = f"step '{self._for}'" if self._for else "this template"
-            raise StepAccessError(
+            raise _step_access_error()(
                 f"steps['{key}'] is not available: '{key}' is not among the needs of {owner} "
                 f"(add it to needs, directly or through another step)"
             )
@@ -146,47 +188,53 @@ MAX_RENDERED = 4 * 1024 * 1024
 MAX_POWER_BITS = 100_000
 
 
-class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
-    """The sandbox with bounds on what ``*`` and ``**`` may build (Jinja's own sandbox bounds
-    ``range`` only), so a template cannot exhaust memory or CPU at validation."""
+@lru_cache(maxsize=1)
+def _sandbox() -> type[jinja2.sandbox.ImmutableSandboxedEnvironment]:
+    """drx's sandbox class (made when Jinja is first needed)."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
+        """The sandbox with bounds on what ``*`` and ``**`` may build (Jinja's own sandbox bounds
+        ``range`` only), so a template cannot exhaust memory or CPU at validation."""
 
-    def call_binop(
-        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
-    ) -> Any:
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
-                if sized and len(seq) * times > MAX_RENDERED:
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(
+            self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
+        ) -> Any:
+            if operator == "*":
+                for seq, times in ((left, right), (right, left)):
+                    sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                    if sized and len(seq) * times > MAX_RENDERED:
+                        raise jinja2.exceptions.SecurityError(
+                            f"'*' would make {len(seq) * times:,} items or characters "
+                            f"(at most {MAX_RENDERED:,})"
+                        )
+            integers = isinstance(left, int) and isinstance(right, int)
+            if operator == "**" and integers and right > 0 and abs(left) > 1:
+                bits = right * abs(left).bit_length()
+                if bits > MAX_POWER_BITS:
                     raise jinja2.exceptions.SecurityError(
-                        f"'*' would make {len(seq) * times:,} items or characters "
-                        f"(at most {MAX_RENDERED:,})"
+                        f"'**' would make a number of more than {MAX_POWER_BITS:,} bits"
                     )
-        integers = isinstance(left, int) and isinstance(right, int)
-        if operator == "**" and integers and right > 0 and abs(left) > 1:
-            bits = right * abs(left).bit_length()
-            if bits > MAX_POWER_BITS:
-                raise jinja2.exceptions.SecurityError(
-                    f"'**' would make a number of more than {MAX_POWER_BITS:,} bits"
-                )
-        return super().call_binop(context, operator, left, right)
+            return super().call_binop(context, operator, left, right)
 
-    def call(
-        __self,
-        __context: jinja2.runtime.Context,
-        __obj: Any,
-        *args: Any,
-        **kwargs: Any,
-    ) -> Any:
-        # a width past the render bound (``'a'.ljust(10**9)``) would be allocated before the
-        # bound could refuse it
-        for value in (*args, *kwargs.values()):
-            if isinstance(value, int) and not isinstance(value, bool) and value > MAX_RENDERED:
-                raise jinja2.exceptions.SecurityError(
-                    f"a call with {value:,} as an argument (at most {MAX_RENDERED:,})"
-                )
-        return super().call(__context, __obj, *args, **kwargs)
+        def call(
+            __self,
+            __context: jinja2.runtime.Context,
+            __obj: Any,
+            *args: Any,
+            **kwargs: Any,
+        ) -> Any:
+            # a width past the render bound (``'a'.ljust(10**9)``) would be allocated before the
+            # bound could refuse it
+            for value in (*args, *kwargs.values()):
+                if isinstance(value, int) and not isinstance(value, bool) and value > MAX_RENDERED:
+                    raise jinja2.exceptions.SecurityError(
+                        f"a call with {value:,} as an argument (at most {MAX_RENDERED:,})"
+                    )
+            return super().call(__context, __obj, *args, **kwargs)
+
+    return _Sandbox
 
 
 def _width_bounded(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -216,8 +264,12 @@ def _bounded(pieces: Iterable[str]) -> str:
     return "".join(out)
 
 
-def _env() -> jinja2.Environment:
-    env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """drx's one Jinja environment (built when first needed)."""
+    env = _sandbox()(
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
+    )
     for name in ("center", "indent", "wordwrap", "truncate"):
         env.filters[name] = _width_bounded(name, env.filters[name])
     env.filters["quote"] = quote
@@ -225,17 +277,14 @@ def _env() -> jinja2.Environment:
     return env
 
 
-ENV = _env()
-
-
 @lru_cache(maxsize=4096)
 def compile_template(source: str) -> jinja2.Template:
-    return ENV.from_string(source)
+    return environment().from_string(source)
 
 
 @lru_cache(maxsize=4096)
 def compile_expression(source: str) -> Callable[..., Any]:
-    return ENV.compile_expression(source, undefined_to_none=False)
+    return environment().compile_expression(source, undefined_to_none=False)
 
 
 _OUTPUT = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
@@ -276,14 +325,14 @@ def _values_template(expressions: tuple[str, ...]) -> jinja2.Template | None:
         return None
     source = "".join(f"({e})," for e in expressions)
     try:
-        tree = ENV.parse("{% set drx_values = (" + source + ") %}")
+        tree = environment().parse("{% set drx_values = (" + source + ") %}")
         if any("steps" in e for e in expressions):
             # parsed once for both questions: a cold plan of 10,000 steps has hundreds of
             # distinct expression sets, and parsing is most of compiling one
             if len(_STEPS_READ) > 4096:  # answers never asked for (the render failed)
                 _STEPS_READ.clear()
             _STEPS_READ[expressions] = "steps" in jinja2.meta.find_undeclared_variables(tree)
-        return ENV.from_string(tree)
+        return environment().from_string(tree)
     except jinja2.exceptions.TemplateSyntaxError:
         return None
 
@@ -295,7 +344,7 @@ _STEPS_READ: dict[tuple[str, ...], bool] = {}
 def _values(template: jinja2.Template, context: Mapping[str, Any]) -> tuple[Any, ...]:
     # A shared context over one flat dict: Jinja's default copies the globals' ChainMap into a
     # new dict on every call, which costs more than the expressions themselves.
-    module = template.make_module({**ENV.globals, **context}, shared=True)
+    module = template.make_module({**environment().globals, **context}, shared=True)
     return module.drx_values  # type: ignore[attr-defined,no-any-return]
 
 
@@ -308,7 +357,7 @@ def _reads_steps(expressions: tuple[str, ...]) -> bool:
     if known is not None:
         return known
     try:
-        tree = ENV.parse("".join(f"{{{{ ({e}) }}}}" for e in expressions))
+        tree = environment().parse("".join(f"{{{{ ({e}) }}}}" for e in expressions))
     except jinja2.exceptions.TemplateSyntaxError:
         return True
     return "steps" in jinja2.meta.find_undeclared_variables(tree)
@@ -418,7 +467,7 @@ def unquoted_step_outputs(source: str) -> int:
 @lru_cache(maxsize=4096)
 def _unquoted_in(source: str) -> int:
     try:
-        tree = ENV.parse(source)
+        tree = environment().parse(source)
     except jinja2.TemplateSyntaxError:
         return 0
     count = 0

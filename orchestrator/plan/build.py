@@ -14,13 +14,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.bulk import paused_gc
 from orchestrator.errors import Problem, UsageError, ValidationError
 from orchestrator.kinds import kind_of
+from orchestrator.model import templating
 from orchestrator.model.fields import Where, suggest
 from orchestrator.model.inventory import (
     Host,
@@ -43,7 +42,6 @@ from orchestrator.model.siteplan import ChildSteps, is_child_health, scope_for
 from orchestrator.model.templating import (
     Placeholder,
     Redactor,
-    StepAccessError,
     StepsView,
     collect_secrets,
     evaluate,
@@ -55,6 +53,11 @@ from orchestrator.model.templating import (
 from orchestrator.plan.dag import Dag
 from orchestrator.record.outcomes import Status, StepOutcome
 from orchestrator.vocab import Direction
+
+if TYPE_CHECKING:
+    import jinja2
+else:
+    from orchestrator.model.templating import jinja2  # imported when first used
 
 FAILOVER = Direction.FAILOVER
 FAILBACK = Direction.FAILBACK
@@ -576,7 +579,7 @@ class _Checker:
             if scope is not None:
                 return render(source, ctx, self.memo, scope)
             return render(source, ctx)
-        except StepAccessError as exc:
+        except templating.StepAccessError as exc:
             self._add(step_id, line, f"{what}: {exc.message}")
         except jinja2.exceptions.UndefinedError as exc:
             self._add(

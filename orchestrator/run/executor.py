@@ -18,9 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import GateTimeout, GateUnavailable, TransportError
 from orchestrator.kinds import kind_of
@@ -57,6 +55,11 @@ from orchestrator.transport.base import (
     Redactor,
 )
 from orchestrator.transport.spool import SpoolKey, cleanup_program, words
+
+if TYPE_CHECKING:
+    import jinja2
+else:
+    from orchestrator.model.templating import jinja2  # imported when first used
 
 #: how much of stdout is journaled per host (for templates of a resumed run or a failback)
 JOURNAL_STDOUT_BYTES = 4096

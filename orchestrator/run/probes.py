@@ -14,8 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from orchestrator.model.inventory import Host
 from orchestrator.model.templating import render
@@ -27,6 +26,11 @@ from orchestrator.record.events import (
 from orchestrator.record.journal import Journal
 from orchestrator.run.executor import check_holds, run_command
 from orchestrator.transport.base import CancelToken, Connection
+
+if TYPE_CHECKING:
+    import jinja2
+else:
+    from orchestrator.model.templating import jinja2  # imported when first used
 
 #: how often breaches are looked for between polls: a breach is seen this long after it
 #: happens at the most, whatever the probes' intervals

@@ -12,9 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import TransportError
 from orchestrator.model.inventory import Host
@@ -24,6 +22,11 @@ from orchestrator.run import connecting
 from orchestrator.run.executor import check_holds, poll_failure, render_env, run_command
 from orchestrator.run.preflight import open_transports, prove
 from orchestrator.transport.base import Connection, Sudo
+
+if TYPE_CHECKING:
+    import jinja2
+else:
+    from orchestrator.model.templating import jinja2  # imported when first used
 
 
 def host_key(conn: Connection) -> str | None:
