@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import GateTimeout, GateUnavailable, TransportError
+from orchestrator.errors import (
+    GateTimeout,
+    GateUnavailable,
+    JournalError,
+    LockLost,
+    TransportError,
+)
 from orchestrator.kinds import kind_of
 from orchestrator.model.inventory import Host, SelectorError, select
 from orchestrator.model.runbook import OnFailure, Step
@@ -903,7 +909,11 @@ class Executor:
             if not self._may_go(ps):
                 return out
             out = self._host_attempt(ps, host, attempt)
-            if out.status is not Status.FAILED or out.error in ("unreachable", "template"):
+            if out.status is not Status.FAILED or out.error in (
+                "unreachable",
+                "template",
+                "journal",
+            ):
                 return out
             if attempt > step.retries or self.cancel.is_set():
                 return out
@@ -983,6 +993,13 @@ class Executor:
         except jinja2.TemplateError as exc:
             return done(Status.FAILED, None, "template", f"template error: {exc}")
         rendered = command
+        try:
+            # its start (host_started) recorded where a controller taking the run over reads
+            # it, before it can run: a controller that stops now leaves a journal that sends
+            # a resume to the host's spool, not to a second run (docs/reference.md, the spool)
+            j.sync()
+        except (JournalError, LockLost) as exc:
+            return done(Status.FAILED, None, "journal", f"not started: {exc}")
         if kind_of(step.kind).polls:
             return self._poll(ps, host, attempt, conn, command, env, ctx, done, log)
         with self._recovered_lock:
