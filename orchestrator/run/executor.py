@@ -993,15 +993,17 @@ class Executor:
         except jinja2.TemplateError as exc:
             return done(Status.FAILED, None, "template", f"template error: {exc}")
         rendered = command
-        try:
-            # its start (host_started) recorded where a controller taking the run over reads
-            # it, before it can run: a controller that stops now leaves a journal that sends
-            # a resume to the host's spool, not to a second run (docs/reference.md, the spool)
-            j.sync()
-        except (JournalError, LockLost) as exc:
-            return done(Status.FAILED, None, "journal", f"not started: {exc}")
         if kind_of(step.kind).polls:
             return self._poll(ps, host, attempt, conn, command, env, ctx, done, log)
+        if not step.idempotent:
+            try:
+                # its start (host_started) recorded where a controller taking the run over
+                # reads it, before it can run: a controller that stops now leaves a journal
+                # that sends a resume to the host's spool, not to a second run (a poll, or an
+                # idempotent step, may run again; docs/reference.md, the spool)
+                j.sync()
+            except (JournalError, LockLost) as exc:
+                return done(Status.FAILED, None, "journal", f"not started: {exc}")
         with self._recovered_lock:
             rec = self.recovered.pop((ps.id, host.name), None)
         extra: dict[str, Any] = {}
