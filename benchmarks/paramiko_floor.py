@@ -56,32 +56,17 @@ def connect(host: dict[str, Any], key: paramiko.PKey) -> paramiko.SSHClient:
     return client
 
 
-def run_command(client: paramiko.SSHClient, command: str) -> None:
-    """Run ``command`` on a new channel, read its output to the end, check its exit status."""
+def run_command(client: paramiko.SSHClient, command: str, program: str | None = None) -> None:
+    """Run ``command`` on a new channel (with ``program`` written to its stdin, for a shell
+    reading it there), read its output to the end, check its exit status."""
     transport = client.get_transport()
     assert transport is not None
     chan = transport.open_session()
     chan.exec_command(command)
+    if program is not None:
+        chan.sendall(program.encode())
+        chan.shutdown_write()
     while chan.recv(65536):  # read the output to its end, as any tool must
-        pass
-    while chan.recv_stderr(65536):
-        pass
-    rc = chan.recv_exit_status()
-    chan.close()
-    if rc != 0:
-        raise RuntimeError(f"{command!r} exited {rc}")
-
-
-def run_program(client: paramiko.SSHClient, command: str, program: str) -> None:
-    """Run ``command`` (a shell reading its program on stdin) with ``program`` written to it,
-    read the output to its end, check the exit status."""
-    transport = client.get_transport()
-    assert transport is not None
-    chan = transport.open_session()
-    chan.exec_command(command)
-    chan.sendall(program.encode())
-    chan.shutdown_write()
-    while chan.recv(65536):
         pass
     while chan.recv_stderr(65536):
         pass
@@ -98,9 +83,9 @@ def spooled_host(host: dict[str, Any], work: dict[str, Any], key: paramiko.PKey)
     client = connect(host, key)
     connected = time.perf_counter() - start
     try:
-        run_program(client, ". /dev/stdin", work["check"])
+        run_command(client, ". /dev/stdin", work["check"])
         for program in work["commands"]:
-            run_program(client, "exec /bin/sh -s", program)
+            run_command(client, "exec /bin/sh -s", program)
         transport = client.get_transport()
         assert transport is not None
         chan = transport.open_session()

@@ -40,9 +40,8 @@ def _logging(log_format: str, verbose: int) -> Iterator[None]:
 
     # structlog is imported when a line first goes through it (orchestrator.slog); what was
     # configured before, if it was imported, is put back
-    was_loaded = slog.loaded()
     saved = None
-    if was_loaded and slog.structlog().is_configured():
+    if slog.loaded() and slog.structlog().is_configured():
         saved = slog.structlog().get_config()
     configure_logging(log_format, verbose)
     try:

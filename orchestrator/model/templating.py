@@ -29,6 +29,7 @@ class _Jinja:
         import jinja2.runtime
         import jinja2.sandbox
 
+        globals()["jinja2"] = jinja2  # this module's later uses go to Jinja itself
         return getattr(jinja2, name)
 
 

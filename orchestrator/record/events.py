@@ -79,15 +79,15 @@ class Event(StrEnum):
     RUN_FINISHED = "run_finished"
 
 
-#: the dataclass options of every event class. Frozen by ``JournalEvent``'s own
-#: ``__setattr__``/``__delattr__``, hashed by its ``__hash__``, built by ``slot_init``'s
-#: ``__init__``: ``frozen=True`` and ``init=True`` would write those functions again for each of
-#: the 27 classes, which was most of the cost of importing this module on every run
 _T = TypeVar("_T")
 
 
 @dataclass_transform(kw_only_default=True, frozen_default=True)
 def _event(cls: type[_T]) -> type[_T]:
+    """The dataclass options of every event class. Frozen by ``JournalEvent``'s own
+    ``__setattr__``/``__delattr__``, hashed by its ``__hash__``, built by ``slot_init``'s
+    ``__init__``: ``frozen=True`` and ``init=True`` would write those functions again for each
+    of the 27 classes, which was most of the cost of importing this module on every run."""
     return dataclass(slots=True, kw_only=True, init=False)(cls)
 
 

@@ -27,11 +27,6 @@ def dumpb(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False).encode()
 
 
-def dumps(value: Any) -> str:
-    """``dumpb`` as text."""
-    return dumpb(value).decode()
-
-
 def loads(data: bytes | str) -> Any:
     """Parse JSON; ``ValueError`` (``json.JSONDecodeError``) for what is not JSON."""
     try:

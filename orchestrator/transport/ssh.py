@@ -804,12 +804,9 @@ class SSHConnection:
                 # until its 0.1 s poll timeout, and Paramiko joins it at interpreter exit — every
                 # drx run would end ~100 ms late.
                 with contextlib.suppress(Exception):
-                    sock = conn.client.get_transport().sock  # type: ignore[union-attr]
-                    sock.shutdown(socket.SHUT_RDWR)
+                    conn.transport.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
                 with contextlib.suppress(Exception):
                     conn.close()
-                with contextlib.suppress(Exception):
-                    conn.client.close()
 
     def __enter__(self) -> SSHConnection:
         return self
