@@ -171,31 +171,6 @@ def test_a_line_reaches_the_store_within_milliseconds(
     assert sorted(delays)[10] < 0.1
 
 
-def test_sync_returns_once_the_line_is_in_etcd_and_raises_once_the_lock_is_lost(
-    etcd: EtcdCluster, etcd_prefix: str, tmp_path: Path
-) -> None:
-    """``Journal.sync`` (what a command waits for before it starts) returns only once another
-    controller reads the line; after the lock is lost it raises instead of returning."""
-    from orchestrator.errors import JournalError
-
-    store = store_of(etcd, etcd_prefix, tmp_path)
-    reader = store_of(etcd, etcd_prefix, tmp_path)
-    lock = store.acquire("RUN")
-    assert isinstance(lock, EtcdLock)
-    journal = Journal(store.create_run("RUN", {}, lock))
-    for i in range(5):
-        journal.write(HostStarted(step=f"s{i}", host="h", attempt=1))
-        journal.sync()
-        assert [e.get("step") for e in reader.read_journal("RUN")][-1] == f"s{i}"
-    lock.lose("the store says the lease is gone (test)")
-    journal.write(HostStarted(step="late", host="h", attempt=1))
-    with pytest.raises(JournalError, match="lock is lost"):
-        journal.sync()
-    journal.close()
-    lock.release()
-    assert "late" not in [e.get("step") for e in store.read_journal("RUN")]
-
-
 def test_lost_lock_keeps_unwritten_lines_locally(
     etcd: EtcdCluster, etcd_prefix: str, tmp_path: Path
 ) -> None:

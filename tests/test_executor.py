@@ -165,68 +165,37 @@ def test_a_wait_step_ends_at_once_when_the_run_stops(tmp_path: Path) -> None:
     assert outcomes["pause"].message == "lease in doubt"
 
 
-def test_a_command_starts_only_once_its_start_is_in_the_journal(tmp_path: Path) -> None:
-    """By the time a command runs, its host_started line is in the journal's file (not still
-    in the journal's 2 ms batch): a controller stopped at that moment leaves a journal that
-    sends a resume to the host's spool instead of to a second run."""
-    import json
-
-    missing: list[str] = []
-
-    def handler(host, command):
-        step = command.split()[-1]
-        lines = [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
-        if not any(
-            e["event"] == "host_started" and e["step"] == step and e["host"] == host.name
-            for e in lines
-        ):
-            missing.append(f"{step} on {host.name}")
-        return 0
-
-    runbook = "name: o\nsteps:\n" + "".join(
-        f"  - {{id: s{i}, hosts: '@target', run: 'echo s{i}'}}\n" for i in range(6)
-    )
-    outcomes, transport, _ = _run(tmp_path, runbook, handler)
-    assert len(transport.commands()) == 12 and all(
-        o.status is Status.SUCCEEDED for o in outcomes.values()
-    )
-    assert missing == []
-
-
-def test_a_command_whose_start_cannot_be_recorded_never_runs(tmp_path: Path) -> None:
-    """If the journal cannot be made to hold a command's start (a shared store's lock is
-    lost), the command is not started, nor retried: the host fails with error 'journal'."""
-    from orchestrator.errors import JournalError
-
-    class Unwritable:
-        def __init__(self) -> None:
-            self.inner = file_sink(tmp_path / "journal.jsonl", fsync=False)
-
-        def write(self, line: bytes) -> None:
-            self.inner.write(line)
-
-        def write_lines(self, lines: list[bytes]) -> None:
-            self.inner.write_lines(lines)
-
-        def wait_written(self) -> None:
-            raise JournalError("the run lock is lost")
-
-        def close(self) -> None:
-            self.inner.close()
+def test_a_command_started_by_the_run_taken_over_with_its_outcome_lost_is_not_run_again(
+    tmp_path: Path,
+) -> None:
+    """A host where the fence found the run taken over had started the step (its start never
+    journaled) but neither ended nor runs it: the host fails with error 'outcome_unknown' and
+    the command is not run again; the other host runs it."""
+    from orchestrator.run.recover import Found, Recovery
+    from orchestrator.transport.spool import SpoolKey
 
     (tmp_path / "rb.yaml").write_text(
-        "name: o\nsteps:\n  - {id: a, hosts: db@target, run: 'echo a', retries: 2}\n"
+        "name: o\nsteps:\n  - {id: a, hosts: '@target', run: 'echo a', retries: 2}\n"
     )
     (tmp_path / "inv.yaml").write_text(INVENTORY)
     rb, inv = load_both(str(tmp_path / "rb.yaml"), str(tmp_path / "inv.yaml"))
     plan = build_plan(rb, inv, "site-b")
     transport = FakeTransport(lambda h, c: 0)
     conns = {h.name: transport.connect(h.spec) for h in plan.hosts() if h.name != "control"}
-    journal = Journal(Unwritable(), plan.redactor)  # type: ignore[arg-type]
-    outcomes = Executor(plan, conns, journal, tmp_path / "out", gate=lambda *_: True).run()
+    journal = Journal(file_sink(tmp_path / "journal.jsonl", fsync=False), plan.redactor)
+    key = SpoolKey("OLD", "a", "db-b", "1")
+    lost = Recovery("a", "db-b", 1, key, found=Found.STARTED)
+    outcomes = Executor(
+        plan,
+        conns,
+        journal,
+        tmp_path / "out",
+        gate=lambda *_: True,
+        recovered={("a", "db-b"): lost},
+    ).run()
     journal.close()
-    assert transport.commands() == []
+    assert [c.host for c in transport.calls] == ["app-b"]
     assert outcomes["a"].status is Status.FAILED
-    finished = [e for e in journal.events if e["event"] == "host_finished"]
-    assert [(e["error"], e["attempt"]) for e in finished] == [("journal", 1)]
-    assert "not started: the run lock is lost" in finished[0]["output_tail"]
+    finished = [e for e in journal.events if e["event"] == "host_finished" and e["host"] == "db-b"]
+    assert [(e["error"], e["attempt"]) for e in finished] == [("outcome_unknown", 1)]
+    assert "--rerun-inflight" in finished[0]["output_tail"]

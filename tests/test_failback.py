@@ -7,6 +7,9 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
+
+import pytest
 
 from tests.drill import World
 from tests.test_engine import host_time, stamped
@@ -161,11 +164,7 @@ def test_sigkill_mid_run_leaves_a_journal_to_fail_back_and_resume(world: World, 
     step's command ran on to its end on the host, and resume takes its outcome and output from
     the host's spool (reattached in the summary, said in the report) instead of re-running it
     or asking for --rerun-inflight; failback of the resumed run undoes everything."""
-    world.write_runbook(SLOW)
-    proc = world.spawn("failover", "site-b")
-    _wait_for(world.host_file("db-b", "b-started"), proc)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=10)
+    _killed_in_b(world)
     crashed_id = world.run_dirs()[-1].name
     code, _ = world.run(capsys, "runs", "--format", "json")
     runs = json.loads(world.last_stdout)
@@ -192,6 +191,45 @@ def test_sigkill_mid_run_leaves_a_journal_to_fail_back_and_resume(world: World, 
     assert code == 0, err
     assert world.summary()["parent_run"] == resumed["run_id"]
     assert world.host_file("db-b", "undone").read_text().split() == ["undo-c", "undo-b", "undo-a"]
+
+
+def _killed_in_b(world: World) -> None:
+    """Fail over with SLOW and SIGKILL the controller once b's command has started."""
+    world.write_runbook(SLOW)
+    proc = world.spawn("failover", "site-b")
+    _wait_for(world.host_file("db-b", "b-started"), proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+
+
+def _forget(journal: Path, step: str) -> None:
+    """Take ``step``'s events out of a journal: what a controller killed in the moments after
+    it started the step leaves (the journal's last batch never reached the file)."""
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text("".join(x for x in lines if json.loads(x).get("step") != step))
+
+
+def test_a_command_whose_start_the_journal_lost_is_found_on_the_host(world: World, capsys) -> None:
+    """The controller dies right after starting b, before the journal has b's start: the
+    resume fences the run off on every host, finds b's attempt in the host's spool, and takes
+    its outcome from there — b runs once, c after it. The fenced run can start nothing more."""
+    _killed_in_b(world)
+    crashed = world.run_dirs()[-1]
+    _forget(crashed / "journal.jsonl", "b")
+    code, _ = world.run(capsys, "runs", "--format", "json")
+    steps = {s["id"]: s["status"] for s in json.loads(world.last_stdout)[-1]["steps"]}
+    assert steps == {"a": "succeeded", "b": "not_run", "c": "not_run"}
+    code, err = world.run(capsys, "resume")
+    assert code == 0, err
+    resumed = world.summary()
+    b = world.step(resumed, "b")
+    assert b["status"] == "succeeded" and b["hosts"][0]["reattached"] is True
+    events = [
+        json.loads(x) for x in (world.run_dirs()[-1] / "journal.jsonl").read_text().splitlines()
+    ]
+    taken = [e for e in events if e["event"] == "host_finished" and e["step"] == "b"]
+    assert [e.get("from_run") for e in taken] == [crashed.name]
+    assert world.host_file("db-b", "ran").read_text().split() == ["a", "b", "c"]
 
 
 SLOWER = """
@@ -224,20 +262,24 @@ def test_resume_follows_a_command_still_running_and_keeps_its_failure(world: Wor
     assert world.host_file("db-b", "ran").read_text().split() == ["b"]
 
 
+@pytest.mark.parametrize("start_lost", [False, True])
 def test_failback_after_a_crash_needs_confirmation_for_in_flight_steps(
-    world: World, capsys
+    world: World, capsys, start_lost: bool
 ) -> None:
     """A step that was running when the controller died is undone only with --yes, and the
-    preview marks it outcome unknown."""
-    world.write_runbook(SLOW)
-    proc = world.spawn("failover", "site-b")
-    _wait_for(world.host_file("db-b", "b-started"), proc)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=10)
+    preview marks it outcome unknown. With its start lost from the journal (the controller
+    died right after starting it), the preview (which changes nothing) cannot know of it; the
+    failback fences the run off, finds b's attempt on its host and undoes it all the same."""
+    _killed_in_b(world)
+    if start_lost:
+        _forget(world.run_dirs()[-1] / "journal.jsonl", "b")
     code, _ = world.run(capsys, "failback", "--dry-run", "--format", "json")
     assert code == 0
     preview = {s["id"]: s for s in json.loads(world.last_stdout)["steps"]}
-    assert preview["undo-b"].get("outcome_unknown") is True
+    if start_lost:
+        assert "undo-b" not in preview
+    else:
+        assert preview["undo-b"].get("outcome_unknown") is True
     assert "outcome_unknown" not in preview["undo-a"]
     code, err = world.run(capsys, "failback")
     assert code == 2 and "unknown" in err
@@ -245,6 +287,7 @@ def test_failback_after_a_crash_needs_confirmation_for_in_flight_steps(
     code, err = world.run(capsys, "failback", "--yes")
     assert code == 0, err
     assert world.host_file("db-b", "undone").read_text().split() == ["undo-b", "undo-a"]
+    assert world.host_file("db-b", "ran").read_text().split() == ["a", "b"]
 
 
 def test_ctrl_c_run_can_be_resumed_and_failed_back(world: World, capsys) -> None:

@@ -434,3 +434,81 @@ def test_a_plain_program_call_is_the_runner_itself(side: Side) -> None:
     assert side.conn.run("cat /proc/self/stat; true", timeout=20, spool=key).rc == 0
     runner = (side.dir(key) / "pid").read_text().split()[0]
     assert (side.dir(key) / "out").read_text().split()[3] == runner
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A directory every lab user can write (pytest's own are 0700)."""
+    from tests.drill import world_dir
+
+    path = world_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_fenced_run_starts_nothing_and_the_fence_lists_what_had_started(
+    side: Side, shared: Path
+) -> None:
+    """Fencing a run (what a controller taking it over does first) lists the attempts that
+    had started on the host — ended (rc), still running (live), or started and lost — and
+    not those never claimed (a pre-created directory) nor a check's polls; after it, no
+    command of that run starts, through the wrapper or the starter: it leaves ``fenced`` and
+    fails with the spool's rc, its command unrun."""
+    from dataclasses import replace
+
+    from orchestrator.run.recover import Found, fence
+    from orchestrator.transport.spool import SPOOL_FAILED_RC
+
+    ended = side.key(step="ended")
+    live = replace(ended, step="live")
+    poll = replace(ended, step="poll", attempt="1.2")
+    lost = replace(ended, step="lost")
+    unclaimed = replace(ended, step="never")
+    assert side.conn.run("exit 3", timeout=20, spool=ended).rc == 3
+    assert side.conn.run("true", timeout=20, spool=poll).ok
+    runner = threading.Thread(
+        target=side.conn.run, args=("sleep 3",), kwargs={"timeout": 20, "spool": live}
+    )
+    runner.start()
+    _wait_for(side.dir(live) / "pid", 20)
+    # a wrapper killed with its host: claimed, a pid long gone, no rc
+    for key in (lost, unclaimed):
+        side.dir(key).mkdir(parents=True)
+    (side.dir(lost) / "out").write_text("")
+    (side.dir(lost) / "pid").write_text("999999 999999\n")
+    uid = side.dir(ended).stat().st_uid
+    for path in [side.dir(lost), *side.dir(lost).iterdir(), side.dir(unclaimed)]:
+        os.chown(path, uid, uid)
+
+    found = fence(ended.run_id, {side.spec.name: side.conn}, side.root, {})
+    assert {k: (r.found, r.rc, r.attempt) for k, r in found.items()} == {
+        ("ended", side.spec.name): (Found.ENDED, 3, 1),
+        ("live", side.spec.name): (Found.LIVE, None, 1),
+        ("lost", side.spec.name): (Found.STARTED, None, 1),
+    }
+    again = fence(ended.run_id, {side.spec.name: side.conn}, side.root, {}, rerun=True)
+    assert again[("lost", side.spec.name)].found is Found.NOTHING
+    runner.join(20)
+
+    marker = shared / "ran"
+    late = replace(ended, step="late")
+    assert side.conn.run(f"touch {marker}.ok", timeout=20).ok  # the lab user can write there
+    res = side.conn.run(f"touch {marker}", timeout=20, spool=late)
+    assert res.rc == SPOOL_FAILED_RC and "another controller has taken this run over" in res.stderr
+    assert not marker.exists() and (side.dir(late) / "fenced").exists()
+    assert not (side.dir(late) / "pid").exists()
+    # the pre-created directory of a first attempt is claimed by nobody after the fence
+    res = side.conn.run(f"touch {marker}", timeout=20, spool=unclaimed)
+    assert res.rc == SPOOL_FAILED_RC and not marker.exists()
+
+
+def test_an_attempt_runs_once_however_often_it_is_started(side: Side, shared: Path) -> None:
+    """An attempt's directory is claimed by its first start (``out`` made exclusively): the
+    same attempt started again runs nothing."""
+    from orchestrator.transport.spool import SPOOL_FAILED_RC
+
+    key = side.key()
+    log = shared / "log"
+    assert side.conn.run(f"echo x >> {log}", timeout=20, spool=key).ok
+    assert side.conn.run(f"echo x >> {log}", timeout=20, spool=key).rc == SPOOL_FAILED_RC
+    assert log.read_text() == "x\n"

@@ -215,7 +215,12 @@ def run_failback(
     for site in (failover.source, failover.target):
         check_site(inventory, site)
     variables, secrets = inputs.checked_variables(runbook, inventory)
-    back = failback_plan(store, runbook, inventory, failover, variables, secrets)
+    back = failback_plan(store, runbook, inventory, failover, variables, secrets, fence=not dry_run)
+    for name, why in back.unfenced.items():
+        say.warning(
+            f"{name}: could not look there for steps run {failover.run_id} started in its last "
+            f"moments ({why}); what it shows as not run there may have started"
+        )
     plan = back.plan
     carried, carried_events = reprotect_carried(store, plan)
     for event in carried_events:

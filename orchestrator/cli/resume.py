@@ -105,6 +105,7 @@ def run_resume(
         accept_data_loss=accept_data_loss,
         refuse_first_interrupt=plan.rollback,
         recovered=resumed.recovered,
+        rerun_inflight=rerun_inflight,
     )
     code, result = execute(plan, store, run_opts)
     closing_line(result, store, half_done(plan, result, opts))

@@ -316,17 +316,6 @@ class EtcdJournalSink(JournalSink):
             self._queue.append((self._seq, line))
             self._cond.notify_all()
 
-    def wait_written(self) -> None:
-        with self._cond:
-            target = self._seq
-            while self._committed < target:
-                if self._done:
-                    raise JournalError(
-                        f"the journal of {self.run_id} cannot be written to {self.store.location}"
-                        " (the run lock is lost)"
-                    )
-                self._cond.wait()
-
     def _write_loop(self) -> None:
         while True:
             with self._cond:

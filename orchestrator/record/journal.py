@@ -157,15 +157,6 @@ class Journal:
             except BaseException as exc:  # the next write (or close) raises it
                 self._failed = exc
 
-    def sync(self) -> None:
-        """Return once every event written so far is where a controller taking the run over
-        reads it (raises the sink's error if it cannot be): a command starts only once its
-        start is recorded, so that nothing runs that a resume would not know to look for."""
-        self.flush()
-        if self._failed is not None:
-            raise self._failed
-        self.sink.wait_written()
-
     def close(self) -> None:
         with self._lock:
             if self._closed:

@@ -130,11 +130,6 @@ class JournalSink(abc.ABC):
         for line in lines:
             self.write(line)
 
-    def wait_written(self) -> None:
-        """Return once every line handed over so far is where a controller taking the run
-        over would read it (a local file: once written, which ``write`` does at once)."""
-        return
-
     @abc.abstractmethod
     def close(self) -> None:
         """Make everything written durable, then release the sink."""

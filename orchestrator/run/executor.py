@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.errors import (
     GateTimeout,
     GateUnavailable,
-    JournalError,
-    LockLost,
     TransportError,
 )
 from orchestrator.kinds import kind_of
@@ -912,7 +910,7 @@ class Executor:
             if out.status is not Status.FAILED or out.error in (
                 "unreachable",
                 "template",
-                "journal",
+                "outcome_unknown",  # run again only when asked (resume --rerun-inflight)
             ):
                 return out
             if attempt > step.retries or self.cancel.is_set():
@@ -995,18 +993,18 @@ class Executor:
         rendered = command
         if kind_of(step.kind).polls:
             return self._poll(ps, host, attempt, conn, command, env, ctx, done, log)
-        if not step.idempotent:
-            try:
-                # its start (host_started) recorded where a controller taking the run over
-                # reads it, before it can run: a controller that stops now leaves a journal
-                # that sends a resume to the host's spool, not to a second run (a poll, or an
-                # idempotent step, may run again; docs/reference.md, the spool)
-                j.sync()
-            except (JournalError, LockLost) as exc:
-                return done(Status.FAILED, None, "journal", f"not started: {exc}")
         with self._recovered_lock:
             rec = self.recovered.pop((ps.id, host.name), None)
         extra: dict[str, Any] = {}
+        if rec is not None and rec.found is Found.STARTED:
+            return done(
+                Status.FAILED,
+                None,
+                "outcome_unknown",
+                f"run {rec.key.run_id} started this command here, but its controller stopped "
+                "before the journal had its start, and it has neither ended nor is running: "
+                "check the host, then resume with --rerun-inflight to run it again",
+            )
         if rec is not None and rec.found is Found.JOURNAL and rec.finished is not None:
             e = rec.finished
             if e.status == Status.SUCCEEDED.value:

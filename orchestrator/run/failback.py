@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import RefusedError
-from orchestrator.record.outcomes import StepOutcome
-from orchestrator.vocab import Direction, RunStatus
+from orchestrator.record.outcomes import HostOutcome, StepOutcome
+from orchestrator.vocab import Direction, RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from orchestrator.model.inventory import Inventory
@@ -31,6 +31,8 @@ class ReturnPlan:
 
     plan: Plan
     outcomes: dict[str, StepOutcome] = field(default_factory=dict)
+    #: hosts where a crashed failover could not be fenced off (name: why)
+    unfenced: dict[str, str] = field(default_factory=dict)
 
 
 def reverse_plan(
@@ -46,12 +48,15 @@ def reverse_plan(
     mode: str = "real",
     rollback: bool = False,
     failback_mode: str = "undo",
+    fence: bool = False,
 ) -> ReturnPlan:
     """The failback plan of the failover ``failover_run`` (``source`` → ``target``), with its
     predictions. In ``failback_mode`` mirror: the runbook's steps from ``target`` back to
     ``source``, predicted from every run that moved the service to ``source``. ``mode`` is
     drill or real (templates' ``mode``); ``rollback``: it rolls back a failover that did not
-    succeed (always undo)."""
+    succeed (always undo). ``fence``: the failover crashed, so its last moments may be missing
+    from its journal: fence it off on every host and take the steps it had started there,
+    unjournaled, as in flight (``recover.unrecorded_starts``)."""
     from orchestrator.plan.build import build_reverse_plan
     from orchestrator.plan.failback import build_mirror_plan
     from orchestrator.plan.predictions import predictions_for
@@ -75,7 +80,23 @@ def reverse_plan(
             mode=mode,
         )
         return ReturnPlan(mirrored)
-    outcomes = outcomes_from_events(store.read_events(failover_run))
+    events = store.read_events(failover_run)
+    outcomes = outcomes_from_events(events)
+    unfenced: dict[str, str] = {}
+    if fence:
+        from orchestrator.run.recover import unrecorded_starts
+
+        started, unfenced = unrecorded_starts(
+            failover_run, inventory, inventory.hosts, store.local_dir / "spool", events
+        )
+        for sid, recs in started.items():
+            if sid not in outcomes or outcomes[sid].status is StepStatus.NOT_RUN:
+                outcomes[sid] = StepOutcome(sid, StepStatus.UNKNOWN, outcome_unknown=True)
+            hosts = outcomes[sid].hosts
+            for rec in recs:  # its hosts: where it ended well, or may have done something
+                ok = rec.rc == 0
+                status = StepStatus.SUCCEEDED if ok else StepStatus.UNKNOWN
+                hosts[rec.host] = HostOutcome(rec.host, status, rec.rc, None)
     steps, health = predictions(store, runbook, Direction.FAILBACK, target)
     plan = build_reverse_plan(
         runbook,
@@ -91,7 +112,7 @@ def reverse_plan(
         mode=mode,
         rollback=rollback,
     )
-    return ReturnPlan(plan, outcomes)
+    return ReturnPlan(plan, outcomes, unfenced)
 
 
 def return_plan(
@@ -104,11 +125,13 @@ def return_plan(
     *,
     mode: str,
     rollback: bool,
+    fence: bool = True,
 ) -> ReturnPlan:
     """The plan that brings the service back from ``failover``: the one place a drill's way
     home and every rollback are planned. A rollback (of a failover that did not succeed) is
     always the undo plan; the way home of a succeeded failover follows the runbook's failback
-    mode."""
+    mode. A crashed failover is fenced off on its hosts first (unless not ``fence``: a
+    preview changes nothing), so that the steps it started in its last moments are undone."""
     from orchestrator.plan.failback import failback_mode_for
 
     failback_mode = failback_mode_for(runbook.failback, failover.status)
@@ -124,6 +147,7 @@ def return_plan(
         mode=mode,
         rollback=rollback,
         failback_mode="undo" if rollback else failback_mode.value,
+        fence=fence and failover.status == RunStatus.CRASHED,
     )
 
 
@@ -134,11 +158,21 @@ def failback_plan(
     failover: RunSummary,
     variables: dict[str, str],
     secrets: list[str],
+    *,
+    fence: bool = True,
 ) -> ReturnPlan:
     """The failback plan of ``failover``: the mirror of a succeeded failover of a ``failback:
     mirror`` runbook, else the reverse plan; refused when it has nothing to undo."""
     back = return_plan(
-        store, runbook, inventory, failover, variables, secrets, mode="real", rollback=False
+        store,
+        runbook,
+        inventory,
+        failover,
+        variables,
+        secrets,
+        mode="real",
+        rollback=False,
+        fence=fence,
     )
     left_out = back.plan.left_out
     if not back.plan.steps:

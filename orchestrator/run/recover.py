@@ -18,7 +18,7 @@ from orchestrator.model.inventory import Inventory
 from orchestrator.record.events import HostFinished, HostStarted, JournalEvent
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
-from orchestrator.transport.spool import SpoolKey, probe_program, ssh_dir
+from orchestrator.transport.spool import FENCE, SpoolKey, fence_program, probe_program, ssh_dir
 
 #: how long the probe of one host may take (connect and one command)
 PROBE_TIMEOUT_S = 15.0
@@ -31,6 +31,9 @@ class Found(Enum):
     ENDED = "ended"  # the spool holds its rc and output
     LIVE = "live"  # its command still runs on the host
     NOTHING = "nothing"  # no trace: outcome unknown
+    #: started (the host's spool says so; the journal never got its start), but neither
+    #: ended nor running: outcome unknown, and not run again unless asked (--rerun-inflight)
+    STARTED = "started"
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,132 @@ def probe(
                 for rec in answers:
                     out[(rec.step, rec.host)] = rec
     return out
+
+
+#: how long fencing one host may take: its command, and the wait for attempts caught claiming
+FENCE_TIMEOUT_S = 30.0
+
+
+def fence(
+    run_id: str,
+    connections: Mapping[str, Connection],
+    spool_root: Path,
+    known: Mapping[tuple[str, str], Recovery],
+    events: Iterable[JournalEvent] = (),
+    *,
+    rerun: bool = False,
+) -> dict[tuple[str, str], Recovery]:
+    """Fence ``run_id`` off on every host of ``connections`` (a run taking it over), and add to
+    ``known`` (what its journal and the probe said) the attempts its journal never heard of:
+    started on a host in the run's last moments, their ``host_started`` lost with its
+    controller (see ``spool.fence_program``). Each is ``ENDED`` or ``LIVE`` (taken or followed
+    as a recorded one), or ``STARTED`` (outcome lost: not run again; ``NOTHING``, run again,
+    with ``rerun``). A check's polls are left out: they may run again. One command a host, in
+    parallel; a host that cannot answer raises ``TransportError`` — the run cannot know what
+    started there. ``events``: the run's journal (an attempt it has a ``host_started`` of is
+    ``known``'s business, or over)."""
+    out = dict(known)
+    recorded = _recorded(events)
+    if connections:
+        with ThreadPoolExecutor(max_workers=min(16, len(connections))) as pool:
+            asked = pool.map(
+                lambda name: _fence_one(connections[name], run_id, spool_root, rerun),
+                list(connections),
+            )
+            for found in asked:
+                for rec in found:
+                    at = (rec.step, rec.host)
+                    before = out.get(at)
+                    if rec.attempt > recorded.get(at, 0) and (
+                        before is None or before.attempt < rec.attempt
+                    ):
+                        out[at] = rec
+    return out
+
+
+def _recorded(events: Iterable[JournalEvent]) -> dict[tuple[str, str], int]:
+    """The last attempt a journal has a ``host_started`` of, for each step and host."""
+    recorded: dict[tuple[str, str], int] = {}
+    for e in events:
+        if isinstance(e, HostStarted) and e.host:
+            recorded[(e.step, e.host)] = max(e.attempt, recorded.get((e.step, e.host), 0))
+    return recorded
+
+
+def _fence_one(conn: Connection, run_id: str, spool_root: Path, rerun: bool) -> list[Recovery]:
+    """Fence ``run_id`` off on ``conn``'s host: its attempts that had started there."""
+    spec = conn.host
+    if spec.transport == "ssh":
+        where = ssh_dir(None, f"{spec.spool_dir.rstrip('/')}/{run_id}")
+    elif spec.transport == "local":
+        where = _quote(spool_root / run_id)
+    else:
+        return []  # no spool on the host
+    res = conn.run(fence_program(where, spec.name), timeout=FENCE_TIMEOUT_S)
+    if not res.ok:
+        raise TransportError(
+            spec.name, f"cannot fence run {run_id} off ({res.error or res.output_tail.strip()})"
+        )
+    lines = res.stdout.splitlines()
+    return [r for line in lines if (r := _claimed(line, run_id, spec.name, spool_root, rerun))]
+
+
+def unrecorded_starts(
+    run_id: str,
+    inventory: Inventory,
+    hosts: Iterable[str],
+    spool_root: Path,
+    events: Iterable[JournalEvent],
+) -> tuple[dict[str, list[Recovery]], dict[str, str]]:
+    """For a run that stopped without its end (crashed): fence it off on ``hosts`` and return
+    the steps it had started there that its journal never heard of (by step), and the hosts
+    that could not be asked (name: why). What a failback of such a run needs to know: those
+    steps may have changed things."""
+    recorded = _recorded(events)
+    names = sorted(set(hosts))
+
+    def ask(name: str) -> list[Recovery] | str:
+        conn: Connection | None = None
+        try:
+            spec = inventory.host(name).spec
+            conn = open_transport(spec.transport).connect(spec)
+            return _fence_one(conn, run_id, spool_root, rerun=False)
+        except (TransportError, OSError, ValueError, KeyError) as exc:
+            return str(exc)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    steps: dict[str, list[Recovery]] = {}
+    failed: dict[str, str] = {}
+    if names:
+        with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
+            for name, found in zip(names, pool.map(ask, names), strict=True):
+                if isinstance(found, str):
+                    failed[name] = found
+                    continue
+                for rec in found:
+                    if rec.attempt > recorded.get((rec.step, rec.host), 0):
+                        steps.setdefault(rec.step, []).append(rec)
+    return steps, failed
+
+
+def _claimed(line: str, run_id: str, host: str, root: Path, rerun: bool) -> Recovery | None:
+    """One line of ``fence_program``'s answer as a Recovery (None: a poll, or not this
+    host's)."""
+    where, _, what = line.partition(" ")
+    step, name, attempt = [*where.rsplit("/", 2), "", ""][:3]
+    if name != host or not attempt.isdigit() or not step or FENCE in step:
+        return None
+    key = SpoolKey(run_id, step, host, attempt, root)
+    rec = Recovery(step, host, int(attempt), key)
+    words = what.split()
+    if words[:1] == ["rc"] and len(words) >= 2 and words[1].lstrip("-").isdigit():
+        return replace(rec, found=Found.ENDED, rc=int(words[1]))
+    if words[:1] == ["live"]:
+        return replace(rec, found=Found.LIVE)
+    why = "started, but neither ended nor running on the host"
+    return replace(rec, found=Found.NOTHING if rerun else Found.STARTED, why=why)
 
 
 def _quote(path: Path) -> str:

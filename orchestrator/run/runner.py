@@ -86,6 +86,8 @@ class RunOptions:
     refuse_first_interrupt: bool = False
     #: what the resumed run's in-flight steps left on their hosts (orchestrator.run.recover)
     recovered: Mapping[tuple[str, str], Any] = field(default_factory=dict)
+    #: run again the resumed run's commands whose outcome is lost (drx resume --rerun-inflight)
+    rerun_inflight: bool = False
     #: where Ctrl-C is routed during the run (orchestrator.cli.edge installs the handler);
     #: None: the run leaves SIGINT alone
     interrupts: Interrupts | None = None
@@ -279,9 +281,34 @@ def _execute_locked(
                 )
         if opts.before_run:
             opts.before_run(plan)
+        if plan.resumes:
+            opts = replace(opts, recovered=_fence(plan, store, opts, connections))
         return _run(plan, store, lock, opts, connections, unreachable, attach_output)
     finally:
         preflight.close_all(connections)
+
+
+def _fence(
+    plan: Plan, store: Store, opts: RunOptions, connections: Mapping[str, Connection]
+) -> Mapping[tuple[str, str], Any]:
+    """What the run this one continues left on its hosts, fenced off first: no command of
+    it starts after this, and the ones whose start its journal lost are found
+    (``recover.fence``). A host that cannot be fenced stops the run before it starts."""
+    from orchestrator.errors import TransportError
+    from orchestrator.run.recover import fence
+
+    assert plan.resumes is not None
+    try:
+        return fence(
+            plan.resumes,
+            connections,
+            store.local_dir / "spool",
+            opts.recovered,
+            store.read_events(plan.resumes),
+            rerun=opts.rerun_inflight,
+        )
+    except TransportError as exc:
+        raise PreflightError(f"pre-flight failed, nothing was changed:\n  {exc}") from exc
 
 
 def _run(

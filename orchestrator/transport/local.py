@@ -59,11 +59,12 @@ class LocalConnection:
         # spooled, a plain program call replaces the runner subshell instead of forking
         text = command if spool is None else execed(command)
         body = shell_command(text, {**self.host.env, **(env or {})}, False)
-        where = None
+        where = fence = None
         if spool is not None and spool.root is not None:
             where = shlex.quote(str(spool.local_dir()))
+            fence = shlex.quote(str(spool.root / spool.fence()))
         # No marker: the shell leads its own session, so its pid is the group to kill.
-        script = program(body, "", sudo, where)
+        script = program(body, "", sudo, where, fence)
         return self._timed(script, sudo, timeout, log_path, redact, cancel, nudge=where is not None)
 
     def attach(

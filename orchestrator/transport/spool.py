@@ -4,7 +4,8 @@ kept on the host, so a command whose controller died still has a known outcome.
 A step's command attempt runs under ``<spool>/<run-id>/<step-id>/<host>/<attempt>/`` (``~/.drx/spool``
 over SSH, ``<state dir>/spool`` for local hosts): ``pid`` (the runner's pid and its process
 group), ``out`` and ``err`` (stdout and stderr: kept apart, as ``capture`` and ``until`` read
-them apart), ``rc`` (written, newline-terminated, when the command ends). The controller streams ``out`` and ``err`` as they grow. When the run ends, the controller
+them apart), ``rc`` (written, newline-terminated, when the command ends); ``fenced`` instead of a start
+when the run was taken over (``fence_program``). The controller streams ``out`` and ``err`` as they grow. When the run ends, the controller
 removes the directories of the attempts whose outcome it has journaled as a success (and every
 poll of a check): the others — failed, or never heard of — stay as evidence, and a crashed
 run's successes stay for ``drx resume`` to read (no window in which a success is removed before
@@ -38,6 +39,10 @@ from orchestrator.transport.base import HostSpec, Sudo, sudo_argv
 SSH_SPOOL = ".drx/spool"
 #: exit code of a wrapper that could not create its spool directory
 SPOOL_FAILED_RC = 125
+#: a run's fence (``<spool>/<run-id>/FENCE``): once a controller that takes the run over has
+#: made it, no command of that run starts on the host (not a step id: those never start with
+#: a dot)
+FENCE = ".fence"
 #: exit code of the pre-flight's spool check when it refuses the host's spool directory
 SPOOL_REFUSED_RC = 3
 #: how often the streaming side looks for new output while a command runs
@@ -73,6 +78,10 @@ class SpoolKey:
             raise ValueError("no local spool root")
         return self.root / self.relative()
 
+    def fence(self) -> str:
+        """The run's fence, relative to the spool (see ``fence_program``)."""
+        return f"{self.run_id}/{FENCE}"
+
 
 def ssh_dir(key: SpoolKey | None, base: str = SSH_SPOOL) -> str:
     """Shell words naming ``key``'s directory on an SSH host, or the spool itself without a
@@ -87,6 +96,24 @@ def spool_path(key: SpoolKey, base: str = SSH_SPOOL) -> str:
     """``key``'s directory on an SSH host as a path (relative to the login user's home unless
     ``base`` is absolute)."""
     return f"{base.rstrip('/').removeprefix('~/')}/{key.relative()}"
+
+
+def fence_path(key: SpoolKey, base: str = SSH_SPOOL) -> str:
+    """``key``'s run fence on an SSH host as a path, as ``spool_path``."""
+    return f"{base.rstrip('/').removeprefix('~/')}/{key.fence()}"
+
+
+def fence_words(key: SpoolKey, spec: HostSpec) -> str:
+    """Shell words naming ``key``'s run fence on the host ``spec`` describes."""
+    if spec.transport == "ssh":
+        base = spec.spool_dir.rstrip("/")
+        path = f"{base}/{key.fence()}"
+        if path.startswith("/"):
+            return shlex.quote(path)
+        return '"$HOME"/' + shlex.quote(path.removeprefix("~/"))
+    if key.root is None:
+        raise ValueError("no local spool root")
+    return shlex.quote(str(key.root / key.fence()))
 
 
 #: names a shell runs itself (builtins of dash, bash and busybox, and keywords): a command
@@ -231,13 +258,30 @@ def _sudo_words(sudo: Sudo) -> str:
     return f"printf '%s' \"$__drx_s\" | {shlex.join(sudo_argv(sudo))} sh -c {inner}"
 
 
-def program(body: str, marker: str, sudo: Sudo, spool_dir: str | None) -> str:
+#: what a command fenced off by a takeover says (on stderr) instead of running
+FENCED_TEXT = "not started: another controller has taken this run over"
+
+
+def _fenced(fence: str | None) -> str:
+    """The wrapper's look for its run's fence, once it has claimed its attempt."""
+    if fence is None:
+        return ""
+    return (
+        f"if [ -e {fence} ]; then\n"
+        f'  : >"$__drx_d/fenced"; echo "drx: {FENCED_TEXT}" >&2; exit {SPOOL_FAILED_RC}\n'
+        "fi\n"
+    )
+
+
+def program(
+    body: str, marker: str, sudo: Sudo, spool_dir: str | None, fence: str | None = None
+) -> str:
     """The shell program for one command: ``body`` (exports + command) run as ``sudo`` asks.
 
     ``marker`` starts the first stderr line, followed by the process group id (the transport
     kills that group on timeout). With ``spool_dir`` (shell words) the command runs detached
-    under the spool; without, in the foreground (commands outside any step, e.g. the
-    pre-flight's).
+    under the spool, unless its run's ``fence`` (shell words) exists (``fence_program``);
+    without, in the foreground (commands outside any step, e.g. the pre-flight's).
     """
     head = _marker(marker, '"$$"') + f"__drx_s={shlex.quote(body)}\n"
     if spool_dir is None:
@@ -252,10 +296,16 @@ def program(body: str, marker: str, sudo: Sudo, spool_dir: str | None) -> str:
             f"__drx_d={spool_dir}\n"
             "umask 077\n"
             f'[ -d "$__drx_d" ] || mkdir -p "$__drx_d" || exit {SPOOL_FAILED_RC}\n'
-            f': >"$__drx_d/out" && : >"$__drx_d/err" || exit {SPOOL_FAILED_RC}\n'
+            # the attempt is claimed by creating ``out`` (O_EXCL: noclobber), then the run's
+            # fence is looked for: a controller taking the run over makes the fence, then
+            # looks for claims (fence_program), so one of the two always sees the other
+            # (``true``, not ``:``: a redirection that fails on a special builtin ends the shell)
+            f'set -C; true >"$__drx_d/out" || exit {SPOOL_FAILED_RC}\n'
+            f'set +C; true >"$__drx_d/err" || exit {SPOOL_FAILED_RC}\n'
+            + _fenced(fence)
             # the runner's end (SIGCHLD: the wrapper has no other child) wakes the wrapper out of
             # its read below; set before the runner exists, so that no end goes unseen
-            "__drx_f= __drx_g=\n"
+            + "__drx_f= __drx_g=\n"
             "trap '__drx_f=1' CHLD\n"
             # the wrapper ignores SIGPIPE: a write to a channel drx has left fails instead of
             # ending it, so it lives on to write rc (the command's own SIGPIPE is the default)
@@ -323,6 +373,53 @@ def probe_program(spool_dir: str) -> str:
         '  echo "live $__drx_p $__drx_g"; exit 0\n'
         "fi\n"
         "echo none\n"
+    )
+
+
+#: how long the fence waits for a claimed attempt to say whether it started (its ``pid``) or
+#: saw the fence (``fenced``): the two are microseconds apart, unless the host is very busy
+FENCE_WAIT_S = 5.0
+
+
+def fence_program(run_dir: str, host: str) -> str:
+    """Shell text that fences a run off on a host (``run_dir``: shell words naming
+    ``<spool>/<run-id>``) and says which attempts of ``host`` had started there, a line each:
+    ``<step>/<host>/<attempt> rc N``, ``… live PID PGID`` or ``… none`` (started, but neither
+    ended nor running: its outcome is lost).
+
+    It is how a controller that takes a run over learns of the commands whose start the
+    journal never got (its last few milliseconds are lost with a controller killed outright).
+    A command claims its attempt by creating ``out`` exclusively, then looks for the fence
+    (``program``, and the starter alike); this makes the fence first, then looks for claims:
+    whichever comes second sees the other, so an attempt is either listed here or never
+    starts. A claim seen here is waited for (up to ``FENCE_WAIT_S``) until its ``pid`` or
+    ``fenced`` says which."""
+    tries = int(FENCE_WAIT_S / 0.05)
+    pattern = '"$__drx_r"/*/' + shlex.quote(host) + "/*"
+    return (
+        "umask 077\n"
+        f"__drx_r={run_dir}\n"
+        '[ -d "$__drx_r" ] || mkdir -p "$__drx_r" || exit 3\n'
+        f': >"$__drx_r/{FENCE}" || exit 3\n'
+        # step ids may hold a '/': the attempts of this host are found at any depth below
+        f"for __drx_d in {pattern} {pattern.replace('/*/', '/*/*/', 1)}; do\n"
+        '  [ -f "$__drx_d/out" ] || continue\n'
+        "  __drx_i=0\n"
+        '  while ! [ -f "$__drx_d/pid" ] && ! [ -f "$__drx_d/fenced" ]'
+        f" && [ $__drx_i -lt {tries} ]; do\n"
+        "    sleep 0.05; __drx_i=$((__drx_i + 1))\n"
+        "  done\n"
+        '  [ -f "$__drx_d/fenced" ] && continue\n'
+        '  __drx_k=${__drx_d#"$__drx_r"/}\n'
+        '  if [ -f "$__drx_d/rc" ] && __drx_c=$(cat "$__drx_d/rc") && [ -n "$__drx_c" ]; then\n'
+        '    echo "$__drx_k rc $__drx_c"\n'
+        '  elif [ -f "$__drx_d/pid" ] && read -r __drx_p __drx_g <"$__drx_d/pid"'
+        ' && kill -0 "$__drx_p" 2>/dev/null; then\n'
+        '    echo "$__drx_k live $__drx_p $__drx_g"\n'
+        "  else\n"
+        '    echo "$__drx_k none"\n'
+        "  fi\n"
+        "done\n"
     )
 
 

@@ -72,6 +72,8 @@ from orchestrator.transport.spool import (
     attach_program,
     cleanup_program,
     execed,
+    fence_path,
+    fence_words,
     program,
     spool_path,
     ssh_dir,
@@ -436,12 +438,13 @@ class SSHConnection:
             # the connection's starter starts it: no channel, no wrapper program, no fork of it;
             # a plain program call (not under sudo, PATH as the login gave it) not even a shell
             where = spool_path(spool, self.host.spool_dir)
+            fence = fence_path(spool, self.host.spool_dir)
             argv = None
             if text != command and not sudo and "PATH" not in exports:
                 argv = command.split()
             return timed_run(
                 lambda out, limit: self._run_started(
-                    starter, where, body, sudo, out, limit, argv, exports
+                    starter, where, body, sudo, out, limit, argv, exports, fence
                 ),
                 timeout=timeout,
                 log_path=log_path,
@@ -452,7 +455,11 @@ class SSHConnection:
         # The marker line goes first and on a line of its own: the shell runs it before it even
         # parses the user's command, so a syntax error there cannot hide the process group.
         script = program(
-            body, marker, sudo, None if spool is None else ssh_dir(spool, self.host.spool_dir)
+            body,
+            marker,
+            sudo,
+            None if spool is None else ssh_dir(spool, self.host.spool_dir),
+            None if spool is None else fence_words(spool, self.host),
         )
         command = STDIN_COMMAND if spool is None else SPOOL_COMMAND
         return self._run_script(script, marker, sudo, timeout, log_path, redact, cancel, command)
@@ -566,6 +573,7 @@ class SSHConnection:
         limit: Limit,
         argv: list[str] | None = None,
         exports: Mapping[str, str] | None = None,
+        fence: str | None = None,
     ) -> tuple[int | None, str | None]:
         """Run ``body`` (or ``argv`` with ``exports``, without a shell) through ``starter``
         under the spool directory ``where``; stream its output into ``out`` until it ends or
@@ -575,7 +583,7 @@ class SSHConnection:
             return None, error
         try:
             try:
-                job = starter.submit(where, sudo, body, argv, exports)
+                job = starter.submit(where, sudo, body, argv, exports, fence)
             except OSError:
                 return None, "disconnected"
             reason = self._follow(job, out, limit)
@@ -615,7 +623,11 @@ class SSHConnection:
             elif kind == "X":
                 return int(data)
             elif kind == "F":
-                out.feed("stderr", b"cannot create the spool directory: " + data + b"\n")
+                fenced = data.startswith(b"drx: ")  # else the spool's files could not be made
+                out.feed(
+                    "stderr",
+                    (b"" if fenced else b"cannot create the spool directory: ") + data + b"\n",
+                )
                 return SPOOL_FAILED_RC
             else:
                 return "disconnected"

@@ -49,7 +49,7 @@ from paramiko.ssh_exception import SSHException
 
 from orchestrator.errors import TransportError
 from orchestrator.transport.base import Sudo, sudo_argv
-from orchestrator.transport.spool import STREAM_EVERY_S
+from orchestrator.transport.spool import FENCED_TEXT, STREAM_EVERY_S
 
 #: the shell text the other user's shell runs under sudo: its program comes on stdin
 SUDO_INNER = '__drx_s=$(cat); eval "$__drx_s" </dev/null'
@@ -124,15 +124,23 @@ def put(path, data):
     except OSError:
         pass  # (the directory removed under it: nothing to keep the outcome in)
 def start(jid, d, sudo, prog, argv=None, extra=None):
+    fence, d = d.split("\0", 1) if "\0" in d else (None, d)
     append = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     try:
         if not os.path.isdir(d):
             os.makedirs(d, 0o700)
-        ow = os.open(d + "/out", append, 0o600)
+        # the claim (out, exclusively), then the run's fence: as the wrapper does
+        ow = os.open(d + "/out", append | os.O_EXCL, 0o600)
         ew = os.open(d + "/err", append, 0o600)
         out, err = os.open(d + "/out", os.O_RDONLY), os.open(d + "/err", os.O_RDONLY)
     except OSError as e:
         send(b"F", jid, str(e).encode())
+        return
+    if fence is not None and os.path.lexists(fence):
+        put(d + "/fenced", b"")
+        for fd in (ow, ew, out, err):
+            os.close(fd)
+        send(b"F", jid, b"__FENCED__")
         return
     if argv is not None:
         spawn(jid, d, argv, extra, ow, ew, out, err)
@@ -311,6 +319,7 @@ for d in spent:
 """
 STARTER = STARTER.replace("__EVERY__", repr(STREAM_EVERY_S))
 STARTER = STARTER.replace("__INNER__", repr(SUDO_INNER))
+STARTER = STARTER.replace('b"__FENCED__"', repr(f"drx: {FENCED_TEXT}".encode()))
 
 #: the interpreter the starter runs with, looked up on the host's PATH
 PYTHON = "python3"
@@ -373,10 +382,12 @@ class Starter:
         program: str,
         argv: list[str] | None = None,
         env: Mapping[str, str] | None = None,
+        fence: str | None = None,
     ) -> Job:
         """Start ``program`` under ``directory`` (absolute, or relative to the login home) —
         or, with ``argv``, that plain program call with ``env`` exported, without a shell;
-        raises ``OSError`` when the starter is gone."""
+        not if the run's ``fence`` (a path as ``directory``) exists (spool.fence_program).
+        Raises ``OSError`` when the starter is gone."""
         kind = "R"
         if argv is not None:
             kind = "S"
@@ -385,7 +396,7 @@ class Starter:
         else:
             words = "\0".join(sudo_argv(sudo)).encode() if sudo else b""
             text = program.encode()
-        where = directory.encode()
+        where = directory.encode() if fence is None else f"{fence}\0{directory}".encode()
         with self._jobs_lock:
             if self.dead:
                 raise OSError("starter gone")
