@@ -8,7 +8,9 @@ stdin of one exec channel, started with the host's ``python3`` if it has one of 
 else the connection keeps the wrapper of ``orchestrator.transport.spool``). For each command it
 receives one frame — the spool directory, the ``sudo`` words and the command's program — and:
 
-- creates the spool directory (0700) and its ``out``/``err`` (0600) as the wrapper does;
+- creates the spool directory (0700) and its ``out``/``err`` (0600) as the wrapper does: ``out``
+  exclusively (the attempt's claim), then, if the run's fence exists, starts nothing (writes
+  ``fenced``; see ``spool.fence_program``);
 - spawns ``/bin/sh`` in a session (and process group) of its own, stdin ``/dev/null``,
   stdout/stderr appended to ``out``/``err``, reading its program from a pipe (``. /dev/fd/9``):
   nothing of it is in an argv; under ``sudo`` the program reaches the other user's shell
@@ -27,7 +29,7 @@ process group) gets no ``rc``, as with the wrapper. The on-disk layout is the wr
 ``drx resume`` reads either alike. See docs/reference.md (spool).
 
 Frames, drx to the starter: ``R<id> <dir bytes> <sudo bytes> <program bytes>\\n`` followed by
-those bytes (the sudo words NUL-separated); ``S<id> <dir bytes> <argv bytes> <env bytes>\\n`` (a plain program call, spawned without a
+those bytes (the directory preceded by its run's fence and a NUL; the sudo words NUL-separated); ``S<id> <dir bytes> <argv bytes> <env bytes>\\n`` (a plain program call, spawned without a
 shell: its words and the variables to export, NUL-separated); ``K<id>\\n`` (forget: no ``rc``); ``C0 <length>\\n`` then spool directories,
 NUL-separated, to remove once every command has ended and drx has gone (answered ``C``). The starter to
 drx: ``<kind><id> <length>\\n`` then the payload, kind ``H`` (ready), ``O``/``E``
