@@ -24,11 +24,12 @@ lost for good.
 
 **Journal.** Lines are queued by ``write`` and sent by one writer thread: everything waiting
 goes in one guarded transaction (consecutive lines share a key, zlib-compressed, since etcd's
-gateway costs time per byte), so the scheduler never waits on the network and a 10,000-step run
-costs a few hundred transactions. A line reaches the store within one round trip of being
-written (milliseconds); what a controller killed in that window had queued is lost with it, as
-a local journal's last few milliseconds are when its machine loses power (it is fsynced in
-batches). Writes that fail while the store is briefly unreachable are retried in order; once the
+gateway costs time per byte), at most one every ``GROUP_S`` (10 ms), so the scheduler never
+waits on the network and a 10,000-step run costs a few hundred transactions. A line reaches the
+store within 10 ms and one round trip of being written; what a controller killed in that window
+had queued is lost with it, as a local journal's last few milliseconds are when its machine
+loses power (it is fsynced in batches); a command whose start was lost so is found by the run
+that takes over (``orchestrator.run.recover.fence``). Writes that fail while the store is briefly unreachable are retried in order; once the
 lock is lost, what could not be written goes to ``runs/<run-id>/unwritten.jsonl`` in the local
 directory.
 """
@@ -290,6 +291,11 @@ class EtcdLock(RunLock):
                 self.client.lease_revoke(self.lease, timeout=self.period)
 
 
+#: the journal's transactions start at least this far apart: the lines of each interval share
+#: one (etcd's members spend CPU per transaction, on a controller's machine too, perhaps)
+GROUP_S = 0.01
+
+
 class EtcdJournalSink(JournalSink):
     """A run's journal in etcd: lines queued, sent in batches by one writer thread, each batch
     one guarded transaction (see the module docstring)."""
@@ -302,27 +308,36 @@ class EtcdJournalSink(JournalSink):
         self._cond = threading.Condition()
         self._queue: collections.deque[tuple[int, bytes]] = collections.deque()
         self._seq = 0
-        self._committed = 0
         self._closing = False
-        self._done = False
         self._writer = threading.Thread(target=self._write_loop, name="etcd-journal", daemon=True)
         self._writer.start()
 
     def write(self, line: bytes) -> None:
+        self.write_lines([line])
+
+    def write_lines(self, lines: list[bytes]) -> None:
         with self._cond:
             if self._closing:
                 raise JournalError(f"the journal of {self.run_id} is closed")
-            self._seq += 1
-            self._queue.append((self._seq, line))
-            self._cond.notify_all()
+            idle = not self._queue
+            for line in lines:
+                self._seq += 1
+                self._queue.append((self._seq, line))
+            if idle:  # the writer waits for a first line, not for each
+                self._cond.notify_all()
 
     def _write_loop(self) -> None:
+        last = 0.0
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
                     self._cond.wait()
                 if not self._queue:
                     break
+                # the lines of this interval share one transaction (close cuts it short)
+                while not self._closing and (rest := last + GROUP_S - time.monotonic()) > 0:
+                    self._cond.wait(rest)
+                last = time.monotonic()
                 batch: list[tuple[int, bytes]] = []
                 size = 0
                 for seq, line in self._queue:
@@ -338,11 +353,6 @@ class EtcdJournalSink(JournalSink):
             with self._cond:
                 for _ in batch:
                     self._queue.popleft()
-                self._committed = batch[-1][0]
-                self._cond.notify_all()
-        with self._cond:
-            self._done = True
-            self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
