@@ -163,39 +163,3 @@ def test_a_wait_step_ends_at_once_when_the_run_stops(tmp_path: Path) -> None:
     assert time.monotonic() - stop_at < 1.0
     assert outcomes["pause"].status is Status.CANCELLED
     assert outcomes["pause"].message == "lease in doubt"
-
-
-def test_a_command_started_by_the_run_taken_over_with_its_outcome_lost_is_not_run_again(
-    tmp_path: Path,
-) -> None:
-    """A host where the fence found the run taken over had started the step (its start never
-    journaled) but neither ended nor runs it: the host fails with error 'outcome_unknown' and
-    the command is not run again; the other host runs it."""
-    from orchestrator.run.recover import Found, Recovery
-    from orchestrator.transport.spool import SpoolKey
-
-    (tmp_path / "rb.yaml").write_text(
-        "name: o\nsteps:\n  - {id: a, hosts: '@target', run: 'echo a', retries: 2}\n"
-    )
-    (tmp_path / "inv.yaml").write_text(INVENTORY)
-    rb, inv = load_both(str(tmp_path / "rb.yaml"), str(tmp_path / "inv.yaml"))
-    plan = build_plan(rb, inv, "site-b")
-    transport = FakeTransport(lambda h, c: 0)
-    conns = {h.name: transport.connect(h.spec) for h in plan.hosts() if h.name != "control"}
-    journal = Journal(file_sink(tmp_path / "journal.jsonl", fsync=False), plan.redactor)
-    key = SpoolKey("OLD", "a", "db-b", "1")
-    lost = Recovery("a", "db-b", 1, key, found=Found.STARTED)
-    outcomes = Executor(
-        plan,
-        conns,
-        journal,
-        tmp_path / "out",
-        gate=lambda *_: True,
-        recovered={("a", "db-b"): lost},
-    ).run()
-    journal.close()
-    assert [c.host for c in transport.calls] == ["app-b"]
-    assert outcomes["a"].status is Status.FAILED
-    finished = [e for e in journal.events if e["event"] == "host_finished" and e["host"] == "db-b"]
-    assert [(e["error"], e["attempt"]) for e in finished] == [("outcome_unknown", 1)]
-    assert "--rerun-inflight" in finished[0]["output_tail"]

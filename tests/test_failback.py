@@ -232,6 +232,27 @@ def test_a_command_whose_start_the_journal_lost_is_found_on_the_host(world: Worl
     assert world.host_file("db-b", "ran").read_text().split() == ["a", "b", "c"]
 
 
+def test_a_lost_start_whose_outcome_is_lost_too_is_refused_then_run_again_when_asked(
+    world: World, capsys
+) -> None:
+    """b's start is lost from the journal and its spool shows it started but neither ended nor
+    running (its host rebooted, say): resume refuses, naming it, and runs nothing; with
+    --rerun-inflight it runs b again."""
+    _killed_in_b(world)
+    crashed = world.run_dirs()[-1]
+    _forget(crashed / "journal.jsonl", "b")
+    time.sleep(2.1)  # b ends while no controller watches
+    roots = [world.state / "spool", *Path("/home").glob("*/.drx/spool")]
+    [attempt] = [d for r in roots for d in r.glob(f"{crashed.name}/b/db-b/1")]
+    (attempt / "rc").unlink()
+    code, err = world.run(capsys, "resume")
+    assert code == 2 and "b on db-b" in err and "--rerun-inflight" in err, err
+    assert world.host_file("db-b", "ran").read_text().split() == ["a", "b"]
+    code, err = world.run(capsys, "resume", "--rerun-inflight")
+    assert code == 0, err
+    assert world.host_file("db-b", "ran").read_text().split() == ["a", "b", "b", "c"]
+
+
 SLOWER = """
     name: slow
     steps:

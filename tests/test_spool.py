@@ -456,7 +456,8 @@ def test_a_fenced_run_starts_nothing_and_the_fence_lists_what_had_started(
     fails with the spool's rc, its command unrun."""
     from dataclasses import replace
 
-    from orchestrator.run.recover import Found, fence
+    from orchestrator.record.events import HostStarted
+    from orchestrator.run.recover import Found, Recovery, fence
     from orchestrator.transport.spool import SPOOL_FAILED_RC
 
     ended = side.key(step="ended")
@@ -464,7 +465,10 @@ def test_a_fenced_run_starts_nothing_and_the_fence_lists_what_had_started(
     poll = replace(ended, step="poll", attempt="1.2")
     lost = replace(ended, step="lost")
     unclaimed = replace(ended, step="never")
+    nested = replace(ended, step="site/db/deep")  # a nested site plan's step
+    unspawned = replace(ended, step="unspawned")
     assert side.conn.run("exit 3", timeout=20, spool=ended).rc == 3
+    assert side.conn.run("exit 4", timeout=20, spool=nested).rc == 4
     assert side.conn.run("true", timeout=20, spool=poll).ok
     runner = threading.Thread(
         target=side.conn.run, args=("sleep 3",), kwargs={"timeout": 20, "spool": live}
@@ -476,18 +480,37 @@ def test_a_fenced_run_starts_nothing_and_the_fence_lists_what_had_started(
         side.dir(key).mkdir(parents=True)
     (side.dir(lost) / "out").write_text("")
     (side.dir(lost) / "pid").write_text("999999 999999\n")
+    # a program the starter could not spawn: rc, and no pid ever
+    side.dir(unspawned).mkdir(parents=True)
+    (side.dir(unspawned) / "out").write_text("")
+    (side.dir(unspawned) / "rc").write_text("127\n")
     uid = side.dir(ended).stat().st_uid
-    for path in [side.dir(lost), *side.dir(lost).iterdir(), side.dir(unclaimed)]:
+    made = [side.dir(lost), side.dir(unclaimed), side.dir(unspawned)]
+    for path in [*made, *side.dir(lost).iterdir(), *side.dir(unspawned).iterdir()]:
         os.chown(path, uid, uid)
 
+    t0 = time.monotonic()
     found = fence(ended.run_id, {side.spec.name: side.conn}, side.root, {})
+    assert time.monotonic() - t0 < 3.0  # nothing waited for: every claim had said which
     assert {k: (r.found, r.rc, r.attempt) for k, r in found.items()} == {
         ("ended", side.spec.name): (Found.ENDED, 3, 1),
         ("live", side.spec.name): (Found.LIVE, None, 1),
         ("lost", side.spec.name): (Found.STARTED, None, 1),
+        ("site/db/deep", side.spec.name): (Found.ENDED, 4, 1),
+        ("unspawned", side.spec.name): (Found.ENDED, 127, 1),
     }
     again = fence(ended.run_id, {side.spec.name: side.conn}, side.root, {}, rerun=True)
     assert again[("lost", side.spec.name)].found is Found.NOTHING
+    # what the journal recorded is its own business, unless the probe before the fence found
+    # no trace of that attempt (it started in between: the fence's answer is the one to take)
+    started = [HostStarted(step=s, host=side.spec.name, attempt=1) for s in ("ended", "live")]
+    known = {
+        ("ended", side.spec.name): Recovery("ended", side.spec.name, 1, ended),
+        ("live", side.spec.name): Recovery("live", side.spec.name, 1, live, found=Found.ENDED),
+    }
+    merged = fence(ended.run_id, {side.spec.name: side.conn}, side.root, known, started)
+    assert merged[("ended", side.spec.name)].found is Found.ENDED
+    assert merged[("live", side.spec.name)] is known[("live", side.spec.name)]
     runner.join(20)
 
     marker = shared / "ran"

@@ -910,7 +910,6 @@ class Executor:
             if out.status is not Status.FAILED or out.error in (
                 "unreachable",
                 "template",
-                "outcome_unknown",  # run again only when asked (resume --rerun-inflight)
             ):
                 return out
             if attempt > step.retries or self.cancel.is_set():
@@ -996,15 +995,6 @@ class Executor:
         with self._recovered_lock:
             rec = self.recovered.pop((ps.id, host.name), None)
         extra: dict[str, Any] = {}
-        if rec is not None and rec.found is Found.STARTED:
-            return done(
-                Status.FAILED,
-                None,
-                "outcome_unknown",
-                f"run {rec.key.run_id} started this command here, but its controller stopped "
-                "before the journal had its start, and it has neither ended nor is running: "
-                "check the host, then resume with --rerun-inflight to run it again",
-            )
         if rec is not None and rec.found is Found.JOURNAL and rec.finished is not None:
             e = rec.finished
             if e.status == Status.SUCCEEDED.value:

@@ -15,10 +15,18 @@ from typing import Any
 
 from orchestrator.errors import TransportError
 from orchestrator.model.inventory import Inventory
+from orchestrator.model.siteplan import MAX_DEPTH
 from orchestrator.record.events import HostFinished, HostStarted, JournalEvent
 from orchestrator.transport import open_transport
 from orchestrator.transport.base import Connection
-from orchestrator.transport.spool import FENCE, SpoolKey, fence_program, probe_program, ssh_dir
+from orchestrator.transport.spool import (
+    FENCE,
+    SpoolKey,
+    check_program,
+    fence_program,
+    probe_program,
+    ssh_dir,
+)
 
 #: how long the probe of one host may take (connect and one command)
 PROBE_TIMEOUT_S = 15.0
@@ -32,7 +40,7 @@ class Found(Enum):
     LIVE = "live"  # its command still runs on the host
     NOTHING = "nothing"  # no trace: outcome unknown
     #: started (the host's spool says so; the journal never got its start), but neither
-    #: ended nor running: outcome unknown, and not run again unless asked (--rerun-inflight)
+    #: ended nor running: outcome unknown; a resume refuses unless asked (--rerun-inflight)
     STARTED = "started"
 
 
@@ -156,8 +164,8 @@ def fence(
     ``known`` (what its journal and the probe said) the attempts its journal never heard of:
     started on a host in the run's last moments, their ``host_started`` lost with its
     controller (see ``spool.fence_program``). Each is ``ENDED`` or ``LIVE`` (taken or followed
-    as a recorded one), or ``STARTED`` (outcome lost: not run again; ``NOTHING``, run again,
-    with ``rerun``). A check's polls are left out: they may run again. One command a host, in
+    as a recorded one), or ``STARTED`` (outcome lost; ``NOTHING``, to be run again, with
+    ``rerun``). A check's polls are left out: they may run again. One command a host, in
     parallel; a host that cannot answer raises ``TransportError`` — the run cannot know what
     started there. ``events``: the run's journal (an attempt it has a ``host_started`` of is
     ``known``'s business, or over)."""
@@ -173,11 +181,19 @@ def fence(
                 for rec in found:
                     at = (rec.step, rec.host)
                     before = out.get(at)
-                    if rec.attempt > recorded.get(at, 0) and (
-                        before is None or before.attempt < rec.attempt
-                    ):
+                    if _newer(rec, before, recorded.get(at, 0)):
                         out[at] = rec
     return out
+
+
+def _newer(rec: Recovery, before: Recovery | None, recorded: int) -> bool:
+    """Whether the fence's ``rec`` tells more than ``before`` (what the journal, and the
+    probe before the fence, said of that step on that host): an attempt the journal never
+    heard of, or a recorded one the probe found no trace of (its start came after the probe,
+    before the fence)."""
+    if before is None or before.attempt < rec.attempt:
+        return rec.attempt > recorded
+    return before.found is Found.NOTHING and before.attempt == rec.attempt
 
 
 def _recorded(events: Iterable[JournalEvent]) -> dict[tuple[str, str], int]:
@@ -189,8 +205,11 @@ def _recorded(events: Iterable[JournalEvent]) -> dict[tuple[str, str], int]:
     return recorded
 
 
-def _fence_one(conn: Connection, run_id: str, spool_root: Path, rerun: bool) -> list[Recovery]:
-    """Fence ``run_id`` off on ``conn``'s host: its attempts that had started there."""
+def _fence_one(
+    conn: Connection, run_id: str, spool_root: Path, rerun: bool, *, checked: bool = False
+) -> list[Recovery]:
+    """Fence ``run_id`` off on ``conn``'s host: its attempts that had started there
+    (``checked``: first check the spool as the pre-flight does, on a connection that had none)."""
     spec = conn.host
     if spec.transport == "ssh":
         where = ssh_dir(None, f"{spec.spool_dir.rstrip('/')}/{run_id}")
@@ -198,7 +217,10 @@ def _fence_one(conn: Connection, run_id: str, spool_root: Path, rerun: bool) -> 
         where = _quote(spool_root / run_id)
     else:
         return []  # no spool on the host
-    res = conn.run(fence_program(where, spec.name), timeout=FENCE_TIMEOUT_S)
+    program = fence_program(where, spec.name, MAX_DEPTH + 1)
+    if checked and spec.transport == "ssh":  # the spool refused as the pre-flight does
+        program = check_program(ssh_dir(None, spec.spool_dir)) + program
+    res = conn.run(program, timeout=FENCE_TIMEOUT_S)
     if not res.ok:
         raise TransportError(
             spec.name, f"cannot fence run {run_id} off ({res.error or res.output_tail.strip()})"
@@ -226,7 +248,7 @@ def unrecorded_starts(
         try:
             spec = inventory.host(name).spec
             conn = open_transport(spec.transport).connect(spec)
-            return _fence_one(conn, run_id, spool_root, rerun=False)
+            return _fence_one(conn, run_id, spool_root, rerun=False, checked=True)
         except (TransportError, OSError, ValueError, KeyError) as exc:
             return str(exc)
         finally:
@@ -241,7 +263,7 @@ def unrecorded_starts(
                 if isinstance(found, str):
                     failed[name] = found
                     continue
-                for rec in found:
+                for rec in sorted(found, key=lambda r: r.attempt):  # the last one counts
                     if rec.attempt > recorded.get((rec.step, rec.host), 0):
                         steps.setdefault(rec.step, []).append(rec)
     return steps, failed

@@ -295,11 +295,11 @@ def _fence(
     it starts after this, and the ones whose start its journal lost are found
     (``recover.fence``). A host that cannot be fenced stops the run before it starts."""
     from orchestrator.errors import TransportError
-    from orchestrator.run.recover import fence
+    from orchestrator.run.recover import Found, fence
 
     assert plan.resumes is not None
     try:
-        return fence(
+        found = fence(
             plan.resumes,
             connections,
             store.local_dir / "spool",
@@ -309,6 +309,24 @@ def _fence(
         )
     except TransportError as exc:
         raise PreflightError(f"pre-flight failed, nothing was changed:\n  {exc}") from exc
+    lost = sorted(
+        (rec.step, rec.host)
+        for rec in found.values()
+        if rec.found is Found.STARTED and rec.step in plan.steps
+    )
+    # an idempotent step runs again by contract; any other is the operator's call
+    refused = [(s, h) for s, h in lost if not plan.steps[s].step.idempotent]
+    if refused:
+        where = ", ".join(f"{s} on {h}" for s, h in refused)
+        raise RefusedError(
+            f"run {plan.resumes} had started {where} in its last moments (the journal never got "
+            "the start), and there it has neither ended nor is running: its outcome is unknown. "
+            "Nothing was run; check the host(s), then resume with --rerun-inflight"
+        )
+    return {
+        k: replace(rec, found=Found.NOTHING) if rec.found is Found.STARTED else rec
+        for k, rec in found.items()
+    }
 
 
 def _run(

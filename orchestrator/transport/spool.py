@@ -268,7 +268,7 @@ def _fenced(fence: str | None) -> str:
         return ""
     return (
         f"if [ -e {fence} ]; then\n"
-        f'  : >"$__drx_d/fenced"; echo "drx: {FENCED_TEXT}" >&2; exit {SPOOL_FAILED_RC}\n'
+        f'  true >"$__drx_d/fenced"; echo "drx: {FENCED_TEXT}" >&2; exit {SPOOL_FAILED_RC}\n'
         "fi\n"
     )
 
@@ -381,37 +381,40 @@ def probe_program(spool_dir: str) -> str:
 FENCE_WAIT_S = 5.0
 
 
-def fence_program(run_dir: str, host: str) -> str:
+def fence_program(run_dir: str, host: str, depth: int = 9) -> str:
     """Shell text that fences a run off on a host (``run_dir``: shell words naming
     ``<spool>/<run-id>``) and says which attempts of ``host`` had started there, a line each:
     ``<step>/<host>/<attempt> rc N``, ``… live PID PGID`` or ``… none`` (started, but neither
-    ended nor running: its outcome is lost).
+    ended nor running: its outcome is lost). ``depth``: the most parts a step id has (a site
+    plan's steps are ``child/step``, nested children deeper).
 
     It is how a controller that takes a run over learns of the commands whose start the
     journal never got (its last few milliseconds are lost with a controller killed outright).
     A command claims its attempt by creating ``out`` exclusively, then looks for the fence
     (``program``, and the starter alike); this makes the fence first, then looks for claims:
     whichever comes second sees the other, so an attempt is either listed here or never
-    starts. A claim seen here is waited for (up to ``FENCE_WAIT_S``) until its ``pid`` or
-    ``fenced`` says which."""
+    starts. A claim seen here without its ``pid``, ``rc`` or ``fenced`` yet is waited for, up
+    to ``FENCE_WAIT_S`` for the host as a whole: they are microseconds apart."""
     tries = int(FENCE_WAIT_S / 0.05)
-    pattern = '"$__drx_r"/*/' + shlex.quote(host) + "/*"
+    patterns = " ".join(
+        '"$__drx_r"' + "/*" * k + "/" + shlex.quote(host) + "/*" for k in range(1, depth + 1)
+    )
     return (
         "umask 077\n"
         f"__drx_r={run_dir}\n"
         '[ -d "$__drx_r" ] || mkdir -p "$__drx_r" || exit 3\n'
-        f': >"$__drx_r/{FENCE}" || exit 3\n'
-        # step ids may hold a '/': the attempts of this host are found at any depth below
-        f"for __drx_d in {pattern} {pattern.replace('/*/', '/*/*/', 1)}; do\n"
+        f'true >"$__drx_r/{FENCE}" || exit 3\n'
+        "__drx_i=0\n"
+        f"for __drx_d in {patterns}; do\n"
         '  [ -f "$__drx_d/out" ] || continue\n'
-        "  __drx_i=0\n"
-        '  while ! [ -f "$__drx_d/pid" ] && ! [ -f "$__drx_d/fenced" ]'
+        '  while ! [ -s "$__drx_d/pid" ] && ! [ -s "$__drx_d/rc" ] && ! [ -f "$__drx_d/fenced" ]'
         f" && [ $__drx_i -lt {tries} ]; do\n"
         "    sleep 0.05; __drx_i=$((__drx_i + 1))\n"
         "  done\n"
         '  [ -f "$__drx_d/fenced" ] && continue\n'
-        '  __drx_k=${__drx_d#"$__drx_r"/}\n'
-        '  if [ -f "$__drx_d/rc" ] && __drx_c=$(cat "$__drx_d/rc") && [ -n "$__drx_c" ]; then\n'
+        '  __drx_k=${__drx_d#"$__drx_r"/} __drx_c= __drx_p=\n'
+        '  [ -f "$__drx_d/rc" ] && read -r __drx_c <"$__drx_d/rc"\n'
+        '  if [ -n "$__drx_c" ]; then\n'
         '    echo "$__drx_k rc $__drx_c"\n'
         '  elif [ -f "$__drx_d/pid" ] && read -r __drx_p __drx_g <"$__drx_d/pid"'
         ' && kill -0 "$__drx_p" 2>/dev/null; then\n'
