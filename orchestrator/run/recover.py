@@ -276,13 +276,11 @@ def _claimed(line: str, run_id: str, host: str, root: Path, rerun: bool) -> Reco
     step, name, attempt = [*where.rsplit("/", 2), "", ""][:3]
     if name != host or not attempt.isdigit() or not step or FENCE in step:
         return None
-    key = SpoolKey(run_id, step, host, attempt, root)
-    rec = Recovery(step, host, int(attempt), key)
-    words = what.split()
-    if words[:1] == ["rc"] and len(words) >= 2 and words[1].lstrip("-").isdigit():
-        return replace(rec, found=Found.ENDED, rc=int(words[1]))
-    if words[:1] == ["live"]:
-        return replace(rec, found=Found.LIVE)
+    rec = _parse(
+        Recovery(step, host, int(attempt), SpoolKey(run_id, step, host, attempt, root)), what
+    )
+    if rec.found is not Found.NOTHING:
+        return rec
     why = "started, but neither ended nor running on the host"
     return replace(rec, found=Found.NOTHING if rerun else Found.STARTED, why=why)
 

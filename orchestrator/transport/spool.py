@@ -106,11 +106,7 @@ def fence_path(key: SpoolKey, base: str = SSH_SPOOL) -> str:
 def fence_words(key: SpoolKey, spec: HostSpec) -> str:
     """Shell words naming ``key``'s run fence on the host ``spec`` describes."""
     if spec.transport == "ssh":
-        base = spec.spool_dir.rstrip("/")
-        path = f"{base}/{key.fence()}"
-        if path.startswith("/"):
-            return shlex.quote(path)
-        return '"$HOME"/' + shlex.quote(path.removeprefix("~/"))
+        return ssh_dir(None, f"{spec.spool_dir.rstrip('/')}/{key.fence()}")
     if key.root is None:
         raise ValueError("no local spool root")
     return shlex.quote(str(key.root / key.fence()))
