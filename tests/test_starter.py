@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
+import shutil
 import signal
 import threading
 import time
@@ -14,11 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator.lab.sshd import Lab, LabHost
+from orchestrator.run import preflight
 from orchestrator.transport import ssh, starter
 from orchestrator.transport.spool import SpoolKey
 from orchestrator.transport.ssh import SSHConnection, SSHTransport
+from tests.drill import World, world_dir
 from tests.test_spool import _alive_in_group
 
 pytestmark = pytest.mark.sshd
@@ -299,3 +303,60 @@ def test_a_plain_program_call_is_spawned_without_a_shell(host: tuple[Lab, LabHos
         # looked up in the PATH the step exports, as a shell does: here, nowhere
         res = conn.run("cat /proc/self/stat", timeout=20, spool=_key(conn), env={"PATH": "/no"})
         assert res.rc == 127 and "not found" in res.stderr
+
+
+def _chain(steps: int) -> str:
+    """A runbook of ``steps`` steps in a row on app@target; the first writes the command line
+    of its shell's parent (the starter's python3, or sshd under the wrapper) to a host file."""
+    first = "tr '\\0' ' ' </proc/$PPID/cmdline >\"$DRX_HOST_DIR/parent\""
+    chain: list[dict[str, object]] = [{"id": "s0", "hosts": "app@target", "run": first}]
+    chain += [
+        {"id": f"s{i}", "hosts": "app@target", "run": "true", "needs": [f"s{i - 1}"]}
+        for i in range(1, steps)
+    ]
+    return yaml.safe_dump({"name": "warm", "steps": chain}, sort_keys=False)
+
+
+@pytest.fixture
+def warm_world(lab: Lab, lab_hosts: object) -> Iterator[World]:
+    """A failover world of two lab hosts (app-a, app-b)."""
+    shared: list[LabHost] = lab_hosts(2)  # type: ignore[operator]
+    root = world_dir()
+    w = World(root, "ssh", lab=lab, sites={"site-a": ["app-a"], "site-b": ["app-b"]})
+    w.lab_names = {"app-a": shared[0].name, "app-b": shared[1].name}
+    w.write_inventory()
+    yield w
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("steps", "through"),
+    [(ssh.STARTER_MIN_COMMANDS, "starter"), (ssh.STARTER_MIN_COMMANDS - 1, "wrapper")],
+)
+def test_the_pre_flight_readies_the_starter_of_a_host_with_many_commands(
+    warm_world: World, capsys: pytest.CaptureFixture[str], steps: int, through: str
+) -> None:
+    """A host the run gives enough spooled commands has its starter started and ready in the
+    pre-flight, so that even the run's first command goes through it (its start-up is not
+    inside the measured RTO); a host with a few keeps the wrapper, and no python3 starts."""
+    warm_world.write_runbook(_chain(steps))
+    code, err = warm_world.run(capsys, "failover", "site-b", "--yes")
+    assert code == 0, err
+    parent = warm_world.host_file("app-b", "parent").read_text()
+    assert ("python3" in parent) == (through == "starter"), parent
+    if through == "wrapper":
+        assert parent.startswith("sshd"), parent
+
+
+def test_the_pre_flight_goes_on_without_a_starter_where_python3_is_missing(
+    warm_world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No python3 on the host: the pre-flight does not wait for a starter that cannot start,
+    and every command runs through the wrapper."""
+    monkeypatch.setattr(starter, "PYTHON", "drx-no-such-python3")
+    warm_world.write_runbook(_chain(ssh.STARTER_MIN_COMMANDS))
+    t0 = time.monotonic()
+    code, err = warm_world.run(capsys, "failover", "site-b", "--yes")
+    assert code == 0, err
+    assert time.monotonic() - t0 < preflight.STARTER_WARM_S
+    assert "python3" not in warm_world.host_file("app-b", "parent").read_text()

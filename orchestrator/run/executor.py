@@ -47,6 +47,7 @@ from orchestrator.record.events import (
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
 from orchestrator.record.store import inside
+from orchestrator.run.preflight import spooled_counts
 from orchestrator.run.recover import Found, Recovery
 from orchestrator.run.rpo_guard import GuardVerdict, RpoGuard, judge
 from orchestrator.transport.base import (
@@ -70,8 +71,6 @@ JOURNAL_STDOUT_BYTES = 4096
 #: how long the creation (before the first step) or removal (at the end) of a host's spool
 #: directories may take
 SPOOL_CLEAN_TIMEOUT_S = 10.0
-#: how many spooled commands a polling check counts as when a connection picks how to start them
-SPOOLED_POLLS = 10
 #: check polls journaled per host attempt before only every 10th is
 POLL_JOURNAL_FULL = 200
 
@@ -591,10 +590,7 @@ class Executor:
         attempts' directories were made by the pre-flight (``preflight.first_attempts``)."""
         if not self.run_id:
             return
-        counts: dict[str, int] = {}
-        for _, host, polls in self.plan.commands():
-            counts[host.name] = counts.get(host.name, 0) + (SPOOLED_POLLS if polls else 1)
-        for name, n in counts.items():
+        for name, n in spooled_counts(self.plan).items():
             expect = getattr(self.connections.get(name), "expect_spooled", None)
             if expect is not None:
                 expect(n)

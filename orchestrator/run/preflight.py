@@ -20,6 +20,11 @@ from orchestrator.transport.spool import SPOOL_REFUSED_RC, SpoolKey, check_progr
 PREFLIGHT_CONCURRENCY = connecting.DEFAULT_MAX_CONNECTING
 #: the most bytes of first-attempt directory names the pre-flight creates on one host
 FIRST_ATTEMPTS_MAX = 64 * 1024
+#: how many spooled commands a polling check counts as when a connection picks how to start them
+SPOOLED_POLLS = 10
+#: how long the pre-flight waits for a host's starter to be ready (transport/starter.py); one
+#: that is not ready by then is used once it is, the wrapper until then
+STARTER_WARM_S = 2.0
 
 Connected = tuple[dict[str, Connection], dict[str, TransportError]]
 #: gives the transport of a kind of host ("ssh", "local"); tests and benchmarks pass a fake
@@ -32,17 +37,26 @@ def prove(
     *,
     sudo: Sequence[Sudo] = (),
     spool_dirs: Sequence[str] = (),
+    spooled: int = 0,
 ) -> Connection:
     """Open a connection to ``host`` and prove it can run commands (and ``sudo -n`` as each of
     ``sudo``: True for root, or a user name);
     raise TransportError naming what failed. One command now also takes the first session's
     set-up cost (tens of ms over SSH) out of the measured RTO; over SSH it is the spool's check,
-    which also creates ``spool_dirs`` (shell words: the run's first attempts on the host)."""
+    which also creates ``spool_dirs`` (shell words: the run's first attempts on the host).
+
+    ``spooled``: the spooled commands the run has for the host. A connection that runs
+    enough of them through a starter on the host (``expect_spooled``) has it started here,
+    beside the check, and waited for (STARTER_WARM_S at most): its start-up (python3 on the
+    host) is paid before the run's first step, not inside the measured RTO."""
     conn: Connection = connecting.connect(transport, host.spec)
     try:
         timeout = max(host.spec.connect_timeout, 1.0)
         # over SSH the proving command is the spool's check: no extra round trip
         ssh = host.spec.transport == "ssh"
+        expect = getattr(conn, "expect_spooled", None) if spooled else None
+        if expect is not None:
+            expect(spooled)  # a starter, if it is worth one, starts beside the check
         res = conn.run(
             check_program(ssh_dir(None, host.spec.spool_dir), spool_dirs) if ssh else "true",
             timeout=timeout,
@@ -69,6 +83,8 @@ def prove(
                     f"step on this host uses sudo: allow {host.spec.user} passwordless sudo "
                     f"{target} there",
                 )
+        if expect is not None:
+            expect(spooled, wait_s=STARTER_WARM_S)
     except BaseException:
         conn.close()
         raise
@@ -103,16 +119,24 @@ def connect_all(
     hosts: list[Host],
     factory: TransportFactory = open_transport,
     spool_dirs: Mapping[str, Sequence[str]] | None = None,
+    spooled: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, Connection], dict[str, TransportError]]:
     """Open one connection to every host, in parallel (the pre-flight); ``spool_dirs``: the
-    spool directories to create on each (by host name, see ``prove``)."""
+    spool directories to create on each, ``spooled``: how many spooled commands each will
+    run (by host name, see ``prove``)."""
     transports = open_transports(hosts, factory)
     dirs = spool_dirs or {}
+    counts = spooled or {}
 
     def connect(host: Host) -> tuple[str, Connection | TransportError]:
         try:
             transport = transports[host.spec.transport]
-            return host.name, prove(transport, host, spool_dirs=dirs.get(host.name, ()))
+            return host.name, prove(
+                transport,
+                host,
+                spool_dirs=dirs.get(host.name, ()),
+                spooled=counts.get(host.name, 0),
+            )
         except TransportError as exc:
             return host.name, exc
 
@@ -205,10 +229,20 @@ def first_attempts(plan: Plan) -> dict[str, list[str]]:
     }
 
 
+def spooled_counts(plan: Plan) -> dict[str, int]:
+    """How many spooled commands ``plan`` runs on each host (a check that polls counts as
+    SPOOLED_POLLS): what a connection picks its way of starting them by."""
+    counts: dict[str, int] = {}
+    for _, host, polls in plan.commands():
+        counts[host.name] = counts.get(host.name, 0) + (SPOOLED_POLLS if polls else 1)
+    return counts
+
+
 def start(plan: Plan, factory: TransportFactory = open_transport) -> Future[Connected]:
     """Begin the pre-flight of ``plan`` on a background thread."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight")
-    future = pool.submit(connect_all, plan.hosts(), factory, first_attempts(plan))
+    spooled = spooled_counts(plan) if plan.run_id else None
+    future = pool.submit(connect_all, plan.hosts(), factory, first_attempts(plan), spooled)
     pool.shutdown(wait=False)
     return future
 

@@ -506,13 +506,14 @@ class SSHConnection:
             return "none" if starter.worked else "unavailable"
         return "ready" if starter.worked else "starting"
 
-    def expect_spooled(self, commands: int) -> None:
+    def expect_spooled(self, commands: int, wait_s: float | None = None) -> None:
         """Say how many spooled commands this connection is about to run: with at least
-        ``STARTER_MIN_COMMANDS`` its starter starts now (ready, most likely, by the first);
-        with fewer, they go through the wrapper, and a starter starts only if more come (a
-        python3 on the host costs more than the wrapper saves on a few commands)."""
+        ``STARTER_MIN_COMMANDS`` its starter starts now (ready, most likely, by the first;
+        with ``wait_s``, waited for that long: ``start_spooling``); with fewer, they go
+        through the wrapper, and a starter starts only if more come (a python3 on the host
+        costs more than the wrapper saves on a few commands)."""
         if commands >= STARTER_MIN_COMMANDS:
-            self._the_starter()
+            self.start_spooling(wait_s)
         else:
             with self._starter_lock:
                 self._starter_from = self._spooled + STARTER_MIN_COMMANDS

@@ -19,9 +19,10 @@ receives one frame — the spool directory, the ``sudo`` words and the command's
   channel every ``STREAM_EVERY_S``, and when the command ends writes ``rc`` (128 + N for a
   command killed by signal N) before the process is reaped, then sends the exit code.
 
-drx starts it in the background on a connection's first spooled command; until it says it is
-ready, spooled commands go through the wrapper, so its start-up (~15 ms of python3) delays
-nothing.
+drx starts it in the background when a connection is told it will run enough spooled commands
+(``SSHConnection.expect_spooled``: in the pre-flight, which waits for it to be ready) or when
+more come; until it says it is ready, spooled commands go through the wrapper, so its start-up
+(~15 ms of python3) delays no command.
 
 It outlives drx: at the end of its stdin it stops sending, waits for the commands it started,
 writes their ``rc`` and exits. A command drx gave up on (timeout, cancel: drx then kills its
