@@ -217,10 +217,12 @@ def half_done(plan: Plan, summary: RunSummary, opts: Options) -> str | None:
 def export_trace(summary: RunSummary, store: Store) -> None:
     """Export the run as an OpenTelemetry trace when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is
     set; a collector that is missing or slow is a warning, never a failed run."""
+    from orchestrator.report import export_configured
+
+    if not export_configured():
+        return
     from orchestrator.report import otlp
 
-    if not otlp.export_configured():
-        return
     try:
         problem = otlp.export(summary, store.read_events(summary.run_id))
     except Exception as exc:  # the run is recorded; the trace is a copy of it

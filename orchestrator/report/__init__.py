@@ -13,6 +13,7 @@ report says, ``charts`` lays out the SVG charts, ``text`` and ``junit`` render t
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from orchestrator.report.render import FORMATS, render
 
-__all__ = ["FORMATS", "render"]
+__all__ = ["FORMATS", "export_configured", "render"]
+
+
+def export_configured() -> bool:
+    """Whether the environment asks for a run's trace to be exported (``report.otlp``, imported
+    only then: a run without a collector does not pay for it)."""
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
 
 
 class _Package(types.ModuleType):

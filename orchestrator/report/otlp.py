@@ -78,14 +78,6 @@ class SpanData:
     error: str | None = None  # error.type; the span's status is ERROR
 
 
-def export_configured() -> bool:
-    """Whether the environment asks for traces to be exported."""
-    return bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    )
-
-
 def _id(run_id: str, key: str, size: int) -> int:
     digest = hashlib.sha256(f"{run_id}\0{key}".encode()).digest()
     return int.from_bytes(digest[:size], "big") or 1
