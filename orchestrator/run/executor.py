@@ -586,8 +586,10 @@ class Executor:
     def prepare_spools(self) -> None:
         """Tell each connection that spools how many spooled commands the plan has for it, so
         that it picks how to start them (``expect_spooled``: a starter on the host for many, the
-        wrapper for a few). A check that polls counts as many. No command runs: the first
-        attempts' directories were made by the pre-flight (``preflight.first_attempts``)."""
+        wrapper for a few). A check that polls counts as many. The pre-flight has told its
+        connections already (and readied their starters); this covers any other. No command
+        runs: the first attempts' directories were made by the pre-flight
+        (``preflight.first_attempts``)."""
         if not self.run_id:
             return
         for name, n in spooled_counts(self.plan).items():

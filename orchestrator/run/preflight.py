@@ -4,6 +4,7 @@ running one command. It can start in the background while the rest of the engine
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -22,8 +23,7 @@ PREFLIGHT_CONCURRENCY = connecting.DEFAULT_MAX_CONNECTING
 FIRST_ATTEMPTS_MAX = 64 * 1024
 #: how many spooled commands a polling check counts as when a connection picks how to start them
 SPOOLED_POLLS = 10
-#: how long the pre-flight waits for a host's starter to be ready (transport/starter.py); one
-#: that is not ready by then is used once it is, the wrapper until then
+#: how long the pre-flight waits, at most, for the starters it started (transport/starter.py)
 STARTER_WARM_S = 2.0
 
 Connected = tuple[dict[str, Connection], dict[str, TransportError]]
@@ -47,8 +47,7 @@ def prove(
 
     ``spooled``: the spooled commands the run has for the host. A connection that runs
     enough of them through a starter on the host (``expect_spooled``) has it started here,
-    beside the check, and waited for (STARTER_WARM_S at most): its start-up (python3 on the
-    host) is paid before the run's first step, not inside the measured RTO."""
+    beside the check (``connect_all`` waits for it)."""
     conn: Connection = connecting.connect(transport, host.spec)
     try:
         timeout = max(host.spec.connect_timeout, 1.0)
@@ -83,8 +82,6 @@ def prove(
                     f"step on this host uses sudo: allow {host.spec.user} passwordless sudo "
                     f"{target} there",
                 )
-        if expect is not None:
-            expect(spooled, wait_s=STARTER_WARM_S)
     except BaseException:
         conn.close()
         raise
@@ -123,7 +120,9 @@ def connect_all(
 ) -> tuple[dict[str, Connection], dict[str, TransportError]]:
     """Open one connection to every host, in parallel (the pre-flight); ``spool_dirs``: the
     spool directories to create on each, ``spooled``: how many spooled commands each will
-    run (by host name, see ``prove``)."""
+    run (by host name, see ``prove``). The starters this starts are waited for at the end,
+    STARTER_WARM_S at most for all: their start-up (python3 on the host) is paid before the
+    run's first step, not inside the measured RTO, and set-ups are not held back by it."""
     transports = open_transports(hosts, factory)
     dirs = spool_dirs or {}
     counts = spooled or {}
@@ -151,7 +150,18 @@ def connect_all(
                 failures[name] = result
             else:
                 connections[name] = result
+    _warm(connections, counts)
     return connections, failures
+
+
+def _warm(connections: Mapping[str, Connection], spooled: Mapping[str, int]) -> None:
+    """Wait for the starters of ``connections`` (STARTER_WARM_S at most, for all together).
+    One that is not ready by then is used once it is, the wrapper until then."""
+    deadline = time.monotonic() + STARTER_WARM_S
+    for name, conn in connections.items():
+        expect = getattr(conn, "expect_spooled", None) if spooled.get(name) else None
+        if expect is not None:
+            expect(spooled[name], wait_s=max(0.0, deadline - time.monotonic()))
 
 
 def login(host: Host) -> str:

@@ -392,7 +392,8 @@ class SSHConnection:
         self._kill_grace_s = kill_grace_s
         self._closed = False
         #: the starter of this connection's spooled commands (see transport/starter.py): None
-        #: until the first one; ``False`` when the host cannot run one (no python3 >= 3.8)
+        #: until one is worth starting (``expect_spooled``, or more commands came); ``False``
+        #: when the host cannot run one (no python3 >= 3.8)
         self._starter: Starter | bool | None = None if starter else False
         self._starter_lock = threading.Lock()
         #: spooled commands run so far, and how many before a starter is worth starting
