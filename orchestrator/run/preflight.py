@@ -47,15 +47,12 @@ def prove(
 
     ``spooled``: the spooled commands the run has for the host. A connection that runs
     enough of them through a starter on the host (``expect_spooled``) has it started here,
-    beside the check (``connect_all`` waits for it)."""
+    once the host is proven (``connect_all`` waits for it)."""
     conn: Connection = connecting.connect(transport, host.spec)
     try:
         timeout = max(host.spec.connect_timeout, 1.0)
         # over SSH the proving command is the spool's check: no extra round trip
         ssh = host.spec.transport == "ssh"
-        expect = getattr(conn, "expect_spooled", None) if spooled else None
-        if expect is not None:
-            expect(spooled)  # a starter, if it is worth one, starts beside the check
         res = conn.run(
             check_program(ssh_dir(None, host.spec.spool_dir), spool_dirs) if ssh else "true",
             timeout=timeout,
@@ -82,6 +79,11 @@ def prove(
                     f"step on this host uses sudo: allow {host.spec.user} passwordless sudo "
                     f"{target} there",
                 )
+        # a starter, if it is worth one, starts now (after the check: a server allowing one
+        # session at a time sees one at a time); connect_all waits for it
+        expect = getattr(conn, "expect_spooled", None) if spooled else None
+        if expect is not None:
+            expect(spooled)
     except BaseException:
         conn.close()
         raise
