@@ -47,7 +47,6 @@ from orchestrator.record.events import (
 from orchestrator.record.journal import Journal
 from orchestrator.record.outcomes import HostOutcome, Status, StepOutcome
 from orchestrator.record.store import inside
-from orchestrator.run.preflight import spooled_counts
 from orchestrator.run.recover import Found, Recovery
 from orchestrator.run.rpo_guard import GuardVerdict, RpoGuard, judge
 from orchestrator.transport.base import (
@@ -582,20 +581,6 @@ class Executor:
         their spools (the run lock was lost before they were journaled)."""
         with self._recovered_lock:
             self._spent = {}
-
-    def prepare_spools(self) -> None:
-        """Tell each connection that spools how many spooled commands the plan has for it, so
-        that it picks how to start them (``expect_spooled``: a starter on the host for many, the
-        wrapper for a few). A check that polls counts as many. The pre-flight has told its
-        connections already (and readied their starters); this covers any other. No command
-        runs: the first attempts' directories were made by the pre-flight
-        (``preflight.first_attempts``)."""
-        if not self.run_id:
-            return
-        for name, n in spooled_counts(self.plan).items():
-            expect = getattr(self.connections.get(name), "expect_spooled", None)
-            if expect is not None:
-                expect(n)
 
     def clean_spools(self) -> None:
         """Remove the spent spool directories, one request per host (best effort: what stays

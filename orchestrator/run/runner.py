@@ -515,7 +515,6 @@ def _steps_and_health(
 ) -> tuple[Status, str | None]:
     """Run the steps, then (if they succeeded) poll health at the site the run moves to: how
     the run ends, and why when it did not succeed."""
-    ex.prepare_spools()
     outcomes = ex.run()
     journal.write(StepsDone())
     stopped = _stopped(ex, lock_guard, probes, desk)

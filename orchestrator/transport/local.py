@@ -31,7 +31,14 @@ from orchestrator.transport.base import (
     sudo_argv,
     timed_run,
 )
-from orchestrator.transport.spool import Nudger, SpoolKey, attach_program, execed, program
+from orchestrator.transport.spool import (
+    Nudger,
+    SpoolKey,
+    attach_program,
+    execed,
+    fence_words,
+    program,
+)
 
 READ_SIZE = 1024 * 1024
 
@@ -62,7 +69,7 @@ class LocalConnection:
         where = fence = None
         if spool is not None and spool.root is not None:
             where = shlex.quote(str(spool.local_dir()))
-            fence = shlex.quote(str(spool.root / spool.fence()))
+            fence = fence_words(spool, self.host)
         # No marker: the shell leads its own session, so its pid is the group to kill.
         script = program(body, "", sudo, where, fence)
         return self._timed(script, sudo, timeout, log_path, redact, cancel, nudge=where is not None)
